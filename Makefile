@@ -1,0 +1,30 @@
+# Set-up and entry points. Every target creates the virtual environment first if it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-slow bench venv clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)  ## the main job on the embedded default
+	$(BIN)/tvad demo
+
+test: $(STAMP)  ## the default test run (under 15 minutes on 2 cores)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)  ## the slow tests only
+	$(BIN)/python -m pytest -q -m slow
+
+bench: $(STAMP)  ## throughput benchmarks, JSON on stdout
+	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

@@ -1,0 +1,119 @@
+"""Frame-level AUC: hand-computed cases, scikit-learn on random data, smoothing, bad input."""
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score, roc_curve as sk_roc_curve
+
+from tvad_jax.eval import metrics
+from tvad_jax.eval.metrics import EvalInputError
+
+
+def test_auc_hand_cases():
+    # Pairs (positive, negative): 0.35 loses to 0.4, the other three win -> 3/4.
+    assert metrics.roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])) == 0.75
+    # A tie between a positive and a negative counts one half: (0.5 + 1 + 1 + 1) / 4.
+    assert metrics.roc_auc(np.array([0, 1, 0, 1]), np.array([0.5, 0.5, 0.2, 0.9])) == 0.875
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_micro_auc_matches_sklearn_on_random_data(seed):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 400, size=12)
+    labels = {f"v{i}": (rng.random(n) < 0.3).astype(int) for i, n in enumerate(lengths)}
+    labels["v0"][:1] = 1  # both classes present overall
+    labels["v1"][:1] = 0
+    # Rounded scores make many ties.
+    scores = {k: np.round(rng.random(len(v)), 2) for k, v in labels.items()}
+    names = sorted(labels)
+    expected = roc_auc_score(np.concatenate([labels[n] for n in names]),
+                             np.concatenate([scores[n] for n in names]))
+    assert metrics.micro_auc(scores, labels) == pytest.approx(expected, abs=1e-12)
+
+
+def test_roc_curve_matches_sklearn():
+    rng = np.random.default_rng(7)
+    labels = (rng.random(500) < 0.4).astype(int)
+    scores = np.round(rng.random(500), 1)
+    fpr, tpr = metrics.roc_curve(labels, scores)
+    sk_fpr, sk_tpr, _ = sk_roc_curve(labels, scores, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, sk_fpr)
+    np.testing.assert_allclose(tpr, sk_tpr)
+    assert np.trapezoid(tpr, fpr) == pytest.approx(metrics.roc_auc(labels, scores))
+
+
+def test_macro_auc_pads_all_normal_and_all_abnormal_videos():
+    labels = {"a": np.array([0, 0, 0]), "b": np.array([1, 1]), "c": np.array([0, 1])}
+    scores = {"a": np.array([0.2, 0.1, 0.3]), "b": np.array([0.6, 0.0]),
+              "c": np.array([0.7, 0.3])}
+    # a: the padded abnormal frame (1.0) beats every normal frame -> 1.
+    # b: one normal frame (padding, 0.0): 0.6 wins, 0.0 ties, 1.0 wins -> 2.5 / 3.
+    # c: positives 0.3 and 1.0 against 0.7 and 0.0 -> (0 + 1 + 1 + 1) / 4.
+    result = metrics.frame_auc(scores, labels)
+    assert result.per_video == pytest.approx({"a": 1.0, "b": 2.5 / 3, "c": 0.75})
+    assert result.macro_auc == pytest.approx((1.0 + 2.5 / 3 + 0.75) / 3)
+    assert metrics.macro_auc(scores, labels) == pytest.approx(result.macro_auc)
+    # Micro over a, b, c concatenated: positives 0.6, 0.0, 0.3 vs negatives .2 .1 .3 .7:
+    # 3 + 0 + 2.5 wins out of 12 pairs.
+    assert result.micro_auc == pytest.approx(5.5 / 12)
+    assert result.num_frames == 7
+
+
+def test_smoothing_matches_explicit_gaussian_convolution():
+    rng = np.random.default_rng(1)
+    scores = rng.random(50)
+    sigma = 2.0
+    radius = int(4 * sigma + 0.5)
+    offsets = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel /= kernel.sum()
+    padded = np.pad(scores, radius, mode="symmetric")  # scipy's "reflect"
+    expected = np.convolve(padded, kernel, mode="valid")
+    np.testing.assert_allclose(metrics.smooth_scores(scores, sigma), expected, atol=1e-12)
+    np.testing.assert_array_equal(metrics.smooth_scores(scores, 0.0), scores)
+
+
+def test_smoothing_is_per_video():
+    labels = {"a": np.array([0, 0, 1, 1]), "b": np.array([1, 0, 0, 1])}
+    scores = {"a": np.array([0.1, 0.2, 0.9, 0.8]), "b": np.array([0.9, 0.1, 0.2, 0.7])}
+    result = metrics.frame_auc(scores, labels, sigma=1.0)
+    smoothed = {k: metrics.smooth_scores(v, 1.0) for k, v in scores.items()}
+    expected = roc_auc_score(np.r_[labels["a"], labels["b"]], np.r_[smoothed["a"], smoothed["b"]])
+    assert result.micro_auc == pytest.approx(expected)
+    assert result.sigma == 1.0
+
+
+def test_read_frame_arrays_and_errors(tmp_path):
+    scores_dir, labels_dir = tmp_path / "scores", tmp_path / "labels"
+    scores_dir.mkdir()
+    labels_dir.mkdir()
+    np.save(scores_dir / "01_0014.npy", np.array([0.1, 0.9, 0.4]))
+    np.save(labels_dir / "01_0014.npy", np.array([0, 1, 0], dtype=np.uint8))
+    result = metrics.frame_auc_from_dirs(scores_dir, labels_dir)
+    assert result.micro_auc == 1.0 and result.macro_auc == 1.0
+
+    np.save(scores_dir / "01_0015.npy", np.array([0.1, 0.2]))
+    with pytest.raises(EvalInputError, match=r"01_0015\.npy: no matching 01_0015\.npy"):
+        metrics.read_frame_arrays(scores_dir, labels_dir)
+    np.save(labels_dir / "01_0015.npy", np.array([0, 1, 1]))
+    with pytest.raises(EvalInputError, match=r"01_0015\.npy.*shape \(3,\).*shape \(2,\)"):
+        metrics.read_frame_arrays(scores_dir, labels_dir)
+    np.save(scores_dir / "01_0015.npy", np.array([0.1, np.nan, 0.3]))
+    with pytest.raises(EvalInputError, match=r"01_0015\.npy.*frame 1 is nan"):
+        metrics.read_frame_arrays(scores_dir, labels_dir)
+    np.save(scores_dir / "01_0015.npy", np.array([0.1, 0.2, 0.3]))
+    np.save(labels_dir / "01_0015.npy", np.array([0, 2, 1]))
+    with pytest.raises(EvalInputError, match=r"01_0015\.npy.*frame 1 is 2, not 0 or 1"):
+        metrics.read_frame_arrays(scores_dir, labels_dir)
+    np.save(labels_dir / "01_0015.npy", np.zeros((3, 2)))
+    with pytest.raises(EvalInputError, match=r"labels/01_0015\.npy: expected one value per"):
+        metrics.read_frame_arrays(scores_dir, labels_dir)
+
+
+def test_api_errors():
+    with pytest.raises(EvalInputError, match="both normal and abnormal"):
+        metrics.roc_auc(np.array([1, 1]), np.array([0.1, 0.2]))
+    with pytest.raises(EvalInputError, match="shape"):
+        metrics.roc_auc(np.array([0, 1, 1]), np.array([0.1, 0.2]))
+    with pytest.raises(EvalInputError, match=r"\['b'\]"):
+        metrics.micro_auc({"a": np.array([0.5])}, {"a": np.array([1]), "b": np.array([0])})
+    with pytest.raises(EvalInputError, match="sigma"):
+        metrics.smooth_scores(np.zeros(3), -1.0)

@@ -1,0 +1,31 @@
+"""The `tvad` command: parses arguments and dispatches to one module per command group."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tvad_jax.commands import data as data_commands
+from tvad_jax.commands import demo as demo_commands
+from tvad_jax.commands import eval as eval_commands
+
+# Each group module exposes `add_parser(subparsers)`; its parsers set `func(args) -> int`.
+COMMAND_GROUPS = (data_commands, eval_commands, demo_commands)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tvad", description="Text-guided fine-grained video anomaly detection (JAX/Flax)."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for group in COMMAND_GROUPS:
+        group.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Argument parsing for each `tvad` command group; the work itself lives in the library."""

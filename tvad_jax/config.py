@@ -1,0 +1,173 @@
+"""Typed frozen configs, a registry of named configs, and `key=value` overrides.
+
+A config is a tree of frozen dataclasses. Named configs are functions registered with
+`@register("name")` that return one; `resolve("name", ["a.b=3"])` builds it and applies
+overrides, failing loudly on unknown keys or values of the wrong type. Every run writes the
+resolved config as JSON beside its outputs (`save`), and `load` reads it back.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+C = TypeVar("C")
+
+_REGISTRY: dict[str, Callable[[], Any]] = {}
+
+
+class ConfigError(ValueError):
+    """A config name, override key or override value that cannot be applied."""
+
+
+def register(name: str) -> Callable[[Callable[[], C]], Callable[[], C]]:
+    """Decorator registering a zero-argument function that returns a config."""
+
+    def wrap(fn: Callable[[], C]) -> Callable[[], C]:
+        if name in _REGISTRY:
+            raise ConfigError(f"config {name!r} registered twice")
+        _REGISTRY[name] = fn
+        return fn
+
+    return wrap
+
+
+def names() -> list[str]:
+    """Registered config names, sorted."""
+    _import_config_modules()
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> Any:
+    """The registered config `name`, freshly built."""
+    _import_config_modules()
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown config {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]()
+
+
+def resolve(name: str, overrides: list[str] = ()) -> Any:
+    """The named config with `key=value` overrides applied in order."""
+    return apply_overrides(get(name), overrides)
+
+
+def apply_overrides(config: C, overrides: list[str]) -> C:
+    """Apply `dotted.key=value` strings; values are parsed by the field's declared type."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        config = _set(config, key.strip().split("."), raw.strip(), key.strip())
+    return config
+
+
+def to_dict(config: Any) -> dict:
+    """A JSON-ready dict of a config tree (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config), default=str))
+
+
+def save(config: Any, path: str | Path) -> Path:
+    """Write the resolved config as JSON (atomically) and return the path."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(to_dict(config), indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def from_dict(cls: type[C], data: dict) -> C:
+    """Rebuild a config of dataclass type `cls` from `to_dict` output; unknown keys fail."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
+    kwargs = {}
+    for key, value in data.items():
+        field_type = hints[key]
+        if dataclasses.is_dataclass(field_type):
+            kwargs[key] = from_dict(field_type, value)
+        else:
+            kwargs[key] = _coerce_json(field_type, value, key)
+    return cls(**kwargs)
+
+
+def load(cls: type[C], path: str | Path) -> C:
+    """Read a config JSON written by `save`."""
+    return from_dict(cls, json.loads(Path(path).read_text()))
+
+
+def flat_keys(config: Any, prefix: str = "") -> list[str]:
+    """Every dotted key a config accepts as an override."""
+    keys = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            keys += flat_keys(value, f"{prefix}{f.name}.")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def _set(config: Any, path: list[str], raw: str, full_key: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    head = path[0]
+    if head not in fields:
+        raise ConfigError(
+            f"unknown config key {full_key!r}; valid keys: {', '.join(flat_keys(config))}"
+        )
+    current = getattr(config, head)
+    if len(path) > 1:
+        if not dataclasses.is_dataclass(current):
+            raise ConfigError(f"config key {full_key!r}: {head!r} is not a section")
+        return dataclasses.replace(config, **{head: _set(current, path[1:], raw, full_key)})
+    if dataclasses.is_dataclass(current):
+        raise ConfigError(f"config key {full_key!r} is a section; set one of its fields")
+    field_type = typing.get_type_hints(type(config))[head]
+    return dataclasses.replace(config, **{head: _parse(field_type, raw, full_key)})
+
+
+def _parse(field_type: Any, raw: str, key: str) -> Any:
+    """Parse the override string `raw` into `field_type`."""
+    origin = typing.get_origin(field_type)
+    args = typing.get_args(field_type)
+    if origin in (typing.Union, types.UnionType):
+        if type(None) in args and raw.lower() in ("none", "null"):
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        return _parse(non_none[0], raw, key)
+    if origin is tuple:
+        items = [s.strip() for s in raw.strip("()[]").split(",") if s.strip()]
+        inner = args[0] if args else str
+        return tuple(_parse(inner, s, key) for s in items)
+    if origin is typing.Literal:
+        if raw not in args:
+            raise ConfigError(f"config key {key!r}: {raw!r} is not one of {list(args)}")
+        return raw
+    try:
+        if field_type is bool:
+            lowered = raw.lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(raw)
+            return lowered in ("true", "1", "yes")
+        if field_type in (int, float, str):
+            return field_type(raw)
+    except ValueError:
+        raise ConfigError(f"config key {key!r}: cannot parse {raw!r} as {field_type.__name__}")
+    raise ConfigError(f"config key {key!r}: unsupported field type {field_type!r}")
+
+
+def _coerce_json(field_type: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(field_type)
+    if origin is tuple and isinstance(value, list):
+        inner = typing.get_args(field_type)[0]
+        return tuple(_coerce_json(inner, v, key) for v in value)
+    return value
+
+
+def _import_config_modules() -> None:
+    """Import the modules whose import registers named configs."""
+    import tvad_jax.configs  # noqa: F401  (registration side effect)

@@ -1,0 +1,78 @@
+"""The top-level config tree and the registry of named configs.
+
+    tvad <command> --config NAME [key=value ...]     e.g.  synth.num_frames=32
+
+Later stages (models, training) add their sections to `Config`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from tvad_jax.config import register
+from tvad_jax.data.pipeline import LoaderConfig
+from tvad_jax.data.synthetic.spec import SynthConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareConfig:
+    """Where videos come from and where `tvad data prepare` writes ArrayRecord shards."""
+
+    layout: Literal["synthetic", "ubnormal", "shanghaitech"] = "synthetic"
+    source: str = ""            # dataset root; empty = the synthetic benchmark's out_dir
+    out_dir: str = ""           # empty = <source>/prepared
+    height: int = 96
+    width: int = 96
+    splits: tuple[str, ...] = ("train", "val", "test", "train_normal")
+    split_files: str = ""       # UBnormal: split=file1+file2;split=... (official name lists)
+    tracks_dir: str = ""        # ShanghaiTech: folder of community track files
+    skip_bad: bool = False
+    annotate: bool = True       # write the text annotations (needs synthetic sidecars)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    synth: SynthConfig = SynthConfig()
+    prepare: PrepareConfig = PrepareConfig()
+    loader: LoaderConfig = LoaderConfig()
+    runs_dir: str = "runs"
+
+    @property
+    def prepare_source(self) -> str:
+        return self.prepare.source or self.synth.out_dir
+
+    @property
+    def prepared_dir(self) -> str:
+        return self.prepare.out_dir or f"{self.prepare_source}/prepared"
+
+
+@register("default")
+def default() -> Config:
+    """The embedded default: the synthetic benchmark at 96x96, 64 frames, 200 videos."""
+    return Config()
+
+
+@register("tiny")
+def tiny() -> Config:
+    """A few short videos, for tests and smoke runs."""
+    return Config(
+        synth=SynthConfig(out_dir="data/synthetic-tiny", height=48, width=48, num_frames=32,
+                          videos_train=4, videos_val=2, videos_test=4, videos_train_normal=2,
+                          min_anomaly_frames=6, workers=1),
+        prepare=PrepareConfig(height=48, width=48),
+        loader=LoaderConfig(clip_len=8, clip_stride=8, batch_size=2),
+    )
+
+
+@register("ubnormal")
+def ubnormal() -> Config:
+    """UBnormal from a local copy: set prepare.source and prepare.split_files."""
+    return Config(prepare=PrepareConfig(layout="ubnormal", height=224, width=224,
+                                        splits=("train", "val", "test"), annotate=False))
+
+
+@register("shanghaitech")
+def shanghaitech() -> Config:
+    """ShanghaiTech Campus from a local copy: set prepare.source (and prepare.tracks_dir)."""
+    return Config(prepare=PrepareConfig(layout="shanghaitech", height=224, width=224,
+                                        splits=("train", "test"), annotate=False))

@@ -1,0 +1,158 @@
+"""grain pipelines over prepared ArrayRecord shards: fixed-shape clips for jitted steps.
+
+A clip is `clip_len` frames taken every `frame_step` frames from a start; starts are every
+`clip_stride` frames. Clips running past a video's end are padded (repeating the last frame)
+and flagged by `valid`. Masks and labels are also merged pairwise in time (logical OR) to
+match the backbone's 2-frame tubelets. The sequence of clips is shuffled per epoch with one
+seed shared by all processes, and each process takes every `process_count`-th clip, so hosts
+see disjoint data. The iterator is a grain `DatasetIterator`: `get_state`/`set_state` make it
+checkpointable.
+
+    batch["frames"]        [B, T, H, W, 3] float32, normalized
+    batch["valid"]         [B, T] bool
+    batch["labels"]        [B, T] uint8
+    batch["masks"]         [B, T, H, W] uint8
+    batch["tubelet_labels"] [B, T/2] uint8
+    batch["tubelet_masks"] [B, T/2, H, W] uint8
+    batch["video_index"], batch["start"]  [B] int32 (to map predictions back to frames)
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import grain
+import numpy as np
+
+from tvad_jax.data.errors import DataError
+from tvad_jax.data.tfds_builders import TvadVideos
+
+# CLIP's image normalization (RGB), the backbone family the models use.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoaderConfig:
+    clip_len: int = 16
+    clip_stride: int = 8
+    frame_step: int = 1
+    batch_size: int = 4          # global batch; each process loads batch_size / process_count
+    shuffle: bool = True
+    seed: int = 0
+    num_epochs: int = 0          # 0 = repeat forever
+    pad_last: bool = True
+    drop_remainder: bool = True
+    worker_count: int = 0
+    mean: tuple[float, ...] = CLIP_MEAN
+    std: tuple[float, ...] = CLIP_STD
+
+
+def clip_starts(num_frames: int, clip_len: int, stride: int, frame_step: int = 1,
+                pad_last: bool = True) -> list[int]:
+    """Clip start frames covering a video; with `pad_last`, one padded clip covers the tail."""
+    span = (clip_len - 1) * frame_step + 1
+    starts = list(range(0, max(num_frames - span, 0) + 1, stride))
+    if pad_last and starts[-1] + span < num_frames:
+        starts.append(starts[-1] + stride)
+    return starts
+
+
+def clip_index(lengths: list[int], cfg: LoaderConfig) -> np.ndarray:
+    """int64 [C, 2] rows (video_index, start) of every clip of every video."""
+    rows = [(v, s) for v, n in enumerate(lengths)
+            for s in clip_starts(n, cfg.clip_len, cfg.clip_stride, cfg.frame_step, cfg.pad_last)]
+    return np.asarray(rows, np.int64).reshape(-1, 2)
+
+
+class ClipLoader:
+    """Index of a clip -> one fixed-shape example (picklable for grain worker processes)."""
+
+    def __init__(self, source, index: np.ndarray, cfg: LoaderConfig):
+        if cfg.clip_len % 2:
+            raise ValueError("clip_len must be even (2-frame tubelets)")
+        self.source, self.index, self.cfg = source, index, cfg
+        self.mean = np.asarray(cfg.mean, np.float32) * 255
+        self.inv_std = 1.0 / (np.asarray(cfg.std, np.float32) * 255)
+
+    def __call__(self, clip: int) -> dict:
+        video, start = (int(v) for v in self.index[clip])
+        record = self.source[video]
+        n = len(record["labels"])
+        frame_ids = start + np.arange(self.cfg.clip_len) * self.cfg.frame_step
+        valid = frame_ids < n
+        frame_ids = np.minimum(frame_ids, n - 1)
+        labels = record["labels"][frame_ids] * valid
+        masks = record["masks"][frame_ids] * valid[:, None, None]
+        t, h, w = masks.shape
+        return {
+            "frames": (record["frames"][frame_ids].astype(np.float32) - self.mean) * self.inv_std,
+            "valid": valid,
+            "labels": labels.astype(np.uint8),
+            "masks": masks.astype(np.uint8),
+            "tubelet_labels": labels.reshape(t // 2, 2).max(1).astype(np.uint8),
+            "tubelet_masks": masks.reshape(t // 2, 2, h, w).max(1).astype(np.uint8),
+            "video_index": np.int32(video),
+            "start": np.int32(start),
+        }
+
+
+def open_split(prepared_dir: str | Path, split: str):
+    """The prepared data source of `split` and each video's frame count."""
+    builder_dir = find_builder_dir(prepared_dir)
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder_from_directory(str(builder_dir))
+    if split not in builder.info.splits:
+        raise DataError(builder_dir, f"split {split!r} was not prepared; have "
+                                     f"{sorted(builder.info.splits)}")
+    lengths = builder.info.metadata.get("num_frames", {}).get(split)
+    source = builder.as_data_source(split=split)
+    if lengths is None or len(lengths) != len(source):
+        raise DataError(builder_dir, "prepared data has no per-video frame counts; "
+                                     "re-run `tvad data prepare`")
+    if len(source) == 0:
+        raise DataError(builder_dir, f"split {split!r} is empty")
+    return source, lengths
+
+
+def find_builder_dir(prepared_dir: str | Path) -> Path:
+    """The single finished TFDS version folder under `prepared_dir` (incomplete ones ignored)."""
+    root = Path(prepared_dir) / TvadVideos.name
+    found = [p.parent for p in root.glob("*/*/dataset_info.json")
+             if "incomplete" not in p.parent.name]
+    if not found:
+        raise DataError(prepared_dir, "no prepared dataset here; run `tvad data prepare`")
+    if len(found) > 1:
+        raise DataError(prepared_dir, f"several prepared datasets: {sorted(map(str, found))}; "
+                                      "pass the one you want")
+    return found[0]
+
+
+def make_dataset(source, lengths: list[int], cfg: LoaderConfig, process_index: int = 0,
+                 process_count: int = 1) -> grain.IterDataset:
+    """The batched clip stream of one process."""
+    if cfg.batch_size % process_count:
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {process_count} "
+                         "processes")
+    index = clip_index(lengths, cfg)
+    ds = grain.MapDataset.range(len(index))
+    if cfg.shuffle:
+        ds = ds.shuffle(seed=cfg.seed)
+    ds = ds.repeat(cfg.num_epochs or None)
+    ds = ds[process_index::process_count]
+    ds = ds.map(ClipLoader(source, index, cfg))
+    ds = ds.batch(cfg.batch_size // process_count, drop_remainder=cfg.drop_remainder)
+    iter_ds = ds.to_iter_dataset()
+    if cfg.worker_count > 0:
+        _allow_multiprocessing_with_jax()
+        iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.worker_count))
+    return iter_ds
+
+
+def _allow_multiprocessing_with_jax() -> None:
+    """grain 0.2.18 reads absl flags in workers; with jax imported they must be parsed."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()

@@ -1,0 +1,1 @@
+"""The procedural surveillance benchmark (the embedded default dataset)."""

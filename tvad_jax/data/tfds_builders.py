@@ -1,0 +1,106 @@
+"""TFDS builder that turns any reader's videos into ArrayRecord shards (no TensorFlow).
+
+One example per video, in reader order: frames resized to the prepared resolution, per-frame labels, pixel
+anomaly masks and GT track rows; the dataset metadata
+lists each split's video names and frame counts (so clip indices need no decoding). Frames are stored as uint8 Tensor features (TFDS's Image and
+Video features need TensorFlow). TFDS writes into an `.incomplete` folder and renames it when
+every split is done, so an interrupted prepare leaves nothing a later run would read.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from tvad_jax.data.errors import DataError
+from tvad_jax.data.readers import VideoRecord, iter_records, make_reader
+
+VERSION = "1.0.0"
+
+
+def config_name(layout: str, source: str, height: int, width: int, splits) -> str:
+    """A builder-config name that changes whenever the source or the shapes change."""
+    digest = hashlib.sha1(json.dumps([str(Path(source).resolve()), list(splits)]).encode())
+    return f"{layout}_{height}x{width}_{digest.hexdigest()[:10]}"
+
+
+class TvadVideos(tfds.core.GeneratorBasedBuilder):
+    """Whole videos with frame labels, pixel masks and tracks, one example per video."""
+
+    VERSION = tfds.core.Version(VERSION)
+
+    def __init__(self, *, layout: str, source: str, height: int, width: int,
+                 splits: tuple[str, ...], skip_bad: bool = False, reader_options=None,
+                 report=print, **kwargs):
+        self._layout, self._source = layout, source
+        self._height, self._width = height, width
+        self._splits, self._skip_bad = tuple(splits), skip_bad
+        self._reader_options = reader_options or {}
+        self._report = report
+        config = tfds.core.BuilderConfig(
+            name=config_name(layout, source, height, width, splits),
+            description=f"{layout} videos from {source} at {height}x{width}")
+        super().__init__(config=config, file_format="array_record", **kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        h, w = self._height, self._width
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="Videos with per-frame anomaly labels, pixel masks and GT tracks.",
+            features=tfds.features.FeaturesDict({
+                "name": tfds.features.Text(),
+                "frames": tfds.features.Tensor(shape=(None, h, w, 3), dtype=np.uint8),
+                "labels": tfds.features.Tensor(shape=(None,), dtype=np.uint8),
+                "masks": tfds.features.Tensor(shape=(None, h, w), dtype=np.uint8),
+                "has_masks": tfds.features.Tensor(shape=(), dtype=np.bool_),
+                "tracks": tfds.features.Tensor(shape=(None, 6), dtype=np.int64),
+                "source_size": tfds.features.Tensor(shape=(2,), dtype=np.int64),
+            }),
+            disable_shuffling=True,  # keep reader order so `metadata` lines up with indices
+            metadata=tfds.core.MetadataDict(names={}, num_frames={}),
+        )
+
+    def _split_generators(self, dl_manager):
+        reader = make_reader(self._layout, self._source, **self._reader_options)
+        return {split: self._generate_examples(reader, split) for split in self._splits}
+
+    def _generate_examples(self, reader, split):
+        names = self.info.metadata["names"].setdefault(split, [])
+        lengths = self.info.metadata["num_frames"].setdefault(split, [])
+        for record in iter_records(reader, split, self._skip_bad, self._report):
+            example = to_example(record, self._height, self._width)
+            names.append(record.name)
+            lengths.append(record.num_frames)
+            yield record.name, example
+
+
+def to_example(record: VideoRecord, height: int, width: int) -> dict:
+    """Resize a record to the prepared resolution (tracks keep source pixel coordinates)."""
+    if record.frames.ndim != 4 or record.frames.shape[-1] != 3:
+        raise DataError(record.source, f"frames must be [T, H, W, 3], got {record.frames.shape}")
+    if len(record.labels) != record.num_frames:
+        raise DataError(record.source, f"frame-count mismatch: {len(record.labels)} labels, "
+                                       f"{record.num_frames} frames")
+    has_masks = record.masks is not None
+    masks = record.masks if has_masks else np.zeros(record.frames.shape[:3], np.uint8)
+    return {
+        "name": record.name,
+        "frames": resize_frames(record.frames, height, width, Image.BILINEAR),
+        "labels": record.labels.astype(np.uint8),
+        "masks": resize_frames(masks, height, width, Image.NEAREST),
+        "has_masks": has_masks,
+        "tracks": record.tracks.astype(np.int64).reshape(-1, 6),
+        "source_size": np.asarray(record.frames.shape[1:3], np.int64),
+    }
+
+
+def resize_frames(frames: np.ndarray, height: int, width: int, resample) -> np.ndarray:
+    """Resize [T, H, W(, C)] uint8 frames; a no-op when the size already matches."""
+    if frames.shape[1:3] == (height, width):
+        return frames
+    return np.stack([np.asarray(Image.fromarray(f).resize((width, height), resample))
+                     for f in frames])

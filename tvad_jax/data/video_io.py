@@ -1,0 +1,94 @@
+"""Video decoding and encoding (the only module that imports PyAV), and frame folders.
+
+Frames are uint8 arrays shaped [T, H, W, 3] (RGB). Writes are atomic: the file appears
+under its final name only once it is complete.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from tvad_jax.data.errors import DataError
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
+
+
+def read_video(path: str | Path) -> np.ndarray:
+    """Decode every frame of `path` as RGB uint8 [T, H, W, 3]; DataError on any failure."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "video file not found")
+    frames = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise DataError(path, "no video stream")
+            for frame in container.decode(video=0):
+                frames.append(frame.to_ndarray(format="rgb24"))
+    except DataError:
+        raise
+    except (av.error.FFmpegError, EOFError, ValueError) as err:
+        raise DataError(path, f"corrupt or truncated video ({err})") from err
+    if not frames:
+        raise DataError(path, "video has no decodable frames (empty or truncated)")
+    return np.stack(frames)
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: int = 30, crf: int = 18,
+                codec: str = "libx264") -> Path:
+    """Encode RGB uint8 [T, H, W, 3] frames; deterministic bytes for the same input.
+
+    H.264 needs even H and W (yuv420p). One encoder thread keeps the output bit-identical
+    across runs and machines; parallelism belongs to the caller (one video per worker).
+    """
+    path = Path(path)
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"{path}: frames must be uint8 [T, H, W, 3], got {frames.dtype} "
+                         f"{frames.shape}")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
+    try:
+        with av.open(str(tmp), mode="w", format=_container_format(path)) as container:
+            stream = container.add_stream(codec, rate=fps)
+            stream.width, stream.height = frames.shape[2], frames.shape[1]
+            stream.pix_fmt = "yuv420p"
+            stream.thread_count = 1
+            stream.options = {"crf": str(crf), "preset": "veryfast"}
+            for image in frames:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _container_format(path: Path) -> str:
+    return {".mp4": "mp4", ".avi": "avi", ".mkv": "matroska", ".mov": "mov"}.get(
+        path.suffix.lower(), "mp4")
+
+
+def read_frame_dir(path: str | Path, pattern: str = "*.jpg") -> np.ndarray:
+    """Read a folder of numbered image frames (sorted by name) as RGB uint8 [T, H, W, 3]."""
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(path, "frame folder not found")
+    files = sorted(path.glob(pattern))
+    if not files:
+        raise DataError(path, f"no frames matching {pattern}")
+    frames = []
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                frames.append(np.asarray(image.convert("RGB")))
+        except (UnidentifiedImageError, OSError) as err:
+            raise DataError(file, f"unreadable image ({err})") from err
+    if len({f.shape for f in frames}) != 1:
+        raise DataError(path, "frames of different sizes")
+    return np.stack(frames)
