@@ -4,6 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tvad_jax.config import ConfigError
+from tvad_jax.data.errors import InputError
+
 from tvad_jax.commands import data as data_commands
 from tvad_jax.commands import demo as demo_commands
 from tvad_jax.commands import eval as eval_commands
@@ -23,8 +26,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; bad configs and bad input files end with one clear line, exit 2."""
     args = build_parser().parse_args(argv)
-    return args.func(args) or 0
+    try:
+        return args.func(args) or 0
+    except (ConfigError, InputError) as err:
+        print(f"tvad: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import json
 import os
 from pathlib import Path
 
+from tvad_jax import config as config_lib
 from tvad_jax.data.annotate import annotate_video
 from tvad_jax.data.errors import DataError
 from tvad_jax.data.readers import iter_records, make_reader
@@ -44,6 +45,7 @@ def prepare(cfg, report=print) -> Path:
                          report=report, data_dir=cfg.prepared_dir)
     builder.download_and_prepare()
     out = Path(builder.data_dir)
+    config_lib.save(cfg, out / "config.json")
     if cfg.prepare.annotate:
         write_annotations(cfg, out / "annotations", report)
     return out

@@ -42,8 +42,9 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 30, crf: int = 
                 codec: str = "libx264") -> Path:
     """Encode RGB uint8 [T, H, W, 3] frames; deterministic bytes for the same input.
 
-    H.264 needs even H and W (yuv420p). One encoder thread keeps the output bit-identical
-    across runs and machines; parallelism belongs to the caller (one video per worker).
+    H.264 needs even H and W (yuv420p). One encoder thread and no lookahead keep the output
+    bit-identical across runs and processes; parallelism belongs to the caller (one video per
+    worker).
     """
     path = Path(path)
     frames = np.asarray(frames)
@@ -58,6 +59,10 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 30, crf: int = 
             stream.pix_fmt = "yuv420p"
             stream.thread_count = 1
             stream.options = {"crf": str(crf), "preset": "veryfast"}
+            if codec == "libx264":
+                # x264's lookahead (and macroblock-tree rate control) carries state between
+                # encoders in one process; without it the bytes depend only on the frames.
+                stream.options["x264-params"] = "threads=1:rc-lookahead=0:mbtree=0"
             for image in frames:
                 for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                     container.mux(packet)

@@ -60,7 +60,7 @@ class Canvas:
         """A thick line segment as a quad (limbs, poles, bicycle frames)."""
         p0, p1 = np.asarray(p0, np.float32), np.asarray(p1, np.float32)
         direction = p1 - p0
-        normal = np.array([-direction[1], direction[0]]) / (np.linalg.norm(direction) + 1e-6)
+        normal = np.array([-direction[1], direction[0]]) / (np.hypot(*direction) + 1e-6)
         offset = normal * width / 2
         self.polygon(np.stack([p0 + offset, p1 + offset, p1 - offset, p0 - offset]), color,
                      obj_id)
@@ -69,7 +69,10 @@ class Canvas:
         """Box-filter to output size: colour [H, W, 3] float32 and ids [H, W] uint8."""
         s = self.scale
         h, w = self.ids.shape[0] // s, self.ids.shape[1] // s
-        color = self.color.reshape(h, s, w, s, 3).mean(axis=(1, 3))
+        # Explicit element-wise sums: numpy's SIMD reductions may round differently with
+        # memory alignment, which would make the same seed give different files.
+        blocks = self.color.reshape(h, s, w, s, 3)
+        color = sum(blocks[:, i, :, j] for i in range(s) for j in range(s)) / (s * s)
         subsamples = self.ids.reshape(h, s, w, s).transpose(0, 2, 1, 3).reshape(h, w, s * s)
         counts = (subsamples[..., :, None] == subsamples[..., None, :]).sum(-1)
         best = np.argmax(counts, axis=-1)
@@ -81,6 +84,7 @@ class Canvas:
 def rotate(points: np.ndarray, angle_deg: float, pivot=(0.0, 0.0)) -> np.ndarray:
     """Rotate [K, 2] points by `angle_deg` (clockwise on screen) about `pivot`."""
     theta = np.deg2rad(angle_deg)
-    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]], np.float32)
+    cos, sin = np.float32(np.cos(theta)), np.float32(np.sin(theta))
     pivot = np.asarray(pivot, np.float32)
-    return (np.asarray(points, np.float32) - pivot) @ rot.T + pivot
+    dx, dy = (np.asarray(points, np.float32) - pivot).T
+    return np.stack([cos * dx - sin * dy, sin * dx + cos * dy], axis=1) + pivot

@@ -1,0 +1,35 @@
+import json
+from pathlib import Path
+
+from tvad_jax.cli import main
+
+
+def test_synth_prepare_and_configs(tmp_path, capsys):
+    out = tmp_path / "synth"
+    args = ["--config", "tiny", f"synth.out_dir={out}", "synth.videos_train=2",
+            "synth.videos_val=2", "synth.videos_test=2", "synth.videos_train_normal=1",
+            "prepare.splits=test"]
+    assert main(["data", "synth", *args]) == 0
+    assert f"synthetic benchmark written to {out}" in capsys.readouterr().err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["videos_train"] == 2 and len(manifest["videos"]) == 7
+    assert main(["data", "synth", *args]) == 0
+    assert "up to date" in capsys.readouterr().err
+    assert main(["data", "prepare", *args]) == 0
+    err = capsys.readouterr().err
+    prepared = Path(err.split("[tvad] prepared shards in ")[1].split()[0])
+    assert (prepared / "annotations" / "test.jsonl").is_file()
+    saved = json.loads((prepared / "config.json").read_text())
+    assert saved["prepare"]["splits"] == ["test"]
+    assert main(["configs"]) == 0
+    assert "tiny" in capsys.readouterr().out.split()
+    assert main(["configs", "tiny", "synth.seed=5"]) == 0
+    assert json.loads(capsys.readouterr().out)["synth"]["seed"] == 5
+
+
+def test_bad_override_and_bad_source_end_with_one_line(tmp_path, capsys):
+    assert main(["data", "synth", "--config", "tiny", "synth.frames=3"]) == 2
+    assert "tvad: error: unknown config key 'synth.frames'" in capsys.readouterr().err
+    missing = tmp_path / "missing"
+    assert main(["data", "prepare", "--config", "tiny", f"prepare.source={missing}"]) == 2
+    assert f"tvad: error: {missing}: dataset root not found" in capsys.readouterr().err

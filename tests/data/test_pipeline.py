@@ -1,0 +1,162 @@
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tvad_jax.data.errors import DataError
+from tvad_jax.data.pipeline import (LoaderConfig, clip_index, clip_starts, find_builder_dir,
+                                    make_dataset, open_split)
+from tvad_jax.data.prepare import parse_split_files, prepare
+from tvad_jax.data.readers import make_reader
+
+
+def test_clip_starts():
+    assert clip_starts(32, 8, 8) == [0, 8, 16, 24]
+    assert clip_starts(30, 8, 8) == [0, 8, 16, 24]            # last clip padded (24..31)
+    assert clip_starts(30, 8, 8, pad_last=False) == [0, 8, 16]
+    assert clip_starts(5, 8, 4) == [0]                         # shorter than one clip
+    assert clip_starts(20, 4, 4, frame_step=2, pad_last=False) == [0, 4, 8, 12]  # span 7
+    index = clip_index([16, 9], LoaderConfig(clip_len=8, clip_stride=8))
+    assert index.tolist() == [[0, 0], [0, 8], [1, 0], [1, 8]]
+
+
+def _expected_clip(record, start, cfg):
+    ids = start + np.arange(cfg.clip_len) * cfg.frame_step
+    valid = ids < len(record.labels)
+    ids = np.minimum(ids, len(record.labels) - 1)
+    return ids, valid
+
+
+def test_batches_match_the_reader(tiny_prepared):
+    cfg, prepared_dir = tiny_prepared
+    source, lengths = open_split(prepared_dir, "test")
+    reader = make_reader("synthetic", cfg.synth.out_dir)
+    names = reader.video_names("test")
+    assert lengths == [cfg.synth.num_frames] * len(names)
+    loader = dataclasses.replace(cfg.loader, shuffle=False, num_epochs=1, clip_stride=10)
+    batches = list(make_dataset(source, lengths, loader))
+    assert len(batches) == len(clip_index(lengths, loader)) // loader.batch_size
+    b, t, h = loader.batch_size, loader.clip_len, cfg.prepare.height
+    batch = batches[-1]
+    assert batch["frames"].shape == (b, t, h, h, 3) and batch["frames"].dtype == np.float32
+    assert batch["tubelet_masks"].shape == (b, t // 2, h, h)
+    records = {}
+    for batch in batches:
+        for i in range(b):
+            video, start = int(batch["video_index"][i]), int(batch["start"][i])
+            record = records.setdefault(video, reader.read(names[video]))
+            ids, valid = _expected_clip(record, start, loader)
+            np.testing.assert_array_equal(batch["valid"][i], valid)
+            np.testing.assert_array_equal(batch["labels"][i], record.labels[ids] * valid)
+            masks = record.masks[ids] * valid[:, None, None]
+            np.testing.assert_array_equal(batch["masks"][i], masks)
+            merged = np.maximum(masks[0::2], masks[1::2])      # pairwise OR in time
+            np.testing.assert_array_equal(batch["tubelet_masks"][i], merged)
+            pixels = batch["frames"][i] * np.asarray(loader.std) + np.asarray(loader.mean)
+            decoded = record.frames[ids].astype(np.float32) / 255
+            np.testing.assert_allclose(pixels, decoded, atol=1e-4)
+    assert any(not batch["valid"].all() for batch in batches)   # a padded tail clip
+
+
+def test_iterator_restore_gives_identical_next_batches(tiny_prepared):
+    _, prepared_dir = tiny_prepared
+    source, lengths = open_split(prepared_dir, "train")
+    loader = LoaderConfig(clip_len=8, clip_stride=4, batch_size=2, seed=3)
+    iterator = iter(make_dataset(source, lengths, loader))
+    for _ in range(3):
+        next(iterator)
+    state = iterator.get_state()
+    expected = [next(iterator) for _ in range(4)]
+    fresh = iter(make_dataset(source, lengths, loader))
+    fresh.set_state(state)
+    for want in expected:
+        got = next(fresh)
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
+
+
+def test_processes_see_disjoint_data(tiny_prepared):
+    _, prepared_dir = tiny_prepared
+    source, lengths = open_split(prepared_dir, "train")
+    loader = LoaderConfig(clip_len=8, clip_stride=4, batch_size=2, num_epochs=1)
+    seen = []
+    for process in range(2):
+        ds = make_dataset(source, lengths, loader, process_index=process, process_count=2)
+        seen.append({(int(v), int(s)) for batch in ds
+                     for v, s in zip(batch["video_index"], batch["start"])})
+    assert not seen[0] & seen[1]
+    everything = {tuple(r) for r in clip_index(lengths, loader).tolist()}
+    assert seen[0] | seen[1] <= everything
+    assert len(seen[0] | seen[1]) >= len(everything) - 2  # at most one dropped batch each
+    with pytest.raises(ValueError, match="not divisible"):
+        make_dataset(source, lengths, dataclasses.replace(loader, batch_size=3), 0, 2)
+
+
+def test_split_files_and_missing_splits(tiny_prepared, tmp_path):
+    _, prepared_dir = tiny_prepared
+    assert parse_split_files("train=a.txt+b.txt;test=c.txt") == \
+        {"train": ["a.txt", "b.txt"], "test": ["c.txt"]}
+    with pytest.raises(ValueError, match="split=file"):
+        parse_split_files("train")
+    with pytest.raises(DataError, match="split 'holdout' was not prepared"):
+        open_split(prepared_dir, "holdout")
+    with pytest.raises(DataError, match="no prepared dataset here"):
+        open_split(tmp_path, "train")
+
+
+def test_prepare_writes_annotations(tiny_prepared):
+    cfg, prepared_dir = tiny_prepared
+    builder = find_builder_dir(prepared_dir)
+    lines = (builder / "annotations" / "test.jsonl").read_text().splitlines()
+    assert len(lines) == cfg.synth.videos_test
+
+
+_KILLED_PREPARE = textwrap.dedent("""
+    import sys, time
+    import tvad_jax.data.tfds_builders as builders
+    from tvad_jax.data.prepare import prepare
+    from tvad_jax import config
+    original = builders.to_example
+    count = [0]
+    def slow(*args):
+        count[0] += 1
+        if count[0] == 3:
+            print("HALFWAY", flush=True)
+            time.sleep(60)
+        return original(*args)
+    builders.to_example = slow
+    cfg = config.resolve("tiny", ["synth.out_dir=" + sys.argv[1], "prepare.annotate=false"])
+    prepare(cfg, report=lambda m: None)
+""")
+
+
+def test_killed_prepare_leaves_nothing_readable(tiny_synth, tmp_path):
+    """SIGKILL in the middle of writing shards: no dataset is visible, and a rerun works."""
+    cfg, root = tiny_synth
+    copy = tmp_path / "synth"
+    subprocess.run(["cp", "-r", root, str(copy)], check=True)
+    subprocess.run(["rm", "-rf", str(copy / "prepared")], check=True)
+    process = subprocess.Popen([sys.executable, "-c", _KILLED_PREPARE, str(copy)],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        deadline = time.time() + 120
+        while process.stdout.readline().strip() != "HALFWAY":
+            assert time.time() < deadline and process.poll() is None
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait(timeout=30)
+    assert list((copy / "prepared").rglob("*incomplete*"))       # the partial write exists...
+    with pytest.raises(DataError, match="no prepared dataset"):
+        find_builder_dir(copy / "prepared")                       # ...but is never read
+    again = dataclasses.replace(cfg, synth=dataclasses.replace(cfg.synth, out_dir=str(copy)),
+                                prepare=dataclasses.replace(cfg.prepare, annotate=False))
+    prepare(again, report=lambda m: None)
+    source, lengths = open_split(copy / "prepared", "train")
+    assert len(source) == cfg.synth.videos_train

@@ -1,0 +1,199 @@
+"""Readers on tiny hand-built trees of both real layouts, and on synthetic output."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tvad_jax.data.errors import DataError
+from tvad_jax.data.readers import (ShanghaiTechReader, UBnormalReader, iter_records,
+                                   make_reader)
+from tvad_jax.data.video_io import write_video
+
+T, H, W = 6, 32, 48
+
+
+def _frames(seed=0, t=T):
+    rng = np.random.default_rng(seed)
+    base = rng.integers(40, 200, (1, H, W, 3))
+    return np.clip(base + np.arange(t)[:, None, None, None] * 3, 0, 255).astype(np.uint8)
+
+
+def _ubnormal_tree(root: Path) -> Path:
+    """Scene1 with one abnormal video (objects 3 and 5; 5 abnormal in frames 2-4, two blobs
+    in frame 3) and one normal video without annotations."""
+    scene = root / "Scene1"
+    scene.mkdir(parents=True)
+    name = "abnormal_scene_1_scenario_2"
+    write_video(scene / f"{name}.mp4", _frames())
+    ann = scene / f"{name}_annotations"
+    ann.mkdir()
+    for t in range(T):
+        ids = np.zeros((H, W), np.uint8)
+        ids[5:10, 5 + t:12 + t] = 3                 # a normal object
+        if 2 <= t <= 4:
+            ids[20:26, 30:36] = 5                   # the anomaly
+            if t == 3:
+                ids[28:30, 40:41] = 5               # a smaller second blob of the same id
+        Image.fromarray(ids).save(ann / f"{name}_{t:04d}_gt.png")
+    (scene / f"{name}_tracks.txt").write_text("5,2,4\n")
+    write_video(scene / "normal_scene_1_scenario_1.mp4", _frames(1))
+    (root / "lists").mkdir()
+    (root / "lists" / "abnormal_test_video_names.txt").write_text(f"{name}\n")
+    (root / "lists" / "normal_test_video_names.txt").write_text("normal_scene_1_scenario_1\n")
+    return root
+
+
+def _shanghaitech_tree(root: Path) -> Path:
+    videos = root / "training" / "videos"
+    videos.mkdir(parents=True)
+    write_video(videos / "01_001.avi", _frames(2), codec="mpeg4")
+    frames_dir = root / "testing" / "frames" / "01_0014"
+    frames_dir.mkdir(parents=True)
+    for t, frame in enumerate(_frames(3)):
+        Image.fromarray(frame).save(frames_dir / f"{t:03d}.jpg", quality=95)
+    labels = np.array([0, 0, 1, 1, 1, 0])
+    masks = np.zeros((T, H, W), np.uint8)
+    masks[2:5, 10:20, 10:16] = 1
+    masks[3, 10:20, 12:18] = 1                      # the region moves a little
+    (root / "testing" / "test_frame_mask").mkdir(parents=True)
+    (root / "testing" / "test_pixel_mask").mkdir(parents=True)
+    np.save(root / "testing" / "test_frame_mask" / "01_0014.npy", labels)
+    np.save(root / "testing" / "test_pixel_mask" / "01_0014.npy", masks)
+    return root
+
+
+def test_ubnormal_round_trip(tmp_path):
+    root = _ubnormal_tree(tmp_path / "ubnormal")
+    lists = root / "lists"
+    reader = UBnormalReader(root, {"test": [lists / "abnormal_test_video_names.txt",
+                                            lists / "normal_test_video_names.txt"]})
+    names = reader.video_names("test")
+    assert names == ["abnormal_scene_1_scenario_2", "normal_scene_1_scenario_1"]
+    record = reader.read(names[0])
+    assert record.frames.shape == (T, H, W, 3)
+    assert record.labels.tolist() == [0, 0, 1, 1, 1, 0]
+    expected = np.zeros((T, H, W), np.uint8)
+    expected[2:5, 20:26, 30:36] = 1
+    expected[3, 28:30, 40:41] = 1
+    np.testing.assert_array_equal(record.masks, expected)
+    # one box per frame: the largest component only (the community's largest-contour rule)
+    assert record.tracks.tolist() == [[5, t, 30, 20, 35, 25] for t in (2, 3, 4)]
+    normal = reader.read(names[1])
+    assert normal.labels.sum() == 0 and normal.masks.sum() == 0 and len(normal.tracks) == 0
+    assert record.sidecar is None
+
+
+def test_shanghaitech_round_trip(tmp_path):
+    root = _shanghaitech_tree(tmp_path / "shanghaitech")
+    reader = ShanghaiTechReader(root)
+    assert reader.video_names("train") == ["01_001"]
+    assert reader.video_names("test") == ["01_0014"]
+    train = reader.read("01_001")
+    assert train.frames.shape == (T, H, W, 3) and train.labels.sum() == 0
+    test = reader.read("01_0014")
+    assert test.labels.tolist() == [0, 0, 1, 1, 1, 0]
+    assert test.masks.sum() == 60 + 80 + 60   # 10x6, 10x8, 10x6 pixels
+    # tracks derived from the masks: one track, linked across frames 2-4
+    assert test.tracks.tolist() == [[0, 2, 10, 10, 15, 19], [0, 3, 10, 10, 17, 19],
+                                    [0, 4, 10, 10, 15, 19]]
+
+
+def test_shanghaitech_reads_community_track_files(tmp_path):
+    root = _shanghaitech_tree(tmp_path / "shanghaitech")
+    tracks_dir = tmp_path / "tracks"
+    tracks_dir.mkdir()
+    (tracks_dir / "01_0014.txt").write_text("7,3,1,2,3,4\n7,2,1,2,3,4\n")
+    record = ShanghaiTechReader(root, tracks_dir).read("01_0014")
+    assert record.tracks.tolist() == [[7, 3, 1, 2, 3, 4], [7, 2, 1, 2, 3, 4]]
+
+
+def test_synthetic_output_through_the_ubnormal_reader(tiny_synth):
+    _, root = tiny_synth
+    reader = make_reader("synthetic", root)
+    manifest = json.loads((Path(root) / "manifest.json").read_text())
+    frames_by_name = {v["name"]: v["abnormal_frames"] for v in manifest["videos"]}
+    for split in ("train", "test"):
+        for record in iter_records(reader, split):
+            assert record.labels.sum() == frames_by_name[record.name]
+            assert record.sidecar["video"] == record.name
+            anomalous = {o["id"]: o["anomaly"] for o in record.sidecar["objects"] if o["anomaly"]}
+            for obj_id, frame, *box in record.tracks.tolist():
+                start, end = anomalous[obj_id]
+                assert start <= frame <= end
+                assert record.masks[frame, box[1]:box[3] + 1, box[0]:box[2] + 1].any()
+            assert len({(r[0], r[1]) for r in record.tracks.tolist()}) == len(record.tracks)
+
+
+# ------------------------------------------------------------------ bad input
+def test_truncated_video_names_the_file(tmp_path):
+    root = _ubnormal_tree(tmp_path / "u")
+    video = root / "Scene1" / "normal_scene_1_scenario_1.mp4"
+    video.write_bytes(video.read_bytes()[:600])
+    with pytest.raises(DataError, match="normal_scene_1_scenario_1.mp4: corrupt or truncated"):
+        UBnormalReader(root).read("normal_scene_1_scenario_1")
+
+
+def test_missing_video_and_missing_annotation_file(tmp_path):
+    root = _ubnormal_tree(tmp_path / "u")
+    reader = UBnormalReader(root)
+    with pytest.raises(DataError, match="abnormal_scene_1_scenario_9.mp4: video file not found"):
+        reader.read("abnormal_scene_1_scenario_9")
+    (root / "Scene1" / "abnormal_scene_1_scenario_2_tracks.txt").unlink()
+    with pytest.raises(DataError, match="_tracks.txt: missing annotation file"):
+        reader.read("abnormal_scene_1_scenario_2")
+
+
+def test_frame_count_mismatch_between_video_and_masks(tmp_path):
+    root = _ubnormal_tree(tmp_path / "u")
+    ann = root / "Scene1" / "abnormal_scene_1_scenario_2_annotations"
+    (ann / "abnormal_scene_1_scenario_2_0005_gt.png").unlink()
+    with pytest.raises(DataError, match="frame-count mismatch: 5 annotation maps, 6 video"):
+        UBnormalReader(root).read("abnormal_scene_1_scenario_2")
+    st = _shanghaitech_tree(tmp_path / "s")
+    np.save(st / "testing" / "test_frame_mask" / "01_0014.npy", np.zeros(5))
+    with pytest.raises(DataError, match=r"01_0014.npy: frame-count mismatch"):
+        ShanghaiTechReader(st).read("01_0014")
+
+
+def test_malformed_track_rows_name_file_and_line(tmp_path):
+    root = _ubnormal_tree(tmp_path / "u")
+    tracks = root / "Scene1" / "abnormal_scene_1_scenario_2_tracks.txt"
+    tracks.write_text("5,2,4\n5,two,4\n")
+    with pytest.raises(DataError, match="_tracks.txt: line 2: expected 'object_id,start,end'"):
+        UBnormalReader(root).read("abnormal_scene_1_scenario_2")
+    tracks.write_text("5,2,40\n")
+    with pytest.raises(DataError, match="line 1: range 2-40 outside the video's 6 frames"):
+        UBnormalReader(root).read("abnormal_scene_1_scenario_2")
+
+
+def test_unknown_layout_and_empty_split(tmp_path):
+    root = _ubnormal_tree(tmp_path / "u")
+    with pytest.raises(DataError, match="unknown layout 'kinetics'"):
+        make_reader("kinetics", root)
+    with pytest.raises(DataError, match="not the UBnormal layout"):
+        UBnormalReader(root).read("some_video")
+    with pytest.raises(DataError, match="not the ShanghaiTech layout"):
+        ShanghaiTechReader(root).video_names("test")
+    empty = root / "lists" / "empty.txt"
+    empty.write_text("\n")
+    with pytest.raises(DataError, match="split 'val' is empty"):
+        UBnormalReader(root, {"val": [empty]}).video_names("val")
+    with pytest.raises(DataError, match="dataset root not found"):
+        UBnormalReader(tmp_path / "nowhere")
+
+
+def test_skip_bad_reports_and_continues(tmp_path):
+    root = _ubnormal_tree(tmp_path / "u")
+    names = root / "lists" / "all.txt"
+    names.write_text("abnormal_scene_1_scenario_2\nnormal_scene_1_scenario_1\n")
+    video = root / "Scene1" / "abnormal_scene_1_scenario_2.mp4"
+    video.write_bytes(b"not a video at all")
+    reader = UBnormalReader(root, {"test": [names]})
+    with pytest.raises(DataError):
+        list(iter_records(reader, "test"))
+    reports = []
+    records = list(iter_records(reader, "test", skip_bad=True, report=reports.append))
+    assert [r.name for r in records] == ["normal_scene_1_scenario_1"]
+    assert len(reports) == 1 and "abnormal_scene_1_scenario_2.mp4" in reports[0]
