@@ -20,8 +20,8 @@ demo: $(STAMP)  ## the main job on the embedded default
 test: $(STAMP)  ## the default test run (under 15 minutes on 2 cores)
 	$(BIN)/python -m pytest -q
 
-test-slow: $(STAMP)  ## the slow tests only
-	$(BIN)/python -m pytest -q -m slow
+test-slow: $(STAMP)  ## the tests marked slow (exit 5 = none collected is fine)
+	$(BIN)/python -m pytest -q -m slow || [ $$? -eq 5 ]
 
 bench: $(STAMP)  ## throughput benchmarks, JSON on stdout
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done

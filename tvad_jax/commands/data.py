@@ -17,6 +17,8 @@ def add_parser(subparsers) -> None:
     synth.set_defaults(func=run_synth)
     prepare = commands.add_parser("prepare", help="write ArrayRecord shards (+ annotations)")
     add_config_args(prepare)
+    prepare.add_argument("--skip-bad", action="store_true",
+                         help="report unreadable videos and go on (= prepare.skip_bad=true)")
     prepare.set_defaults(func=run_prepare)
     configs = subparsers.add_parser("configs", help="list named configs or print one")
     configs.add_argument("name", nargs="?", help="print this config resolved")
@@ -42,6 +44,8 @@ def run_prepare(args) -> int:
     from tvad_jax.data.prepare import prepare
 
     cfg = config_from_args(args)
+    if args.skip_bad:
+        cfg = config_lib.apply_overrides(cfg, ["prepare.skip_bad=true"])
     out = prepare(cfg, report=lambda msg: print(msg, file=sys.stderr))
     print(f"[tvad] prepared shards in {out}", file=sys.stderr)
     return 0

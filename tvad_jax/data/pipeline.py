@@ -4,8 +4,8 @@ A clip is `clip_len` frames taken every `frame_step` frames from a start; starts
 `clip_stride` frames. Clips running past a video's end are padded (repeating the last frame)
 and flagged by `valid`. Masks and labels are also merged pairwise in time (logical OR) to
 match the backbone's 2-frame tubelets. The sequence of clips is shuffled per epoch with one
-seed shared by all processes, and each process takes every `process_count`-th clip, so hosts
-see disjoint data. The iterator is a grain `DatasetIterator`: `get_state`/`set_state` make it
+seed shared by all processes; each process loads its contiguous block of rows of every global
+batch, so hosts see disjoint data and together exactly what one process would. The iterator is a grain `DatasetIterator`: `get_state`/`set_state` make it
 checkpointable.
 
     batch["frames"]        [B, T, H, W, 3] float32, normalized
@@ -131,23 +131,39 @@ def find_builder_dir(prepared_dir: str | Path) -> Path:
 
 def make_dataset(source, lengths: list[int], cfg: LoaderConfig, process_index: int = 0,
                  process_count: int = 1) -> grain.IterDataset:
-    """The batched clip stream of one process."""
+    """The batched clip stream of one process: its contiguous block of every global batch,
+    so that N processes together see exactly the batches (and row order) of one."""
     if cfg.batch_size % process_count:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {process_count} "
                          "processes")
     index = clip_index(lengths, cfg)
-    ds = grain.MapDataset.range(len(index))
+    order = grain.MapDataset.range(len(index))
     if cfg.shuffle:
-        ds = ds.shuffle(seed=cfg.seed)
-    ds = ds.repeat(cfg.num_epochs or None)
-    ds = ds[process_index::process_count]
+        order = order.shuffle(seed=cfg.seed)
+    order = order.repeat(cfg.num_epochs or None)
+    local_batch = cfg.batch_size // process_count
+    block = _ProcessBlock(order, process_index, local_batch, cfg.batch_size)
+    ds = grain.MapDataset.range(len(order) // process_count).map(block)
     ds = ds.map(ClipLoader(source, index, cfg))
-    ds = ds.batch(cfg.batch_size // process_count, drop_remainder=cfg.drop_remainder)
+    ds = ds.batch(local_batch, drop_remainder=cfg.drop_remainder)
     iter_ds = ds.to_iter_dataset()
     if cfg.worker_count > 0:
         _allow_multiprocessing_with_jax()
         iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.worker_count))
     return iter_ds
+
+
+class _ProcessBlock:
+    """Local element j -> the global clip this process loads: rows
+    [p * local, (p + 1) * local) of global batch j // local."""
+
+    def __init__(self, order, process_index: int, local_batch: int, global_batch: int):
+        self.order, self.process_index = order, process_index
+        self.local_batch, self.global_batch = local_batch, global_batch
+
+    def __call__(self, j: int) -> int:
+        batch, row = divmod(int(j), self.local_batch)
+        return self.order[batch * self.global_batch + self.process_index * self.local_batch + row]
 
 
 def _allow_multiprocessing_with_jax() -> None:

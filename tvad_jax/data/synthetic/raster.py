@@ -73,12 +73,14 @@ class Canvas:
         # memory alignment, which would make the same seed give different files.
         blocks = self.color.reshape(h, s, w, s, 3)
         color = sum(blocks[:, i, :, j] for i in range(s) for j in range(s)) / (s * s)
-        subsamples = self.ids.reshape(h, s, w, s).transpose(0, 2, 1, 3).reshape(h, w, s * s)
-        counts = (subsamples[..., :, None] == subsamples[..., None, :]).sum(-1)
-        best = np.argmax(counts, axis=-1)
-        ids = np.take_along_axis(subsamples, best[..., None], axis=-1)[..., 0]
-        covered = np.take_along_axis(counts, best[..., None], axis=-1)[..., 0] * 2 >= s * s
-        return color, np.where(covered, ids, 0).astype(np.uint8)
+        samples = [self.ids.reshape(h, s, w, s)[:, i, :, j] for i in range(s) for j in range(s)]
+        ids = np.zeros((h, w), np.uint8)
+        best = np.zeros((h, w), np.uint8)   # sub-samples agreeing with the chosen id
+        for sample in samples:
+            count = sum((sample == other).view(np.uint8) for other in samples)
+            better = count > best
+            ids[better], best[better] = sample[better], count[better]
+        return color, np.where(best * 2 >= s * s, ids, 0).astype(np.uint8)
 
 
 def rotate(points: np.ndarray, angle_deg: float, pivot=(0.0, 0.0)) -> np.ndarray:

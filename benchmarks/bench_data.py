@@ -1,0 +1,64 @@
+"""Data throughput: synthesizing the benchmark, preparing shards, and loading clips.
+
+    .venv/bin/python benchmarks/bench_data.py [--videos 200] [--workers 2]
+
+Prints one JSON object. The default renders the full default benchmark (200 videos of 64
+frames at 96x96), the size the foundation issue asks to build in under 2 minutes here.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tempfile
+import time
+
+from tvad_jax import config as config_lib
+from tvad_jax.data.pipeline import make_dataset, open_split
+from tvad_jax.data.prepare import prepare
+from tvad_jax.data.synthetic.generate import synthesize
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--videos", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batches", type=int, default=50)
+    args = parser.parse_args()
+    cfg = config_lib.get("default")
+    scale = args.videos / 200
+    with tempfile.TemporaryDirectory() as tmp:
+        synth = dataclasses.replace(
+            cfg.synth, out_dir=f"{tmp}/synth", workers=args.workers,
+            videos_train=round(80 * scale), videos_val=round(24 * scale),
+            videos_test=round(56 * scale), videos_train_normal=round(40 * scale))
+        cfg = dataclasses.replace(cfg, synth=synth)
+        start = time.perf_counter()
+        synthesize(synth)
+        synth_s = time.perf_counter() - start
+        start = time.perf_counter()
+        prepare(dataclasses.replace(cfg, prepare=dataclasses.replace(cfg.prepare,
+                                                                     annotate=False)),
+                report=lambda m: None)
+        prepare_s = time.perf_counter() - start
+        source, lengths = open_split(cfg.prepared_dir, "train")
+        iterator = iter(make_dataset(source, lengths, cfg.loader))
+        next(iterator)  # warm-up
+        start = time.perf_counter()
+        for _ in range(args.batches):
+            next(iterator)
+        load_s = time.perf_counter() - start
+    videos = sum(synth.videos_in(s) for s in ("train", "val", "test", "train_normal"))
+    print(json.dumps({
+        "videos": videos, "frames_per_video": synth.num_frames,
+        "resolution": [synth.height, synth.width], "workers": args.workers,
+        "synth_seconds": round(synth_s, 2), "synth_videos_per_s": round(videos / synth_s, 2),
+        "prepare_seconds": round(prepare_s, 2),
+        "prepare_videos_per_s": round(videos / prepare_s, 2),
+        "loader_clips_per_s": round(args.batches * cfg.loader.batch_size / load_s, 1),
+        "loader_clip_shape": [cfg.loader.clip_len, cfg.prepare.height, cfg.prepare.width, 3],
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

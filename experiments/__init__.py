@@ -1,0 +1,1 @@
+"""Experiment families: named configs plus sweep runners that print result tables."""

@@ -1,0 +1,345 @@
+"""The train loop: sharded init, resume, the jitted step over a data iterator, checkpoints, logs.
+
+`train` is what every stage calls. It takes
+
+  init_fn(rng) -> params          the full parameter tree, boxed with logical axis names
+                                  (`nn.with_logical_partitioning`) where it should be sharded;
+  loss_fn(trainable, frozen, batch, rng) -> (loss, metrics)
+  data                            an iterator of host-local batches (dicts of numpy arrays,
+                                  this process's consecutive part of the global batch) with
+                                  `get_state()` / `set_state()`, e.g. a grain DatasetIterator;
+  eval_fn(trainable, frozen) -> dict[str, float]   optional, run at every checkpoint.
+
+In a multi-process run, call `distributed.initialize` before building the data iterator (which
+needs `jax.process_index()`) and before `train`.
+
+Run folder contents: metrics.jsonl (one line per logged step), tensorboard/ (event files),
+checkpoints/<step>/ (orbax), summary.json.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from tvad_jax import runs
+from tvad_jax.train import mesh as mesh_lib
+from tvad_jax.train.checkpoint import CheckpointConfig, Checkpointer
+from tvad_jax.train.distributed import DistributedConfig
+from tvad_jax.train.optim import OptimConfig, make_optimizer
+from tvad_jax.train.state import (TrainState, abstract_with_shardings, init_state, split_params,
+                                  state_shardings)
+from tvad_jax.train.step import LossFn, jit_train_step, make_train_step
+from tvad_jax.train.writers import MetricsWriter
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainLoopConfig:
+    """How long to train and how to watch it.
+
+    Attributes:
+      steps: train steps (batches) in the run.
+      seed: seeds parameter init and the per-step RNG (`fold_in(key, step)`).
+      log_every: write every n-th step's metrics (every step is still checked for NaN).
+      sync_every: every n steps (and at each checkpoint) wait for the metrics in flight and
+        act on a non-finite step; 0 = only at checkpoints and the end.
+      eval_every: also evaluate every n steps (evaluation always runs at checkpoints).
+      nonfinite: on a NaN/inf loss or gradient, "stop" the run with an error naming the step
+        and the last good checkpoint, or "skip" that update and go on. The update of a
+        non-finite step is never applied in either case.
+      progress: show a progress bar (process 0 only).
+    """
+
+    steps: int = 1000
+    seed: int = 0
+    log_every: int = 1
+    sync_every: int = 50
+    eval_every: int = 0
+    nonfinite: Literal["stop", "skip"] = "stop"
+    progress: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The engine's section of a stage config.
+
+    `trainable` holds regular expressions over '/'-joined parameter paths (full match); every
+    other parameter is frozen.
+    """
+
+    loop: TrainLoopConfig = dataclasses.field(default_factory=TrainLoopConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    mesh: mesh_lib.MeshConfig = dataclasses.field(default_factory=mesh_lib.MeshConfig)
+    checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
+    distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
+    trainable: tuple[str, ...] = (".*",)
+
+
+class NonFiniteLossError(RuntimeError):
+    """A NaN/inf loss or gradient in a run with `nonfinite="stop"`."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    state: TrainState
+    frozen: Any
+    mesh: Mesh
+    summary: dict
+
+
+EvalFn = Callable[[Any, Any], dict[str, float]]
+OnStep = Callable[[int, TrainState, Checkpointer], None]
+
+
+@dataclasses.dataclass
+class Engine:
+    """Everything a run needs before its first step: sharded state, frozen params, the step.
+
+    Attributes:
+      mesh: the device mesh.
+      state: the freshly initialized TrainState (global arrays, sharded by the rules).
+      frozen: the frozen parameters (global arrays).
+      state_sharding, frozen_sharding, batch_sharding: the layouts the step is jitted with.
+      step: the jitted train step `(state, frozen, batch, rng) -> (state, metrics)`; the
+        state argument is donated.
+      rng: the base key of the step (`fold_in(rng, step)` inside).
+      lr_at: learning rate of the update at a given train step.
+    """
+
+    mesh: Mesh
+    state: TrainState
+    frozen: Any
+    state_sharding: TrainState
+    frozen_sharding: Any
+    batch_sharding: Any
+    step: Callable
+    rng: jax.Array
+    lr_at: Callable[[jax.Array], jax.Array]
+
+
+def build(config: TrainConfig, *, init_fn: Callable[[jax.Array], Any], loss_fn: LossFn,
+          mesh: Mesh | None = None, rules=mesh_lib.LOGICAL_AXIS_RULES) -> Engine:
+    """Initialize params sharded by their logical axes, split trainable/frozen, build the
+    optimizer state with matching shardings, and jit the step. Call inside
+    `mesh_lib.mesh_context(mesh, rules)` when the loss uses logical constraints."""
+    mesh = mesh if mesh is not None else mesh_lib.make_mesh(config.mesh)
+    init_rng, step_rng = jax.random.split(jax.random.key(config.loop.seed))
+    abstract = jax.eval_shape(init_fn, init_rng)
+    shardings = mesh_lib.logical_to_sharding(abstract, mesh, rules)
+    params = jax.jit(lambda r: nn.unbox(init_fn(r)), out_shardings=shardings)(init_rng)
+    trainable, frozen = split_params(params, config.trainable)
+    train_sh, frozen_sh = split_params(shardings, config.trainable)
+    del params
+
+    tx, lr_at = make_optimizer(config.optim, config.loop.steps)
+    abstract_trainable = jax.eval_shape(lambda: trainable)
+    state_sh = state_shardings(train_sh, tx, abstract_trainable, mesh)
+    state = jax.jit(lambda p: init_state(p, tx), out_shardings=state_sh,
+                    donate_argnums=0)(trainable)
+    batch_sh = mesh_lib.batch_sharding(mesh, rules)
+    step = jit_train_step(make_train_step(loss_fn, tx, lr_at), mesh, state_sh, frozen_sh,
+                          batch_sh)
+    return Engine(mesh=mesh, state=state, frozen=frozen, state_sharding=state_sh,
+                  frozen_sharding=frozen_sh, batch_sharding=batch_sh, step=step, rng=step_rng,
+                  lr_at=lr_at)
+
+
+def train(config: TrainConfig, *, init_fn: Callable[[jax.Array], Any], loss_fn: LossFn,
+          data: Any, run_dir: str | Path, eval_fn: EvalFn | None = None,
+          mesh: Mesh | None = None, rules=mesh_lib.LOGICAL_AXIS_RULES,
+          on_step: OnStep | None = None) -> TrainResult:
+    """Train (or resume training) and return the final state and the run summary."""
+    run_dir = Path(run_dir)
+    primary = jax.process_index() == 0
+    mesh = mesh if mesh is not None else mesh_lib.make_mesh(config.mesh)
+    with mesh_lib.mesh_context(mesh, rules):
+        engine = build(config, init_fn=init_fn, loss_fn=loss_fn, mesh=mesh, rules=rules)
+        state, frozen, state_sh = engine.state, engine.frozen, engine.state_sharding
+
+        ckpt = Checkpointer(run_dir / "checkpoints", config.checkpoint)
+        start = 0
+        latest = ckpt.latest_step() if config.checkpoint.resume else None
+        if latest is not None:
+            target = abstract_with_shardings(jax.eval_shape(lambda: state), state_sh)
+            state = ckpt.restore(latest, target, data)
+            restored = int(jax.device_get(state.step))
+            if restored != latest:
+                raise RuntimeError(f"checkpoint {latest} holds step {restored}")
+            start = latest
+            if primary:
+                print(f"[tvad] resumed from {ckpt.step_dir(latest)}", file=sys.stderr)
+
+        writer = MetricsWriter(run_dir if primary else None, truncate_after=start)
+        runner = _Runner(config, ckpt, writer, data, eval_fn, primary)
+        try:
+            state = runner.run(state, frozen, engine.step, engine.rng, start, mesh, rules,
+                               on_step)
+            ckpt.wait()
+            summary = runner.summary(state, frozen, start, mesh)
+        except NonFiniteLossError as e:
+            runner.close()
+            if primary:
+                _write_summary(run_dir, {"status": "nonfinite_loss", "error": str(e),
+                                         "resumed_from_step": start,
+                                         "first_nonfinite_step": writer.first_nonfinite[0],
+                                         "final_metrics": writer.last})
+            raise
+        finally:
+            runner.close()
+    if primary:
+        _write_summary(run_dir, summary)
+    return TrainResult(state=state, frozen=frozen, mesh=mesh, summary=summary)
+
+
+def _write_summary(run_dir: Path, summary: dict) -> None:
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print("[tvad] train summary: " + json.dumps(summary), file=sys.stderr)
+
+
+class _Runner:
+    """The loop body and its bookkeeping (kept apart from the set-up in `train`)."""
+
+    def __init__(self, config: TrainConfig, ckpt: Checkpointer, writer: MetricsWriter,
+                 data: Any, eval_fn: EvalFn | None, primary: bool):
+        self.config, self.ckpt, self.writer = config, ckpt, writer
+        self.data, self.eval_fn, self.primary = data, eval_fn, primary
+        self.examples_per_step = 0
+        self.compile_s = 0.0
+        self.flops_per_step = None
+        self.wall_s = 0.0
+        self.timed_steps = 0
+        self.last_eval: dict[str, float] | None = None
+        self.closed = False
+
+    def run(self, state, frozen, step_fn, rng, start, mesh, rules, on_step):
+        loop = self.config.loop
+        every = self.config.checkpoint.every_steps
+        compiled = None
+        steps = range(start, loop.steps)
+        bar = None
+        if self.primary and loop.progress:
+            bar = runs.progress(steps, desc="train", total=len(steps), unit="step")
+            steps = bar
+        t_start = None
+        for i in steps:
+            try:
+                local = next(self.data)
+            except StopIteration:
+                raise RuntimeError(f"the data iterator ran out before step {i + 1}") from None
+            batch = mesh_lib.shard_batch(local, mesh, rules)
+            if compiled is None:
+                self.examples_per_step = int(jax.tree.leaves(batch)[0].shape[0])
+                t0 = time.perf_counter()
+                compiled = step_fn.lower(state, frozen, batch, rng).compile()
+                self.compile_s = time.perf_counter() - t0
+                self.flops_per_step = _flops(compiled)
+            state, metrics = compiled(state, frozen, batch, rng)
+            if t_start is None:  # steps after the first are timed (one sync, here only)
+                jax.block_until_ready(metrics)
+                t_start = time.perf_counter()
+            step = i + 1
+            self.writer.put(step, metrics, write=step % loop.log_every == 0 or step == loop.steps)
+            if on_step is not None:
+                on_step(step, state, self.ckpt)
+            save = (every > 0 and step % every == 0) or step == loop.steps
+            evaluate = self.eval_fn is not None and (
+                save or (loop.eval_every > 0 and step % loop.eval_every == 0))
+            if save or evaluate or (loop.sync_every > 0 and step % loop.sync_every == 0):
+                self.writer.drain()
+                self._check_finite()
+                if bar is not None and "loss" in self.writer.last:
+                    bar.set_postfix(loss=f"{self.writer.last['loss']:.4g}", refresh=False)
+            eval_metrics = None
+            if evaluate:
+                eval_metrics = {k: float(v) for k, v in
+                                self.eval_fn(state.params, frozen).items()}
+                self.last_eval = dict(eval_metrics, step=step)
+                self.writer.put(step, eval_metrics, prefix="eval/")
+            if save:
+                self.writer.drain()  # every line up to this step is on disk before the save
+                self.ckpt.save(step, state, self.data, metrics=eval_metrics)
+        self.writer.drain()
+        self._check_finite()
+        if t_start is not None:
+            self.wall_s = time.perf_counter() - t_start
+            self.timed_steps = len(range(start, loop.steps)) - 1
+        if bar is not None:
+            bar.close()
+        return state
+
+    def _check_finite(self):
+        bad = self.writer.first_nonfinite
+        if bad is None or self.config.loop.nonfinite == "skip":
+            return
+        step, loss = bad
+        self.ckpt.wait()
+        good = [s for s in self.ckpt.all_steps() if s < step]
+        where = (f"{self.ckpt.step_dir(good[-1])} (step {good[-1]})" if good
+                 else "none (no checkpoint was saved before it)")
+        raise NonFiniteLossError(
+            f"non-finite loss or gradient at step {step} (loss={loss}); its update was not "
+            f"applied and the run stopped. Last good checkpoint: {where}. Set "
+            f"loop.nonfinite=skip to skip such updates instead.")
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            try:
+                self.writer.close()
+            finally:
+                self.ckpt.close()
+
+    def summary(self, state, frozen, start, mesh) -> dict:
+        loop = self.config.loop
+        steps_per_s = self.timed_steps / self.wall_s if self.wall_s > 0 else None
+        best = self.ckpt.best_step()
+        kept = self.ckpt.all_steps()
+        return {
+            "status": "completed",
+            "steps": loop.steps,
+            "resumed_from_step": start,
+            "final_step": int(jax.device_get(state.step)),
+            "examples_per_step": self.examples_per_step,
+            "compile_s": round(self.compile_s, 3),
+            "train_wall_s": round(self.wall_s, 3),
+            "steps_per_s": steps_per_s,
+            "examples_per_s": steps_per_s * self.examples_per_step if steps_per_s else None,
+            "flops_per_step_per_device": self.flops_per_step,
+            "final_metrics": self.writer.last,
+            "last_eval": self.last_eval,
+            "skipped_steps": self.writer.skipped_steps,
+            "first_nonfinite_step": (self.writer.first_nonfinite or (None,))[0],
+            "checkpoints": kept,
+            "last_checkpoint": str(self.ckpt.step_dir(kept[-1])) if kept else None,
+            "best_checkpoint": (None if best is None else
+                                {"step": best, "metrics": self.ckpt.metrics(best)}),
+            "trainable_params": _count(state.params),
+            "frozen_params": _count(frozen),
+            "mesh": {k: int(v) for k, v in mesh.shape.items()},
+            "processes": jax.process_count(),
+            "devices": jax.device_count(),
+        }
+
+
+def _count(tree) -> int:
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+
+def _flops(compiled) -> float | None:
+    """FLOPs of one step from XLA's cost analysis (None where the backend gives none)."""
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # noqa: BLE001 - not every backend implements it
+        return None
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else None
+    flops = (cost or {}).get("flops")
+    return float(flops) if flops is not None else None
