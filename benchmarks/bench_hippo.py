@@ -1,0 +1,191 @@
+"""Throughput of the HiPPO recurrence: three all-states modes, `final_state` and streaming `step`.
+
+    .venv/bin/python benchmarks/bench_hippo.py [--quick] [--out FILE]
+
+Prints one JSON object. For each shape (SMM: batch 256, 64 channels, state 64; S3M: batch 64,
+512 channels, state 64; and batch 1 to reach long sequences) and each length from the
+model's own (64 or 20) up to 16384, every function is compiled (compile time reported apart),
+warmed up and timed (best of several runs, `block_until_ready`). Beside each time stand its
+bounds measured in the same run: FLOPs (XLA's `cost_analysis`; for `scan`, the step's count
+times L, since XLA counts a loop body once) over the measured matmul peak, and bytes of
+inputs plus outputs over the measured copy bandwidth. Cases whose XLA peak memory exceeds
+`--memory-budget`, or whose compute bound alone exceeds `--time-budget`, are listed as skipped
+with the reason. The summary gives, per shape, the fastest all-states mode at each length and
+the lengths where the winner changes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _machine  # noqa: E402
+
+from tvad_jax.models import hippo  # noqa: E402
+
+SHAPES = {  # name: (batch, channels D, state P, lengths L)
+    "smm": (256, 64, 64, (64, 256, 1024, 4096, 16384)),
+    "s3m": (64, 512, 64, (20, 64, 256, 1024, 4096, 16384)),
+    "batch1": (1, 64, 64, (64, 256, 1024, 4096, 16384)),
+}
+QUICK_SHAPES = {"smm": (16, 64, 64, (64, 256)), "s3m": (4, 512, 64, (20, 64))}
+
+
+def _compile(fn, *args):
+    start = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    return compiled, time.perf_counter() - start
+
+
+def _flops(compiled) -> float:
+    return float(compiled.cost_analysis().get("flops", 0.0))
+
+
+def _time(compiled, *args) -> float:
+    """Best wall time: one warm-up, then 2 to 10 repeats, about a second in all.
+
+    The best run is the one least disturbed by other processes on the shared cores.
+    """
+    start = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    first = time.perf_counter() - start
+    best = first
+    for _ in range(max(2, min(10, int(1.0 / max(first, 1e-6))))):
+        start = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _record(name, L, batch, compiled, compile_s, flops, args, machine, budgets):
+    """Time one compiled case (or say why not) and place it against its two bounds."""
+    memory = compiled.memory_analysis()
+    peak = memory.peak_memory_in_bytes
+    compute_bound = flops / machine["peak_matmul_flops"]
+    row = {"fn": name, "L": L, "compile_s": round(compile_s, 4), "flops": flops,
+           "peak_bytes": int(peak), "compute_bound_s": compute_bound}
+    if peak > budgets["memory"]:
+        return row | {"skipped": f"XLA peak memory {peak / 2**30:.2f} GiB > budget"}
+    if compute_bound > budgets["time"]:
+        return row | {"skipped": f"compute bound {compute_bound:.1f} s > time budget"}
+    seconds = _time(compiled, *args)
+    io = memory.argument_size_in_bytes + memory.output_size_in_bytes
+    memory_bound = io / machine["copy_bandwidth"]
+    bound = max(compute_bound, memory_bound)
+    elements = batch * (L if name != "step" else 1)
+    return row | {
+        "time_s": seconds,
+        "ns_per_element": 1e9 * seconds / elements,
+        "io_bytes": io,
+        "memory_bound_s": memory_bound,
+        "memory_bound_fresh_output_s": io / machine["copy_bandwidth_fresh_output"],
+        "bound_s": bound,
+        "fraction_of_bound": bound / seconds,
+        "achieved_flops": flops / seconds,
+    }
+
+
+def bench_shape(batch, D, P, lengths, machine, budgets):
+    Ad, Bd = hippo.discretize(*hippo.transition("legt", P, 64.0), 1.0)
+    rows = []
+    state, u_t = jnp.zeros((batch, D, P)), jnp.full((batch, D), 0.01)
+    step_compiled, step_compile_s = _compile(hippo.step, Ad, Bd, state, u_t)
+    rows.append(_record("step", 1, batch, step_compiled, step_compile_s,
+                        _flops(step_compiled), (Ad, Bd, state, u_t), machine, budgets))
+    for L in lengths:
+        u = jnp.full((batch, L, D), 0.01)
+        args = (Ad, Bd, u)
+        states_bytes = 4 * batch * L * D * P
+        for mode in hippo.MODES:
+            if states_bytes > budgets["memory"]:  # not even compiled: it could not run
+                rows.append({"fn": mode, "L": L, "skipped":
+                             f"the states alone take {states_bytes / 2**30:.2f} GiB > budget"})
+                continue
+            fn = lambda Ad, Bd, u, mode=mode: hippo.linear_recurrence(Ad, Bd, u, mode)
+            compiled, compile_s = _compile(fn, *args)
+            flops = L * _flops(step_compiled) if mode == "scan" else _flops(compiled)
+            rows.append(_record(mode, L, batch, compiled, compile_s, flops, args, machine,
+                                budgets))
+        compiled, compile_s = _compile(hippo.final_state, *args)
+        rows.append(_record("final_state", L, batch, compiled, compile_s, _flops(compiled),
+                            args, machine, budgets))
+        del u, args
+    return rows
+
+
+def crossovers(rows):
+    """Fastest all-states mode per length, where it changes, and how the others compare."""
+    timed = [r for r in rows if "time_s" in r]
+    winners, relative, final_speedup = {}, {}, {}
+    for L in sorted({r["L"] for r in timed if r["fn"] in hippo.MODES}):
+        modes = {r["fn"]: r["time_s"] for r in timed if r["L"] == L and r["fn"] in hippo.MODES}
+        winners[L] = min(modes, key=modes.get)
+        relative[L] = {m: round(t / modes[winners[L]], 2) for m, t in modes.items()}
+        final = [r["time_s"] for r in timed if r["L"] == L and r["fn"] == "final_state"]
+        if final:
+            final_speedup[L] = round(modes[winners[L]] / final[0], 1)
+    lengths = sorted(winners)
+    changes = [f"{winners[a]} -> {winners[b]} between L={a} and L={b}"
+               for a, b in zip(lengths, lengths[1:]) if winners[a] != winners[b]]
+    step = [r for r in timed if r["fn"] == "step"]
+    return {
+        "fastest_all_states_mode": winners,
+        "winner_changes": changes or [f"none: {winners[lengths[0]]} wins at every measured "
+                                      "length" if lengths else "nothing timed"],
+        "all_states_time_relative_to_fastest": relative,
+        "final_state_speedup_over_fastest_all_states": final_speedup,
+        "streaming_step_ns_per_element": step[0]["ns_per_element"] if step else None,
+        "final_state_ns_per_element": {r["L"]: r["ns_per_element"] for r in timed
+                                       if r["fn"] == "final_state"},
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny shapes, a smoke test")
+    parser.add_argument("--out", help="also write the JSON here")
+    parser.add_argument("--memory-budget", type=float, default=1.0, help="GiB per case")
+    parser.add_argument("--time-budget", type=float, default=1.0,
+                        help="skip cases whose compute bound exceeds this many seconds")
+    args = parser.parse_args(argv)
+    budgets = {"memory": args.memory_budget * 2**30, "time": args.time_budget}
+    start = time.perf_counter()
+    machine = {
+        "device": str(jax.devices()[0]),
+        "cpu_count": os.cpu_count(),
+        "peak_matmul_flops": _machine.peak_matmul_flops(),
+        "copy_bandwidth": _machine.copy_bandwidth(),
+        "copy_bandwidth_fresh_output": _machine.copy_bandwidth(fresh_output=True),
+    }
+    shapes = QUICK_SHAPES if args.quick else SHAPES
+    results = {}
+    for name, (batch, D, P, lengths) in shapes.items():
+        rows = bench_shape(batch, D, P, lengths, machine, budgets)
+        results[name] = {"batch": batch, "channels": D, "state": P, "rows": rows,
+                         "summary": crossovers(rows)}
+    report = {
+        "benchmark": "hippo recurrences (float32, legt, bilinear)",
+        "units": {"ns_per_element": "wall time / (batch * L); one element = one token of one "
+                                    "sequence with all its channels",
+                  "flops": "XLA cost_analysis; scan = L x one step",
+                  "peak_bytes": "XLA memory_analysis peak of the compiled call",
+                  "bound_s": "max(flops / peak_matmul_flops, io_bytes / copy_bandwidth)"},
+        "machine": machine,
+        "shapes": results,
+        "wall_s": round(time.perf_counter() - start, 1),
+    }
+    text = json.dumps(report, indent=1)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
