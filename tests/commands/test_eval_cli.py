@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from tvad_jax.commands import eval as eval_commands
+from shared_data import shanghaitech_tracks_dir
 
-SHANGHAITECH_TRACKS = Path(__file__).parents[2] / ".." / "shared" / "data" / "shanghaitech-tracks"
 
 
 def run(argv, capsys):
@@ -50,15 +50,15 @@ def test_rbdc_tbdc_on_shanghaitech_format_files(tmp_path, capsys):
 
 
 def test_rbdc_tbdc_on_real_shanghaitech_tracks(tmp_path, capsys):
-    assert SHANGHAITECH_TRACKS.is_dir(), (
-        f"the shared ShanghaiTech track files are missing: {SHANGHAITECH_TRACKS.resolve()}")
+    assert shanghaitech_tracks_dir().is_dir(), (
+        f"the shared ShanghaiTech track files are missing: {shanghaitech_tracks_dir().resolve()}")
     # Perfect detections (the ground-truth boxes) for every video: RBDC = TBDC = 1.
-    for path in sorted(SHANGHAITECH_TRACKS.glob("[0-9]*.txt")):
+    for path in sorted(shanghaitech_tracks_dir().glob("[0-9]*.txt")):
         rows = np.loadtxt(path, delimiter=",", ndmin=2)
         write_lines(tmp_path / "det" / path.name,
                     [f"{int(r[1])},{int(r[2])},{int(r[3])},{int(r[4])},{int(r[5])},1.0"
                      for r in rows])
-    code, out, _ = run(["eval", "rbdc-tbdc", "--tracks", str(SHANGHAITECH_TRACKS),
+    code, out, _ = run(["eval", "rbdc-tbdc", "--tracks", str(shanghaitech_tracks_dir()),
                         "--detections", str(tmp_path / "det"), "--num-frames", "40791"], capsys)
     assert code == 0
     result = json.loads(out)

@@ -1,13 +1,12 @@
 """RBDC/TBDC: hand-computed cases, a loop port of the community script, real track files."""
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tvad_jax.eval import rbdc
 from tvad_jax.eval.metrics import EvalInputError
+from shared_data import shanghaitech_tracks_dir
 
-SHANGHAITECH_TRACKS = Path(__file__).parents[2] / ".." / "shared" / "data" / "shanghaitech-tracks"
 SHANGHAITECH_TEST_FRAMES = 40791
 
 
@@ -239,13 +238,13 @@ def test_unknown_video_and_api_errors(tmp_path):
 
 
 def shanghaitech_files():
-    assert SHANGHAITECH_TRACKS.is_dir(), (
-        f"the shared ShanghaiTech track files are missing: {SHANGHAITECH_TRACKS.resolve()}")
-    return sorted(p for p in SHANGHAITECH_TRACKS.glob("*.txt") if p.stem.lower() != "readme")
+    assert shanghaitech_tracks_dir().is_dir(), (
+        f"the shared ShanghaiTech track files are missing: {shanghaitech_tracks_dir().resolve()}")
+    return sorted(p for p in shanghaitech_tracks_dir().glob("*.txt") if p.stem.lower() != "readme")
 
 
 def test_real_shanghaitech_perfect_detections_score_one():
-    videos, tracks = rbdc.read_tracks(SHANGHAITECH_TRACKS)
+    videos, tracks = rbdc.read_tracks(shanghaitech_tracks_dir())
     assert len(videos) == len(shanghaitech_files()) == 107
     perfect = rbdc.Detections(video=tracks.video, frame=tracks.frame, boxes=tracks.boxes,
                               scores=np.ones(len(tracks.frame)))
@@ -257,7 +256,7 @@ def test_real_shanghaitech_perfect_detections_score_one():
 def test_real_shanghaitech_out_of_order_files_match_loop_port():
     # 01_0134 and 03_0059 list frames out of order; row order must not matter.
     names = ["01_0014", "01_0134", "03_0059", "05_0020"]
-    rows = [rbdc.read_tracks_file(SHANGHAITECH_TRACKS / f"{n}.txt") for n in names]
+    rows = [rbdc.read_tracks_file(shanghaitech_tracks_dir() / f"{n}.txt") for n in names]
     frames = rows[1][rows[1][:, 0] == rows[1][0, 0], 1]
     assert (np.diff(frames) < 0).any(), "01_0134 no longer lists frames out of order"
     tracks = rbdc.tracks_from_rows(rows)
