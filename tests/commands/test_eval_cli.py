@@ -1,7 +1,6 @@
 """`tvad eval` subcommands through a parser built from `tvad_jax.commands.eval.add_parser`."""
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
