@@ -162,3 +162,17 @@ def test_killed_prepare_leaves_nothing_readable(tiny_synth, tmp_path):
     prepare(again, report=lambda m: None)
     source, lengths = open_split(copy / "prepared", "train")
     assert len(source) == cfg.synth.videos_train
+
+
+def test_worker_processes_give_the_same_batches(tiny_prepared):
+    _, prepared_dir = tiny_prepared
+    source, lengths = open_split(prepared_dir, "train")
+    loader = LoaderConfig(clip_len=8, clip_stride=8, batch_size=2, num_epochs=1, seed=1)
+    expected = list(make_dataset(source, lengths, loader))
+    parallel = make_dataset(source, lengths, dataclasses.replace(loader, worker_count=2))
+    count = 0
+    for want, got in zip(expected, parallel):
+        for key in want:
+            np.testing.assert_array_equal(np.asarray(got[key]), want[key])
+        count += 1
+    assert count == len(expected) > 0
