@@ -165,7 +165,7 @@ def _side(point, width: int, height: int, margin: float = 2.5) -> str | None:
 
 def _entry(tl: Timeline, width: int, height: int) -> str:
     side = _side(tl.boxes[0], width, height)
-    where = _region(tl.centres[0], width, height)
+    where = region_name(tl.centres[0], width, height)
     if tl.frames[0] == 0:
         return f"is in view from the start in the {where}"
     return f"enters from the {side}" if side else f"appears in the {where}"
@@ -175,10 +175,11 @@ def _exit(tl: Timeline, width: int, height: int) -> str:
     side = _side(tl.boxes[-1], width, height)
     if side and _speed(tl)[-3:].mean() > 0.2:
         return f"and leaves at the {side}"
-    return f"and ends in the {_region(tl.centres[-1], width, height)}"
+    return f"and ends in the {region_name(tl.centres[-1], width, height)}"
 
 
-def _region(centre, width: int, height: int) -> str:
+def region_name(centre, width: int, height: int) -> str:
+    """Which ninth of the frame a point is in: "upper left" ... "centre"."""
     col = ("left", "centre", "right")[min(int(3 * centre[0] / width), 2)]
     row = ("upper", "middle", "lower")[min(int(3 * centre[1] / height), 2)]
     return "centre" if (row, col) == ("middle", "centre") else f"{row} {col}"
