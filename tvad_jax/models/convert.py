@@ -67,6 +67,17 @@ def reshape(*shape: int) -> Hook:
     return lambda x: np.reshape(x, shape)
 
 
+def inflate(taps: int) -> Hook:
+    """[...] -> [taps, ...], each tap x / taps: a 2-D patch kernel becomes a temporal one whose
+    response to `taps` identical frames equals the 2-D response."""
+    return lambda x: np.repeat(np.asarray(x)[None] / taps, taps, axis=0)
+
+
+def astype(dtype) -> Hook:
+    """Cast (e.g. float16 / bfloat16 checkpoints to float32 params)."""
+    return lambda x: np.asarray(x).astype(dtype)
+
+
 # ------------------------------------------------------------------ reading
 def read_config(directory: str | Path) -> dict:
     path = Path(directory) / "config.json"
@@ -134,6 +145,11 @@ def apply_rules(rules: Iterable[Rule], weights: dict[str, np.ndarray], num_layer
             missing += absent
             continue
         arrays = [rule.hook(weights[k]) if rule.hook else weights[k] for k in keys]
+        shapes = {tuple(np.shape(a)) for a in arrays}
+        if len(shapes) > 1:
+            raise CheckpointError(f"{source}: layers of {rule.theirs} differ in shape: "
+                                  + ", ".join(f"{k} {tuple(np.shape(weights[k]))}"
+                                              for k in keys))
         flat[tuple(rule.ours.split("/"))] = np.stack(arrays) if "{layer}" in rule.theirs \
             else arrays[0]
     skip = [re.compile(p) for p in ignore]
@@ -174,3 +190,61 @@ def _unbox(tree: Any) -> Any:
     import flax.linen as nn
 
     return nn.meta.unbox(tree)
+
+
+# ------------------------------------------------------------------ writing
+def to_pytorch_layout(flax_params: Any) -> dict[str, np.ndarray]:
+    """A Hugging Face *Flax* params tree -> the PyTorch-layout state dict HF's PyTorch models
+    use: path parts joined by ".", Dense `kernel` [in, out] -> `weight` [out, in], Conv
+    `kernel` [H, W, I, O] -> `weight` [O, I, H, W], LayerNorm `scale` and Embed `embedding` ->
+    `weight`. (The inverse of HF's `convert_pytorch_state_dict_to_flax`; for exporting and for
+    writing test checkpoints.) Also takes an already flat dict keyed by path tuples."""
+    from flax import traverse_util
+
+    if flax_params and all(isinstance(k, tuple) for k in flax_params):
+        flat = flax_params
+    else:
+        flat = traverse_util.flatten_dict(_unbox(flax_params))
+    out = {}
+    for path, value in flat.items():
+        value = np.asarray(value)
+        *parents, last = path
+        if last == "kernel":
+            value = np.transpose(value, (3, 2, 0, 1)) if value.ndim == 4 else value.T
+            last = "weight"
+        elif last in ("scale", "embedding"):
+            last = "weight"
+        out[".".join([*parents, last])] = np.array(value, order="C")
+    return out
+
+
+_FLAX_LEAVES = (".kernel", ".scale", ".embedding")
+
+
+def is_flax_layout(weights: dict[str, np.ndarray]) -> bool:
+    """Whether checkpoint keys are Hugging Face *Flax* names (`...kernel`, `...scale`,
+    `...embedding`, e.g. from `flax_model.msgpack`) rather than PyTorch ones."""
+    return any(k.endswith(_FLAX_LEAVES) for k in weights)
+
+
+def read_pytorch_layout(directory: str | Path) -> dict[str, np.ndarray]:
+    """`read_weights`, with Flax-layout checkpoints (HF `flax_model.msgpack`, or safetensors
+    saved by a Flax model) converted to PyTorch names and layouts, so that one key table
+    serves both."""
+    weights = read_weights(directory)
+    if is_flax_layout(weights):
+        weights = to_pytorch_layout({tuple(k.split(".")): v for k, v in weights.items()})
+    return weights
+
+
+def write_checkpoint(directory: str | Path, weights: dict[str, np.ndarray], config: dict
+                     ) -> Path:
+    """Write `config.json` and `model.safetensors` (metadata format "pt") into `directory`."""
+    from safetensors.numpy import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    save_file({k: np.array(v, order="C") for k, v in weights.items()},
+              str(directory / "model.safetensors"), metadata={"format": "pt"})
+    return directory

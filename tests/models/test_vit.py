@@ -1,0 +1,167 @@
+"""Video ViT: parity with transformers' FlaxCLIPModel vision tower on the same checkpoint.
+
+The checkpoint is a tiny random CLIP written in PyTorch layout (safetensors + config.json).
+Transformers' own PyTorch->Flax converter reads it back to exactly the HF Flax params (so the
+file is what HF expects), HF's Flax model runs on those, and our loader reads the same file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from tvad_jax.models import configs as C
+from tvad_jax.models.convert import to_pytorch_layout, write_checkpoint
+from tvad_jax.models.vit import VisionTransformer
+from tvad_jax.models.vlm import Backbone, load_clip
+
+ATOL = 2e-5
+
+
+def random_like(shape_tree, seed: int) -> dict:
+    """Random values for an HF Flax params shape tree (norm scales near 1)."""
+    rng = np.random.default_rng(seed)
+    flat = traverse_util.flatten_dict(shape_tree)
+    out = {k: ((1.0 if k[-1] == "scale" else 0.0) + 0.2 * rng.standard_normal(s.shape))
+           .astype(np.float32) for k, s in flat.items()}
+    return traverse_util.unflatten_dict(out)
+
+
+def hf_reads_back(model, directory, params) -> None:
+    """HF's converter maps our PyTorch-layout file to exactly `params` (names and layouts)."""
+    from safetensors.numpy import load_file
+    from transformers.modeling_flax_pytorch_utils import convert_pytorch_state_dict_to_flax
+
+    state = load_file(str(directory / "model.safetensors"))
+    stub = types.SimpleNamespace(params=model.params_shape_tree,
+                                 base_model_prefix=model.base_model_prefix)
+    got = traverse_util.flatten_dict(convert_pytorch_state_dict_to_flax(state, stub))
+    want = traverse_util.flatten_dict(params)
+    assert set(got) == set(want) == set(model.required_params)
+    for k in want:
+        np.testing.assert_array_equal(np.asarray(got[k]), want[k])
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """(directory, HF outputs, pixels [2, H, W, 3], ids, mask) of a tiny random CLIP."""
+    from transformers import CLIPConfig, FlaxCLIPModel
+
+    hf_cfg = CLIPConfig(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, image_size=32, patch_size=8),
+        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, vocab_size=99, max_position_embeddings=16,
+                         eos_token_id=98, pad_token_id=0),
+        projection_dim=16)
+    model = FlaxCLIPModel(hf_cfg, _do_init=False)
+    params = random_like(model.params_shape_tree, seed=0)
+    directory = tmp_path_factory.mktemp("clip")
+    write_checkpoint(directory, to_pytorch_layout(params), hf_cfg.to_dict())
+    hf_reads_back(model, directory, params)
+    rng = np.random.default_rng(1)
+    pixels = rng.standard_normal((2, 32, 32, 3)).astype(np.float32)
+    ids = np.array([[5, 17, 9, 98, 0, 0, 0], [4, 98, 30, 7, 97, 3, 1]], np.int32)
+    mask = np.array([[1, 1, 1, 1, 0, 0, 0], [1] * 7], np.int32)
+    out = jax.jit(lambda p: model(input_ids=ids, pixel_values=pixels.transpose(0, 3, 1, 2),
+                                  attention_mask=mask, params=p, output_hidden_states=True)
+                  )(params)
+    return types.SimpleNamespace(dir=directory, out=out, pixels=pixels, ids=ids, mask=mask,
+                                 hf_cfg=hf_cfg)
+
+
+@pytest.fixture(scope="module")
+def ours(clip):
+    cfg, params = load_clip(clip.dir, feature_layers=(0, 1, -1), attention="frame",
+                            max_frames=8)
+    return cfg, params
+
+
+def _video(pixels):
+    """Two clips of 4 frames: [a, a, b, b] and [b, b, a, a] -> tubelets (a, b) and (b, a)."""
+    a, b = pixels
+    return jnp.asarray(np.stack([np.stack([a, a, b, b]), np.stack([b, b, a, a])]))
+
+
+@pytest.fixture(scope="module")
+def frame_out(clip, ours):
+    """Our frame-attention outputs on `_video(pixels)` ([2 clips, 4 frames])."""
+    cfg, params = ours
+    encode = jax.jit(lambda p, x: Backbone(cfg).apply({"params": p}, x,
+                                                      method=Backbone.encode_video))
+    return encode(params, _video(clip.pixels))
+
+
+def test_hidden_states_match_hf(clip, ours, frame_out):
+    cfg, _ = ours
+    out, hf = frame_out, clip.out.vision_model_output
+    assert len(out.hidden) == 3 and cfg.vision.layer_indices == (0, 1, 2)
+    for ours_h, index in zip(out.hidden, (0, 1, 2)):
+        assert ours_h.shape == (2, 2, 17, 32)
+        ref = np.asarray(hf.hidden_states[index])                # [2 images, 17, 32]
+        np.testing.assert_allclose(ours_h[:, 0], ref, atol=ATOL)  # tubelet 0: a, b
+        np.testing.assert_allclose(ours_h[:, 1], ref[::-1], atol=ATOL)
+    np.testing.assert_allclose(out.pooled[:, 0], hf.pooler_output, atol=ATOL)
+    # final = post-LN of the last layer for every token; its CLS is HF's pooler output
+    np.testing.assert_allclose(out.final[:, 0, 0], hf.pooler_output, atol=ATOL)
+    embeds = out.embeds[:, 0] / jnp.linalg.norm(out.embeds[:, 0], axis=-1, keepdims=True)
+    np.testing.assert_allclose(embeds, clip.out.image_embeds, atol=ATOL)
+
+
+def test_tubelet_embedding_is_inflated(ours):
+    cfg, params = ours
+    kernel = params["vision"]["patch_embed"]
+    assert kernel.shape == (2, 8, 8, 3, 32)
+    np.testing.assert_array_equal(kernel[0], kernel[1])
+    np.testing.assert_array_equal(params["vision"]["time_embed"], np.zeros((4, 32)))
+
+
+def test_joint_attention_mixes_tubelets(clip, ours, frame_out):
+    cfg, params = ours
+    joint = VisionTransformer(dataclasses.replace(cfg.vision, attention="joint"), 16)
+    run_joint = jax.jit(lambda x: joint.apply({"params": params["vision"]}, x))
+    video = _video(clip.pixels)
+    out = run_joint(video)
+    np.testing.assert_allclose(out.hidden[0], frame_out.hidden[0], atol=1e-6)  # embeddings
+    assert float(jnp.abs(out.hidden[2] - frame_out.hidden[2]).max()) > 1e-3  # tubelets mix
+    # a clip of one tubelet: joint attention is CLIP's attention over one frame
+    single = run_joint(video[:, :2])
+    np.testing.assert_allclose(single.hidden[2][:, 0], clip.out.vision_model_output
+                               .hidden_states[2], atol=ATOL)
+
+
+def test_bfloat16_close_to_float32(clip, ours, frame_out):
+    cfg, params = ours
+    bf16 = VisionTransformer(dataclasses.replace(cfg.vision, dtype="bfloat16"), 16)
+    out = jax.jit(lambda p, x: bf16.apply({"params": p}, x))(params["vision"],
+                                                               _video(clip.pixels))
+    assert out.final.dtype == jnp.bfloat16
+    assert params["vision"]["patch_embed"].dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(out.final, np.float32), frame_out.final, atol=0.1)
+
+
+def test_feature_layers_fractions_and_indices():
+    assert C.resolve_layers((1 / 32, 0.25, 0.5, 1.0), 32) == (1, 8, 16, 32)
+    assert C.resolve_layers((1 / 32, 0.25, 0.5, 1.0), 24) == (1, 6, 12, 24)
+    assert C.resolve_layers((0, 3, -1, -2), 6) == (0, 3, 6, 5)
+    for bad in ((0.0,), (1.5,), (7,), (-8,), ("1",), (True,)):
+        with pytest.raises(ValueError):
+            C.resolve_layers(bad, 6)
+    with pytest.raises(ValueError, match="attention"):
+        C.tiny_vision(attention="global")
+
+
+def test_input_shape_errors(ours):
+    cfg, params = ours
+    vit = VisionTransformer(cfg.vision)
+    with pytest.raises(ValueError, match="multiple of 2"):
+        jax.eval_shape(lambda: vit.apply({"params": params["vision"]},
+                                         jnp.zeros((1, 3, 32, 32, 3))))
+    with pytest.raises(ValueError, match="max_frames"):
+        jax.eval_shape(lambda: vit.apply({"params": params["vision"]},
+                                         jnp.zeros((1, 10, 32, 32, 3))))

@@ -1,0 +1,161 @@
+"""Llama-family causal decoder on input embeddings, with an explicit KV cache.
+
+    dec = Decoder(cfg)
+    embeds = dec.apply(v, ids, method=Decoder.embed)                 # [B, L, D]
+    logits, _ = dec.apply(v, embeds, positions)                      # full causal pass
+    cache = init_cache(cfg, batch=B, max_len=S)
+    logits, cache = dec.apply(v, embeds, positions, cache, lengths)  # prefill / step / new turn
+
+Letters: B batch, L new tokens, S cache slots, D width, H query heads, K kv heads, Dh head
+size, V vocabulary.
+
+The cache is a plain dict pytree: "k", "v" [depth, B, S, K, Dh] (compute dtype) and "lengths"
+[B] int32, the number of filled slots per row. A call with a cache writes the L new tokens'
+keys/values at slots [lengths_b, lengths_b + L) of row b, lets query i attend to slots
+<= lengths_b + i, and advances lengths_b by `lengths[b]` (how many of the L tokens are real;
+default L). Prefill, one-token decoding and appending a dialogue turn are all this one call.
+Right-padded rows are fine: slots past a row's new length hold garbage that the next call
+overwrites, and only the padded queries themselves can see it. Callers keep
+lengths + L <= S (slot writes past S are clipped by XLA, silently).
+
+Positions (for RoPE) are explicit [B, L]; usually `cache["lengths"][:, None] + arange(L)`.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from tvad_jax.models import layers as L
+from tvad_jax.models.configs import DecoderConfig, dtype_of
+
+
+def init_cache(cfg: DecoderConfig, batch: int, max_len: int, dtype=None) -> dict:
+    """An empty KV cache: k, v [depth, B, S, K, Dh] zeros, lengths [B] zeros."""
+    dtype = dtype_of(cfg.dtype) if dtype is None else dtype
+    shape = (cfg.depth, batch, max_len, cfg.kv_heads, cfg.dim_per_head)
+    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
+            "lengths": jnp.zeros((batch,), jnp.int32)}
+
+
+def cache_axes() -> dict:
+    """Logical axis names of the cache leaves (for `nn.logical_to_mesh_sharding`)."""
+    kv = (None, "batch", "length", "heads", "kv")
+    return {"k": kv, "v": kv, "lengths": ("batch",)}
+
+
+class DecoderLayer(nn.Module):
+    """One Llama block as a scan body: x = x + attn(norm(x)); x = x + mlp(norm(x)).
+
+    Params: input_norm, attn (query/key/value/out, no biases), post_norm, mlp (gate/up/down).
+    Call: (x [B, L, D], kv) with kv None or (k, v) [B, S, K, Dh], positions [B, L],
+    start [B] (first slot written) -> (x, new kv).
+    """
+
+    cfg: DecoderConfig
+
+    def setup(self):
+        cfg = self.cfg
+        dtype = dtype_of(cfg.dtype)
+        self.input_norm = L.RMSNorm(cfg.rms_eps, dtype)
+        self.attn = L.Attention(cfg.heads, cfg.kv_heads, cfg.dim_per_head, cfg.width,
+                                use_bias=False, dtype=dtype)
+        self.post_norm = L.RMSNorm(cfg.rms_eps, dtype)
+        self.mlp = L.GatedMLP(cfg.mlp_dim, dtype=dtype)
+
+    def attention(self, x, kv, positions, start, key_lengths):
+        q, k, v = self.attn.qkv(x)
+        q = L.rope(q, positions, self.cfg.rope_theta)
+        k = L.rope(k, positions, self.cfg.rope_theta)
+        if kv is None:
+            o = jax.nn.dot_product_attention(q, k, v, is_causal=True,
+                                             key_value_seq_lengths=key_lengths)
+            return self.attn.output(o), None
+        k_cache, v_cache = kv
+        write = jax.vmap(lambda c, u, s: jax.lax.dynamic_update_slice_in_dim(c, u, s, axis=0))
+        k_cache = write(k_cache, k.astype(k_cache.dtype), start)
+        v_cache = write(v_cache, v.astype(v_cache.dtype), start)
+        S = k_cache.shape[1]
+        query_slot = start[:, None] + jnp.arange(x.shape[1])[None]        # B, L
+        mask = jnp.arange(S)[None, None, :] <= query_slot[:, :, None]      # B, L, S
+        o = jax.nn.dot_product_attention(q, k_cache.astype(q.dtype), v_cache.astype(q.dtype),
+                                         mask=mask[:, None])
+        return self.attn.output(o), (k_cache, v_cache)
+
+    def block(self, x, kv, positions, start, key_lengths):
+        x = L.constrain(x, ("batch", "length", "embed"))
+        h, kv = self.attention(self.input_norm(x), kv, positions, start, key_lengths)
+        x = x + h
+        x = x + self.mlp(self.post_norm(x))
+        return L.constrain(x, ("batch", "length", "embed")), kv
+
+    def __call__(self, x, kv, positions, start, key_lengths):
+        block = (nn.remat(DecoderLayer.block, prevent_cse=False) if self.cfg.remat
+                 else DecoderLayer.block)
+        return block(self, x, kv, positions, start, key_lengths)
+
+
+class Decoder(nn.Module):
+    """Llama-family decoder taking input embeddings (see the module docstring).
+
+    Params: embed [V, D], layers (scanned `DecoderLayer`s, leading axis depth), norm,
+    lm_head/kernel [D, V] unless `cfg.tie_embeddings`.
+    """
+
+    cfg: DecoderConfig
+
+    def setup(self):
+        cfg = self.cfg
+        self.embedding = self.param("embed", L.kernel_init(("vocab", "embed"), 0.02),
+                                    (cfg.vocab_size, cfg.width), jnp.float32)
+        self.layers = nn.scan(
+            DecoderLayer, variable_axes={"params": 0}, split_rngs={"params": True},
+            in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.depth,
+            metadata_params={nn.PARTITION_NAME: None})(cfg, name="layers")
+        self.norm = L.RMSNorm(cfg.rms_eps, self.dtype)
+        if not cfg.tie_embeddings:
+            self.lm_head = nn.Dense(cfg.vocab_size, use_bias=False, dtype=self.dtype,
+                                    param_dtype=jnp.float32,
+                                    kernel_init=L.kernel_init(("embed", "vocab")), name="lm_head")
+
+    @property
+    def dtype(self):
+        return dtype_of(self.cfg.dtype)
+
+    def embed(self, ids: jax.Array) -> jax.Array:
+        """ids [B, L] int -> embeddings [B, L, D] (compute dtype)."""
+        return jnp.take(self.embedding, ids, axis=0).astype(self.dtype)
+
+    def features(self, embeds, positions, cache=None, lengths=None):
+        """Final-norm hidden states [B, L, D] and the updated cache (see `__call__`)."""
+        B, Lq, _ = embeds.shape
+        x = L.constrain(embeds.astype(self.dtype), ("batch", "length", "embed"))
+        positions = jnp.broadcast_to(positions, (B, Lq)).astype(jnp.int32)
+        new_lengths = (jnp.full((B,), Lq, jnp.int32) if lengths is None
+                       else jnp.asarray(lengths, jnp.int32))
+        if cache is None:
+            key_lengths = None if lengths is None else new_lengths
+            x, _ = self.layers(x, None, positions, jnp.zeros((B,), jnp.int32), key_lengths)
+            return self.norm(x), None
+        start = cache["lengths"]
+        x, (k, v) = self.layers(x, (cache["k"], cache["v"]), positions, start, None)
+        return self.norm(x), {"k": k, "v": v, "lengths": start + new_lengths}
+
+    def logits(self, h: jax.Array) -> jax.Array:
+        """h [B, L, D] -> logits [B, L, V] float32."""
+        if self.cfg.tie_embeddings:
+            out = jnp.einsum("bld,vd->blv", h, self.embedding.astype(h.dtype))
+        else:
+            out = self.lm_head(h)
+        return L.constrain(out.astype(jnp.float32), ("batch", "length", "vocab"))
+
+    def __call__(self, embeds: jax.Array, positions: jax.Array, cache: dict | None = None,
+                 lengths: jax.Array | None = None):
+        """embeds [B, L, D], positions [B, L] -> (logits [B, L, V] float32, cache).
+
+        Without a cache: causal attention over the L tokens; `lengths` [B] (optional) masks
+        keys at index >= lengths[b] (right padding); returns cache None. With a cache: see the
+        module docstring; `lengths` [B] = real new tokens per row (default L).
+        """
+        h, cache = self.features(embeds, positions, cache, lengths)
+        return self.logits(h), cache

@@ -1,0 +1,86 @@
+"""Jitted greedy / temperature decoding with the explicit KV cache of `decoder.py`.
+
+    tokens, cache = generate(params, cfg, prompt_embeds, lengths, max_new_tokens=32, rng=key)
+    # next dialogue turn: the cache holds turn 1's prompt and answer
+    tokens2, cache = generate(params, cfg, turn2_embeds, lengths2, 32, key2, cache=cache)
+
+Shapes are fixed: the prompt is [B, L, D] (right-padded, `lengths` [B] real tokens each, or a
+[B, L] 0/1 mask of prefix ones), the answer [B, max_new_tokens]. One prefill call writes the
+prompt into the cache, then a `lax.scan` samples a token from the last logits and feeds it
+back, max_new_tokens times, so on return the cache holds prompt + every generated token (up to
+and including EOS) and can take the next turn directly. After a row emits `cfg.eos_token_id`
+its remaining tokens are `cfg.pad_token_id` and its cache length stops growing.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from tvad_jax.models.configs import DecoderConfig
+from tvad_jax.models.decoder import Decoder, init_cache
+
+
+def _lengths(prompt_embeds, mask_or_lengths):
+    B, Lp = prompt_embeds.shape[:2]
+    if mask_or_lengths is None:
+        return jnp.full((B,), Lp, jnp.int32)
+    x = jnp.asarray(mask_or_lengths)
+    return (x.astype(jnp.int32).sum(-1) if x.ndim == 2 else x.astype(jnp.int32))
+
+
+def sample(logits: jax.Array, rng: jax.Array, temperature) -> jax.Array:
+    """logits [B, V] -> tokens [B]: argmax when temperature <= 0, else a sample of
+    softmax(logits / temperature). `temperature` may be traced (no recompilation)."""
+    temperature = jnp.asarray(temperature, jnp.float32)
+    greedy = jnp.argmax(logits, axis=-1)
+    sampled = jax.random.categorical(rng, logits / jnp.maximum(temperature, 1e-6), axis=-1)
+    return jnp.where(temperature > 0, sampled, greedy).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens", "cache_len"))
+def generate(params, cfg: DecoderConfig, prompt_embeds: jax.Array, prompt_mask_or_lengths,
+             max_new_tokens: int, rng: jax.Array, cache: dict | None = None,
+             temperature: float = 0.0, cache_len: int | None = None):
+    """Decode `max_new_tokens` tokens after the prompt.
+
+    Args:
+      params: `Decoder` params (e.g. `backbone_params["decoder"]`).
+      cfg: the `DecoderConfig` (static).
+      prompt_embeds: [B, L, D] input embeddings (visual tokens, prompts, text embeddings).
+      prompt_mask_or_lengths: [B] real prompt tokens per row, or a [B, L] right-padded 0/1
+        mask, or None (all L real).
+      max_new_tokens: number of tokens to generate (static).
+      rng: PRNG key (used when temperature > 0; step i uses fold_in(rng, i)).
+      cache: a cache to continue (a previous turn); None starts an empty one of
+        `cache_len` slots (default L + max_new_tokens). Its free slots must fit L +
+        max_new_tokens.
+      temperature: 0 for greedy, else the sampling temperature (traced: changing it does not
+        recompile).
+    Returns:
+      tokens [B, max_new_tokens] int32 (pad after EOS), and the cache.
+    """
+    model = Decoder(cfg)
+    variables = {"params": params}
+    B, Lp = prompt_embeds.shape[:2]
+    lengths = _lengths(prompt_embeds, prompt_mask_or_lengths)
+    if cache is None:
+        cache = init_cache(cfg, B, cache_len or Lp + max_new_tokens)
+    positions = cache["lengths"][:, None] + jnp.arange(Lp)[None]
+    logits, cache = model.apply(variables, prompt_embeds, positions, cache, lengths)
+    last = jnp.take_along_axis(logits, jnp.maximum(lengths - 1, 0)[:, None, None], axis=1)[:, 0]
+    eos = -1 if cfg.eos_token_id is None else cfg.eos_token_id
+
+    def step(carry, i):
+        cache, last, done = carry
+        token = sample(last, jax.random.fold_in(rng, i), temperature)
+        token = jnp.where(done, cfg.pad_token_id, token)
+        embeds = model.apply(variables, token[:, None], method=Decoder.embed)
+        advance = jnp.where(done, 0, 1).astype(jnp.int32)
+        logits, cache = model.apply(variables, embeds, cache["lengths"][:, None], cache, advance)
+        return (cache, logits[:, 0], done | (token == eos)), token
+
+    done = jnp.zeros((B,), bool)
+    (cache, _, _), tokens = jax.lax.scan(step, (cache, last, done), jnp.arange(max_new_tokens))
+    return tokens.T, cache

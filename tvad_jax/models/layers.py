@@ -1,0 +1,261 @@
+"""Pieces shared by the towers: projections with logical axes, norms, MLPs, RoPE, the CLIP block.
+
+Shapes: B batch, L length (tokens attended together), D width, H query heads, K key/value
+heads, Dh head size, F MLP hidden size. Params are float32 (`param_dtype`); `dtype` is the
+compute dtype. Every param carries logical axis names (see `tvad_jax.train.mesh`).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+
+def _init(init: Callable, axes: tuple[str | None, ...]) -> Callable:
+    return nn.with_logical_partitioning(init, axes)
+
+
+def kernel_init(axes: tuple[str | None, ...], stddev: float | None = None) -> Callable:
+    """Lecun-normal (or normal(stddev)) initializer annotated with logical `axes`."""
+    base = nn.initializers.lecun_normal() if stddev is None else nn.initializers.normal(stddev)
+    return _init(base, axes)
+
+
+def zeros(axes):
+    return _init(nn.initializers.zeros_init(), axes)
+
+
+def ones(axes):
+    return _init(nn.initializers.ones_init(), axes)
+
+
+def quick_gelu(x):
+    return x * jax.nn.sigmoid(1.702 * x)
+
+
+ACTIVATION_FNS: dict[str, Callable] = {
+    "quick_gelu": quick_gelu,
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),
+    "gelu_tanh": functools.partial(jax.nn.gelu, approximate=True),
+    "silu": jax.nn.silu,
+}
+
+
+def constrain(x: jax.Array, axes: tuple[str | None, ...]) -> jax.Array:
+    """Logical sharding constraint on an activation (a no-op outside a mesh context)."""
+    return nn.with_logical_constraint(x, axes)
+
+
+def layer_norm(eps: float, dtype: Dtype, name: str | None = None) -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=eps, dtype=dtype, param_dtype=jnp.float32,
+                        scale_init=ones(("embed",)), bias_init=zeros(("embed",)), name=name)
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * scale, statistics in float32 (Llama's RMSNorm). Param: scale [D]."""
+
+    eps: float = 1e-6
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        scale = self.param("scale", ones(("embed",)), (x.shape[-1],), jnp.float32)
+        x32 = x.astype(jnp.float32)
+        x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return (jnp.asarray(scale, self.dtype) * x32.astype(self.dtype)).astype(self.dtype)
+
+
+class Projection(nn.Module):
+    """A linear map contracting the last `in_dims` axes of x into `features` axes.
+
+    Params: kernel [*in, *features] with logical `axes` (one name per kernel axis), bias
+    [*features] when `use_bias`. (Like `nn.DenseGeneral`, whose flattened kernel
+    initialisation cannot carry multi-axis logical names under a mesh.) Lecun-normal init with
+    the fan-in of all contracted axes.
+    """
+
+    features: tuple[int, ...]
+    axes: tuple[str | None, ...]
+    in_dims: int = 1
+    use_bias: bool = True
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        n_in, n_out = self.in_dims, len(self.features)
+        init = nn.initializers.variance_scaling(
+            1.0, "fan_in", "truncated_normal", in_axis=tuple(range(n_in)),
+            out_axis=tuple(range(n_in, n_in + n_out)))
+        kernel = self.param("kernel", _init(init, self.axes),
+                            tuple(x.shape[-n_in:]) + tuple(self.features), jnp.float32)
+        y = jnp.tensordot(x.astype(self.dtype), kernel.astype(self.dtype), axes=n_in)
+        if self.use_bias:
+            bias = self.param("bias", zeros(self.axes[n_in:]), tuple(self.features),
+                              jnp.float32)
+            y = y + bias.astype(self.dtype)
+        return y
+
+
+class Attention(nn.Module):
+    """Q/K/V and output projections of multi-head (grouped-query) attention.
+
+    Params: query/kernel [D, H, Dh], key|value/kernel [D, K, Dh] (+ biases [H|K, Dh] when
+    `use_bias`), out/kernel [H, Dh, D] (+ bias [D]). The attention itself is
+    `jax.nn.dot_product_attention`, called by the owner with its own masks or cache.
+    """
+
+    heads: int
+    kv_heads: int
+    head_dim: int
+    width: int
+    use_bias: bool = True
+    dtype: Dtype = jnp.float32
+
+    def setup(self):
+        def proj(heads, name):
+            return Projection((heads, self.head_dim), ("embed", "heads", "kv"),
+                              use_bias=self.use_bias, dtype=self.dtype, name=name)
+
+        self.query = proj(self.heads, "query")
+        self.key = proj(self.kv_heads, "key")
+        self.value = proj(self.kv_heads, "value")
+        self.out = Projection((self.width,), ("heads", "kv", "embed"), in_dims=2,
+                              use_bias=self.use_bias, dtype=self.dtype, name="out")
+
+    def qkv(self, x):
+        """x [B, L, D] -> q [B, L, H, Dh], k [B, L, K, Dh], v [B, L, K, Dh]."""
+        q = constrain(self.query(x), ("batch", "length", "heads", "kv"))
+        k = constrain(self.key(x), ("batch", "length", "heads", "kv"))
+        v = constrain(self.value(x), ("batch", "length", "heads", "kv"))
+        return q, k, v
+
+    def output(self, o):
+        """o [B, L, H, Dh] -> [B, L, D]."""
+        return self.out(o)
+
+    def __call__(self, x, mask=None, is_causal: bool = False):
+        """Self-attention of x [B, L, D]; mask [B, 1|H, L, L] bool (True = attend)."""
+        q, k, v = self.qkv(x)
+        o = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal)
+        return self.output(o)
+
+
+class MLP(nn.Module):
+    """fc1 [D, F] -> activation -> fc2 [F, D] (CLIP's MLP, the LLaVA projector's shape)."""
+
+    hidden: int
+    out: int
+    activation: str = "quick_gelu"
+    dtype: Dtype = jnp.float32
+    in_axis: str = "embed"
+    out_axis: str = "embed"
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.Dense(self.hidden, dtype=self.dtype, param_dtype=jnp.float32,
+                     kernel_init=kernel_init((self.in_axis, "mlp")), bias_init=zeros(("mlp",)),
+                     name="fc1")(x)
+        h = ACTIVATION_FNS[self.activation](h)
+        h = constrain(h, ("batch", "length", "mlp"))
+        return nn.Dense(self.out, dtype=self.dtype, param_dtype=jnp.float32,
+                        kernel_init=kernel_init(("mlp", self.out_axis)),
+                        bias_init=zeros((self.out_axis,)), name="fc2")(h)
+
+
+class GatedMLP(nn.Module):
+    """Llama's SwiGLU MLP: down(silu(gate(x)) * up(x)); kernels gate|up [D, F], down [F, D]."""
+
+    hidden: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        dense = functools.partial(nn.Dense, use_bias=False, dtype=self.dtype,
+                                  param_dtype=jnp.float32)
+        gate = dense(self.hidden, kernel_init=kernel_init(("embed", "mlp")), name="gate")(x)
+        up = dense(self.hidden, kernel_init=kernel_init(("embed", "mlp")), name="up")(x)
+        h = constrain(jax.nn.silu(gate) * up, ("batch", "length", "mlp"))
+        return dense(x.shape[-1], kernel_init=kernel_init(("mlp", "embed")), name="down")(h)
+
+
+def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
+    """Rotary position embedding in Llama's (Hugging Face) half-split layout.
+
+    x [B, L, H, Dh], positions [B, L] int -> [B, L, H, Dh]: channel i < Dh/2 pairs with
+    i + Dh/2, rotated by angle position * theta^(-2i/Dh). Computed in float32.
+    """
+    dim = x.shape[-1]
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim))
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq      # B, L, Dh/2
+    angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]  # B, L, 1, Dh
+    x32 = x.astype(jnp.float32)
+    half = dim // 2
+    rotated = jnp.concatenate([-x32[..., half:], x32[..., :half]], axis=-1)
+    return (x32 * jnp.cos(angles) + rotated * jnp.sin(angles)).astype(x.dtype)
+
+
+class EncoderBlock(nn.Module):
+    """CLIP's pre-LN transformer block as a scan body.
+
+    x = x + attn(ln1(x)); x = x + mlp(ln2(x)). Params: ln1, attn (query/key/value/out),
+    ln2, mlp (fc1, fc2). `__call__` is the scan body: carry (x [B', L, D], buf), slot -> carry;
+    it writes the block's output into `buf[slot]` (buf [K+1, ...] collects chosen layers'
+    outputs; slot K is scratch). `forward` is the block itself (rematerialized when `remat`).
+    `layout` says how the carry is attended: "tokens" (x is [B', L, D] already), "frame"
+    (x [B, T', S, D], each tubelet's S tokens attend within the tubelet) or "joint" (all
+    T' x S tokens of a clip attend to each other).
+    """
+
+    width: int
+    heads: int
+    mlp_dim: int
+    activation: str = "quick_gelu"
+    eps: float = 1e-5
+    causal: bool = False
+    remat: bool = False
+    dtype: Dtype = jnp.float32
+    layout: str = "tokens"
+
+    def setup(self):
+        self.ln1 = layer_norm(self.eps, self.dtype)
+        self.attn = Attention(self.heads, self.heads, self.width // self.heads, self.width,
+                              use_bias=True, dtype=self.dtype)
+        self.ln2 = layer_norm(self.eps, self.dtype)
+        self.mlp = MLP(self.mlp_dim, self.width, self.activation, dtype=self.dtype)
+
+    def forward(self, x, mask):
+        """x [B', L, D], mask [B', 1, L, L] bool or None -> [B', L, D]."""
+        x = constrain(x, ("batch", "length", "embed"))
+        x = x + self.attn(self.ln1(x), mask=mask, is_causal=self.causal)
+        x = x + self.mlp(self.ln2(x))
+        return constrain(x, ("batch", "length", "embed"))
+
+    def __call__(self, carry, slot, mask=None):
+        x, buf = carry
+        forward = (nn.remat(EncoderBlock.forward, prevent_cse=False) if self.remat
+                   else EncoderBlock.forward)
+        if self.layout == "frame":      # B, T', S, D -> B T', S, D
+            tokens = x.reshape((-1,) + x.shape[2:])
+        elif self.layout == "joint":    # B, T', S, D -> B, T' S, D
+            tokens = x.reshape(x.shape[0], -1, x.shape[-1])
+        else:
+            tokens = x
+        x = forward(self, tokens, mask).reshape(x.shape)
+        if buf is not None:
+            buf = jax.lax.dynamic_update_index_in_dim(buf, x.astype(buf.dtype), slot, 0)
+        return (x, buf), None
+
+
+def scan_blocks(block: type[nn.Module], depth: int, name: str = "layers", **kwargs):
+    """`block` scanned over `depth` layers: params stacked on a leading (unsharded) axis.
+
+    The returned module is called as `(carry, slots[depth], *broadcast_args)`.
+    """
+    return nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                   in_axes=(0, nn.broadcast), length=depth,
+                   metadata_params={nn.PARTITION_NAME: None})(name=name, **kwargs)
