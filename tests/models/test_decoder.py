@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import traverse_util
+
+from hf_helpers import hf_reads_back, random_like
 
 from tvad_jax.models.convert import CheckpointError, to_pytorch_layout, write_checkpoint
 from tvad_jax.models.decoder import Decoder, init_cache
@@ -22,28 +23,6 @@ from tvad_jax.models.generate import generate
 from tvad_jax.models.vlm import load_llama
 
 ATOL = 1e-5
-
-
-def random_like(shape_tree, seed: int) -> dict:
-    rng = np.random.default_rng(seed)
-    flat = traverse_util.flatten_dict(shape_tree)
-    return traverse_util.unflatten_dict({
-        k: ((1.0 if k[-1] == "scale" else 0.0) + 0.2 * rng.standard_normal(s.shape))
-        .astype(np.float32) for k, s in flat.items()})
-
-
-def hf_reads_back(model, directory, params) -> None:
-    from safetensors.numpy import load_file
-    from transformers.modeling_flax_pytorch_utils import convert_pytorch_state_dict_to_flax
-
-    state = load_file(str(directory / "model.safetensors"))
-    stub = types.SimpleNamespace(params=model.params_shape_tree,
-                                 base_model_prefix=model.base_model_prefix)
-    got = traverse_util.flatten_dict(convert_pytorch_state_dict_to_flax(state, stub))
-    want = traverse_util.flatten_dict(params)
-    assert set(got) == set(want) == set(model.required_params)
-    for k in want:
-        np.testing.assert_array_equal(np.asarray(got[k]), want[k])
 
 
 IDS = np.array([[1, 17, 33, 8, 90, 45, 12, 7, 64, 3],

@@ -13,7 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import traverse_util
+
+from hf_helpers import hf_reads_back, random_like
 
 from tvad_jax.models import configs as C
 from tvad_jax.models.convert import to_pytorch_layout, write_checkpoint
@@ -21,30 +22,6 @@ from tvad_jax.models.vit import VisionTransformer
 from tvad_jax.models.vlm import Backbone, load_clip
 
 ATOL = 2e-5
-
-
-def random_like(shape_tree, seed: int) -> dict:
-    """Random values for an HF Flax params shape tree (norm scales near 1)."""
-    rng = np.random.default_rng(seed)
-    flat = traverse_util.flatten_dict(shape_tree)
-    out = {k: ((1.0 if k[-1] == "scale" else 0.0) + 0.2 * rng.standard_normal(s.shape))
-           .astype(np.float32) for k, s in flat.items()}
-    return traverse_util.unflatten_dict(out)
-
-
-def hf_reads_back(model, directory, params) -> None:
-    """HF's converter maps our PyTorch-layout file to exactly `params` (names and layouts)."""
-    from safetensors.numpy import load_file
-    from transformers.modeling_flax_pytorch_utils import convert_pytorch_state_dict_to_flax
-
-    state = load_file(str(directory / "model.safetensors"))
-    stub = types.SimpleNamespace(params=model.params_shape_tree,
-                                 base_model_prefix=model.base_model_prefix)
-    got = traverse_util.flatten_dict(convert_pytorch_state_dict_to_flax(state, stub))
-    want = traverse_util.flatten_dict(params)
-    assert set(got) == set(want) == set(model.required_params)
-    for k in want:
-        np.testing.assert_array_equal(np.asarray(got[k]), want[k])
 
 
 @pytest.fixture(scope="module")
