@@ -12,6 +12,11 @@ from typing import Literal
 from tvad_jax.config import register
 from tvad_jax.data.pipeline import LoaderConfig
 from tvad_jax.data.synthetic.spec import SynthConfig
+from tvad_jax.models.s3m import S3MConfig
+from tvad_jax.stages.s3m import S3MJobConfig
+from tvad_jax.train.checkpoint import CheckpointConfig
+from tvad_jax.train.loop import TrainConfig, TrainLoopConfig
+from tvad_jax.train.optim import OptimConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +40,7 @@ class Config:
     synth: SynthConfig = SynthConfig()
     prepare: PrepareConfig = PrepareConfig()
     loader: LoaderConfig = LoaderConfig()
+    s3m: S3MJobConfig = S3MJobConfig()
     runs_dir: str = "runs"
 
     @property
@@ -61,6 +67,13 @@ def tiny() -> Config:
                           min_anomaly_frames=6, workers=1),
         prepare=PrepareConfig(height=48, width=48),
         loader=LoaderConfig(clip_len=8, clip_stride=8, batch_size=2),
+        s3m=S3MJobConfig(
+            model=S3MConfig(width=16, state_size=8, num_layers=2, past=4, future=2),
+            train=TrainConfig(
+                loop=TrainLoopConfig(steps=40, log_every=1, sync_every=10, progress=False),
+                optim=OptimConfig(learning_rate=1e-2, warmup_ratio=0.1),
+                checkpoint=CheckpointConfig(every_steps=0, keep_last=1, keep_best=0)),
+            batch_size=32, sigma=1.0, score_batch=256),
     )
 
 

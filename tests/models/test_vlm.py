@@ -252,3 +252,23 @@ def test_bad_checkpoint_directories(llava, tmp_path):
     with pytest.raises(CheckpointError, match=r"projector/fc2/kernel: checkpoint \(40, 48\), "
                        r"model \(48, 48\)"):
         load_llava(write_checkpoint(tmp_path / "shape", bad, config))
+
+
+def test_token_pool_averages_patch_features_before_projecting():
+    from tvad_jax.models.configs import tiny_backbone
+    from tvad_jax.models.vlm import Backbone, init_params
+
+    cfg = tiny_backbone(token_pool=2)                # 32 px, 8 px patches: 4 x 4 grid
+    params = init_params(cfg, jax.random.key(0))
+    pixels = jax.random.normal(jax.random.key(1), (1, 2, 32, 32, 3))
+    model = Backbone(cfg)
+    tokens = model.apply({"params": params}, pixels, method=Backbone.visual_tokens)
+    hidden = model.apply({"params": params}, pixels, method=Backbone.encode_video)
+    layer = model.apply({"params": params}, pixels, (cfg.vision_feature_layer,),
+                        method=lambda m, x, layers: m.vision(x, layers=layers)).hidden[0]
+    patches = np.asarray(layer)[:, :, 1:].reshape(1, 1, 4, 4, -1)
+    pooled = patches.reshape(1, 1, 2, 2, 2, 2, -1).mean(axis=(3, 5)).reshape(1, 1, 4, -1)
+    expected = model.apply({"params": params}, jnp.asarray(pooled), method=Backbone.project)
+    assert tokens.shape == (1, 4, cfg.decoder.width) and hidden.hidden
+    np.testing.assert_allclose(np.asarray(tokens), np.asarray(expected).reshape(1, 4, -1),
+                               atol=1e-5)

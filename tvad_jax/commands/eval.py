@@ -3,10 +3,15 @@
     tvad eval frame-auc --scores DIR --labels DIR [--sigma S]
     tvad eval rbdc-tbdc --tracks DIR --detections DIR --num-frames N [--alpha A --beta B]
     tvad eval text --predictions FILE [FILE ...] --references FILE
+    tvad eval run RUN_DIR [--split SPLIT] [--plot]
 
 With `--run-dir DIR` the JSON and a markdown table are also written there
 (`eval_<name>.json`, `eval_<name>.md`); `--plot` adds PNG curves there (a new run folder
 under `--runs-root` is made when no `--run-dir` is given). The markdown table goes to stderr.
+
+`run` evaluates a finished training run (today: `tvad train s3m`) on a split of its dataset,
+beside the frame-difference baseline on the same videos, and writes `eval_<split>.json`,
+`eval_<split>.md` (and `roc_<split>.png` with `--plot`) into that run folder.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from tvad_jax import runs
+from tvad_jax.data.errors import InputError
 from tvad_jax.eval import metrics, rbdc, report, text_metrics
 
 DEFAULTS = metrics.EvalConfig()
@@ -64,6 +70,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                       help="answer types scored as yes/no (others by BLEU-4)")
     _add_output_args(text, plots=False)
     text.set_defaults(func=_guarded(_text))
+
+    run = commands.add_parser("run", help="evaluate a finished training run on a split")
+    run.add_argument("run_dir", type=Path, metavar="RUN_DIR",
+                     help="run folder of `tvad train s3m`")
+    run.add_argument("--split", help="split to score (default: the run's s3m.eval_split)")
+    run.add_argument("--plot", action="store_true", help="also write roc_<split>.png")
+    run.set_defaults(func=_guarded(_run))
 
 
 def _add_output_args(parser: argparse.ArgumentParser, plots: bool = True) -> None:
@@ -112,6 +125,20 @@ def _text(args: argparse.Namespace) -> int:
     summary = text_metrics.text_scores_from_files(args.predictions, args.references,
                                                   args.yes_no_types)
     _finish(args, "text", summary, DEFAULTS)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tvad_jax.stages.s3m import evaluate_run
+
+    try:
+        summary = evaluate_run(args.run_dir, args.split, args.plot,
+                               report=lambda msg: print(msg, file=sys.stderr))
+    except InputError as err:  # a bad run folder or dataset: one line, exit 2
+        print(f"tvad eval run: error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, sort_keys=True))
+    print(report.markdown_table(summary, title=f"eval {summary['split']}"), file=sys.stderr)
     return 0
 
 

@@ -97,6 +97,14 @@ class ClipLoader:
         }
 
 
+def split_names(prepared_dir: str | Path, split: str) -> list[str]:
+    """The video names of a prepared split, in source-index order."""
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder_from_directory(str(find_builder_dir(prepared_dir)))
+    return list(builder.info.metadata["names"][split])
+
+
 def open_split(prepared_dir: str | Path, split: str):
     """The prepared data source of `split` and each video's frame count."""
     builder_dir = find_builder_dir(prepared_dir)
@@ -130,9 +138,12 @@ def find_builder_dir(prepared_dir: str | Path) -> Path:
 
 
 def make_dataset(source, lengths: list[int], cfg: LoaderConfig, process_index: int = 0,
-                 process_count: int = 1) -> grain.IterDataset:
+                 process_count: int = 1, transform=None) -> grain.IterDataset:
     """The batched clip stream of one process: its contiguous block of every global batch,
-    so that N processes together see exactly the batches (and row order) of one."""
+    so that N processes together see exactly the batches (and row order) of one.
+
+    `transform(example) -> example` (picklable) runs on each clip before batching, e.g. to
+    attach text or to drop keys a stage does not need."""
     if cfg.batch_size % process_count:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {process_count} "
                          "processes")
@@ -145,6 +156,8 @@ def make_dataset(source, lengths: list[int], cfg: LoaderConfig, process_index: i
     block = _ProcessBlock(order, process_index, local_batch, cfg.batch_size)
     ds = grain.MapDataset.range(len(order) // process_count).map(block)
     ds = ds.map(ClipLoader(source, index, cfg))
+    if transform is not None:
+        ds = ds.map(transform)
     ds = ds.batch(local_batch, drop_remainder=cfg.drop_remainder)
     iter_ds = ds.to_iter_dataset()
     if cfg.worker_count > 0:

@@ -107,9 +107,15 @@ class UBnormalReader:
         return VideoRecord(name, frames, labels, masks,
                            np.asarray(rows, np.int64).reshape(-1, 6), str(path), sidecar)
 
-    def read_id_maps(self, name: str, num_frames: int, frame_shape) -> np.ndarray:
-        """All object-id maps of a video, uint8 [T, H, W]."""
-        return self._id_maps(self.video_path(name), name, (num_frames, *frame_shape))
+    def read_sidecar(self, name: str) -> dict:
+        """The synthetic benchmark's JSON sidecar of a video (no decoding)."""
+        path = self.video_path(name).with_suffix(".json")
+        if not path.is_file():
+            raise DataError(path, "no sidecar JSON (only the synthetic benchmark has them)")
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise DataError(path, f"unreadable sidecar ({err})") from err
 
     @staticmethod
     def _id_maps(video: Path, name: str, shape) -> np.ndarray:

@@ -191,6 +191,9 @@ class BackboneConfig:
       vision_feature_select: "patch" drops the CLS tokens before projecting (LLaVA's
         "default"), "full" keeps them.
       projector_activation: "gelu" (exact, LLaVA) or another name of `ACTIVATIONS`.
+      token_pool: average-pool the patch grid by this factor per side before projecting
+        (1 = every patch is a token, as LLaVA; 2 = 2 x 2 patches per token, the token count of
+        Qwen2-VL's merger), with vision_feature_select "patch".
     """
 
     vision: VisionConfig | None = None
@@ -201,6 +204,7 @@ class BackboneConfig:
     vision_feature_layer: int = -2
     vision_feature_select: str = "patch"
     projector_activation: str = "gelu"
+    token_pool: int = 1
 
     def __post_init__(self):
         _check(self.vision_feature_select in ("patch", "full"),
@@ -213,6 +217,11 @@ class BackboneConfig:
                    "a projector needs both a vision tower and a decoder")
         if self.vision is not None:
             resolve_layers((self.vision_feature_layer,), self.vision.depth)
+            grid = self.vision.image_size // self.vision.patch_size
+            _check(self.token_pool == 1 or (self.vision_feature_select == "patch" and
+                                            grid % self.token_pool == 0),
+                   f"token_pool {self.token_pool} needs vision_feature_select 'patch' and "
+                   f"must divide the {grid} x {grid} patch grid")
 
 
 def resolve_layers(layers: tuple[float | int, ...], depth: int) -> tuple[int, ...]:
@@ -289,8 +298,8 @@ def llava15_7b(**vision_overrides) -> BackboneConfig:
 
 
 def small_backbone(**vision_overrides) -> BackboneConfig:
-    """A CPU-sized backbone (the size of the shipped default): ViT 192 x 6 on 96 px frames with
-    8 px patches, text 128 x 4, decoder 256 x 4 with a 2048-token vocabulary."""
+    """A CPU-sized backbone for benchmarks: ViT 192 x 6 on 96 px frames with 8 px patches,
+    text 128 x 4, decoder 256 x 4 with a 2048-token vocabulary."""
     vision = dataclasses.replace(VisionConfig(width=192, depth=6, heads=3, mlp_dim=768,
                                               patch_size=8, image_size=96), **vision_overrides)
     text = TextConfig(vocab_size=2048, width=128, depth=4, heads=4, mlp_dim=512, max_length=32,
@@ -299,6 +308,24 @@ def small_backbone(**vision_overrides) -> BackboneConfig:
                             mlp_dim=688, max_length=1024)
     return BackboneConfig(vision=vision, text=text, decoder=decoder, projector_dim=256,
                           embed_dim=128)
+
+
+def default_backbone(vocab_size: int = 1024) -> BackboneConfig:
+    """The shipped default, sized to pretrain in about 10 minutes on 2 CPU cores: ViT 128 x 4
+    with joint space-time attention on 96 px frames and 12 px patches (8 x 8 per tubelet,
+    clips of 8 frames), 2 x 2-pooled visual tokens (16 per tubelet), text 128 x 3, decoder
+    192 x 3; token ids of the benchmark's BPE tokenizer (`tvad_jax.models.tokenizer`: pad 0,
+    bos 1, eos 2)."""
+    vision = VisionConfig(width=128, depth=4, heads=4, mlp_dim=512, patch_size=12,
+                          image_size=96, max_frames=16, feature_layers=(0.25, 0.5, 0.75, 1.0),
+                          attention="joint")
+    text = TextConfig(vocab_size=vocab_size, width=128, depth=3, heads=4, mlp_dim=512,
+                      max_length=32, eos_token_id=2, pad_token_id=0, pool="eos")
+    decoder = DecoderConfig(vocab_size=vocab_size, width=192, depth=3, heads=4, kv_heads=4,
+                            mlp_dim=512, max_length=512, bos_token_id=1, eos_token_id=2,
+                            pad_token_id=0)
+    return BackboneConfig(vision=vision, text=text, decoder=decoder, projector_dim=192,
+                          embed_dim=128, token_pool=2)
 
 
 def tiny_vision(**overrides) -> VisionConfig:

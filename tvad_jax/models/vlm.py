@@ -20,6 +20,7 @@ checkpoint's via `with_text(llava, clip)`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +45,10 @@ class Backbone(nn.Module):
     Methods (use with `apply(..., method=Backbone.x)`):
       encode_video(pixels [B, T, H, W, 3]) -> VisionOutput (hidden at cfg.vision.feature_layers)
       encode_text(ids [B, L], mask [B, L]) -> TextOutput (features, pooled, embeds)
-      visual_tokens(pixels) -> [B, T' * N, D_dec] ("patch", CLS dropped) or
+      visual_tokens(pixels) -> [B, T' * N / token_pool^2, D_dec] ("patch", CLS dropped) or
         [B, T' * (1 + N), D_dec] ("full"): the ViT hidden state `cfg.vision_feature_layer`
-        (LLaVA: -2, before post-LN) through the projector, flattened tubelet-major.
+        (LLaVA: -2, before post-LN), patches average-pooled `token_pool` x `token_pool`,
+        through the projector, flattened tubelet-major.
       encode_video_and_tokens(pixels) -> (VisionOutput, tokens): both from one ViT pass.
       project(features [..., S, D_v]) -> [..., S, D_dec]: the projector alone.
       embed_tokens(ids [B, L]) -> [B, L, D_dec]; decode(embeds, positions, cache, lengths) ->
@@ -90,6 +92,12 @@ class Backbone(nn.Module):
     def _tokens(self, h: jax.Array) -> jax.Array:
         if self.cfg.vision_feature_select == "patch":
             h = h[:, :, 1:]                                     # B, T', N, D_v
+        pool = self.cfg.token_pool
+        if pool > 1:                                            # B, T', N / pool^2, D_v
+            b, t, n, d = h.shape
+            g = math.isqrt(n)
+            h = h.reshape(b, t, g // pool, pool, g // pool, pool, d).mean(axis=(3, 5))
+            h = h.reshape(b, t, -1, d)
         tokens = self.projector(h)                              # B, T', S, D_dec
         return tokens.reshape(tokens.shape[0], -1, tokens.shape[-1])
 

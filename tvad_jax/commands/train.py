@@ -1,0 +1,37 @@
+"""`tvad train <stage>`: train a stage into a run folder and print the folder's path.
+
+    tvad train s3m [--config NAME] [--run-dir DIR] [key=value ...]
+
+`s3m` trains VLAVAD's S3M on the per-object track sequences of the normal-only training split
+(`s3m.train_split`); evaluate the run with `tvad eval run RUN_DIR`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tvad_jax.commands.common import add_config_args, config_from_args
+
+
+def add_parser(subparsers) -> None:
+    """Add the `train` command group."""
+    parser = subparsers.add_parser("train", help="train a stage into a run folder",
+                                   description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="train_command", required=True)
+    s3m = commands.add_parser("s3m", help="S3M on per-object track sequences (paper 004)")
+    add_config_args(s3m)
+    s3m.add_argument("--run-dir", type=Path,
+                     help="train into (or resume) this folder instead of a new one under "
+                          "runs_dir")
+    s3m.set_defaults(func=run_s3m)
+
+
+def run_s3m(args) -> int:
+    from tvad_jax.stages.s3m import train_s3m
+
+    run_dir = train_s3m(config_from_args(args), args.run_dir,
+                        report=lambda msg: print(msg, file=sys.stderr))
+    print(run_dir)
+    return 0
