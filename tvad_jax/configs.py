@@ -13,6 +13,7 @@ from tvad_jax.config import register
 from tvad_jax.data.pipeline import LoaderConfig
 from tvad_jax.data.synthetic.spec import SynthConfig
 from tvad_jax.models.s3m import S3MConfig
+from tvad_jax.stages.pretrain import PretrainConfig
 from tvad_jax.stages.s3m import S3MJobConfig
 from tvad_jax.train.checkpoint import CheckpointConfig
 from tvad_jax.train.loop import TrainConfig, TrainLoopConfig
@@ -41,6 +42,7 @@ class Config:
     prepare: PrepareConfig = PrepareConfig()
     loader: LoaderConfig = LoaderConfig()
     s3m: S3MJobConfig = S3MJobConfig()
+    pretrain: PretrainConfig = PretrainConfig()
     runs_dir: str = "runs"
 
     @property
@@ -74,6 +76,12 @@ def tiny() -> Config:
                 optim=OptimConfig(learning_rate=1e-2, warmup_ratio=0.1),
                 checkpoint=CheckpointConfig(every_steps=0, keep_last=1, keep_best=0)),
             batch_size=32, sigma=1.0, score_batch=256),
+        pretrain=PretrainConfig(
+            model="tiny", batch_size=4, clip_stride=8, vocab_size=300, eval_clips=8,
+            train=TrainConfig(
+                loop=TrainLoopConfig(steps=6, log_every=1, sync_every=3, progress=False),
+                optim=OptimConfig(learning_rate=3e-3, warmup_ratio=0.1),
+                checkpoint=CheckpointConfig(every_steps=0, keep_last=1, keep_best=0))),
     )
 
 

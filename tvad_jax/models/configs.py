@@ -310,14 +310,14 @@ def small_backbone(**vision_overrides) -> BackboneConfig:
                           embed_dim=128)
 
 
-def default_backbone(vocab_size: int = 1024) -> BackboneConfig:
+def default_backbone(vocab_size: int = 1024, image_size: int = 96) -> BackboneConfig:
     """The shipped default, sized to pretrain in about 10 minutes on 2 CPU cores: ViT 128 x 4
     with joint space-time attention on 96 px frames and 12 px patches (8 x 8 per tubelet,
     clips of 8 frames), 2 x 2-pooled visual tokens (16 per tubelet), text 128 x 3, decoder
     192 x 3; token ids of the benchmark's BPE tokenizer (`tvad_jax.models.tokenizer`: pad 0,
     bos 1, eos 2)."""
     vision = VisionConfig(width=128, depth=4, heads=4, mlp_dim=512, patch_size=12,
-                          image_size=96, max_frames=16, feature_layers=(0.25, 0.5, 0.75, 1.0),
+                          image_size=image_size, max_frames=16, feature_layers=(0.25, 0.5, 0.75, 1.0),
                           attention="joint")
     text = TextConfig(vocab_size=vocab_size, width=128, depth=3, heads=4, mlp_dim=512,
                       max_length=32, eos_token_id=2, pad_token_id=0, pool="eos")
