@@ -60,6 +60,7 @@ class PretrainConfig:
       caption_len / qa_len: padded token lengths of captions and of question + answer.
       lm_weight: weight of the language-modelling loss beside the contrastive one.
       eval_clips: held-out clips for retrieval.
+      model: "default" (the shipped architecture) or "tiny" (tests).
     """
 
     train: TrainConfig = TrainConfig(
@@ -139,7 +140,7 @@ def encode_texts(texts: list[ClipText], tokenizer, pcfg: PretrainConfig) -> Clip
         ids, targets = qa_sequence(tokenizer, question, answer, pcfg.qa_len)
         qa_ids.append(ids)
         qa_targets.append(targets)
-    return ClipTexts([t[0] for t in texts], np.asarray(caption_ids, np.int32),
+    return ClipTexts([t.caption for t in texts], np.asarray(caption_ids, np.int32),
                      np.asarray(qa_ids, np.int32), np.asarray(qa_targets, np.int32))
 
 
