@@ -14,7 +14,7 @@ import sys
 
 from tvad_jax import config as config_lib
 from tvad_jax.data.synthetic.generate import is_complete, synthesize
-from tvad_jax.demo import baseline_scores
+from tvad_jax.eval.baselines import baseline_scores
 from tvad_jax.eval.metrics import frame_auc
 from tvad_jax.eval.report import write_summary
 from tvad_jax.runs import new_run_dir, progress

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from tvad_jax.data.readers import iter_records, make_reader
+from tvad_jax.runs import progress
+
 # ITU-R BT.601 luma weights.
 _LUMA = np.asarray([0.299, 0.587, 0.114], np.float32)
 
@@ -17,3 +20,16 @@ def frame_difference_scores(frames: np.ndarray) -> np.ndarray:
         return np.zeros(len(luma), np.float32)
     energy = np.abs(np.diff(luma, axis=0)).mean(axis=(1, 2)) / 255.0  # [T-1]
     return np.concatenate([energy[:1], energy])
+
+
+def baseline_scores(cfg, split: str, report=print):
+    """Frame-difference scores and frame labels ({video: [T]} each) of a split of the
+    configured dataset, read through its reader (full-resolution frames)."""
+    reader = make_reader(cfg.prepare.layout, cfg.prepare_source)
+    scores, labels = {}, {}
+    records = iter_records(reader, split, cfg.prepare.skip_bad, report)
+    for record in progress(records, f"frame difference ({split})",
+                           len(reader.video_names(split)), "video"):
+        scores[record.name] = frame_difference_scores(record.frames)
+        labels[record.name] = record.labels.astype(np.int64)
+    return scores, labels

@@ -62,6 +62,7 @@ import numpy as np
 from tvad_jax import config as config_lib
 from tvad_jax.data.errors import DataError
 from tvad_jax.data.readers import make_reader
+from tvad_jax.eval.baselines import baseline_scores
 from tvad_jax.models import s3m
 from tvad_jax.models.s3m import S3MConfig
 from tvad_jax.train import distributed
@@ -462,7 +463,6 @@ def evaluate_run(run_dir: str | Path, split: str | None = None, plot: bool = Fal
     """Frame AUC (micro/macro) of a finished run on a split, beside the frame-difference
     baseline on the same videos; written to `eval_<split>.json/.md` in the run folder (and
     `roc_<split>.png` with `plot`)."""
-    from tvad_jax.demo import baseline_scores
     from tvad_jax.eval.metrics import frame_auc, micro_roc_curve
     from tvad_jax.eval.report import plot_roc, write_summary
 
