@@ -5,6 +5,8 @@ timed runs (each ended by `block_until_ready`): the best run is the closest to t
 """
 from __future__ import annotations
 
+import os
+import platform
 import time
 
 import jax
@@ -50,3 +52,15 @@ def copy_bandwidth(nbytes: int = 1 << 28, fresh_output: bool = False) -> float:
         x = jax.block_until_ready(add_one(x))
         best = min(best, time.perf_counter() - start)
     return 2 * nbytes / best
+
+
+def machine_info() -> dict:
+    """What the numbers were measured on (printed at the top of every benchmark's JSON)."""
+    return {
+        "backend": jax.default_backend(),
+        "devices": jax.device_count(),
+        "device_kind": jax.devices()[0].device_kind,
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+    }

@@ -34,8 +34,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -218,13 +216,7 @@ def main() -> None:
         parser.error(f"unknown part(s) {sorted(unknown)}")
     peak = _machine.peak_matmul_flops()
     report = {
-        "benchmark": "backbone_forward",
-        "backend": jax.default_backend(),
-        "devices": jax.device_count(),
-        "device_kind": jax.devices()[0].device_kind,
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
+        "benchmark": "backbone_forward", **_machine.machine_info(),
         "peak_matmul_flops_per_s": peak,
         "peak_source": "benchmarks/_machine.py peak_matmul_flops (2048^3 f32 matmul)",
         "small": bench_small(args, peak),

@@ -17,19 +17,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _machine  # noqa: E402
 from tvad_jax.train import mesh as mesh_lib  # noqa: E402
 from tvad_jax.train import toy  # noqa: E402
 from tvad_jax.train.loop import build  # noqa: E402
@@ -46,25 +44,6 @@ CONFIGS: dict[str, tuple[Callable, Callable, Callable]] = {
     "toy": (toy.ToyConfig, toy.make_fns, toy.make_dataset),
     "toy-wide": (_toy_wide, toy.make_fns, toy.make_dataset),
 }
-
-
-def peak_matmul_flops() -> dict:
-    """This machine's f32 matmul FLOP/s: benchmarks/_machine.py if present, else measured here."""
-    try:
-        import _machine  # shared helper of the benchmarks (may not exist yet)
-        return {"flops_per_s": float(_machine.peak_matmul_flops()), "source": "_machine.py"}
-    except (ImportError, AttributeError):
-        pass
-    n = 2048 if jax.default_backend() == "cpu" else 8192
-    a = jnp.ones((n, n), jnp.float32)
-    mm = jax.jit(lambda x, y: x @ y)
-    mm(a, a).block_until_ready()
-    best = float("inf")
-    for _ in range(5):
-        t0 = time.perf_counter()
-        mm(a, a).block_until_ready()
-        best = min(best, time.perf_counter() - t0)
-    return {"flops_per_s": 2 * n ** 3 / best, "source": f"bench_train.py {n}x{n} f32 matmul"}
 
 
 def bench_config(name: str, steps: int, peak: float) -> dict:
@@ -129,18 +108,12 @@ def main() -> None:
     unknown = set(names) - set(CONFIGS)
     if unknown:
         parser.error(f"unknown config(s) {sorted(unknown)}; known: {sorted(CONFIGS)}")
-    peak = peak_matmul_flops()
-    results = [bench_config(n, args.steps, peak["flops_per_s"]) for n in names]
+    peak = _machine.peak_matmul_flops()
+    results = [bench_config(n, args.steps, peak) for n in names]
     print(json.dumps({
-        "benchmark": "train_step",
-        "backend": jax.default_backend(),
-        "devices": jax.device_count(),
-        "device_kind": jax.devices()[0].device_kind,
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "peak_matmul_flops_per_s": peak["flops_per_s"],
-        "peak_source": peak["source"],
+        "benchmark": "train_step", **_machine.machine_info(),
+        "peak_matmul_flops_per_s": peak,
+        "peak_source": "benchmarks/_machine.py peak_matmul_flops (2048^3 f32 matmul)",
         "results": results,
     }, indent=2))
 
