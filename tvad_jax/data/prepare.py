@@ -7,8 +7,8 @@ from pathlib import Path
 
 from tvad_jax import config as config_lib
 from tvad_jax.data.annotate import annotate_video
-from tvad_jax.data.errors import DataError
-from tvad_jax.data.readers import iter_records, make_reader
+from tvad_jax.data.errors import DataError, InputError
+from tvad_jax.data.readers import make_reader
 from tvad_jax.data.tfds_builders import TvadVideos
 
 
@@ -52,7 +52,8 @@ def prepare(cfg, report=print) -> Path:
 
 
 def write_annotations(cfg, out_dir: Path, report=print) -> None:
-    """One JSONL per split: narratives + anomaly dialogue of each video (synthetic only)."""
+    """One JSONL per split: narratives + anomaly dialogue of each video (synthetic only; read
+    from the sidecars and annotation maps, without decoding the videos again)."""
     if cfg.prepare.layout != "synthetic":
         report("[tvad] text annotations need per-frame instance records; the real layouts "
                "have none here, so none were written")
@@ -63,8 +64,15 @@ def write_annotations(cfg, out_dir: Path, report=print) -> None:
         path = out_dir / f"{split}.jsonl"
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         with tmp.open("w") as stream:
-            for record in iter_records(reader, split, cfg.prepare.skip_bad, report):
-                if record.sidecar is None:
-                    raise DataError(record.source, "no sidecar JSON next to the video")
-                stream.write(json.dumps(annotate_video(record.sidecar, record.masks)) + "\n")
+            for name in reader.video_names(split):
+                try:
+                    sidecar = reader.read_sidecar(name)
+                    shape = (sidecar["num_frames"], sidecar["height"], sidecar["width"])
+                    _, masks, _ = reader.read_ground_truth(name, shape)
+                except InputError as err:
+                    if not cfg.prepare.skip_bad:
+                        raise
+                    report(f"[tvad] skipping bad video: {err}")
+                    continue
+                stream.write(json.dumps(annotate_video(sidecar, masks)) + "\n")
         tmp.replace(path)

@@ -84,14 +84,22 @@ class UBnormalReader:
     def read(self, name: str) -> VideoRecord:
         path = self.video_path(name)
         frames = read_video(path)
-        num_frames = frames.shape[0]
+        labels, masks, tracks = self.read_ground_truth(name, frames.shape[:3])
+        sidecar_path = path.with_suffix(".json")
+        sidecar = self.read_sidecar(name) if sidecar_path.is_file() else None
+        return VideoRecord(name, frames, labels, masks, tracks, str(path), sidecar)
+
+    def read_ground_truth(self, name: str, shape: tuple[int, int, int]):
+        """(labels [T], masks [T, H, W], tracks [R, 6]) of a video whose frames are
+        `shape` = (T, H, W), from its annotation files alone (no decoding)."""
+        path = self.video_path(name)
         track_file = path.with_name(f"{name}_tracks.txt")
-        labels = np.zeros(num_frames, np.uint8)
-        masks = np.zeros(frames.shape[:3], np.uint8)
+        labels = np.zeros(shape[0], np.uint8)
+        masks = np.zeros(shape, np.uint8)
         rows = []
         if track_file.is_file():
-            ranges = _read_ranges(track_file, num_frames)
-            id_maps = self._id_maps(path, name, frames.shape[:3])
+            ranges = _read_ranges(track_file, shape[0])
+            id_maps = self._id_maps(path, name, shape)
             for obj_id, start, end in ranges:
                 labels[start:end + 1] = 1
                 for t in range(start, end + 1):
@@ -102,10 +110,7 @@ class UBnormalReader:
                         rows.append([obj_id, t, *box])
         elif name.startswith("abnormal"):
             raise DataError(track_file, "missing annotation file for an abnormal video")
-        sidecar_path = path.with_suffix(".json")
-        sidecar = json.loads(sidecar_path.read_text()) if sidecar_path.is_file() else None
-        return VideoRecord(name, frames, labels, masks,
-                           np.asarray(rows, np.int64).reshape(-1, 6), str(path), sidecar)
+        return labels, masks, np.asarray(rows, np.int64).reshape(-1, 6)
 
     def read_sidecar(self, name: str) -> dict:
         """The synthetic benchmark's JSON sidecar of a video (no decoding)."""
