@@ -1,0 +1,143 @@
+"""AHD (paper 000 eqs. 2-7) against float64 numpy transcriptions on tiny inputs."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tvad_jax.data.synthetic import spec
+from tvad_jax.models import ahd
+
+rng = np.random.default_rng(0)
+B, T, G, DV, DT = 2, 3, 4, 12, 8   # G x G patch grid
+
+
+def _hidden(n):
+    return [jnp.asarray(rng.standard_normal((B, T, 1 + G * G, DV)), jnp.float32)
+            for _ in range(n)]
+
+
+def _gelu(x):
+    from scipy.special import erf
+    return 0.5 * x * (1 + erf(x / np.sqrt(2)))
+
+
+def _numpy_ahd(params, hidden, text, cfg):
+    """Eqs. 3-7 in float64 from the module's params."""
+    p = jax.tree.map(lambda x: np.asarray(x, np.float64), params)
+    t = text.astype(np.float64)
+    if cfg.dim is not None:
+        t = t @ p["text_proj"]["kernel"]
+    t = t / np.linalg.norm(t, axis=-1, keepdims=True)
+    sims = []
+    for i, h in enumerate(hidden):
+        x = np.asarray(h, np.float64)[:, :, 1:].reshape(B, T, G, G, DV)
+        if cfg.input_norm:
+            n = p[f"norm_{i}"]
+            x = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5)
+            x = x * n["scale"] + n["bias"]
+        x = _gelu(x @ p[f"fc1_{i}"]["kernel"] + p[f"fc1_{i}"]["bias"])
+        x = x @ p[f"fc2_{i}"]["kernel"] + p[f"fc2_{i}"]["bias"]
+        x = x / np.linalg.norm(x, axis=-1, keepdims=True)
+        sims.append(np.einsum("bthwd,cd->bthwc", x, t))
+    raw = p["layer_weights"]
+    w = np.exp(raw) / np.exp(raw).sum() if cfg.layer_weighting == "softmax" else raw
+    fused = sum(wi * s for wi, s in zip(w, sims))
+    logits = min(np.exp(p["log_scale"]), cfg.max_logit_scale) * fused
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return np.stack(sims), fused, e / e.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("cfg", [ahd.AHDConfig(num_layers=2),
+                                 ahd.AHDConfig(num_layers=3, dim=6, mlp_dim=5,
+                                               layer_weighting="free", input_norm=False)])
+def test_ahd_matches_numpy(cfg):
+    hidden = _hidden(cfg.num_layers)
+    text = rng.standard_normal((2, DT)).astype(np.float32)
+    model = ahd.AHD(cfg)
+    apply = jax.jit(model.apply)
+    params = nn.unbox(jax.jit(model.init)(jax.random.key(0), hidden, text)["params"])
+    params = jax.tree.map(lambda x: x + 0.3 * rng.standard_normal(x.shape).astype(np.float32),
+                          params)   # non-trivial layer weights / scale
+    out = apply({"params": params}, hidden, text)
+    per_layer, fused, probs = _numpy_ahd(params, hidden, text, cfg)
+    assert out.probs.shape == (B, T, G, G, 2) and out.heatmap.shape == (B, T, G, G)
+    np.testing.assert_allclose(out.per_layer, per_layer, atol=2e-5)
+    np.testing.assert_allclose(out.similarity, fused, atol=2e-5)
+    np.testing.assert_allclose(out.probs, probs, atol=2e-5)
+    np.testing.assert_allclose(out.probs.sum(-1), 1.0, atol=1e-6)
+    np.testing.assert_array_equal(out.heatmap, out.probs[..., 1])
+    # batched text [B, 2, D_t] with identical rows gives the same maps
+    out_b = apply({"params": params}, hidden, jnp.broadcast_to(text, (B, 2, DT)))
+    np.testing.assert_allclose(out_b.probs, out.probs, atol=1e-6)
+
+
+def test_layer_weighting_selects_layers():
+    cfg = ahd.AHDConfig(num_layers=2)
+    hidden, text = _hidden(2), rng.standard_normal((2, DT)).astype(np.float32)
+    model = ahd.AHD(cfg)
+    apply = jax.jit(model.apply)
+    params = nn.unbox(jax.jit(model.init)(jax.random.key(1), hidden, text)["params"])
+    out = apply({"params": params}, hidden, text)
+    np.testing.assert_allclose(out.similarity, out.per_layer.mean(0), atol=1e-6)  # uniform init
+    np.testing.assert_allclose(out.probs.sum(-1), 1.0, atol=1e-6)
+    params = dict(params, layer_weights=jnp.asarray([30.0, -30.0]))
+    out = apply({"params": params}, hidden, text)
+    np.testing.assert_allclose(out.similarity, out.per_layer[0], atol=1e-6)
+
+
+def test_class_features_means_tokens_then_templates():
+    S, Lt = 5, 4
+    tokens = rng.standard_normal((S, Lt, DT)).astype(np.float32)
+    masks = np.array([[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]])
+    groups = np.array([0, 1, 0, 1, 1])
+    got = ahd.class_features(tokens, masks, groups)
+    sent = np.stack([tokens[s, masks[s] > 0].mean(0) for s in range(S)])
+    want = np.stack([sent[groups == c].mean(0) for c in (0, 1)])
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    with pytest.raises(ValueError):
+        ahd.class_features(tokens, masks, np.zeros(S, int))   # no abnormal sentence
+
+
+def test_prompt_templates():
+    normal, abnormal = ahd.prompt_templates()
+    P = len(ahd.PROMPT_PREFIXES)
+    assert len(abnormal) == P * len(spec.ANOMALY_TYPES)
+    assert len(normal) == P * (len(spec.ANOMALY_TYPES) + len(spec.NORMAL_BEHAVIOURS))
+    assert ("A short surveillance clip where surveillance video of person running occurs"
+            in abnormal)
+    assert ("A short surveillance clip where surveillance video of person running not occurs"
+            in normal)
+    assert all(s.endswith(" occurs") and " not occurs" not in s for s in abnormal)
+    assert "_" not in " ".join(normal + abnormal)
+    sentences, groups = ahd.flatten_prompts(normal, abnormal)
+    assert len(sentences) == len(groups) and groups.sum() == len(abnormal)
+
+
+def test_patch_targets_and_loss():
+    masks = np.zeros((1, 2, 8, 8), np.uint8)
+    masks[0, 0, :4, :2] = 1          # half of patch (0, 0) of a 2x2 grid
+    masks[0, 1, 4:, 4:] = 255        # all of patch (1, 1)
+    area = ahd.patch_targets(masks, (2, 2))
+    mx = ahd.patch_targets(masks, (2, 2), mode="max")
+    np.testing.assert_allclose(area[0, 0], [[0.5, 0], [0, 0]])
+    np.testing.assert_allclose(mx[0, 0], [[1, 0], [0, 0]])
+    np.testing.assert_allclose(area[0, 1], [[0, 0], [0, 1]])
+    logits = rng.standard_normal((1, 2, 2, 2, 2)).astype(np.float32)
+    p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    y = np.asarray(area)
+    ce = -(y * np.log(p[..., 1]) + (1 - y) * np.log(p[..., 0]))
+    np.testing.assert_allclose(ahd.pixel_loss(logits, area), ce.mean(), rtol=1e-5)
+    valid = np.array([[1, 0]], np.float32)[:, :, None, None]
+    np.testing.assert_allclose(ahd.pixel_loss(logits, area, valid), ce[0, 0].mean(), rtol=1e-5)
+
+
+def test_upsample():
+    hm = jnp.asarray(rng.random((1, 2, 3, 3)), jnp.float32)
+    up = ahd.upsample(hm, (12, 12), tubelet=2)
+    assert up.shape == (1, 4, 12, 12)
+    np.testing.assert_array_equal(up[:, 0], up[:, 1])
+    const = ahd.upsample(jnp.full((1, 1, 3, 3), 0.25), (7, 5))
+    np.testing.assert_allclose(const, 0.25, atol=1e-6)
+    # bilinear: the centre pixel of a 3x -> 9x upsample is the centre value
+    np.testing.assert_allclose(ahd.upsample(hm, (9, 9))[0, 0, 4, 4], hm[0, 0, 1, 1], atol=1e-6)

@@ -1,0 +1,301 @@
+"""Anomaly Heatmap Decoder (paper 000 §3.2.1, eqs. 2-7): ViT layers x class sentences -> heatmaps.
+
+    normal, abnormal = prompt_templates()
+    sentences, groups = flatten_prompts(normal, abnormal)
+    S = class_features(text_tokens, text_masks, groups)      # [2, D_t] (eqs. 2, 4)
+    ahd = AHD(AHDConfig(num_layers=len(vision_out.hidden)))
+    out = ahd.apply({"params": p}, vision_out.hidden, S)
+    out.probs     # [B, T', h, w, 2] softmax over (normal, abnormal)   (eq. 7)
+    out.heatmap   # [B, T', h, w] the abnormal channel H
+    loss = pixel_loss(out.logits, patch_targets(batch["tubelet_masks"], (h, w)))
+
+Letters: B batch, T' tubelets, N = h*w patches, h, w the patch grid, D_v ViT width, D_t text
+width, D the shared width, C = 2 classes (0 normal, 1 abnormal), S sentences, L tokens.
+
+Per chosen ViT layer i (eq. 3) the patch tokens (CLS dropped) go through their own MLP to the
+shared width (V'_i); the cosine similarity of every (t, h, w) vector with each class feature
+gives h^i_c (eq. 5); learnable layer weights w_i combine the layers (eq. 6, `similarity`);
+a learnable logit scale (CLIP's exp(log_scale), clipped at `max_logit_scale`) multiplies the
+fused similarities before the softmax over classes (eq. 7). Without the scale the softmax of
+two cosines in [-1, 1] could never leave (0.12, 0.88).
+
+Choices the paper leaves open (all in `AHDConfig`):
+- Layer weights: "softmax" (w = softmax(logits), zeros at init: a convex mix, uniform at
+  start) or "free" (raw w_i, 1/n at init, as eq. 6 literally reads).
+- Shared width: `dim=None` is the paper (the visual MLPs map to the text width D_t, text
+  features are used as they are); an int adds a learnable linear map D_t -> dim on the text.
+- `input_norm`: a LayerNorm before each layer's MLP (intermediate ViT layers are raw residual
+  streams whose scale grows with depth). Not in the paper; on by default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tvad_jax.models import layers as L
+from tvad_jax.models.configs import dtype_of
+from tvad_jax.models.text import mean_pool
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompts (eq. 2)
+
+PROMPT_PREFIXES = (
+    "A short surveillance clip where surveillance video of",   # the paper's Fig. 2 template
+    "A surveillance camera recording in which",
+    "A street scene from a fixed camera where",
+)
+
+# Behaviour -> noun phrase for the synthetic benchmark's vocabulary (spec.NORMAL_BEHAVIOURS,
+# spec.ANOMALY_TYPES); anything else becomes "person <behaviour with spaces>".
+BEHAVIOUR_PHRASES = {
+    "walking": "person walking",
+    "standing": "person standing",
+    "crossing": "person crossing at the crossing",
+    "driving": "car driving",
+    "yielding": "car yielding",
+    "riding": "cyclist riding on the road",
+    "flying": "bird flying",
+    "running": "person running",
+    "falling": "person falling",
+    "jaywalking": "person jaywalking",
+    "fighting": "people fighting",
+    "loitering": "person loitering",
+    "wrong_way": "car driving the wrong way",
+    "car_on_sidewalk": "car on the sidewalk",
+    "cyclist_on_sidewalk": "cyclist on the sidewalk",
+    "sudden_stop": "car stopping suddenly",
+    "throwing": "person throwing an object",
+}
+
+
+def behaviour_phrase(behaviour: str) -> str:
+    return BEHAVIOUR_PHRASES.get(behaviour, "person " + behaviour.replace("_", " "))
+
+
+def prompt_templates(anomalies: Sequence[str] | None = None,
+                     normals: Sequence[str] | None = None,
+                     prefixes: Sequence[str] = PROMPT_PREFIXES) -> tuple[list[str], list[str]]:
+    """(normal sentences, abnormal sentences) in the paper's style (§3.2.1, Fig. 2).
+
+    Abnormal: "<prefix> <anomaly phrase> occurs" for every prefix x anomaly.
+    Normal: "<prefix> <anomaly phrase> not occurs" for every prefix x anomaly (the paper's
+    negation), plus "<prefix> <normal phrase> occurs" for every normal behaviour.
+    Defaults: the synthetic benchmark's ANOMALY_TYPES and NORMAL_BEHAVIOURS. Deterministic order.
+    """
+    from tvad_jax.data.synthetic import spec
+
+    anomalies = spec.ANOMALY_TYPES if anomalies is None else tuple(anomalies)
+    normals = spec.NORMAL_BEHAVIOURS if normals is None else tuple(normals)
+    abnormal = [f"{p} {behaviour_phrase(a)} occurs" for p in prefixes for a in anomalies]
+    normal = [f"{p} {behaviour_phrase(a)} not occurs" for p in prefixes for a in anomalies]
+    normal += [f"{p} {behaviour_phrase(n)} occurs" for p in prefixes for n in normals]
+    return normal, abnormal
+
+
+def flatten_prompts(normal: Sequence[str], abnormal: Sequence[str]
+                    ) -> tuple[list[str], np.ndarray]:
+    """One sentence list for the text tower and its class ids [S] (0 normal, 1 abnormal)."""
+    groups = np.asarray([0] * len(normal) + [1] * len(abnormal), np.int32)
+    return list(normal) + list(abnormal), groups
+
+
+def class_features(token_features: jax.Array, masks: jax.Array | None,
+                   template_groups, num_classes: int = 2) -> jax.Array:
+    """Class text features: mean over valid tokens (eq. 2), then over each class's sentences
+    (eq. 4). token_features [S, L, D_t], masks [S, L] (None: all valid), template_groups [S]
+    class ids (static, e.g. from `flatten_prompts`) -> [num_classes, D_t] float32.
+    """
+    groups = np.asarray(template_groups)
+    if groups.shape != (token_features.shape[0],):
+        raise ValueError(f"template_groups {groups.shape} != sentences "
+                         f"({token_features.shape[0]},)")
+    onehot = (groups[None, :] == np.arange(num_classes)[:, None]).astype(np.float32)  # C, S
+    counts = onehot.sum(1, keepdims=True)
+    if (counts == 0).any():
+        raise ValueError(f"a class has no sentence: counts {counts.ravel().tolist()}")
+    sentences = mean_pool(token_features, masks)                                     # S, D_t
+    return jnp.asarray(onehot / counts) @ sentences
+
+
+# ---------------------------------------------------------------------------------------------
+# The module (eqs. 3-7)
+
+@dataclasses.dataclass(frozen=True)
+class AHDConfig:
+    """AHD sizes.
+
+    Attributes:
+      num_layers: how many ViT hidden states the AHD receives (the paper: 4, layers
+        {1, 8, 16, 32}; `VisionConfig.feature_layers` picks them).
+      dim: shared width D; None: the text width D_t (the paper; no text projection).
+      mlp_dim: hidden size of each layer's 2-layer MLP; None: the shared width.
+      layer_weighting: "softmax" or "free" (see the module docstring).
+      input_norm: LayerNorm before each layer's MLP.
+      temperature: initial 1 / logit scale (CLIP's 0.07); max_logit_scale clips exp(log_scale).
+      dtype: compute dtype ("float32" or "bfloat16"); similarities and softmax are float32.
+    """
+
+    num_layers: int = 4
+    dim: int | None = None
+    mlp_dim: int | None = None
+    layer_weighting: str = "softmax"
+    input_norm: bool = True
+    temperature: float = 0.07
+    max_logit_scale: float = 100.0
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.num_layers < 1:
+            raise ValueError("num_layers must be >= 1")
+        if self.layer_weighting not in ("softmax", "free"):
+            raise ValueError(f"layer_weighting must be 'softmax' or 'free', "
+                             f"got {self.layer_weighting!r}")
+        if not 0 < self.temperature:
+            raise ValueError("temperature must be positive")
+
+
+@flax.struct.dataclass
+class AHDOutput:
+    """Outputs of `AHD` (a pytree)."""
+
+    similarity: jax.Array   # [B, T', h, w, 2] H_c of eq. 6 (weighted cosines, unscaled)
+    logits: jax.Array       # [B, T', h, w, 2] logit_scale * H_c (the softmax's input)
+    probs: jax.Array        # [B, T', h, w, 2] eq. 7 softmax over classes
+    heatmap: jax.Array      # [B, T', h, w] probs[..., 1], the anomaly heatmap H
+    per_layer: jax.Array    # [num_layers, B, T', h, w, 2] h^i_c of eq. 5
+
+
+def patch_grid(hidden: jax.Array, grid: tuple[int, int] | None = None) -> jax.Array:
+    """ViT hidden state [B, T', 1+N, D_v] -> patch tokens [B, T', h, w, D_v] (CLS dropped).
+    grid (h, w) defaults to a square sqrt(N) x sqrt(N)."""
+    B, T, n1, D = hidden.shape
+    N = n1 - 1
+    if grid is None:
+        s = math.isqrt(N)
+        if s * s != N:
+            raise ValueError(f"{N} patches are not a square grid; pass grid=(h, w)")
+        grid = (s, s)
+    if grid[0] * grid[1] != N:
+        raise ValueError(f"grid {grid} does not hold {N} patches")
+    return hidden[:, :, 1:].reshape(B, T, grid[0], grid[1], D)
+
+
+def _normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
+    x = x.astype(jnp.float32)
+    return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, -1, keepdims=True), eps * eps))
+
+
+class AHD(nn.Module):
+    """Anomaly Heatmap Decoder (see the module docstring).
+
+    Attributes:
+      cfg: the `AHDConfig`.
+
+    Params: mlp_<i> (optional norm, fc1 [D_v, F], fc2 [F, D]) per layer, text_proj/kernel
+    [D_t, D] when cfg.dim is set, layer_weights [num_layers], log_scale [].
+    Call: (hidden: sequence of num_layers [B, T', 1+N, D_v], text [2, D_t] or [B, 2, D_t],
+    grid=None) -> `AHDOutput`.
+    """
+
+    cfg: AHDConfig
+
+    @nn.compact
+    def __call__(self, hidden: Sequence[jax.Array], text: jax.Array,
+                 grid: tuple[int, int] | None = None) -> AHDOutput:
+        cfg = self.cfg
+        dtype = dtype_of(cfg.dtype)
+        if len(hidden) != cfg.num_layers:
+            raise ValueError(f"got {len(hidden)} hidden states, cfg.num_layers={cfg.num_layers}")
+        text = text.astype(jnp.float32)
+        if cfg.dim is not None:
+            text = nn.Dense(cfg.dim, use_bias=False, dtype=jnp.float32, param_dtype=jnp.float32,
+                            kernel_init=L.kernel_init((None, "embed")), name="text_proj")(text)
+        dim = text.shape[-1]
+        text = _normalize(text)                                         # [B,] C, D
+        eq = "bthwd,cd->bthwc" if text.ndim == 2 else "bthwd,bcd->bthwc"
+
+        sims = []
+        for i, h in enumerate(hidden):
+            x = patch_grid(h, grid).astype(dtype)                        # B, T', h, w, D_v
+            if cfg.input_norm:
+                x = L.layer_norm(1e-5, dtype, name=f"norm_{i}")(x)
+            x = nn.Dense(cfg.mlp_dim or dim, dtype=dtype, param_dtype=jnp.float32,
+                         kernel_init=L.kernel_init(("embed", "mlp")), name=f"fc1_{i}")(x)
+            x = nn.gelu(x, approximate=False)
+            x = nn.Dense(dim, dtype=dtype, param_dtype=jnp.float32,
+                         kernel_init=L.kernel_init(("mlp", "embed")), name=f"fc2_{i}")(x)
+            sims.append(jnp.einsum(eq, _normalize(x), text))             # eq. 5
+        per_layer = jnp.stack(sims)                                      # I, B, T', h, w, C
+
+        n = cfg.num_layers
+        if cfg.layer_weighting == "softmax":
+            raw = self.param("layer_weights", nn.initializers.zeros_init(), (n,), jnp.float32)
+            weights = jax.nn.softmax(raw)
+        else:
+            weights = self.param("layer_weights", nn.initializers.constant(1.0 / n), (n,),
+                                 jnp.float32)
+        similarity = jnp.einsum("i,i...->...", weights, per_layer)         # eq. 6
+        log_scale = self.param("log_scale", nn.initializers.constant(-math.log(cfg.temperature)),
+                               (), jnp.float32)
+        scale = jnp.minimum(jnp.exp(log_scale), cfg.max_logit_scale)
+        logits = scale * similarity
+        probs = jax.nn.softmax(logits, axis=-1)                            # eq. 7
+        return AHDOutput(similarity=similarity, logits=logits, probs=probs,
+                         heatmap=probs[..., 1], per_layer=per_layer)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolution changes and the loss
+
+def upsample(heatmap: jax.Array, size: tuple[int, int], tubelet: int = 1) -> jax.Array:
+    """Heatmap [B, T', h, w] (or [..., h, w]) -> [..., H, W] by bilinear resize
+    (`jax.image.resize`, half-pixel centres, antialiased when shrinking). tubelet > 1 also
+    repeats each tubelet over its frames on axis 1: [B, T'*tubelet, H, W]."""
+    out = jax.image.resize(heatmap.astype(jnp.float32), heatmap.shape[:-2] + tuple(size),
+                           method="bilinear")
+    return jnp.repeat(out, tubelet, axis=1) if tubelet > 1 else out
+
+
+def patch_targets(masks: jax.Array, grid: tuple[int, int], mode: str = "area") -> jax.Array:
+    """Tubelet masks [..., H, W] (e.g. batch["tubelet_masks"], already the max over each
+    tubelet's 2 frames) -> targets [..., h, w] in [0, 1] at patch resolution.
+
+    mode "area": the anomalous fraction of each patch (a soft target; mean pooling);
+    "max": 1 where any pixel of the patch is anomalous. H, W must be multiples of h, w.
+    """
+    H, W = masks.shape[-2:]
+    h, w = grid
+    if H % h or W % w:
+        raise ValueError(f"mask size {(H, W)} is not a multiple of the grid {grid}")
+    m = (masks > 0).astype(jnp.float32).reshape(masks.shape[:-2] + (h, H // h, w, W // w))
+    if mode == "area":
+        return m.mean(axis=(-3, -1))
+    if mode == "max":
+        return m.max(axis=(-3, -1))
+    raise ValueError(f"mode must be 'area' or 'max', got {mode!r}")
+
+
+def pixel_loss(logits: jax.Array, targets: jax.Array, valid: jax.Array | None = None
+               ) -> jax.Array:
+    """Cross-entropy of the 2-class maps against (soft) abnormal targets, averaged over cells.
+
+    logits [B, T', h, w, 2] (`AHDOutput.logits`), targets [B, T', h, w] in [0, 1] (the
+    abnormal probability), valid: optional mask broadcastable to [B, T', h, w] (e.g. [B, T']
+    padded tubelets as [B, T', 1, 1]); the mean runs over valid cells only.
+    loss = -(y log p_abnormal + (1 - y) log p_normal).
+    """
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    y = targets.astype(jnp.float32)
+    ce = -(y * logp[..., 1] + (1.0 - y) * logp[..., 0])
+    if valid is None:
+        return ce.mean()
+    v = jnp.broadcast_to(valid.astype(jnp.float32), ce.shape)
+    return (ce * v).sum() / jnp.maximum(v.sum(), 1.0)
