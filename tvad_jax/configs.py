@@ -15,6 +15,10 @@ from tvad_jax.data.synthetic.spec import SynthConfig
 from tvad_jax.models.s3m import S3MConfig
 from tvad_jax.stages.pretrain import PretrainConfig
 from tvad_jax.stages.s3m import S3MJobConfig
+from tvad_jax.models.rae import RAEConfig
+from tvad_jax.models.tvad import TVADConfig
+from tvad_jax.stages.features import ClipView
+from tvad_jax.stages.tvad import Stage1Config, Stage2Config, TVADJobConfig
 from tvad_jax.train.checkpoint import CheckpointConfig
 from tvad_jax.train.loop import TrainConfig, TrainLoopConfig
 from tvad_jax.train.optim import OptimConfig
@@ -43,6 +47,7 @@ class Config:
     loader: LoaderConfig = LoaderConfig()
     s3m: S3MJobConfig = S3MJobConfig()
     pretrain: PretrainConfig = PretrainConfig()
+    tvad: TVADJobConfig = TVADJobConfig()
     runs_dir: str = "runs"
 
     @property
@@ -82,7 +87,27 @@ def tiny() -> Config:
                 loop=TrainLoopConfig(steps=6, log_every=1, sync_every=3, progress=False),
                 optim=OptimConfig(learning_rate=3e-3, warmup_ratio=0.1),
                 checkpoint=CheckpointConfig(every_steps=0, keep_last=1, keep_best=0))),
+        tvad=TVADJobConfig(
+            model=TVADConfig(rae=RAEConfig(hidden=8, num_base=2), lora_rank=4),
+            stage1=Stage1Config(train=_tiny_train(6, "val_micro_auc", "max", accumulate=2),
+                                view=ClipView(clip_len=8, clip_stride=8), batch_size=2),
+            stage2=Stage2Config(phase_a=_tiny_train(4, "val_loss", "min"),
+                                phase_b=_tiny_train(4, "val_loss", "min"),
+                                view=ClipView(clip_len=8, clip_stride=1 << 20, frame_step=4,
+                                              pad_last=False),
+                                batch_size=2, max_text_len=96),
+            eval_batch=4, max_new_tokens=12),
     )
+
+
+def _tiny_train(steps: int, metric: str, mode: str, accumulate: int = 1) -> TrainConfig:
+    """A few-step engine config with keep-best by `metric` (tests)."""
+    return TrainConfig(
+        loop=TrainLoopConfig(steps=steps, log_every=1, sync_every=2, progress=False),
+        optim=OptimConfig(learning_rate=1e-2, warmup_ratio=0.1, accumulation_steps=accumulate),
+        checkpoint=CheckpointConfig(every_steps=2, keep_last=1, keep_best=1, best_metric=metric,
+                                    best_mode=mode, async_save=False),
+        trainable=("rae/.*", "special", "lora/.*") if metric == "val_loss" else ("ahd/.*",))
 
 
 @register("ubnormal")

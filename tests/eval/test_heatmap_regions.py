@@ -81,3 +81,9 @@ def test_heatmap_of_ground_truth_masks_scores_rbdc_one(tmp_path):
                             num_frames=20)
     # The false alarm scores lowest: all 14 regions first, then 1/20 FP, held to FPR 1.
     assert result.rbdc == pytest.approx(1.0) and result.tbdc == pytest.approx(1.0)
+
+
+def test_a_heatmap_without_regions_gives_no_tracks():
+    found = regions.heatmap_regions(np.zeros((3, 4, 4)))
+    assert found.shape == (0, 6)
+    assert regions.link_regions(found).shape == (0,)

@@ -68,6 +68,8 @@ def link_regions(regions: np.ndarray, link_iou: float = 0.1) -> np.ndarray:
     """
     regions = np.asarray(regions, dtype=np.float64).reshape(-1, 6)
     track = np.full(len(regions), -1, dtype=np.int64)
+    if not len(regions):
+        return track
     order = np.argsort(regions[:, 0], kind="stable")
     frames = regions[order, 0]
     bounds = np.flatnonzero(np.r_[True, frames[1:] != frames[:-1], True])

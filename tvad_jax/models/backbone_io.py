@@ -47,15 +47,11 @@ def save_backbone(directory: str | Path, cfg: BackboneConfig, params: Any, token
                   extra: dict | None = None) -> Path:
     """Write config, weights (float16) and tokenizer; the directory appears complete or not
     at all (written beside it, then renamed)."""
-    from safetensors.numpy import save_file
-
     directory = Path(directory)
     tmp = directory.with_name(f".{directory.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    flat = traverse_util.flatten_dict(_to_numpy(params), sep="/")
-    save_file({k: np.asarray(v, np.float16) for k, v in flat.items()},
-              tmp / "model.safetensors")
+    write_tree(tmp / "model.safetensors", params, np.float16)
     config = {"model_type": MODEL_TYPE, "backbone": config_to_dict(cfg), **(extra or {})}
     (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     if tokenizer is not None:
@@ -79,6 +75,27 @@ def load_backbone(directory: str | Path = SHIPPED_DIR, with_tokenizer: bool = Tr
     check_shapes(params, abstract_params(cfg), source=str(directory))
     tokenizer = load_tokenizer(directory) if with_tokenizer else None
     return cfg, params, tokenizer
+
+
+def write_tree(path: str | Path, tree: Any, dtype=np.float32) -> Path:
+    """A nested dict of arrays -> one safetensors file, keys the "/"-joined paths."""
+    from safetensors.numpy import save_file
+
+    flat = traverse_util.flatten_dict(_to_numpy(tree), sep="/")
+    save_file({k: np.array(v, dtype, order="C") for k, v in flat.items()}, str(path))
+    return Path(path)
+
+
+def read_tree(path: str | Path) -> dict:
+    """Inverse of `write_tree` (float32 arrays)."""
+    from safetensors.numpy import load_file
+
+    try:
+        flat = load_file(str(path))
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: cannot read safetensors ({err})") from None
+    return traverse_util.unflatten_dict({k: v.astype(np.float32) for k, v in flat.items()},
+                                        sep="/")
 
 
 def _to_numpy(tree: Any) -> Any:

@@ -19,6 +19,10 @@ overwrites, and only the padded queries themselves can see it. Callers keep
 lengths + L <= S (slot writes past S are clipped by XLA, silently).
 
 Positions (for RoPE) are explicit [B, L]; usually `cache["lengths"][:, None] + arange(L)`.
+
+Unmerged LoRA (with dropout, for training): `lora=lora.decoder_lora(adapters, ...)` adds
+dropout(x) A B to each layer's q and v (x its normed input, before RoPE); its leaves carry a
+leading depth axis and are scanned with the layers. lora=None is the plain decoder.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ import jax.numpy as jnp
 
 from tvad_jax.models import layers as L
 from tvad_jax.models.configs import DecoderConfig, dtype_of
+from tvad_jax.models.lora import lora_branch
 
 
 def init_cache(cfg: DecoderConfig, batch: int, max_len: int, dtype=None) -> dict:
@@ -44,12 +49,20 @@ def cache_axes() -> dict:
     return {"k": kv, "v": kv, "lengths": ("batch",)}
 
 
+def _adapt(y, x, lora, name, salt):
+    """y [B, L, H|K, Dh] + the LoRA branch `name` of x [B, L, D] (one layer's slice of
+    `lora.decoder_lora`), dropout keyed by fold_in(rng, salt)."""
+    rng = jax.random.fold_in(lora["rng"], salt)
+    return y + lora_branch(x, lora[name]["a"], lora[name]["b"], rng, lora["rate"])
+
+
 class DecoderLayer(nn.Module):
     """One Llama block as a scan body: x = x + attn(norm(x)); x = x + mlp(norm(x)).
 
     Params: input_norm, attn (query/key/value/out, no biases), post_norm, mlp (gate/up/down).
     Call: (x [B, L, D], kv) with kv None or (k, v) [B, S, K, Dh], positions [B, L],
-    start [B] (first slot written) -> (x, new kv).
+    start [B] (first slot written), key_lengths, lora (None or this layer's slice of
+    `lora.decoder_lora`) -> (x, new kv).
     """
 
     cfg: DecoderConfig
@@ -63,8 +76,10 @@ class DecoderLayer(nn.Module):
         self.post_norm = L.RMSNorm(cfg.rms_eps, dtype)
         self.mlp = L.GatedMLP(cfg.mlp_dim, dtype=dtype)
 
-    def attention(self, x, kv, positions, start, key_lengths):
+    def attention(self, x, kv, positions, start, key_lengths, lora):
         q, k, v = self.attn.qkv(x)
+        if lora is not None:
+            q, v = _adapt(q, x, lora, "query", 0), _adapt(v, x, lora, "value", 1)
         q = L.rope(q, positions, self.cfg.rope_theta)
         k = L.rope(k, positions, self.cfg.rope_theta)
         if kv is None:
@@ -82,17 +97,17 @@ class DecoderLayer(nn.Module):
                                          mask=mask[:, None])
         return self.attn.output(o), (k_cache, v_cache)
 
-    def block(self, x, kv, positions, start, key_lengths):
+    def block(self, x, kv, positions, start, key_lengths, lora):
         x = L.constrain(x, ("batch", "length", "embed"))
-        h, kv = self.attention(self.input_norm(x), kv, positions, start, key_lengths)
+        h, kv = self.attention(self.input_norm(x), kv, positions, start, key_lengths, lora)
         x = x + h
         x = x + self.mlp(self.post_norm(x))
         return L.constrain(x, ("batch", "length", "embed")), kv
 
-    def __call__(self, x, kv, positions, start, key_lengths):
+    def __call__(self, x, kv, positions, start, key_lengths, lora):
         block = (nn.remat(DecoderLayer.block, prevent_cse=False) if self.cfg.remat
                  else DecoderLayer.block)
-        return block(self, x, kv, positions, start, key_lengths)
+        return block(self, x, kv, positions, start, key_lengths, lora)
 
 
 class Decoder(nn.Module):
@@ -110,7 +125,7 @@ class Decoder(nn.Module):
                                     (cfg.vocab_size, cfg.width), jnp.float32)
         self.layers = nn.scan(
             DecoderLayer, variable_axes={"params": 0}, split_rngs={"params": True},
-            in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.depth,
+            in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, 0), length=cfg.depth,
             metadata_params={nn.PARTITION_NAME: None})(cfg, name="layers")
         self.norm = L.RMSNorm(cfg.rms_eps, self.dtype)
         if not cfg.tie_embeddings:
@@ -126,7 +141,7 @@ class Decoder(nn.Module):
         """ids [B, L] int -> embeddings [B, L, D] (compute dtype)."""
         return jnp.take(self.embedding, ids, axis=0).astype(self.dtype)
 
-    def features(self, embeds, positions, cache=None, lengths=None):
+    def features(self, embeds, positions, cache=None, lengths=None, lora=None):
         """Final-norm hidden states [B, L, D] and the updated cache (see `__call__`)."""
         B, Lq, _ = embeds.shape
         x = L.constrain(embeds.astype(self.dtype), ("batch", "length", "embed"))
@@ -135,10 +150,11 @@ class Decoder(nn.Module):
                        else jnp.asarray(lengths, jnp.int32))
         if cache is None:
             key_lengths = None if lengths is None else new_lengths
-            x, _ = self.layers(x, None, positions, jnp.zeros((B,), jnp.int32), key_lengths)
+            x, _ = self.layers(x, None, positions, jnp.zeros((B,), jnp.int32), key_lengths,
+                               lora)
             return self.norm(x), None
         start = cache["lengths"]
-        x, (k, v) = self.layers(x, (cache["k"], cache["v"]), positions, start, None)
+        x, (k, v) = self.layers(x, (cache["k"], cache["v"]), positions, start, None, lora)
         return self.norm(x), {"k": k, "v": v, "lengths": start + new_lengths}
 
     def logits(self, h: jax.Array) -> jax.Array:
@@ -150,12 +166,14 @@ class Decoder(nn.Module):
         return L.constrain(out.astype(jnp.float32), ("batch", "length", "vocab"))
 
     def __call__(self, embeds: jax.Array, positions: jax.Array, cache: dict | None = None,
-                 lengths: jax.Array | None = None):
+                 lengths: jax.Array | None = None, lora: dict | None = None):
         """embeds [B, L, D], positions [B, L] -> (logits [B, L, V] float32, cache).
 
         Without a cache: causal attention over the L tokens; `lengths` [B] (optional) masks
         keys at index >= lengths[b] (right padding); returns cache None. With a cache: see the
-        module docstring; `lengths` [B] = real new tokens per row (default L).
+        module docstring; `lengths` [B] = real new tokens per row (default L). `lora`: None
+        or `lora.decoder_lora`'s output (unmerged q/v LoRA with dropout, see the module
+        docstring).
         """
-        h, cache = self.features(embeds, positions, cache, lengths)
+        h, cache = self.features(embeds, positions, cache, lengths, lora)
         return self.logits(h), cache

@@ -30,9 +30,12 @@ How to use it:
   gradients reach a and b through the merge (one small [in, r] x [r, out] product per
   adapted kernel and step).
 - Training with LoRA dropout (the paper's 0.05): dropout acts on the LoRA branch's input,
-  y = x W + (alpha/r) dropout(x) A B, which has no merged form. `lora_dense` computes it for
-  one projection; using it needs the model to take (a, b) at its q/v projections (a hook in
-  `layers.Attention`), which this module does not add.
+  y = x W + (alpha/r) dropout(x) A B, which has no merged form. `Decoder` takes it unmerged:
+  `decoder_lora(adapters, depth, alpha, rank, rate, rng)` pads the q/v adapters to the full
+  stack (zero layers), pre-scales b and adds a dropout key and rate per layer; pass it as
+  the decoder's `lora` argument, and each layer adds `lora_branch` (the branch alone) to
+  its q and v before RoPE. Differentiate through `decoder_lora` so the gradients land on the
+  k-layer adapters. `lora_dense` is the same branch on a single projection.
 - Inference / end of a phase: `merge` once and drop the adapters (the next phase starts from
   the merged weights, as in the paper).
 """
@@ -75,12 +78,21 @@ def _indices(depth: int, layers: LayerSelection) -> Sequence[int]:
             raise ValueError(f"layers={layers} selects no layer of {depth}")
         return r
     if isinstance(layers, (tuple, list)) and all(isinstance(i, int) for i in layers):
-        r = sorted(set(range(depth)[i] for i in layers))
+        r = sorted({range(depth)[i] for i in layers})
         if len(r) != len(layers) or not r:
             raise ValueError(f"layers={layers}: need distinct valid indices of {depth}")
         return r
     raise TypeError(f"layers must be None, an int, a slice or a tuple of ints, "
                     f"got {type(layers).__name__}")
+
+
+def _stack_indices(depth: int, k: int, layers: LayerSelection, path: str) -> Sequence[int]:
+    """The layers of a depth-long stack that a k-long adapter covers: `layers`, or the last
+    k when `layers` is None."""
+    idx = range(depth - k, depth) if layers is None else _indices(depth, layers)
+    if len(idx) != k:
+        raise ValueError(f"{path}: adapter has {k} layers, selection gives {len(idx)}")
+    return idx
 
 
 def _lead(path: str, stack_pattern: str | None) -> int:
@@ -121,6 +133,23 @@ def init_lora(params, rank: int, targets: Sequence[str] = ("q_proj", "v_proj"),
     return out
 
 
+def to_tree(adapters: dict[str, dict[str, jax.Array]]) -> dict:
+    """Adapters as a nested params tree ({"layers": {"attn": {"query": {"kernel": {"a",
+    "b"}}}}}): the form that survives "/"-path flattening, e.g. inside a train state."""
+    return traverse_util.unflatten_dict(
+        {f"{path}/{name}": x for path, ab in adapters.items() for name, x in ab.items()},
+        sep="/")
+
+
+def from_tree(tree: dict) -> dict[str, dict[str, jax.Array]]:
+    """Inverse of `to_tree`."""
+    out: dict[str, dict[str, jax.Array]] = {}
+    for key, x in _flat(tree).items():
+        path, name = key.rsplit("/", 1)
+        out.setdefault(path, {})[name] = x
+    return out
+
+
 def delta(a: jax.Array, b: jax.Array, alpha: float, rank: int, lead: int = 0,
           in_dims: int = 1) -> jax.Array:
     """(alpha / rank) A B in float32:
@@ -147,12 +176,7 @@ def merge(params, lora: dict[str, dict[str, jax.Array]], alpha: float, rank: int
         d = delta(ab["a"], ab["b"], alpha, rank, lead, in_dims)
         if lead:
             depth, k = w.shape[0], d.shape[0]
-            if layers is None and k != depth:
-                idx = range(depth - k, depth)   # a short adapter: the last k layers
-            else:
-                idx = _indices(depth, layers)
-            if len(idx) != k:
-                raise ValueError(f"{path}: adapter has {k} layers, selection gives {len(idx)}")
+            idx = _stack_indices(depth, k, layers, path)
             if k == depth:
                 w = (w.astype(jnp.float32) + d).astype(w.dtype)
             else:
@@ -166,6 +190,20 @@ def merge(params, lora: dict[str, dict[str, jax.Array]], alpha: float, rank: int
     return traverse_util.unflatten_dict(flat, sep="/")
 
 
+def lora_branch(x: jax.Array, a: jax.Array, b: jax.Array, rng: jax.Array | None = None,
+                rate: float | jax.Array = 0.0) -> jax.Array:
+    """The LoRA branch dropout(x) A B, b already scaled by alpha / rank, in x's dtype.
+
+    x [..., D_in], a [D_in, r], b [r, *out] -> [..., *out]. Inverted dropout at `rate` (may
+    be traced; rate 0 keeps every element exactly) on the branch's input only (PEFT's
+    lora_dropout); no rng: no dropout. Shared by `lora_dense` and the `Decoder` hook.
+    """
+    if rng is not None:
+        keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+        x = jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+    return jnp.tensordot(x @ a.astype(x.dtype), b.astype(x.dtype), axes=1)
+
+
 def lora_dense(x: jax.Array, w: jax.Array, a: jax.Array, b: jax.Array, alpha: float,
                rank: int, dropout_rng: jax.Array | None = None, rate: float = 0.0
                ) -> jax.Array:
@@ -175,12 +213,47 @@ def lora_dense(x: jax.Array, w: jax.Array, a: jax.Array, b: jax.Array, alpha: fl
     with `rate` on the LoRA branch's input only (PEFT's lora_dropout); rate 0 (or no rng)
     gives exactly x @ merge(W). Computed in x's dtype.
     """
+    if dropout_rng is None and rate > 0.0:
+        raise ValueError("rate > 0 needs dropout_rng")
     y = jnp.tensordot(x, w.astype(x.dtype), axes=1)
-    h = x
-    if rate > 0.0:
-        if dropout_rng is None:
-            raise ValueError("rate > 0 needs dropout_rng")
-        keep = jax.random.bernoulli(dropout_rng, 1.0 - rate, x.shape)
-        h = jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
-    h = h @ a.astype(x.dtype)
-    return y + (alpha / rank) * jnp.tensordot(h, b.astype(x.dtype), axes=1)
+    return y + lora_branch(x, a, (alpha / rank) * b, dropout_rng, rate)
+
+
+DECODER_TARGETS = {"query": r"(^|/)layers/attn/query/kernel$",
+                   "value": r"(^|/)layers/attn/value/kernel$"}
+
+
+def decoder_lora(adapters: dict[str, dict[str, jax.Array]], depth: int, alpha: float,
+                 rank: int, rate: float | jax.Array = 0.0, rng: jax.Array | None = None,
+                 layers: LayerSelection = None) -> dict:
+    """The `lora` argument of `Decoder` (unmerged LoRA with dropout) from its q/v adapters.
+
+    adapters: `init_lora` of the decoder's params, one query and one value adapter of the
+    scanned layers: a [k, D, r], b [k, r, H|K, Dh]. Returns, every leaf with a leading depth
+    axis (scanned with the layers): {"query"|"value": {"a": [depth, D, r],
+    "b": [depth, r, H|K, Dh]}, "rng": [depth] keys, "rate": [depth] float32}. Layers outside
+    the selection (`merge`'s rules: `layers`, or the last k) get zero a and b, so gradients
+    reach only the k adapter slices; b is scaled by alpha / rank. No rng: no dropout (rate 0,
+    as for evaluation). Pure and differentiable in `adapters`; `layers` is static.
+    """
+    out = {}
+    for path, ab in adapters.items():
+        names = [n for n, p in DECODER_TARGETS.items() if re.search(p, path)]
+        if not names or names[0] in out:
+            raise ValueError(f"adapter {path!r}: the decoder takes one query and one value "
+                             f"adapter of its scanned layers")
+        a, b = ab["a"], (alpha / rank) * ab["b"]
+        k = a.shape[0]
+        idx = _stack_indices(depth, k, layers, path)
+        if k != depth:
+            sel = jnp.asarray(list(idx))
+            a = jnp.zeros((depth,) + a.shape[1:], a.dtype).at[sel].set(a)
+            b = jnp.zeros((depth,) + b.shape[1:], b.dtype).at[sel].set(b)
+        out[names[0]] = {"a": a, "b": b}
+    if sorted(out) != sorted(DECODER_TARGETS):
+        raise ValueError(f"decoder LoRA needs query and value adapters, got {sorted(adapters)}")
+    if rng is None:
+        rng, rate = jax.random.key(0), 0.0
+    out["rng"] = jax.random.split(rng, depth)
+    out["rate"] = jnp.full((depth,), rate, jnp.float32)
+    return out

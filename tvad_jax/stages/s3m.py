@@ -66,11 +66,10 @@ from tvad_jax.eval.baselines import baseline_scores
 from tvad_jax.models import s3m
 from tvad_jax.models.s3m import S3MConfig
 from tvad_jax.train import distributed
-from tvad_jax.train import mesh as mesh_lib
-from tvad_jax.train.checkpoint import CheckpointConfig, Checkpointer
-from tvad_jax.train.loop import TrainConfig, TrainLoopConfig, build, train
+from tvad_jax.train.checkpoint import CheckpointConfig
+from tvad_jax.train.loop import TrainConfig, TrainLoopConfig, restore_params, train
 from tvad_jax.train.optim import OptimConfig
-from tvad_jax.train.state import abstract_with_shardings, merge_params
+from tvad_jax.train.state import merge_params
 
 FEATURES = ("cx", "cy", "w", "h", "vx", "vy")
 NUM_FEATURES = len(FEATURES)
@@ -423,21 +422,12 @@ def load_run(run_dir: str | Path) -> S3MRun:
     stats = json.loads(stats_path.read_text())
     job = cfg.s3m
     model, init_fn, loss_fn = make_fns(job)
-    mesh = mesh_lib.make_mesh(job.train.mesh)
-    with mesh_lib.mesh_context(mesh):
-        engine = build(job.train, init_fn=init_fn, loss_fn=loss_fn, mesh=mesh)
-        target = abstract_with_shardings(jax.eval_shape(lambda: engine.state),
-                                         engine.state_sharding)
-        ckpt = Checkpointer(ckpt_dir, dataclasses.replace(job.train.checkpoint,
-                                                          async_save=False))
-        try:
-            step = ckpt.latest_step()
-            if step is None:
-                raise DataError(ckpt_dir, "no complete checkpoint")
-            state = ckpt.restore(step, target)
-        finally:
-            ckpt.close()
-    return S3MRun(run_dir, cfg, model, merge_params(state.params, engine.frozen), stats, step)
+    try:
+        params, step = restore_params(job.train, init_fn=init_fn, loss_fn=loss_fn,
+                                      checkpoint_dir=ckpt_dir, which="latest")
+    except FileNotFoundError:
+        raise DataError(ckpt_dir, "no complete checkpoint") from None
+    return S3MRun(run_dir, cfg, model, params, stats, step)
 
 
 def score_split(run: S3MRun, split: str, sidecars: list[tuple[str, dict]] | None = None

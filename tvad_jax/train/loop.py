@@ -35,8 +35,8 @@ from tvad_jax.train import mesh as mesh_lib
 from tvad_jax.train.checkpoint import CheckpointConfig, Checkpointer
 from tvad_jax.train.distributed import DistributedConfig
 from tvad_jax.train.optim import OptimConfig, make_optimizer
-from tvad_jax.train.state import (TrainState, abstract_with_shardings, init_state, split_params,
-                                  state_shardings)
+from tvad_jax.train.state import (TrainState, abstract_with_shardings, init_state, merge_params,
+                                  split_params, state_shardings)
 from tvad_jax.train.step import LossFn, jit_train_step, make_train_step
 from tvad_jax.train.writers import MetricsWriter
 
@@ -197,6 +197,30 @@ def train(config: TrainConfig, *, init_fn: Callable[[jax.Array], Any], loss_fn: 
     if primary:
         _write_summary(run_dir, summary)
     return TrainResult(state=state, frozen=frozen, mesh=mesh, summary=summary)
+
+
+def restore_params(config: TrainConfig, *, init_fn: Callable[[jax.Array], Any], loss_fn: LossFn,
+                   checkpoint_dir: str | Path, which: Literal["best", "latest"] = "best",
+                   mesh: Mesh | None = None, rules=mesh_lib.LOGICAL_AXIS_RULES
+                   ) -> tuple[dict, int]:
+    """(full params: trainable merged with frozen, step) of a run's checkpoint: the best by
+    `config.checkpoint.best_metric` (the latest where the run kept no best), or the latest.
+    Raises FileNotFoundError naming the folder when it holds no checkpoint."""
+    mesh = mesh if mesh is not None else mesh_lib.make_mesh(config.mesh)
+    with mesh_lib.mesh_context(mesh, rules):
+        engine = build(config, init_fn=init_fn, loss_fn=loss_fn, mesh=mesh, rules=rules)
+        target = abstract_with_shardings(jax.eval_shape(lambda: engine.state),
+                                         engine.state_sharding)
+        ckpt = Checkpointer(checkpoint_dir, dataclasses.replace(config.checkpoint,
+                                                                async_save=False))
+        try:
+            step = (ckpt.best_step() if which == "best" else None) or ckpt.latest_step()
+            if step is None:
+                raise FileNotFoundError(f"{checkpoint_dir}: no complete checkpoint")
+            state = ckpt.restore(step, target)
+        finally:
+            ckpt.close()
+    return merge_params(state.params, engine.frozen), step
 
 
 def _write_summary(run_dir: Path, summary: dict) -> None:

@@ -1,0 +1,98 @@
+"""Batched multi-turn dialogue about B videos with one KV cache (paper 000 §4.2's flow:
+judgment -> target appearance -> trajectory -> time).
+
+    chat = Dialogue(model, visual, hidden)           # prompts of B videos, nothing run yet
+    chat.ask("Is there any anomaly in this video?")  # -> B answers; the cache keeps them
+    chat.ask("What does the anomalous target look like?")
+
+The first `ask` prefills [P_V, (<anomaly_start> P_An ... <anomaly_end>), <s> question] and
+decodes; every later turn appends only `<s> question` to the cache, which already holds all
+earlier prompts, questions and generated answers (up to each row's `</s>`): no recomputation.
+Questions are right-padded to `question_len` tokens so that every later turn reuses one
+compiled program.
+
+One-shot (Table 3's protocol): `example=(visual, hidden, turns)` puts one annotated video and
+its whole reference dialogue before each test video.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tvad_jax.models.decoder import Decoder, init_cache
+from tvad_jax.models.generate import generate
+from tvad_jax.models.tvad import decoder_inputs, heatmaps, prompt_maps
+from tvad_jax.stages.tvad_data import dialogue_arrays, turn_tokens
+
+
+class Dialogue:
+    """One conversation per row of `visual` [B, S_v, D] (and `hidden` [B, I, T', 1+N, D_v]
+    where the model uses anomaly prompts)."""
+
+    def __init__(self, model, visual: np.ndarray, hidden: np.ndarray | None = None,
+                 example: tuple | None = None, max_turns: int = 4, max_new_tokens: int = 48,
+                 question_len: int = 24, example_len: int = 160, seed: int = 0):
+        self.model = model
+        self.tokenizer = model.backbone.tokenizer
+        self.dec_cfg = model.backbone.cfg.decoder
+        self.decoder = model.backbone.params["decoder"]
+        self.max_new_tokens, self.question_len = max_new_tokens, question_len
+        self.rng = jax.random.key(seed)
+        B = len(visual)
+        prefix = self._prompt(visual, hidden)
+        if example is not None:
+            e_visual, e_hidden, turns = example
+            ids, _, n = dialogue_arrays(self.tokenizer, turns, example_len)
+            e_ids = jnp.asarray(np.broadcast_to(ids[:n], (B, n)))
+            e_prompt = self._prompt(np.broadcast_to(e_visual, (B,) + e_visual.shape),
+                                    None if e_hidden is None else
+                                    np.broadcast_to(e_hidden, (B,) + e_hidden.shape), e_ids)
+            prefix = jnp.concatenate([e_prompt, prefix], axis=1)
+        self.prefix = prefix                                               # B, S_p, D
+        capacity = prefix.shape[1] + max_turns * (question_len + max_new_tokens)
+        self.cache = init_cache(self.dec_cfg, B, capacity)
+        self.turns = 0
+
+    def _prompt(self, visual, hidden, text_ids=None) -> jax.Array:
+        cfg, params = self.model.cfg, self.model.params
+        maps = None
+        if cfg.anomaly_prompts:
+            maps = prompt_maps(cfg, heatmaps(cfg, params["ahd"], jnp.asarray(hidden),
+                                             params["text"]))
+        if text_ids is None:
+            text_ids = jnp.zeros((len(visual), 0), jnp.int32)
+        embeds, _ = decoder_inputs(cfg, self.model.backbone.cfg, self.decoder,
+                                   params.get("rae"), params.get("special"),
+                                   jnp.asarray(visual), maps, text_ids)
+        return embeds
+
+    def ask(self, question: str, temperature: float = 0.0) -> list[str]:
+        """Ask every video the same question; returns the B decoded answers."""
+        prompt, _ = turn_tokens(self.tokenizer, question, None)
+        if len(prompt) > self.question_len:
+            raise ValueError(f"question of {len(prompt)} tokens > question_len "
+                             f"{self.question_len}: {question!r}")
+        B = self.prefix.shape[0]
+        ids = np.full((B, self.question_len), self.dec_cfg.pad_token_id, np.int32)
+        ids[:, :len(prompt)] = prompt
+        words = Decoder(self.dec_cfg).apply({"params": self.decoder}, jnp.asarray(ids),
+                                            method=Decoder.embed)
+        lengths = np.full(B, len(prompt), np.int32)
+        if self.turns == 0:
+            words = jnp.concatenate([self.prefix, words], axis=1)
+            lengths = lengths + self.prefix.shape[1]
+        tokens, self.cache = generate(self.decoder, self.dec_cfg, words, jnp.asarray(lengths),
+                                      self.max_new_tokens,
+                                      jax.random.fold_in(self.rng, self.turns), self.cache,
+                                      temperature)
+        self.turns += 1
+        return [self._decode(row) for row in np.asarray(tokens)]
+
+    def _decode(self, tokens: Sequence[int]) -> str:
+        ids = [int(t) for t in tokens]
+        if self.dec_cfg.eos_token_id in ids:
+            ids = ids[:ids.index(self.dec_cfg.eos_token_id)]
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()

@@ -1,0 +1,165 @@
+"""T-VAD as pure functions of params pytrees: AHD heatmaps, RAE prompts, the decoder's input.
+
+    text = class_text_features(bcfg, backbone_params, tokenizer)           # [2, D_t] (eqs 2, 4)
+    out = heatmaps(cfg, ahd_params, hidden, text)                          # AHDOutput (eqs 3-7)
+    embeds, offset = decoder_inputs(cfg, params, visual, out, text_ids)    # eq. 13
+    logits = decoder_logits(cfg, bcfg, params, visual, hidden, text, ids)  # [B, L, V]
+
+The model's own params (what `TVAD.params` holds and what a T-VAD run exports):
+
+    {"ahd": AHD params, "rae": RAE params, "special": [3, D] embeddings of
+     <anomaly_start>, <anomaly_sep>, <anomaly_end>, "decoder": the decoder (LoRA merged)}
+
+The frozen backbone's vision tower produces `hidden` (the AHD's ViT layers, [B, I, T', 1+N,
+D_v]) and `visual` (the projected visual tokens P_V, [B, S_v, D]); both are inputs here so
+that they can come from the feature cache (`stages.features`). Letters: I chosen ViT layers,
+S_v visual tokens, K prompts per RAE step, L text tokens, V vocabulary.
+
+Variants (paper 000 Table 4) by `TVADConfig.variant`:
+  "full"    heatmaps (AHD) and anomaly prompts (RAE) in the decoder;
+  "no_ahd"  the decoder gets [P_V, P_Q] only (no anomaly evidence; no heatmaps);
+  "no_rae"  heatmaps only: the AHD is trained, the decoder is the plain backbone's;
+  "plain"   the frozen backbone (no AHD, no RAE): zero- and one-shot baselines.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tvad_jax.models import lora as lora_lib
+from tvad_jax.models.ahd import (AHD, AHDConfig, AHDOutput, class_features, flatten_prompts,
+                                 prompt_templates)
+from tvad_jax.models.configs import BackboneConfig
+from tvad_jax.models.decoder import Decoder
+from tvad_jax.models.rae import RAE, RAEConfig, assemble_prompt
+from tvad_jax.models.tokenizer import ANOMALY_TOKENS
+from tvad_jax.models.vlm import Backbone
+
+Variant = Literal["full", "no_ahd", "no_rae", "plain"]
+VARIANTS: tuple[str, ...] = ("full", "no_ahd", "no_rae", "plain")
+
+
+@dataclasses.dataclass(frozen=True)
+class TVADConfig:
+    """The T-VAD heads on a backbone.
+
+    Attributes:
+      variant: which parts exist (see the module docstring).
+      ahd, rae: module sizes; `rae.dim` must equal the decoder width (`for_backbone` sets it).
+      prompt_maps: which 2-channel AHD map feeds the RAE: "logits" (scaled H_c, eq. 6),
+        "similarity" (H_c unscaled) or "probs" (eq. 7).
+      lora_rank, lora_alpha, lora_dropout: stage-2 LoRA on the decoder's q/v projections.
+    """
+
+    variant: Variant = "full"
+    ahd: AHDConfig = AHDConfig()
+    rae: RAEConfig = RAEConfig()
+    prompt_maps: Literal["logits", "similarity", "probs"] = "logits"
+    lora_rank: int = 16
+    lora_alpha: float = 32.0
+    lora_dropout: float = 0.05
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+
+    @property
+    def has_ahd(self) -> bool:
+        return self.variant in ("full", "no_rae")
+
+    @property
+    def anomaly_prompts(self) -> bool:
+        """Whether the decoder receives P_An (only the full model)."""
+        return self.variant == "full"
+
+    def for_backbone(self, bcfg: BackboneConfig) -> "TVADConfig":
+        """This config sized to a backbone: AHD layers = its feature layers, RAE width = its
+        decoder width."""
+        return dataclasses.replace(
+            self, ahd=dataclasses.replace(self.ahd, num_layers=len(bcfg.vision.layer_indices)),
+            rae=dataclasses.replace(self.rae, dim=bcfg.decoder.width))
+
+
+# ---------------------------------------------------------------------------------------------
+# Text side of the AHD (frozen: computed once per backbone)
+
+def class_text_features(bcfg: BackboneConfig, backbone_params, tokenizer,
+                        anomalies=None, normals=None) -> jax.Array:
+    """[2, D_t] normal/abnormal class features from the frozen text tower (eqs. 2, 4)."""
+    normal, abnormal = prompt_templates(anomalies, normals)
+    sentences, groups = flatten_prompts(normal, abnormal)
+    length = bcfg.text.max_length
+    ids = np.full((len(sentences), length), bcfg.text.pad_token_id, np.int32)
+    for row, sentence in enumerate(sentences):
+        tokens = [tokenizer.bos_token_id, *tokenizer(sentence)["input_ids"]][:length - 1]
+        tokens.append(bcfg.text.eos_token_id)
+        ids[row, :len(tokens)] = tokens
+    mask = ids != bcfg.text.pad_token_id
+    out = Backbone(bcfg).apply({"params": backbone_params}, ids, mask,
+                               method=Backbone.encode_text)
+    return class_features(out.features, jnp.asarray(mask), groups)
+
+
+def special_token_ids(tokenizer) -> np.ndarray:
+    """Ids of <anomaly_start>, <anomaly_sep>, <anomaly_end> [3]."""
+    ids = tokenizer.convert_tokens_to_ids(list(ANOMALY_TOKENS))
+    if any(i is None or i == tokenizer.unk_token_id for i in ids):
+        raise ValueError(f"the tokenizer lacks the stage-2 prompt tokens {ANOMALY_TOKENS}")
+    return np.asarray(ids, np.int32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward pieces
+
+def heatmaps(cfg: TVADConfig, ahd_params, hidden: jax.Array, text: jax.Array) -> AHDOutput:
+    """hidden [B, I, T', 1+N, D_v] (cached ViT layers), text [2, D_t] -> AHDOutput."""
+    layers = [hidden[:, i] for i in range(hidden.shape[1])]
+    return AHD(cfg.ahd).apply({"params": ahd_params}, layers, text)
+
+
+def prompt_maps(cfg: TVADConfig, out: AHDOutput) -> jax.Array:
+    """The RAE's input [B, T', h, w, 2] (frozen: no gradient reaches the AHD in stage 2)."""
+    return jax.lax.stop_gradient(getattr(out, cfg.prompt_maps))
+
+
+def decoder_inputs(cfg: TVADConfig, bcfg: BackboneConfig, decoder_params, rae_params,
+                   special: jax.Array | None, visual: jax.Array, maps: jax.Array | None,
+                   text_ids: jax.Array) -> tuple[jax.Array, int]:
+    """Input embeddings [B, S, D] = [P_V, (<start> P_An[0] <sep> ... P_An[-1] <end>), P_Q]
+    (eq. 13) and the offset of the first text token. visual [B, S_v, D], maps
+    [B, T', h, w, 2] (unused without anomaly prompts), text_ids [B, L]."""
+    p_q = Decoder(bcfg.decoder).apply({"params": decoder_params}, text_ids,
+                                      method=Decoder.embed)
+    p_v = visual.astype(p_q.dtype)
+    if not cfg.anomaly_prompts:
+        return jnp.concatenate([p_v, p_q], axis=1), p_v.shape[1]
+    p_an = RAE(cfg.rae).apply({"params": rae_params}, maps)                 # B, T'-1, K, D
+    embeds = assemble_prompt(p_v, p_an, p_q, special=special)
+    return embeds, embeds.shape[1] - p_q.shape[1]
+
+
+def text_logits(cfg: TVADConfig, bcfg: BackboneConfig, decoder_params, rae_params, special,
+                visual: jax.Array, maps: jax.Array | None, text_ids: jax.Array,
+                text_lengths: jax.Array, lora: dict | None = None) -> jax.Array:
+    """Teacher-forced logits [B, L, V] over the text tokens (right-padded to L, real lengths
+    [B]) after the visual and anomaly prompts; `lora` is `lora.decoder_lora`'s output."""
+    embeds, offset = decoder_inputs(cfg, bcfg, decoder_params, rae_params, special, visual,
+                                    maps, text_ids)
+    positions = jnp.arange(embeds.shape[1])[None]
+    logits, _ = Decoder(bcfg.decoder).apply({"params": decoder_params}, embeds, positions,
+                                            None, offset + text_lengths, lora=lora)
+    return logits[:, offset:]
+
+
+def merge_stage2(cfg: TVADConfig, decoder_params, adapters, special: jax.Array | None,
+                 special_ids: np.ndarray):
+    """The decoder after a stage-2 phase: LoRA merged into q/v, the trained special-token
+    embeddings written into the embedding table (a self-contained checkpoint, §4.1)."""
+    merged = lora_lib.merge(decoder_params, adapters, cfg.lora_alpha, cfg.lora_rank)
+    if special is not None:
+        merged["embed"] = jnp.asarray(merged["embed"]).at[jnp.asarray(special_ids)].set(special)
+    return merged

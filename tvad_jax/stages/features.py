@@ -1,0 +1,193 @@
+"""On-disk cache of the frozen backbone's clip features (T-VAD stages 1 and 2).
+
+The vision tower is frozen in both stages, so its outputs are computed once per (backbone
+checkpoint, prepared data, split, clip view, layer choice) and read back by every epoch,
+every ablation run and the evaluation:
+
+    cache = build_cache(bcfg, params, prepared_dir, "train", view, root, checkpoint_id)
+    cache[i]  # {"hidden": [I, T', 1+N, D_v] f16, "visual": [S_v, D] f16,
+              #  "tubelet_masks": [T', H, W] u8, "valid": [T] bool, "labels": [T] u8,
+              #  "video_index": i32, "start": i32}
+
+Layout: `<root>/<key>/` with `meta.json` and shards `shard-<n>/<array>.npy` of up to
+`shard_clips` clips each (memory-mapped on read). `key` hashes everything the features
+depend on, so a change of any of them lands in a new folder (invalidation by construction); a
+folder appears only complete (built under `incomplete-<key>-*`, renamed at the end), so an
+interrupted build is never read. In a multi-process run each process encodes the shards
+`n % process_count == process_index` into the shared folder and process 0 publishes it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tvad_jax.data.errors import DataError
+from tvad_jax.data.pipeline import (LoaderConfig, clip_index, find_builder_dir, make_dataset,
+                                    open_split)
+from tvad_jax.models.configs import BackboneConfig
+from tvad_jax.models.vlm import Backbone
+from tvad_jax.runs import progress
+
+ARRAYS = ("hidden", "visual", "tubelet_masks", "valid", "labels", "video_index", "start")
+VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipView:
+    """How videos are cut into clips for the backbone (see `data.pipeline.clip_starts`)."""
+
+    clip_len: int = 16
+    clip_stride: int = 16
+    frame_step: int = 1
+    pad_last: bool = True
+
+
+def cache_key(bcfg: BackboneConfig, checkpoint_id: str, builder_dir: Path, split: str,
+              view: ClipView) -> str:
+    """A digest of everything the cached features depend on."""
+    info = (builder_dir / "dataset_info.json").read_bytes()
+    payload = {
+        "version": VERSION, "checkpoint": checkpoint_id, "split": split,
+        "data": [str(builder_dir.resolve()), hashlib.sha256(info).hexdigest()],
+        "view": dataclasses.asdict(view),
+        "layers": [list(bcfg.vision.layer_indices), bcfg.vision_feature_layer,
+                   bcfg.vision_feature_select, bcfg.token_pool],
+        "vision": dataclasses.asdict(bcfg.vision),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def checkpoint_digest(directory: str | Path) -> str:
+    """Identity of a backbone checkpoint folder: the digest of its config and weights."""
+    h = hashlib.sha256()
+    for path in sorted(Path(directory).glob("*")):
+        if path.suffix in (".json", ".safetensors", ".msgpack"):
+            h.update(path.name.encode())
+            with path.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()[:20]
+
+
+def make_encoder(bcfg: BackboneConfig, params) -> Callable[[np.ndarray], tuple]:
+    """frames [B, T, H, W, 3] -> (hidden [B, I, T', 1+N, D_v], visual [B, S_v, D]) float16,
+    one jitted ViT pass for both."""
+    model = Backbone(bcfg)
+
+    @jax.jit
+    def encode(frames):
+        out, tokens = model.apply({"params": params}, frames,
+                                  method=Backbone.encode_video_and_tokens)
+        hidden = jnp.stack(out.hidden, axis=1)
+        return hidden.astype(jnp.float16), tokens.astype(jnp.float16)
+
+    return encode
+
+
+class FeatureCache:
+    """Read side: clip i -> dict of arrays (memory-mapped shards); a grain data source."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        meta_path = self.directory / "meta.json"
+        if not meta_path.is_file():
+            raise DataError(self.directory, "not a feature cache (no meta.json)")
+        self.meta = json.loads(meta_path.read_text())
+        self.shard_clips = self.meta["shard_clips"]
+        self._shards = [{name: np.load(d / f"{name}.npy", mmap_mode="r") for name in ARRAYS}
+                        for d in sorted(self.directory.glob("shard-*"))]
+        total = sum(len(s["start"]) for s in self._shards)
+        if total != self.meta["clips"]:
+            raise DataError(self.directory, f"holds {total} clips, meta.json says "
+                                            f"{self.meta['clips']}")
+
+    def __len__(self) -> int:
+        return self.meta["clips"]
+
+    def __getitem__(self, i: int) -> dict:
+        shard, row = divmod(int(i), self.shard_clips)
+        return {name: np.asarray(a[row]) for name, a in self._shards[shard].items()}
+
+    def column(self, name: str) -> np.ndarray:
+        """One array over all clips (e.g. "video_index"), read whole."""
+        return np.concatenate([np.asarray(s[name]) for s in self._shards])
+
+
+def build_cache(bcfg: BackboneConfig, params, prepared_dir: str | Path, split: str,
+                view: ClipView, root: str | Path, checkpoint_id: str, batch_size: int = 8,
+                shard_clips: int = 256, encoder: Callable | None = None,
+                report: Callable[[str], None] = print) -> FeatureCache:
+    """The cache of `split` under `root`: opened if it exists (the backbone does not run),
+    else computed with `encoder` (default `make_encoder(bcfg, params)`) and published."""
+    builder_dir = find_builder_dir(prepared_dir)
+    key = cache_key(bcfg, checkpoint_id, builder_dir, split, view)
+    final = Path(root) / f"{split}-{key}"
+    if (final / "meta.json").is_file():
+        report(f"[tvad] feature cache hit: {final}")
+        return FeatureCache(final)
+    source, lengths = open_split(prepared_dir, split)
+    loader = LoaderConfig(clip_len=view.clip_len, clip_stride=view.clip_stride,
+                          frame_step=view.frame_step, pad_last=view.pad_last,
+                          batch_size=shard_clips, shuffle=False, num_epochs=1,
+                          drop_remainder=False)
+    pid, count = jax.process_index(), jax.process_count()
+    work = Path(root) / f"incomplete-{split}-{key}"
+    if pid == 0:
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+    _barrier("feature-cache-start")
+    encode = encoder or make_encoder(bcfg, params)
+    clips = len(clip_index(lengths, loader))
+    dataset = make_dataset(source, lengths, loader)
+    for n, shard in enumerate(progress(dataset, f"features {split}", unit="shard",
+                                       total=-(-clips // shard_clips))):
+        if n % count != pid:
+            continue
+        out = _encode_shard(encode, shard, batch_size)
+        tmp = work / f"shard-{n:05d}"
+        tmp.mkdir()
+        for name in ARRAYS:
+            np.save(tmp / f"{name}.npy", out[name])
+    _barrier("feature-cache-shards")
+    if pid == 0:
+        meta = {"clips": clips, "shard_clips": shard_clips, "split": split, "key": key,
+                "view": dataclasses.asdict(view), "checkpoint": checkpoint_id,
+                "prepared": str(builder_dir), "lengths": [int(n) for n in lengths]}
+        (work / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        work.rename(final)
+        report(f"[tvad] feature cache written: {final} ({clips} clips)")
+    _barrier("feature-cache-done")
+    return FeatureCache(final)
+
+
+def _encode_shard(encode: Callable, shard: dict, batch_size: int) -> dict:
+    """Run the encoder over a shard in fixed-size batches (the last one zero-padded)."""
+    frames = shard["frames"]
+    n = len(frames)
+    hidden, visual = [], []
+    for i in range(0, n, batch_size):
+        chunk = frames[i:i + batch_size]
+        pad = batch_size - len(chunk)
+        if pad:
+            chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
+        h, v = encode(chunk)
+        hidden.append(np.asarray(h)[:batch_size - pad])
+        visual.append(np.asarray(v)[:batch_size - pad])
+    out = {name: shard[name] for name in ARRAYS[2:]}
+    out["hidden"], out["visual"] = np.concatenate(hidden), np.concatenate(visual)
+    return out
+
+
+def _barrier(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)

@@ -1,0 +1,164 @@
+"""Evaluation of T-VAD models on a prepared split (paper 000 §4.1's protocol).
+
+Heatmap metrics (variants with an AHD): frame scores = the max of each tubelet's heatmap over
+the patch grid, micro/macro frame AUC; heatmaps upsampled to frame size, binarized at 0.5 into
+regions (`eval.regions`) scored by their max heat -> RBDC/TBDC (alpha 0.1, IoU 0.1) against
+ground-truth tracks from the anomaly masks. Text metrics (variants with a decoder that was
+asked): the four-turn dialogue of every video (one KV cache per batch); Yes/No accuracy and
+balanced accuracy of the judgment turn (the generated answer normalized to yes/no: no
+threshold anywhere), BLEU-4 (best reference, macro over videos) of the target and trajectory
+answers of abnormal videos, and the time answers kept in the transcript.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Callable
+
+import jax
+import numpy as np
+
+from tvad_jax.data.annotate import (APPEARANCE_QUESTION, JUDGMENT_QUESTION, TIME_QUESTION,
+                                    TRAJECTORY_QUESTION)
+from tvad_jax.data.pipeline import open_split, split_names
+from tvad_jax.data.tracks import tracks_from_masks
+from tvad_jax.eval import rbdc as rbdc_lib
+from tvad_jax.eval.metrics import frame_auc
+from tvad_jax.eval.regions import heatmap_regions
+from tvad_jax.eval.text_metrics import text_scores
+from tvad_jax.infer.dialogue import Dialogue
+from tvad_jax.models.ahd import upsample
+from tvad_jax.stages.features import FeatureCache
+from tvad_jax.stages.tvad import TVADModel, clip_heatmaps, feature_cache, frame_labels
+from tvad_jax.stages.tvad_data import read_annotations, scatter_clips, turn_tokens
+
+# (answer type in the references, question) in the paper's order
+QUESTIONS = (("yes_no", JUDGMENT_QUESTION), ("target", APPEARANCE_QUESTION),
+             ("trajectory", TRAJECTORY_QUESTION), ("time", TIME_QUESTION))
+_TURN_TYPE = {"judgment": "yes_no", "target": "target", "trajectory": "trajectory",
+              "time": "time"}
+
+
+@dataclasses.dataclass
+class HeatmapResult:
+    metrics: dict
+    scores: list[np.ndarray]      # per video [n] frame scores
+    maps: list[np.ndarray]        # per video [n, h, w] patch heatmaps
+
+
+def heatmap_metrics(model: TVADModel, cfg, split: str, cache: FeatureCache,
+                    report: Callable[[str], None] = print) -> HeatmapResult:
+    """Frame AUC (micro, macro) and RBDC/TBDC of the model's AHD on a cached split."""
+    lengths = cache.meta["lengths"]
+    clip_maps = clip_heatmaps(model.cfg, model.params["ahd"], model.params["text"], cache)
+    view = cache.meta["view"]
+    maps = scatter_clips(clip_maps, cache.column("video_index"), cache.column("start"),
+                         lengths, frame_step=view["frame_step"])
+    scores = [m.max(axis=(1, 2)) for m in maps]
+    labels = frame_labels(cache, lengths)
+    keys = [str(i) for i in range(len(lengths))]
+    auc = frame_auc(dict(zip(keys, scores)), dict(zip(keys, labels)), sigma=0.0)
+    source, _ = open_split(cfg.prepared_dir, split)
+    tracks, detections = [], []
+    resize = jax.jit(lambda m, size: upsample(m, size), static_argnums=1)
+    for v, video_maps in enumerate(maps):
+        masks = np.asarray(source[v]["masks"])
+        tracks.append(tracks_from_masks(masks > 0))
+        full = np.asarray(resize(video_maps, masks.shape[1:]))
+        detections.append(heatmap_regions(full, threshold=0.5))
+    result = rbdc_lib.rbdc_tbdc(rbdc_lib.tracks_from_rows(tracks),
+                                rbdc_lib.detections_from_rows(detections), sum(lengths))
+    metrics = {"micro_auc": auc.micro_auc, "macro_auc": auc.macro_auc, "rbdc": result.rbdc,
+               "tbdc": result.tbdc, "detections": result.num_detections,
+               "gt_tracks": result.num_tracks}
+    report(f"[tvad] heatmaps ({model.cfg.variant}, {split}): " + json.dumps(
+        {k: round(v, 4) for k, v in metrics.items()}))
+    return HeatmapResult(metrics, scores, maps)
+
+
+def references(annotations: list[dict]) -> dict[str, dict]:
+    """{video: {answer type: [reference answers]}} of the dialogue turns scored."""
+    out = {}
+    for row in annotations:
+        refs = {}
+        for turn in row["dialogue"]:
+            kind = _TURN_TYPE[turn["type"]]
+            if kind == "yes_no":
+                refs[kind] = turn["answers"][0]
+            elif kind in ("target", "trajectory"):
+                refs[kind] = list(turn["answers"])
+        out[row["video"]] = refs
+    return out
+
+
+def dialogue_answers(model: TVADModel, cache: FeatureCache, batch_size: int,
+                     max_new_tokens: int, example: tuple | None = None) -> list[dict]:
+    """The four-turn dialogue with every video of a (one clip per video) cache, in order."""
+    if len(cache) != len(cache.meta["lengths"]):
+        raise ValueError(f"{cache.directory}: dialogue needs one clip per video")
+    tokenizer = model.backbone.tokenizer
+    question_len = max(len(turn_tokens(tokenizer, q, None)[0]) for _, q in QUESTIONS)
+    answers: list[dict] = []
+    for lo in range(0, len(cache), batch_size):
+        rows = [cache[i] for i in range(lo, min(lo + batch_size, len(cache)))]
+        n = len(rows)
+        rows += [rows[-1]] * (batch_size - n)     # one compiled shape; extra rows dropped
+        visual = np.stack([r["visual"] for r in rows])
+        hidden = np.stack([r["hidden"] for r in rows]) if model.cfg.anomaly_prompts else None
+        chat = Dialogue(model, visual, hidden, example=example, max_turns=len(QUESTIONS),
+                        max_new_tokens=max_new_tokens, question_len=question_len)
+        per_turn = {kind: chat.ask(question) for kind, question in QUESTIONS}
+        answers += [{kind: per_turn[kind][i] for kind in per_turn} for i in range(n)]
+    return answers
+
+
+def one_shot_example(model: TVADModel, cfg, report: Callable[[str], None] = print) -> tuple:
+    """The in-context example: the first abnormal video of the training split with its
+    reference dialogue."""
+    job = cfg.tvad
+    cache = feature_cache(cfg, model.backbone, job.train_split, job.stage2.view, report)
+    annotations = read_annotations(cfg.prepared_dir, job.train_split)
+    row = next(i for i, a in enumerate(annotations) if a["abnormal"])
+    clip = cache[row]
+    hidden = clip["hidden"] if model.cfg.anomaly_prompts else None
+    return clip["visual"], hidden, annotations[row]["dialogue"]
+
+
+def text_metrics(model: TVADModel, cfg, split: str, one_shot: bool = False,
+                 report: Callable[[str], None] = print) -> tuple[dict, dict]:
+    """(scores, transcript {video: {answer type: answer}}) of the dialogue on a split."""
+    job = cfg.tvad
+    cache = feature_cache(cfg, model.backbone, split, job.stage2.view, report)
+    example = one_shot_example(model, cfg, report) if one_shot else None
+    answers = dialogue_answers(model, cache, job.eval_batch, job.max_new_tokens, example)
+    names = split_names(cfg.prepared_dir, split)
+    transcript = dict(zip(names, answers))
+    refs = references(read_annotations(cfg.prepared_dir, split))
+    predictions = {v: {k: transcript[v][k] for k in refs[v]} for v in refs}
+    scores = text_scores(predictions, refs)
+    flat = {"yes_no_accuracy": scores["yes_no"]["accuracy"],
+            "yes_no_balanced_accuracy": scores["yes_no"]["balanced_accuracy"],
+            "yes_no_unparsed": scores["yes_no"]["unparsed"],
+            "bleu4_target": scores.get("target", {}).get("bleu4"),
+            "bleu4_trajectory": scores.get("trajectory", {}).get("bleu4")}
+    report(f"[tvad] dialogue ({model.cfg.variant}{', one-shot' if one_shot else ''}, "
+           f"{split}): " + json.dumps({k: v if v is None else round(v, 4)
+                                      for k, v in flat.items()}))
+    return flat, transcript
+
+
+def evaluate_model(model: TVADModel, cfg, split: str, one_shot: bool = False,
+                   out_dir: Path | None = None, report: Callable[[str], None] = print) -> dict:
+    """Every metric the variant supports; with `out_dir`, also the transcript JSON there."""
+    results: dict = {"variant": model.cfg.variant + ("_one_shot" if one_shot else "")}
+    if model.cfg.has_ahd:
+        cache = feature_cache(cfg, model.backbone, split, cfg.tvad.stage1.view, report)
+        results.update(heatmap_metrics(model, cfg, split, cache, report).metrics)
+    if model.cfg.variant != "no_rae":
+        scores, transcript = text_metrics(model, cfg, split, one_shot, report)
+        results.update(scores)
+        if out_dir is not None:
+            path = Path(out_dir) / f"dialogue_{results['variant']}_{split}.json"
+            path.write_text(json.dumps(transcript, indent=2) + "\n")
+    return results
