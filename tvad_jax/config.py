@@ -65,8 +65,9 @@ def apply_overrides(config: C, overrides: list[str]) -> C:
 
 
 def to_dict(config: Any) -> dict:
-    """A JSON-ready dict of a config tree (tuples become lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    """A JSON-ready dict of a config tree (tuples become lists; a plain dict passes through)."""
+    tree = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+    return json.loads(json.dumps(tree, default=str))
 
 
 def save(config: Any, path: str | Path) -> Path:

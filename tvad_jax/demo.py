@@ -1,24 +1,45 @@
 """The main job on the embedded default: synthesize the benchmark if absent, prepare shards
-and text annotations, train every detector that exists on it, and evaluate them on the
-open-set test split into one report folder.
+and text annotations, train every detector on it, and evaluate them on the open-set test
+split into one report folder.
 
-Today the detectors are the model-free frame-difference baseline and VLAVAD's S3M on object
-tracks; the T-VAD stages join this report as they land (see the README's "not done yet").
+Detectors: the model-free frame-difference baseline; VLAVAD's S3M on object tracks; T-VAD
+(paper 000) on the shipped backbone - stage 1 (AHD), stage 2 (RAE + LoRA, phases A and B) -
+with the ablations of its Table 4 (w/o RAE: heatmaps only; w/o AHD: stage 2 without anomaly
+prompts) and the plain backbone zero-shot and one-shot (Table 3's protocol).
+
+Report folder: report.md (the comparison table and the run facts), metrics.json, ROC curves
+and heatmap overlays (tvad-full/), the dialogue transcripts (dialogue_*.json) and
+dialogue.md (the full model's conversation about the first abnormal test videos).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
 from pathlib import Path
 
 from tvad_jax.data.prepare import prepare
 from tvad_jax.data.synthetic.generate import is_complete, synthesize
-from tvad_jax.eval.report import markdown_table
+from tvad_jax.eval.baselines import baseline_scores
+from tvad_jax.eval.metrics import frame_auc
+from tvad_jax.eval.report import comparison_table
 from tvad_jax.runs import new_run_dir, progress
 from tvad_jax.stages.s3m import evaluate_run, train_s3m
+from tvad_jax.stages.tvad import ablation_model, load_frozen_backbone, load_model, plain_model
+from tvad_jax.stages.tvad import train_tvad
+from tvad_jax.stages.tvad_data import read_annotations
+from tvad_jax.stages.tvad_eval import QUESTIONS, evaluate_model
+
+COLUMNS = (("micro_auc", "micro AUC"), ("macro_auc", "macro AUC"), ("rbdc", "RBDC"),
+           ("tbdc", "TBDC"), ("yes_no_accuracy", "Yes/No acc"),
+           ("yes_no_balanced_accuracy", "Yes/No bAcc"), ("bleu4_target", "BLEU-4 target"),
+           ("bleu4_trajectory", "BLEU-4 trajectory"))
+PERCENT = {k: 100.0 for k, _ in COLUMNS if k.startswith(("yes_no_acc", "yes_no_bal"))}
 
 
 def run_demo(cfg, report=print) -> Path:
     """Run the whole default job and return the report folder."""
+    start = time.perf_counter()
     run_dir = new_run_dir("demo", cfg, cfg.runs_dir)
     if is_complete(cfg.synth):
         report(f"[tvad] synthetic benchmark up to date in {cfg.synth.out_dir}")
@@ -26,15 +47,61 @@ def run_demo(cfg, report=print) -> Path:
         synthesize(cfg.synth, lambda it, total: progress(it, "synth", total, "video"))
     prepared = prepare(cfg, report)
     report(f"[tvad] prepared shards in {prepared}")
+    split = cfg.tvad.eval_split
+
     s3m_dir = train_s3m(cfg, run_dir / "s3m", report)
-    results = evaluate_run(s3m_dir, "test", plot=True, report=report)
-    results["dataset"] = dataset_summary(cfg.synth.out_dir)
+    s3m = evaluate_run(s3m_dir, split, plot=True, report=report)
+    base, labels = baseline_scores(cfg, split, report)
+    diff = frame_auc(base, labels)
+    rows = {"frame difference": {"micro_auc": diff.micro_auc, "macro_auc": diff.macro_auc},
+            "S3M (VLAVAD)": s3m["s3m_sigma0"]}
+
+    full = load_model(train_tvad(cfg, run_dir / "tvad-full", report=report))
+    no_ahd_cfg = dataclasses.replace(cfg, tvad=dataclasses.replace(
+        cfg.tvad, model=dataclasses.replace(cfg.tvad.model, variant="no_ahd")))
+    no_ahd = load_model(train_tvad(no_ahd_cfg, run_dir / "tvad-no_ahd", report=report))
+    plain = plain_model(load_frozen_backbone(cfg.tvad.backbone), cfg.tvad)
+    variants = (("T-VAD", full, False, run_dir / "tvad-full"),
+                ("T-VAD w/o RAE", ablation_model(full, "no_rae"), False, None),
+                ("T-VAD w/o AHD", no_ahd, False, None),
+                ("backbone zero-shot (w/o AHD & RAE)", plain, False, None),
+                ("backbone one-shot", plain, True, None))
+    for name, model, one_shot, plots in variants:
+        report(f"[tvad] evaluating {name} on {split}")
+        rows[name] = evaluate_model(model, cfg, split, one_shot, run_dir, report,
+                                    plot_dir=plots, baseline=base)
+
+    results = {"split": split, "methods": rows, "dataset": dataset_summary(cfg.synth.out_dir),
+               "wall_s": round(time.perf_counter() - start, 1)}
     (run_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
-    table = markdown_table(results, title="Open-set test split (synthetic benchmark)")
-    (run_dir / "report.md").write_text(table)
+    table = comparison_table(rows, COLUMNS, title=f"Open-set {split} split (synthetic "
+                                                  "benchmark)", scale=PERCENT)
+    notes = ("\nFrame AUC without smoothing; Yes/No accuracies in %, BLEU-4 on sacrebleu's "
+             "0-100 scale (best reference, macro over abnormal videos); – = not applicable. "
+             f"Wall time {results['wall_s']:.0f} s.\n")
+    (run_dir / "report.md").write_text(table + notes)
+    write_dialogue_markdown(run_dir, cfg, split)
     report(table)
     report(f"[tvad] demo report in {run_dir}")
     return run_dir
+
+
+def write_dialogue_markdown(run_dir: Path, cfg, split: str, count: int = 3) -> Path:
+    """dialogue.md: the full model's answers beside the references, for the first `count`
+    abnormal videos of the split (from dialogue_full_<split>.json)."""
+    transcript = json.loads((run_dir / f"dialogue_full_{split}.json").read_text())
+    abnormal = [row for row in read_annotations(cfg.prepared_dir, split) if row["abnormal"]]
+    lines = [f"### T-VAD dialogue transcript ({split})", ""]
+    for row in abnormal[:count]:
+        lines.append(f"**{row['video']}**")
+        for turn, (kind, _) in zip(row["dialogue"], QUESTIONS):
+            lines += [f"- Q: {turn['question']}",
+                      f"  - T-VAD: {transcript[row['video']][kind]}",
+                      f"  - reference: {turn['answers'][0]}"]
+        lines.append("")
+    path = run_dir / "dialogue.md"
+    path.write_text("\n".join(lines))
+    return path
 
 
 def dataset_summary(root: str) -> dict:

@@ -3,15 +3,18 @@
     tvad eval frame-auc --scores DIR --labels DIR [--sigma S]
     tvad eval rbdc-tbdc --tracks DIR --detections DIR --num-frames N [--alpha A --beta B]
     tvad eval text --predictions FILE [FILE ...] --references FILE
-    tvad eval run RUN_DIR [--split SPLIT] [--plot]
+    tvad eval run RUN_DIR [--split SPLIT] [--plot] [--one-shot]
+    tvad eval backbone [--config NAME] [--split SPLIT] [--one-shot] [key=value ...]
 
 With `--run-dir DIR` the JSON and a markdown table are also written there
 (`eval_<name>.json`, `eval_<name>.md`); `--plot` adds PNG curves there (a new run folder
 under `--runs-root` is made when no `--run-dir` is given). The markdown table goes to stderr.
 
-`run` evaluates a finished training run (today: `tvad train s3m`) on a split of its dataset,
-beside the frame-difference baseline on the same videos, and writes `eval_<split>.json`,
-`eval_<split>.md` (and `roc_<split>.png` with `--plot`) into that run folder.
+`run` evaluates a finished training run (`tvad train s3m` or `tvad train tvad`) on a split of
+its dataset, beside the frame-difference baseline on the same videos, and writes
+`eval_<split>.json`, `eval_<split>.md` (and `roc_<split>.png` with `--plot`) into that run
+folder; for T-VAD also the dialogue transcript. `backbone` evaluates the plain frozen backbone
+(no AHD, no RAE) on the dialogue, zero-shot or with one in-context example (`--one-shot`).
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from tvad_jax import runs
+from tvad_jax.commands.common import add_config_args, config_from_args
 from tvad_jax.data.errors import InputError
 from tvad_jax.eval import metrics, rbdc, report, text_metrics
 
@@ -76,7 +80,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="run folder of `tvad train s3m`")
     run.add_argument("--split", help="split to score (default: the run's s3m.eval_split)")
     run.add_argument("--plot", action="store_true", help="also write roc_<split>.png")
+    run.add_argument("--one-shot", action="store_true",
+                     help="T-VAD: one in-context example before each video")
     run.set_defaults(func=_guarded(_run))
+
+    backbone = commands.add_parser("backbone", help="the plain backbone on the dialogue")
+    add_config_args(backbone)
+    backbone.add_argument("--split", help="split to score (default: tvad.eval_split)")
+    backbone.add_argument("--one-shot", action="store_true",
+                          help="one in-context example before each video")
+    backbone.set_defaults(func=_guarded(_backbone))
 
 
 def _add_output_args(parser: argparse.ArgumentParser, plots: bool = True) -> None:
@@ -130,15 +143,34 @@ def _text(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from tvad_jax.stages.s3m import evaluate_run
+    from tvad_jax.stages.tvad_eval import evaluate_tvad_run, is_tvad_run
 
+    evaluate = evaluate_tvad_run if is_tvad_run(args.run_dir) else evaluate_run
+    kwargs = {"one_shot": args.one_shot} if is_tvad_run(args.run_dir) else {}
     try:
-        summary = evaluate_run(args.run_dir, args.split, args.plot,
-                               report=lambda msg: print(msg, file=sys.stderr))
+        summary = evaluate(args.run_dir, args.split, args.plot,
+                           report=lambda msg: print(msg, file=sys.stderr), **kwargs)
     except InputError as err:  # a bad run folder or dataset: one line, exit 2
         print(f"tvad eval run: error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(summary, sort_keys=True))
     print(report.markdown_table(summary, title=f"eval {summary['split']}"), file=sys.stderr)
+    return 0
+
+
+def _backbone(args: argparse.Namespace) -> int:
+    from tvad_jax.stages.tvad import load_frozen_backbone, plain_model
+    from tvad_jax.stages.tvad_eval import evaluate_model
+
+    cfg = config_from_args(args)
+    split = args.split or cfg.tvad.eval_split
+    run_dir = runs.new_run_dir("eval-backbone", cfg, cfg.runs_dir)
+    model = plain_model(load_frozen_backbone(cfg.tvad.backbone), cfg.tvad)
+    summary = evaluate_model(model, cfg, split, args.one_shot, run_dir,
+                             report=lambda msg: print(msg, file=sys.stderr))
+    report.write_summary(run_dir, f"eval_{split}", summary)
+    print(json.dumps(summary, sort_keys=True))
+    print(report.markdown_table(summary, title=f"plain backbone, {split}"), file=sys.stderr)
     return 0
 
 

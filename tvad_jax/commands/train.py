@@ -1,9 +1,16 @@
 """`tvad train <stage>`: train a stage into a run folder and print the folder's path.
 
     tvad train s3m [--config NAME] [--run-dir DIR] [key=value ...]
+    tvad train tvad [--config NAME] [--run-dir DIR] [--stage1-from MODEL_DIR] [key=value ...]
 
 `s3m` trains VLAVAD's S3M on the per-object track sequences of the normal-only training split
 (`s3m.train_split`); evaluate the run with `tvad eval run RUN_DIR`.
+
+`tvad` trains T-VAD (paper 000) on the frozen backbone (`tvad.backbone`, default the shipped
+one): stage 1 (the AHD) and stage 2 (RAE + LoRA, phases A and B), and exports the model to
+RUN_DIR/model (the path printed) for `tvad detect`, `tvad chat` and `tvad eval run`. The
+ablations of Table 4 are `tvad.model.variant=no_ahd` (no anomaly prompts) and
+`tvad.model.variant=no_rae` (stage 1 only); `--stage1-from` reuses another run's AHD.
 """
 from __future__ import annotations
 
@@ -27,6 +34,13 @@ def add_parser(subparsers) -> None:
                           "runs_dir")
     s3m.set_defaults(func=run_s3m)
 
+    tvad = commands.add_parser("tvad", help="T-VAD stages 1 and 2 (paper 000)")
+    add_config_args(tvad)
+    tvad.add_argument("--run-dir", type=Path, help="train into this folder")
+    tvad.add_argument("--stage1-from", type=Path, metavar="MODEL_DIR",
+                      help="reuse the AHD of this T-VAD model folder instead of stage 1")
+    tvad.set_defaults(func=run_tvad)
+
 
 def run_s3m(args) -> int:
     from tvad_jax.stages.s3m import train_s3m
@@ -34,4 +48,13 @@ def run_s3m(args) -> int:
     run_dir = train_s3m(config_from_args(args), args.run_dir,
                         report=lambda msg: print(msg, file=sys.stderr))
     print(run_dir)
+    return 0
+
+
+def run_tvad(args) -> int:
+    from tvad_jax.stages.tvad import train_tvad
+
+    model_dir = train_tvad(config_from_args(args), args.run_dir, args.stage1_from,
+                           report=lambda msg: print(msg, file=sys.stderr))
+    print(model_dir)
     return 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from matplotlib import colormaps
@@ -36,6 +36,30 @@ def markdown_table(results: Mapping[str, Any], title: str | None = None) -> str:
     for name, value in flatten(results).items():
         text = f"{value:.4f}" if isinstance(value, float) else str(value)
         lines.append(f"| {name} | {text} |")
+    return "\n".join(lines) + "\n"
+
+
+def comparison_table(rows: Mapping[str, Mapping[str, Any]],
+                     columns: Sequence[tuple[str, str]], title: str | None = None,
+                     scale: Mapping[str, float] | None = None) -> str:
+    """A methods x metrics markdown table: `rows` {method: {key: value}}, `columns`
+    [(key, header)]; a missing or None value prints as "–" (not applicable). `scale`
+    multiplies chosen keys (e.g. 100 for percentages)."""
+    scale = scale or {}
+    lines = [f"### {title}", ""] if title else []
+    lines += ["| method | " + " | ".join(h for _, h in columns) + " |",
+              "|---|" + "---|" * len(columns)]
+    for method, values in rows.items():
+        cells = []
+        for key, _ in columns:
+            value = values.get(key)
+            if value is None:
+                cells.append("–")
+            elif isinstance(value, float):
+                cells.append(f"{value * scale.get(key, 1.0):.{1 if key in scale else 3}f}")
+            else:
+                cells.append(str(value))
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -166,6 +166,8 @@ class TVADModel:
     cfg: TVADConfig
     backbone: FrozenBackbone
     params: dict
+    clip_view: ClipView = Stage1Config.view        # clips the AHD scores
+    video_view: ClipView = Stage2Config.view       # the whole-video view the decoder sees
     path: Path | None = None
 
 
@@ -184,6 +186,8 @@ def save_model(directory: str | Path, model: TVADModel, extra: dict | None = Non
         tree["decoder"] = model.backbone.params["decoder"]
     backbone_io.write_tree(tmp / WEIGHTS_FILE, tree)
     meta = {"tvad": config_lib.to_dict(model.cfg), "backbone": str(model.backbone.path),
+            "clip_view": dataclasses.asdict(model.clip_view),
+            "video_view": dataclasses.asdict(model.video_view),
             "backbone_digest": model.backbone.digest, **(extra or {})}
     (tmp / MODEL_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     shutil.rmtree(directory, ignore_errors=True)
@@ -206,13 +210,35 @@ def load_model(directory: str | Path) -> TVADModel:
     tree = backbone_io.read_tree(directory / WEIGHTS_FILE)
     if "decoder" in tree:
         backbone.params = dict(backbone.params, decoder=tree.pop("decoder"))
-    return TVADModel(cfg.for_backbone(backbone.cfg), backbone, tree, directory)
+    return TVADModel(cfg.for_backbone(backbone.cfg), backbone, tree,
+                     ClipView(**meta["clip_view"]), ClipView(**meta["video_view"]), directory)
 
 
-def plain_model(backbone: FrozenBackbone, cfg: TVADConfig = TVADConfig()) -> TVADModel:
+def ablation_model(model: TVADModel, variant: str) -> TVADModel:
+    """A trained full model with its RAE switched off at inference ("no_rae": the AHD's
+    heatmaps only, no dialogue)."""
+    if variant != "no_rae" or not model.cfg.has_ahd:
+        raise ValueError(f"cannot derive {variant!r} from a {model.cfg.variant!r} model")
+    params = {"ahd": model.params["ahd"], "text": model.params["text"]}
+    return dataclasses.replace(model, cfg=dataclasses.replace(model.cfg, variant="no_rae"),
+                               params=params)
+
+
+def check_fits(backbone: FrozenBackbone, cfg) -> None:
+    """The backbone must take the prepared frames as they are."""
+    from tvad_jax.config import ConfigError
+
+    size, frames = backbone.cfg.vision.image_size, (cfg.prepare.height, cfg.prepare.width)
+    if frames != (size, size):
+        raise ConfigError(f"the backbone {backbone.path} takes {size}x{size} frames, the "
+                          f"prepared data is {frames[0]}x{frames[1]}: set tvad.backbone to "
+                          "a matching checkpoint or prepare.height/width")
+
+
+def plain_model(backbone: FrozenBackbone, job: TVADJobConfig = TVADJobConfig()) -> TVADModel:
     """The frozen backbone as a `TVADModel` (no AHD, no RAE): the baselines."""
-    return TVADModel(dataclasses.replace(cfg, variant="plain").for_backbone(backbone.cfg),
-                     backbone, {})
+    cfg = dataclasses.replace(job.model, variant="plain").for_backbone(backbone.cfg)
+    return TVADModel(cfg, backbone, {}, job.stage1.view, job.stage2.view)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -359,7 +385,8 @@ def stage2_fns(tcfg: TVADConfig, bcfg: BackboneConfig, frozen_fn: Callable[[jax.
         if tcfg.anomaly_prompts:
             out = heatmaps(tcfg, frozen_["ahd"], batch["hidden"], frozen_["text"])
             maps = prompt_maps(tcfg, out)
-        lora = lora_lib.decoder_lora(lora_lib.from_tree(trainable["lora"]), depth, tcfg.lora_alpha, tcfg.lora_rank,
+        adapters = lora_lib.from_tree(trainable["lora"])
+        lora = lora_lib.decoder_lora(adapters, depth, tcfg.lora_alpha, tcfg.lora_rank,
                                      rate=tcfg.lora_dropout, rng=rng, layers=lora_layers)
         logits = text_logits(tcfg, bcfg, frozen_["decoder"], trainable.get("rae"),
                              trainable.get("special"), batch["visual"], maps, batch["ids"],
@@ -470,6 +497,7 @@ def train_tvad(cfg, run_dir: str | Path | None = None, stage1_from: str | Path |
     run_dir.mkdir(parents=True, exist_ok=True)
     config_lib.save(cfg, run_dir / "config.json")
     backbone = load_frozen_backbone(job.backbone)
+    check_fits(backbone, cfg)
     stage1 = None
     if job.model.has_ahd or job.model.anomaly_prompts:
         if stage1_from:
@@ -482,6 +510,7 @@ def train_tvad(cfg, run_dir: str | Path | None = None, stage1_from: str | Path |
         model = TVADModel(tcfg, backbone, {"ahd": stage1["ahd"], "text": stage1["text"]})
     else:
         model = train_stage2(cfg, backbone, stage1, run_dir, report)
+    model = dataclasses.replace(model, clip_view=job.stage1.view, video_view=job.stage2.view)
     out = save_model(run_dir / "model", model)
     report(f"[tvad] T-VAD model ({tcfg.variant}) in {out}")
     return out

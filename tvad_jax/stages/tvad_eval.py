@@ -30,7 +30,10 @@ from tvad_jax.eval.text_metrics import text_scores
 from tvad_jax.infer.dialogue import Dialogue
 from tvad_jax.models.ahd import upsample
 from tvad_jax.stages.features import FeatureCache
-from tvad_jax.stages.tvad import TVADModel, clip_heatmaps, feature_cache, frame_labels
+from tvad_jax.eval.baselines import baseline_scores
+from tvad_jax.eval.report import write_summary
+from tvad_jax.stages.tvad import (MODEL_FILE, TVADModel, clip_heatmaps, feature_cache,
+                                  frame_labels, load_model)
 from tvad_jax.stages.tvad_data import read_annotations, scatter_clips, turn_tokens
 
 # (answer type in the references, question) in the paper's order
@@ -49,7 +52,8 @@ class HeatmapResult:
 
 def heatmap_metrics(model: TVADModel, cfg, split: str, cache: FeatureCache,
                     report: Callable[[str], None] = print) -> HeatmapResult:
-    """Frame AUC (micro, macro) and RBDC/TBDC of the model's AHD on a cached split."""
+    """Frame AUC (micro, macro) and RBDC/TBDC of the model's AHD on a cached split; scores
+    and maps in the split's video order."""
     lengths = cache.meta["lengths"]
     clip_maps = clip_heatmaps(model.cfg, model.params["ahd"], model.params["text"], cache)
     view = cache.meta["view"]
@@ -117,7 +121,7 @@ def one_shot_example(model: TVADModel, cfg, report: Callable[[str], None] = prin
     """The in-context example: the first abnormal video of the training split with its
     reference dialogue."""
     job = cfg.tvad
-    cache = feature_cache(cfg, model.backbone, job.train_split, job.stage2.view, report)
+    cache = feature_cache(cfg, model.backbone, job.train_split, model.video_view, report)
     annotations = read_annotations(cfg.prepared_dir, job.train_split)
     row = next(i for i, a in enumerate(annotations) if a["abnormal"])
     clip = cache[row]
@@ -129,7 +133,7 @@ def text_metrics(model: TVADModel, cfg, split: str, one_shot: bool = False,
                  report: Callable[[str], None] = print) -> tuple[dict, dict]:
     """(scores, transcript {video: {answer type: answer}}) of the dialogue on a split."""
     job = cfg.tvad
-    cache = feature_cache(cfg, model.backbone, split, job.stage2.view, report)
+    cache = feature_cache(cfg, model.backbone, split, model.video_view, report)
     example = one_shot_example(model, cfg, report) if one_shot else None
     answers = dialogue_answers(model, cache, job.eval_batch, job.max_new_tokens, example)
     names = split_names(cfg.prepared_dir, split)
@@ -149,12 +153,17 @@ def text_metrics(model: TVADModel, cfg, split: str, one_shot: bool = False,
 
 
 def evaluate_model(model: TVADModel, cfg, split: str, one_shot: bool = False,
-                   out_dir: Path | None = None, report: Callable[[str], None] = print) -> dict:
-    """Every metric the variant supports; with `out_dir`, also the transcript JSON there."""
+                   out_dir: Path | None = None, report: Callable[[str], None] = print,
+                   plot_dir: Path | None = None, baseline: dict | None = None) -> dict:
+    """Every metric the variant supports; with `out_dir`, also the transcript JSON there;
+    with `plot_dir`, the ROC (beside `baseline` frame scores, if given) and overlays."""
     results: dict = {"variant": model.cfg.variant + ("_one_shot" if one_shot else "")}
     if model.cfg.has_ahd:
-        cache = feature_cache(cfg, model.backbone, split, cfg.tvad.stage1.view, report)
-        results.update(heatmap_metrics(model, cfg, split, cache, report).metrics)
+        cache = feature_cache(cfg, model.backbone, split, model.clip_view, report)
+        heat = heatmap_metrics(model, cfg, split, cache, report)
+        results.update(heat.metrics)
+        if plot_dir is not None:
+            write_figures(Path(plot_dir), cfg, split, heat, baseline)
     if model.cfg.variant != "no_rae":
         scores, transcript = text_metrics(model, cfg, split, one_shot, report)
         results.update(scores)
@@ -162,3 +171,60 @@ def evaluate_model(model: TVADModel, cfg, split: str, one_shot: bool = False,
             path = Path(out_dir) / f"dialogue_{results['variant']}_{split}.json"
             path.write_text(json.dumps(transcript, indent=2) + "\n")
     return results
+
+
+# ---------------------------------------------------------------------------------------------
+# A finished `tvad train tvad` run
+
+def is_tvad_run(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / "model" / MODEL_FILE).is_file()
+
+
+def evaluate_tvad_run(run_dir: str | Path, split: str | None = None, plot: bool = False,
+                      report: Callable[[str], None] = print, one_shot: bool = False) -> dict:
+    """`evaluate_model` on a run's exported model, beside the frame-difference baseline on the
+    same videos; writes eval_<split>.json/.md (and roc_<split>.png, heatmap overlays with
+    `plot`) into the run folder."""
+    from tvad_jax import config as config_lib
+    from tvad_jax.configs import Config
+
+    run_dir = Path(run_dir)
+    cfg = config_lib.load(Config, run_dir / "config.json")
+    split = split or cfg.tvad.eval_split
+    model = load_model(run_dir / "model")
+    base, labels = baseline_scores(cfg, split, report)
+    results = evaluate_model(model, cfg, split, one_shot, run_dir, report,
+                             plot_dir=run_dir if plot else None, baseline=base)
+    auc = frame_auc(base, labels)
+    results.update(split=split, frame_difference_micro_auc=auc.micro_auc,
+                   frame_difference_macro_auc=auc.macro_auc)
+    write_summary(run_dir, f"eval_{split}", results)
+    return results
+
+
+def write_figures(out_dir: Path, cfg, split: str, result: HeatmapResult, base: dict | None,
+                  count: int = 3) -> list[Path]:
+    """ROC curves (AHD vs frame difference) and heatmap overlays of the `count` abnormal
+    frames with the most anomalous pixels, one per video."""
+    from tvad_jax.eval.metrics import micro_roc_curve
+    from tvad_jax.eval.report import plot_heatmap_overlay, plot_roc
+
+    names = split_names(cfg.prepared_dir, split)
+    source, _ = open_split(cfg.prepared_dir, split)
+    labels = {n: np.asarray(source[v]["labels"]) for v, n in enumerate(names)}
+    scores = dict(zip(names, result.scores))
+    curves = {"AHD": (*micro_roc_curve(scores, labels), result.metrics["micro_auc"])}
+    if base is not None:
+        curves["frame difference"] = (*micro_roc_curve(base, labels),
+                                      frame_auc(base, labels).micro_auc)
+    paths = [plot_roc(curves, out_dir / f"roc_{split}.png", title=f"Frame-level ROC ({split})")]
+    area = [(int(np.asarray(source[v]["masks"]).reshape(len(labels[n]), -1).sum(1).max()), v)
+            for v, n in enumerate(names)]
+    for _, v in sorted(area, reverse=True)[:count]:
+        record = source[v]
+        masks = np.asarray(record["masks"])
+        t = int(masks.reshape(len(masks), -1).sum(1).argmax())
+        paths.append(plot_heatmap_overlay(
+            np.asarray(record["frames"][t]), masks[t], result.maps[v][t],
+            out_dir / f"heatmap_{names[v]}_{t}.png", title=f"{names[v]}, frame {t}"))
+    return paths

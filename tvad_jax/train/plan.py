@@ -86,12 +86,12 @@ class PlanConfig:
       global_batch: examples per train step; 0 = batch_per_device x data x fsdp.
       encoder_batch_per_device: clips per data-parallel device in the encoder pass.
       vision_dtype: compute dtype of the vision tower in the encoder pass.
-      decoder_dtype: compute dtype of the decoder in stage 2 (`Stage2Config.dtype`).
       remat: rematerialize each decoder layer in stage 2's backward pass.
       phase: the stage-2 phase: "A" (LoRA on every layer) or "B" (the last
         `job.stage2.lora_layers_b`).
-      job: the T-VAD job config: heads (`job.model`) and the engine configs (optimizer,
-        accumulation, trainable patterns) of `job.stage1.train` and `job.stage2.phase_a|b`.
+      job: the T-VAD job config: heads (`job.model`), the engine configs (optimizer,
+        accumulation, trainable patterns) of `job.stage1.train` and `job.stage2.phase_a|b`,
+        and the stage-2 decoder compute dtype `job.stage2.dtype`.
       runs_dir: where `tvad plan` writes its run folder.
     """
 
@@ -104,7 +104,6 @@ class PlanConfig:
     global_batch: int = 0
     encoder_batch_per_device: int = 1
     vision_dtype: str = "bfloat16"
-    decoder_dtype: str = "bfloat16"
     remat: bool = True
     phase: Literal["A", "B"] = "A"
     job: Any = dataclasses.field(default_factory=_tvad_job)
@@ -133,15 +132,15 @@ def shipped_plan() -> PlanConfig:
     float32, no remat, stage 2 text of the shipped `max_text_len`."""
     job = _tvad_job()
     return PlanConfig(backbone="shipped", token_pool=0, max_seq_len=0,
-                      text_len=job.stage2.max_text_len, vision_dtype="float32",
-                      decoder_dtype="float32", remat=False, job=job)
+                      text_len=job.stage2.max_text_len, vision_dtype="float32", remat=False,
+                      job=job)
 
 
 def tiny_plan() -> PlanConfig:
     """A seconds-to-compile plan for tests: `configs.tiny_backbone` (32 px frames of 8 px
     patches, decoder 32 x 2), 8-frame clips, 8 text tokens."""
     return PlanConfig(backbone="tiny", frames=8, token_pool=2, max_seq_len=0, text_len=8,
-                      vision_dtype="float32", decoder_dtype="float32", remat=False)
+                      vision_dtype="float32", remat=False)
 
 
 PLANS: dict[str, Callable[[], PlanConfig]] = {
@@ -162,8 +161,9 @@ def get_plan(name: str, overrides: Sequence[str] = ()) -> PlanConfig:
 
 
 def backbone_config(pcfg: PlanConfig) -> BackboneConfig:
-    """The backbone config a plan uses (token_pool, dtypes, remat and clip length applied;
-    token_pool 0 keeps the backbone's own)."""
+    """The backbone config a plan uses: token_pool (0 keeps the backbone's own), the vision
+    dtype, the stage-2 decoder dtype (`job.stage2.dtype`, as `stages.tvad.stage2_decoder_cfg`
+    sets it), remat and the clip length applied."""
     if pcfg.backbone == "llava15_7b":
         bcfg = mc.llava15_7b()
     elif pcfg.backbone == "shipped":
@@ -186,7 +186,7 @@ def backbone_config(pcfg: PlanConfig) -> BackboneConfig:
                           f"{vision.tubelet}")
     vision = dataclasses.replace(vision, dtype=pcfg.vision_dtype,
                                  max_frames=max(vision.max_frames, pcfg.frames))
-    decoder = dataclasses.replace(bcfg.decoder, dtype=pcfg.decoder_dtype, remat=pcfg.remat)
+    decoder = dataclasses.replace(bcfg.decoder, dtype=pcfg.job.stage2.dtype, remat=pcfg.remat)
     return dataclasses.replace(bcfg, vision=vision, decoder=decoder,
                                token_pool=pcfg.token_pool or bcfg.token_pool)
 
@@ -708,33 +708,39 @@ def plan(pcfg: PlanConfig, mesh: Mesh, stages: Sequence[str] = STAGES,
     return out
 
 
-def _gib(n) -> str:
-    return "-" if n is None else f"{n / GiB:.3f}"
-
-
-def _flops_str(f) -> str:
-    return "-" if f is None else f"{f:.4g}"
+def _unit(result: dict) -> tuple[str, float]:
+    sizes = [v for r in result["stages"].values() for v in r["per_device_bytes"].values()
+             if v is not None]
+    top = max(sizes, default=0)
+    for name, size in (("GiB", GiB), ("MiB", float(1 << 20))):
+        if top >= size:
+            return name, size
+    return "KiB", 1024.0
 
 
 def format_table(result: dict) -> str:
-    """A readable table of a `plan` result (per-device GiB and FLOPs)."""
+    """A readable table of a `plan` result (per-device memory and FLOPs per step)."""
+    unit, size = _unit(result)
+    mem = lambda n: "-" if n is None else f"{n / size:.3f}"  # noqa: E731
+    flops = lambda f: "-" if f is None else f"{f:.4g}"  # noqa: E731
     cols = [("stage", 8), ("batch", 6), ("train", 8), ("frozen", 8), ("opt", 8),
-            ("batchB", 8), ("args", 8), ("out", 8), ("alias", 8), ("temp", 8), ("peak", 8),
+            ("batch_b", 8), ("args", 8), ("out", 8), ("alias", 8), ("temp", 8), ("peak", 8),
             ("FLOPs/dev", 11), ("XLA-raw", 11), ("compile", 8)]
-    lines = [f"mesh {result['mesh']} on {result['devices']} {result['platform']} devices; "
-             f"shapes {result['shapes']}",
-             "per-device memory in GiB (train/frozen = parameters, opt = optimizer state, "
-             "batchB = the batch's shard; args/out/alias/temp from memory_analysis; "
-             "peak = args + out - alias + temp); FLOPs per step per device "
-             "(loop-corrected; XLA-raw counts loop bodies once)",
+    lines = [f"mesh {result['mesh']} on {result['devices']} simulated {result['platform']} "
+             f"devices; shapes {result['shapes']}",
+             f"per-device memory in {unit}: train/frozen = parameters, opt = optimizer state, "
+             "batch_b = the batch's shard; args/out/alias/temp (activations) from "
+             "memory_analysis(); peak = args + out - alias + temp",
+             "FLOPs per step per device: XLA cost analysis with loop bodies times their trip "
+             "counts (XLA-raw: loop bodies once); batch = global examples per step",
              " ".join(name.rjust(w) for name, w in cols)]
     for stage, r in result["stages"].items():
         b = r["per_device_bytes"]
-        row = [stage, str(r["global_batch"]), _gib(b["trainable_params"]),
-               _gib(b["frozen_params"]), _gib(b["optimizer_state"]), _gib(b["batch"]),
-               _gib(b["arguments"]), _gib(b["outputs"]), _gib(b["aliased"]), _gib(b["temp"]),
-               _gib(b["peak_estimate"]), _flops_str(r["flops_per_device"]),
-               _flops_str(r["flops_per_device_xla"]), f"{r['compile_s']:.1f}s"]
+        row = [stage, str(r["global_batch"]), mem(b["trainable_params"]),
+               mem(b["frozen_params"]), mem(b["optimizer_state"]), mem(b["batch"]),
+               mem(b["arguments"]), mem(b["outputs"]), mem(b["aliased"]), mem(b["temp"]),
+               mem(b["peak_estimate"]), flops(r["flops_per_device"]),
+               flops(r["flops_per_device_xla"]), f"{r['compile_s']:.1f}s"]
         lines.append(" ".join(v.rjust(w) for v, (_, w) in zip(row, cols)))
     return "\n".join(lines)
 

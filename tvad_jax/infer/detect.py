@@ -1,0 +1,154 @@
+"""Detection on video files: per-frame scores, pixel heatmaps, a threshold-free judgment.
+
+    detector = Detector(load_model("runs/tvad-.../model"))
+    result = detector(read_video("clip.mp4"), name="clip")
+    result.scores      # [T] max heat per frame
+    result.heatmaps    # [T, H, W] abnormal probability at the video's resolution
+    result.judgment    # "yes" / "no": the decoder's answer to the judgment question
+    write_overlay("clip.overlay.mp4", frames, result.heatmaps)
+
+Frames are resized to the backbone's input size and normalized like the training clips. The
+AHD scores clips cut as `model.clip_view` says (heatmaps averaged where clips overlap); the
+decoder sees the whole-video view `model.video_view` (frames start, start + step, ...; the
+last frame repeated when the video is shorter). No threshold is set by the user anywhere:
+the decoder's yes/no is the argmax of its own words, and `heatmap_judgment` is the argmax of
+the AHD's two classes (some pixel more abnormal than normal, i.e. heat > 0.5).
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tvad_jax.data.annotate import JUDGMENT_QUESTION
+from tvad_jax.data.pipeline import CLIP_MEAN, CLIP_STD, clip_starts
+from tvad_jax.data.video_io import write_video
+from tvad_jax.eval.text_metrics import normalize_yes_no
+from tvad_jax.infer.dialogue import Dialogue
+from tvad_jax.models.ahd import upsample
+from tvad_jax.models.tvad import heatmaps
+from tvad_jax.stages.features import make_encoder
+from tvad_jax.stages.tvad import TVADModel
+from tvad_jax.stages.tvad_data import scatter_clips
+
+
+@dataclasses.dataclass
+class VideoFeatures:
+    """The frozen backbone's view of one video."""
+
+    clip_hidden: np.ndarray       # [C, I, T', 1+N, D_v] AHD input of each clip
+    clip_starts: np.ndarray       # [C]
+    video_hidden: np.ndarray      # [I, T', 1+N, D_v] the whole-video view
+    video_visual: np.ndarray      # [S_v, D] its visual tokens P_V
+    num_frames: int
+    size: tuple[int, int]         # (H, W) of the original frames
+
+
+@dataclasses.dataclass
+class Detection:
+    name: str
+    scores: np.ndarray            # [T]
+    heatmaps: np.ndarray | None   # [T, H, W] (None for the plain backbone)
+    answer: str | None            # the decoder's judgment answer (None without a dialogue)
+    judgment: str | None          # normalize_yes_no(answer)
+    heatmap_judgment: str | None  # "yes" if some pixel's abnormal class wins
+
+    def summary(self) -> dict:
+        return {"video": self.name, "frames": int(len(self.scores)),
+                "max_score": float(self.scores.max()) if len(self.scores) else None,
+                "answer": self.answer, "judgment": self.judgment,
+                "heatmap_judgment": self.heatmap_judgment}
+
+
+class Detector:
+    """A T-VAD model applied to raw RGB frames; compiled once per frame shape."""
+
+    def __init__(self, model: TVADModel, max_new_tokens: int = 48, batch_size: int = 8):
+        self.model = model
+        bcfg = model.backbone.cfg
+        self.size = bcfg.vision.image_size
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.encode = make_encoder(bcfg, model.backbone.params)
+        p = model.params
+        self._heat = (jax.jit(lambda h: heatmaps(model.cfg, p["ahd"], h, p["text"]).heatmap)
+                      if model.cfg.has_ahd else None)
+        self.mean = np.asarray(CLIP_MEAN, np.float32)
+        self.std = np.asarray(CLIP_STD, np.float32)
+
+    def preprocess(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 [T, H, W, 3] -> normalized float32 [T, S, S, 3] at the backbone's size."""
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"frames must be [T, H, W, 3], got {frames.shape}")
+        x = frames.astype(np.float32) / 255.0
+        if x.shape[1:3] != (self.size, self.size):
+            x = np.asarray(jax.image.resize(x, (len(x), self.size, self.size, 3), "bilinear"))
+        return (x - self.mean) / self.std
+
+    def features(self, frames: np.ndarray) -> VideoFeatures:
+        x = self.preprocess(frames)
+        n = len(x)
+        view = self.model.clip_view
+        starts = clip_starts(n, view.clip_len, view.clip_stride, view.frame_step, view.pad_last)
+        clips = [x[np.minimum(s + np.arange(view.clip_len) * view.frame_step, n - 1)]
+                 for s in starts]
+        hidden = []
+        for lo in range(0, len(clips), self.batch_size):
+            chunk = np.stack(clips[lo:lo + self.batch_size])
+            m = len(chunk)
+            if m < self.batch_size:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch_size - m, 0)])
+            hidden.append(np.asarray(self.encode(chunk)[0])[:m])
+        vv = self.model.video_view
+        video = x[np.minimum(np.arange(vv.clip_len) * vv.frame_step, n - 1)]
+        v_hidden, v_visual = (np.asarray(a)[0] for a in self.encode(video[None]))
+        return VideoFeatures(np.concatenate(hidden), np.asarray(starts), v_hidden, v_visual,
+                             n, tuple(frames.shape[1:3]))
+
+    def heatmaps(self, feats: VideoFeatures) -> np.ndarray:
+        """[T, H, W] abnormal probability per pixel at the video's resolution."""
+        maps = np.asarray(self._heat(feats.clip_hidden))
+        view = self.model.clip_view
+        per_frame = scatter_clips(maps, np.zeros(len(maps), np.int64), feats.clip_starts,
+                                  [feats.num_frames], frame_step=view.frame_step)[0]
+        return np.asarray(upsample(jnp.asarray(per_frame), feats.size))
+
+    def __call__(self, frames: np.ndarray, name: str = "video") -> Detection:
+        feats = self.features(frames)
+        maps = scores = heat_judgment = None
+        if self.model.cfg.has_ahd:
+            maps = self.heatmaps(feats)
+            scores = maps.reshape(len(maps), -1).max(axis=1)
+            heat_judgment = "yes" if scores.max() > 0.5 else "no"
+        answer = None
+        if self.model.cfg.variant != "no_rae":
+            chat = Dialogue(self.model, feats.video_visual[None], feats.video_hidden[None],
+                            max_turns=1, max_new_tokens=self.max_new_tokens)
+            answer = chat.ask(JUDGMENT_QUESTION)[0]
+        if scores is None:
+            scores = np.zeros(feats.num_frames, np.float32)
+        return Detection(name, scores, maps, answer,
+                         None if answer is None else normalize_yes_no(answer), heat_judgment)
+
+
+def overlay(frames: np.ndarray, maps: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    """uint8 frames [T, H, W, 3] with the heatmaps [T, H, W] in 'jet' colours blended in,
+    opacity alpha * heat (cold pixels stay untouched)."""
+    from matplotlib import colormaps
+
+    colours = colormaps["jet"](np.clip(maps, 0, 1))[..., :3] * 255.0     # T, H, W, 3
+    weight = alpha * np.clip(maps, 0, 1)[..., None]
+    out = (1 - weight) * frames.astype(np.float32) + weight * colours
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def write_overlay(path: str | Path, frames: np.ndarray, maps: np.ndarray, fps: int = 30
+                  ) -> Path:
+    """The heatmap video (H.264 needs even sizes: an odd last row/column is dropped)."""
+    video = overlay(frames, maps)
+    h, w = video.shape[1] // 2 * 2, video.shape[2] // 2 * 2
+    return write_video(path, np.ascontiguousarray(video[:, :h, :w]), fps=fps)
