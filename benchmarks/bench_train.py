@@ -1,16 +1,26 @@
-"""Train-step throughput of the engine; prints one JSON object.
+"""Train-step throughput of the engine and of the T-VAD stages; prints one JSON object.
 
-    .venv/bin/python benchmarks/bench_train.py [--configs toy,toy-wide] [--steps 30]
+    .venv/bin/python benchmarks/bench_train.py [--configs toy,tvad1-default,...] [--steps 20]
 
 For each config: compile time of the jitted step (AOT lower + compile, reported apart), FLOPs
-per step from XLA's cost analysis of the compiled step (per device, times the devices),
-steps/s and examples/s of the step alone over `--steps` steps after 3 warm-up steps (batches
-already on the devices, `block_until_ready` at the end), the achieved FLOP/s beside this
-machine's peak f32 matmul FLOP/s measured in the same run, and, separately, the host time per
-batch of the grain pipeline plus `shard_batch`.
+per step from XLA's cost analysis of the compiled step (per device, times the devices; loop
+bodies counted once per iteration, `tvad_jax.train.plan.analyze`: XLA alone counts a scanned
+layer stack once), steps/s and examples/s of the step alone over `--steps` steps after 3
+warm-up steps (batches already on the devices, `block_until_ready` at the end), the achieved
+FLOP/s beside this machine's peak f32 matmul FLOP/s measured in the same run, and, for the toy
+configs, the host time per batch of the grain pipeline plus `shard_batch`.
 
-Configs: "toy" (the test config: tiny, overhead-bound) and "toy-wide" (D=512, H=2048, batch 256:
-matmul-bound). The real stages' configs join CONFIGS when their models land.
+Configs:
+  toy, toy-wide        the engine's test model (tiny, overhead-bound) and a matmul-bound one
+                       (D=512, H=2048, batch 256);
+  tvad1-tiny, tvad1-default   T-VAD stage 1 (the AHD) on the tiny backbone's shapes and on
+                       the shipped backbone's (hidden [4, 8, 65, 128]: 16-frame clips at
+                       96 px), batch `Stage1Config.batch_size`, 8-step accumulation;
+  tvad2-tiny, tvad2-default   T-VAD stage 2 phase A (RAE + special tokens + LoRA on the
+                       frozen decoder) on the same shapes, batch `Stage2Config.batch_size`,
+                       the shipped text budget (160 tokens) for "default".
+The T-VAD configs use random inputs of the feature cache's shapes and dtypes (the prepared
+dataset is not needed) and randomly initialized heads and decoder.
 """
 from __future__ import annotations
 
@@ -20,7 +30,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -29,34 +39,96 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _machine  # noqa: E402
 from tvad_jax.train import mesh as mesh_lib  # noqa: E402
+from tvad_jax.train import plan as plan_lib  # noqa: E402
 from tvad_jax.train import toy  # noqa: E402
-from tvad_jax.train.loop import build  # noqa: E402
+from tvad_jax.train.loop import TrainConfig, build  # noqa: E402
 
 WARMUP_STEPS = 3
 
 
-def _toy_wide() -> toy.ToyConfig:
-    return toy.ToyConfig(features=512, hidden=2048, batch_size=256, examples=4096)
+@dataclasses.dataclass
+class Case:
+    """What one benchmark row runs: the engine config, the stage's functions, and a source of
+    host batches (`host_data`: a real input pipeline whose time per batch is reported)."""
+
+    train: TrainConfig
+    init_fn: Callable
+    loss_fn: Callable
+    next_batch: Callable[[], Any]
+    host_data: bool
+    info: dict
 
 
-# name -> (config factory, make_fns, make_dataset); one entry per stage as models land.
-CONFIGS: dict[str, tuple[Callable, Callable, Callable]] = {
-    "toy": (toy.ToyConfig, toy.make_fns, toy.make_dataset),
-    "toy-wide": (_toy_wide, toy.make_fns, toy.make_dataset),
+def _toy_case(cfg: toy.ToyConfig) -> Case:
+    init_fn, loss_fn, _ = toy.make_fns(cfg)
+    data = iter(toy.make_dataset(cfg))
+    return Case(cfg.train, init_fn, loss_fn, lambda: next(data), True, {})
+
+
+def _toy_wide() -> Case:
+    return _toy_case(toy.ToyConfig(features=512, hidden=2048, batch_size=256, examples=4096))
+
+
+def _random_batch(example: dict, batch: int, vocab: int, rng: np.random.Generator) -> dict:
+    """A host batch of the feature cache's shapes and dtypes."""
+    out = {}
+    for key, sds in example.items():
+        shape = (batch,) + tuple(sds.shape)
+        if key in ("hidden", "visual"):
+            out[key] = rng.standard_normal(shape).astype(sds.dtype)
+        elif key == "tubelet_masks":
+            out[key] = (rng.random(shape) < 0.1).astype(sds.dtype)
+        elif key == "valid":
+            out[key] = np.ones(shape, sds.dtype)
+        elif key == "ids":
+            out[key] = rng.integers(3, vocab, shape).astype(sds.dtype)
+        elif key == "targets":  # loss on the second half of the text (the answer)
+            t = rng.integers(3, vocab, shape).astype(sds.dtype)
+            t[:, : shape[1] // 2] = -1
+            out[key] = t
+        elif key == "lengths":
+            out[key] = np.full(shape, example["ids"].shape[0], sds.dtype)
+        else:
+            raise KeyError(key)
+    return out
+
+
+def _tvad_case(stage: str, plan_name: str) -> Case:
+    pcfg = plan_lib.get_plan(plan_name)
+    bcfg = plan_lib.backbone_config(pcfg)
+    train, init_fn, loss_fn, example = plan_lib.stage_fns(pcfg, stage, bcfg)
+    batch = (pcfg.job.stage1.batch_size if stage == "stage1" else pcfg.job.stage2.batch_size)
+    rng = np.random.default_rng(0)
+    batches = [_random_batch(example, batch, bcfg.decoder.vocab_size, rng) for _ in range(4)]
+    count = iter(range(1 << 30))
+    shapes = plan_lib.shapes(pcfg, bcfg)
+    info = {"stage": stage, "backbone": pcfg.backbone, "hidden_shape": list(shapes.hidden),
+            "accumulation_steps": train.optim.accumulation_steps}
+    if stage == "stage2":
+        info.update(seq_len=shapes.seq_len, text_len=shapes.text_len,
+                    decoder_dtype=bcfg.decoder.dtype)
+    return Case(train, init_fn, loss_fn, lambda: batches[next(count) % len(batches)], False,
+                info)
+
+
+CONFIGS: dict[str, Callable[[], Case]] = {
+    "toy": lambda: _toy_case(toy.ToyConfig()),
+    "toy-wide": _toy_wide,
+    "tvad1-tiny": lambda: _tvad_case("stage1", "tiny"),
+    "tvad1-default": lambda: _tvad_case("stage1", "shipped"),
+    "tvad2-tiny": lambda: _tvad_case("stage2", "tiny"),
+    "tvad2-default": lambda: _tvad_case("stage2", "shipped"),
 }
 
 
 def bench_config(name: str, steps: int, peak: float) -> dict:
-    factory, make_fns, make_dataset = CONFIGS[name]
-    cfg = factory()
-    init_fn, loss_fn, _ = make_fns(cfg)
-    mesh = mesh_lib.make_mesh(cfg.train.mesh)
+    case = CONFIGS[name]()
+    mesh = mesh_lib.make_mesh(case.train.mesh)
     with mesh_lib.mesh_context(mesh):
-        engine = build(cfg.train, init_fn=init_fn, loss_fn=loss_fn, mesh=mesh)
-        data = iter(make_dataset(cfg))
-        batches = [mesh_lib.shard_batch(next(data), mesh)]  # pipeline start-up not timed
+        engine = build(case.train, init_fn=case.init_fn, loss_fn=case.loss_fn, mesh=mesh)
+        batches = [mesh_lib.shard_batch(case.next_batch(), mesh)]  # start-up not timed
         t0 = time.perf_counter()
-        batches += [mesh_lib.shard_batch(next(data), mesh) for _ in range(7)]
+        batches += [mesh_lib.shard_batch(case.next_batch(), mesh) for _ in range(7)]
         jax.block_until_ready(batches)
         data_s = (time.perf_counter() - t0) / 7
         state, frozen, rng = engine.state, engine.frozen, engine.rng
@@ -64,10 +136,9 @@ def bench_config(name: str, steps: int, peak: float) -> dict:
         t0 = time.perf_counter()
         compiled = engine.step.lower(state, frozen, batches[0], rng).compile()
         compile_s = time.perf_counter() - t0
-        cost = compiled.cost_analysis()
-        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-        flops_per_device = float((cost or {}).get("flops", float("nan")))
-        flops = flops_per_device * jax.device_count()
+        analysis = plan_lib.analyze(compiled, {}, jax.device_count())
+        flops = analysis["flops_total"]
+        xla_flops = analysis["flops_per_device_xla"]
 
         for i in range(WARMUP_STEPS):
             state, metrics = compiled(state, frozen, batches[i % len(batches)], rng)
@@ -78,21 +149,25 @@ def bench_config(name: str, steps: int, peak: float) -> dict:
         jax.block_until_ready((state, metrics))
         elapsed = time.perf_counter() - t0
     examples = int(jax.tree.leaves(batches[0])[0].shape[0])
-    achieved = flops * steps / elapsed
+    achieved = None if flops is None else flops * steps / elapsed
     return {
         "config": name,
+        **case.info,
         "mesh": {k: int(v) for k, v in mesh.shape.items()},
         "global_batch": examples,
         "trainable_params": int(sum(x.size for x in jax.tree.leaves(state.params))),
+        "frozen_params": int(sum(x.size for x in jax.tree.leaves(frozen))),
         "compile_s": round(compile_s, 3),
         "steps_timed": steps,
         "step_ms": round(1000 * elapsed / steps, 3),
         "steps_per_s": round(steps / elapsed, 2),
         "examples_per_s": round(examples * steps / elapsed, 1),
         "flops_per_step": flops,
+        "flops_per_step_xla_raw": None if xla_flops is None else xla_flops * jax.device_count(),
         "achieved_flops_per_s": achieved,
-        "fraction_of_peak_matmul": round(achieved / peak, 4),
-        "host_data_ms_per_batch": round(1000 * data_s, 3),
+        "fraction_of_peak_matmul": None if achieved is None else round(achieved / peak, 4),
+        "temp_bytes_per_device": analysis["per_device_bytes"]["temp"],
+        "host_data_ms_per_batch": round(1000 * data_s, 3) if case.host_data else None,
         "final_loss": float(metrics["loss"]),
     }
 
@@ -100,16 +175,19 @@ def bench_config(name: str, steps: int, peak: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", default="toy,toy-wide",
-                        help=f"comma-separated, from {sorted(CONFIGS)}")
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--configs", default=",".join(CONFIGS),
+                        help=f"comma-separated, from {sorted(CONFIGS)} (default: all)")
+    parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
     names = [n for n in args.configs.split(",") if n]
     unknown = set(names) - set(CONFIGS)
     if unknown:
         parser.error(f"unknown config(s) {sorted(unknown)}; known: {sorted(CONFIGS)}")
     peak = _machine.peak_matmul_flops()
-    results = [bench_config(n, args.steps, peak) for n in names]
+    results = []
+    for n in names:
+        print(f"[bench_train] {n}", file=sys.stderr)
+        results.append(bench_config(n, args.steps, peak))
     print(json.dumps({
         "benchmark": "train_step", **_machine.machine_info(),
         "peak_matmul_flops_per_s": peak,

@@ -11,12 +11,13 @@ from tvad_jax.commands import data as data_commands
 from tvad_jax.commands import demo as demo_commands
 from tvad_jax.commands import eval as eval_commands
 from tvad_jax.commands import infer as infer_commands
+from tvad_jax.commands import plan as plan_commands
 from tvad_jax.commands import pretrain as pretrain_commands
 from tvad_jax.commands import train as train_commands
 
 # Each group module exposes `add_parser(subparsers)`; its parsers set `func(args) -> int`.
 COMMAND_GROUPS = (data_commands, pretrain_commands, train_commands, eval_commands,
-                  infer_commands, demo_commands)
+                  infer_commands, plan_commands, demo_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:

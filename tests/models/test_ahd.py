@@ -28,6 +28,8 @@ def _numpy_ahd(params, hidden, text, cfg):
     t = text.astype(np.float64)
     if cfg.dim is not None:
         t = t @ p["text_proj"]["kernel"]
+    if cfg.center_text:
+        t = t - t.mean(-2, keepdims=True)
     t = t / np.linalg.norm(t, axis=-1, keepdims=True)
     sims = []
     for i, h in enumerate(hidden):
@@ -50,7 +52,8 @@ def _numpy_ahd(params, hidden, text, cfg):
 
 @pytest.mark.parametrize("cfg", [ahd.AHDConfig(num_layers=2),
                                  ahd.AHDConfig(num_layers=3, dim=6, mlp_dim=5,
-                                               layer_weighting="free", input_norm=False)])
+                                               layer_weighting="free", input_norm=False,
+                                               center_text=False)])
 def test_ahd_matches_numpy(cfg):
     hidden = _hidden(cfg.num_layers)
     text = rng.standard_normal((2, DT)).astype(np.float32)
@@ -67,6 +70,8 @@ def test_ahd_matches_numpy(cfg):
     np.testing.assert_allclose(out.probs, probs, atol=2e-5)
     np.testing.assert_allclose(out.probs.sum(-1), 1.0, atol=1e-6)
     np.testing.assert_array_equal(out.heatmap, out.probs[..., 1])
+    if cfg.center_text:   # centred class features are opposite: the similarities are too
+        np.testing.assert_allclose(out.similarity[..., 0], -out.similarity[..., 1], atol=1e-6)
     # batched text [B, 2, D_t] with identical rows gives the same maps
     out_b = apply({"params": params}, hidden, jnp.broadcast_to(text, (B, 2, DT)))
     np.testing.assert_allclose(out_b.probs, out.probs, atol=1e-6)

@@ -20,6 +20,7 @@ import pytest
 
 from train_helpers import REPO, subprocess_env
 
+from tvad_jax.train import flops as flops_lib
 from tvad_jax.train import plan as plan_lib
 
 MESHES = {"dp8": "data=8,fsdp=1,tensor=1", "fsdp4": "data=2,fsdp=4,tensor=1"}
@@ -158,7 +159,7 @@ def test_loop_aware_flops_match_the_unrolled_program():
     counts = {}
     for fn in (scanned, unrolled):
         compiled = jax.jit(fn).lower(x, ws).compile()
-        hlo = plan_lib.hlo_matmul_flops(compiled.as_text())
+        hlo = flops_lib.hlo_matmul_flops(compiled.as_text())
         assert hlo["matmul_flops"] == matmul
         counts[fn.__name__] = plan_lib.analyze(compiled, {}, 1)["flops_per_device"]
     assert counts["scanned"] == pytest.approx(counts["unrolled"], rel=0.01)
@@ -171,3 +172,33 @@ def test_bad_mesh_fails_with_one_clear_line():
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("tvad: error: --mesh") and "'two'" in lines[0]
     assert proc.stdout == ""
+
+
+def test_missing_analyses_read_as_none():
+    class NoAnalyses:
+        def memory_analysis(self):
+            return None
+
+        def cost_analysis(self):
+            return None
+
+        def as_text(self):
+            raise NotImplementedError
+
+    out = plan_lib.analyze(NoAnalyses(), {"trainable_params": 4}, 8)
+    assert out["flops_per_device"] is None and out["flops_total"] is None
+    assert out["matmul_flops_per_device"] is None
+    bytes_ = out["per_device_bytes"]
+    assert bytes_["trainable_params"] == 4
+    assert bytes_["temp"] is None and bytes_["peak_estimate"] is None
+
+
+def test_llava7b_shapes_fill_the_paper_sequence():
+    """16 frames -> 8 tubelets of 576 patches, 2 x 2-pooled to 144 tokens each; anomaly
+    prompts of 7 steps x 14 + start/sep/end; text up to the 2048-token budget."""
+    sh = plan_lib.shapes(plan_lib.get_plan("llava7b"))
+    assert sh.hidden == (4, 8, 577, 1024)
+    assert (sh.visual_tokens, sh.prompt_tokens, sh.text_len, sh.seq_len) == (1152, 106, 790,
+                                                                             2048)
+    sh = plan_lib.shapes(plan_lib.get_plan("llava7b", ["max_seq_len=1500"]))
+    assert sh.seq_len == 1500 and sh.text_len == 1500 - 1152 - 106

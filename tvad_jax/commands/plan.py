@@ -20,7 +20,6 @@ to stdout, the table to stderr, and both into a run folder under `runs_dir`.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys

@@ -55,6 +55,7 @@ class Dialogue:
         capacity = prefix.shape[1] + max_turns * (question_len + max_new_tokens)
         self.cache = init_cache(self.dec_cfg, B, capacity)
         self.turns = 0
+        self.last_tokens: np.ndarray | None = None      # [B, max_new_tokens] of the last turn
 
     def _prompt(self, visual, hidden, text_ids=None) -> jax.Array:
         cfg, params = self.model.cfg, self.model.params
@@ -89,7 +90,8 @@ class Dialogue:
                                       jax.random.fold_in(self.rng, self.turns), self.cache,
                                       temperature)
         self.turns += 1
-        return [self._decode(row) for row in np.asarray(tokens)]
+        self.last_tokens = np.asarray(tokens)
+        return [self._decode(row) for row in self.last_tokens]
 
     def _decode(self, tokens: Sequence[int]) -> str:
         ids = [int(t) for t in tokens]

@@ -26,6 +26,11 @@ Choices the paper leaves open (all in `AHDConfig`):
   features are used as they are); an int adds a learnable linear map D_t -> dim on the text.
 - `input_norm`: a LayerNorm before each layer's MLP (intermediate ViT layers are raw residual
   streams whose scale grows with depth). Not in the paper; on by default.
+- `center_text`: subtract the mean of the class features before normalizing them, so normal
+  and abnormal become opposite directions. Not in the paper; on by default, because a small
+  text tower maps "X occurs" and "X not occurs" to nearly the same mean-pooled feature (cosine
+  0.999998 between the two class features of the shipped backbone), and cosines against two
+  such vectors cannot separate the classes however the visual MLPs are trained.
 """
 from __future__ import annotations
 
@@ -139,6 +144,7 @@ class AHDConfig:
       mlp_dim: hidden size of each layer's 2-layer MLP; None: the shared width.
       layer_weighting: "softmax" or "free" (see the module docstring).
       input_norm: LayerNorm before each layer's MLP.
+      center_text: centre the class features over the classes before normalizing.
       temperature: initial 1 / logit scale (CLIP's 0.07); max_logit_scale clips exp(log_scale).
       dtype: compute dtype ("float32" or "bfloat16"); similarities and softmax are float32.
     """
@@ -148,6 +154,7 @@ class AHDConfig:
     mlp_dim: int | None = None
     layer_weighting: str = "softmax"
     input_norm: bool = True
+    center_text: bool = True
     temperature: float = 0.07
     max_logit_scale: float = 100.0
     dtype: str = "float32"
@@ -219,6 +226,8 @@ class AHD(nn.Module):
             text = nn.Dense(cfg.dim, use_bias=False, dtype=jnp.float32, param_dtype=jnp.float32,
                             kernel_init=L.kernel_init((None, "embed")), name="text_proj")(text)
         dim = text.shape[-1]
+        if cfg.center_text:
+            text = text - text.mean(axis=-2, keepdims=True)
         text = _normalize(text)                                         # [B,] C, D
         eq = "bthwd,cd->bthwc" if text.ndim == 2 else "bthwd,bcd->bthwc"
 

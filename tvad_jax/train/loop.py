@@ -33,6 +33,7 @@ from jax.sharding import Mesh
 from tvad_jax import runs
 from tvad_jax.train import mesh as mesh_lib
 from tvad_jax.train.checkpoint import CheckpointConfig, Checkpointer
+from tvad_jax.train.flops import step_flops
 from tvad_jax.train.distributed import DistributedConfig
 from tvad_jax.train.optim import OptimConfig, make_optimizer
 from tvad_jax.train.state import (TrainState, abstract_with_shardings, init_state, merge_params,
@@ -358,12 +359,6 @@ def _count(tree) -> int:
 
 
 def _flops(compiled) -> float | None:
-    """FLOPs of one step from XLA's cost analysis (None where the backend gives none)."""
-    try:
-        cost = compiled.cost_analysis()
-    except Exception:  # noqa: BLE001 - not every backend implements it
-        return None
-    if isinstance(cost, (list, tuple)):
-        cost = cost[0] if cost else None
-    flops = (cost or {}).get("flops")
-    return float(flops) if flops is not None else None
+    """FLOPs of one step (loop bodies counted per iteration; None where the backend gives
+    no cost analysis)."""
+    return step_flops(compiled)[0]

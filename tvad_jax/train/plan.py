@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 import time
 from typing import Any, Callable, Literal, Sequence
 
@@ -51,6 +50,7 @@ from jax.sharding import Mesh, NamedSharding
 from tvad_jax.models import configs as mc
 from tvad_jax.models.configs import BackboneConfig
 from tvad_jax.train import mesh as mesh_lib
+from tvad_jax.train.flops import step_flops
 from tvad_jax.train.loop import TrainConfig
 from tvad_jax.train.optim import make_optimizer
 from tvad_jax.train.state import TrainState, init_state, split_params, state_shardings
@@ -232,8 +232,8 @@ def shapes(pcfg: PlanConfig, bcfg: BackboneConfig | None = None) -> Shapes:
 class AbstractEngine:
     """`train.loop.Engine` without values: the jitted step, and abstract arguments for it.
 
-    state, frozen: ShapeDtypeStruct trees (global shapes); *_sharding: their layouts.
-    abstract_trainable / frozen keep their logical-axis boxes stripped.
+    state, frozen: ShapeDtypeStruct trees (global shapes, logical-axis boxes stripped);
+    *_sharding: their layouts; rng: the abstract base key of the step.
     """
 
     mesh: Mesh
@@ -280,7 +280,7 @@ def tree_bytes(tree: Any, shardings: Any = None) -> int:
     of each leaf) given matching shardings (one sharding may stand for the whole tree)."""
     leaves = jax.tree.leaves(tree)
     if shardings is None:
-        return int(sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in leaves))
+        return int(sum(math.prod(x.shape) * _itemsize(x.dtype) for x in leaves))
     if isinstance(shardings, jax.sharding.Sharding):
         shards = [shardings] * len(leaves)
     else:
@@ -499,14 +499,7 @@ def analyze(compiled, breakdown: dict, devices: int) -> dict:
     else:
         per_device["peak_estimate"] = None
 
-    xla_flops = _xla_flops(compiled)
-    try:
-        hlo = hlo_matmul_flops(compiled.as_text())
-    except Exception:  # noqa: BLE001 - no HLO text on this backend
-        hlo = None
-    flops = xla_flops
-    if xla_flops is not None and hlo is not None:
-        flops = xla_flops + hlo["matmul_flops"] - hlo["matmul_flops_once"]
+    flops, xla_flops, hlo = step_flops(compiled)
     return {
         "per_device_bytes": per_device,
         "flops_per_device": flops,
@@ -515,166 +508,6 @@ def analyze(compiled, breakdown: dict, devices: int) -> dict:
         "flops_total": None if flops is None else flops * devices,
         "loops": None if hlo is None else hlo["loops"],
     }
-
-
-def _xla_flops(compiled) -> float | None:
-    try:
-        cost = compiled.cost_analysis()
-    except Exception:  # noqa: BLE001
-        return None
-    if isinstance(cost, (list, tuple)):
-        cost = cost[0] if cost else None
-    flops = (cost or {}).get("flops")
-    return float(flops) if flops is not None and flops >= 0 else None
-
-
-# ---------------------------------------------------------------------------------------------
-# Loop-aware matmul FLOPs from the compiled HLO text
-
-_COMP_HEADER = re.compile(r"^(ENTRY\s+)?%?([\w.\-]+)\s+\((.*)\)\s+->\s+.*\{\s*$")
-_INSTR = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s+=\s+(.*)$")
-_SHAPE = re.compile(r"^([a-z]\w*)\[([\d,]*)\]")
-_CALLED = re.compile(r"\b(calls|to_apply|body|condition|true_computation|false_computation)"
-                     r"=%([\w.\-]+)")
-_BRANCHES = re.compile(r"branch_computations=\{([^}]*)\}")
-_TRIP = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
-
-
-def _split_type(rest: str) -> tuple[str, str]:
-    """'TYPE opcode(...), attrs' -> (TYPE, 'opcode(...), attrs'); TYPE may be a tuple."""
-    if rest.startswith("("):
-        depth = 0
-        for i, ch in enumerate(rest):
-            depth += ch == "("
-            depth -= ch == ")"
-            if depth == 0:
-                return rest[:i + 1], rest[i + 1:].lstrip()
-    head, _, tail = rest.partition(" ")
-    return head, tail
-
-
-def _dims(type_str: str) -> tuple[int, ...] | None:
-    m = _SHAPE.match(type_str)
-    if not m:
-        return None
-    return tuple(int(d) for d in m.group(2).split(",") if d)
-
-
-def _operands(call: str) -> list[str]:
-    """Operand names of 'opcode(%a, %b), attrs'."""
-    start = call.index("(")
-    depth, end = 0, len(call)
-    for i in range(start, len(call)):
-        depth += call[i] == "("
-        depth -= call[i] == ")"
-        if depth == 0:
-            end = i
-            break
-    return re.findall(r"%([\w.\-]+)", call[start:end])
-
-
-def _instr_flops(opcode: str, call: str, out_dims, shapes: dict) -> float:
-    if opcode == "dot":
-        ops = _operands(call)
-        lhs = shapes.get(ops[0]) if ops else None
-        m = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", call)
-        if lhs is None or out_dims is None:
-            return 0.0
-        k = math.prod(lhs[int(d)] for d in m.group(1).split(",") if d) if m else 1
-        return 2.0 * math.prod(out_dims) * k
-    if opcode == "convolution":
-        ops = _operands(call)
-        kernel = shapes.get(ops[1]) if len(ops) > 1 else None
-        m = re.search(r"dim_labels=\w+_(\w+)->", call)
-        if kernel is None or out_dims is None or not m:
-            return 0.0
-        labels = m.group(1)
-        out_features = kernel[labels.index("o")] if "o" in labels else 1
-        return 2.0 * math.prod(out_dims) * math.prod(kernel) / max(out_features, 1)
-    return 0.0
-
-
-def hlo_matmul_flops(text: str) -> dict:
-    """Dot and convolution FLOPs of an HLO module's text, each computation weighted by how
-    often it runs: `while` bodies by their known trip count (1 where unknown), fusions and
-    calls by their caller's weight. Returns {"matmul_flops": loop-aware total,
-    "matmul_flops_once": the total with every loop body counted once (as XLA's cost analysis
-    counts), "loops": [{"trip_count", "matmul_flops_per_iteration"}] of the outermost
-    loops, "unknown_trip_counts": loops without a known trip count}."""
-    comps: dict[str, dict] = {}
-    entry = None
-    current = None
-    for line in text.splitlines():
-        if current is None:
-            m = _COMP_HEADER.match(line)
-            if m:
-                current = {"flops": 0.0, "calls": [], "shapes": {}}
-                comps[m.group(2)] = current
-                if m.group(1):
-                    entry = m.group(2)
-                # parameter shapes also appear as `parameter(i)` instructions below
-            continue
-        if line.strip() == "}":
-            current = None
-            continue
-        m = _INSTR.match(line)
-        if not m:
-            continue
-        name, rest = m.groups()
-        type_str, call = _split_type(rest)
-        out_dims = _dims(type_str)
-        if out_dims is not None:
-            current["shapes"][name] = out_dims
-        opcode = call.split("(", 1)[0].strip()
-        current["flops"] += _instr_flops(opcode, call, out_dims, current["shapes"])
-        trip = None
-        if opcode == "while":
-            t = _TRIP.search(call)
-            trip = int(t.group(1)) if t else None
-        for kind, callee in _CALLED.findall(call):
-            if kind == "condition":
-                continue
-            factor = (trip or 1) if kind == "body" else 1
-            current["calls"].append((callee, factor, kind == "body", trip))
-        b = _BRANCHES.search(call)
-        if b:
-            for callee in re.findall(r"%([\w.\-]+)", b.group(1)):
-                current["calls"].append((callee, 1, False, None))
-    if entry is None:
-        raise ValueError("no ENTRY computation in the HLO text")
-
-    memo: dict[tuple[str, bool], float] = {}
-
-    def total(comp: str, with_trips: bool, stack=()) -> float:
-        key = (comp, with_trips)
-        if key in memo:
-            return memo[key]
-        if comp not in comps or comp in stack:
-            return 0.0
-        c = comps[comp]
-        value = c["flops"]
-        for callee, factor, _, _ in c["calls"]:
-            value += (factor if with_trips else 1) * total(callee, with_trips, stack + (comp,))
-        memo[key] = value
-        return value
-
-    loops, unknown = [], 0
-
-    def find_loops(comp: str, stack=()):
-        nonlocal unknown
-        if comp not in comps or comp in stack:
-            return
-        for callee, _, is_body, trip in comps[comp]["calls"]:
-            if is_body:
-                unknown += trip is None
-                loops.append({"trip_count": trip,
-                              "matmul_flops_per_iteration": total(callee, True)})
-            else:
-                find_loops(callee, stack + (comp,))
-
-    find_loops(entry)
-    return {"matmul_flops": total(entry, True), "matmul_flops_once": total(entry, False),
-            "loops": loops, "unknown_trip_counts": unknown}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -726,13 +559,13 @@ def format_table(result: dict) -> str:
     cols = [("stage", 8), ("batch", 6), ("train", 8), ("frozen", 8), ("opt", 8),
             ("batch_b", 8), ("args", 8), ("out", 8), ("alias", 8), ("temp", 8), ("peak", 8),
             ("FLOPs/dev", 11), ("XLA-raw", 11), ("compile", 8)]
-    lines = [f"mesh {result['mesh']} on {result['devices']} simulated {result['platform']} "
-             f"devices; shapes {result['shapes']}",
-             f"per-device memory in {unit}: train/frozen = parameters, opt = optimizer state, "
-             "batch_b = the batch's shard; args/out/alias/temp (activations) from "
-             "memory_analysis(); peak = args + out - alias + temp",
-             "FLOPs per step per device: XLA cost analysis with loop bodies times their trip "
-             "counts (XLA-raw: loop bodies once); batch = global examples per step",
+    lines = [(f"mesh {result['mesh']} on {result['devices']} simulated "
+              f"{result['platform']} devices; shapes {result['shapes']}"),
+             (f"per-device memory in {unit}: train/frozen = parameters, opt = optimizer "
+              "state, batch_b = the batch's shard; args/out/alias/temp (activations) from "
+              "memory_analysis(); peak = args + out - alias + temp"),
+             ("FLOPs per step per device: XLA cost analysis with loop bodies times their "
+              "trip counts (XLA-raw: loop bodies once); batch = global examples per step"),
              " ".join(name.rjust(w) for name, w in cols)]
     for stage, r in result["stages"].items():
         b = r["per_device_bytes"]
