@@ -34,3 +34,24 @@ def tiny_prepared(tiny_synth):
     cfg, _ = tiny_synth
     prepare(cfg, report=lambda msg: None)
     return cfg, cfg.prepared_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tiny_prepared, tmp_path_factory):
+    """(config, backbone dir): a random tiny backbone for the tiny benchmark, with a tokenizer
+    trained on its annotations (the shipped default is sized for 96 px frames)."""
+    import jax
+
+    from tvad_jax.data.pipeline import find_builder_dir
+    from tvad_jax.models import backbone_io
+    from tvad_jax.models.tokenizer import annotation_texts, train_tokenizer
+    from tvad_jax.models.vlm import init_params
+    from tvad_jax.stages.pretrain import PretrainConfig, backbone_config
+
+    cfg, _ = tiny_prepared
+    annotations = sorted((find_builder_dir(cfg.prepared_dir) / "annotations").glob("*.jsonl"))
+    tokenizer = train_tokenizer(list(annotation_texts(annotations)), vocab_size=400)
+    bcfg = backbone_config(PretrainConfig(model="tiny"), len(tokenizer), cfg.prepare.height)
+    params = init_params(bcfg, jax.random.key(0))
+    directory = tmp_path_factory.mktemp("backbone") / "tiny"
+    return cfg, backbone_io.save_backbone(directory, bcfg, params, tokenizer)

@@ -3,19 +3,34 @@ import json
 from tvad_jax.cli import main
 
 
-def test_demo_runs_end_to_end_on_the_tiny_config(tmp_path, capsys):
-    args = ["demo", "--config", "tiny", f"synth.out_dir={tmp_path / 'synth'}",
-            f"runs_dir={tmp_path / 'runs'}"]
+def test_demo_runs_end_to_end_on_the_tiny_config(tiny_backbone, tmp_path, capsys):
+    cfg, backbone = tiny_backbone
+    args = ["demo", "--config", "tiny", f"synth.out_dir={cfg.synth.out_dir}",
+            f"runs_dir={tmp_path / 'runs'}", f"tvad.backbone={backbone}"]
     assert main(args) == 0
     err = capsys.readouterr().err
     run_dir = next((tmp_path / "runs").glob("demo-*"))
     assert f"demo report in {run_dir}" in err
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    for method in ("frame_difference_sigma0", "s3m_sigma0"):
-        assert 0.0 <= metrics[method]["micro_auc"] <= 1.0
-        assert 0.0 <= metrics[method]["macro_auc"] <= 1.0
-    assert metrics["frames"] == 4 * 32 and metrics["split"] == "test"
-    assert metrics["dataset"]["test"]["videos"] == 4
+    rows = metrics["methods"]
+    assert list(rows) == ["frame difference", "S3M (VLAVAD)", "T-VAD", "T-VAD w/o RAE",
+                          "T-VAD w/o AHD", "backbone zero-shot (w/o AHD & RAE)",
+                          "backbone one-shot"]
+    heatmap = ("micro_auc", "macro_auc", "rbdc", "tbdc")
+    text = ("yes_no_accuracy", "yes_no_balanced_accuracy", "bleu4_target", "bleu4_trajectory")
+    for name, row in rows.items():
+        has_heat = name in ("frame difference", "S3M (VLAVAD)", "T-VAD", "T-VAD w/o RAE")
+        has_text = name.startswith(("T-VAD", "backbone")) and name != "T-VAD w/o RAE"
+        assert all((k in row) == has_heat for k in heatmap[:2]), name
+        assert all((k in row) == has_text for k in text), name
+        for k in heatmap + text[:2]:
+            assert k not in row or 0.0 <= row[k] <= 1.0, (name, k)
+    assert rows["T-VAD"]["micro_auc"] == rows["T-VAD w/o RAE"]["micro_auc"]   # same AHD
+    assert metrics["split"] == "test" and metrics["dataset"]["test"]["videos"] == 4
     assert json.loads((run_dir / "config.json").read_text())["synth"]["num_frames"] == 32
-    assert (run_dir / "report.md").read_text().startswith("### Open-set test split")
+    report = (run_dir / "report.md").read_text()
+    assert report.startswith("### Open-set test split") and "| T-VAD w/o AHD |" in report
     assert (run_dir / "s3m" / "roc_test.png").stat().st_size > 0
+    assert (run_dir / "tvad-full" / "roc_test.png").stat().st_size > 0
+    assert any((run_dir / "tvad-full").glob("heatmap_*.png"))
+    assert "T-VAD:" in (run_dir / "dialogue.md").read_text()

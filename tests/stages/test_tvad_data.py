@@ -4,8 +4,6 @@ import json
 import numpy as np
 import pytest
 
-from tvad_helpers import tiny_backbone_dir
-
 from tvad_jax.data.errors import DataError
 from tvad_jax.models.backbone_io import load_backbone
 from tvad_jax.models.tokenizer import train_tokenizer
@@ -51,12 +49,6 @@ def test_dialogue_arrays_put_the_loss_on_answers_only():
     short_ids, _, short_n = dialogue_arrays(tok, turns, n - 1)  # the second turn does not fit
     assert short_n == turn_ends[0]
     assert short_ids[:short_n].tolist() == expected[:short_n]
-
-
-@pytest.fixture(scope="module")
-def tiny_backbone(tiny_prepared, tmp_path_factory):
-    cfg, _ = tiny_prepared
-    return cfg, tiny_backbone_dir(cfg, tmp_path_factory.mktemp("backbone") / "bb")
 
 
 def test_feature_cache_hit_skips_the_backbone(tiny_backbone, tmp_path):

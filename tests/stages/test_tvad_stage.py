@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from tvad_helpers import tiny_backbone_dir
-
 from tvad_jax.cli import main
 from tvad_jax.data.video_io import read_video
 from tvad_jax.infer.dialogue import Dialogue
@@ -22,11 +20,10 @@ from tvad_jax.stages.tvad import load_frozen_backbone, load_model
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_prepared, tmp_path_factory):
+def trained(tiny_backbone, tmp_path_factory):
     """(cfg args, backbone dir, stage-1-only model dir, full model dir)."""
-    cfg, _ = tiny_prepared
+    cfg, backbone = tiny_backbone
     root = tmp_path_factory.mktemp("tvad")
-    backbone = tiny_backbone_dir(cfg, root / "backbone")
     args = ["--config", "tiny", f"synth.out_dir={cfg.synth.out_dir}",
             f"runs_dir={root / 'runs'}", f"tvad.backbone={backbone}"]
     assert main(["train", "tvad", "--run-dir", str(root / "ahd"), *args,
