@@ -138,3 +138,19 @@ def test_dialogue_reuses_the_cache_like_a_full_recomputation(trained):
     ids = [int(t) for t in np.asarray(tokens2)[0]]
     ids = ids[:ids.index(eos)] if eos in ids else ids
     assert answer2 == tok.decode(ids, skip_special_tokens=True).strip()
+
+
+def test_eval_backbone_one_shot(trained, capsys):
+    args = trained[0]
+    assert main(["eval", "backbone", "--one-shot", *args]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["variant"] == "plain_one_shot" and "micro_auc" not in out
+    assert 0.0 <= out["yes_no_accuracy"] <= 1.0 and out["bleu4_target"] >= 0.0
+
+
+def test_bad_model_folder_and_video_fail_with_one_line(trained, tmp_path, capsys):
+    assert main(["detect", str(tmp_path / "missing"), str(tmp_path / "x.mp4")]) == 2
+    assert "not a T-VAD model folder" in capsys.readouterr().err
+    assert main(["detect", str(trained[3]), str(tmp_path / "x.mp4"),
+                 "--runs-root", str(tmp_path)]) == 2
+    assert "video file not found" in capsys.readouterr().err

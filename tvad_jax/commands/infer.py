@@ -46,11 +46,15 @@ def run_detect(args) -> int:
     import numpy as np
 
     from tvad_jax import runs
+    from tvad_jax.data.errors import DataError
     from tvad_jax.data.video_io import read_video
     from tvad_jax.infer.detect import Detector, write_overlay
     from tvad_jax.stages.tvad import load_model
 
     model = load_model(args.model_dir)
+    for path in args.videos:        # before any output: a typo costs no half-made run
+        if not path.is_file():
+            raise DataError(path, "video file not found")
     run_dir = runs.new_run_dir("detect", {"model": str(args.model_dir),
                                           "videos": [str(v) for v in args.videos]},
                                args.runs_root)

@@ -24,10 +24,12 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from tvad_jax.data.errors import InputError
+
 Hook = Callable[[np.ndarray], np.ndarray]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint directory that cannot be loaded; the message names the file and keys."""
 
 

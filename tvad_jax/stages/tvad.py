@@ -201,17 +201,20 @@ def load_model(directory: str | Path) -> TVADModel:
     meta_path = directory / MODEL_FILE
     if not meta_path.is_file():
         raise DataError(directory, f"not a T-VAD model folder (no {MODEL_FILE})")
-    meta = json.loads(meta_path.read_text())
-    cfg = config_lib.from_dict(TVADConfig, meta["tvad"])
-    backbone = load_frozen_backbone(meta["backbone"])
+    try:
+        meta = json.loads(meta_path.read_text())
+        cfg = config_lib.from_dict(TVADConfig, meta["tvad"])
+        views = ClipView(**meta["clip_view"]), ClipView(**meta["video_view"])
+        backbone = load_frozen_backbone(meta["backbone"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise DataError(meta_path, f"not a T-VAD model of this version ({err!r})") from None
     if backbone.digest != meta["backbone_digest"]:
         raise DataError(backbone.path, "this backbone differs from the one the model was "
                                        f"trained on ({directory})")
     tree = backbone_io.read_tree(directory / WEIGHTS_FILE)
     if "decoder" in tree:
         backbone.params = dict(backbone.params, decoder=tree.pop("decoder"))
-    return TVADModel(cfg.for_backbone(backbone.cfg), backbone, tree,
-                     ClipView(**meta["clip_view"]), ClipView(**meta["video_view"]), directory)
+    return TVADModel(cfg.for_backbone(backbone.cfg), backbone, tree, *views, directory)
 
 
 def ablation_model(model: TVADModel, variant: str) -> TVADModel:
@@ -269,11 +272,13 @@ def clip_heatmaps(tcfg: TVADConfig, ahd_params, text, cache: FeatureCache,
     return np.concatenate(out)
 
 
-def frame_heat(maps: np.ndarray, cache: FeatureCache, lengths) -> list[np.ndarray]:
-    """Per-video frame scores (max heat over the patch grid) from clip heatmaps."""
-    view = cache.meta["view"]
-    return scatter_clips(maps.max(axis=(-2, -1)), cache.column("video_index"),
-                         cache.column("start"), lengths, frame_step=view["frame_step"])
+def video_heatmaps(tcfg: TVADConfig, ahd_params, text, cache: FeatureCache
+                   ) -> list[np.ndarray]:
+    """Per-video patch heatmaps [n, h, w] of a cached split (clips averaged where they
+    overlap)."""
+    return scatter_clips(clip_heatmaps(tcfg, ahd_params, text, cache),
+                         cache.column("video_index"), cache.column("start"),
+                         cache.meta["lengths"], frame_step=cache.meta["view"]["frame_step"])
 
 
 def frame_labels(cache: FeatureCache, lengths) -> list[np.ndarray]:
@@ -284,14 +289,14 @@ def frame_labels(cache: FeatureCache, lengths) -> list[np.ndarray]:
                          tubelet=1, frame_step=view["frame_step"], reduce="max")
 
 
-def heatmap_auc(tcfg: TVADConfig, ahd_params, text, cache: FeatureCache) -> dict:
-    """Micro/macro frame AUC of the AHD's frame scores on a cached split."""
-    lengths = cache.meta["lengths"]
-    scores = frame_heat(clip_heatmaps(tcfg, ahd_params, text, cache), cache, lengths)
-    labels = frame_labels(cache, lengths)
-    keys = [str(i) for i in range(len(lengths))]
+def heatmap_auc(maps: list[np.ndarray], cache: FeatureCache) -> tuple[dict, list[np.ndarray]]:
+    """({micro_auc, macro_auc}, per-video frame scores) of per-video heatmaps, a frame's
+    score being its max heat over the patch grid."""
+    scores = [m.reshape(len(m), -1).max(axis=1) for m in maps]
+    labels = frame_labels(cache, cache.meta["lengths"])
+    keys = [str(i) for i in range(len(maps))]
     result = frame_auc(dict(zip(keys, scores)), dict(zip(keys, labels)), sigma=0.0)
-    return {"micro_auc": result.micro_auc, "macro_auc": result.macro_auc}
+    return {"micro_auc": result.micro_auc, "macro_auc": result.macro_auc}, scores
 
 
 def stage1_fns(tcfg: TVADConfig, text_fn: Callable[[], Any], hidden_shape: tuple[int, ...],
@@ -332,7 +337,8 @@ def train_stage1(cfg, backbone: FrozenBackbone, run_dir: Path, report: Report = 
                         seed=s1.train.loop.seed)
 
     def eval_fn(trainable, frozen):
-        auc = heatmap_auc(tcfg, trainable["ahd"], frozen["text"], val_cache)
+        maps = video_heatmaps(tcfg, trainable["ahd"], frozen["text"], val_cache)
+        auc, _ = heatmap_auc(maps, val_cache)
         return {"val_micro_auc": auc["micro_auc"], "val_macro_auc": auc["macro_auc"]}
 
     report(f"[tvad] stage 1 (AHD): {len(train_cache)} training clips, "

@@ -32,9 +32,9 @@ from tvad_jax.models.ahd import upsample
 from tvad_jax.stages.features import FeatureCache
 from tvad_jax.eval.baselines import baseline_scores
 from tvad_jax.eval.report import write_summary
-from tvad_jax.stages.tvad import (MODEL_FILE, TVADModel, clip_heatmaps, feature_cache,
-                                  frame_labels, load_model)
-from tvad_jax.stages.tvad_data import read_annotations, scatter_clips, turn_tokens
+from tvad_jax.stages.tvad import (MODEL_FILE, TVADModel, feature_cache, heatmap_auc,
+                                  load_model, video_heatmaps)
+from tvad_jax.stages.tvad_data import read_annotations, turn_tokens
 
 # (answer type in the references, question) in the paper's order
 QUESTIONS = (("yes_no", JUDGMENT_QUESTION), ("target", APPEARANCE_QUESTION),
@@ -54,15 +54,8 @@ def heatmap_metrics(model: TVADModel, cfg, split: str, cache: FeatureCache,
                     report: Callable[[str], None] = print) -> HeatmapResult:
     """Frame AUC (micro, macro) and RBDC/TBDC of the model's AHD on a cached split; scores
     and maps in the split's video order."""
-    lengths = cache.meta["lengths"]
-    clip_maps = clip_heatmaps(model.cfg, model.params["ahd"], model.params["text"], cache)
-    view = cache.meta["view"]
-    maps = scatter_clips(clip_maps, cache.column("video_index"), cache.column("start"),
-                         lengths, frame_step=view["frame_step"])
-    scores = [m.max(axis=(1, 2)) for m in maps]
-    labels = frame_labels(cache, lengths)
-    keys = [str(i) for i in range(len(lengths))]
-    auc = frame_auc(dict(zip(keys, scores)), dict(zip(keys, labels)), sigma=0.0)
+    maps = video_heatmaps(model.cfg, model.params["ahd"], model.params["text"], cache)
+    auc, scores = heatmap_auc(maps, cache)
     source, _ = open_split(cfg.prepared_dir, split)
     tracks, detections = [], []
     resize = jax.jit(lambda m, size: upsample(m, size), static_argnums=1)
@@ -72,8 +65,9 @@ def heatmap_metrics(model: TVADModel, cfg, split: str, cache: FeatureCache,
         full = np.asarray(resize(video_maps, masks.shape[1:]))
         detections.append(heatmap_regions(full, threshold=0.5))
     result = rbdc_lib.rbdc_tbdc(rbdc_lib.tracks_from_rows(tracks),
-                                rbdc_lib.detections_from_rows(detections), sum(lengths))
-    metrics = {"micro_auc": auc.micro_auc, "macro_auc": auc.macro_auc, "rbdc": result.rbdc,
+                                rbdc_lib.detections_from_rows(detections),
+                                sum(cache.meta["lengths"]))
+    metrics = {**auc, "rbdc": result.rbdc,
                "tbdc": result.tbdc, "detections": result.num_detections,
                "gt_tracks": result.num_tracks}
     report(f"[tvad] heatmaps ({model.cfg.variant}, {split}): " + json.dumps(
