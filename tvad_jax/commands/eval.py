@@ -159,13 +159,15 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _backbone(args: argparse.Namespace) -> int:
-    from tvad_jax.stages.tvad import load_frozen_backbone, plain_model
+    from tvad_jax.stages.tvad import check_fits, load_frozen_backbone, plain_model
     from tvad_jax.stages.tvad_eval import evaluate_model
 
     cfg = config_from_args(args)
     split = args.split or cfg.tvad.eval_split
+    backbone = load_frozen_backbone(cfg.tvad.backbone)
+    check_fits(backbone, cfg)
     run_dir = runs.new_run_dir("eval-backbone", cfg, cfg.runs_dir)
-    model = plain_model(load_frozen_backbone(cfg.tvad.backbone), cfg.tvad)
+    model = plain_model(backbone, cfg.tvad)
     summary = evaluate_model(model, cfg, split, args.one_shot, run_dir,
                              report=lambda msg: print(msg, file=sys.stderr))
     report.write_summary(run_dir, f"eval_{split}", summary)

@@ -37,15 +37,13 @@ class _Select:
 
 
 def cache_stream(cache: FeatureCache, batch_size: int, keys: Sequence[str], seed: int = 0,
-                 shuffle: bool = True, texts: dict[str, np.ndarray] | None = None,
-                 rows: np.ndarray | None = None) -> grain.DatasetIterator:
-    """Batches of cache rows (`rows` selects some; default all): endless and shuffled per
-    epoch for training, or one ordered pass (last batch partial) for evaluation. `texts`
+                 shuffle: bool = True, texts: dict[str, np.ndarray] | None = None
+                 ) -> grain.DatasetIterator:
+    """Batches of cache rows: endless and shuffled per epoch for training, or one ordered
+    pass (last batch partial) for evaluation. `texts`
     maps a name to an array indexed by video (`[num_videos, ...]`) attached to each row.
     A checkpointable grain iterator."""
     ds = grain.MapDataset.source(cache)
-    if rows is not None:
-        ds = ds[np.asarray(rows).tolist()]
     if shuffle:
         ds = ds.shuffle(seed=seed).repeat()
     ds = ds.map(_Select(keys, texts)).batch(batch_size, drop_remainder=shuffle)
