@@ -15,7 +15,7 @@ from tvad_jax.data.video_io import read_video
 from tvad_jax.infer.dialogue import Dialogue
 from tvad_jax.models.decoder import Decoder
 from tvad_jax.models.generate import generate
-from tvad_jax.models.tvad import special_token_ids
+from tvad_jax.models.tvad import class_text_features, special_token_ids
 from tvad_jax.stages.tvad import load_frozen_backbone, load_model
 
 
@@ -44,7 +44,11 @@ def test_stage2_changes_only_lora_targets_and_prompt_tokens(trained):
     # the AHD (frozen in stage 2) is bit-identical to the stage-1 export
     for path, value in _flat(stage1.params).items():
         np.testing.assert_array_equal(_flat(full.params)[path], value, err_msg=path)
-    before = _flat(load_frozen_backbone(backbone_dir).params["decoder"])
+    backbone = load_frozen_backbone(backbone_dir)
+    # stage 1 trained the AHD only: its frozen class features are still the text tower's
+    text = class_text_features(backbone.cfg, backbone.params, backbone.tokenizer)
+    np.testing.assert_array_equal(stage1.params["text"], np.asarray(text))
+    before = _flat(backbone.params["decoder"])
     after = _flat(full.backbone.params["decoder"])
     assert before.keys() == after.keys()
     changed = {p for p in before if not np.array_equal(before[p], after[p])}
