@@ -142,6 +142,8 @@ def test_dialogue_reuses_the_cache_like_a_full_recomputation(trained):
     ids = [int(t) for t in np.asarray(tokens2)[0]]
     ids = ids[:ids.index(eos)] if eos in ids else ids
     assert answer2 == tok.decode(ids, skip_special_tokens=True).strip()
+    with pytest.raises(ValueError, match="holds 2 turns"):   # the cache is full
+        chat.ask(q1)
 
 
 def test_eval_backbone_one_shot(trained, capsys):

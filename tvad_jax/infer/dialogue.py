@@ -40,6 +40,7 @@ class Dialogue:
         self.dec_cfg = model.backbone.cfg.decoder
         self.decoder = model.backbone.params["decoder"]
         self.max_new_tokens, self.question_len = max_new_tokens, question_len
+        self.max_turns = max_turns
         self.rng = jax.random.key(seed)
         B = len(visual)
         prefix = self._prompt(visual, hidden)
@@ -72,6 +73,8 @@ class Dialogue:
 
     def ask(self, question: str, temperature: float = 0.0) -> list[str]:
         """Ask every video the same question; returns the B decoded answers."""
+        if self.turns >= self.max_turns:   # the cache was sized for max_turns
+            raise ValueError(f"this dialogue holds {self.max_turns} turns; start a new one")
         prompt, _ = turn_tokens(self.tokenizer, question, None)
         if len(prompt) > self.question_len:
             raise ValueError(f"question of {len(prompt)} tokens > question_len "
