@@ -29,7 +29,7 @@ from tvad_jax.data.video_io import write_video
 from tvad_jax.eval.text_metrics import normalize_yes_no
 from tvad_jax.infer.dialogue import Dialogue
 from tvad_jax.models.ahd import upsample
-from tvad_jax.models.tvad import heatmaps
+from tvad_jax.models.tvad import abnormal_heatmap
 from tvad_jax.stages.features import make_encoder
 from tvad_jax.stages.tvad import TVADModel
 from tvad_jax.stages.tvad_data import scatter_clips
@@ -73,9 +73,6 @@ class Detector:
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.encode = make_encoder(bcfg, model.backbone.params)
-        p = model.params
-        self._heat = (jax.jit(lambda h: heatmaps(model.cfg, p["ahd"], h, p["text"]).heatmap)
-                      if model.cfg.has_ahd else None)
         self.mean = np.asarray(CLIP_MEAN, np.float32)
         self.std = np.asarray(CLIP_STD, np.float32)
 
@@ -111,7 +108,9 @@ class Detector:
 
     def heatmaps(self, feats: VideoFeatures) -> np.ndarray:
         """[T, H, W] abnormal probability per pixel at the video's resolution."""
-        maps = np.asarray(self._heat(feats.clip_hidden))
+        p = self.model.params
+        maps = np.asarray(abnormal_heatmap(self.model.cfg, p["ahd"], feats.clip_hidden,
+                                           p["text"]))
         view = self.model.clip_view
         per_frame = scatter_clips(maps, np.zeros(len(maps), np.int64), feats.clip_starts,
                                   [feats.num_frames], frame_step=view.frame_step)[0]

@@ -24,6 +24,7 @@ Variants (paper 000 Table 4) by `TVADConfig.variant`:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Literal
 
 import jax
@@ -119,6 +120,14 @@ def heatmaps(cfg: TVADConfig, ahd_params, hidden: jax.Array, text: jax.Array) ->
     """hidden [B, I, T', 1+N, D_v] (cached ViT layers), text [2, D_t] -> AHDOutput."""
     layers = [hidden[:, i] for i in range(hidden.shape[1])]
     return AHD(cfg.ahd).apply({"params": ahd_params}, layers, text)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def abnormal_heatmap(cfg: TVADConfig, ahd_params, hidden: jax.Array, text: jax.Array
+                     ) -> jax.Array:
+    """The heatmap H [B, T', h, w] alone, jitted once per config and shape (evaluation and
+    detection call it batch after batch)."""
+    return heatmaps(cfg, ahd_params, hidden, text).heatmap
 
 
 def prompt_maps(cfg: TVADConfig, out: AHDOutput) -> jax.Array:

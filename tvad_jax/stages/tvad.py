@@ -36,8 +36,8 @@ from tvad_jax.models import lora as lora_lib
 from tvad_jax.models.ahd import AHD, patch_targets, pixel_loss
 from tvad_jax.models.configs import BackboneConfig
 from tvad_jax.models.rae import RAE
-from tvad_jax.models.tvad import (TVADConfig, class_text_features, heatmaps, merge_stage2,
-                                  prompt_maps, special_token_ids, text_logits)
+from tvad_jax.models.tvad import (TVADConfig, abnormal_heatmap, class_text_features, heatmaps,
+                                  merge_stage2, prompt_maps, special_token_ids, text_logits)
 from tvad_jax.runs import new_run_dir
 from tvad_jax.stages.features import ClipView, FeatureCache, build_cache, checkpoint_digest
 from tvad_jax.stages.pretrain import lm_loss
@@ -75,6 +75,16 @@ class Stage1Config:
     target: Literal["area", "max"] = "area"
 
 
+# One SFT phase's engine settings (phases A and B start equal; override each by its path).
+_PHASE = TrainConfig(
+    loop=TrainLoopConfig(steps=160, log_every=10, sync_every=40),
+    optim=OptimConfig(learning_rate=1e-3, warmup_ratio=0.05, lr_floor=0.0, weight_decay=0.0,
+                      accumulation_steps=1),
+    checkpoint=CheckpointConfig(every_steps=40, keep_last=1, keep_best=1,
+                                best_metric="val_loss", best_mode="min"),
+    trainable=("rae/.*", "special", "lora/.*"))
+
+
 @dataclasses.dataclass(frozen=True)
 class Stage2Config:
     """Stage 2: RAE + special tokens + LoRA, phase A (narratives) then B (dialogues).
@@ -91,20 +101,8 @@ class Stage2Config:
         where bf16 matmuls are emulated and slower).
     """
 
-    phase_a: TrainConfig = TrainConfig(
-        loop=TrainLoopConfig(steps=160, log_every=10, sync_every=40),
-        optim=OptimConfig(learning_rate=1e-3, warmup_ratio=0.05, lr_floor=0.0,
-                          weight_decay=0.0, accumulation_steps=1),
-        checkpoint=CheckpointConfig(every_steps=40, keep_last=1, keep_best=1,
-                                    best_metric="val_loss", best_mode="min"),
-        trainable=("rae/.*", "special", "lora/.*"))
-    phase_b: TrainConfig = TrainConfig(
-        loop=TrainLoopConfig(steps=160, log_every=10, sync_every=40),
-        optim=OptimConfig(learning_rate=1e-3, warmup_ratio=0.05, lr_floor=0.0,
-                          weight_decay=0.0, accumulation_steps=1),
-        checkpoint=CheckpointConfig(every_steps=40, keep_last=1, keep_best=1,
-                                    best_metric="val_loss", best_mode="min"),
-        trainable=("rae/.*", "special", "lora/.*"))
+    phase_a: TrainConfig = _PHASE
+    phase_b: TrainConfig = _PHASE
     view: ClipView = ClipView(clip_len=16, clip_stride=1 << 20, frame_step=4, pad_last=False)
     batch_size: int = 4
     max_text_len: int = 160
@@ -260,7 +258,6 @@ def feature_cache(cfg, backbone: FrozenBackbone, split: str, view: ClipView,
 def clip_heatmaps(tcfg: TVADConfig, ahd_params, text, cache: FeatureCache,
                   batch_size: int = 16) -> np.ndarray:
     """AHD heatmaps [C, T', h, w] of every clip of a cache."""
-    apply = jax.jit(lambda p, hidden: heatmaps(tcfg, p, hidden, text).heatmap)
     out = []
     for batch in cache_stream(cache, batch_size, ("hidden",), shuffle=False):
         n = len(batch["hidden"])
@@ -268,7 +265,7 @@ def clip_heatmaps(tcfg: TVADConfig, ahd_params, text, cache: FeatureCache,
         if n < batch_size:  # one compiled shape
             hidden = np.concatenate([hidden, np.zeros((batch_size - n,) + hidden.shape[1:],
                                                       hidden.dtype)])
-        out.append(np.asarray(apply(ahd_params, hidden))[:n])
+        out.append(np.asarray(abnormal_heatmap(tcfg, ahd_params, hidden, text))[:n])
     return np.concatenate(out)
 
 
