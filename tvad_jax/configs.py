@@ -33,7 +33,7 @@ class PrepareConfig:
     out_dir: str = ""           # empty = <source>/prepared
     height: int = 96
     width: int = 96
-    splits: tuple[str, ...] = ("train", "val", "test", "train_normal")
+    splits: tuple[str, ...] = ("train", "val", "test", "train_normal", "test_seen")
     split_files: str = ""       # UBnormal: split=file1+file2;split=... (official name lists)
     tracks_dir: str = ""        # ShanghaiTech: folder of community track files
     skip_bad: bool = False
@@ -65,12 +65,22 @@ def default() -> Config:
     return Config()
 
 
+@register("pretrain-quick")
+def pretrain_quick() -> Config:
+    """The default with a ten-minute backbone pretraining (`tvad pretrain --config
+    pretrain-quick`): the shipped recipe for 100 steps instead of 800."""
+    cfg = Config()
+    train = cfg.pretrain.train
+    return dataclasses.replace(cfg, pretrain=dataclasses.replace(cfg.pretrain, train=(
+        dataclasses.replace(train, loop=dataclasses.replace(train.loop, steps=100)))))
+
+
 @register("tiny")
 def tiny() -> Config:
     """A few short videos, for tests and smoke runs."""
     return Config(
         synth=SynthConfig(out_dir="data/synthetic-tiny", height=48, width=48, num_frames=32,
-                          videos_train=4, videos_val=2, videos_test=4, videos_train_normal=2,
+                          videos_train=4, videos_val=2, videos_test=4, videos_train_normal=2, videos_test_seen=2,
                           min_anomaly_frames=6, workers=1),
         prepare=PrepareConfig(height=48, width=48),
         loader=LoaderConfig(clip_len=8, clip_stride=8, batch_size=2),

@@ -100,6 +100,10 @@ class VisionTransformer(nn.Module):
         x = L.constrain(x, ("batch", "tubelets", "tokens", "embed"))
         return self.pre_ln(x)
 
+    def visual_projection(self, features: jax.Array) -> jax.Array:
+        """[..., D] post-LN features (the CLS or pooled patches) -> [..., E] joint space."""
+        return self.proj(features)
+
     def __call__(self, pixels: jax.Array, layers: tuple[int | float, ...] | None = None
                  ) -> VisionOutput:
         """pixels [B, T, H, W, 3] (CLIP-normalized) -> `VisionOutput`.

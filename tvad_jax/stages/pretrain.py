@@ -1,18 +1,25 @@
 """Backbone pretraining on the synthetic benchmark (`tvad pretrain`): the shipped default.
 
-Two objectives on clips of the prepared `train` split, each clip paired with generic text from
-`tvad_jax.data.captions` (never the anomaly annotations):
+Three objectives on clips of the prepared `train` split, each clip paired with generic text
+from `tvad_jax.data.captions` and `tvad_jax.data.object_text` (plain descriptions of what
+objects look like and do; never the anomaly annotations, never "normal" / "abnormal"):
 
-* contrastive clip-caption alignment of the vision and text towers on a caption of the clip's
-  most visible target (CLIP's symmetric InfoNCE with a learnable temperature; clips whose
-  captions are identical count as positives of each other);
-* captioning / QA language modelling of the decoder: [P_V ; <s> question ; answer </s>] with the
-  loss on answer tokens only, so the decoder can talk about the scene before T-VAD's stage 2.
+* clip-caption contrastive alignment of the vision and text towers: the most visible
+  object's description plus a statement about a (class, zone) pair, true and often negated
+  ("no car is on the sidewalk"), so that the text tower learns what "no" means (CLIP's
+  symmetric InfoNCE with a learnable temperature; identical captions are positives);
+* region-text contrastive alignment: the last layer's patch features pooled under each of the
+  `regions` most visible objects' boxes (coverage-weighted, per tubelet) against that object's
+  description, so that patch features carry class, look, action, speed, direction and zone;
+* captioning / QA language modelling of the decoder: [P_V ; <s> question ; answer </s>] with
+  the loss on answer tokens only: scene descriptions, counts, yes/no zone questions and, on
+  crop clips (every `crop_every`-th clip, cropped around its main object), VLAVAD's
+  single-object questions (pose, behaviour or action, appearance).
 
 The tokenizer is trained first (byte-level BPE on the benchmark's text). After training the run
-reports zero-shot clip<->caption retrieval on held-out clips of `eval_split` and writes the
-backbone (`backbone/`, Hugging Face layout) into the run folder; `ship=True` also installs it
-as the package's default.
+reports zero-shot clip<->caption and region<->description retrieval on held-out clips of
+`eval_split` and writes the backbone (`backbone/`, Hugging Face layout) into the run folder;
+`ship=True` also installs it as the package's default.
 """
 from __future__ import annotations
 
@@ -26,8 +33,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy import ndimage
 
 from tvad_jax.data.captions import clip_caption, clip_questions, clip_timelines
+from tvad_jax.data.object_text import clip_objects, scene_of, zone_question, zone_statement
 from tvad_jax.data.pipeline import (LoaderConfig, clip_index, find_builder_dir, make_dataset,
                                     open_split, split_names)
 from tvad_jax.data.prepare import prepare
@@ -57,14 +66,18 @@ class PretrainConfig:
       clip_len, clip_stride: frames per clip and between clip starts.
       batch_size: global batch (clips).
       vocab_size: BPE vocabulary of the tokenizer trained first.
-      caption_len / qa_len: padded token lengths of captions and of question + answer.
-      lm_weight: weight of the language-modelling loss beside the contrastive one.
+      caption_len / qa_len: padded token lengths of captions (and object descriptions) and of
+        question + answer.
+      regions: objects per clip in the region-text objective (the most visible ones).
+      crop_every: every n-th clip is a crop around its main object (0: none).
+      lm_weight / region_weight: weights of the language-modelling and region-text losses
+        beside the clip-caption contrastive one.
       eval_clips: held-out clips for retrieval.
       model: "default" (the shipped architecture) or "tiny" (tests).
     """
 
     train: TrainConfig = TrainConfig(
-        loop=TrainLoopConfig(steps=300, sync_every=25, log_every=5),
+        loop=TrainLoopConfig(steps=800, sync_every=25, log_every=5),
         optim=OptimConfig(learning_rate=1e-3, warmup_ratio=0.05, lr_floor=0.05,
                           weight_decay=0.05, clip_norm=1.0),
         checkpoint=CheckpointConfig(every_steps=100, keep_last=1, keep_best=0))
@@ -74,9 +87,12 @@ class PretrainConfig:
     clip_stride: int = 4
     batch_size: int = 16
     vocab_size: int = 1024
-    caption_len: int = 32
-    qa_len: int = 40
+    caption_len: int = 48
+    qa_len: int = 48
+    regions: int = 4
+    crop_every: int = 4
     lm_weight: float = 1.0
+    region_weight: float = 1.0
     eval_clips: int = 128
     model: Literal["default", "tiny"] = "default"
 
@@ -97,51 +113,102 @@ def backbone_config(pcfg: PretrainConfig, vocab_size: int, image_size: int) -> B
 # ------------------------------------------------------------------ text of every clip
 @dataclasses.dataclass
 class ClipTexts:
-    """Token arrays aligned with a split's clip index (row r = clip r)."""
+    """Token arrays aligned with a split's clip index (row r = clip r); K = `regions`."""
 
     captions: list[str]
     caption_ids: np.ndarray      # [C, Lc] int32, <s> caption </s> <pad>...
     qa_ids: np.ndarray           # [C, Lq] int32, <s> question answer </s> <pad>...
     qa_targets: np.ndarray       # [C, Lq] int32, next token where it is an answer token, else -1
+    region_ids: np.ndarray       # [C, K, Lc] int32, the description of each region's object
+    region_boxes: np.ndarray     # [C, K, T, 4] float32 boxes per clip frame, NaN where absent
+    crop_boxes: np.ndarray       # [C, 4] float32 square crop (x0, y0, side, side), or -1
 
 
 class ClipText(NamedTuple):
-    caption: str     # the most visible target (the contrastive caption)
+    caption: str     # the most visible object's description + a zone statement (contrastive)
     scene: str       # up to three targets (the answer to "Describe the clip.")
     question: str    # this clip's QA pair; pairs rotate over clips
     answer: str
+    regions: tuple[str, ...]          # descriptions of the K most visible objects
+    boxes: np.ndarray                 # [K, T, 4] their boxes (NaN: absent or no object)
+    crop: np.ndarray | None           # crop rows: (x0, y0, side, side) around the main object
 
 
-def clip_texts(cfg, split: str, loader: LoaderConfig) -> list[ClipText]:
-    """The texts of every clip of a split, in clip-index order."""
+def clip_texts(cfg, split: str, loader: LoaderConfig, pcfg: PretrainConfig) -> list[ClipText]:
+    """The texts of every clip of a split, in clip-index order.
+
+    Every `crop_every`-th clip becomes a crop sample: the frames are cropped around its main
+    object (the box over the clip, expanded by half its size on each side) and its texts are
+    that object's description and single-object QA."""
     _, lengths = open_split(cfg.prepared_dir, split)
     names = split_names(cfg.prepared_dir, split)
     reader = make_reader(cfg.prepare.layout, cfg.prepare_source)
-    sidecars, out = {}, []
+    sidecars, scenes, out = {}, {}, []
     span = (loader.clip_len - 1) * loader.frame_step + 1
     for row, (video, start) in enumerate(clip_index(lengths, loader)):
         name = names[video]
         sidecar = sidecars.setdefault(name, reader.read_sidecar(name))
+        scene = scenes.setdefault(name, scene_of(sidecar))
+        frame_ids = np.minimum(start + np.arange(loader.clip_len) * loader.frame_step,
+                               sidecar["num_frames"] - 1)
+        objects = clip_objects(sidecar, frame_ids, scene)
         timelines = clip_timelines(sidecar, int(start), span)
         width, height = sidecar["width"], sidecar["height"]
-        scene = clip_caption(timelines, width, height)
-        pairs = [(DESCRIBE, scene[:1].upper() + scene[1:] + ".")] + clip_questions(timelines)
-        out.append(ClipText(clip_caption(timelines, width, height, max_targets=1), scene,
-                            *pairs[row % len(pairs)]))
+        crop = pcfg.crop_every and row % pcfg.crop_every == pcfg.crop_every - 1 and objects
+        if crop:
+            main = objects[(row // pcfg.crop_every) % min(len(objects), 2)]
+            box = crop_box(main.boxes, width, height)
+            question, answer = main.questions[(row // pcfg.crop_every) % len(main.questions)]
+            boxes = np.full((pcfg.regions, loader.clip_len, 4), np.nan)
+            boxes[0] = (main.boxes - np.tile(box[:2], 2)) * (width / box[2])
+            out.append(ClipText(main.description, main.description, question, answer,
+                                (main.description,), boxes, box))
+            continue
+        scene_text = clip_caption(timelines, width, height)
+        statement, _ = zone_statement(objects, row)
+        main = objects[0].description if objects else "an empty street"
+        pairs = [(DESCRIBE, scene_text[:1].upper() + scene_text[1:] + "."),
+                 zone_question(objects, row // 2)] + clip_questions(timelines)
+        boxes = np.full((pcfg.regions, loader.clip_len, 4), np.nan)
+        for k, obj in enumerate(objects[:pcfg.regions]):
+            boxes[k] = obj.boxes
+        out.append(ClipText(f"{main}; {statement}", scene_text, *pairs[row % len(pairs)],
+                            tuple(o.description for o in objects[:pcfg.regions]), boxes, None))
     return out
+
+
+def crop_box(boxes: np.ndarray, width: int, height: int, min_side: int = 24) -> np.ndarray:
+    """A square (x0, y0, side, side) around an object's boxes over a clip ([T, 4], NaN rows
+    absent), expanded by half the object's size on each side and shifted into the frame."""
+    x0, y0 = np.nanmin(boxes[:, 0]), np.nanmin(boxes[:, 1])
+    x1, y1 = np.nanmax(boxes[:, 2]) + 1, np.nanmax(boxes[:, 3]) + 1
+    side = int(min(max(2 * max(x1 - x0, y1 - y0), min_side), width, height))
+    left = int(np.clip(round((x0 + x1 - side) / 2), 0, width - side))
+    top = int(np.clip(round((y0 + y1 - side) / 2), 0, height - side))
+    return np.asarray([left, top, side, side], np.float32)
 
 
 def encode_texts(texts: list[ClipText], tokenizer, pcfg: PretrainConfig) -> ClipTexts:
     """Token arrays of `clip_texts` output."""
-    caption_ids, qa_ids, qa_targets = [], [], []
-    for caption, _, question, answer in texts:
-        caption_ids.append(_pad([tokenizer.bos_token_id, *tokenizer(caption)["input_ids"]],
-                                pcfg.caption_len, tokenizer, end=tokenizer.eos_token_id))
-        ids, targets = qa_sequence(tokenizer, question, answer, pcfg.qa_len)
+    def caption(text):
+        return _pad([tokenizer.bos_token_id, *tokenizer(text)["input_ids"]], pcfg.caption_len,
+                    tokenizer, end=tokenizer.eos_token_id)
+
+    empty = np.full(pcfg.caption_len, tokenizer.pad_token_id, np.int32)
+    caption_ids, qa_ids, qa_targets, region_ids = [], [], [], []
+    for text in texts:
+        caption_ids.append(caption(text.caption))
+        ids, targets = qa_sequence(tokenizer, text.question, text.answer, pcfg.qa_len)
         qa_ids.append(ids)
         qa_targets.append(targets)
+        regions = [caption(r) for r in text.regions]
+        region_ids.append(regions + [empty] * (pcfg.regions - len(regions)))
+    crops = [t.crop if t.crop is not None else np.full(4, -1) for t in texts]
     return ClipTexts([t.caption for t in texts], np.asarray(caption_ids, np.int32),
-                     np.asarray(qa_ids, np.int32), np.asarray(qa_targets, np.int32))
+                     np.asarray(qa_ids, np.int32), np.asarray(qa_targets, np.int32),
+                     np.asarray(region_ids, np.int32),
+                     np.stack([t.boxes for t in texts]).astype(np.float32),
+                     np.asarray(crops, np.float32))
 
 
 def qa_sequence(tokenizer, question: str, answer: str, length: int):
@@ -162,44 +229,100 @@ def _pad(ids: list[int], length: int, tokenizer, end: int | None = None) -> np.n
     return np.asarray(ids + [tokenizer.pad_token_id] * (length - len(ids)), np.int32)
 
 
-class AttachText:
-    """grain transform: frames + this clip's text arrays (other keys dropped)."""
+def box_coverage(boxes: np.ndarray, size: int, patch: int, tubelet: int) -> np.ndarray:
+    """Fraction of every patch covered by each box, averaged over each tubelet's frames.
 
-    def __init__(self, texts: ClipTexts, index: np.ndarray):
-        self.texts = texts
+    boxes [K, T, 4] (inclusive pixels, NaN rows absent) -> [K, T / tubelet, g, g] with
+    g = size / patch."""
+    edges = np.arange(0, size + 1, patch, dtype=np.float32)
+    lo, hi = edges[:-1], edges[1:]
+    present = ~np.isnan(boxes[..., :1])
+    b = np.nan_to_num(boxes)
+
+    def overlap(a0, a1):                                                 # [K, T, g]
+        return np.clip(np.minimum(a1[..., None] + 1, hi) - np.maximum(a0[..., None], lo),
+                       0, None) / patch
+
+    cover = overlap(b[..., 1], b[..., 3])[..., :, None] * overlap(b[..., 0], b[..., 2])[..., None, :]
+    cover *= present[..., None]                                          # [K, T, g, g]
+    k, t, g, _ = cover.shape
+    return cover.reshape(k, t // tubelet, tubelet, g, g).mean(axis=2).astype(np.float32)
+
+
+def crop_frames(frames: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """frames [T, H, W, 3] -> the square `box` (x0, y0, side, side) resized back to [T, H, W, 3]
+    (bilinear)."""
+    x0, y0, side = int(box[0]), int(box[1]), int(box[2])
+    crop = frames[:, y0:y0 + side, x0:x0 + side]
+    t, h, w, c = frames.shape
+    return ndimage.zoom(crop, (1, h / side, w / side, 1), order=1, grid_mode=True,
+                        mode="nearest").astype(frames.dtype)
+
+
+class AttachText:
+    """grain transform: frames (cropped on crop rows) + this clip's text arrays and the
+    per-patch coverage of its region boxes (other keys dropped)."""
+
+    def __init__(self, texts: ClipTexts, index: np.ndarray, patch: int, tubelet: int):
+        self.texts, self.patch, self.tubelet = texts, patch, tubelet
         self.rows = {(int(v), int(s)): r for r, (v, s) in enumerate(index)}
 
     def __call__(self, example: dict) -> dict:
         row = self.rows[(int(example["video_index"]), int(example["start"]))]
-        return {"frames": example["frames"], "caption_ids": self.texts.caption_ids[row],
-                "qa_ids": self.texts.qa_ids[row], "qa_targets": self.texts.qa_targets[row]}
+        frames, crop = example["frames"], self.texts.crop_boxes[row]
+        if crop[0] >= 0:
+            frames = crop_frames(frames, crop)
+        coverage = box_coverage(self.texts.region_boxes[row], frames.shape[1], self.patch,
+                                self.tubelet)
+        return {"frames": frames, "caption_ids": self.texts.caption_ids[row],
+                "qa_ids": self.texts.qa_ids[row], "qa_targets": self.texts.qa_targets[row],
+                "region_ids": self.texts.region_ids[row], "region_weights": coverage}
 
 
 # ------------------------------------------------------------------ objectives
-def _forward(module: Backbone, frames, caption_ids, qa_ids):
-    """Video/text embeddings and the decoder's logits over the QA tokens."""
+def _forward(module: Backbone, frames, caption_ids, qa_ids, region_ids, region_weights):
+    """Clip, caption, region and region-text embeddings and the decoder's QA logits, from one
+    pass of each tower. region_ids [B, K, L], region_weights [B, K, T', h, w]."""
+    pad = module.cfg.text.pad_token_id
     video, visual = module.encode_video_and_tokens(frames)          # [B, T', E], [B, S, D]
-    text = module.encode_text(caption_ids, caption_ids != module.cfg.text.pad_token_id)
+    b, k, length = region_ids.shape
+    ids = jnp.concatenate([caption_ids, region_ids.reshape(b * k, length)])
+    text = module.encode_text(ids, ids != pad).embeds               # [B + B K, E]
+    patches = video.final[:, :, 1:]                                 # [B, T', N, D_v]
+    weights = region_weights.reshape(b, k, *patches.shape[1:3])     # [B, K, T', N]
+    pooled = jnp.einsum("btnd,bktn->bkd", patches, weights) / jnp.maximum(
+        weights.sum(axis=(2, 3))[..., None], 1e-6)
+    region = module.vision.visual_projection(pooled)                # [B, K, E]
     embeds = jnp.concatenate([visual, module.embed_tokens(qa_ids)], axis=1)
     positions = jnp.arange(embeds.shape[1])[None]
     logits, _ = module.decode(embeds, positions)
-    return video.embeds.mean(axis=1), text.embeds, module.logit_scale, \
-        logits[:, visual.shape[1]:]
+    return {"video": video.embeds.mean(axis=1), "caption": text[:b], "region": region,
+            "region_text": text[b:].reshape(b, k, -1), "logit_scale": module.logit_scale,
+            "qa_logits": logits[:, visual.shape[1]:]}
 
 
-def contrastive_loss(video: jax.Array, text: jax.Array, logit_scale: jax.Array,
-                     caption_ids: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Symmetric InfoNCE over the batch; rows with identical captions are all positives.
-    Returns (loss, top-1 text->video accuracy)."""
-    video = video / jnp.linalg.norm(video, axis=-1, keepdims=True)
-    text = text / jnp.linalg.norm(text, axis=-1, keepdims=True)
-    logits = jnp.exp(jnp.minimum(logit_scale, np.log(100.0))) * video @ text.T   # [B, B]
-    same = jnp.all(caption_ids[:, None] == caption_ids[None], axis=-1).astype(jnp.float32)
-    targets = same / same.sum(-1, keepdims=True)
-    loss_v = -(targets * jax.nn.log_softmax(logits, axis=1)).sum(-1).mean()
-    loss_t = -(targets * jax.nn.log_softmax(logits.T, axis=1)).sum(-1).mean()
+def contrastive_loss(a: jax.Array, b: jax.Array, logit_scale: jax.Array, ids: jax.Array,
+                     valid: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """Symmetric InfoNCE between rows of a [M, E] and b [M, E] (row i of a pairs with row i of
+    b); rows whose token ids are identical are all positives; rows with valid False take no
+    part. Returns (loss, top-1 b->a accuracy)."""
+    valid = jnp.ones(len(a), bool) if valid is None else valid
+    a, b = _unit(a), _unit(b)
+    both = valid[:, None] & valid[None]
+    logits = jnp.exp(jnp.minimum(logit_scale, np.log(100.0))) * a @ b.T        # [M, M]
+    logits = jnp.where(both, logits, -1e9)
+    same = (jnp.all(ids[:, None] == ids[None], axis=-1) & both).astype(jnp.float32)
+    targets = same / jnp.maximum(same.sum(-1, keepdims=True), 1)
+    rows = valid.astype(jnp.float32) / jnp.maximum(valid.sum(), 1)
+    loss_a = -((targets * jax.nn.log_softmax(logits, axis=1)).sum(-1) * rows).sum()
+    loss_b = -((targets * jax.nn.log_softmax(logits.T, axis=1)).sum(-1) * rows).sum()
     hit = same[jnp.arange(len(same)), jnp.argmax(logits.T, axis=1)]
-    return (loss_v + loss_t) / 2, hit.mean()
+    return (loss_a + loss_b) / 2, (hit * rows).sum()
+
+
+def _unit(x: jax.Array) -> jax.Array:
+    """Rows scaled to unit length (zero rows, e.g. absent regions, stay zero)."""
+    return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-12))
 
 
 def lm_loss(logits: jax.Array, targets: jax.Array) -> jax.Array:
@@ -220,61 +343,87 @@ def make_fns(bcfg, pcfg: PretrainConfig):
 
     def loss_fn(trainable, frozen, batch, rng):
         params = merge_params(trainable, frozen)
-        video, text, scale, logits = model.apply({"params": params}, batch["frames"],
-                                                 batch["caption_ids"], batch["qa_ids"],
-                                                 method=_forward)
-        contrastive, accuracy = contrastive_loss(video, text, scale, batch["caption_ids"])
-        language = lm_loss(logits, batch["qa_targets"])
-        return contrastive + pcfg.lm_weight * language, {
-            "contrastive": contrastive, "lm": language, "batch_t2v_top1": accuracy}
+        out = model.apply({"params": params}, batch["frames"], batch["caption_ids"],
+                          batch["qa_ids"], batch["region_ids"], batch["region_weights"],
+                          method=_forward)
+        contrastive, accuracy = contrastive_loss(out["video"], out["caption"],
+                                                 out["logit_scale"], batch["caption_ids"])
+        b, k, length = batch["region_ids"].shape
+        valid = batch["region_weights"].reshape(b * k, -1).sum(-1) > 0
+        region, region_accuracy = contrastive_loss(
+            out["region"].reshape(b * k, -1), out["region_text"].reshape(b * k, -1),
+            out["logit_scale"], batch["region_ids"].reshape(b * k, length), valid)
+        language = lm_loss(out["qa_logits"], batch["qa_targets"])
+        loss = contrastive + pcfg.region_weight * region + pcfg.lm_weight * language
+        return loss, {"contrastive": contrastive, "region": region, "lm": language,
+                      "batch_t2v_top1": accuracy, "batch_t2r_top1": region_accuracy}
 
     return init_fn, loss_fn
 
 
 # ------------------------------------------------------------------ evaluation
 def retrieval(bcfg, params, cfg, pcfg: PretrainConfig, tokenizer) -> dict:
-    """Zero-shot clip<->caption retrieval among `eval_clips` held-out clips.
+    """Zero-shot retrieval among `eval_clips` held-out clips (no crops): clip <-> caption, and
+    region <-> description (patch features pooled under each object's boxes, every object of
+    those clips against every description).
 
-    A retrieved item is correct when its caption equals the query's (several clips can share
-    a caption); `chance_top1` is the expected accuracy of a random ranking."""
+    A retrieved item is correct when its text equals the query's (several clips or objects can
+    share one); `*_chance_top1` is the expected accuracy of a random ranking."""
+    pcfg = dataclasses.replace(pcfg, crop_every=0)
     loader = _loader(cfg, pcfg, shuffle=False)
-    texts = encode_texts(clip_texts(cfg, pcfg.eval_split, loader), tokenizer, pcfg)
+    raw = clip_texts(cfg, pcfg.eval_split, loader, pcfg)
+    texts = encode_texts(raw, tokenizer, pcfg)
     source, lengths = open_split(cfg.prepared_dir, pcfg.eval_split)
     index = clip_index(lengths, loader)
     stride = max(len(index) // pcfg.eval_clips, 1)
     chosen = set(range(0, len(index), stride)[:pcfg.eval_clips])
     model = Backbone(bcfg)
+    attach = AttachText(texts, index, bcfg.vision.patch_size, bcfg.vision.tubelet)
 
     @jax.jit
-    def embed(frames, caption_ids):
-        video = model.apply({"params": params}, frames, method=Backbone.encode_video)
-        text = model.apply({"params": params}, caption_ids,
-                           caption_ids != bcfg.text.pad_token_id, method=Backbone.encode_text)
-        v, t = video.embeds.mean(1), text.embeds
-        return (v / jnp.linalg.norm(v, axis=-1, keepdims=True),
-                t / jnp.linalg.norm(t, axis=-1, keepdims=True))
+    def embed(batch):
+        out = model.apply({"params": params}, batch["frames"], batch["caption_ids"],
+                          batch["qa_ids"], batch["region_ids"], batch["region_weights"],
+                          method=_forward)
+        return {k: _unit(v) for k, v in out.items() if k in ("video", "caption", "region", "region_text")}
 
     rows = {(int(v), int(s)): r for r, (v, s) in enumerate(index)}
-    videos, captions, names = [], [], []
+    found = {"video": [], "caption": [], "region": [], "region_text": []}
+    names, region_names = [], []
     for batch in make_dataset(source, lengths, loader):
         keep = [i for i, (v, s) in enumerate(zip(batch["video_index"], batch["start"]))
                 if rows[(int(v), int(s))] in chosen]
         if not keep:
             continue
-        picked = [rows[(int(batch["video_index"][i]), int(batch["start"][i]))] for i in keep]
-        v, t = embed(batch["frames"][keep], texts.caption_ids[picked])
-        videos.append(np.asarray(v))
-        captions.append(np.asarray(t))
-        names += [texts.captions[r] for r in picked]
-    v, t = np.concatenate(videos), np.concatenate(captions)
+        examples = [attach({k: batch[k][i] for k in ("frames", "video_index", "start")})
+                    for i in keep]
+        out = embed({k: np.stack([e[k] for e in examples]) for k in examples[0]})
+        for i, e in zip(keep, examples):
+            row = rows[(int(batch["video_index"][i]), int(batch["start"][i]))]
+            names.append(texts.captions[row])
+            valid = e["region_weights"].reshape(pcfg.regions, -1).sum(-1) > 0
+            region_names += [raw[row].regions[k] for k in np.flatnonzero(valid)]
+        for key, value in out.items():
+            value = np.asarray(value)
+            if key.startswith("region"):
+                value = np.concatenate([v[e["region_weights"].reshape(pcfg.regions, -1)
+                                          .sum(-1) > 0] for v, e in zip(value, examples)])
+            found[key].append(value)
+    found = {k: np.concatenate(v) for k, v in found.items()}
+    return {"clips": len(names), "distinct_captions": len(set(names)),
+            **_retrieval(found["video"], found["caption"], names, "video"),
+            "regions": len(region_names), "distinct_descriptions": len(set(region_names)),
+            **_retrieval(found["region"], found["region_text"], region_names, "region")}
+
+
+def _retrieval(visual: np.ndarray, text: np.ndarray, names: list[str], what: str) -> dict:
     same = np.asarray([[a == b for b in names] for a in names])
-    sims = t @ v.T                                                      # [text, video]
-    return {
-        "clips": len(names), "distinct_captions": len(set(names)),
-        "text_to_video_top1": _topk(sims, same, 1), "text_to_video_top5": _topk(sims, same, 5),
-        "video_to_text_top1": _topk(sims.T, same, 1), "video_to_text_top5": _topk(sims.T, same, 5),
-        "chance_top1": float(same.mean()),
-    }
+    sims = text @ visual.T                                              # [text, visual]
+    return {f"text_to_{what}_top1": _topk(sims, same, 1),
+            f"text_to_{what}_top5": _topk(sims, same, 5),
+            f"{what}_to_text_top1": _topk(sims.T, same, 1),
+            f"{what}_to_text_top5": _topk(sims.T, same, 5),
+            f"{what}_chance_top1": float(same.mean())}
 
 
 def _topk(sims: np.ndarray, same: np.ndarray, k: int) -> float:
@@ -287,7 +436,8 @@ def sample_captions(bcfg, params, cfg, pcfg: PretrainConfig, tokenizer, count: i
     """Greedy answers to "Describe the clip." on the first held-out clips, beside the truth."""
     loader = _loader(cfg, pcfg, shuffle=False)
     source, lengths = open_split(cfg.prepared_dir, pcfg.eval_split)
-    scenes = [text.scene for text in clip_texts(cfg, pcfg.eval_split, loader)]
+    scenes = [text.scene for text in clip_texts(cfg, pcfg.eval_split, loader,
+                                                dataclasses.replace(pcfg, crop_every=0))]
     batch = next(iter(make_dataset(source, lengths, dataclasses.replace(loader,
                                                                         batch_size=count))))
     model = Backbone(bcfg)
@@ -328,8 +478,8 @@ def pretrain(cfg, ship: bool = False, report=print) -> Path:
     annotations = sorted((find_builder_dir(cfg.prepared_dir) / "annotations").glob("*.jsonl"))
     corpus = [t for t in annotation_texts(a for a in annotations if a.stem != pcfg.eval_split)]
     loader = _loader(cfg, pcfg)
-    raw = clip_texts(cfg, pcfg.split, loader)
-    tokenizer = train_tokenizer(corpus + [text for row in raw for text in row],
+    raw = clip_texts(cfg, pcfg.split, loader, pcfg)
+    tokenizer = train_tokenizer(corpus + [text for row in raw for text in row[:4] + row[4]],
                                 pcfg.vocab_size)
     texts = encode_texts(raw, tokenizer, pcfg)
     report(f"[tvad] tokenizer: {len(tokenizer)} tokens; {len(texts.captions)} training clips, "
@@ -337,7 +487,8 @@ def pretrain(cfg, ship: bool = False, report=print) -> Path:
     bcfg = backbone_config(pcfg, len(tokenizer), cfg.prepare.height)
     source, lengths = open_split(cfg.prepared_dir, pcfg.split)
     index = clip_index(lengths, loader)
-    data = iter(make_dataset(source, lengths, loader, transform=AttachText(texts, index)))
+    data = iter(make_dataset(source, lengths, loader, transform=AttachText(
+        texts, index, bcfg.vision.patch_size, bcfg.vision.tubelet)))
     init_fn, loss_fn = make_fns(bcfg, pcfg)
     result = train(pcfg.train, init_fn=init_fn, loss_fn=loss_fn, data=data, run_dir=run_dir,
                    mesh=make_mesh(pcfg.train.mesh))

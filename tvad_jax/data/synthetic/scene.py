@@ -62,6 +62,15 @@ class Scene:
     def near_crossing(self, x: float, margin: float = 0.0) -> bool:
         return abs(x - self.crossing_x) <= self.crossing_half + margin
 
+    def zone(self, x: float, base_y: float) -> str:
+        """Where a point on the ground is: "road", "crossing", "sidewalk", "grass" (below the
+        lower sidewalk) or "buildings" (above the upper one)."""
+        if self.road_top <= base_y <= self.road_bottom:
+            return "crossing" if self.near_crossing(x) else "road"
+        if self.road_top - self.sidewalk <= base_y <= self.road_bottom + self.sidewalk:
+            return "sidewalk"
+        return "grass" if base_y > self.road_bottom else "buildings"
+
 
 def make_scene(index: int, height: int, width: int, seed: int) -> Scene:
     """Scene `index` of the benchmark; the same (index, seed) always gives the same scene."""

@@ -33,7 +33,8 @@ ANOMALY_TYPES = (
     "throwing",             # a pedestrian throws an object across the street
 )
 
-SPLITS = ("train", "val", "test", "train_normal")
+# `test_seen` (closed set) comes last so that adding it left every other video unchanged.
+SPLITS = ("train", "val", "test", "train_normal", "test_seen")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +42,8 @@ class SynthConfig:
     """How `tvad data synth` builds the benchmark.
 
     The anomaly types of train, val and test must be disjoint (UBnormal's open set);
-    `train_normal` holds only normal videos (the ShanghaiTech-style unsupervised setting).
+    `train_normal` holds only normal videos (the ShanghaiTech-style unsupervised setting);
+    `test_seen` holds unseen videos of the training anomaly types (the closed-set test).
     """
 
     out_dir: str = "data/synthetic"
@@ -55,6 +57,7 @@ class SynthConfig:
     videos_val: int = 24
     videos_test: int = 56
     videos_train_normal: int = 40
+    videos_test_seen: int = 40
     abnormal_fraction: float = 0.5
     train_anomalies: tuple[str, ...] = ("running", "jaywalking", "wrong_way",
                                         "cyclist_on_sidewalk")
@@ -68,7 +71,11 @@ class SynthConfig:
         return getattr(self, f"videos_{split}")
 
     def anomalies_in(self, split: str) -> tuple[str, ...]:
-        return () if split == "train_normal" else getattr(self, f"{split}_anomalies")
+        if split == "train_normal":
+            return ()
+        if split == "test_seen":
+            return self.train_anomalies
+        return getattr(self, f"{split}_anomalies")
 
     def validate(self) -> None:
         sets = [set(self.anomalies_in(s)) for s in ("train", "val", "test")]

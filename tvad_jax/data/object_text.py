@@ -1,0 +1,154 @@
+"""Plain text about single objects of a synthetic clip: what each looks like and does.
+
+Backbone pretraining (v2) aligns patch features pooled under each object's box with its
+description, the way web captions taught CLIP, and teaches the decoder single-object QA on
+crops (pose, behaviour, appearance: the prompt pool of VLAVAD, paper 004). The words stay
+generic: class, appearance, action, speed, direction, pose and the ground zone (road, zebra
+crossing, sidewalk, grass), never normal / abnormal / anomaly. Zone statements with negation
+("no car is on the sidewalk") teach the text tower what "no" means.
+
+    objects = clip_objects(sidecar, frame_ids)      # ranked by visible area
+    objects[0].description   # "a person in a red top and blue trousers running fast to the
+                             #  right on the sidewalk"
+    objects[0].questions     # ((question, answer), ...) pose / behaviour / appearance
+    zone_statement(objects, k)                   # "no car is on the sidewalk"
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+
+import numpy as np
+
+from tvad_jax.data.annotate import Timeline, describe_appearance
+from tvad_jax.data.synthetic.scene import Scene, make_scene
+
+# Timeline labels -> what the object does, in plain words (train labels and every other one,
+# so that any split can be described).
+ACTIONS = {
+    "walking": "walking", "standing": "standing", "crossing": "crossing the road",
+    "driving": "driving", "yielding": "slowing down", "riding": "riding", "flying": "flying",
+    "running": "running", "jaywalking": "crossing the road", "fighting": "scuffling",
+    "loitering": "walking in circles", "wrong_way": "driving against the traffic",
+    "car_on_sidewalk": "driving", "cyclist_on_sidewalk": "riding", "sudden_stop": "stopping",
+    "falling": "falling", "throwing": "throwing something",
+}
+ZONES = {"road": "the road", "crossing": "the zebra crossing", "sidewalk": "the sidewalk",
+         "grass": "the grass", "buildings": "the pavement by the buildings"}
+# Speed (pixels per frame at 96 px) above which an object of a class moves "fast".
+FAST = {"person": 0.75, "cyclist": 1.5, "car": 2.4, "object": 1e9}
+STILL = 0.12
+# (class, zone) pairs of the zone statements.
+STATEMENTS = tuple((c, z) for c in ("person", "car", "cyclist")
+                   for z in ("road", "crossing", "sidewalk"))
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipObject:
+    """One object over a clip's frames."""
+
+    category: str
+    description: str
+    questions: tuple[tuple[str, str], ...]
+    zone: str                    # key of ZONES at the object's middle visible frame
+    zones: frozenset[str]        # every zone it stands in during the clip
+    boxes: np.ndarray            # [clip_len, 4] float (x0, y0, x1, y1 inclusive), NaN if absent
+    visible_area: float
+
+
+def scene_of(sidecar: dict) -> Scene:
+    """The layout a synthetic video was rendered on (scene numbers start at 1)."""
+    return make_scene(sidecar["scene"] - 1, sidecar["height"], sidecar["width"],
+                      sidecar["seed"][0])
+
+
+def clip_objects(sidecar: dict, frame_ids: np.ndarray, scene: Scene | None = None
+                 ) -> list[ClipObject]:
+    """The objects visible in `frame_ids` of a synthetic video, most visible first."""
+    scene = scene or scene_of(sidecar)
+    position = {int(f): i for i, f in enumerate(frame_ids)}
+    out = []
+    for obj in sidecar["objects"]:
+        boxes = np.full((len(frame_ids), 4), np.nan)
+        for t, *box in obj["boxes"]:
+            if t in position:
+                boxes[position[t]] = box
+        seen = ~np.isnan(boxes[:, 0])
+        if not seen.any():
+            continue
+        out.append(_describe(obj, boxes, seen, frame_ids, scene))
+    return sorted(out, key=lambda o: -o.visible_area)
+
+
+def _describe(obj: dict, boxes: np.ndarray, seen: np.ndarray, frame_ids: np.ndarray,
+              scene: Scene) -> ClipObject:
+    frames = np.asarray(frame_ids)[seen]
+    timeline = Timeline(obj["class"], obj["attributes"], frames, boxes[seen])
+    labels = Counter(_label_at(obj["timeline"], int(t)) for t in frames)
+    action = ACTIONS.get(labels.most_common(1)[0][0], "moving")
+    zones = [scene.zone((b[0] + b[2]) / 2, b[3]) for b in boxes[seen]]
+    zone = zones[len(zones) // 2]
+    motion = _motion(timeline)
+    appearance = describe_appearance(timeline)[0]
+    where = f"on {ZONES[zone]}"
+    doing = " ".join(w for w in (action, motion) if w)
+    pose = _pose(timeline, boxes[seen])
+    noun = "object" if obj["class"] == "object" else obj["class"]
+    questions = (
+        (f"What is the pose of the {noun} in the picture?", _cap(pose) + "."),
+        (f"What is the behavior or action of the {noun} in the picture?",
+         _cap(f"{doing} {where}") + "."),
+        (f"What does the {noun} in the picture look like?", _cap(appearance) + "."),
+    )
+    area = ((boxes[seen, 2] - boxes[seen, 0] + 1) * (boxes[seen, 3] - boxes[seen, 1] + 1)).sum()
+    return ClipObject(obj["class"], f"{appearance} {doing} {where}", questions, zone,
+                      frozenset(zones), boxes, float(area))
+
+
+def _label_at(timeline: list[dict], t: int) -> str:
+    for seg in timeline:
+        if seg["start"] <= t <= seg["end"]:
+            return seg["label"]
+    return ""
+
+
+def _motion(tl: Timeline) -> str:
+    """Speed and direction over the clip: "fast to the left", "slowly down the street", ""."""
+    if len(tl.frames) < 2:
+        return ""
+    dx, dy = (tl.centres[-1] - tl.centres[0]) / (tl.frames[-1] - tl.frames[0])
+    speed = float(np.hypot(dx, dy))
+    if speed < STILL:
+        return "in place"
+    direction = (("to the right" if dx > 0 else "to the left") if abs(dx) >= abs(dy)
+                 else ("down the street" if dy > 0 else "up the street"))
+    pace = "fast" if speed > FAST.get(tl.category, 1e9) else "slowly"
+    return f"{pace} {direction}"
+
+
+def _pose(tl: Timeline, boxes: np.ndarray) -> str:
+    if tl.category != "person":
+        return {"cyclist": "riding upright", "car": "on its wheels"}.get(tl.category,
+                                                                          "in the air")
+    w, h = boxes[-1, 2] - boxes[-1, 0] + 1, boxes[-1, 3] - boxes[-1, 1] + 1
+    return "lying on the ground" if w > 1.2 * h else "standing upright"
+
+
+def zone_statement(objects: list[ClipObject], k: int) -> tuple[str, bool]:
+    """Statement `k` (mod 9) about a (class, zone) pair of the clip and whether it holds:
+    ("a car is on the sidewalk", True) or ("no car is on the sidewalk", False)."""
+    category, zone = STATEMENTS[k % len(STATEMENTS)]
+    present = any(o.category == category and zone in o.zones for o in objects)
+    article = "a" if present else "no"
+    return f"{article} {category} is on {ZONES[zone]}", present
+
+
+def zone_question(objects: list[ClipObject], k: int) -> tuple[str, str]:
+    """A yes/no question about statement `k`: ("Is there a car on the sidewalk?", "No.")."""
+    category, zone = STATEMENTS[k % len(STATEMENTS)]
+    _, present = zone_statement(objects, k)
+    return f"Is there a {category} on {ZONES[zone]}?", "Yes." if present else "No."
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
