@@ -1,0 +1,53 @@
+"""Object boxes on the patch grid and crops around them (host-side, numpy).
+
+    box_coverage(boxes [K, T, 4], size, patch, tubelet) -> [K, T', g, g]  patch fractions
+    crop_box(boxes [T, 4], width, height) -> (x0, y0, side, side)          square crop
+    crop_frames(frames [T, H, W, 3], box) -> [T, H, W, 3]                  the crop, resized
+
+Boxes are (x0, y0, x1, y1) inclusive pixels; NaN rows mark frames where the object is absent.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+
+def box_coverage(boxes: np.ndarray, size: int, patch: int, tubelet: int) -> np.ndarray:
+    """Fraction of every patch covered by each box, averaged over each tubelet's frames.
+
+    boxes [K, T, 4] (inclusive pixels, NaN rows absent) -> [K, T / tubelet, g, g] with
+    g = size / patch."""
+    edges = np.arange(0, size + 1, patch, dtype=np.float32)
+    lo, hi = edges[:-1], edges[1:]
+    present = ~np.isnan(boxes[..., :1])
+    b = np.nan_to_num(boxes)
+
+    def overlap(a0, a1):                                                 # [K, T, g]
+        return np.clip(np.minimum(a1[..., None] + 1, hi) - np.maximum(a0[..., None], lo),
+                       0, None) / patch
+
+    cover = overlap(b[..., 1], b[..., 3])[..., :, None] * overlap(b[..., 0], b[..., 2])[..., None, :]
+    cover *= present[..., None]                                          # [K, T, g, g]
+    k, t, g, _ = cover.shape
+    return cover.reshape(k, t // tubelet, tubelet, g, g).mean(axis=2).astype(np.float32)
+
+
+def crop_frames(frames: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """frames [T, H, W, 3] -> the square `box` (x0, y0, side, side) resized back to [T, H, W, 3]
+    (bilinear)."""
+    x0, y0, side = int(box[0]), int(box[1]), int(box[2])
+    crop = frames[:, y0:y0 + side, x0:x0 + side]
+    t, h, w, c = frames.shape
+    return ndimage.zoom(crop, (1, h / side, w / side, 1), order=1, grid_mode=True,
+                        mode="nearest").astype(frames.dtype)
+
+
+def crop_box(boxes: np.ndarray, width: int, height: int, min_side: int = 24) -> np.ndarray:
+    """A square (x0, y0, side, side) around an object's boxes over a clip ([T, 4], NaN rows
+    absent), expanded by half the object's size on each side and shifted into the frame."""
+    x0, y0 = np.nanmin(boxes[:, 0]), np.nanmin(boxes[:, 1])
+    x1, y1 = np.nanmax(boxes[:, 2]) + 1, np.nanmax(boxes[:, 3]) + 1
+    side = int(min(max(2 * max(x1 - x0, y1 - y0), min_side), width, height))
+    left = int(np.clip(round((x0 + x1 - side) / 2), 0, width - side))
+    top = int(np.clip(round((y0 + y1 - side) / 2), 0, height - side))
+    return np.asarray([left, top, side, side], np.float32)
