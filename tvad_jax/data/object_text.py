@@ -52,6 +52,8 @@ class ClipObject:
     questions: tuple[tuple[str, str], ...]
     zone: str                    # key of ZONES at the object's middle visible frame
     zones: frozenset[str]        # every zone it stands in during the clip
+    motion: dict                 # {"direction": left|right|up|down|none,
+                                 #  "speed": still|slow|fast, "pose": upright|lying|other}
     boxes: np.ndarray            # [clip_len, 4] float (x0, y0, x1, y1 inclusive), NaN if absent
     visible_area: float
 
@@ -89,6 +91,7 @@ def _describe(obj: dict, boxes: np.ndarray, seen: np.ndarray, frame_ids: np.ndar
     zones = [scene.zone((b[0] + b[2]) / 2, b[3]) for b in boxes[seen]]
     zone = zones[len(zones) // 2]
     motion = _motion(timeline)
+    attributes = _motion_attributes(timeline, boxes[seen])
     appearance = describe_appearance(timeline)[0]
     where = f"on {ZONES[zone]}"
     doing = " ".join(w for w in (action, motion) if w)
@@ -102,7 +105,7 @@ def _describe(obj: dict, boxes: np.ndarray, seen: np.ndarray, frame_ids: np.ndar
     )
     area = ((boxes[seen, 2] - boxes[seen, 0] + 1) * (boxes[seen, 3] - boxes[seen, 1] + 1)).sum()
     return ClipObject(obj["class"], f"{appearance} {doing} {where}", questions, zone,
-                      frozenset(zones), boxes, float(area))
+                      frozenset(zones), attributes, boxes, float(area))
 
 
 def _label_at(timeline: list[dict], t: int) -> str:
@@ -112,11 +115,31 @@ def _label_at(timeline: list[dict], t: int) -> str:
     return ""
 
 
+def _velocity(tl: Timeline) -> tuple[float, float]:
+    """Mean (dx, dy) in pixels per frame over the clip."""
+    if len(tl.frames) < 2:
+        return 0.0, 0.0
+    dx, dy = (tl.centres[-1] - tl.centres[0]) / (tl.frames[-1] - tl.frames[0])
+    return float(dx), float(dy)
+
+
+def _motion_attributes(tl: Timeline, boxes: np.ndarray) -> dict:
+    dx, dy = _velocity(tl)
+    speed = float(np.hypot(dx, dy))
+    direction = ("none" if speed < STILL else
+                 ("right" if dx > 0 else "left") if abs(dx) >= abs(dy) else
+                 ("down" if dy > 0 else "up"))
+    pace = "still" if speed < STILL else "fast" if speed > FAST[tl.category] else "slow"
+    pose = _pose(tl, boxes)
+    return {"direction": direction, "speed": pace,
+            "pose": "lying" if "lying" in pose else "upright" if "upright" in pose else "other"}
+
+
 def _motion(tl: Timeline) -> str:
     """Speed and direction over the clip: "fast to the left", "slowly down the street", ""."""
     if len(tl.frames) < 2:
         return ""
-    dx, dy = (tl.centres[-1] - tl.centres[0]) / (tl.frames[-1] - tl.frames[0])
+    dx, dy = _velocity(tl)
     speed = float(np.hypot(dx, dy))
     if speed < STILL:
         return "in place"
