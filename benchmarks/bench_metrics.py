@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tvad_jax.eval import metrics, rbdc, regions
+from tvad_jax.data import track_files
+from tvad_jax.data import regions
+from tvad_jax.eval import metrics, rbdc
 
 
 def median_seconds(fn, repeats: int = 3) -> float:
@@ -93,8 +95,8 @@ def main() -> None:
         tracks_dir.mkdir()
         det_dir.mkdir()
         for i, (gt, det) in enumerate(zip(track_rows, det_rows)):
-            rbdc.write_tracks(tracks_dir / f"{i:03d}.txt", gt)
-            rbdc.write_detections(det_dir / f"{i:03d}.txt", det)
+            track_files.write_tracks(tracks_dir / f"{i:03d}.txt", gt)
+            track_files.write_detections(det_dir / f"{i:03d}.txt", det)
         files_s = median_seconds(lambda: rbdc.rbdc_tbdc_from_dirs(tracks_dir, det_dir, 40791))
 
     heat = rng.random((1000, 64, 64)) ** 8  # sparse blobs above 0.5

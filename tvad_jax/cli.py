@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from tvad_jax.config import ConfigError
-from tvad_jax.data.errors import InputError
+from tvad_jax.errors import InputError
 
 from tvad_jax.commands import data as data_commands
 from tvad_jax.commands import demo as demo_commands

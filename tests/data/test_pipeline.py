@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from tvad_jax.data.errors import DataError
+from tvad_jax.errors import DataError
 from tvad_jax.data.pipeline import (LoaderConfig, clip_index, clip_starts, find_builder_dir,
                                     make_dataset, open_split)
 from tvad_jax.data.prepare import parse_split_files, prepare

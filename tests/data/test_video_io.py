@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tvad_jax.data.errors import DataError
+from tvad_jax.errors import DataError
 from tvad_jax.data.video_io import read_frame_dir, read_video, write_video
 
 

@@ -4,7 +4,7 @@ import pytest
 from sklearn.metrics import roc_auc_score, roc_curve as sk_roc_curve
 
 from tvad_jax.eval import metrics
-from tvad_jax.eval.metrics import EvalInputError
+from tvad_jax.errors import EvalInputError
 
 
 def test_auc_hand_cases():

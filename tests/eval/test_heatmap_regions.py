@@ -2,8 +2,10 @@
 import numpy as np
 import pytest
 
-from tvad_jax.eval import rbdc, regions
-from tvad_jax.eval.metrics import EvalInputError
+from tvad_jax.data import track_files
+from tvad_jax.data import regions
+from tvad_jax.eval import rbdc
+from tvad_jax.errors import EvalInputError
 
 
 def hand_heatmap():
@@ -73,10 +75,10 @@ def test_heatmap_of_ground_truth_masks_scores_rbdc_one(tmp_path):
     assert len(np.unique(track_ids)) == 3
     gt = np.r_[[[0, f, 5, 4, 11, 9] for f in range(5, 15)],
                [[1, f, 30, 20, 35, 24] for f in range(8, 12)]]
-    rbdc.write_tracks(tmp_path / "tracks.txt", gt)
-    rbdc.write_detections(tmp_path / "det.txt", found)
-    result = rbdc.rbdc_tbdc(rbdc.tracks_from_rows([rbdc.read_tracks_file(tmp_path / "tracks.txt")]),
-                            rbdc.detections_from_rows([rbdc.read_detections_file(tmp_path /
+    track_files.write_tracks(tmp_path / "tracks.txt", gt)
+    track_files.write_detections(tmp_path / "det.txt", found)
+    result = rbdc.rbdc_tbdc(rbdc.tracks_from_rows([track_files.read_tracks_file(tmp_path / "tracks.txt")]),
+                            rbdc.detections_from_rows([track_files.read_detections_file(tmp_path /
                                                                                  "det.txt")]),
                             num_frames=20)
     # The false alarm scores lowest: all 14 regions first, then 1/20 FP, held to FPR 1.

@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 
+from tvad_jax.data import regions
+from tvad_jax.data import track_files
 from tvad_jax.eval import rbdc
-from tvad_jax.eval.metrics import EvalInputError
+from tvad_jax.errors import EvalInputError
 from shared_data import shanghaitech_tracks_dir
 
 SHANGHAITECH_TEST_FRAMES = 40791
@@ -74,8 +76,8 @@ def reference_rbdc_tbdc(tracks, detections, num_frames, alpha=0.1, beta=0.1):
 
 def test_inclusive_box_iou():
     # [0,9]x[0,9] (100 px) vs [5,14]x[5,14] (100 px): 5x5 = 25 shared pixels.
-    assert rbdc.box_iou(np.array([0, 0, 9, 9.]), np.array([5, 5, 14, 14.])) == 25 / 175
-    assert rbdc.box_iou(np.array([0, 0, 9, 9.]), np.array([10, 0, 19, 9.])) == 0.0
+    assert regions.box_iou(np.array([0, 0, 9, 9.]), np.array([5, 5, 14, 14.])) == 25 / 175
+    assert regions.box_iou(np.array([0, 0, 9, 9.]), np.array([10, 0, 19, 9.])) == 0.0
 
 
 # One video, 10 frames. Track 0: frames 0 and 1; track 1: frame 0.
@@ -182,15 +184,15 @@ def test_file_round_trip(tmp_path):
     write_rows(tmp_path / "tracks" / "01_0001.txt", ["0,0,0,0,9,9", "0,1,0,0,9,9", "1,0,5,5,14,14"])
     write_rows(tmp_path / "tracks" / "01_0002.txt", [])  # a video without anomalies
     rows = np.array([r[1:] for r in HAND_DETECTIONS])
-    rbdc.write_detections(tmp_path / "det" / "01_0001.txt", rows)
+    track_files.write_detections(tmp_path / "det" / "01_0001.txt", rows)
     write_rows(tmp_path / "det" / "01_0002.txt", ["3,1,1,5,5,0.95"])  # one FP, ranked first
     result = rbdc.rbdc_tbdc_from_dirs(tmp_path / "tracks", tmp_path / "det", num_frames=10)
     # As the hand case, but one FP of video 2 first: FPR 0.1 at rank 1.
     np.testing.assert_allclose(result.fpr, [0, 0.1, 0.1, 0.1, 0.2, 0.3, 0.3, 1.0])
     np.testing.assert_allclose(result.rbdr, [0, 0, 2 / 3, 2 / 3, 2 / 3, 2 / 3, 1, 1])
     assert result.rbdc == pytest.approx(0.1 * 2 / 3 + 0.1 * 2 / 3 + 0.7)
-    rbdc.write_tracks(tmp_path / "t.txt", [[0, 4, 1, 2, 3, 4]])
-    np.testing.assert_array_equal(rbdc.read_tracks_file(tmp_path / "t.txt"), [[0, 4, 1, 2, 3, 4]])
+    track_files.write_tracks(tmp_path / "t.txt", [[0, 4, 1, 2, 3, 4]])
+    np.testing.assert_array_equal(track_files.read_tracks_file(tmp_path / "t.txt"), [[0, 4, 1, 2, 3, 4]])
 
 
 @pytest.mark.parametrize("kind, line, message", [
@@ -207,10 +209,10 @@ def test_file_round_trip(tmp_path):
 def test_malformed_rows_name_file_and_line(tmp_path, kind, line, message):
     if kind == "tracks":
         path = write_rows(tmp_path / "t.txt", ["0,0,1,1,5,5", line])
-        reader = rbdc.read_tracks_file
+        reader = track_files.read_tracks_file
     else:
         path = write_rows(tmp_path / "d.txt", ["0,1,1,5,5,0.3", line])
-        reader = rbdc.read_detections_file
+        reader = track_files.read_detections_file
     with pytest.raises(EvalInputError, match=message):
         reader(path)
 
@@ -256,7 +258,7 @@ def test_real_shanghaitech_perfect_detections_score_one():
 def test_real_shanghaitech_out_of_order_files_match_loop_port():
     # 01_0134 and 03_0059 list frames out of order; row order must not matter.
     names = ["01_0014", "01_0134", "03_0059", "05_0020"]
-    rows = [rbdc.read_tracks_file(shanghaitech_tracks_dir() / f"{n}.txt") for n in names]
+    rows = [track_files.read_tracks_file(shanghaitech_tracks_dir() / f"{n}.txt") for n in names]
     frames = rows[1][rows[1][:, 0] == rows[1][0, 0], 1]
     assert (np.diff(frames) < 0).any(), "01_0134 no longer lists frames out of order"
     tracks = rbdc.tracks_from_rows(rows)

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from tvad_jax.data.errors import DataError
+from tvad_jax.errors import DataError
 from tvad_jax.models.backbone_io import load_backbone
 from tvad_jax.models.tokenizer import train_tokenizer
 from tvad_jax.stages.features import ClipView, FeatureCache, build_cache, make_encoder

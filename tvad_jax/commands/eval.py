@@ -27,7 +27,7 @@ from typing import Callable
 
 from tvad_jax import runs
 from tvad_jax.commands.common import add_config_args, config_from_args
-from tvad_jax.data.errors import InputError
+from tvad_jax.errors import InputError
 from tvad_jax.eval import metrics, rbdc, report, text_metrics
 
 DEFAULTS = metrics.EvalConfig()

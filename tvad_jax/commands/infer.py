@@ -46,7 +46,7 @@ def run_detect(args) -> int:
     import numpy as np
 
     from tvad_jax import runs
-    from tvad_jax.data.errors import DataError
+    from tvad_jax.errors import DataError
     from tvad_jax.data.video_io import read_video
     from tvad_jax.infer.detect import Detector, write_overlay
     from tvad_jax.stages.tvad import load_model
@@ -74,7 +74,7 @@ def run_detect(args) -> int:
 
 def run_chat(args) -> int:
     from tvad_jax import runs
-    from tvad_jax.data.errors import DataError
+    from tvad_jax.errors import DataError
     from tvad_jax.data.video_io import read_video
     from tvad_jax.infer.detect import Detector
     from tvad_jax.infer.dialogue import Dialogue

@@ -19,7 +19,7 @@ from collections import Counter
 import numpy as np
 from scipy import ndimage
 
-from tvad_jax.eval.rbdc import box_iou
+from tvad_jax.data.regions import box_iou
 
 
 @dataclasses.dataclass(frozen=True)

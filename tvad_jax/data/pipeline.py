@@ -24,7 +24,7 @@ from pathlib import Path
 import grain
 import numpy as np
 
-from tvad_jax.data.errors import DataError
+from tvad_jax.errors import DataError
 from tvad_jax.data.tfds_builders import TvadVideos
 
 # CLIP's image normalization (RGB), the backbone family the models use.

@@ -1,15 +1,15 @@
 """Ground-truth tracks from masks, in the RBDC/TBDC row convention
 `track_id, frame_id, x_min, y_min, x_max, y_max` (inclusive pixel boxes).
 
-The community file formats, box IoU and region linking live in `tvad_jax.eval` (rbdc.py,
-regions.py); the readers use them from there so there is one implementation of each.
+The community file formats (`track_files.py`), box IoU and region linking (`regions.py`) are
+shared with the evaluation, so there is one implementation of each.
 """
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
 
-from tvad_jax.eval.regions import heatmap_regions, link_regions
+from tvad_jax.data.regions import heatmap_regions, link_regions
 
 _EIGHT_CONNECTED = np.ones((3, 3), bool)
 

@@ -12,7 +12,7 @@ import av
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from tvad_jax.data.errors import DataError
+from tvad_jax.errors import DataError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 

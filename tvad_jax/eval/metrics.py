@@ -15,11 +15,7 @@ from typing import Literal, Mapping
 import numpy as np
 from scipy import ndimage
 
-from tvad_jax.data.errors import InputError
-
-
-class EvalInputError(InputError):
-    """Evaluation input that cannot be scored; the message names the file (and line) at fault."""
+from tvad_jax.errors import EvalInputError
 
 
 @dataclasses.dataclass(frozen=True)

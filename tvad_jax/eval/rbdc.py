@@ -13,10 +13,7 @@ The greedy matching needs no loop over detections: a region is credited to the b
 detection matching it, so TP per rank is a count of first matches, and a track is detected at
 the rank of its k-th first-matched region.
 
-File formats (one file per video, `<video>.txt`, comma-separated, no header):
-tracks `track_id,frame_id,x_min,y_min,x_max,y_max`; detections
-`frame_id,x_min,y_min,x_max,y_max,score`. A `readme.txt` in a folder (the community's
-annotation folders ship one) is not read as a video.
+The community's file formats are read and written by `tvad_jax.data.track_files`.
 """
 from __future__ import annotations
 
@@ -25,11 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tvad_jax.eval.metrics import EvalInputError
-
-TRACK_COLUMNS = ("track_id", "frame_id", "x_min", "y_min", "x_max", "y_max")
-DETECTION_COLUMNS = ("frame_id", "x_min", "y_min", "x_max", "y_max", "score")
-
+from tvad_jax.data.regions import box_iou
+from tvad_jax.data.track_files import read_detections_file, read_tracks_file, txt_files
+from tvad_jax.errors import EvalInputError
 
 @dataclasses.dataclass(frozen=True)
 class Tracks:
@@ -73,18 +68,6 @@ class RbdcTbdcResult:
         return {"rbdc": self.rbdc, "tbdc": self.tbdc, "num_regions": self.num_regions,
                 "num_tracks": self.num_tracks, "num_detections": self.num_detections,
                 "num_frames": self.num_frames, "alpha": self.alpha, "beta": self.beta}
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of inclusive pixel boxes [..., 4] (broadcast), widths and heights counted + 1."""
-    inter_w = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1,
-                      0, None)
-    inter_h = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1,
-                      0, None)
-    inter = inter_w * inter_h
-    area_a = (a[..., 2] - a[..., 0] + 1) * (a[..., 3] - a[..., 1] + 1)
-    area_b = (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1)
-    return inter / (area_a + area_b - inter)
 
 
 def rbdc_tbdc(tracks: Tracks, detections: Detections, num_frames: int, alpha: float = 0.1,
@@ -195,34 +178,9 @@ def detections_from_rows(rows_per_video: list[np.ndarray]) -> Detections:
                       boxes=rows[:, 1:5].astype(np.float64), scores=rows[:, 5].astype(np.float64))
 
 
-def read_tracks_file(path: str | Path) -> np.ndarray:
-    """Validated rows [R, 6] of one tracks file."""
-    path = Path(path)
-    rows, lines = _read_rows(path, TRACK_COLUMNS)
-    _check_integral(path, rows, lines, (0, 1), TRACK_COLUMNS)
-    _check_boxes(path, rows[:, 2:6], lines)
-    key = rows[:, :2]
-    order = np.lexsort((key[:, 1], key[:, 0]))
-    same = np.flatnonzero(np.all(key[order][1:] == key[order][:-1], axis=1))
-    if len(same):
-        first, second = sorted(lines[order[same[0]:same[0] + 2]])
-        raise EvalInputError(f"{path}:{second}: track {int(rows[order[same[0]], 0])} already has "
-                             f"a region in frame {int(rows[order[same[0]], 1])} (line {first})")
-    return rows
-
-
-def read_detections_file(path: str | Path) -> np.ndarray:
-    """Validated rows [K, 6] of one detections file."""
-    path = Path(path)
-    rows, lines = _read_rows(path, DETECTION_COLUMNS)
-    _check_integral(path, rows, lines, (0,), DETECTION_COLUMNS)
-    _check_boxes(path, rows[:, 1:5], lines)
-    return rows
-
-
 def read_tracks(directory: str | Path) -> tuple[list[str], Tracks]:
     """(video names, Tracks) from a folder of `<video>.txt` tracks files (names sorted)."""
-    paths = _txt_files(Path(directory))
+    paths = txt_files(Path(directory))
     return [p.stem for p in paths], tracks_from_rows([read_tracks_file(p) for p in paths])
 
 
@@ -230,7 +188,7 @@ def read_detections(directory: str | Path, videos: list[str]) -> Detections:
     """Detections from a folder of `<video>.txt` files; every video must be in `videos`."""
     index = {name: i for i, name in enumerate(videos)}
     rows: list[np.ndarray] = [np.zeros((0, 6)) for _ in videos]
-    for path in _txt_files(Path(directory)):
+    for path in txt_files(Path(directory)):
         if path.stem not in index:
             raise EvalInputError(f"{path}: detections for video {path.stem!r}, which has no "
                                  f"ground-truth tracks file")
@@ -245,71 +203,3 @@ def rbdc_tbdc_from_dirs(tracks_dir: str | Path, detections_dir: str | Path, num_
     return rbdc_tbdc(tracks, read_detections(detections_dir, videos), num_frames, alpha, beta)
 
 
-def write_detections(path: str | Path, rows: np.ndarray) -> Path:
-    """Write detections rows [K, 6] (frame, x_min, y_min, x_max, y_max, score) to a file."""
-    return _write_rows(Path(path), rows, "%d,%.10g,%.10g,%.10g,%.10g,%.10g")
-
-
-def write_tracks(path: str | Path, rows: np.ndarray) -> Path:
-    """Write tracks rows [R, 6] (track, frame, x_min, y_min, x_max, y_max) to a file."""
-    return _write_rows(Path(path), rows, "%d,%d,%.10g,%.10g,%.10g,%.10g")
-
-
-def _write_rows(path: Path, rows: np.ndarray, fmt: str) -> Path:
-    rows = np.asarray(rows, dtype=np.float64).reshape(-1, 6)
-    path.write_text("".join(fmt % tuple(r) + "\n" for r in rows))
-    return path
-
-
-def _txt_files(directory: Path) -> list[Path]:
-    """The `<video>.txt` files of a folder, sorted by name."""
-    if not directory.is_dir():
-        raise EvalInputError(f"{directory}: not a folder")
-    paths = [p for p in sorted(directory.glob("*.txt")) if p.stem.lower() != "readme"]
-    if not paths:
-        raise EvalInputError(f"{directory}: no <video>.txt files")
-    return paths
-
-
-def _read_rows(path: Path, columns: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """(values [N, C], 1-based line numbers [N]) of a comma-separated file; blank lines skipped."""
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as err:
-        raise EvalInputError(f"{path}: cannot read ({err})") from None
-    values, lines = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        parts = line.split(",")
-        if len(parts) != len(columns):
-            raise EvalInputError(f"{path}:{number}: expected {len(columns)} comma-separated "
-                                 f"values ({','.join(columns)}), got {len(parts)}: {line!r}")
-        try:
-            values.append([float(p) for p in parts])
-        except ValueError:
-            raise EvalInputError(f"{path}:{number}: not a number in {line!r} "
-                                 f"(expected {','.join(columns)})") from None
-        lines.append(number)
-    rows = np.array(values, dtype=np.float64).reshape(-1, len(columns))
-    bad = np.flatnonzero(~np.all(np.isfinite(rows), axis=1))
-    if len(bad):
-        raise EvalInputError(f"{path}:{lines[bad[0]]}: non-finite value in "
-                             f"{text.splitlines()[lines[bad[0]] - 1]!r}")
-    return rows, np.array(lines, dtype=np.int64)
-
-
-def _check_integral(path: Path, rows: np.ndarray, lines: np.ndarray, cols: tuple[int, ...],
-                    names: tuple[str, ...]) -> None:
-    for col in cols:
-        bad = np.flatnonzero((rows[:, col] != np.round(rows[:, col])) | (rows[:, col] < 0))
-        if len(bad):
-            raise EvalInputError(f"{path}:{lines[bad[0]]}: {names[col]} must be a non-negative "
-                                 f"integer, got {rows[bad[0], col]}")
-
-
-def _check_boxes(path: Path, boxes: np.ndarray, lines: np.ndarray) -> None:
-    bad = np.flatnonzero((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]))
-    if len(bad):
-        raise EvalInputError(f"{path}:{lines[bad[0]]}: box has x_max < x_min or y_max < y_min: "
-                             f"{boxes[bad[0]].tolist()}")

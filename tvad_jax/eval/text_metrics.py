@@ -23,7 +23,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import sacrebleu
 
-from tvad_jax.eval.metrics import EvalInputError
+from tvad_jax.errors import EvalInputError
 
 YES_WORDS = frozenset({"yes", "yeah", "yep", "true"})
 NO_WORDS = frozenset({"no", "nope", "false"})

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from tvad_jax.data.errors import InputError
+from tvad_jax.errors import InputError
 
 Hook = Callable[[np.ndarray], np.ndarray]
 

@@ -60,7 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tvad_jax import config as config_lib
-from tvad_jax.data.errors import DataError
+from tvad_jax.errors import DataError
 from tvad_jax.data.readers import make_reader
 from tvad_jax.eval.baselines import baseline_scores
 from tvad_jax.models import s3m

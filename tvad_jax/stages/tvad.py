@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tvad_jax import config as config_lib
-from tvad_jax.data.errors import DataError
+from tvad_jax.errors import DataError
 from tvad_jax.eval.metrics import frame_auc
 from tvad_jax.models import backbone_io
 from tvad_jax.models import lora as lora_lib

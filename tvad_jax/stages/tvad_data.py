@@ -17,7 +17,7 @@ from typing import Sequence
 import grain
 import numpy as np
 
-from tvad_jax.data.errors import DataError
+from tvad_jax.errors import DataError
 from tvad_jax.data.pipeline import find_builder_dir, split_names
 from tvad_jax.stages.features import FeatureCache
 

@@ -2,7 +2,7 @@
 
 Heatmap metrics (variants with an AHD): frame scores = the max of each tubelet's heatmap over
 the patch grid, micro/macro frame AUC; heatmaps upsampled to frame size, binarized at 0.5 into
-regions (`eval.regions`) scored by their max heat -> RBDC/TBDC (alpha 0.1, IoU 0.1) against
+regions (`data.regions`) scored by their max heat -> RBDC/TBDC (alpha 0.1, IoU 0.1) against
 ground-truth tracks from the anomaly masks. Text metrics (variants with a decoder that was
 asked): the four-turn dialogue of every video (one KV cache per batch); Yes/No accuracy and
 balanced accuracy of the judgment turn (the generated answer normalized to yes/no: no
@@ -25,7 +25,7 @@ from tvad_jax.data.pipeline import open_split, split_names
 from tvad_jax.data.tracks import tracks_from_masks
 from tvad_jax.eval import rbdc as rbdc_lib
 from tvad_jax.eval.metrics import frame_auc
-from tvad_jax.eval.regions import heatmap_regions
+from tvad_jax.data.regions import heatmap_regions
 from tvad_jax.eval.text_metrics import text_scores
 from tvad_jax.infer.dialogue import Dialogue
 from tvad_jax.models.ahd import upsample

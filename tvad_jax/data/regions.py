@@ -12,8 +12,19 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
-from tvad_jax.eval.metrics import EvalInputError
-from tvad_jax.eval.rbdc import box_iou
+from tvad_jax.errors import EvalInputError
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of inclusive pixel boxes [..., 4] (broadcast), widths and heights counted + 1."""
+    inter_w = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1,
+                      0, None)
+    inter_h = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1,
+                      0, None)
+    inter = inter_w * inter_h
+    area_a = (a[..., 2] - a[..., 0] + 1) * (a[..., 3] - a[..., 1] + 1)
+    area_b = (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1)
+    return inter / (area_a + area_b - inter)
+
 
 # Connectivity: the 8 neighbours inside a frame, nothing across time.
 _STRUCTURE = np.zeros((3, 3, 3), dtype=bool)

@@ -1,4 +1,7 @@
-"""Errors for bad input: they always name the offending file and the problem."""
+"""Errors for bad input: they always name the offending file (and line) and the problem.
+
+One module below every layer so that data readers, checkpoint loaders and evaluation share
+one base class that the CLI turns into a one-line message."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,3 +19,7 @@ class DataError(InputError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+class EvalInputError(InputError):
+    """Evaluation input that cannot be scored; the message names the file (and line) at fault."""
