@@ -38,31 +38,32 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _machine  # noqa: E402
+from tvad_jax import config as config_lib  # noqa: E402
+from tvad_jax import configs  # noqa: E402,F401  (registers the plan configs)
+from tvad_jax.jobs import plan as plan_lib  # noqa: E402
 from tvad_jax.train import mesh as mesh_lib  # noqa: E402
-from tvad_jax.train import plan as plan_lib  # noqa: E402
 from tvad_jax.train import toy  # noqa: E402
-from tvad_jax.train.loop import TrainConfig, build  # noqa: E402
+from tvad_jax.train.loop import StageSpec, build  # noqa: E402
+from tvad_jax.train.plan import analyze  # noqa: E402
 
 WARMUP_STEPS = 3
 
 
 @dataclasses.dataclass
 class Case:
-    """What one benchmark row runs: the engine config, the stage's functions, and a source of
-    host batches (`host_data`: a real input pipeline whose time per batch is reported)."""
+    """What one benchmark row runs: the stage, and a source of host batches (`host_data`: a
+    real input pipeline whose time per batch is reported)."""
 
-    train: TrainConfig
-    init_fn: Callable
-    loss_fn: Callable
+    spec: StageSpec
     next_batch: Callable[[], Any]
     host_data: bool
     info: dict
 
 
 def _toy_case(cfg: toy.ToyConfig) -> Case:
-    init_fn, loss_fn, _ = toy.make_fns(cfg)
+    spec, _ = toy.make_spec(cfg)
     data = iter(toy.make_dataset(cfg))
-    return Case(cfg.train, init_fn, loss_fn, lambda: next(data), True, {})
+    return Case(spec, lambda: next(data), True, {})
 
 
 def _toy_wide() -> Case:
@@ -94,21 +95,21 @@ def _random_batch(example: dict, batch: int, vocab: int, rng: np.random.Generato
 
 
 def _tvad_case(stage: str, plan_name: str) -> Case:
-    pcfg = plan_lib.get_plan(plan_name)
+    pcfg = config_lib.resolve(plan_name, kind="plan")
     bcfg = plan_lib.backbone_config(pcfg)
-    train, init_fn, loss_fn, example = plan_lib.stage_fns(pcfg, stage, bcfg)
+    spec = plan_lib.stage_spec(pcfg, stage, bcfg)
+    example = spec.example
     batch = (pcfg.job.stage1.batch_size if stage == "stage1" else pcfg.job.stage2.batch_size)
     rng = np.random.default_rng(0)
     batches = [_random_batch(example, batch, bcfg.decoder.vocab_size, rng) for _ in range(4)]
     count = iter(range(1 << 30))
     shapes = plan_lib.shapes(pcfg, bcfg)
     info = {"stage": stage, "backbone": pcfg.backbone, "hidden_shape": list(shapes.hidden),
-            "accumulation_steps": train.optim.accumulation_steps}
+            "accumulation_steps": spec.config.optim.accumulation_steps}
     if stage == "stage2":
         info.update(seq_len=shapes.seq_len, text_len=shapes.text_len,
                     decoder_dtype=bcfg.decoder.dtype)
-    return Case(train, init_fn, loss_fn, lambda: batches[next(count) % len(batches)], False,
-                info)
+    return Case(spec, lambda: batches[next(count) % len(batches)], False, info)
 
 
 CONFIGS: dict[str, Callable[[], Case]] = {
@@ -123,20 +124,20 @@ CONFIGS: dict[str, Callable[[], Case]] = {
 
 def bench_config(name: str, steps: int, peak: float) -> dict:
     case = CONFIGS[name]()
-    mesh = mesh_lib.make_mesh(case.train.mesh)
+    mesh = mesh_lib.make_mesh(case.spec.config.mesh)
     with mesh_lib.mesh_context(mesh):
-        engine = build(case.train, init_fn=case.init_fn, loss_fn=case.loss_fn, mesh=mesh)
+        engine = build(case.spec, mesh=mesh)
         batches = [mesh_lib.shard_batch(case.next_batch(), mesh)]  # start-up not timed
         t0 = time.perf_counter()
         batches += [mesh_lib.shard_batch(case.next_batch(), mesh) for _ in range(7)]
         jax.block_until_ready(batches)
         data_s = (time.perf_counter() - t0) / 7
-        state, frozen, rng = engine.state, engine.frozen, engine.rng
+        state, frozen, rng = engine.state, engine.frozen, engine.abstract.rng
 
         t0 = time.perf_counter()
-        compiled = engine.step.lower(state, frozen, batches[0], rng).compile()
+        compiled = engine.abstract.step.lower(state, frozen, batches[0], rng).compile()
         compile_s = time.perf_counter() - t0
-        analysis = plan_lib.analyze(compiled, {}, jax.device_count())
+        analysis = analyze(compiled, {}, jax.device_count())
         flops = analysis["flops_total"]
         xla_flops = analysis["flops_per_device_xla"]
 

@@ -13,19 +13,20 @@ import json
 import sys
 
 from tvad_jax import config as config_lib
-from tvad_jax.data.synthetic.generate import is_complete, synthesize
+from tvad_jax import configs  # noqa: F401  (registers the named configs)
 from tvad_jax.eval.baselines import baseline_scores
 from tvad_jax.eval.metrics import frame_auc
 from tvad_jax.eval.report import write_summary
-from tvad_jax.runs import new_run_dir, progress
+from tvad_jax.jobs.common import ensure_benchmark
+from tvad_jax.jobs.config import Config
+from tvad_jax.runs import new_run_dir
 
 SIGMAS = (0.0, 3.0, 10.0)
 
 
-def sweep(cfg, split: str) -> dict:
+def sweep(cfg: Config, split: str) -> dict:
     """Frame AUC of the frame-difference baseline for each smoothing sigma."""
-    if not is_complete(cfg.synth):
-        synthesize(cfg.synth, lambda it, total: progress(it, "synth", total, "video"))
+    ensure_benchmark(cfg, report=lambda m: print(m, file=sys.stderr))
     scores, labels = baseline_scores(cfg, split, report=lambda m: print(m, file=sys.stderr))
     results = {}
     for sigma in SIGMAS:

@@ -1,9 +1,11 @@
-"""Typed frozen configs, a registry of named configs, and `key=value` overrides.
+"""Typed frozen configs, the one registry of named configs, and `key=value` overrides.
 
 A config is a tree of frozen dataclasses. Named configs are functions registered with
-`@register("name")` that return one; `resolve("name", ["a.b=3"])` builds it and applies
-overrides, failing loudly on unknown keys or values of the wrong type. Every run writes the
-resolved config as JSON beside its outputs (`save`), and `load` reads it back.
+`@register("name")` (or `@register("name", kind="plan")` for `tvad plan`'s configs) that return
+one; `resolve("name", ["a.b=3"])` builds it and applies overrides, failing loudly on unknown
+keys or values of the wrong type. Every run writes the resolved config as JSON beside its
+outputs (`save`), and `load` reads it back. This module is machinery only: the named configs
+register when `tvad_jax.configs` is imported (the CLI, the tests and the experiments do).
 """
 from __future__ import annotations
 
@@ -16,42 +18,42 @@ from typing import Any, Callable, TypeVar
 
 C = TypeVar("C")
 
-_REGISTRY: dict[str, Callable[[], Any]] = {}
+_REGISTRY: dict[tuple[str, str], Callable[[], Any]] = {}   # (kind, name) -> factory
 
 
 class ConfigError(ValueError):
     """A config name, override key or override value that cannot be applied."""
 
 
-def register(name: str) -> Callable[[Callable[[], C]], Callable[[], C]]:
-    """Decorator registering a zero-argument function that returns a config."""
+def register(name: str, kind: str = "run") -> Callable[[Callable[[], C]], Callable[[], C]]:
+    """Decorator registering a zero-argument function that returns a config of `kind`
+    ("run": the root config of every job; "plan": `tvad plan`)."""
 
     def wrap(fn: Callable[[], C]) -> Callable[[], C]:
-        if name in _REGISTRY:
-            raise ConfigError(f"config {name!r} registered twice")
-        _REGISTRY[name] = fn
+        if (kind, name) in _REGISTRY:
+            raise ConfigError(f"{kind} config {name!r} registered twice")
+        _REGISTRY[kind, name] = fn
         return fn
 
     return wrap
 
 
-def names() -> list[str]:
-    """Registered config names, sorted."""
-    _import_config_modules()
-    return sorted(_REGISTRY)
+def names(kind: str = "run") -> list[str]:
+    """Registered config names of `kind`, sorted."""
+    return sorted(n for k, n in _REGISTRY if k == kind)
 
 
-def get(name: str) -> Any:
+def get(name: str, kind: str = "run") -> Any:
     """The registered config `name`, freshly built."""
-    _import_config_modules()
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown config {name!r}; known: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]()
+    if (kind, name) not in _REGISTRY:
+        known = ", ".join(names(kind)) or "none registered (import tvad_jax.configs)"
+        raise ConfigError(f"unknown {kind} config {name!r}; known: {known}")
+    return _REGISTRY[kind, name]()
 
 
-def resolve(name: str, overrides: list[str] = ()) -> Any:
+def resolve(name: str, overrides: list[str] = (), kind: str = "run") -> Any:
     """The named config with `key=value` overrides applied in order."""
-    return apply_overrides(get(name), overrides)
+    return apply_overrides(get(name, kind), overrides)
 
 
 def apply_overrides(config: C, overrides: list[str]) -> C:
@@ -167,8 +169,3 @@ def _coerce_json(field_type: Any, value: Any, key: str) -> Any:
         inner = typing.get_args(field_type)[0]
         return tuple(_coerce_json(inner, v, key) for v in value)
     return value
-
-
-def _import_config_modules() -> None:
-    """Import the modules whose import registers named configs."""
-    import tvad_jax.configs  # noqa: F401  (registration side effect)

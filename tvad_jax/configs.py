@@ -1,62 +1,25 @@
-"""The top-level config tree and the registry of named configs.
+"""The named configs: every registered starting point of a run.
 
     tvad <command> --config NAME [key=value ...]     e.g.  synth.num_frames=32
 
-Later stages (models, training) add their sections to `Config`.
+The tree itself (`Config` and its sections) is `tvad_jax.jobs.config`; this module only
+registers named instances of it (`tvad configs` lists them).
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
 
 from tvad_jax.config import register
 from tvad_jax.data.pipeline import LoaderConfig
 from tvad_jax.data.synthetic.spec import SynthConfig
-from tvad_jax.models.s3m import S3MConfig
-from tvad_jax.stages.pretrain import PretrainConfig
-from tvad_jax.stages.s3m import S3MJobConfig
+from tvad_jax.jobs.config import (Config, PlanConfig, PrepareConfig, PretrainConfig,
+                                  S3MJobConfig, Stage1Config, Stage2Config, TVADJobConfig)
 from tvad_jax.models.rae import RAEConfig
-from tvad_jax.models.tvad import TVADConfig
-from tvad_jax.stages.features import ClipView
-from tvad_jax.stages.tvad import Stage1Config, Stage2Config, TVADJobConfig
+from tvad_jax.models.s3m import S3MConfig
+from tvad_jax.models.tvad import ClipView, TVADConfig
 from tvad_jax.train.checkpoint import CheckpointConfig
 from tvad_jax.train.loop import TrainConfig, TrainLoopConfig
 from tvad_jax.train.optim import OptimConfig
-
-
-@dataclasses.dataclass(frozen=True)
-class PrepareConfig:
-    """Where videos come from and where `tvad data prepare` writes ArrayRecord shards."""
-
-    layout: Literal["synthetic", "ubnormal", "shanghaitech"] = "synthetic"
-    source: str = ""            # dataset root; empty = the synthetic benchmark's out_dir
-    out_dir: str = ""           # empty = <source>/prepared
-    height: int = 96
-    width: int = 96
-    splits: tuple[str, ...] = ("train", "val", "test", "train_normal", "test_seen")
-    split_files: str = ""       # UBnormal: split=file1+file2;split=... (official name lists)
-    tracks_dir: str = ""        # ShanghaiTech: folder of community track files
-    skip_bad: bool = False
-    annotate: bool = True       # write the text annotations (needs synthetic sidecars)
-
-
-@dataclasses.dataclass(frozen=True)
-class Config:
-    synth: SynthConfig = SynthConfig()
-    prepare: PrepareConfig = PrepareConfig()
-    loader: LoaderConfig = LoaderConfig()
-    s3m: S3MJobConfig = S3MJobConfig()
-    pretrain: PretrainConfig = PretrainConfig()
-    tvad: TVADJobConfig = TVADJobConfig()
-    runs_dir: str = "runs"
-
-    @property
-    def prepare_source(self) -> str:
-        return self.prepare.source or self.synth.out_dir
-
-    @property
-    def prepared_dir(self) -> str:
-        return self.prepare.out_dir or f"{self.prepare_source}/prepared"
 
 
 @register("default")
@@ -132,3 +95,42 @@ def shanghaitech() -> Config:
     """ShanghaiTech Campus from a local copy: set prepare.source (and prepare.tracks_dir)."""
     return Config(prepare=PrepareConfig(layout="shanghaitech", height=224, width=224,
                                         splits=("train", "test"), annotate=False))
+
+
+# ---------------------------------------------------------------------------------------------
+# `tvad plan` configs (kind "plan")
+
+def _with_optim(train: TrainConfig, **optim) -> TrainConfig:
+    return dataclasses.replace(train, optim=dataclasses.replace(train.optim, **optim))
+
+
+@register("llava7b", kind="plan")
+def llava7b_plan() -> PlanConfig:
+    """The paper's real scale: LLaVA-1.5-7B, 16-frame clips (T' = 8), 4 AHD layers, 2 x 2
+    token pooling (144 visual tokens per tubelet, 1152 per clip), sequences of 2048, micro-batch
+    1 per device with 8 accumulation steps, stage-2 LR 2e-4, bf16 compute, remat."""
+    job = TVADJobConfig()
+    s2 = job.stage2
+    job = dataclasses.replace(job, stage2=dataclasses.replace(
+        s2, dtype="bfloat16",
+        phase_a=_with_optim(s2.phase_a, learning_rate=2e-4, accumulation_steps=8),
+        phase_b=_with_optim(s2.phase_b, learning_rate=2e-4, accumulation_steps=8)))
+    return PlanConfig(job=job)
+
+
+@register("shipped", kind="plan")
+def shipped_plan() -> PlanConfig:
+    """The shipped default backbone's shapes (hidden [4, 8, 65, 128] for 16 frames at 96 px),
+    float32, no remat, stage 2 text of the shipped `max_text_len`."""
+    job = TVADJobConfig()
+    return PlanConfig(backbone="shipped", token_pool=0, max_seq_len=0,
+                      text_len=job.stage2.max_text_len, vision_dtype="float32", remat=False,
+                      job=job)
+
+
+@register("tiny", kind="plan")
+def tiny_plan() -> PlanConfig:
+    """A seconds-to-compile plan for tests: `models.configs.tiny_backbone` (32 px frames of 8 px
+    patches, decoder 32 x 2), 8-frame clips, 8 text tokens."""
+    return PlanConfig(backbone="tiny", frames=8, token_pool=2, max_seq_len=0, text_len=8,
+                      vision_dtype="float32", remat=False)

@@ -123,7 +123,7 @@ _KILLED_PREPARE = textwrap.dedent("""
     import sys, time
     import tvad_jax.data.tfds_builders as builders
     from tvad_jax.data.prepare import prepare
-    from tvad_jax import config
+    from tvad_jax import config, configs  # configs registers "tiny"
     original = builders.to_example
     count = [0]
     def slow(*args):

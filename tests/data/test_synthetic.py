@@ -107,11 +107,16 @@ def test_every_anomaly_type_renders_a_visible_event():
 def test_plan_balances_anomaly_types():
     cfg = SynthConfig()
     jobs = plan_jobs(cfg)
-    assert len(jobs) == 200
+    assert len(jobs) == 240
     test_types = [j.anomaly for j in jobs if j.split == "test" and j.anomaly]
     assert len(test_types) == 28
     assert {t: test_types.count(t) for t in set(test_types)} == \
         {t: 7 for t in cfg.test_anomalies}
+    # The closed-set split acts out the training types, five videos each.
+    seen_types = [j.anomaly for j in jobs if j.split == "test_seen" and j.anomaly]
+    assert {t: seen_types.count(t) for t in set(seen_types)} == \
+        {t: 5 for t in cfg.train_anomalies}
+    assert [j.number for j in jobs if j.split == "test_seen"][0] == 201  # appended last
 
 
 def test_config_rejects_overlapping_splits():

@@ -44,15 +44,6 @@ def test_ssm_layer_matches_numpy(last_only):
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_clips_windows():
-    track = np.arange(9)[:, None] * np.ones((1, 2))
-    x, y = s3m.clips(track, past=4, future=2)
-    assert x.shape == (4, 4, 2) and y.shape == (4, 2, 2)
-    np.testing.assert_array_equal(x[1, :, 0], [1, 2, 3, 4])
-    np.testing.assert_array_equal(y[1, :, 0], [5, 6])
-    assert s3m.clips(track[:5], 4, 2)[0].shape[0] == 0
-
-
 def test_frame_scores_and_smoothing():
     scores = np.array([0.3, 0.9, 0.1, 0.5, 0.2])
     frames = np.array([0, 0, 2, 2, 3])

@@ -116,11 +116,10 @@ def _toy_config(nonfinite: str) -> toy.ToyConfig:
 
 
 def _train_poisoned(cfg, run_dir, on_step=None):
-    init_fn, loss_fn, eval_fn = toy.make_fns(cfg)
+    spec, eval_fn = toy.make_spec(cfg)
     data = _PoisonedIterator(iter(toy.make_dataset(cfg, 0, 1)), at=7)
-    return train(cfg.train, init_fn=init_fn, loss_fn=loss_fn, data=data, run_dir=run_dir,
-                 eval_fn=eval_fn, mesh=make_mesh(cfg.train.mesh, jax.devices()[:1]),
-                 on_step=on_step)
+    return train(spec, data=data, run_dir=run_dir, eval_fn=eval_fn,
+                 mesh=make_mesh(cfg.train.mesh, jax.devices()[:1]), on_step=on_step)
 
 
 def test_nonfinite_loss_stops_naming_step_and_last_good_checkpoint(tmp_path):
@@ -162,7 +161,7 @@ def test_nonfinite_loss_skip_keeps_params_and_frozen_stays_out_of_optimizer(tmp_
     assert opt_paths and not any("project" in p for p in opt_paths)
     init_rng = jax.random.split(jax.random.key(cfg.train.loop.seed))[0]
     initial = jax.tree.map(lambda b: b.unbox() if hasattr(b, "unbox") else b,
-                           toy.make_fns(cfg)[0](init_rng),
+                           toy.make_spec(cfg)[0].init_fn(init_rng),
                            is_leaf=lambda b: hasattr(b, "unbox"))
     np.testing.assert_array_equal(result.frozen["project"]["kernel"],
                                   initial["project"]["kernel"])

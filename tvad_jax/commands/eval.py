@@ -142,8 +142,8 @@ def _text(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tvad_jax.stages.s3m import evaluate_run
-    from tvad_jax.stages.tvad_eval import evaluate_tvad_run, is_tvad_run
+    from tvad_jax.jobs.s3m import evaluate_run
+    from tvad_jax.eval.tvad import evaluate_tvad_run, is_tvad_run
 
     evaluate = evaluate_tvad_run if is_tvad_run(args.run_dir) else evaluate_run
     kwargs = {"one_shot": args.one_shot} if is_tvad_run(args.run_dir) else {}
@@ -159,8 +159,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _backbone(args: argparse.Namespace) -> int:
-    from tvad_jax.stages.tvad import check_fits, load_frozen_backbone, plain_model
-    from tvad_jax.stages.tvad_eval import evaluate_model
+    from tvad_jax.jobs.tvad import check_fits, load_frozen_backbone, plain_model
+    from tvad_jax.eval.tvad import evaluate_model
 
     cfg = config_from_args(args)
     split = args.split or cfg.tvad.eval_split

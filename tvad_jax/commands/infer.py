@@ -49,7 +49,7 @@ def run_detect(args) -> int:
     from tvad_jax.errors import DataError
     from tvad_jax.data.video_io import read_video
     from tvad_jax.infer.detect import Detector, write_overlay
-    from tvad_jax.stages.tvad import load_model
+    from tvad_jax.jobs.tvad import load_model
 
     model = load_model(args.model_dir)
     for path in args.videos:        # before any output: a typo costs no half-made run
@@ -78,7 +78,7 @@ def run_chat(args) -> int:
     from tvad_jax.data.video_io import read_video
     from tvad_jax.infer.detect import Detector
     from tvad_jax.infer.dialogue import Dialogue
-    from tvad_jax.stages.tvad import load_model
+    from tvad_jax.jobs.tvad import load_model
 
     model = load_model(args.model_dir)
     if model.cfg.variant == "no_rae":

@@ -26,6 +26,7 @@ import sys
 
 from tvad_jax.config import ConfigError
 
+STAGES = ("stage1", "stage2", "encoder")
 STAGE_NAMES = {"1": "stage1", "2": "stage2", "encoder": "encoder", "stage1": "stage1",
                "stage2": "stage2"}
 AXES = ("data", "fsdp", "tensor")
@@ -69,7 +70,7 @@ def add_parser(subparsers) -> None:
 def parse_mesh(text: str):
     """'data=2,fsdp=4,tensor=1' -> MeshConfig. Unnamed axes keep MeshConfig's defaults
     (data=-1, fsdp=1, tensor=1), except that data is 1 when another axis is -1."""
-    from tvad_jax.train.mesh import MeshConfig
+    from tvad_jax.train.mesh import MeshConfig  # deferred: no JAX before the device count
 
     sizes = {}
     for item in (s.strip() for s in text.split(",")):
@@ -98,8 +99,6 @@ def parse_mesh(text: str):
 
 
 def parse_stages(text: str) -> tuple[str, ...]:
-    from tvad_jax.train.plan import STAGES
-
     if text.strip() == "all":
         return STAGES
     out = []
@@ -114,7 +113,7 @@ def parse_stages(text: str) -> tuple[str, ...]:
 
 
 def device_count(mesh_cfg, devices: int | None) -> int:
-    from tvad_jax.train.mesh import mesh_shape
+    from tvad_jax.train.mesh import mesh_shape  # deferred: no JAX before the device count
 
     sizes = [mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor]
     if devices is None:
@@ -131,11 +130,11 @@ def device_count(mesh_cfg, devices: int | None) -> int:
 def _claim_cpu_devices(n: int) -> bool:
     """Make JAX's CPU backend have n devices if it has not started yet; whether the running
     backend has n CPU devices."""
-    import jax
+    import jax  # deferred: configured here, before its backend starts
 
     started = True
     try:
-        from jax._src import xla_bridge
+        from jax._src import xla_bridge  # deferred: as above
 
         started = xla_bridge.backends_are_initialized()
     except (ImportError, AttributeError):
@@ -154,7 +153,7 @@ def _claim_cpu_devices(n: int) -> bool:
 
 def _rerun(args, devices: int) -> int:
     """Run this command again in a fresh interpreter whose CPU backend has `devices`."""
-    import subprocess
+    import subprocess  # deferred: only for the re-run
 
     if os.environ.get(_CHILD_ENV):
         raise ConfigError(f"could not get {devices} simulated CPU devices (set "
@@ -173,20 +172,23 @@ def _rerun(args, devices: int) -> int:
 
 
 def run_plan(args) -> int:
-    from tvad_jax.train import plan as plan_lib
+    # Imports deferred: JAX must not start its CPU backend before the device count is set.
+    from tvad_jax import config as config_lib  # deferred
+    from tvad_jax import configs  # noqa: F401  deferred (registers the plan configs)
+    from tvad_jax.jobs import plan as plan_lib  # deferred
 
     mesh_cfg = parse_mesh(args.mesh)
     devices = device_count(mesh_cfg, args.devices)
     stages = parse_stages(args.stage)
-    pcfg = plan_lib.get_plan(args.config, args.overrides)
+    pcfg = config_lib.resolve(args.config, args.overrides, kind="plan")
     plan_lib.shapes(pcfg)  # config problems fail here, before JAX starts
     if not _claim_cpu_devices(devices):
         return _rerun(args, devices)
 
-    import jax
+    import jax  # deferred: after the CPU device count is claimed
 
-    from tvad_jax import runs
-    from tvad_jax.train import mesh as mesh_lib
+    from tvad_jax import runs  # deferred: as above
+    from tvad_jax.train import mesh as mesh_lib  # deferred: as above
 
     mesh = mesh_lib.make_mesh(mesh_cfg, jax.devices("cpu")[:devices])
     result = plan_lib.plan(pcfg, mesh, stages,

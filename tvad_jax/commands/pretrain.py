@@ -16,7 +16,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from tvad_jax.stages.pretrain import pretrain
+    from tvad_jax.jobs.pretrain import pretrain
 
     run_dir = pretrain(config_from_args(args), ship=args.ship,
                        report=lambda msg: print(msg, file=sys.stderr))

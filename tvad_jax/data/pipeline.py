@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Sequence
 
 import grain
 import numpy as np
@@ -185,3 +186,40 @@ def _allow_multiprocessing_with_jax() -> None:
 
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
+
+
+def scatter_clips(values: np.ndarray, video_index: np.ndarray, start: np.ndarray,
+                  lengths: Sequence[int], tubelet: int = 2, frame_step: int = 1,
+                  reduce: str = "mean") -> list[np.ndarray]:
+    """Per-tubelet clip outputs [C, T', ...] -> one array [n_v, ...] per video.
+
+    Tubelet j of a clip starting at s covers frames s + (tubelet*j + k) * frame_step,
+    k < tubelet; frames past the video end are dropped; a frame covered by several clips gets
+    the mean (or max) of their values. Raises if a frame of some video is never covered.
+    """
+    values = np.asarray(values, np.float32)
+    C, T = values.shape[:2]
+    offsets = np.arange(T * tubelet) * frame_step                       # frames of a clip
+    per_frame = np.repeat(values, tubelet, axis=1)                      # C, T'*tubelet, ...
+    out, counts = [], []
+    for n in lengths:
+        out.append(np.full((n,) + values.shape[2:], -np.inf if reduce == "max" else 0.0,
+                           np.float32))
+        counts.append(np.zeros(n, np.int32))
+    for c in range(C):
+        v = int(video_index[c])
+        frames = int(start[c]) + offsets
+        keep = frames < lengths[v]
+        f = frames[keep]
+        if reduce == "max":
+            out[v][f] = np.maximum(out[v][f], per_frame[c][keep])
+        else:
+            out[v][f] += per_frame[c][keep]
+        counts[v][f] += 1
+    for v, (o, k) in enumerate(zip(out, counts)):
+        if (k == 0).any():
+            raise ValueError(f"video {v}: frames {np.flatnonzero(k == 0)[:5].tolist()} are in "
+                             "no clip")
+        if reduce == "mean":
+            o /= k.reshape((-1,) + (1,) * (o.ndim - 1))
+    return out

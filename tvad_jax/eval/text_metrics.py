@@ -16,7 +16,6 @@ references must have a prediction.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -24,9 +23,8 @@ import numpy as np
 import sacrebleu
 
 from tvad_jax.errors import EvalInputError
+from tvad_jax.infer.dialogue import normalize_yes_no
 
-YES_WORDS = frozenset({"yes", "yeah", "yep", "true"})
-NO_WORDS = frozenset({"no", "nope", "false"})
 YES_NO_TYPES = ("yes_no",)
 
 
@@ -54,16 +52,6 @@ def macro_bleu4(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) 
     if len(hypotheses) != len(references) or not hypotheses:
         raise EvalInputError(f"{len(hypotheses)} hypotheses but {len(references)} reference sets")
     return float(np.mean([best_reference_bleu4(h, r) for h, r in zip(hypotheses, references)]))
-
-
-def normalize_yes_no(text: str) -> str | None:
-    """'yes', 'no', or None: the first yes/no word of the answer (case and punctuation ignored)."""
-    for word in re.findall(r"[a-z]+", text.lower()):
-        if word in YES_WORDS:
-            return "yes"
-        if word in NO_WORDS:
-            return "no"
-    return None
 
 
 def yes_no_scores(predictions: Sequence[str], references: Sequence[str]) -> dict:

@@ -24,15 +24,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from tvad_jax.data.annotate import JUDGMENT_QUESTION
-from tvad_jax.data.pipeline import CLIP_MEAN, CLIP_STD, clip_starts
+from tvad_jax.data.pipeline import CLIP_MEAN, CLIP_STD, clip_starts, scatter_clips
 from tvad_jax.data.video_io import write_video
-from tvad_jax.eval.text_metrics import normalize_yes_no
-from tvad_jax.infer.dialogue import Dialogue
+from tvad_jax.infer.dialogue import Dialogue, normalize_yes_no
+from tvad_jax.infer.features import make_encoder
 from tvad_jax.models.ahd import upsample
-from tvad_jax.models.tvad import abnormal_heatmap
-from tvad_jax.stages.features import make_encoder
-from tvad_jax.stages.tvad import TVADModel
-from tvad_jax.stages.tvad_data import scatter_clips
+from tvad_jax.models.tvad import TVADModel, abnormal_heatmap
 
 
 @dataclasses.dataclass

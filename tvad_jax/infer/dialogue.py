@@ -16,6 +16,7 @@ its whole reference dialogue before each test video.
 """
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import jax
@@ -25,7 +26,7 @@ import numpy as np
 from tvad_jax.models.decoder import Decoder, init_cache
 from tvad_jax.models.generate import generate
 from tvad_jax.models.tvad import decoder_inputs, heatmaps, prompt_maps
-from tvad_jax.stages.tvad_data import dialogue_arrays, turn_tokens
+from tvad_jax.data.dialogues import dialogue_arrays, turn_tokens
 
 
 class Dialogue:
@@ -101,3 +102,17 @@ class Dialogue:
         if self.dec_cfg.eos_token_id in ids:
             ids = ids[:ids.index(self.dec_cfg.eos_token_id)]
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+YES_WORDS = frozenset({"yes", "yeah", "yep", "true"})
+NO_WORDS = frozenset({"no", "nope", "false"})
+
+
+def normalize_yes_no(text: str) -> str | None:
+    """'yes', 'no', or None: the first yes/no word of the answer (case and punctuation ignored)."""
+    for word in re.findall(r"[a-z]+", text.lower()):
+        if word in YES_WORDS:
+            return "yes"
+        if word in NO_WORDS:
+            return "no"
+    return None

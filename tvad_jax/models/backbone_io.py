@@ -11,6 +11,7 @@ loads; `tvad pretrain --ship` re-creates it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -103,3 +104,15 @@ def _to_numpy(tree: Any) -> Any:
     import jax
 
     return jax.tree.map(np.asarray, nn.meta.unbox(tree))
+
+
+def checkpoint_digest(directory: str | Path) -> str:
+    """Identity of a backbone checkpoint folder: the digest of its config and weights."""
+    h = hashlib.sha256()
+    for path in sorted(Path(directory).glob("*")):
+        if path.suffix in (".json", ".safetensors", ".msgpack"):
+            h.update(path.name.encode())
+            with path.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()[:20]

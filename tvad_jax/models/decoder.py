@@ -43,12 +43,6 @@ def init_cache(cfg: DecoderConfig, batch: int, max_len: int, dtype=None) -> dict
             "lengths": jnp.zeros((batch,), jnp.int32)}
 
 
-def cache_axes() -> dict:
-    """Logical axis names of the cache leaves (for `nn.logical_to_mesh_sharding`)."""
-    kv = (None, "batch", "length", "heads", "kv")
-    return {"k": kv, "v": kv, "lengths": ("batch",)}
-
-
 def _adapt(y, x, lora, name, salt):
     """y [B, L, H|K, Dh] + the LoRA branch `name` of x [B, L, D] (one layer's slice of
     `lora.decoder_lora`), dropout keyed by fold_in(rng, salt)."""

@@ -85,19 +85,6 @@ class S3M(nn.Module):
         return past[..., -1:, :] + delta
 
 
-def clips(track, past: int, future: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sliding windows of one object's embeddings (T, D) -> inputs (N, L_p, D), targets (N, L_f, D).
-
-    Window n observes steps n .. n+L_p-1 and predicts n+L_p .. n+L_p+L_f-1; a track shorter
-    than L_p + L_f gives N = 0.
-    """
-    track = np.asarray(track)
-    n = max(track.shape[0] - past - future + 1, 0)
-    idx = np.arange(n)[:, None] + np.arange(past + future)
-    windows = track[idx]  # (N, L_p + L_f, D)
-    return windows[:, :past], windows[:, past:]
-
-
 def mse_loss(pred, target):
     """Training objective: mean squared error over all predicted embeddings."""
     return jnp.mean((pred - target) ** 2)
@@ -125,3 +112,17 @@ def gaussian_smooth(scores, sigma: float, truncate: float = 4.0):
     weights = jnp.asarray(weights / weights.sum(), jnp.result_type(scores, jnp.float32))
     padded = jnp.pad(scores, radius, mode="symmetric")
     return jnp.convolve(padded, weights, mode="valid")
+
+
+class TrackPredictor(nn.Module):
+    """Features (..., L_p, F) -> predicted features (..., L_f, F) through S3M at width D."""
+
+    config: S3MConfig
+    features: int
+
+    @nn.compact
+    def __call__(self, past):  # (..., L_p, F) -> (..., L_f, F)
+        emb = nn.Dense(self.config.width, name="embed")(past)  # (..., L_p, D)
+        out = S3M(self.config, name="s3m")(emb)  # (..., L_f, D)
+        delta = nn.Dense(self.features, name="readout")(out - emb[..., -1:, :])  # (..., L_f, F)
+        return past[..., -1:, :] + delta

@@ -25,12 +25,18 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Literal
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tvad_jax import config as config_lib
+from tvad_jax.errors import DataError
+from tvad_jax.models import backbone_io
 from tvad_jax.models import lora as lora_lib
 from tvad_jax.models.ahd import (AHD, AHDConfig, AHDOutput, class_features, flatten_prompts,
                                  prompt_templates)
@@ -172,3 +178,111 @@ def merge_stage2(cfg: TVADConfig, decoder_params, adapters, special: jax.Array |
     if special is not None:
         merged["embed"] = jnp.asarray(merged["embed"]).at[jnp.asarray(special_ids)].set(special)
     return merged
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipView:
+    """How videos are cut into clips for the backbone (see `data.pipeline.clip_starts`): the
+    AHD scores `clip_len`-frame clips, the decoder sees one whole-video view."""
+
+    clip_len: int = 16
+    clip_stride: int = 16
+    frame_step: int = 1
+    pad_last: bool = True
+
+
+# ---------------------------------------------------------------------------------------------
+# The exported model: a frozen backbone, the T-VAD params and the views it was trained on
+
+@dataclasses.dataclass
+class FrozenBackbone:
+    """A loaded frozen backbone: config, params, tokenizer and a digest of its files."""
+
+    cfg: BackboneConfig
+    params: Any
+    tokenizer: Any
+    path: Path
+    digest: str
+
+
+def load_frozen_backbone(path: str | Path = "") -> FrozenBackbone:
+    directory = Path(path) if path else backbone_io.SHIPPED_DIR
+    cfg, params, tokenizer = backbone_io.load_backbone(directory)
+    return FrozenBackbone(cfg, params, tokenizer, directory, backbone_io.checkpoint_digest(directory))
+
+
+@dataclasses.dataclass
+class TVADModel:
+    """Everything inference needs. `params`: {"ahd"?, "rae"?, "special"?} plus "text" [2, D_t]
+    where the variant has an AHD; `backbone.params["decoder"]` is the stage-2 decoder."""
+
+    cfg: TVADConfig
+    backbone: FrozenBackbone
+    params: dict
+    clip_view: ClipView = ClipView(clip_len=16, clip_stride=16)      # clips the AHD scores
+    video_view: ClipView = ClipView(clip_len=16, clip_stride=1 << 20, frame_step=4,
+                                    pad_last=False)  # the whole-video view the decoder sees
+    path: Path | None = None
+
+
+MODEL_FILE, WEIGHTS_FILE = "tvad.json", "tvad.safetensors"
+
+
+def save_model(directory: str | Path, model: TVADModel, extra: dict | None = None) -> Path:
+    """Write config + the T-VAD params (and the stage-2 decoder) beside a pointer to the
+    backbone; the folder appears complete or not at all."""
+    directory = Path(directory)
+    tmp = directory.with_name(f".{directory.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    tree = dict(model.params)
+    if model.cfg.variant in ("full", "no_ahd"):
+        tree["decoder"] = model.backbone.params["decoder"]
+    backbone_io.write_tree(tmp / WEIGHTS_FILE, tree)
+    meta = {"tvad": config_lib.to_dict(model.cfg), "backbone": str(model.backbone.path),
+            "clip_view": dataclasses.asdict(model.clip_view),
+            "video_view": dataclasses.asdict(model.video_view),
+            "backbone_digest": model.backbone.digest, **(extra or {})}
+    (tmp / MODEL_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    shutil.rmtree(directory, ignore_errors=True)
+    tmp.rename(directory)
+    return directory
+
+
+def load_model(directory: str | Path) -> TVADModel:
+    """A `save_model` folder -> TVADModel (its backbone loaded and checked by digest)."""
+    directory = Path(directory)
+    meta_path = directory / MODEL_FILE
+    if not meta_path.is_file():
+        raise DataError(directory, f"not a T-VAD model folder (no {MODEL_FILE})")
+    try:
+        meta = json.loads(meta_path.read_text())
+        cfg = config_lib.from_dict(TVADConfig, meta["tvad"])
+        views = ClipView(**meta["clip_view"]), ClipView(**meta["video_view"])
+        backbone = load_frozen_backbone(meta["backbone"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise DataError(meta_path, f"not a T-VAD model of this version ({err!r})") from None
+    if backbone.digest != meta["backbone_digest"]:
+        raise DataError(backbone.path, "this backbone differs from the one the model was "
+                                       f"trained on ({directory})")
+    tree = backbone_io.read_tree(directory / WEIGHTS_FILE)
+    if "decoder" in tree:
+        backbone.params = dict(backbone.params, decoder=tree.pop("decoder"))
+    return TVADModel(cfg.for_backbone(backbone.cfg), backbone, tree, *views, directory)
+
+
+def ablation_model(model: TVADModel, variant: str) -> TVADModel:
+    """A trained full model with its RAE switched off at inference ("no_rae": the AHD's
+    heatmaps only, no dialogue)."""
+    if variant != "no_rae" or not model.cfg.has_ahd:
+        raise ValueError(f"cannot derive {variant!r} from a {model.cfg.variant!r} model")
+    params = {"ahd": model.params["ahd"], "text": model.params["text"]}
+    return dataclasses.replace(model, cfg=dataclasses.replace(model.cfg, variant="no_rae"),
+                               params=params)
+
+
+def plain_model(backbone: FrozenBackbone, cfg: TVADConfig, clip_view: ClipView,
+                video_view: ClipView) -> TVADModel:
+    """The frozen backbone as a `TVADModel` (no AHD, no RAE): the baselines."""
+    cfg = dataclasses.replace(cfg, variant="plain").for_backbone(backbone.cfg)
+    return TVADModel(cfg, backbone, {}, clip_view, video_view)

@@ -125,11 +125,3 @@ class VisionTransformer(nn.Module):
         pooled = final[:, :, 0]
         embeds = self.proj(pooled) if self.embed_dim is not None else None
         return VisionOutput(hidden=hidden, final=final, pooled=pooled, embeds=embeds)
-
-
-def inflate_patch_embedding(kernel_hwio, tubelet: int = 2):
-    """A 2-D CLIP patch kernel [P, P, 3, D] -> tubelet kernel [tubelet, P, P, 3, D], each tap
-    the kernel / tubelet (identical frames then embed exactly as the 2-D kernel)."""
-    import numpy as np
-
-    return np.repeat(np.asarray(kernel_hwio)[None] / tubelet, tubelet, axis=0)

@@ -56,8 +56,3 @@ def initialize(config: DistributedConfig = DistributedConfig()) -> bool:
         jax.distributed.initialize(initialization_timeout=config.initialization_timeout_s)
         return jax.process_count() > 1
     return False
-
-
-def is_primary() -> bool:
-    """Whether this process writes the run's shared files (metrics, summary)."""
-    return jax.process_index() == 0

@@ -1,14 +1,25 @@
 """The train loop: sharded init, resume, the jitted step over a data iterator, checkpoints, logs.
 
-`train` is what every stage calls. It takes
+A stage is described once, as a `StageSpec`, and that one description is what `train` runs,
+what `restore_params` reads a checkpoint of, and what `abstract_engine` (planning, `tvad plan`)
+lowers without allocating anything:
 
+  config                          the engine settings (steps, optimizer, trainable patterns,
+                                  checkpoints, mesh);
   init_fn(rng) -> params          the full parameter tree, boxed with logical axis names
                                   (`nn.with_logical_partitioning`) where it should be sharded;
+                                  frozen parts are constants (or abstract inits for planning);
   loss_fn(trainable, frozen, batch, rng) -> (loss, metrics)
+  example                         one example's ShapeDtypeStructs (planning only).
+
+`train(spec, data=..., run_dir=...)` also takes
   data                            an iterator of host-local batches (dicts of numpy arrays,
                                   this process's consecutive part of the global batch) with
                                   `get_state()` / `set_state()`, e.g. a grain DatasetIterator;
   eval_fn(trainable, frozen) -> dict[str, float]   optional, run at every checkpoint.
+
+`build` materializes exactly the abstract engine: the same shardings, optimizer and jitted step,
+with the parameters initialized once, directly into their shardings.
 
 In a multi-process run, call `distributed.initialize` before building the data iterator (which
 needs `jax.process_index()`) and before `train`.
@@ -100,76 +111,110 @@ EvalFn = Callable[[Any, Any], dict[str, float]]
 OnStep = Callable[[int, TrainState, Checkpointer], None]
 
 
+@dataclasses.dataclass(frozen=True)
+class StageSpec:
+    """One trainable stage (see the module docstring)."""
+
+    config: TrainConfig
+    init_fn: Callable[[jax.Array], Any]
+    loss_fn: LossFn
+    example: dict | None = None
+
+
 @dataclasses.dataclass
-class Engine:
-    """Everything a run needs before its first step: sharded state, frozen params, the step.
+class AbstractEngine:
+    """Everything a run needs before its first step, without values: the jitted step, the
+    optimizer, abstract (ShapeDtypeStruct) state and frozen trees and their shardings.
 
     Attributes:
-      mesh: the device mesh.
-      state: the freshly initialized TrainState (global arrays, sharded by the rules).
-      frozen: the frozen parameters (global arrays).
-      state_sharding, frozen_sharding, batch_sharding: the layouts the step is jitted with.
-      step: the jitted train step `(state, frozen, batch, rng) -> (state, metrics)`; the
-        state argument is donated.
-      rng: the base key of the step (`fold_in(rng, step)` inside).
-      lr_at: learning rate of the update at a given train step.
+      param_sharding: the layout of every parameter (from the logical axis names);
+      state_sharding, frozen_sharding, batch_sharding: the layouts the step is jitted with;
+      init_rng, rng: the keys of the parameter init and of the step (`fold_in(rng, step)`).
     """
 
     mesh: Mesh
+    step: Callable
+    tx: Any
+    lr_at: Callable[[jax.Array], jax.Array]
     state: TrainState
     frozen: Any
+    param_sharding: Any
     state_sharding: TrainState
     frozen_sharding: Any
     batch_sharding: Any
-    step: Callable
+    init_rng: jax.Array
     rng: jax.Array
-    lr_at: Callable[[jax.Array], jax.Array]
 
 
-def build(config: TrainConfig, *, init_fn: Callable[[jax.Array], Any], loss_fn: LossFn,
-          mesh: Mesh | None = None, rules=mesh_lib.LOGICAL_AXIS_RULES) -> Engine:
-    """Initialize params sharded by their logical axes, split trainable/frozen, build the
-    optimizer state with matching shardings, and jit the step. Call inside
-    `mesh_lib.mesh_context(mesh, rules)` when the loss uses logical constraints."""
+def abstract_engine(spec: StageSpec, mesh: Mesh | None = None,
+                    rules=mesh_lib.LOGICAL_AXIS_RULES) -> AbstractEngine:
+    """The engine of a stage on `jax.eval_shape` values (nothing allocated)."""
+    config = spec.config
     mesh = mesh if mesh is not None else mesh_lib.make_mesh(config.mesh)
     init_rng, step_rng = jax.random.split(jax.random.key(config.loop.seed))
-    abstract = jax.eval_shape(init_fn, init_rng)
-    shardings = mesh_lib.logical_to_sharding(abstract, mesh, rules)
-    params = jax.jit(lambda r: nn.unbox(init_fn(r)), out_shardings=shardings)(init_rng)
-    trainable, frozen = split_params(params, config.trainable)
+    boxed = jax.eval_shape(spec.init_fn, init_rng)
+    shardings = mesh_lib.logical_to_sharding(boxed, mesh, rules)
+    trainable, frozen = split_params(strip_boxes(boxed), config.trainable)
     train_sh, frozen_sh = split_params(shardings, config.trainable)
-    del params
-
     tx, lr_at = make_optimizer(config.optim, config.loop.steps)
-    abstract_trainable = jax.eval_shape(lambda: trainable)
-    state_sh = state_shardings(train_sh, tx, abstract_trainable, mesh)
-    state = jax.jit(lambda p: init_state(p, tx), out_shardings=state_sh,
-                    donate_argnums=0)(trainable)
+    state_sh = state_shardings(train_sh, tx, trainable, mesh)
+    state = jax.eval_shape(lambda p: init_state(p, tx), trainable)
     batch_sh = mesh_lib.batch_sharding(mesh, rules)
-    step = jit_train_step(make_train_step(loss_fn, tx, lr_at), mesh, state_sh, frozen_sh,
+    step = jit_train_step(make_train_step(spec.loss_fn, tx, lr_at), mesh, state_sh, frozen_sh,
                           batch_sh)
-    return Engine(mesh=mesh, state=state, frozen=frozen, state_sharding=state_sh,
-                  frozen_sharding=frozen_sh, batch_sharding=batch_sh, step=step, rng=step_rng,
-                  lr_at=lr_at)
+    return AbstractEngine(mesh, step, tx, lr_at, state, frozen, shardings, state_sh, frozen_sh,
+                          batch_sh, init_rng, step_rng)
 
 
-def train(config: TrainConfig, *, init_fn: Callable[[jax.Array], Any], loss_fn: LossFn,
-          data: Any, run_dir: str | Path, eval_fn: EvalFn | None = None,
+def strip_boxes(tree: Any) -> Any:
+    """The values of a tree of logical-axis boxes (no sharding constraint applied, unlike
+    `nn.unbox` inside a mesh context)."""
+    return jax.tree.map(lambda x: x.value if isinstance(x, nn.meta.AxisMetadata) else x, tree,
+                        is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))
+
+
+@dataclasses.dataclass
+class Engine:
+    """An `AbstractEngine` with values: the sharded initial state and frozen params."""
+
+    abstract: AbstractEngine
+    state: TrainState
+    frozen: Any
+
+
+def build(spec: StageSpec, mesh: Mesh | None = None,
+          rules=mesh_lib.LOGICAL_AXIS_RULES) -> Engine:
+    """Initialize the params once, directly into the abstract engine's shardings, split
+    trainable/frozen and build the optimizer state. Call inside
+    `mesh_lib.mesh_context(mesh, rules)` when the loss uses logical constraints."""
+    abstract = abstract_engine(spec, mesh, rules)
+    params = jax.jit(lambda r: nn.unbox(spec.init_fn(r)),
+                     out_shardings=abstract.param_sharding)(abstract.init_rng)
+    trainable, frozen = split_params(params, spec.config.trainable)
+    del params
+    tx = abstract.tx
+    state = jax.jit(lambda p: init_state(p, tx), out_shardings=abstract.state_sharding,
+                    donate_argnums=0)(trainable)
+    return Engine(abstract, state, frozen)
+
+
+def train(spec: StageSpec, *, data: Any, run_dir: str | Path, eval_fn: EvalFn | None = None,
           mesh: Mesh | None = None, rules=mesh_lib.LOGICAL_AXIS_RULES,
           on_step: OnStep | None = None) -> TrainResult:
     """Train (or resume training) and return the final state and the run summary."""
+    config = spec.config
     run_dir = Path(run_dir)
     primary = jax.process_index() == 0
     mesh = mesh if mesh is not None else mesh_lib.make_mesh(config.mesh)
     with mesh_lib.mesh_context(mesh, rules):
-        engine = build(config, init_fn=init_fn, loss_fn=loss_fn, mesh=mesh, rules=rules)
-        state, frozen, state_sh = engine.state, engine.frozen, engine.state_sharding
+        engine = build(spec, mesh=mesh, rules=rules)
+        state, frozen, state_sh = engine.state, engine.frozen, engine.abstract.state_sharding
 
         ckpt = Checkpointer(run_dir / "checkpoints", config.checkpoint)
         start = 0
         latest = ckpt.latest_step() if config.checkpoint.resume else None
         if latest is not None:
-            target = abstract_with_shardings(jax.eval_shape(lambda: state), state_sh)
+            target = abstract_with_shardings(engine.abstract.state, state_sh)
             state = ckpt.restore(latest, target, data)
             restored = int(jax.device_get(state.step))
             if restored != latest:
@@ -181,8 +226,8 @@ def train(config: TrainConfig, *, init_fn: Callable[[jax.Array], Any], loss_fn: 
         writer = MetricsWriter(run_dir if primary else None, truncate_after=start)
         runner = _Runner(config, ckpt, writer, data, eval_fn, primary)
         try:
-            state = runner.run(state, frozen, engine.step, engine.rng, start, mesh, rules,
-                               on_step)
+            state = runner.run(state, frozen, engine.abstract.step, engine.abstract.rng, start,
+                               mesh, rules, on_step)
             ckpt.wait()
             summary = runner.summary(state, frozen, start, mesh)
         except NonFiniteLossError as e:
@@ -200,18 +245,22 @@ def train(config: TrainConfig, *, init_fn: Callable[[jax.Array], Any], loss_fn: 
     return TrainResult(state=state, frozen=frozen, mesh=mesh, summary=summary)
 
 
-def restore_params(config: TrainConfig, *, init_fn: Callable[[jax.Array], Any], loss_fn: LossFn,
-                   checkpoint_dir: str | Path, which: Literal["best", "latest"] = "best",
-                   mesh: Mesh | None = None, rules=mesh_lib.LOGICAL_AXIS_RULES
-                   ) -> tuple[dict, int]:
+def restore_params(spec: StageSpec, checkpoint_dir: str | Path,
+                   which: Literal["best", "latest"] = "best", mesh: Mesh | None = None,
+                   rules=mesh_lib.LOGICAL_AXIS_RULES) -> tuple[dict, int]:
     """(full params: trainable merged with frozen, step) of a run's checkpoint: the best by
     `config.checkpoint.best_metric` (the latest where the run kept no best), or the latest.
+
+    The checkpoint is read into the abstract engine's state (no optimizer state is
+    initialized, no step compiled); only the frozen params are computed, by `init_fn`.
     Raises FileNotFoundError naming the folder when it holds no checkpoint."""
+    config = spec.config
     mesh = mesh if mesh is not None else mesh_lib.make_mesh(config.mesh)
     with mesh_lib.mesh_context(mesh, rules):
-        engine = build(config, init_fn=init_fn, loss_fn=loss_fn, mesh=mesh, rules=rules)
-        target = abstract_with_shardings(jax.eval_shape(lambda: engine.state),
-                                         engine.state_sharding)
+        abstract = abstract_engine(spec, mesh, rules)
+        frozen = jax.jit(lambda r: split_params(nn.unbox(spec.init_fn(r)), config.trainable)[1],
+                         out_shardings=abstract.frozen_sharding)(abstract.init_rng)
+        target = abstract_with_shardings(abstract.state, abstract.state_sharding)
         ckpt = Checkpointer(checkpoint_dir, dataclasses.replace(config.checkpoint,
                                                                 async_save=False))
         try:
@@ -221,7 +270,7 @@ def restore_params(config: TrainConfig, *, init_fn: Callable[[jax.Array], Any], 
             state = ckpt.restore(step, target)
         finally:
             ckpt.close()
-    return merge_params(state.params, engine.frozen), step
+    return merge_params(state.params, frozen), step
 
 
 def _write_summary(run_dir: Path, summary: dict) -> None:

@@ -33,11 +33,6 @@ class TrainState:
     opt_state: Any
 
 
-def param_paths(params: Any) -> list[str]:
-    """The '/'-joined path of every parameter leaf."""
-    return list(traverse_util.flatten_dict(params, sep="/"))
-
-
 def split_params(params: Any, trainable: Sequence[str]) -> tuple[dict, dict]:
     """(trainable, frozen): leaves whose path fully matches one of the regexes, and the rest.
 

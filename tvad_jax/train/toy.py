@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import flax.linen as nn
 import grain
@@ -26,7 +27,7 @@ import numpy as np
 from tvad_jax import config as config_lib
 from tvad_jax.train import distributed
 from tvad_jax.train.checkpoint import CheckpointConfig
-from tvad_jax.train.loop import TrainConfig, TrainLoopConfig, TrainResult, train
+from tvad_jax.train.loop import StageSpec, TrainConfig, TrainLoopConfig, TrainResult, train
 from tvad_jax.train.mesh import make_mesh
 from tvad_jax.train.optim import OptimConfig
 from tvad_jax.train.state import merge_params
@@ -118,8 +119,8 @@ def make_model(cfg: ToyConfig) -> ToyMLP:
     return ToyMLP(features=cfg.features, hidden=cfg.hidden, dropout=cfg.dropout)
 
 
-def make_fns(cfg: ToyConfig):
-    """(init_fn, loss_fn, eval_fn) for `train`."""
+def make_spec(cfg: ToyConfig) -> tuple[StageSpec, Callable]:
+    """(the toy stage, its eval_fn) for `train`."""
     model = make_model(cfg)
     x_val, y_val = make_arrays(cfg, 128, offset=1)
 
@@ -140,18 +141,17 @@ def make_fns(cfg: ToyConfig):
     def eval_fn(trainable, frozen):
         return {"val_mse": float(val_mse(trainable, frozen))}
 
-    return init_fn, loss_fn, eval_fn
+    return StageSpec(cfg.train, init_fn, loss_fn), eval_fn
 
 
 def run(cfg: ToyConfig, run_dir: str | Path, *, num_devices: int | None = None,
         on_step=None) -> TrainResult:
     """Train the toy model into `run_dir` (resuming from its checkpoints if any)."""
-    init_fn, loss_fn, eval_fn = make_fns(cfg)
+    spec, eval_fn = make_spec(cfg)
     devices = jax.devices()[:num_devices] if num_devices else None
     mesh = make_mesh(cfg.train.mesh, devices)
     data = iter(make_dataset(cfg))
-    return train(cfg.train, init_fn=init_fn, loss_fn=loss_fn, data=data, run_dir=run_dir,
-                 eval_fn=eval_fn, mesh=mesh, on_step=on_step)
+    return train(spec, data=data, run_dir=run_dir, eval_fn=eval_fn, mesh=mesh, on_step=on_step)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -138,7 +138,3 @@ def _truncate_jsonl(path: Path, last_step: int) -> None:
     keep = [line for line in path.read_text().splitlines()
             if line.strip() and json.loads(line).get("step", 0) <= last_step]
     path.write_text("".join(line + "\n" for line in keep))
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

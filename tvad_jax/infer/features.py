@@ -23,8 +23,9 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
+import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,21 +34,12 @@ from tvad_jax.errors import DataError
 from tvad_jax.data.pipeline import (LoaderConfig, clip_index, find_builder_dir, make_dataset,
                                     open_split)
 from tvad_jax.models.configs import BackboneConfig
+from tvad_jax.models.tvad import ClipView, FrozenBackbone
 from tvad_jax.models.vlm import Backbone
 from tvad_jax.runs import progress
 
 ARRAYS = ("hidden", "visual", "tubelet_masks", "valid", "labels", "video_index", "start")
 VERSION = 1
-
-
-@dataclasses.dataclass(frozen=True)
-class ClipView:
-    """How videos are cut into clips for the backbone (see `data.pipeline.clip_starts`)."""
-
-    clip_len: int = 16
-    clip_stride: int = 16
-    frame_step: int = 1
-    pad_last: bool = True
 
 
 def cache_key(bcfg: BackboneConfig, checkpoint_id: str, builder_dir: Path, split: str,
@@ -63,18 +55,6 @@ def cache_key(bcfg: BackboneConfig, checkpoint_id: str, builder_dir: Path, split
         "vision": dataclasses.asdict(bcfg.vision),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
-
-
-def checkpoint_digest(directory: str | Path) -> str:
-    """Identity of a backbone checkpoint folder: the digest of its config and weights."""
-    h = hashlib.sha256()
-    for path in sorted(Path(directory).glob("*")):
-        if path.suffix in (".json", ".safetensors", ".msgpack"):
-            h.update(path.name.encode())
-            with path.open("rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-    return h.hexdigest()[:20]
 
 
 def make_encoder(bcfg: BackboneConfig, params) -> Callable[[np.ndarray], tuple]:
@@ -168,6 +148,15 @@ def build_cache(bcfg: BackboneConfig, params, prepared_dir: str | Path, split: s
     return FeatureCache(final)
 
 
+def feature_cache(cfg, backbone: FrozenBackbone, split: str, view: ClipView,
+                  report: Callable[[str], None] = print) -> FeatureCache:
+    """The cache of a prepared split for a backbone (built if missing). cfg: the root config
+    (`cfg.prepared_dir`; the cache root is `cfg.tvad.cache_dir` or <prepared>/features)."""
+    root = cfg.tvad.cache_dir or str(Path(cfg.prepared_dir) / "features")
+    return build_cache(backbone.cfg, backbone.params, cfg.prepared_dir, split, view, root,
+                       backbone.digest, report=report)
+
+
 def _encode_shard(encode: Callable, shard: dict, batch_size: int) -> dict:
     """Run the encoder over a shard in fixed-size batches (the last one zero-padded)."""
     frames = shard["frames"]
@@ -191,3 +180,31 @@ def _barrier(name: str) -> None:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(name)
+
+
+class _Select:
+    """grain transform: keep some keys of a cache row, add per-video text arrays."""
+
+    def __init__(self, keys: Sequence[str], texts: dict[str, np.ndarray] | None = None):
+        self.keys, self.texts = tuple(keys), texts
+
+    def __call__(self, row: dict) -> dict:
+        out = {k: row[k] for k in self.keys}
+        if self.texts is not None:
+            v = int(row["video_index"])
+            out.update({k: a[v] for k, a in self.texts.items()})
+        return out
+
+
+def cache_stream(cache: FeatureCache, batch_size: int, keys: Sequence[str], seed: int = 0,
+                 shuffle: bool = True, texts: dict[str, np.ndarray] | None = None
+                 ) -> grain.DatasetIterator:
+    """Batches of cache rows: endless and shuffled per epoch for training, or one ordered
+    pass (last batch partial) for evaluation. `texts`
+    maps a name to an array indexed by video (`[num_videos, ...]`) attached to each row.
+    A checkpointable grain iterator."""
+    ds = grain.MapDataset.source(cache)
+    if shuffle:
+        ds = ds.shuffle(seed=seed).repeat()
+    ds = ds.map(_Select(keys, texts)).batch(batch_size, drop_remainder=shuffle)
+    return iter(ds.to_iter_dataset())

@@ -15,8 +15,8 @@ from tvad_jax.data.video_io import read_video
 from tvad_jax.infer.dialogue import Dialogue
 from tvad_jax.models.decoder import Decoder
 from tvad_jax.models.generate import generate
-from tvad_jax.models.tvad import class_text_features, special_token_ids
-from tvad_jax.stages.tvad import load_frozen_backbone, load_model
+from tvad_jax.models.tvad import (class_text_features, load_frozen_backbone, load_model,
+                                  special_token_ids)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def test_dialogue_reuses_the_cache_like_a_full_recomputation(trained):
     rng = np.random.default_rng(0)
     bcfg = model.backbone.cfg
     clip = rng.normal(size=(1, 8, 48, 48, 3)).astype(np.float32)
-    from tvad_jax.stages.features import make_encoder
+    from tvad_jax.infer.features import make_encoder
 
     hidden, visual = (np.asarray(a) for a in make_encoder(bcfg, model.backbone.params)(clip))
     chat = Dialogue(model, visual, hidden, max_turns=2, max_new_tokens=6, question_len=32)

@@ -1,15 +1,16 @@
 """The main job on the embedded default: synthesize the benchmark if absent, prepare shards
-and text annotations, train every detector on it, and evaluate them on the open-set test
-split into one report folder.
+and text annotations, train every detector on it, and evaluate them on the open-set `test`
+split and the closed-set `test_seen` split into one report folder.
 
 Detectors: the model-free frame-difference baseline; VLAVAD's S3M on object tracks; T-VAD
 (paper 000) on the shipped backbone - stage 1 (AHD), stage 2 (RAE + LoRA, phases A and B) -
 with the ablations of its Table 4 (w/o RAE: heatmaps only; w/o AHD: stage 2 without anomaly
 prompts) and the plain backbone zero-shot and one-shot (Table 3's protocol).
 
-Report folder: report.md (the comparison table and the run facts), metrics.json, ROC curves
-and heatmap overlays (tvad-full/), the dialogue transcripts (dialogue_*.json) and
-dialogue.md (the full model's conversation about the first abnormal test videos).
+Report folder: report.md (one comparison table per split and the run facts), metrics.json
+(`{"splits": {split: {method: {metric: value}}}, ...}`), ROC curves and heatmap overlays
+(tvad-full/), the dialogue transcripts (dialogue_<variant>_<split>.json) and
+dialogue_<split>.md (the full model's conversation about the first abnormal videos).
 """
 from __future__ import annotations
 
@@ -18,18 +19,21 @@ import json
 import time
 from pathlib import Path
 
-from tvad_jax.data.prepare import prepare
-from tvad_jax.data.synthetic.generate import is_complete, synthesize
+from tvad_jax.data.dialogues import read_annotations
 from tvad_jax.eval.baselines import baseline_scores
 from tvad_jax.eval.metrics import frame_auc
 from tvad_jax.eval.report import comparison_table
-from tvad_jax.runs import new_run_dir, progress
-from tvad_jax.stages.s3m import evaluate_run, train_s3m
-from tvad_jax.stages.tvad import ablation_model, load_frozen_backbone, load_model, plain_model
-from tvad_jax.stages.tvad import train_tvad
-from tvad_jax.stages.tvad_data import read_annotations
-from tvad_jax.stages.tvad_eval import QUESTIONS, evaluate_model
+from tvad_jax.eval.tvad import QUESTIONS, evaluate_model
+from tvad_jax.jobs.common import Report, ensure_prepared, start_run
+from tvad_jax.jobs.config import Config
+from tvad_jax.jobs.s3m import evaluate_run, train_s3m
+from tvad_jax.jobs.tvad import train_tvad
+from tvad_jax.models.tvad import ablation_model, load_model, plain_model
 
+# The open-set test split (unseen anomaly types) and the closed-set one (training types).
+SPLITS = ("test", "test_seen")
+TITLES = {"test": "Open-set `test` split (anomaly types unseen in training)",
+          "test_seen": "Closed-set `test_seen` split (unseen videos of the training types)"}
 COLUMNS = (("micro_auc", "micro AUC"), ("macro_auc", "macro AUC"), ("rbdc", "RBDC"),
            ("tbdc", "TBDC"), ("yes_no_accuracy", "Yes/No acc"),
            ("yes_no_balanced_accuracy", "Yes/No bAcc"), ("bleu4_target", "BLEU-4 target"),
@@ -37,57 +41,54 @@ COLUMNS = (("micro_auc", "micro AUC"), ("macro_auc", "macro AUC"), ("rbdc", "RBD
 PERCENT = {k: 100.0 for k, _ in COLUMNS if k.startswith(("yes_no_acc", "yes_no_bal"))}
 
 
-def run_demo(cfg, report=print) -> Path:
+def run_demo(cfg: Config, report: Report = print) -> Path:
     """Run the whole default job and return the report folder."""
     start = time.perf_counter()
-    run_dir = new_run_dir("demo", cfg, cfg.runs_dir)
-    if is_complete(cfg.synth):
-        report(f"[tvad] synthetic benchmark up to date in {cfg.synth.out_dir}")
-    else:
-        synthesize(cfg.synth, lambda it, total: progress(it, "synth", total, "video"))
-    prepared = prepare(cfg, report)
-    report(f"[tvad] prepared shards in {prepared}")
-    split = cfg.tvad.eval_split
-
+    run_dir = start_run("demo", cfg)
+    report(f"[tvad] prepared shards in {ensure_prepared(cfg, report)}")
     s3m_dir = train_s3m(cfg, run_dir / "s3m", report)
-    s3m = evaluate_run(s3m_dir, split, plot=True, report=report)
-    base, labels = baseline_scores(cfg, split, report)
-    diff = frame_auc(base, labels)
-    rows = {"frame difference": {"micro_auc": diff.micro_auc, "macro_auc": diff.macro_auc},
-            "S3M (VLAVAD)": s3m["s3m_sigma0"]}
-
     full = load_model(train_tvad(cfg, run_dir / "tvad-full", report=report))
     no_ahd_cfg = dataclasses.replace(cfg, tvad=dataclasses.replace(
         cfg.tvad, model=dataclasses.replace(cfg.tvad.model, variant="no_ahd")))
     no_ahd = load_model(train_tvad(no_ahd_cfg, run_dir / "tvad-no_ahd", report=report))
-    plain = plain_model(load_frozen_backbone(cfg.tvad.backbone), cfg.tvad)
+    plain = plain_model(full.backbone, cfg.tvad.model, cfg.tvad.stage1.view,
+                        cfg.tvad.stage2.view)
     variants = (("T-VAD", full, False, run_dir / "tvad-full"),
                 ("T-VAD w/o RAE", ablation_model(full, "no_rae"), False, None),
                 ("T-VAD w/o AHD", no_ahd, False, None),
                 ("backbone zero-shot (w/o AHD & RAE)", plain, False, None),
                 ("backbone one-shot", plain, True, None))
-    for name, model, one_shot, plots in variants:
-        report(f"[tvad] evaluating {name} on {split}")
-        rows[name] = evaluate_model(model, cfg, split, one_shot, run_dir, report,
-                                    plot_dir=plots, baseline=base)
-
-    results = {"split": split, "methods": rows, "dataset": dataset_summary(cfg.synth.out_dir),
+    splits = {}
+    for split in SPLITS:
+        s3m = evaluate_run(s3m_dir, split, plot=True, report=report)
+        base, labels = baseline_scores(cfg, split, report)
+        diff = frame_auc(base, labels)
+        rows = {"frame difference": {"micro_auc": diff.micro_auc, "macro_auc": diff.macro_auc},
+                "S3M (VLAVAD)": s3m["s3m_sigma0"]}
+        for name, model, one_shot, plots in variants:
+            report(f"[tvad] evaluating {name} on {split}")
+            rows[name] = evaluate_model(model, cfg, split, one_shot, run_dir, report,
+                                        plot_dir=plots, baseline=base)
+        splits[split] = rows
+    results = {"splits": splits, "dataset": dataset_summary(cfg.synth.out_dir),
                "wall_s": round(time.perf_counter() - start, 1)}
     (run_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
-    table = comparison_table(rows, COLUMNS, title=f"Open-set {split} split (synthetic "
-                                                  "benchmark)", scale=PERCENT)
-    notes = ("\nFrame AUC without smoothing; Yes/No accuracies in %, BLEU-4 on sacrebleu's "
-             "0-100 scale (best reference, macro over abnormal videos); – = not applicable. "
-             f"Wall time {results['wall_s']:.0f} s.\n")
-    (run_dir / "report.md").write_text(table + notes)
-    write_dialogue_markdown(run_dir, cfg, split)
-    report(table)
+    tables = [comparison_table(rows, COLUMNS, title=f"{TITLES.get(split, split)} (synthetic "
+                                                    "benchmark)", scale=PERCENT)
+              for split, rows in splits.items()]
+    notes = ("\nFrame AUC without smoothing; RBDC/TBDC of heatmaps binarized at 0.5; Yes/No "
+             "accuracies in %, BLEU-4 on sacrebleu's 0-100 scale (best reference, macro over "
+             f"abnormal videos); – = not applicable. Wall time {results['wall_s']:.0f} s.\n")
+    (run_dir / "report.md").write_text("\n\n".join(tables) + notes)
+    for split in SPLITS:
+        write_dialogue_markdown(run_dir, cfg, split)
+    report("\n\n".join(tables))
     report(f"[tvad] demo report in {run_dir}")
     return run_dir
 
 
-def write_dialogue_markdown(run_dir: Path, cfg, split: str, count: int = 3) -> Path:
-    """dialogue.md: the full model's answers beside the references, for the first `count`
+def write_dialogue_markdown(run_dir: Path, cfg: Config, split: str, count: int = 3) -> Path:
+    """dialogue_<split>.md: the full model's answers beside the references, for the first `count`
     abnormal videos of the split (from dialogue_full_<split>.json)."""
     transcript = json.loads((run_dir / f"dialogue_full_{split}.json").read_text())
     abnormal = [row for row in read_annotations(cfg.prepared_dir, split) if row["abnormal"]]
@@ -99,7 +100,7 @@ def write_dialogue_markdown(run_dir: Path, cfg, split: str, count: int = 3) -> P
                       f"  - T-VAD: {transcript[row['video']][kind]}",
                       f"  - reference: {turn['answers'][0]}"]
         lines.append("")
-    path = run_dir / "dialogue.md"
+    path = run_dir / f"dialogue_{split}.md"
     path.write_text("\n".join(lines))
     return path
 

@@ -21,20 +21,36 @@ import numpy as np
 
 from tvad_jax.data.annotate import (APPEARANCE_QUESTION, JUDGMENT_QUESTION, TIME_QUESTION,
                                     TRAJECTORY_QUESTION)
-from tvad_jax.data.pipeline import open_split, split_names
+from tvad_jax.data.dialogues import read_annotations, turn_tokens
+from tvad_jax.data.pipeline import open_split, scatter_clips, split_names
+from tvad_jax.data.regions import heatmap_regions
 from tvad_jax.data.tracks import tracks_from_masks
 from tvad_jax.eval import rbdc as rbdc_lib
 from tvad_jax.eval.metrics import frame_auc
-from tvad_jax.data.regions import heatmap_regions
 from tvad_jax.eval.text_metrics import text_scores
 from tvad_jax.infer.dialogue import Dialogue
+from tvad_jax.infer.features import FeatureCache, feature_cache
+from tvad_jax.infer.heatmaps import video_heatmaps
 from tvad_jax.models.ahd import upsample
-from tvad_jax.stages.features import FeatureCache
-from tvad_jax.eval.baselines import baseline_scores
-from tvad_jax.eval.report import write_summary
-from tvad_jax.stages.tvad import (MODEL_FILE, TVADModel, feature_cache, heatmap_auc,
-                                  load_model, video_heatmaps)
-from tvad_jax.stages.tvad_data import read_annotations, turn_tokens
+from tvad_jax.models.tvad import TVADModel
+
+def frame_labels(cache: FeatureCache, lengths) -> list[np.ndarray]:
+    """Per-video frame labels from the cached clip labels."""
+    labels = cache.column("labels").astype(np.float32)                 # C, T
+    view = cache.meta["view"]
+    return scatter_clips(labels, cache.column("video_index"), cache.column("start"), lengths,
+                         tubelet=1, frame_step=view["frame_step"], reduce="max")
+
+
+def heatmap_auc(maps: list[np.ndarray], cache: FeatureCache) -> tuple[dict, list[np.ndarray]]:
+    """({micro_auc, macro_auc}, per-video frame scores) of per-video heatmaps, a frame's
+    score being its max heat over the patch grid."""
+    scores = [m.reshape(len(m), -1).max(axis=1) for m in maps]
+    labels = frame_labels(cache, cache.meta["lengths"])
+    keys = [str(i) for i in range(len(maps))]
+    result = frame_auc(dict(zip(keys, scores)), dict(zip(keys, labels)), sigma=0.0)
+    return {"micro_auc": result.micro_auc, "macro_auc": result.macro_auc}, scores
+
 
 # (answer type in the references, question) in the paper's order
 QUESTIONS = (("yes_no", JUDGMENT_QUESTION), ("target", APPEARANCE_QUESTION),
@@ -169,32 +185,6 @@ def evaluate_model(model: TVADModel, cfg, split: str, one_shot: bool = False,
 
 # ---------------------------------------------------------------------------------------------
 # A finished `tvad train tvad` run
-
-def is_tvad_run(run_dir: str | Path) -> bool:
-    return (Path(run_dir) / "model" / MODEL_FILE).is_file()
-
-
-def evaluate_tvad_run(run_dir: str | Path, split: str | None = None, plot: bool = False,
-                      report: Callable[[str], None] = print, one_shot: bool = False) -> dict:
-    """`evaluate_model` on a run's exported model, beside the frame-difference baseline on the
-    same videos; writes eval_<split>.json/.md (and roc_<split>.png, heatmap overlays with
-    `plot`) into the run folder."""
-    from tvad_jax import config as config_lib
-    from tvad_jax.configs import Config
-
-    run_dir = Path(run_dir)
-    cfg = config_lib.load(Config, run_dir / "config.json")
-    split = split or cfg.tvad.eval_split
-    model = load_model(run_dir / "model")
-    base, labels = baseline_scores(cfg, split, report)
-    results = evaluate_model(model, cfg, split, one_shot, run_dir, report,
-                             plot_dir=run_dir if plot else None, baseline=base)
-    auc = frame_auc(base, labels)
-    results.update(split=split, frame_difference_micro_auc=auc.micro_auc,
-                   frame_difference_macro_auc=auc.macro_auc)
-    write_summary(run_dir, f"eval_{split}", results)
-    return results
-
 
 def write_figures(out_dir: Path, cfg, split: str, result: HeatmapResult, base: dict | None,
                   count: int = 3) -> list[Path]:

@@ -21,7 +21,9 @@ import pytest
 from train_helpers import REPO, subprocess_env
 
 from tvad_jax.train import flops as flops_lib
-from tvad_jax.train import plan as plan_lib
+from tvad_jax import config as config_lib
+from tvad_jax.jobs import plan as plan_lib
+from tvad_jax.train import plan as engine_plan
 
 MESHES = {"dp8": "data=8,fsdp=1,tensor=1", "fsdp4": "data=2,fsdp=4,tensor=1"}
 TOP_KEYS = {"config", "overrides", "mesh", "devices", "platform", "shapes", "plan", "stages"}
@@ -55,12 +57,12 @@ def expected_param_bytes(stage: str, fsdp: int) -> tuple[int, int]:
     """(trainable, frozen) bytes per device from the abstract params' global shapes: a leaf
     with an "embed" axis keeps 1/fsdp of it (LOGICAL_AXIS_RULES: embed -> fsdp), the rest is
     replicated (tensor = 1)."""
-    pcfg = plan_lib.get_plan("tiny")
-    train, init_fn, _, _ = plan_lib.stage_fns(pcfg, stage)
-    boxed = jax.eval_shape(init_fn, jax.random.key(0))
-    patterns = [re.compile(p) for p in train.trainable]
+    pcfg = config_lib.resolve("tiny", kind="plan")
+    spec = plan_lib.stage_spec(pcfg, stage)
+    boxed = jax.eval_shape(spec.init_fn, jax.random.key(0))
+    patterns = [re.compile(p) for p in spec.config.trainable]
     trainable = frozen = 0
-    for path, (shape, dtype, names) in plan_lib.param_axes(boxed).items():
+    for path, (shape, dtype, names) in engine_plan.param_axes(boxed).items():
         n = int(np.prod(shape)) * np.dtype(dtype).itemsize
         if names and "embed" in names:
             dim = shape[names.index("embed")]
@@ -161,7 +163,7 @@ def test_loop_aware_flops_match_the_unrolled_program():
         compiled = jax.jit(fn).lower(x, ws).compile()
         hlo = flops_lib.hlo_matmul_flops(compiled.as_text())
         assert hlo["matmul_flops"] == matmul
-        counts[fn.__name__] = plan_lib.analyze(compiled, {}, 1)["flops_per_device"]
+        counts[fn.__name__] = engine_plan.analyze(compiled, {}, 1)["flops_per_device"]
     assert counts["scanned"] == pytest.approx(counts["unrolled"], rel=0.01)
 
 
@@ -185,7 +187,7 @@ def test_missing_analyses_read_as_none():
         def as_text(self):
             raise NotImplementedError
 
-    out = plan_lib.analyze(NoAnalyses(), {"trainable_params": 4}, 8)
+    out = engine_plan.analyze(NoAnalyses(), {"trainable_params": 4}, 8)
     assert out["flops_per_device"] is None and out["flops_total"] is None
     assert out["matmul_flops_per_device"] is None
     bytes_ = out["per_device_bytes"]
@@ -196,9 +198,9 @@ def test_missing_analyses_read_as_none():
 def test_llava7b_shapes_fill_the_paper_sequence():
     """16 frames -> 8 tubelets of 576 patches, 2 x 2-pooled to 144 tokens each; anomaly
     prompts of 7 steps x 14 + start/sep/end; text up to the 2048-token budget."""
-    sh = plan_lib.shapes(plan_lib.get_plan("llava7b"))
+    sh = plan_lib.shapes(config_lib.resolve("llava7b", kind="plan"))
     assert sh.hidden == (4, 8, 577, 1024)
     assert (sh.visual_tokens, sh.prompt_tokens, sh.text_len, sh.seq_len) == (1152, 106, 790,
                                                                              2048)
-    sh = plan_lib.shapes(plan_lib.get_plan("llava7b", ["max_seq_len=1500"]))
+    sh = plan_lib.shapes(config_lib.resolve("llava7b", ["max_seq_len=1500"], kind="plan"))
     assert sh.seq_len == 1500 and sh.text_len == 1500 - 1152 - 106

@@ -27,7 +27,7 @@ import dataclasses
 import json
 import shutil
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -39,62 +39,21 @@ from tvad_jax.data.object_boxes import box_coverage, crop_box, crop_frames
 from tvad_jax.data.object_text import clip_objects, scene_of, zone_question, zone_statement
 from tvad_jax.data.pipeline import (LoaderConfig, clip_index, find_builder_dir, make_dataset,
                                     open_split, split_names)
-from tvad_jax.data.prepare import prepare
 from tvad_jax.data.readers import make_reader
-from tvad_jax.data.synthetic.generate import is_complete, synthesize
+from tvad_jax.jobs.common import Report, ensure_prepared
+from tvad_jax.jobs.config import Config, PretrainConfig
 from tvad_jax.models import backbone_io
 from tvad_jax.models.configs import BackboneConfig, default_backbone
 from tvad_jax.models.generate import generate
+from tvad_jax.models.losses import contrastive_loss, lm_loss, unit_rows
 from tvad_jax.models.tokenizer import annotation_texts, train_tokenizer
 from tvad_jax.models.vlm import Backbone
-from tvad_jax.runs import new_run_dir, progress
-from tvad_jax.train.checkpoint import CheckpointConfig
-from tvad_jax.train.loop import TrainConfig, TrainLoopConfig, train
+from tvad_jax.runs import new_run_dir
+from tvad_jax.train.loop import StageSpec, train
 from tvad_jax.train.mesh import make_mesh
-from tvad_jax.train.optim import OptimConfig
 from tvad_jax.train.state import merge_params
 
 DESCRIBE = "Describe the clip."
-
-
-@dataclasses.dataclass(frozen=True)
-class PretrainConfig:
-    """`tvad pretrain`: data, objectives and the engine settings.
-
-    Attributes:
-      split / eval_split: prepared splits to train on and to measure retrieval on.
-      clip_len, clip_stride: frames per clip and between clip starts.
-      batch_size: global batch (clips).
-      vocab_size: BPE vocabulary of the tokenizer trained first.
-      caption_len / qa_len: padded token lengths of captions (and object descriptions) and of
-        question + answer.
-      regions: objects per clip in the region-text objective (the most visible ones).
-      crop_every: every n-th clip is a crop around its main object (0: none).
-      lm_weight / region_weight: weights of the language-modelling and region-text losses
-        beside the clip-caption contrastive one.
-      eval_clips: held-out clips for retrieval.
-      model: "default" (the shipped architecture) or "tiny" (tests).
-    """
-
-    train: TrainConfig = TrainConfig(
-        loop=TrainLoopConfig(steps=800, sync_every=25, log_every=5),
-        optim=OptimConfig(learning_rate=1e-3, warmup_ratio=0.05, lr_floor=0.05,
-                          weight_decay=0.05, clip_norm=1.0),
-        checkpoint=CheckpointConfig(every_steps=100, keep_last=1, keep_best=0))
-    split: str = "train"
-    eval_split: str = "test"
-    clip_len: int = 8
-    clip_stride: int = 4
-    batch_size: int = 16
-    vocab_size: int = 1024
-    caption_len: int = 48
-    qa_len: int = 48
-    regions: int = 4
-    crop_every: int = 4
-    lm_weight: float = 1.0
-    region_weight: float = 1.0
-    eval_clips: int = 128
-    model: Literal["default", "tiny"] = "default"
 
 
 def backbone_config(pcfg: PretrainConfig, vocab_size: int, image_size: int) -> BackboneConfig:
@@ -134,7 +93,7 @@ class ClipText(NamedTuple):
     crop: np.ndarray | None           # crop rows: (x0, y0, side, side) around the main object
 
 
-def clip_texts(cfg, split: str, loader: LoaderConfig, pcfg: PretrainConfig) -> list[ClipText]:
+def clip_texts(cfg: Config, split: str, loader: LoaderConfig, pcfg: PretrainConfig) -> list[ClipText]:
     """The texts of every clip of a split, in clip-index order.
 
     Every `crop_every`-th clip becomes a crop sample: the frames are cropped around its main
@@ -260,40 +219,8 @@ def _forward(module: Backbone, frames, caption_ids, qa_ids, region_ids, region_w
             "qa_logits": logits[:, visual.shape[1]:]}
 
 
-def contrastive_loss(a: jax.Array, b: jax.Array, logit_scale: jax.Array, ids: jax.Array,
-                     valid: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-    """Symmetric InfoNCE between rows of a [M, E] and b [M, E] (row i of a pairs with row i of
-    b); rows whose token ids are identical are all positives; rows with valid False take no
-    part. Returns (loss, top-1 b->a accuracy)."""
-    valid = jnp.ones(len(a), bool) if valid is None else valid
-    a, b = _unit(a), _unit(b)
-    both = valid[:, None] & valid[None]
-    logits = jnp.exp(jnp.minimum(logit_scale, np.log(100.0))) * a @ b.T        # [M, M]
-    logits = jnp.where(both, logits, -1e9)
-    same = (jnp.all(ids[:, None] == ids[None], axis=-1) & both).astype(jnp.float32)
-    targets = same / jnp.maximum(same.sum(-1, keepdims=True), 1)
-    rows = valid.astype(jnp.float32) / jnp.maximum(valid.sum(), 1)
-    loss_a = -((targets * jax.nn.log_softmax(logits, axis=1)).sum(-1) * rows).sum()
-    loss_b = -((targets * jax.nn.log_softmax(logits.T, axis=1)).sum(-1) * rows).sum()
-    hit = same[jnp.arange(len(same)), jnp.argmax(logits.T, axis=1)]
-    return (loss_a + loss_b) / 2, (hit * rows).sum()
-
-
-def _unit(x: jax.Array) -> jax.Array:
-    """Rows scaled to unit length (zero rows, e.g. absent regions, stay zero)."""
-    return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-12))
-
-
-def lm_loss(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """Mean cross-entropy over answer tokens (targets >= 0)."""
-    mask = targets >= 0
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32))
-    picked = jnp.take_along_axis(logp, jnp.maximum(targets, 0)[..., None], axis=-1)[..., 0]
-    return -(picked * mask).sum() / jnp.maximum(mask.sum(), 1)
-
-
-def make_fns(bcfg, pcfg: PretrainConfig):
-    """(init_fn, loss_fn) for the engine."""
+def make_spec(bcfg: BackboneConfig, pcfg: PretrainConfig) -> StageSpec:
+    """The pretraining stage: every backbone param trains."""
     model = Backbone(bcfg)
 
     def init_fn(rng):
@@ -317,11 +244,11 @@ def make_fns(bcfg, pcfg: PretrainConfig):
         return loss, {"contrastive": contrastive, "region": region, "lm": language,
                       "batch_t2v_top1": accuracy, "batch_t2r_top1": region_accuracy}
 
-    return init_fn, loss_fn
+    return StageSpec(pcfg.train, init_fn, loss_fn)
 
 
 # ------------------------------------------------------------------ evaluation
-def retrieval(bcfg, params, cfg, pcfg: PretrainConfig, tokenizer) -> dict:
+def retrieval(bcfg: BackboneConfig, params, cfg: Config, pcfg: PretrainConfig, tokenizer) -> dict:
     """Zero-shot retrieval among `eval_clips` held-out clips (no crops): clip <-> caption, and
     region <-> description (patch features pooled under each object's boxes, every object of
     those clips against every description).
@@ -344,7 +271,7 @@ def retrieval(bcfg, params, cfg, pcfg: PretrainConfig, tokenizer) -> dict:
         out = model.apply({"params": params}, batch["frames"], batch["caption_ids"],
                           batch["qa_ids"], batch["region_ids"], batch["region_weights"],
                           method=_forward)
-        return {k: _unit(v) for k, v in out.items() if k in ("video", "caption", "region", "region_text")}
+        return {k: unit_rows(v) for k, v in out.items() if k in ("video", "caption", "region", "region_text")}
 
     rows = {(int(v), int(s)): r for r, (v, s) in enumerate(index)}
     found = {"video": [], "caption": [], "region": [], "region_text": []}
@@ -390,7 +317,7 @@ def _topk(sims: np.ndarray, same: np.ndarray, k: int) -> float:
     return float(np.take_along_axis(same, top, axis=1).any(axis=1).mean())
 
 
-def sample_captions(bcfg, params, cfg, pcfg: PretrainConfig, tokenizer, count: int = 4
+def sample_captions(bcfg: BackboneConfig, params, cfg: Config, pcfg: PretrainConfig, tokenizer, count: int = 4
                     ) -> list[dict]:
     """Greedy answers to "Describe the clip." on the first held-out clips, beside the truth."""
     loader = _loader(cfg, pcfg, shuffle=False)
@@ -421,19 +348,17 @@ def sample_captions(bcfg, params, cfg, pcfg: PretrainConfig, tokenizer, count: i
 
 
 # ------------------------------------------------------------------ the job
-def _loader(cfg, pcfg: PretrainConfig, shuffle: bool = True) -> LoaderConfig:
+def _loader(cfg: Config, pcfg: PretrainConfig, shuffle: bool = True) -> LoaderConfig:
     return dataclasses.replace(cfg.loader, clip_len=pcfg.clip_len, clip_stride=pcfg.clip_stride,
                                batch_size=pcfg.batch_size, shuffle=shuffle,
                                num_epochs=0 if shuffle else 1, drop_remainder=shuffle)
 
 
-def pretrain(cfg, ship: bool = False, report=print) -> Path:
+def pretrain(cfg: Config, ship: bool = False, report: Report = print) -> Path:
     """Run the whole pretraining job; returns the run folder (with `backbone/` inside)."""
     pcfg = cfg.pretrain
     run_dir = new_run_dir("pretrain", cfg, cfg.runs_dir)
-    if not is_complete(cfg.synth):
-        synthesize(cfg.synth, lambda it, total: progress(it, "synth", total, "video"))
-    prepare(cfg, report)
+    ensure_prepared(cfg, report)
     annotations = sorted((find_builder_dir(cfg.prepared_dir) / "annotations").glob("*.jsonl"))
     corpus = [t for t in annotation_texts(a for a in annotations if a.stem != pcfg.eval_split)]
     loader = _loader(cfg, pcfg)
@@ -448,8 +373,7 @@ def pretrain(cfg, ship: bool = False, report=print) -> Path:
     index = clip_index(lengths, loader)
     data = iter(make_dataset(source, lengths, loader, transform=AttachText(
         texts, index, bcfg.vision.patch_size, bcfg.vision.tubelet)))
-    init_fn, loss_fn = make_fns(bcfg, pcfg)
-    result = train(pcfg.train, init_fn=init_fn, loss_fn=loss_fn, data=data, run_dir=run_dir,
+    result = train(make_spec(bcfg, pcfg), data=data, run_dir=run_dir,
                    mesh=make_mesh(pcfg.train.mesh))
     params = nn.meta.unbox(jax.device_get(merge_params(result.state.params, result.frozen)))
     metrics = {"retrieval": retrieval(bcfg, params, cfg, pcfg, tokenizer),

@@ -1,0 +1,253 @@
+"""The config tree of every job: its sections and the typed root `Config` that jobs annotate.
+
+Light on purpose: it imports the section dataclasses of the lower layers (data, models, train)
+and no job code, so the registry of named configs (`tvad_jax.configs`) and the jobs both build
+on it without a cycle.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from tvad_jax.data.pipeline import LoaderConfig
+from tvad_jax.data.synthetic.spec import SynthConfig
+from tvad_jax.models.s3m import S3MConfig
+from tvad_jax.models.tvad import ClipView, TVADConfig
+from tvad_jax.train.checkpoint import CheckpointConfig
+from tvad_jax.train.loop import TrainConfig, TrainLoopConfig
+from tvad_jax.train.optim import OptimConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareConfig:
+    """Where videos come from and where `tvad data prepare` writes ArrayRecord shards."""
+
+    layout: Literal["synthetic", "ubnormal", "shanghaitech"] = "synthetic"
+    source: str = ""            # dataset root; empty = the synthetic benchmark's out_dir
+    out_dir: str = ""           # empty = <source>/prepared
+    height: int = 96
+    width: int = 96
+    splits: tuple[str, ...] = ("train", "val", "test", "train_normal", "test_seen")
+    split_files: str = ""       # UBnormal: split=file1+file2;split=... (official name lists)
+    tracks_dir: str = ""        # ShanghaiTech: folder of community track files
+    skip_bad: bool = False
+    annotate: bool = True       # write the text annotations (needs synthetic sidecars)
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+    """`tvad pretrain`: data, objectives and the engine settings.
+
+    Attributes:
+      split / eval_split: prepared splits to train on and to measure retrieval on.
+      clip_len, clip_stride: frames per clip and between clip starts.
+      batch_size: global batch (clips).
+      vocab_size: BPE vocabulary of the tokenizer trained first.
+      caption_len / qa_len: padded token lengths of captions (and object descriptions) and of
+        question + answer.
+      regions: objects per clip in the region-text objective (the most visible ones).
+      crop_every: every n-th clip is a crop around its main object (0: none).
+      lm_weight / region_weight: weights of the language-modelling and region-text losses
+        beside the clip-caption contrastive one.
+      eval_clips: held-out clips for retrieval.
+      model: "default" (the shipped architecture) or "tiny" (tests).
+    """
+
+    train: TrainConfig = TrainConfig(
+        loop=TrainLoopConfig(steps=800, sync_every=25, log_every=5),
+        optim=OptimConfig(learning_rate=1e-3, warmup_ratio=0.05, lr_floor=0.05,
+                          weight_decay=0.05, clip_norm=1.0),
+        checkpoint=CheckpointConfig(every_steps=100, keep_last=1, keep_best=0))
+    split: str = "train"
+    eval_split: str = "test"
+    clip_len: int = 8
+    clip_stride: int = 4
+    batch_size: int = 16
+    vocab_size: int = 1024
+    caption_len: int = 48
+    qa_len: int = 48
+    regions: int = 4
+    crop_every: int = 4
+    lm_weight: float = 1.0
+    region_weight: float = 1.0
+    eval_clips: int = 128
+    model: Literal["default", "tiny"] = "default"
+
+
+@dataclasses.dataclass(frozen=True)
+class S3MJobConfig:
+    """The `s3m` section of the top-level config: `tvad train s3m` and `tvad eval run`.
+
+    Attributes:
+      model: S3M sizes (width D, state P, layers, L_p past -> L_f future steps); the default
+        is paper 004's Avenue/Ped2 setting (3 layers, 10 -> 2) at a width suited to 6 features.
+      train: the engine's section (steps, optimizer, checkpoints, mesh).
+      batch_size: windows per global batch.
+      data_seed: seeds the shuffling of the training windows.
+      train_split: split trained on (normal videos only).
+      eval_split: split `tvad eval run` scores by default.
+      sigma: Gaussian smoothing of frame scores, frames (0 = off); results are reported both
+        without smoothing and with this sigma, for S3M and for the baseline.
+      score_batch: windows per prediction call when scoring (fixed shape, last one padded).
+    """
+
+    model: S3MConfig = S3MConfig(width=64, state_size=32, num_layers=3, past=10, future=2)
+    train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
+        loop=TrainLoopConfig(steps=3000, log_every=10, sync_every=100),
+        optim=OptimConfig(learning_rate=3e-3, warmup_ratio=0.05, lr_floor=0.05),
+        checkpoint=CheckpointConfig(every_steps=1000, keep_last=1, keep_best=0),
+    ))
+    batch_size: int = 256
+    data_seed: int = 0
+    train_split: str = "train_normal"
+    eval_split: str = "test"
+    sigma: float = 3.0
+    score_batch: int = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage1Config:
+    """Stage 1: the AHD on cached ViT features.
+
+    Attributes:
+      train: the engine (steps are micro-batches; `optim.accumulation_steps` of them per
+        update; keep-best by `val_micro_auc`).
+      view: how videos are cut into clips (non-overlapping 16-frame clips by default, so
+        every frame is scored once at evaluation).
+      batch_size: clips per micro-batch.
+      target: patch targets from the masks: "area" (anomalous fraction) or "max".
+    """
+
+    train: TrainConfig = TrainConfig(
+        loop=TrainLoopConfig(steps=1200, log_every=10, sync_every=50),
+        optim=OptimConfig(learning_rate=1e-3, warmup_ratio=0.1, lr_floor=1e-5,
+                          weight_decay=0.01, accumulation_steps=8),
+        checkpoint=CheckpointConfig(every_steps=200, keep_last=1, keep_best=1,
+                                    best_metric="val_micro_auc", best_mode="max"),
+        trainable=("ahd/.*",))
+    view: ClipView = ClipView(clip_len=16, clip_stride=16)
+    batch_size: int = 4
+    target: Literal["area", "max"] = "area"
+
+
+# One SFT phase's engine settings (phases A and B start equal; override each by its path).
+_PHASE = TrainConfig(
+    loop=TrainLoopConfig(steps=160, log_every=10, sync_every=40),
+    optim=OptimConfig(learning_rate=1e-3, warmup_ratio=0.05, lr_floor=0.0, weight_decay=0.0,
+                      accumulation_steps=1),
+    checkpoint=CheckpointConfig(every_steps=40, keep_last=1, keep_best=1,
+                                best_metric="val_loss", best_mode="min"),
+    trainable=("rae/.*", "special", "lora/.*"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage2Config:
+    """Stage 2: RAE + special tokens + LoRA, phase A (narratives) then B (dialogues).
+
+    Attributes:
+      phase_a, phase_b: the engine per phase (keep-best by `val_loss`).
+      view: the whole-video view the decoder sees (16 frames, every 4th).
+      batch_size: videos per micro-batch.
+      max_text_len: token budget of the dialogue text after the prompts.
+      lora_layers_b: phase B adapts only the last k decoder layers (the paper: 4).
+      The paper's LR is 2e-4 for one epoch on a 7B decoder; the small default decoder and a
+      few hundred steps need 1e-3.
+      dtype: decoder compute dtype in stage 2 ("bfloat16" on accelerators; float32 on CPU,
+        where bf16 matmuls are emulated and slower).
+    """
+
+    phase_a: TrainConfig = _PHASE
+    phase_b: TrainConfig = _PHASE
+    view: ClipView = ClipView(clip_len=16, clip_stride=1 << 20, frame_step=4, pad_last=False)
+    batch_size: int = 4
+    max_text_len: int = 160
+    lora_layers_b: int = 4
+    dtype: str = "float32"
+
+
+@dataclasses.dataclass(frozen=True)
+class TVADJobConfig:
+    """`tvad train tvad`, `tvad detect`, `tvad chat` and the T-VAD rows of `tvad demo`.
+
+    Attributes:
+      model: the heads and the variant.
+      stage1, stage2: the two stages.
+      backbone: backbone checkpoint folder (`save_backbone` layout); "" = the shipped default.
+      cache_dir: root of the feature cache; "" = <prepared_dir>/features.
+      train_split, val_split, eval_split: prepared splits.
+      eval_batch: videos per batch at evaluation and detection.
+      max_new_tokens: answer budget per dialogue turn.
+    """
+
+    model: TVADConfig = TVADConfig()
+    stage1: Stage1Config = Stage1Config()
+    stage2: Stage2Config = Stage2Config()
+    backbone: str = ""
+    cache_dir: str = ""
+    train_split: str = "train"
+    val_split: str = "val"
+    eval_split: str = "test"
+    eval_batch: int = 8
+    max_new_tokens: int = 48
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The root of every config: one section per job and the data it runs on."""
+
+    synth: SynthConfig = SynthConfig()
+    prepare: PrepareConfig = PrepareConfig()
+    loader: LoaderConfig = LoaderConfig()
+    s3m: S3MJobConfig = S3MJobConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+    tvad: TVADJobConfig = TVADJobConfig()
+    runs_dir: str = "runs"
+
+    @property
+    def prepare_source(self) -> str:
+        return self.prepare.source or self.synth.out_dir
+
+    @property
+    def prepared_dir(self) -> str:
+        return self.prepare.out_dir or f"{self.prepare_source}/prepared"
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanConfig:
+    """What to plan: the backbone's shapes, the clip, the sequence and the engine configs.
+
+    Attributes:
+      backbone: "llava15_7b" (LLaVA-1.5-7B: CLIP ViT-L/14-336 + Vicuna-7B, CLIP-L text width
+        768 for the class features), "shipped" (the shipped default backbone's config, read
+        from its config.json; no weights loaded) or "tiny" (`models.configs.tiny_backbone`).
+      frames: frames per clip; T' = frames / tubelet tubelets.
+      token_pool: visual tokens per tubelet = N / token_pool^2 (LLaVA: 1; 2 keeps 144 of 576).
+      max_seq_len: decoder sequence budget (visual + anomaly prompts + text) in stage 2.
+      text_len: text tokens in stage 2; 0 = whatever fills max_seq_len.
+      batch_per_device: micro-batch per data-parallel device (examples per step per
+        data x fsdp slot; the tensor axis splits the model, not the batch).
+      global_batch: examples per train step; 0 = batch_per_device x data x fsdp.
+      encoder_batch_per_device: clips per data-parallel device in the encoder pass.
+      vision_dtype: compute dtype of the vision tower in the encoder pass.
+      remat: rematerialize each decoder layer in stage 2's backward pass.
+      phase: the stage-2 phase: "A" (LoRA on every layer) or "B" (the last
+        `job.stage2.lora_layers_b`).
+      job: the T-VAD job config: heads (`job.model`), the engine configs (optimizer,
+        accumulation, trainable patterns) of `job.stage1.train` and `job.stage2.phase_a|b`,
+        and the stage-2 decoder compute dtype `job.stage2.dtype`.
+      runs_dir: where `tvad plan` writes its run folder.
+    """
+
+    backbone: str = "llava15_7b"
+    frames: int = 16
+    token_pool: int = 2
+    max_seq_len: int = 2048
+    text_len: int = 0
+    batch_per_device: int = 1
+    global_batch: int = 0
+    encoder_batch_per_device: int = 1
+    vision_dtype: str = "bfloat16"
+    remat: bool = True
+    phase: Literal["A", "B"] = "A"
+    job: TVADJobConfig = TVADJobConfig()
+    runs_dir: str = "runs"

@@ -1,0 +1,323 @@
+"""`tvad plan`: T-VAD's steps at real scale, lowered and compiled ahead of time on simulated
+devices, read for per-device memory and FLOPs (`train.plan` reads the executable).
+
+    pcfg = config_lib.resolve("llava7b", kind="plan")            # a PlanConfig (real scale)
+    mesh = mesh_lib.make_mesh(MeshConfig(data=2, fsdp=4, tensor=1), jax.devices("cpu"))
+    report = plan(pcfg, mesh, stages=("stage1", "stage2", "encoder"))   # a JSON-ready dict
+
+Stages: "stage1" (the AHD on cached ViT features), "stage2" (RAE + special tokens + LoRA on
+the frozen decoder, one SFT phase), and "encoder" (the frozen cache-building pass: the vision
+tower and the projector, forward only; no optimizer). The stage steps are the jobs' own
+(`jobs.tvad_stages.stage1_spec` / `stage2_spec`) with frozen parts initialized abstractly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh
+
+from tvad_jax import config as config_lib
+from tvad_jax.config import ConfigError
+from tvad_jax.jobs.config import PlanConfig
+from tvad_jax.jobs.tvad_stages import phase_config, stage1_spec, stage2_spec
+from tvad_jax.models import backbone_io
+from tvad_jax.models import configs as mc
+from tvad_jax.models.ahd import AHD
+from tvad_jax.models.configs import BackboneConfig
+from tvad_jax.models.convert import read_config
+from tvad_jax.models.decoder import Decoder
+from tvad_jax.models.rae import prompt_length
+from tvad_jax.models.vlm import Backbone, abstract_params
+from tvad_jax.train import mesh as mesh_lib
+from tvad_jax.train.loop import StageSpec, abstract_engine, strip_boxes
+from tvad_jax.train.plan import GiB, analyze, count, tree_bytes
+
+STAGES = ("stage1", "stage2", "encoder")
+
+
+def backbone_config(pcfg: PlanConfig) -> BackboneConfig:
+    """The backbone config a plan uses: token_pool (0 keeps the backbone's own), the vision
+    dtype, the stage-2 decoder dtype (`job.stage2.dtype`, as `jobs.tvad_stages.stage2_decoder_cfg`
+    sets it), remat and the clip length applied."""
+    if pcfg.backbone == "llava15_7b":
+        bcfg = mc.llava15_7b()
+    elif pcfg.backbone == "shipped":
+        bcfg = backbone_io.config_from_dict(read_config(backbone_io.SHIPPED_DIR)["backbone"])
+    elif pcfg.backbone == "tiny":
+        bcfg = mc.tiny_backbone()
+    else:
+        raise ConfigError(f"backbone must be 'llava15_7b', 'shipped' or 'tiny', got "
+                          f"{pcfg.backbone!r}")
+    vision = bcfg.vision
+    if pcfg.frames % vision.tubelet:
+        raise ConfigError(f"frames={pcfg.frames} is not a multiple of the tubelet "
+                          f"{vision.tubelet}")
+    vision = dataclasses.replace(vision, dtype=pcfg.vision_dtype,
+                                 max_frames=max(vision.max_frames, pcfg.frames))
+    decoder = dataclasses.replace(bcfg.decoder, dtype=pcfg.job.stage2.dtype, remat=pcfg.remat)
+    return dataclasses.replace(bcfg, vision=vision, decoder=decoder,
+                               token_pool=pcfg.token_pool or bcfg.token_pool)
+
+
+@dataclasses.dataclass(frozen=True)
+class Shapes:
+    """The per-example shapes a plan implies."""
+
+    hidden: tuple[int, ...]        # one clip's cached ViT layers [I, T', 1+N, D_v]
+    tubelets: int                  # T'
+    visual_tokens: int             # S_v
+    prompt_tokens: int             # anomaly prompts incl. start/sep/end (0 without)
+    text_len: int                  # L
+    seq_len: int                   # S_v + prompts + L
+
+
+def shapes(pcfg: PlanConfig, bcfg: BackboneConfig | None = None) -> Shapes:
+
+    bcfg = bcfg or backbone_config(pcfg)
+    tcfg = pcfg.job.model.for_backbone(bcfg)
+    v = bcfg.vision
+    tubelets = pcfg.frames // v.tubelet
+    hidden = (len(v.layer_indices), tubelets, 1 + v.num_patches, v.width)
+    per_tubelet = (v.num_patches // bcfg.token_pool ** 2 if bcfg.vision_feature_select == "patch"
+                   else 1 + v.num_patches)
+    visual = tubelets * per_tubelet
+    prompts = 0
+    if tcfg.anomaly_prompts:
+        prompts = prompt_length(0, tubelets - 1, tcfg.rae.prompts_per_step, 0, special=True)
+    text = pcfg.text_len or pcfg.max_seq_len - visual - prompts
+    if text < 1:
+        raise ConfigError(f"max_seq_len={pcfg.max_seq_len} leaves no text after {visual} "
+                          f"visual and {prompts} prompt tokens")
+    return Shapes(hidden, tubelets, visual, prompts, text, visual + prompts + text)
+
+
+# ---------------------------------------------------------------------------------------------
+# The stages' functions and abstract batches
+
+def stage_spec(pcfg: PlanConfig, stage: str, bcfg: BackboneConfig | None = None) -> StageSpec:
+    """The StageSpec of "stage1" or "stage2" that training uses, with frozen parts initialized
+    abstractly (boxed, so the decoder shards by its logical axes) and the example of one row
+    as ShapeDtypeStructs (no batch axis)."""
+    bcfg = bcfg or backbone_config(pcfg)
+    tcfg = pcfg.job.model.for_backbone(bcfg)
+    sh = shapes(pcfg, bcfg)
+    d_t = bcfg.text.width
+    v = bcfg.vision
+    f16, sds = jnp.float16, jax.ShapeDtypeStruct
+    if stage == "stage1":
+        spec = stage1_spec(tcfg, pcfg.job.stage1, lambda: jnp.zeros((2, d_t), jnp.float32),
+                           sh.hidden)
+        example = {"hidden": sds(sh.hidden, f16),
+                   "tubelet_masks": sds((sh.tubelets, v.image_size, v.image_size), jnp.uint8),
+                   "valid": sds((pcfg.frames,), jnp.bool_)}
+        return dataclasses.replace(spec, example=example)
+    if stage != "stage2":
+        raise ValueError(f"stage must be 'stage1' or 'stage2', got {stage!r}")
+    train, layers = phase_config(pcfg.job.stage2, pcfg.phase, tcfg, bcfg.decoder.depth)
+    dec = bcfg.decoder
+
+    def frozen_fn(rng):
+        r_dec, r_ahd = jax.random.split(rng)
+        embeds = jnp.zeros((1, 1, dec.width), jnp.float32)
+        out = {"decoder": Decoder(dec).init(r_dec, embeds, jnp.zeros((1, 1), jnp.int32))[
+                   "params"],
+               "special_init": jnp.zeros((3, dec.width), jnp.float32)}
+        if tcfg.anomaly_prompts:
+            text = jnp.zeros((2, d_t), jnp.float32)
+            hidden = [jnp.zeros((1,) + sh.hidden[1:], jnp.float32)] * sh.hidden[0]
+            out["ahd"] = AHD(tcfg.ahd).init(r_ahd, hidden, text)["params"]
+            out["text"] = text
+        return out
+
+    spec = stage2_spec(tcfg, bcfg, train, frozen_fn, sh.hidden, layers)
+    example = {"visual": sds((sh.visual_tokens, dec.width), f16),
+               "ids": sds((sh.text_len,), jnp.int32),
+               "targets": sds((sh.text_len,), jnp.int32),
+               "lengths": sds((), jnp.int32)}
+    if tcfg.anomaly_prompts:
+        example["hidden"] = sds(sh.hidden, f16)
+    return dataclasses.replace(spec, example=example)
+
+
+def global_batch(pcfg: PlanConfig, mesh: Mesh, per_device: int | None = None) -> int:
+    dp = mesh_lib.data_parallel_size(mesh)
+    if per_device is None and pcfg.global_batch:
+        if pcfg.global_batch % dp:
+            raise ConfigError(f"global_batch={pcfg.global_batch} does not split over the "
+                              f"{dp} data-parallel devices (data x fsdp)")
+        return pcfg.global_batch
+    return (pcfg.batch_per_device if per_device is None else per_device) * dp
+
+
+def batched(example: dict, batch: int) -> dict:
+    return {k: jax.ShapeDtypeStruct((batch,) + tuple(x.shape), x.dtype)
+            for k, x in example.items()}
+
+
+def plan_train_stage(pcfg: PlanConfig, stage: str, mesh: Mesh,
+                     rules=mesh_lib.LOGICAL_AXIS_RULES) -> dict:
+    """Lower and compile one train stage's step on abstract inputs; its report."""
+    bcfg = backbone_config(pcfg)
+    spec = stage_spec(pcfg, stage, bcfg)
+    batch = batched(spec.example, global_batch(pcfg, mesh))
+    with mesh_lib.mesh_context(mesh, rules):
+        t0 = time.perf_counter()
+        engine = abstract_engine(spec, mesh, rules)
+        lowered = engine.step.lower(engine.state, engine.frozen, batch, engine.rng)
+        lower_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    compiled = lowered.compile()
+    compile_s = time.perf_counter() - t0
+    state, state_sh = engine.state, engine.state_sharding
+    breakdown = {
+        "trainable_params": tree_bytes(state.params, state_sh.params),
+        "frozen_params": tree_bytes(engine.frozen, engine.frozen_sharding),
+        "optimizer_state": tree_bytes(state.opt_state, state_sh.opt_state),
+        "batch": tree_bytes(batch, engine.batch_sharding),
+    }
+    report = {
+        "kind": "train_step",
+        "global_batch": int(jax.tree.leaves(batch)[0].shape[0]),
+        "batch_shapes": {k: [list(x.shape), str(x.dtype)] for k, x in batch.items()},
+        "params": {"trainable": count(state.params), "frozen": count(engine.frozen)},
+        "trainable": list(spec.config.trainable),
+        "accumulation_steps": spec.config.optim.accumulation_steps,
+        "global_bytes": {"trainable_params": tree_bytes(state.params),
+                         "frozen_params": tree_bytes(engine.frozen),
+                         "optimizer_state": tree_bytes(state.opt_state),
+                         "batch": tree_bytes(batch)},
+    }
+    report.update(analyze(compiled, breakdown, len(mesh.devices.flat)))
+    report.update(lower_s=round(lower_s, 2), compile_s=round(compile_s, 2))
+    return report
+
+
+def encoder_fn(bcfg: BackboneConfig) -> Callable:
+    """The cache-building pass (`infer.features.make_encoder`) with the params as an argument:
+    params {"vision", "projector"}, frames [B, T, H, W, 3] -> (hidden [B, I, T', 1+N, D_v],
+    visual [B, S_v, D]) float16."""
+
+    model = Backbone(dataclasses.replace(bcfg, text=None))  # no text-tower params needed
+
+    def encode(params, frames):
+        out, tokens = model.apply({"params": params}, frames,
+                                  method=Backbone.encode_video_and_tokens)
+        hidden = jnp.stack(out.hidden, axis=1)
+        return hidden.astype(jnp.float16), tokens.astype(jnp.float16)
+
+    return encode
+
+
+def plan_encoder(pcfg: PlanConfig, mesh: Mesh, rules=mesh_lib.LOGICAL_AXIS_RULES) -> dict:
+    """Lower and compile the frozen vision tower + projector forward pass over a batch of clips
+    (what building the feature cache runs); its report."""
+
+    bcfg = backbone_config(pcfg)
+    v = bcfg.vision
+    boxed = abstract_params(dataclasses.replace(bcfg, text=None), boxed=True)
+    boxed = {k: boxed[k] for k in ("vision", "projector")}
+    params = strip_boxes(boxed)
+    n = global_batch(pcfg, mesh, pcfg.encoder_batch_per_device)
+    frames = jax.ShapeDtypeStruct((n, pcfg.frames, v.image_size, v.image_size, 3), jnp.float32)
+    with mesh_lib.mesh_context(mesh, rules):
+        t0 = time.perf_counter()
+        param_sh = mesh_lib.logical_to_sharding(boxed, mesh, rules)
+        batch_sh = mesh_lib.batch_sharding(mesh, rules)
+        fn = jax.jit(encoder_fn(bcfg), in_shardings=(param_sh, batch_sh),
+                     out_shardings=batch_sh)
+        lowered = fn.lower(params, frames)
+        lower_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    compiled = lowered.compile()
+    compile_s = time.perf_counter() - t0
+    out = jax.eval_shape(encoder_fn(bcfg), params, frames)
+    breakdown = {"trainable_params": 0, "frozen_params": tree_bytes(params, param_sh),
+                 "optimizer_state": 0, "batch": tree_bytes(frames, batch_sh)}
+    report = {
+        "kind": "forward",
+        "global_batch": n,
+        "batch_shapes": {"frames": [list(frames.shape), str(frames.dtype)]},
+        "output_shapes": {"hidden": [list(out[0].shape), str(out[0].dtype)],
+                          "visual": [list(out[1].shape), str(out[1].dtype)]},
+        "params": {"trainable": 0, "frozen": count(params)},
+        "global_bytes": {"frozen_params": tree_bytes(params), "batch": tree_bytes(frames)},
+    }
+    report.update(analyze(compiled, breakdown, len(mesh.devices.flat)))
+    report.update(lower_s=round(lower_s, 2), compile_s=round(compile_s, 2))
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole plan
+
+def plan(pcfg: PlanConfig, mesh: Mesh, stages: Sequence[str] = STAGES,
+         rules=mesh_lib.LOGICAL_AXIS_RULES, report: Callable[[str], None] | None = None
+         ) -> dict:
+    """Plan `stages` of `pcfg` on `mesh`: a JSON-ready dict (see the module docstring)."""
+
+    bcfg = backbone_config(pcfg)
+    sh = shapes(pcfg, bcfg)
+    out = {
+        "mesh": {k: int(v) for k, v in mesh.shape.items()},
+        "devices": int(mesh.devices.size),
+        "platform": mesh.devices.flat[0].platform,
+        "shapes": dataclasses.asdict(sh),
+        "plan": config_lib.to_dict(pcfg),
+        "stages": {},
+    }
+    for stage in stages:
+        if report:
+            report(f"[tvad] plan: lowering and compiling {stage} on {out['devices']} devices "
+                   f"{out['mesh']}")
+        t0 = time.perf_counter()
+        result = (plan_encoder(pcfg, mesh, rules) if stage == "encoder"
+                  else plan_train_stage(pcfg, stage, mesh, rules))
+        result["wall_s"] = round(time.perf_counter() - t0, 2)
+        out["stages"][stage] = result
+    return out
+
+
+def _unit(result: dict) -> tuple[str, float]:
+    sizes = [v for r in result["stages"].values() for v in r["per_device_bytes"].values()
+             if v is not None]
+    top = max(sizes, default=0)
+    for name, size in (("GiB", GiB), ("MiB", float(1 << 20))):
+        if top >= size:
+            return name, size
+    return "KiB", 1024.0
+
+
+def format_table(result: dict) -> str:
+    """A readable table of a `plan` result (per-device memory and FLOPs per step)."""
+    unit, size = _unit(result)
+    mem = lambda n: "-" if n is None else f"{n / size:.3f}"  # noqa: E731
+    flops = lambda f: "-" if f is None else f"{f:.4g}"  # noqa: E731
+    cols = [("stage", 8), ("batch", 6), ("train", 8), ("frozen", 8), ("opt", 8),
+            ("batch_b", 8), ("args", 8), ("out", 8), ("alias", 8), ("temp", 8), ("peak", 8),
+            ("FLOPs/dev", 11), ("XLA-raw", 11), ("compile", 8)]
+    lines = [(f"mesh {result['mesh']} on {result['devices']} simulated "
+              f"{result['platform']} devices; shapes {result['shapes']}"),
+             (f"per-device memory in {unit}: train/frozen = parameters, opt = optimizer "
+              "state, batch_b = the batch's shard; args/out/alias/temp (activations) from "
+              "memory_analysis(); peak = args + out - alias + temp"),
+             ("FLOPs per step per device: XLA cost analysis with loop bodies times their "
+              "trip counts (XLA-raw: loop bodies once); batch = global examples per step"),
+             " ".join(name.rjust(w) for name, w in cols)]
+    for stage, r in result["stages"].items():
+        b = r["per_device_bytes"]
+        row = [stage, str(r["global_batch"]), mem(b["trainable_params"]),
+               mem(b["frozen_params"]), mem(b["optimizer_state"]), mem(b["batch"]),
+               mem(b["arguments"]), mem(b["outputs"]), mem(b["aliased"]), mem(b["temp"]),
+               mem(b["peak_estimate"]), flops(r["flops_per_device"]),
+               flops(r["flops_per_device_xla"]), f"{r['compile_s']:.1f}s"]
+        lines.append(" ".join(v.rjust(w) for v, (_, w) in zip(row, cols)))
+    return "\n".join(lines)
+
+
+def dumps(result: dict) -> str:
+    return json.dumps(result, indent=2)

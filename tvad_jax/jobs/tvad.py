@@ -1,0 +1,93 @@
+"""`tvad train tvad` and `tvad eval run` for T-VAD runs: the two stages in one run folder, the
+exported model, and its evaluation beside the frame-difference baseline.
+
+    model_dir = train_tvad(cfg)              # stage 1, then stage 2; exports <run>/model
+    model = load_model(model_dir)            # models.tvad: detection, dialogue, evaluation
+    results = evaluate_tvad_run(run_dir, "test")
+
+Run folder: config.json, stage1/ and stage2-{A,B}/ (engine runs: checkpoints, metrics.jsonl,
+TensorBoard events, summary.json), model/ (the exported T-VAD model, `models.tvad.save_model`)
+and, after evaluation, eval_<split>.json/.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from tvad_jax import config as config_lib
+from tvad_jax.config import ConfigError
+from tvad_jax.eval.baselines import baseline_scores
+from tvad_jax.eval.metrics import frame_auc
+from tvad_jax.eval.report import write_summary
+from tvad_jax.eval.tvad import evaluate_model
+from tvad_jax.jobs.common import Report, ensure_prepared, start_run
+from tvad_jax.jobs.config import Config
+from tvad_jax.jobs.tvad_stages import train_stage1, train_stage2
+from tvad_jax.models.tvad import (MODEL_FILE, FrozenBackbone, TVADModel, load_frozen_backbone,
+                                  load_model, save_model)
+
+
+
+
+
+def check_fits(backbone: FrozenBackbone, cfg: Config) -> None:
+    """The backbone must take the prepared frames as they are."""
+    size, frames = backbone.cfg.vision.image_size, (cfg.prepare.height, cfg.prepare.width)
+    if frames != (size, size):
+        raise ConfigError(f"the backbone {backbone.path} takes {size}x{size} frames, the "
+                          f"prepared data is {frames[0]}x{frames[1]}: set tvad.backbone to "
+                          "a matching checkpoint or prepare.height/width")
+
+
+def train_tvad(cfg: Config, run_dir: str | Path | None = None,
+               stage1_from: str | Path | None = None, report: Report = print) -> Path:
+    """`tvad train tvad`: stage 1 (unless the variant has no AHD, or `stage1_from` names a
+    T-VAD model folder whose AHD to reuse), then stage 2 (unless the variant is "no_rae");
+    the model is exported to <run>/model. Returns the model folder."""
+    job = cfg.tvad
+    if job.model.variant == "plain":
+        raise ValueError("the plain backbone is not trained; evaluate it with `tvad eval "
+                         "backbone`")
+    ensure_prepared(cfg, report)
+    run_dir = start_run(f"tvad-{job.model.variant}", cfg, run_dir)
+    backbone = load_frozen_backbone(job.backbone)
+    check_fits(backbone, cfg)
+    stage1 = None
+    if job.model.has_ahd or job.model.anomaly_prompts:
+        if stage1_from:
+            stage1 = load_model(stage1_from).params
+            report(f"[tvad] stage 1: reusing the AHD of {stage1_from}")
+        else:
+            stage1 = train_stage1(cfg, backbone, run_dir / "stage1", report)
+    tcfg = job.model.for_backbone(backbone.cfg)
+    if tcfg.variant == "no_rae":
+        model = TVADModel(tcfg, backbone, {"ahd": stage1["ahd"], "text": stage1["text"]})
+    else:
+        model = train_stage2(cfg, backbone, stage1, run_dir, report)
+    model = dataclasses.replace(model, clip_view=job.stage1.view, video_view=job.stage2.view)
+    out = save_model(run_dir / "model", model)
+    report(f"[tvad] T-VAD model ({tcfg.variant}) in {out}")
+    return out
+
+
+def is_tvad_run(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / "model" / MODEL_FILE).is_file()
+
+
+def evaluate_tvad_run(run_dir: str | Path, split: str | None = None, plot: bool = False,
+                      report: Report = print, one_shot: bool = False) -> dict:
+    """`evaluate_model` on a run's exported model, beside the frame-difference baseline on the
+    same videos; writes eval_<split>.json/.md (and roc_<split>.png, heatmap overlays with
+    `plot`) into the run folder."""
+    run_dir = Path(run_dir)
+    cfg = config_lib.load(Config, run_dir / "config.json")
+    split = split or cfg.tvad.eval_split
+    model = load_model(run_dir / "model")
+    base, labels = baseline_scores(cfg, split, report)
+    results = evaluate_model(model, cfg, split, one_shot, run_dir, report,
+                             plot_dir=run_dir if plot else None, baseline=base)
+    auc = frame_auc(base, labels)
+    results.update(split=split, frame_difference_micro_auc=auc.micro_auc,
+                   frame_difference_macro_auc=auc.macro_auc)
+    write_summary(run_dir, f"eval_{split}", results)
+    return results

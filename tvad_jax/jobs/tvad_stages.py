@@ -1,0 +1,225 @@
+"""T-VAD's two training stages (paper 000 §4.1) on cached features of the frozen backbone.
+
+Stage 1 trains only the AHD (pixel cross-entropy against the tubelet-merged masks at patch
+resolution), AdamW with warmup-cosine, accumulation, selection by validation micro frame AUC.
+Stage 2 trains the RAE, the three anomaly prompt-token embeddings and LoRA on the decoder's
+q/v projections: phase A on the all-object narratives, phase B on the anomaly-focused
+dialogues with LoRA only on the last `lora_layers_b` layers; the loss is on answer tokens only;
+after each phase the best checkpoint by validation loss is merged into the decoder (LoRA into
+q/v, the special embeddings into the embedding table), and phase B starts from that
+self-contained decoder. `stage1_spec` / `stage2_spec` are also what `tvad plan` compiles at
+real scale.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tvad_jax.data.dialogues import dialogue_texts, read_annotations
+from tvad_jax.eval.tvad import heatmap_auc
+from tvad_jax.infer.features import FeatureCache, cache_stream, feature_cache
+from tvad_jax.infer.heatmaps import video_heatmaps
+from tvad_jax.jobs.common import Report
+from tvad_jax.jobs.config import Config, Stage1Config, Stage2Config
+from tvad_jax.models import lora as lora_lib
+from tvad_jax.models.ahd import AHD, patch_targets, pixel_loss
+from tvad_jax.models.configs import BackboneConfig
+from tvad_jax.models.losses import lm_loss
+from tvad_jax.models.rae import RAE
+from tvad_jax.models.tvad import (FrozenBackbone, TVADConfig, TVADModel, class_text_features,
+                                  heatmaps, merge_stage2, prompt_maps, special_token_ids,
+                                  text_logits)
+from tvad_jax.train.loop import StageSpec, TrainConfig, restore_params, train
+
+
+def stage1_spec(tcfg: TVADConfig, s1: Stage1Config, text_fn: Callable[[], Any],
+                hidden_shape: tuple[int, ...]) -> StageSpec:
+    """Stage 1: params {"ahd": trainable, "text": frozen [2, D_t]}.
+
+    text_fn() gives the class features (a constant, or an abstract init for planning);
+    hidden_shape is one clip's cached ViT layers [I, T', 1+N, D_v]."""
+    target = s1.target
+
+    def init_fn(rng):
+        text = text_fn()
+        hidden = jnp.zeros((1,) + tuple(hidden_shape), jnp.float32)
+        layers = [hidden[:, i] for i in range(hidden.shape[1])]
+        return {"ahd": AHD(tcfg.ahd).init(rng, layers, text)["params"], "text": text}
+
+    def loss_fn(trainable, frozen, batch, rng):
+        out = heatmaps(tcfg, trainable["ahd"], batch["hidden"], frozen["text"])
+        targets = patch_targets(batch["tubelet_masks"], out.heatmap.shape[-2:], target)
+        B, T = batch["valid"].shape
+        valid = batch["valid"].reshape(B, T // 2, 2).any(-1)[:, :, None, None]
+        loss = pixel_loss(out.logits, targets, valid)
+        return loss, {"mean_heat": out.heatmap.mean(), "target_share": targets.mean()}
+
+    return StageSpec(s1.train, init_fn, loss_fn)
+
+
+def train_stage1(cfg: Config, backbone: FrozenBackbone, run_dir: Path,
+                 report: Report = print) -> dict:
+    """Train the AHD; returns {"ahd": best params, "text": class features} (host arrays)."""
+    job = cfg.tvad
+    s1 = job.stage1
+    tcfg = job.model.for_backbone(backbone.cfg)
+    train_cache = feature_cache(cfg, backbone, job.train_split, s1.view, report)
+    val_cache = feature_cache(cfg, backbone, job.val_split, s1.view, report)
+    text = class_text_features(backbone.cfg, backbone.params, backbone.tokenizer)
+    spec = stage1_spec(tcfg, s1, lambda: text, train_cache[0]["hidden"].shape)
+    data = cache_stream(train_cache, s1.batch_size, ("hidden", "tubelet_masks", "valid"),
+                        seed=s1.train.loop.seed)
+
+    def eval_fn(trainable, frozen):
+        maps = video_heatmaps(tcfg, trainable["ahd"], frozen["text"], val_cache)
+        auc, _ = heatmap_auc(maps, val_cache)
+        return {"val_micro_auc": auc["micro_auc"], "val_macro_auc": auc["macro_auc"]}
+
+    report(f"[tvad] stage 1 (AHD): {len(train_cache)} training clips, "
+           f"{len(val_cache)} validation clips")
+    train(spec, data=data, run_dir=run_dir, eval_fn=eval_fn)
+    params, step = restore_params(spec, run_dir / "checkpoints")
+    report(f"[tvad] stage 1: best checkpoint at step {step}")
+    return jax.device_get(params)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 2
+
+def stage2_decoder_cfg(bcfg: BackboneConfig, dtype: str) -> BackboneConfig:
+    return dataclasses.replace(bcfg, decoder=dataclasses.replace(bcfg.decoder, dtype=dtype))
+
+
+def phase_config(s2: Stage2Config, phase: str, tcfg: TVADConfig, depth: int
+                 ) -> tuple[TrainConfig, int | None]:
+    """(engine config, LoRA layers: None = all) of stage-2 phase "A" or "B"; without anomaly
+    prompts only the LoRA trains."""
+    train_cfg = s2.phase_a if phase == "A" else s2.phase_b
+    layers = None if phase == "A" else min(s2.lora_layers_b, depth)
+    trainable = train_cfg.trainable if tcfg.anomaly_prompts else ("lora/.*",)
+    return dataclasses.replace(train_cfg, trainable=trainable), layers
+
+
+def stage2_spec(tcfg: TVADConfig, bcfg: BackboneConfig, train_cfg: TrainConfig,
+                frozen_fn: Callable[[jax.Array], dict], hidden_shape: tuple[int, ...],
+                lora_layers: int | None, start: dict | None = None) -> StageSpec:
+    """One stage-2 phase.
+
+    frozen_fn(rng) gives the frozen params: {"decoder", "special_init" [3, D], and with
+    anomaly prompts "ahd", "text"} (constants when training; an abstract init for planning).
+    start: trainable values to start from ({"rae", "special"} of the previous phase), or
+    None to initialize them. Trainable: "lora" (fresh, b = 0), and with anomaly prompts "rae"
+    and "special". hidden_shape: one clip's cached ViT layers [I, T', 1+N, D_v].
+    """
+    depth = bcfg.decoder.depth
+
+    def init_fn(rng):
+        r_frozen, r_lora, r_rae = jax.random.split(rng, 3)
+        params = dict(frozen_fn(r_frozen))
+        special_init = params.pop("special_init")
+        params["lora"] = lora_lib.to_tree(lora_lib.init_lora(
+            nn.unbox(params["decoder"]), tcfg.lora_rank, layers=lora_layers, rng=r_lora))
+        if tcfg.anomaly_prompts:
+            if start:
+                params["rae"], params["special"] = start["rae"], start["special"]
+            else:
+                hidden = jnp.zeros((1,) + tuple(hidden_shape), jnp.float32)
+                out = heatmaps(tcfg, nn.unbox(params["ahd"]), hidden, nn.unbox(params["text"]))
+                params["rae"] = RAE(tcfg.rae).init(r_rae, prompt_maps(tcfg, out))["params"]
+                params["special"] = special_init
+        return params
+
+    def loss_fn(trainable, frozen_, batch, rng):
+        maps = None
+        if tcfg.anomaly_prompts:
+            out = heatmaps(tcfg, frozen_["ahd"], batch["hidden"], frozen_["text"])
+            maps = prompt_maps(tcfg, out)
+        adapters = lora_lib.from_tree(trainable["lora"])
+        lora = lora_lib.decoder_lora(adapters, depth, tcfg.lora_alpha, tcfg.lora_rank,
+                                     rate=tcfg.lora_dropout, rng=rng, layers=lora_layers)
+        logits = text_logits(tcfg, bcfg, frozen_["decoder"], trainable.get("rae"),
+                             trainable.get("special"), batch["visual"], maps, batch["ids"],
+                             batch["lengths"], lora)
+        return lm_loss(logits, batch["targets"]), {}
+
+    return StageSpec(train_cfg, init_fn, loss_fn)
+
+
+def train_phase(cfg: Config, name: str, tcfg: TVADConfig, backbone: FrozenBackbone, frozen: dict,
+                start: dict, caches: tuple[FeatureCache, FeatureCache],
+                texts: tuple[dict, dict], run_dir: Path, report: Report) -> dict:
+    """One SFT phase; returns the trainable params of its best checkpoint (host arrays)."""
+    s2 = cfg.tvad.stage2
+    train_cfg, layers = phase_config(s2, name, tcfg, backbone.cfg.decoder.depth)
+    bcfg = stage2_decoder_cfg(backbone.cfg, s2.dtype)
+    train_cache, val_cache = caches
+    hidden_shape = train_cache[0]["hidden"].shape
+    spec = stage2_spec(tcfg, bcfg, train_cfg, lambda rng: frozen, hidden_shape, layers, start)
+    keys = ("hidden", "visual") if tcfg.anomaly_prompts else ("visual",)
+    data = cache_stream(train_cache, s2.batch_size, keys + ("video_index",),
+                        seed=train_cfg.loop.seed, texts=texts[0])
+    no_dropout = dataclasses.replace(tcfg, lora_dropout=0.0)
+    eval_spec = stage2_spec(no_dropout, bcfg, train_cfg, lambda rng: frozen, hidden_shape,
+                            layers, start)
+    eval_loss = jax.jit(lambda t, f, b: eval_spec.loss_fn(t, f, b, jax.random.key(0))[0])
+
+    def eval_fn(trainable_, frozen_):
+        losses, weights = [], []
+        for batch in cache_stream(val_cache, s2.batch_size, keys + ("video_index",),
+                                  shuffle=False, texts=texts[1]):
+            n = len(batch["visual"])
+            if n < s2.batch_size:
+                continue  # whole batches only: one compiled shape
+            losses.append(float(eval_loss(trainable_, frozen_, batch)))
+            weights.append(float((batch["targets"] >= 0).sum()))
+        return {"val_loss": float(np.average(losses, weights=weights))}
+
+    report(f"[tvad] stage 2 phase {name} ({tcfg.variant}): {len(train_cache)} videos, "
+           f"LoRA on {'all' if layers is None else f'the last {layers}'} decoder layers")
+    train(spec, data=data, run_dir=run_dir, eval_fn=eval_fn)
+    params, step = restore_params(spec, run_dir / "checkpoints")
+    report(f"[tvad] stage 2 phase {name}: best checkpoint at step {step}")
+    params = jax.device_get(params)
+    return {k: params[k] for k in ("lora", "rae", "special") if k in params}
+
+
+def train_stage2(cfg: Config, backbone: FrozenBackbone, stage1: dict | None, run_dir: Path,
+                 report: Report = print) -> TVADModel:
+    """Phases A and B; returns the model with the merged decoder."""
+    job = cfg.tvad
+    s2 = job.stage2
+    tcfg = job.model.for_backbone(backbone.cfg)
+    caches = tuple(feature_cache(cfg, backbone, split, s2.view, report)
+                   for split in (job.train_split, job.val_split))
+    ids = special_token_ids(backbone.tokenizer)
+    decoder = backbone.params["decoder"]
+    frozen = {"decoder": decoder}
+    if tcfg.anomaly_prompts:
+        if stage1 is None:
+            raise ValueError(f"variant {tcfg.variant!r} needs the stage-1 AHD")
+        frozen.update(ahd=stage1["ahd"], text=stage1["text"])
+    start: dict = {}
+    for phase, part in (("A", "narratives"), ("B", "dialogue")):
+        texts = tuple(dialogue_texts(backbone.tokenizer,
+                                     read_annotations(cfg.prepared_dir, split), part,
+                                     s2.max_text_len)
+                      for split in (job.train_split, job.val_split))
+        init = dict(frozen, special_init=jnp.asarray(frozen["decoder"]["embed"])[ids])
+        trained = train_phase(cfg, phase, tcfg, backbone, init, start, caches, texts,
+                              run_dir / f"stage2-{phase}", report)
+        frozen["decoder"] = jax.device_get(merge_stage2(
+            tcfg, frozen["decoder"], lora_lib.from_tree(trained["lora"]), trained.get("special"),
+            ids))
+        start = {k: trained[k] for k in ("rae", "special") if k in trained}
+    params = dict(start)
+    if tcfg.anomaly_prompts:
+        params.update(ahd=stage1["ahd"], text=stage1["text"])
+    trained_backbone = dataclasses.replace(
+        backbone, params=dict(backbone.params, decoder=frozen["decoder"]))
+    return TVADModel(tcfg, trained_backbone, params)
