@@ -13,8 +13,8 @@ import json
 import tempfile
 import time
 
-from tvad_jax import config as config_lib
 from tvad_jax import configs  # noqa: F401  (registers the named configs)
+from tvad_jax import config as config_lib
 from tvad_jax.data.pipeline import make_dataset, open_split
 from tvad_jax.data.prepare import prepare
 from tvad_jax.data.synthetic.generate import synthesize

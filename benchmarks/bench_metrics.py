@@ -19,8 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tvad_jax.data import track_files
-from tvad_jax.data import regions
+from tvad_jax.data import regions, track_files
 from tvad_jax.eval import metrics, rbdc
 
 

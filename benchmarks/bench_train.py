@@ -38,11 +38,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _machine  # noqa: E402
-from tvad_jax import config as config_lib  # noqa: E402
+
 from tvad_jax import configs  # noqa: E402,F401  (registers the plan configs)
+from tvad_jax import config as config_lib  # noqa: E402
 from tvad_jax.jobs import plan as plan_lib  # noqa: E402
-from tvad_jax.train import mesh as mesh_lib  # noqa: E402
 from tvad_jax.train import toy  # noqa: E402
+from tvad_jax.train import mesh as mesh_lib  # noqa: E402
 from tvad_jax.train.loop import StageSpec, build  # noqa: E402
 from tvad_jax.train.plan import analyze  # noqa: E402
 

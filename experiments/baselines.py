@@ -12,8 +12,8 @@ import argparse
 import json
 import sys
 
-from tvad_jax import config as config_lib
 from tvad_jax import configs  # noqa: F401  (registers the named configs)
+from tvad_jax import config as config_lib
 from tvad_jax.eval.baselines import baseline_scores
 from tvad_jax.eval.metrics import frame_auc
 from tvad_jax.eval.report import write_summary

@@ -16,9 +16,8 @@ import argparse
 import json
 import sys
 
+from tvad_jax import configs  # noqa: F401  (registers the named configs)
 from tvad_jax import config as config_lib
-from tvad_jax import configs  # noqa: F401  (registers the named configs)
-from tvad_jax import configs  # noqa: F401  (registers the named configs)
 from tvad_jax.data.pipeline import open_split
 from tvad_jax.errors import InputError
 from tvad_jax.eval.probe import markdown_table, object_features, probe_report

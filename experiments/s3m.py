@@ -18,11 +18,11 @@ import sys
 
 import numpy as np
 
-from tvad_jax import config as config_lib
 from tvad_jax import configs  # noqa: F401  (registers the named configs)
+from tvad_jax import config as config_lib
 from tvad_jax.eval.report import write_summary
-from tvad_jax.runs import new_run_dir
 from tvad_jax.jobs.s3m import evaluate_run, train_s3m
+from tvad_jax.runs import new_run_dir
 
 
 def run(cfg, split: str, seeds: list[int]) -> dict:

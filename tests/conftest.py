@@ -5,8 +5,8 @@ import dataclasses
 
 import pytest
 
-from tvad_jax import config as config_lib
 from tvad_jax import configs  # noqa: F401  (registers the named configs)
+from tvad_jax import config as config_lib
 
 
 def tiny_config(tmp_path, **synth):
@@ -44,11 +44,11 @@ def tiny_backbone(tiny_prepared, tmp_path_factory):
     import jax
 
     from tvad_jax.data.pipeline import find_builder_dir
+    from tvad_jax.jobs.config import PretrainConfig
+    from tvad_jax.jobs.pretrain import backbone_config
     from tvad_jax.models import backbone_io
     from tvad_jax.models.tokenizer import annotation_texts, train_tokenizer
     from tvad_jax.models.vlm import init_params
-    from tvad_jax.jobs.config import PretrainConfig
-    from tvad_jax.jobs.pretrain import backbone_config
 
     cfg, _ = tiny_prepared
     annotations = sorted((find_builder_dir(cfg.prepared_dir) / "annotations").glob("*.jsonl"))

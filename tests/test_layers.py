@@ -1,25 +1,7 @@
 """Import boundaries of `tvad_jax/` and `experiments/`, read from the README's Layers table.
 
 The README's Architecture section holds the one source of truth, a table under the heading
-line `### Layers`; this test reads it from there. For reference only, it reads:
-
-    ### Layers
-
-    | unit | may import |
-    |---|---|
-    | `errors` | — |
-    | `config` | `errors` |
-    | `runs` | `config` |
-    | `data` | `errors`, `config`, `runs` |
-    | `models` | `errors`, `config` |
-    | `train` | `errors`, `config`, `runs`, `data`, `models` |
-    | `infer` | `errors`, `config`, `runs`, `data`, `models`, `train` |
-    | `eval` | `errors`, `config`, `runs`, `data`, `models`, `train`, `infer` |
-    | `jobs` | `errors`, `config`, `runs`, `data`, `models`, `train`, `infer`, `eval` |
-    | `configs` | `errors`, `config`, `runs`, `data`, `models`, `train`, `infer`, `eval`, `jobs` |
-    | `experiments` | `errors`, `config`, `runs`, `data`, `models`, `train`, `infer`, `eval`, `jobs`, `configs` |
-    | `commands` | `errors`, `config`, `runs`, `data`, `models`, `train`, `infer`, `eval`, `jobs`, `configs` |
-    | `cli` | `commands`, `config`, `configs`, `errors` |
+line `### Layers` (`| unit | may import |`, one row per unit); this test reads it from there.
 
 A unit is the first component under `tvad_jax/` (a subpackage such as `data`, or a top-level
 module such as `config` for `config.py`); every file under the top-level `experiments/` folder
@@ -31,7 +13,8 @@ class bodies, functions):
   * every arrow between units is allowed by the table, and every unit has a row in it;
   * the unit graph found in the code has no cycle (whatever the table says);
   * an import inside a function carries a comment with the word `deferred` on its line or the
-    line just above (imports go inside functions only to defer an optional heavy dependency).
+    line just above, or directly follows such an import (a block shares one comment): imports
+    go inside functions only to defer a heavy dependency on purpose.
 The checker functions take root paths, so the self-tests below run them on small fake trees.
 """
 from __future__ import annotations
@@ -66,7 +49,8 @@ class Import:
     target: str | None   # unit imported, or None for anything outside the project
     text: str            # the statement, on one line
     in_function: bool    # inside a def (at any depth), so run at call time
-    deferred: bool       # a comment with the word 'deferred' on its line or the one above
+    deferred: bool       # a 'deferred' comment on its line or the one above, or it follows
+                         # a deferred import directly
 
     def arrow(self) -> str:
         """`path:line: source -> target (text)`, the form every failure message lists."""
@@ -170,15 +154,19 @@ def collect_imports(root_dir: Path, package_name: str,
         source = path.read_text(encoding="utf-8")
         tree = ast.parse(source, filename=str(relpath))
         deferred_lines = _lines_with_deferred_comment(source)
+        deferred_ends = set()   # last lines of deferred imports: the next line's may follow
         for node, in_function in _import_statements(tree):
             lines = range(node.lineno - 1, (node.end_lineno or node.lineno) + 1)
+            deferred = (any(line in deferred_lines for line in lines)
+                        or node.lineno - 1 in deferred_ends)
+            if deferred:
+                deferred_ends.add(node.end_lineno or node.lineno)
             for module, name in _imported_modules(node, relpath):
                 imports.append(Import(
                     path=relpath.as_posix(), line=node.lineno, source=unit,
                     target=_module_unit(module, name, package_name, extra_dirs, known_units),
                     text=" ".join(ast.get_source_segment(source, node).split()),
-                    in_function=in_function,
-                    deferred=any(line in deferred_lines for line in lines)))
+                    in_function=in_function, deferred=deferred))
     return imports
 
 
@@ -386,25 +374,17 @@ def test_function_level_imports_are_deferred_on_purpose():
 
 # --- self-tests on fake trees ------------------------------------------------------------------
 
-LAYERS_TABLE = """\
-### Layers
-
-| unit | may import |
-|---|---|
-| `errors` | — |
-| `config` | `errors` |
-| `runs` | `config` |
-| `data` | `errors`, `config`, `runs` |
-| `models` | `errors`, `config` |
-| `train` | `errors`, `config`, `runs`, `data`, `models` |
-| `infer` | `errors`, `config`, `runs`, `data`, `models`, `train` |
-| `eval` | `errors`, `config`, `runs`, `data`, `models`, `train`, `infer` |
-| `jobs` | `errors`, `config`, `runs`, `data`, `models`, `train`, `infer`, `eval` |
-| `configs` | `errors`, `config`, `runs`, `data`, `models`, `train`, `infer`, `eval`, `jobs` |
-| `experiments` | `errors`, `config`, `runs`, `data`, `models`, `train`, `infer`, `eval`, `jobs`, `configs` |
-| `commands` | `errors`, `config`, `runs`, `data`, `models`, `train`, `infer`, `eval`, `jobs`, `configs` |
-| `cli` | `commands`, `config`, `configs`, `errors` |
-"""
+BELOW = ("errors", "config", "runs", "data", "models", "train", "infer", "eval", "jobs")
+FAKE_RULES = {       # the layering the self-tests' fake trees follow
+    "errors": (), "config": ("errors",), "runs": ("config",),
+    "data": ("errors", "config", "runs"), "models": ("errors", "config"),
+    "train": BELOW[:5], "infer": BELOW[:6], "eval": BELOW[:7], "jobs": BELOW[:8],
+    "configs": BELOW, "experiments": BELOW + ("configs",), "commands": BELOW + ("configs",),
+    "cli": ("commands", "config", "configs", "errors"),
+}
+LAYERS_TABLE = "### Layers\n\n| unit | may import |\n|---|---|\n" + "".join(
+    f"| `{unit}` | {', '.join(f'`{d}`' for d in deps) or '—'} |\n"
+    for unit, deps in FAKE_RULES.items())
 
 CLEAN_TREE = {
     "tvad_jax/__init__.py": "",
@@ -598,6 +578,13 @@ def test_function_imports_need_a_deferred_comment(tmp_path):
             return torch
 
 
+        def commented_block():
+            # deferred: the imports right below it share the comment
+            import torch
+            import torchvision
+            return torch, torchvision
+
+
         class Head:
             def method(self):
                 def inner():
@@ -608,5 +595,5 @@ def test_function_imports_need_a_deferred_comment(tmp_path):
     assert found["undeferred"] == [
         "tvad_jax/models/ahd.py:5: import torch",
         "tvad_jax/models/ahd.py:23: import torch",
-        "tvad_jax/models/ahd.py:30: from tvad_jax.errors import InputError"]
+        "tvad_jax/models/ahd.py:37: from tvad_jax.errors import InputError"]
     assert found["violations"] == []

@@ -4,16 +4,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tvad_jax.commands import (data as data_commands, demo as demo_commands, eval as eval_commands,
+                               infer as infer_commands, plan as plan_commands,
+                               pretrain as pretrain_commands, train as train_commands)
 from tvad_jax.config import ConfigError
 from tvad_jax.errors import InputError
-
-from tvad_jax.commands import data as data_commands
-from tvad_jax.commands import demo as demo_commands
-from tvad_jax.commands import eval as eval_commands
-from tvad_jax.commands import infer as infer_commands
-from tvad_jax.commands import plan as plan_commands
-from tvad_jax.commands import pretrain as pretrain_commands
-from tvad_jax.commands import train as train_commands
 
 # Each group module exposes `add_parser(subparsers)`; its parsers set `func(args) -> int`.
 COMMAND_GROUPS = (data_commands, pretrain_commands, train_commands, eval_commands,

@@ -12,11 +12,11 @@ import dataclasses
 from tvad_jax.config import register
 from tvad_jax.data.pipeline import LoaderConfig
 from tvad_jax.data.synthetic.spec import SynthConfig
-from tvad_jax.jobs.config import (Config, PlanConfig, PrepareConfig, PretrainConfig,
-                                  S3MJobConfig, Stage1Config, Stage2Config, TVADJobConfig)
+from tvad_jax.jobs.config import (Config, PlanConfig, PrepareConfig, PretrainConfig, S3MJobConfig,
+                                  Stage1Config, Stage2Config, TVADJobConfig)
 from tvad_jax.models.rae import RAEConfig
 from tvad_jax.models.s3m import S3MConfig
-from tvad_jax.models.tvad import ClipView, TVADConfig
+from tvad_jax.models.tvad import ClipView
 from tvad_jax.train.checkpoint import CheckpointConfig
 from tvad_jax.train.loop import TrainConfig, TrainLoopConfig
 from tvad_jax.train.optim import OptimConfig
@@ -43,7 +43,8 @@ def tiny() -> Config:
     """A few short videos, for tests and smoke runs."""
     return Config(
         synth=SynthConfig(out_dir="data/synthetic-tiny", height=48, width=48, num_frames=32,
-                          videos_train=4, videos_val=2, videos_test=4, videos_train_normal=2, videos_test_seen=2,
+                          videos_train=4, videos_val=2, videos_test=4, videos_train_normal=2,
+                          videos_test_seen=2,
                           min_anomaly_frames=6, workers=1),
         prepare=PrepareConfig(height=48, width=48),
         loader=LoaderConfig(clip_len=8, clip_stride=8, batch_size=2),
@@ -61,7 +62,8 @@ def tiny() -> Config:
                 optim=OptimConfig(learning_rate=3e-3, warmup_ratio=0.1),
                 checkpoint=CheckpointConfig(every_steps=0, keep_last=1, keep_best=0))),
         tvad=TVADJobConfig(
-            model=TVADConfig(rae=RAEConfig(hidden=8, num_base=2), lora_rank=4),
+            model=dataclasses.replace(TVADJobConfig().model, rae=RAEConfig(hidden=8, num_base=2),
+                                      lora_rank=4),
             stage1=Stage1Config(train=_tiny_train(6, "val_micro_auc", "max", accumulate=2),
                                 view=ClipView(clip_len=8, clip_stride=8), batch_size=2),
             stage2=Stage2Config(phase_a=_tiny_train(4, "val_loss", "min"),

@@ -4,10 +4,9 @@ import json
 
 import numpy as np
 import pytest
-
-from tvad_jax.commands import eval as eval_commands
 from shared_data import shanghaitech_tracks_dir
 
+from tvad_jax.commands import eval as eval_commands
 
 
 def run(argv, capsys):

@@ -2,8 +2,7 @@ import numpy as np
 
 from tvad_jax.data.annotate import (Instance, Timeline, annotate_video, anomaly_dialogue,
                                     anomaly_focus, associate, describe_appearance,
-                                    describe_trajectory, focused_instances,
-                                    instances_from_sidecar)
+                                    describe_trajectory, focused_instances, instances_from_sidecar)
 from tvad_jax.data.readers import make_reader
 
 PERSON = (("bag", None), ("bottom", "blue"), ("height", "tall"), ("top", "red"))

@@ -9,11 +9,11 @@ import time
 import numpy as np
 import pytest
 
-from tvad_jax.errors import DataError
 from tvad_jax.data.pipeline import (LoaderConfig, clip_index, clip_starts, find_builder_dir,
                                     make_dataset, open_split)
 from tvad_jax.data.prepare import parse_split_files, prepare
 from tvad_jax.data.readers import make_reader
+from tvad_jax.errors import DataError
 
 
 def test_clip_starts():

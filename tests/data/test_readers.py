@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tvad_jax.errors import DataError
-from tvad_jax.data.readers import (ShanghaiTechReader, UBnormalReader, iter_records,
-                                   make_reader)
+from tvad_jax.data.readers import ShanghaiTechReader, UBnormalReader, iter_records, make_reader
 from tvad_jax.data.video_io import write_video
+from tvad_jax.errors import DataError
 
 T, H, W = 6, 32, 48
 

@@ -2,10 +2,9 @@
 import numpy as np
 import pytest
 
-from tvad_jax.data import track_files
-from tvad_jax.data import regions
-from tvad_jax.eval import rbdc
+from tvad_jax.data import regions, track_files
 from tvad_jax.errors import EvalInputError
+from tvad_jax.eval import rbdc
 
 
 def hand_heatmap():
@@ -77,7 +76,8 @@ def test_heatmap_of_ground_truth_masks_scores_rbdc_one(tmp_path):
                [[1, f, 30, 20, 35, 24] for f in range(8, 12)]]
     track_files.write_tracks(tmp_path / "tracks.txt", gt)
     track_files.write_detections(tmp_path / "det.txt", found)
-    result = rbdc.rbdc_tbdc(rbdc.tracks_from_rows([track_files.read_tracks_file(tmp_path / "tracks.txt")]),
+    tracks = track_files.read_tracks_file(tmp_path / "tracks.txt")
+    result = rbdc.rbdc_tbdc(rbdc.tracks_from_rows([tracks]),
                             rbdc.detections_from_rows([track_files.read_detections_file(tmp_path /
                                                                                  "det.txt")]),
                             num_frames=20)

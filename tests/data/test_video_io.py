@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from tvad_jax.errors import DataError
 from tvad_jax.data.video_io import read_frame_dir, read_video, write_video
+from tvad_jax.errors import DataError
 
 
 def test_write_then_read_is_close_and_deterministic(tmp_path):

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score, roc_curve as sk_roc_curve
 
-from tvad_jax.eval import metrics
 from tvad_jax.errors import EvalInputError
+from tvad_jax.eval import metrics
 
 
 def test_auc_hand_cases():

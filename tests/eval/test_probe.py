@@ -8,8 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from tvad_jax.eval.probe import (ATTRIBUTES, fit_probe, markdown_table, object_features,
-                                 probe_report)
+from tvad_jax.eval.probe import ATTRIBUTES, fit_probe, markdown_table, object_features, probe_report
 
 
 def _blobs(rng: np.random.Generator, n: int) -> tuple[np.ndarray, list[str]]:

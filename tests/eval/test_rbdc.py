@@ -2,12 +2,11 @@
 
 import numpy as np
 import pytest
-
-from tvad_jax.data import regions
-from tvad_jax.data import track_files
-from tvad_jax.eval import rbdc
-from tvad_jax.errors import EvalInputError
 from shared_data import shanghaitech_tracks_dir
+
+from tvad_jax.data import regions, track_files
+from tvad_jax.errors import EvalInputError
+from tvad_jax.eval import rbdc
 
 SHANGHAITECH_TEST_FRAMES = 40791
 
@@ -192,7 +191,8 @@ def test_file_round_trip(tmp_path):
     np.testing.assert_allclose(result.rbdr, [0, 0, 2 / 3, 2 / 3, 2 / 3, 2 / 3, 1, 1])
     assert result.rbdc == pytest.approx(0.1 * 2 / 3 + 0.1 * 2 / 3 + 0.7)
     track_files.write_tracks(tmp_path / "t.txt", [[0, 4, 1, 2, 3, 4]])
-    np.testing.assert_array_equal(track_files.read_tracks_file(tmp_path / "t.txt"), [[0, 4, 1, 2, 3, 4]])
+    np.testing.assert_array_equal(track_files.read_tracks_file(tmp_path / "t.txt"),
+                                  [[0, 4, 1, 2, 3, 4]])
 
 
 @pytest.mark.parametrize("kind, line, message", [

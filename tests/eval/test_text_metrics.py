@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from tvad_jax.eval import text_metrics as tm
 from tvad_jax.errors import EvalInputError
+from tvad_jax.eval import text_metrics as tm
 
 REF = "the cat sat on the mat"
 LONG = "the cat sat on the mat today"  # 7 words: p1..p4 = 6/7, 5/6, 4/5, 3/4, no brevity penalty

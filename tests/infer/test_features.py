@@ -4,13 +4,13 @@ import json
 import numpy as np
 import pytest
 
-from tvad_jax.errors import DataError
-from tvad_jax.models.backbone_io import load_backbone
-from tvad_jax.models.tokenizer import train_tokenizer
-from tvad_jax.infer.features import FeatureCache, build_cache, make_encoder
-from tvad_jax.models.tvad import ClipView
 from tvad_jax.data.dialogues import dialogue_arrays
 from tvad_jax.data.pipeline import scatter_clips
+from tvad_jax.errors import DataError
+from tvad_jax.infer.features import FeatureCache, build_cache, make_encoder
+from tvad_jax.models.backbone_io import load_backbone
+from tvad_jax.models.tokenizer import train_tokenizer
+from tvad_jax.models.tvad import ClipView
 
 
 def test_scatter_clips_averages_overlaps_and_drops_padding():

@@ -17,13 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from train_helpers import REPO, subprocess_env
 
-from tvad_jax.train import flops as flops_lib
 from tvad_jax import config as config_lib
 from tvad_jax.jobs import plan as plan_lib
-from tvad_jax.train import plan as engine_plan
+from tvad_jax.train import flops as flops_lib, plan as engine_plan
 
 MESHES = {"dp8": "data=8,fsdp=1,tensor=1", "fsdp4": "data=2,fsdp=4,tensor=1"}
 TOP_KEYS = {"config", "overrides", "mesh", "devices", "platform", "shapes", "plan", "stages"}

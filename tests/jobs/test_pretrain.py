@@ -3,8 +3,8 @@ import json
 import pytest
 
 from tvad_jax.cli import main
-from tvad_jax.models.backbone_io import load_backbone
 from tvad_jax.jobs.pretrain import qa_sequence
+from tvad_jax.models.backbone_io import load_backbone
 from tvad_jax.models.tokenizer import train_tokenizer
 
 

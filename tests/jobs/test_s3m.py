@@ -11,8 +11,6 @@ from tvad_jax.cli import main
 from tvad_jax.data import track_windows as tw
 
 
-
-
 @pytest.fixture(scope="module")
 def tiny_run(tiny_synth, tmp_path_factory):
     """`tvad train s3m --config tiny` on the session's tiny benchmark: (cfg, run_dir)."""

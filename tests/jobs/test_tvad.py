@@ -46,7 +46,7 @@ def test_stage2_changes_only_lora_targets_and_prompt_tokens(trained):
         np.testing.assert_array_equal(_flat(full.params)[path], value, err_msg=path)
     backbone = load_frozen_backbone(backbone_dir)
     # stage 1 trained the AHD only: its frozen class features are still the text tower's
-    text = class_text_features(backbone.cfg, backbone.params, backbone.tokenizer)
+    text = class_text_features(full.cfg, backbone.cfg, backbone.params, backbone.tokenizer)
     np.testing.assert_array_equal(stage1.params["text"], np.asarray(text))
     before = _flat(backbone.params["decoder"])
     after = _flat(full.backbone.params["decoder"])

@@ -105,10 +105,12 @@ def test_class_features_means_tokens_then_templates():
 
 
 def test_prompt_templates():
-    normal, abnormal = ahd.prompt_templates()
+    normal, abnormal = ahd.prompt_templates(spec.ANOMALY_TYPES, spec.NORMAL_BEHAVIOURS)
     P = len(ahd.PROMPT_PREFIXES)
     assert len(abnormal) == P * len(spec.ANOMALY_TYPES)
     assert len(normal) == P * (len(spec.ANOMALY_TYPES) + len(spec.NORMAL_BEHAVIOURS))
+    with pytest.raises(ValueError, match="anomaly vocabulary"):
+        ahd.prompt_templates((), spec.NORMAL_BEHAVIOURS)
     assert ("A short surveillance clip where surveillance video of person running occurs"
             in abnormal)
     assert ("A short surveillance clip where surveillance video of person running not occurs"

@@ -5,8 +5,8 @@ import pytest
 from flax import serialization
 from safetensors.numpy import save_file
 
-from tvad_jax.models.convert import (CheckpointError, Rule, apply_rules, check_shapes,
-                                     conv_to_hwio, read_config, read_weights, transpose)
+from tvad_jax.models.convert import (CheckpointError, Rule, apply_rules, check_shapes, conv_to_hwio,
+                                     read_config, read_weights, transpose)
 
 RULES = [
     Rule("embed/kernel", "embed.weight", transpose),

@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from hf_helpers import hf_reads_back, random_like
 
 from tvad_jax.models.convert import CheckpointError, to_pytorch_layout, write_checkpoint

@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from hf_helpers import hf_reads_back, random_like
 
 from tvad_jax.models import configs as C

@@ -17,14 +17,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from hf_helpers import hf_reads_back, random_like
 
 from tvad_jax.models import configs as C
 from tvad_jax.models.convert import CheckpointError, to_pytorch_layout, write_checkpoint
 from tvad_jax.models.generate import generate
-from tvad_jax.models.vlm import (Backbone, abstract_params, load, load_clip, load_llama,
-                                 load_llava, with_text)
+from tvad_jax.models.vlm import (Backbone, abstract_params, load, load_clip, load_llama, load_llava,
+                                 with_text)
 
 
 def _hf_llava_mapping() -> dict[str, str]:

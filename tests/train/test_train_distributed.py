@@ -14,9 +14,8 @@ import time
 
 import numpy as np
 import portpicker
-
 from train_helpers import (REPO, WORKER, load_params, run_toy, subprocess_env, toy_command,
-                      train_lines)
+                           train_lines)
 
 
 def _losses(run_dir):

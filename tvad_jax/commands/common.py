@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from tvad_jax import config as config_lib
 from tvad_jax import configs  # noqa: F401  (registers the named configs)
+from tvad_jax import config as config_lib
 
 
 def add_config_args(parser: argparse.ArgumentParser, default: str = "default") -> None:

@@ -27,6 +27,7 @@ def add_parser(subparsers) -> None:
 
 
 def run_synth(args) -> int:
+    # Imports deferred: the command's heavy modules load only when it runs.
     from tvad_jax.data.synthetic.generate import is_complete, synthesize
     from tvad_jax.runs import progress
 
@@ -41,7 +42,7 @@ def run_synth(args) -> int:
 
 
 def run_prepare(args) -> int:
-    from tvad_jax.data.prepare import prepare
+    from tvad_jax.data.prepare import prepare  # deferred: loads only when the command runs
 
     cfg = config_from_args(args)
     if args.skip_bad:

@@ -13,7 +13,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from tvad_jax.jobs.demo import run_demo
+    from tvad_jax.jobs.demo import run_demo  # deferred: loads only when the command runs
 
     run_demo(config_from_args(args), report=lambda msg: print(msg, file=sys.stderr))
     return 0

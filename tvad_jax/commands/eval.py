@@ -142,8 +142,9 @@ def _text(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # Imports deferred: the jobs' heavy modules load only when the command runs.
     from tvad_jax.jobs.s3m import evaluate_run
-    from tvad_jax.eval.tvad import evaluate_tvad_run, is_tvad_run
+    from tvad_jax.jobs.tvad import evaluate_tvad_run, is_tvad_run
 
     evaluate = evaluate_tvad_run if is_tvad_run(args.run_dir) else evaluate_run
     kwargs = {"one_shot": args.one_shot} if is_tvad_run(args.run_dir) else {}
@@ -159,18 +160,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _backbone(args: argparse.Namespace) -> int:
-    from tvad_jax.jobs.tvad import check_fits, load_frozen_backbone, plain_model
-    from tvad_jax.eval.tvad import evaluate_model
+    from tvad_jax.jobs.tvad import evaluate_backbone  # deferred: loads only when it runs
 
     cfg = config_from_args(args)
     split = args.split or cfg.tvad.eval_split
-    backbone = load_frozen_backbone(cfg.tvad.backbone)
-    check_fits(backbone, cfg)
-    run_dir = runs.new_run_dir("eval-backbone", cfg, cfg.runs_dir)
-    model = plain_model(backbone, cfg.tvad)
-    summary = evaluate_model(model, cfg, split, args.one_shot, run_dir,
-                             report=lambda msg: print(msg, file=sys.stderr))
-    report.write_summary(run_dir, f"eval_{split}", summary)
+    summary = evaluate_backbone(cfg, split, args.one_shot,
+                                report=lambda msg: print(msg, file=sys.stderr))
     print(json.dumps(summary, sort_keys=True))
     print(report.markdown_table(summary, title=f"plain backbone, {split}"), file=sys.stderr)
     return 0

@@ -43,13 +43,11 @@ def add_parser(subparsers) -> None:
 
 
 def run_detect(args) -> int:
-    import numpy as np
-
+    # Imports deferred: the command's heavy modules load only when it runs.
     from tvad_jax import runs
     from tvad_jax.errors import DataError
-    from tvad_jax.data.video_io import read_video
-    from tvad_jax.infer.detect import Detector, write_overlay
-    from tvad_jax.jobs.tvad import load_model
+    from tvad_jax.infer.detect import detect_videos
+    from tvad_jax.models.tvad import load_model
 
     model = load_model(args.model_dir)
     for path in args.videos:        # before any output: a typo costs no half-made run
@@ -58,31 +56,25 @@ def run_detect(args) -> int:
     run_dir = runs.new_run_dir("detect", {"model": str(args.model_dir),
                                           "videos": [str(v) for v in args.videos]},
                                args.runs_root)
-    detector = Detector(model, max_new_tokens=args.max_new_tokens)
-    with (run_dir / "detections.jsonl").open("w") as out:
-        for path in runs.progress(args.videos, "detect", unit="video"):
-            frames = read_video(path)
-            result = detector(frames, name=path.stem)
-            np.save(run_dir / f"{path.stem}.scores.npy", result.scores)
-            if result.heatmaps is not None and not args.no_overlay:
-                write_overlay(run_dir / f"{path.stem}.overlay.mp4", frames, result.heatmaps)
-            out.write(json.dumps(result.summary()) + "\n")
-            print(json.dumps(result.summary()), file=sys.stderr)
+    for summary in detect_videos(model, args.videos, run_dir, args.max_new_tokens,
+                                 overlay=not args.no_overlay):
+        print(json.dumps(summary), file=sys.stderr)
     print(run_dir)
     return 0
 
 
 def run_chat(args) -> int:
+    # Imports deferred: the command's heavy modules load only when it runs.
     from tvad_jax import runs
     from tvad_jax.errors import DataError
-    from tvad_jax.data.video_io import read_video
-    from tvad_jax.infer.detect import Detector
-    from tvad_jax.infer.dialogue import Dialogue
-    from tvad_jax.jobs.tvad import load_model
+    from tvad_jax.infer.detect import chat_about_video
+    from tvad_jax.models.tvad import load_model
 
     model = load_model(args.model_dir)
     if model.cfg.variant == "no_rae":
         raise DataError(args.model_dir, "this model (variant no_rae) has no dialogue")
+    if not args.video.is_file():
+        raise DataError(args.video, "video file not found")
     if args.questions is not None:
         if not args.questions.is_file():
             raise DataError(args.questions, "questions file not found")
@@ -90,21 +82,11 @@ def run_chat(args) -> int:
         ask = iter(questions).__next__
     else:
         ask = _prompt_user
-    feats = Detector(model).features(read_video(args.video))
-    chat = Dialogue(model, feats.video_visual[None], feats.video_hidden[None],
-                    max_turns=args.max_turns, max_new_tokens=args.max_new_tokens,
-                    question_len=64)
     run_dir = runs.new_run_dir("chat", {"model": str(args.model_dir), "video": str(args.video)},
                                args.runs_root)
     transcript = []
-    for _ in range(args.max_turns):
-        try:
-            question = ask()
-        except StopIteration:
-            break
-        if not question:
-            break
-        answer = chat.ask(question)[0]
+    for question, answer in chat_about_video(model, args.video, ask, args.max_turns,
+                                             args.max_new_tokens):
         transcript.append({"question": question, "answer": answer})
         print(f"Q: {question}\nA: {answer}", flush=True)
     (run_dir / "transcript.json").write_text(json.dumps(transcript, indent=2) + "\n")

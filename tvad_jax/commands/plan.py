@@ -173,8 +173,8 @@ def _rerun(args, devices: int) -> int:
 
 def run_plan(args) -> int:
     # Imports deferred: JAX must not start its CPU backend before the device count is set.
-    from tvad_jax import config as config_lib  # deferred
     from tvad_jax import configs  # noqa: F401  deferred (registers the plan configs)
+    from tvad_jax import config as config_lib  # deferred
     from tvad_jax.jobs import plan as plan_lib  # deferred
 
     mesh_cfg = parse_mesh(args.mesh)

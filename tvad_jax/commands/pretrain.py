@@ -16,7 +16,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from tvad_jax.jobs.pretrain import pretrain
+    from tvad_jax.jobs.pretrain import pretrain  # deferred: loads only when the command runs
 
     run_dir = pretrain(config_from_args(args), ship=args.ship,
                        report=lambda msg: print(msg, file=sys.stderr))

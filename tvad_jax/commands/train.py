@@ -43,7 +43,7 @@ def add_parser(subparsers) -> None:
 
 
 def run_s3m(args) -> int:
-    from tvad_jax.jobs.s3m import train_s3m
+    from tvad_jax.jobs.s3m import train_s3m  # deferred: loads only when the command runs
 
     run_dir = train_s3m(config_from_args(args), args.run_dir,
                         report=lambda msg: print(msg, file=sys.stderr))
@@ -52,7 +52,7 @@ def run_s3m(args) -> int:
 
 
 def run_tvad(args) -> int:
-    from tvad_jax.jobs.tvad import train_tvad
+    from tvad_jax.jobs.tvad import train_tvad  # deferred: loads only when the command runs
 
     model_dir = train_tvad(config_from_args(args), args.run_dir, args.stage1_from,
                            report=lambda msg: print(msg, file=sys.stderr))

@@ -16,8 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
-from tvad_jax.errors import DataError
 from tvad_jax.data.pipeline import find_builder_dir, split_names
+from tvad_jax.errors import DataError
 
 
 def read_annotations(prepared_dir: str | Path, split: str) -> list[dict]:

@@ -26,7 +26,8 @@ def box_coverage(boxes: np.ndarray, size: int, patch: int, tubelet: int) -> np.n
         return np.clip(np.minimum(a1[..., None] + 1, hi) - np.maximum(a0[..., None], lo),
                        0, None) / patch
 
-    cover = overlap(b[..., 1], b[..., 3])[..., :, None] * overlap(b[..., 0], b[..., 2])[..., None, :]
+    rows, cols = overlap(b[..., 1], b[..., 3]), overlap(b[..., 0], b[..., 2])
+    cover = rows[..., :, None] * cols[..., None, :]
     cover *= present[..., None]                                          # [K, T, g, g]
     k, t, g, _ = cover.shape
     return cover.reshape(k, t // tubelet, tubelet, g, g).mean(axis=2).astype(np.float32)

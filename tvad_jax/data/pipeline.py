@@ -24,9 +24,11 @@ from typing import Sequence
 
 import grain
 import numpy as np
+import tensorflow_datasets as tfds
+from absl import flags
 
-from tvad_jax.errors import DataError
 from tvad_jax.data.tfds_builders import TvadVideos
+from tvad_jax.errors import DataError
 
 # CLIP's image normalization (RGB), the backbone family the models use.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -100,8 +102,6 @@ class ClipLoader:
 
 def split_names(prepared_dir: str | Path, split: str) -> list[str]:
     """The video names of a prepared split, in source-index order."""
-    import tensorflow_datasets as tfds
-
     builder = tfds.builder_from_directory(str(find_builder_dir(prepared_dir)))
     return list(builder.info.metadata["names"][split])
 
@@ -109,8 +109,6 @@ def split_names(prepared_dir: str | Path, split: str) -> list[str]:
 def open_split(prepared_dir: str | Path, split: str):
     """The prepared data source of `split` and each video's frame count."""
     builder_dir = find_builder_dir(prepared_dir)
-    import tensorflow_datasets as tfds
-
     builder = tfds.builder_from_directory(str(builder_dir))
     if split not in builder.info.splits:
         raise DataError(builder_dir, f"split {split!r} was not prepared; have "
@@ -182,8 +180,6 @@ class _ProcessBlock:
 
 def _allow_multiprocessing_with_jax() -> None:
     """grain 0.2.18 reads absl flags in workers; with jax imported they must be parsed."""
-    from absl import flags
-
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
 

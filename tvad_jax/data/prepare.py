@@ -7,9 +7,9 @@ from pathlib import Path
 
 from tvad_jax import config as config_lib
 from tvad_jax.data.annotate import annotate_video
-from tvad_jax.errors import DataError, InputError
 from tvad_jax.data.readers import make_reader
 from tvad_jax.data.tfds_builders import TvadVideos
+from tvad_jax.errors import DataError, InputError
 
 
 def reader_options(cfg) -> dict:

@@ -23,10 +23,10 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from tvad_jax.data.tracks import largest_component_box, tracks_from_masks
-from tvad_jax.errors import DataError, InputError
-from tvad_jax.data.video_io import read_frame_dir, read_video
 from tvad_jax.data.track_files import read_tracks_file
+from tvad_jax.data.tracks import largest_component_box, tracks_from_masks
+from tvad_jax.data.video_io import read_frame_dir, read_video
+from tvad_jax.errors import DataError, InputError
 
 
 @dataclasses.dataclass

@@ -14,6 +14,7 @@ from scipy import ndimage
 
 from tvad_jax.errors import EvalInputError
 
+
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of inclusive pixel boxes [..., 4] (broadcast), widths and heights counted + 1."""
     inter_w = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1,

@@ -16,8 +16,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from tvad_jax.errors import DataError
 from tvad_jax.data.readers import VideoRecord, iter_records, make_reader
+from tvad_jax.errors import DataError
 
 VERSION = "1.0.0"
 

@@ -28,7 +28,6 @@ import numpy as np
 from tvad_jax.data.readers import make_reader
 from tvad_jax.errors import DataError
 
-
 FEATURES = ("cx", "cy", "w", "h", "vx", "vy")
 NUM_FEATURES = len(FEATURES)
 

@@ -30,8 +30,7 @@ from scipy.special import logsumexp
 
 from tvad_jax.data.object_boxes import box_coverage
 from tvad_jax.data.object_text import ClipObject, clip_objects, scene_of
-from tvad_jax.data.pipeline import (ClipLoader, LoaderConfig, clip_index, open_split,
-                                    split_names)
+from tvad_jax.data.pipeline import ClipLoader, LoaderConfig, clip_index, open_split, split_names
 from tvad_jax.data.readers import make_reader
 from tvad_jax.models.vlm import Backbone
 

@@ -26,6 +26,7 @@ from tvad_jax.data.regions import box_iou
 from tvad_jax.data.track_files import read_detections_file, read_tracks_file, txt_files
 from tvad_jax.errors import EvalInputError
 
+
 @dataclasses.dataclass(frozen=True)
 class Tracks:
     """Ground-truth anomalous regions of all videos, one row per (track, frame)."""

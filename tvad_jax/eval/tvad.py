@@ -26,13 +26,15 @@ from tvad_jax.data.pipeline import open_split, scatter_clips, split_names
 from tvad_jax.data.regions import heatmap_regions
 from tvad_jax.data.tracks import tracks_from_masks
 from tvad_jax.eval import rbdc as rbdc_lib
-from tvad_jax.eval.metrics import frame_auc
+from tvad_jax.eval.metrics import frame_auc, micro_roc_curve
+from tvad_jax.eval.report import plot_heatmap_overlay, plot_roc
 from tvad_jax.eval.text_metrics import text_scores
 from tvad_jax.infer.dialogue import Dialogue
 from tvad_jax.infer.features import FeatureCache, feature_cache
 from tvad_jax.infer.heatmaps import video_heatmaps
 from tvad_jax.models.ahd import upsample
 from tvad_jax.models.tvad import TVADModel
+
 
 def frame_labels(cache: FeatureCache, lengths) -> list[np.ndarray]:
     """Per-video frame labels from the cached clip labels."""
@@ -190,8 +192,6 @@ def write_figures(out_dir: Path, cfg, split: str, result: HeatmapResult, base: d
                   count: int = 3) -> list[Path]:
     """ROC curves (AHD vs frame difference) and heatmap overlays of the `count` abnormal
     frames with the most anomalous pixels, one per video."""
-    from tvad_jax.eval.metrics import micro_roc_curve
-    from tvad_jax.eval.report import plot_heatmap_overlay, plot_roc
 
     names = split_names(cfg.prepared_dir, split)
     source, _ = open_split(cfg.prepared_dir, split)

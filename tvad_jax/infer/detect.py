@@ -6,6 +6,8 @@
     result.heatmaps    # [T, H, W] abnormal probability at the video's resolution
     result.judgment    # "yes" / "no": the decoder's answer to the judgment question
     write_overlay("clip.overlay.mp4", frames, result.heatmaps)
+    for summary in detect_videos(model, paths, out_dir): ...    # `tvad detect`
+    for question, answer in chat_about_video(model, path, ask): ...   # `tvad chat`
 
 Frames are resized to the backbone's input size and normalized like the training clips. The
 AHD scores clips cut as `model.clip_view` says (heatmaps averaged where clips overlap); the
@@ -17,7 +19,9 @@ the AHD's two classes (some pixel more abnormal than normal, i.e. heat > 0.5).
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
+from typing import Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -25,11 +29,12 @@ import numpy as np
 
 from tvad_jax.data.annotate import JUDGMENT_QUESTION
 from tvad_jax.data.pipeline import CLIP_MEAN, CLIP_STD, clip_starts, scatter_clips
-from tvad_jax.data.video_io import write_video
+from tvad_jax.data.video_io import read_video, write_video
 from tvad_jax.infer.dialogue import Dialogue, normalize_yes_no
 from tvad_jax.infer.features import make_encoder
 from tvad_jax.models.ahd import upsample
 from tvad_jax.models.tvad import TVADModel, abnormal_heatmap
+from tvad_jax.runs import progress
 
 
 @dataclasses.dataclass
@@ -134,7 +139,7 @@ class Detector:
 def overlay(frames: np.ndarray, maps: np.ndarray, alpha: float = 0.6) -> np.ndarray:
     """uint8 frames [T, H, W, 3] with the heatmaps [T, H, W] in 'jet' colours blended in,
     opacity alpha * heat (cold pixels stay untouched)."""
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # deferred: matplotlib only for overlay videos
 
     colours = colormaps["jet"](np.clip(maps, 0, 1))[..., :3] * 255.0     # T, H, W, 3
     weight = alpha * np.clip(maps, 0, 1)[..., None]
@@ -148,3 +153,38 @@ def write_overlay(path: str | Path, frames: np.ndarray, maps: np.ndarray, fps: i
     video = overlay(frames, maps)
     h, w = video.shape[1] // 2 * 2, video.shape[2] // 2 * 2
     return write_video(path, np.ascontiguousarray(video[:, :h, :w]), fps=fps)
+
+
+def detect_videos(model: TVADModel, paths: Sequence[Path], out_dir: Path,
+                  max_new_tokens: int = 48, overlay: bool = True) -> Iterator[dict]:
+    """Run the detector on video files: per video `<name>.scores.npy`, `<name>.overlay.mp4`
+    (with `overlay` and an AHD) and one line of `detections.jsonl` in `out_dir`; yields each
+    video's summary as it is written."""
+    detector = Detector(model, max_new_tokens=max_new_tokens)
+    with (out_dir / "detections.jsonl").open("w") as out:
+        for path in progress(paths, "detect", unit="video"):
+            frames = read_video(path)
+            result = detector(frames, name=path.stem)
+            np.save(out_dir / f"{path.stem}.scores.npy", result.scores)
+            if result.heatmaps is not None and overlay:
+                write_overlay(out_dir / f"{path.stem}.overlay.mp4", frames, result.heatmaps)
+            out.write(json.dumps(result.summary()) + "\n")
+            out.flush()
+            yield result.summary()
+
+
+def chat_about_video(model: TVADModel, path: Path, ask: Callable[[], str], max_turns: int = 8,
+                     max_new_tokens: int = 48) -> Iterator[tuple[str, str]]:
+    """A multi-turn dialogue about one video, the KV cache reused across turns: questions
+    come from `ask()` (StopIteration or an empty question ends it); yields (question, answer)."""
+    feats = Detector(model).features(read_video(path))
+    chat = Dialogue(model, feats.video_visual[None], feats.video_hidden[None],
+                    max_turns=max_turns, max_new_tokens=max_new_tokens, question_len=64)
+    for _ in range(max_turns):
+        try:
+            question = ask()
+        except StopIteration:
+            return
+        if not question:
+            return
+        yield question, chat.ask(question)[0]

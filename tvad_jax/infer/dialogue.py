@@ -23,10 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tvad_jax.data.dialogues import dialogue_arrays, turn_tokens
 from tvad_jax.models.decoder import Decoder, init_cache
 from tvad_jax.models.generate import generate
 from tvad_jax.models.tvad import decoder_inputs, heatmaps, prompt_maps
-from tvad_jax.data.dialogues import dialogue_arrays, turn_tokens
 
 
 class Dialogue:

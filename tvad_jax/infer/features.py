@@ -29,10 +29,11 @@ import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
-from tvad_jax.errors import DataError
 from tvad_jax.data.pipeline import (LoaderConfig, clip_index, find_builder_dir, make_dataset,
                                     open_split)
+from tvad_jax.errors import DataError
 from tvad_jax.models.configs import BackboneConfig
 from tvad_jax.models.tvad import ClipView, FrozenBackbone
 from tvad_jax.models.vlm import Backbone
@@ -177,7 +178,6 @@ def _encode_shard(encode: Callable, shard: dict, batch_size: int) -> dict:
 
 def _barrier(name: str) -> None:
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(name)
 

@@ -10,7 +10,7 @@ import dataclasses
 from typing import Literal
 
 from tvad_jax.data.pipeline import LoaderConfig
-from tvad_jax.data.synthetic.spec import SynthConfig
+from tvad_jax.data.synthetic.spec import ANOMALY_TYPES, NORMAL_BEHAVIOURS, SynthConfig
 from tvad_jax.models.s3m import S3MConfig
 from tvad_jax.models.tvad import ClipView, TVADConfig
 from tvad_jax.train.checkpoint import CheckpointConfig
@@ -170,7 +170,8 @@ class TVADJobConfig:
     """`tvad train tvad`, `tvad detect`, `tvad chat` and the T-VAD rows of `tvad demo`.
 
     Attributes:
-      model: the heads and the variant.
+      model: the heads and the variant; its prompt vocabulary defaults to the benchmark's
+        (its anomaly types and normal behaviours).
       stage1, stage2: the two stages.
       backbone: backbone checkpoint folder (`save_backbone` layout); "" = the shipped default.
       cache_dir: root of the feature cache; "" = <prepared_dir>/features.
@@ -179,7 +180,7 @@ class TVADJobConfig:
       max_new_tokens: answer budget per dialogue turn.
     """
 
-    model: TVADConfig = TVADConfig()
+    model: TVADConfig = TVADConfig(anomalies=ANOMALY_TYPES, normals=NORMAL_BEHAVIOURS)
     stage1: Stage1Config = Stage1Config()
     stage2: Stage2Config = Stage2Config()
     backbone: str = ""

@@ -25,8 +25,7 @@ from tvad_jax import config as config_lib
 from tvad_jax.config import ConfigError
 from tvad_jax.jobs.config import PlanConfig
 from tvad_jax.jobs.tvad_stages import phase_config, stage1_spec, stage2_spec
-from tvad_jax.models import backbone_io
-from tvad_jax.models import configs as mc
+from tvad_jax.models import backbone_io, configs as mc
 from tvad_jax.models.ahd import AHD
 from tvad_jax.models.configs import BackboneConfig
 from tvad_jax.models.convert import read_config

@@ -24,10 +24,7 @@ from tvad_jax.jobs.common import Report, ensure_prepared, start_run
 from tvad_jax.jobs.config import Config
 from tvad_jax.jobs.tvad_stages import train_stage1, train_stage2
 from tvad_jax.models.tvad import (MODEL_FILE, FrozenBackbone, TVADModel, load_frozen_backbone,
-                                  load_model, save_model)
-
-
-
+                                  load_model, plain_model, save_model)
 
 
 def check_fits(backbone: FrozenBackbone, cfg: Config) -> None:
@@ -91,3 +88,16 @@ def evaluate_tvad_run(run_dir: str | Path, split: str | None = None, plot: bool 
                    frame_difference_macro_auc=auc.macro_auc)
     write_summary(run_dir, f"eval_{split}", results)
     return results
+
+
+def evaluate_backbone(cfg: Config, split: str, one_shot: bool = False,
+                      report: Report = print) -> dict:
+    """`tvad eval backbone`: the plain backbone on the dialogue (paper 000 Table 3's zero- or
+    one-shot protocol) in a new run folder (eval_<split>.json/.md)."""
+    backbone = load_frozen_backbone(cfg.tvad.backbone)
+    check_fits(backbone, cfg)
+    run_dir = start_run("eval-backbone", cfg)
+    model = plain_model(backbone, cfg.tvad.model, cfg.tvad.stage1.view, cfg.tvad.stage2.view)
+    summary = evaluate_model(model, cfg, split, one_shot, run_dir, report)
+    write_summary(run_dir, f"eval_{split}", summary)
+    return summary

@@ -71,7 +71,7 @@ def train_stage1(cfg: Config, backbone: FrozenBackbone, run_dir: Path,
     tcfg = job.model.for_backbone(backbone.cfg)
     train_cache = feature_cache(cfg, backbone, job.train_split, s1.view, report)
     val_cache = feature_cache(cfg, backbone, job.val_split, s1.view, report)
-    text = class_text_features(backbone.cfg, backbone.params, backbone.tokenizer)
+    text = class_text_features(tcfg, backbone.cfg, backbone.params, backbone.tokenizer)
     spec = stage1_spec(tcfg, s1, lambda: text, train_cache[0]["hidden"].shape)
     data = cache_stream(train_cache, s1.batch_size, ("hidden", "tubelet_masks", "valid"),
                         seed=s1.train.loop.seed)
@@ -151,8 +151,8 @@ def stage2_spec(tcfg: TVADConfig, bcfg: BackboneConfig, train_cfg: TrainConfig,
     return StageSpec(train_cfg, init_fn, loss_fn)
 
 
-def train_phase(cfg: Config, name: str, tcfg: TVADConfig, backbone: FrozenBackbone, frozen: dict,
-                start: dict, caches: tuple[FeatureCache, FeatureCache],
+def train_phase(cfg: Config, name: str, tcfg: TVADConfig, backbone: FrozenBackbone,
+                frozen: dict, start: dict, caches: tuple[FeatureCache, FeatureCache],
                 texts: tuple[dict, dict], run_dir: Path, report: Report) -> dict:
     """One SFT phase; returns the trainable params of its best checkpoint (host arrays)."""
     s2 = cfg.tvad.stage2

@@ -1,6 +1,6 @@
 """Anomaly Heatmap Decoder (paper 000 §3.2.1, eqs. 2-7): ViT layers x class sentences -> heatmaps.
 
-    normal, abnormal = prompt_templates()
+    normal, abnormal = prompt_templates(anomalies, normals)   # the benchmark's vocabulary
     sentences, groups = flatten_prompts(normal, abnormal)
     S = class_features(text_tokens, text_masks, groups)      # [2, D_t] (eqs. 2, 4)
     ahd = AHD(AHDConfig(num_layers=len(vision_out.hidden)))
@@ -48,7 +48,6 @@ from tvad_jax.models import layers as L
 from tvad_jax.models.configs import dtype_of
 from tvad_jax.models.text import mean_pool
 
-
 # ---------------------------------------------------------------------------------------------
 # Prompts (eq. 2)
 
@@ -58,8 +57,8 @@ PROMPT_PREFIXES = (
     "A street scene from a fixed camera where",
 )
 
-# Behaviour -> noun phrase for the synthetic benchmark's vocabulary (spec.NORMAL_BEHAVIOURS,
-# spec.ANOMALY_TYPES); anything else becomes "person <behaviour with spaces>".
+# Behaviour -> noun phrase for the synthetic benchmark's vocabulary (its normal behaviours and
+# anomaly types); anything else becomes "person <behaviour with spaces>".
 BEHAVIOUR_PHRASES = {
     "walking": "person walking",
     "standing": "person standing",
@@ -85,20 +84,18 @@ def behaviour_phrase(behaviour: str) -> str:
     return BEHAVIOUR_PHRASES.get(behaviour, "person " + behaviour.replace("_", " "))
 
 
-def prompt_templates(anomalies: Sequence[str] | None = None,
-                     normals: Sequence[str] | None = None,
+def prompt_templates(anomalies: Sequence[str], normals: Sequence[str],
                      prefixes: Sequence[str] = PROMPT_PREFIXES) -> tuple[list[str], list[str]]:
     """(normal sentences, abnormal sentences) in the paper's style (§3.2.1, Fig. 2).
 
     Abnormal: "<prefix> <anomaly phrase> occurs" for every prefix x anomaly.
     Normal: "<prefix> <anomaly phrase> not occurs" for every prefix x anomaly (the paper's
     negation), plus "<prefix> <normal phrase> occurs" for every normal behaviour.
-    Defaults: the synthetic benchmark's ANOMALY_TYPES and NORMAL_BEHAVIOURS. Deterministic order.
+    The vocabulary is the dataset's (the T-VAD job passes the benchmark's through
+    `TVADConfig.anomalies` / `normals`). Deterministic order.
     """
-    from tvad_jax.data.synthetic import spec
-
-    anomalies = spec.ANOMALY_TYPES if anomalies is None else tuple(anomalies)
-    normals = spec.NORMAL_BEHAVIOURS if normals is None else tuple(normals)
+    if not anomalies:
+        raise ValueError("the AHD's prompts need an anomaly vocabulary (TVADConfig.anomalies)")
     abnormal = [f"{p} {behaviour_phrase(a)} occurs" for p in prefixes for a in anomalies]
     normal = [f"{p} {behaviour_phrase(a)} not occurs" for p in prefixes for a in anomalies]
     normal += [f"{p} {behaviour_phrase(n)} occurs" for p in prefixes for n in normals]

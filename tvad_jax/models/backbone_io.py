@@ -17,12 +17,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import flax.linen as nn
+import jax
 import numpy as np
 from flax import traverse_util
+from safetensors.numpy import load_file, save_file
 
 from tvad_jax.models.configs import BackboneConfig, DecoderConfig, TextConfig, VisionConfig
 from tvad_jax.models.convert import CheckpointError, check_shapes, read_config, read_weights
 from tvad_jax.models.tokenizer import load_tokenizer
+from tvad_jax.models.vlm import abstract_params
 
 MODEL_TYPE = "tvad_backbone"
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "assets" / "backbone"
@@ -64,7 +68,6 @@ def save_backbone(directory: str | Path, cfg: BackboneConfig, params: Any, token
 
 def load_backbone(directory: str | Path = SHIPPED_DIR, with_tokenizer: bool = True):
     """(config, float32 params, tokenizer or None) of a `save_backbone` directory."""
-    from tvad_jax.models.vlm import abstract_params
 
     config = read_config(directory)
     if config.get("model_type") != MODEL_TYPE:
@@ -80,7 +83,6 @@ def load_backbone(directory: str | Path = SHIPPED_DIR, with_tokenizer: bool = Tr
 
 def write_tree(path: str | Path, tree: Any, dtype=np.float32) -> Path:
     """A nested dict of arrays -> one safetensors file, keys the "/"-joined paths."""
-    from safetensors.numpy import save_file
 
     flat = traverse_util.flatten_dict(_to_numpy(tree), sep="/")
     save_file({k: np.array(v, dtype, order="C") for k, v in flat.items()}, str(path))
@@ -89,7 +91,6 @@ def write_tree(path: str | Path, tree: Any, dtype=np.float32) -> Path:
 
 def read_tree(path: str | Path) -> dict:
     """Inverse of `write_tree` (float32 arrays)."""
-    from safetensors.numpy import load_file
 
     try:
         flat = load_file(str(path))
@@ -100,8 +101,6 @@ def read_tree(path: str | Path) -> dict:
 
 
 def _to_numpy(tree: Any) -> Any:
-    import flax.linen as nn
-    import jax
 
     return jax.tree.map(np.asarray, nn.meta.unbox(tree))
 

@@ -17,6 +17,7 @@ import dataclasses
 import math
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -248,13 +249,11 @@ def dtype_of(name: str) -> Any:
 
 def count_params(tree: Any) -> int:
     """Number of parameters in a params tree (arrays, ShapeDtypeStructs or boxed params)."""
-    import flax.linen as nn
 
     return int(sum(math.prod(x.shape) for x in jax.tree.leaves(nn.meta.unbox(tree))))
 
 
 def param_bytes(tree: Any) -> int:
-    import flax.linen as nn
 
     return int(sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize
                    for x in jax.tree.leaves(nn.meta.unbox(tree))))

@@ -22,7 +22,10 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import flax.linen as nn
 import numpy as np
+from flax import serialization, traverse_util
+from safetensors.numpy import load_file, save_file
 
 from tvad_jax.errors import InputError
 
@@ -109,7 +112,6 @@ def read_weights(directory: str | Path) -> dict[str, np.ndarray]:
 
 
 def _read_safetensors(paths: Iterable[Path]) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load_file
 
     weights = {}
     for path in paths:
@@ -123,7 +125,6 @@ def _read_safetensors(paths: Iterable[Path]) -> dict[str, np.ndarray]:
 
 
 def _read_msgpack(path: Path) -> dict[str, np.ndarray]:
-    from flax import serialization, traverse_util
 
     try:
         tree = serialization.msgpack_restore(path.read_bytes())
@@ -165,7 +166,6 @@ def apply_rules(rules: Iterable[Rule], weights: dict[str, np.ndarray], num_layer
                         + (" ..." if len(unknown) > 20 else ""))
     if problems:
         raise CheckpointError(f"{source}: " + "; ".join(problems))
-    from flax import traverse_util
 
     return traverse_util.unflatten_dict(flat)
 
@@ -173,7 +173,6 @@ def apply_rules(rules: Iterable[Rule], weights: dict[str, np.ndarray], num_layer
 def check_shapes(params: Any, expected: Any, source: str = "checkpoint") -> None:
     """Compare a params tree with the expected one (e.g. from `jax.eval_shape`); the error
     lists every path whose shape differs or that exists on one side only."""
-    from flax import traverse_util
 
     got = traverse_util.flatten_dict(_unbox(params), sep="/")
     want = traverse_util.flatten_dict(_unbox(expected), sep="/")
@@ -189,7 +188,6 @@ def check_shapes(params: Any, expected: Any, source: str = "checkpoint") -> None
 
 def _unbox(tree: Any) -> Any:
     """Strip flax `Partitioned` boxes (logical axis metadata) from a params tree."""
-    import flax.linen as nn
 
     return nn.meta.unbox(tree)
 
@@ -201,7 +199,6 @@ def to_pytorch_layout(flax_params: Any) -> dict[str, np.ndarray]:
     `kernel` [H, W, I, O] -> `weight` [O, I, H, W], LayerNorm `scale` and Embed `embedding` ->
     `weight`. (The inverse of HF's `convert_pytorch_state_dict_to_flax`; for exporting and for
     writing test checkpoints.) Also takes an already flat dict keyed by path tuples."""
-    from flax import traverse_util
 
     if flax_params and all(isinstance(k, tuple) for k in flax_params):
         flat = flax_params
@@ -242,7 +239,6 @@ def read_pytorch_layout(directory: str | Path) -> dict[str, np.ndarray]:
 def write_checkpoint(directory: str | Path, weights: dict[str, np.ndarray], config: dict
                      ) -> Path:
     """Write `config.json` and `model.safetensors` (metadata format "pt") into `directory`."""
-    from safetensors.numpy import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

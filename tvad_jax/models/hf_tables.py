@@ -27,8 +27,8 @@ import numpy as np
 
 from tvad_jax.models.configs import (ACTIVATIONS, BackboneConfig, DecoderConfig, TextConfig,
                                      VisionConfig)
-from tvad_jax.models.convert import (CheckpointError, Rule, astype, chain, conv_to_hwio,
-                                     inflate, reshape, transpose)
+from tvad_jax.models.convert import (CheckpointError, Rule, astype, chain, conv_to_hwio, inflate,
+                                     reshape, transpose)
 
 # Buffers that PyTorch checkpoints may carry and we do not need.
 IGNORE = (r"(^|\.)position_ids$", r"rotary_emb\.inv_freq$", r"num_batches_tracked$")

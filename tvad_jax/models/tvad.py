@@ -1,6 +1,6 @@
 """T-VAD as pure functions of params pytrees: AHD heatmaps, RAE prompts, the decoder's input.
 
-    text = class_text_features(bcfg, backbone_params, tokenizer)           # [2, D_t] (eqs 2, 4)
+    text = class_text_features(cfg, bcfg, backbone_params, tokenizer)      # [2, D_t] (eqs 2, 4)
     out = heatmaps(cfg, ahd_params, hidden, text)                          # AHDOutput (eqs 3-7)
     embeds, offset = decoder_inputs(cfg, params, visual, out, text_ids)    # eq. 13
     logits = decoder_logits(cfg, bcfg, params, visual, hidden, text, ids)  # [B, L, V]
@@ -36,8 +36,7 @@ import numpy as np
 
 from tvad_jax import config as config_lib
 from tvad_jax.errors import DataError
-from tvad_jax.models import backbone_io
-from tvad_jax.models import lora as lora_lib
+from tvad_jax.models import backbone_io, lora as lora_lib
 from tvad_jax.models.ahd import (AHD, AHDConfig, AHDOutput, class_features, flatten_prompts,
                                  prompt_templates)
 from tvad_jax.models.configs import BackboneConfig
@@ -60,6 +59,8 @@ class TVADConfig:
       prompt_maps: which 2-channel AHD map feeds the RAE: "logits" (scaled H_c, eq. 6),
         "similarity" (H_c unscaled) or "probs" (eq. 7).
       lora_rank, lora_alpha, lora_dropout: stage-2 LoRA on the decoder's q/v projections.
+      anomalies, normals: the prompt vocabulary of the AHD's class sentences (eq. 2): the
+        dataset's anomaly types and normal behaviours (the job fills in the benchmark's).
     """
 
     variant: Variant = "full"
@@ -69,6 +70,8 @@ class TVADConfig:
     lora_rank: int = 16
     lora_alpha: float = 32.0
     lora_dropout: float = 0.05
+    anomalies: tuple[str, ...] = ()
+    normals: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -94,10 +97,10 @@ class TVADConfig:
 # ---------------------------------------------------------------------------------------------
 # Text side of the AHD (frozen: computed once per backbone)
 
-def class_text_features(bcfg: BackboneConfig, backbone_params, tokenizer,
-                        anomalies=None, normals=None) -> jax.Array:
+def class_text_features(cfg: TVADConfig, bcfg: BackboneConfig, backbone_params, tokenizer
+                        ) -> jax.Array:
     """[2, D_t] normal/abnormal class features from the frozen text tower (eqs. 2, 4)."""
-    normal, abnormal = prompt_templates(anomalies, normals)
+    normal, abnormal = prompt_templates(cfg.anomalies, cfg.normals)
     sentences, groups = flatten_prompts(normal, abnormal)
     length = bcfg.text.max_length
     ids = np.full((len(sentences), length), bcfg.text.pad_token_id, np.int32)

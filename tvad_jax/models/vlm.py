@@ -31,8 +31,8 @@ import numpy as np
 
 from tvad_jax.models import hf_tables as tables
 from tvad_jax.models.configs import BackboneConfig, DecoderConfig, dtype_of
-from tvad_jax.models.convert import (CheckpointError, Rule, apply_rules, check_shapes,
-                                     read_config, read_pytorch_layout)
+from tvad_jax.models.convert import (CheckpointError, Rule, apply_rules, check_shapes, read_config,
+                                     read_pytorch_layout)
 from tvad_jax.models.decoder import Decoder
 from tvad_jax.models.layers import MLP
 from tvad_jax.models.text import TextOutput, TextTransformer

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 
+
 def xla_flops(compiled) -> float | None:
     try:
         cost = compiled.cost_analysis()

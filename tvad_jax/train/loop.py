@@ -44,8 +44,8 @@ from jax.sharding import Mesh
 from tvad_jax import runs
 from tvad_jax.train import mesh as mesh_lib
 from tvad_jax.train.checkpoint import CheckpointConfig, Checkpointer
-from tvad_jax.train.flops import step_flops
 from tvad_jax.train.distributed import DistributedConfig
+from tvad_jax.train.flops import step_flops
 from tvad_jax.train.optim import OptimConfig, make_optimizer
 from tvad_jax.train.state import (TrainState, abstract_with_shardings, init_state, merge_params,
                                   split_params, state_shardings)

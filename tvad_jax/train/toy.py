@@ -23,6 +23,8 @@ import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
+from jax.experimental import multihost_utils
 
 from tvad_jax import config as config_lib
 from tvad_jax.train import distributed
@@ -184,8 +186,6 @@ def main(argv: list[str] | None = None) -> int:
     result = run(cfg, run_dir, num_devices=args.num_devices or None,
                  on_step=pause if args.pause_at_step else None)
     if args.params_out:
-        from flax import traverse_util
-        from jax.experimental import multihost_utils
         params = multihost_utils.process_allgather(result.state.params, tiled=True)
         if jax.process_index() == 0:
             np.savez(args.params_out, **traverse_util.flatten_dict(params, sep="/"))
