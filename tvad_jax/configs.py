@@ -64,7 +64,7 @@ def tiny() -> Config:
         tvad=TVADJobConfig(
             model=dataclasses.replace(TVADJobConfig().model, rae=RAEConfig(hidden=8, num_base=2),
                                       lora_rank=4),
-            stage1=Stage1Config(train=_tiny_train(6, "val_micro_auc", "max", accumulate=2),
+            stage1=Stage1Config(train=_tiny_train(6, "val_score", "max", accumulate=2),
                                 view=ClipView(clip_len=8, clip_stride=8), batch_size=2),
             stage2=Stage2Config(phase_a=_tiny_train(4, "val_loss", "min"),
                                 phase_b=_tiny_train(4, "val_loss", "min"),

@@ -52,7 +52,9 @@ def test_yes_no_accuracy_and_balanced_accuracy():
                               ["yes", "yes", "yes", "no", "no"])
     # 3 of 5 right; TPR 2/3, TNR 1/2 ("maybe" counts as wrong).
     assert scores == {"accuracy": 0.6, "balanced_accuracy": pytest.approx((2 / 3 + 1 / 2) / 2),
-                      "unparsed": 1, "num_videos": 5}
+                      "unparsed": 1, "num_videos": 5,
+                      "confusion": {"yes_as_yes": 2, "yes_as_no": 1, "yes_as_unparsed": 0,
+                                    "no_as_yes": 0, "no_as_no": 1, "no_as_unparsed": 1}}
     # One class only: balanced accuracy is its recall.
     assert tm.yes_no_scores(["yes", "no"], ["yes", "yes"])["balanced_accuracy"] == 0.5
     with pytest.raises(EvalInputError, match="neither yes nor no"):

@@ -12,25 +12,30 @@ def test_demo_runs_end_to_end_on_the_tiny_config(tiny_backbone, tmp_path, capsys
     run_dir = next((tmp_path / "runs").glob("demo-*"))
     assert f"demo report in {run_dir}" in err
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    rows = metrics["methods"]
-    assert list(rows) == ["frame difference", "S3M (VLAVAD)", "T-VAD", "T-VAD w/o RAE",
-                          "T-VAD w/o AHD", "backbone zero-shot (w/o AHD & RAE)",
-                          "backbone one-shot"]
+    assert list(metrics["splits"]) == ["test", "test_seen"]
     heatmap = ("micro_auc", "macro_auc", "rbdc", "tbdc")
     text = ("yes_no_accuracy", "yes_no_balanced_accuracy", "bleu4_target", "bleu4_trajectory")
-    for name, row in rows.items():
-        has_heat = name in ("frame difference", "S3M (VLAVAD)", "T-VAD", "T-VAD w/o RAE")
-        has_text = name.startswith(("T-VAD", "backbone")) and name != "T-VAD w/o RAE"
-        assert all((k in row) == has_heat for k in heatmap[:2]), name
-        assert all((k in row) == has_text for k in text), name
-        for k in heatmap + text[:2]:
-            assert k not in row or 0.0 <= row[k] <= 1.0, (name, k)
-    assert rows["T-VAD"]["micro_auc"] == rows["T-VAD w/o RAE"]["micro_auc"]   # same AHD
-    assert metrics["split"] == "test" and metrics["dataset"]["test"]["videos"] == 4
+    for split, rows in metrics["splits"].items():
+        assert list(rows) == ["frame difference", "S3M (VLAVAD)", "T-VAD", "T-VAD w/o RAE",
+                              "T-VAD w/o AHD", "backbone zero-shot (w/o AHD & RAE)",
+                              "backbone one-shot"]
+        for name, row in rows.items():
+            has_heat = name in ("frame difference", "S3M (VLAVAD)", "T-VAD", "T-VAD w/o RAE")
+            has_text = name.startswith(("T-VAD", "backbone")) and name != "T-VAD w/o RAE"
+            assert all((k in row) == has_heat for k in heatmap[:2]), (split, name)
+            assert all((k in row) == has_text for k in text), (split, name)
+            for k in heatmap + text[:2]:
+                assert k not in row or 0.0 <= row[k] <= 1.0, (split, name, k)
+        assert rows["T-VAD"]["micro_auc"] == rows["T-VAD w/o RAE"]["micro_auc"]   # same AHD
+        assert sum(rows["T-VAD"]["yes_no_confusion"].values()) == \
+            metrics["dataset"][split]["videos"]
+        assert (run_dir / "s3m" / f"roc_{split}.png").stat().st_size > 0
+        assert (run_dir / "tvad-full" / f"roc_{split}.png").stat().st_size > 0
+        assert "T-VAD:" in (run_dir / f"dialogue_{split}.md").read_text()
+    assert metrics["dataset"]["test"]["videos"] == 4
+    assert metrics["dataset"]["test_seen"]["videos"] == 2
     assert json.loads((run_dir / "config.json").read_text())["synth"]["num_frames"] == 32
     report = (run_dir / "report.md").read_text()
-    assert report.startswith("### Open-set test split") and "| T-VAD w/o AHD |" in report
-    assert (run_dir / "s3m" / "roc_test.png").stat().st_size > 0
-    assert (run_dir / "tvad-full" / "roc_test.png").stat().st_size > 0
+    assert report.startswith("### Open-set `test` split") and "| T-VAD w/o AHD |" in report
+    assert "### Closed-set `test_seen` split" in report
     assert any((run_dir / "tvad-full").glob("heatmap_*.png"))
-    assert "T-VAD:" in (run_dir / "dialogue.md").read_text()

@@ -137,6 +137,12 @@ def test_patch_targets_and_loss():
     np.testing.assert_allclose(ahd.pixel_loss(logits, area), ce.mean(), rtol=1e-5)
     valid = np.array([[1, 0]], np.float32)[:, :, None, None]
     np.testing.assert_allclose(ahd.pixel_loss(logits, area, valid), ce[0, 0].mean(), rtol=1e-5)
+    # class-balanced and focal: the abnormal term weighted, each term modulated
+    a, g = 20.0, 2.0
+    p1 = p[..., 1]
+    focal = -(a * (1 - p1) ** g * y * np.log(p1) + p1 ** g * (1 - y) * np.log(1 - p1))
+    np.testing.assert_allclose(ahd.pixel_loss(logits, area, abnormal_weight=a, focal_gamma=g),
+                               focal.mean(), rtol=1e-5)
 
 
 def test_upsample():

@@ -55,10 +55,11 @@ def macro_bleu4(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) 
 
 
 def yes_no_scores(predictions: Sequence[str], references: Sequence[str]) -> dict:
-    """Accuracy, balanced accuracy and the number of unparsable answers.
+    """Accuracy, balanced accuracy, the confusion counts and the number of unparsable answers.
 
     Balanced accuracy averages the recalls of the classes present in the references; an
-    answer that normalizes to neither yes nor no counts as wrong.
+    answer that normalizes to neither yes nor no counts as wrong. `confusion` counts
+    "<truth>_as_<answer>" (answer yes, no or unparsed).
     """
     if len(predictions) != len(references) or not predictions:
         raise EvalInputError(f"{len(predictions)} answers but {len(references)} references")
@@ -70,8 +71,11 @@ def yes_no_scores(predictions: Sequence[str], references: Sequence[str]) -> dict
     truth = np.array(truth)
     correct = guess == truth
     recalls = [correct[truth == c].mean() for c in ("yes", "no") if (truth == c).any()]
+    confusion = {f"{t}_as_{g or 'unparsed'}": int(((truth == t) & (guess == g)).sum())
+                 for t in ("yes", "no") for g in ("yes", "no", "")}
     return {"accuracy": float(correct.mean()), "balanced_accuracy": float(np.mean(recalls)),
-            "unparsed": int((guess == "").sum()), "num_videos": len(truth)}
+            "unparsed": int((guess == "").sum()), "num_videos": len(truth),
+            "confusion": confusion}
 
 
 def text_scores(predictions: Mapping[str, Mapping[str, str]],
@@ -115,13 +119,18 @@ def text_scores_over_runs(runs: Sequence[Mapping[str, Mapping[str, str]]],
 
 
 def summarize_runs(per_run: Sequence[Mapping[str, Mapping[str, float]]]) -> dict[str, dict]:
-    """Per-run `text_scores` -> each metric's mean plus `<metric>_std`, and `num_runs`."""
+    """Per-run `text_scores` -> each metric's mean plus `<metric>_std`, and `num_runs`
+    (counts that are no metric, the Yes/No confusion, are summed over runs)."""
     summary: dict[str, dict] = {}
     for kind, metrics in per_run[0].items():
         summary[kind] = {"num_runs": len(per_run)}
         for name, value in metrics.items():
             if name == "num_videos":
                 summary[kind][name] = value
+                continue
+            if name == "confusion":
+                summary[kind][name] = {k: sum(run[kind][name][k] for run in per_run)
+                                       for k in value}
                 continue
             mean, std = mean_std([run[kind][name] for run in per_run])
             summary[kind][name], summary[kind][name + "_std"] = mean, std

@@ -68,23 +68,35 @@ class HeatmapResult:
     maps: list[np.ndarray]        # per video [n, h, w] patch heatmaps
 
 
+class RegionScorer:
+    """RBDC/TBDC of per-video patch heatmaps of a prepared split, binarized at 0.5 after
+    upsampling to frame size, against the ground-truth tracks of the split's anomaly masks
+    (read once)."""
+
+    def __init__(self, prepared_dir: str | Path, split: str, lengths: list[int]):
+        source, _ = open_split(prepared_dir, split)
+        self.tracks, self.sizes = [], []
+        for v in range(len(lengths)):
+            masks = np.asarray(source[v]["masks"])                     # [n, H, W]
+            self.tracks.append(tracks_from_masks(masks > 0))
+            self.sizes.append(tuple(masks.shape[1:]))
+        self.num_frames = int(sum(lengths))
+        self._resize = jax.jit(upsample, static_argnums=1)
+
+    def __call__(self, maps: list[np.ndarray]) -> rbdc_lib.RbdcTbdcResult:
+        detections = [heatmap_regions(np.asarray(self._resize(m, size)), threshold=0.5)
+                      for m, size in zip(maps, self.sizes)]
+        return rbdc_lib.rbdc_tbdc(rbdc_lib.tracks_from_rows(self.tracks),
+                                  rbdc_lib.detections_from_rows(detections), self.num_frames)
+
+
 def heatmap_metrics(model: TVADModel, cfg, split: str, cache: FeatureCache,
                     report: Callable[[str], None] = print) -> HeatmapResult:
     """Frame AUC (micro, macro) and RBDC/TBDC of the model's AHD on a cached split; scores
-    and maps in the split's video order."""
+    and maps in the split's video order. cfg: the root config (`cfg.prepared_dir`)."""
     maps = video_heatmaps(model.cfg, model.params["ahd"], model.params["text"], cache)
     auc, scores = heatmap_auc(maps, cache)
-    source, _ = open_split(cfg.prepared_dir, split)
-    tracks, detections = [], []
-    resize = jax.jit(lambda m, size: upsample(m, size), static_argnums=1)
-    for v, video_maps in enumerate(maps):
-        masks = np.asarray(source[v]["masks"])
-        tracks.append(tracks_from_masks(masks > 0))
-        full = np.asarray(resize(video_maps, masks.shape[1:]))
-        detections.append(heatmap_regions(full, threshold=0.5))
-    result = rbdc_lib.rbdc_tbdc(rbdc_lib.tracks_from_rows(tracks),
-                                rbdc_lib.detections_from_rows(detections),
-                                sum(cache.meta["lengths"]))
+    result = RegionScorer(cfg.prepared_dir, split, cache.meta["lengths"])(maps)
     metrics = {**auc, "rbdc": result.rbdc,
                "tbdc": result.tbdc, "detections": result.num_detections,
                "gt_tracks": result.num_tracks}
@@ -156,10 +168,11 @@ def text_metrics(model: TVADModel, cfg, split: str, one_shot: bool = False,
     flat = {"yes_no_accuracy": scores["yes_no"]["accuracy"],
             "yes_no_balanced_accuracy": scores["yes_no"]["balanced_accuracy"],
             "yes_no_unparsed": scores["yes_no"]["unparsed"],
+            "yes_no_confusion": scores["yes_no"]["confusion"],
             "bleu4_target": scores.get("target", {}).get("bleu4"),
             "bleu4_trajectory": scores.get("trajectory", {}).get("bleu4")}
     report(f"[tvad] dialogue ({model.cfg.variant}{', one-shot' if one_shot else ''}, "
-           f"{split}): " + json.dumps({k: v if v is None else round(v, 4)
+           f"{split}): " + json.dumps({k: round(v, 4) if isinstance(v, float) else v
                                       for k, v in flat.items()}))
     return flat, transcript
 

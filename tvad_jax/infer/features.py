@@ -58,19 +58,25 @@ def cache_key(bcfg: BackboneConfig, checkpoint_id: str, builder_dir: Path, split
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def make_encoder(bcfg: BackboneConfig, params) -> Callable[[np.ndarray], tuple]:
-    """frames [B, T, H, W, 3] -> (hidden [B, I, T', 1+N, D_v], visual [B, S_v, D]) float16,
-    one jitted ViT pass for both."""
+def encode_fn(bcfg: BackboneConfig) -> Callable:
+    """The cache-building pass with the params as an argument: (params {"vision",
+    "projector", ...}, frames [B, T, H, W, 3]) -> (hidden [B, I, T', 1+N, D_v], visual
+    [B, S_v, D]) float16, one ViT pass for both (not jitted: `tvad plan` lowers it too)."""
     model = Backbone(bcfg)
 
-    @jax.jit
-    def encode(frames):
+    def encode(params, frames):
         out, tokens = model.apply({"params": params}, frames,
                                   method=Backbone.encode_video_and_tokens)
         hidden = jnp.stack(out.hidden, axis=1)
         return hidden.astype(jnp.float16), tokens.astype(jnp.float16)
 
     return encode
+
+
+def make_encoder(bcfg: BackboneConfig, params) -> Callable[[np.ndarray], tuple]:
+    """frames -> (hidden, visual) of `encode_fn` with these params, jitted."""
+    encode = jax.jit(encode_fn(bcfg))
+    return lambda frames: encode(params, frames)
 
 
 class FeatureCache:
@@ -149,6 +155,37 @@ def build_cache(bcfg: BackboneConfig, params, prepared_dir: str | Path, split: s
     return FeatureCache(final)
 
 
+class MemoryFeatures:
+    """The features of a split computed now and held in memory: a `FeatureCache` without
+    files, for an encoder whose params are still training (`encode_split`)."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], meta: dict):
+        self.arrays, self.meta = arrays, meta
+
+    def __len__(self) -> int:
+        return len(self.arrays["start"])
+
+    def __getitem__(self, i: int) -> dict:
+        return {name: a[int(i)] for name, a in self.arrays.items()}
+
+    def column(self, name: str) -> np.ndarray:
+        return self.arrays[name]
+
+
+def encode_split(encode: Callable, prepared_dir: str | Path, split: str, view: ClipView,
+                 batch_size: int = 8) -> MemoryFeatures:
+    """Every clip of a prepared split through `encode` (as `make_encoder` returns), in memory."""
+    source, lengths = open_split(prepared_dir, split)
+    loader = LoaderConfig(clip_len=view.clip_len, clip_stride=view.clip_stride,
+                          frame_step=view.frame_step, pad_last=view.pad_last,
+                          batch_size=64, shuffle=False, num_epochs=1, drop_remainder=False)
+    parts = [_encode_shard(encode, shard, batch_size)
+             for shard in make_dataset(source, lengths, loader)]
+    arrays = {name: np.concatenate([p[name] for p in parts]) for name in ARRAYS}
+    return MemoryFeatures(arrays, {"lengths": [int(n) for n in lengths],
+                                   "view": dataclasses.asdict(view)})
+
+
 def feature_cache(cfg, backbone: FrozenBackbone, split: str, view: ClipView,
                   report: Callable[[str], None] = print) -> FeatureCache:
     """The cache of a prepared split for a backbone (built if missing). cfg: the root config
@@ -196,14 +233,27 @@ class _Select:
         return out
 
 
+class _Rows:
+    """A random-access source of some rows of a cache, in a given order (repeats allowed)."""
+
+    def __init__(self, cache: FeatureCache, rows: np.ndarray):
+        self.cache, self.rows = cache, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.cache[int(self.rows[i])]
+
+
 def cache_stream(cache: FeatureCache, batch_size: int, keys: Sequence[str], seed: int = 0,
-                 shuffle: bool = True, texts: dict[str, np.ndarray] | None = None
-                 ) -> grain.DatasetIterator:
+                 shuffle: bool = True, texts: dict[str, np.ndarray] | None = None,
+                 rows: np.ndarray | None = None) -> grain.DatasetIterator:
     """Batches of cache rows: endless and shuffled per epoch for training, or one ordered
-    pass (last batch partial) for evaluation. `texts`
-    maps a name to an array indexed by video (`[num_videos, ...]`) attached to each row.
-    A checkpointable grain iterator."""
-    ds = grain.MapDataset.source(cache)
+    pass (last batch partial) for evaluation. `texts` maps a name to an array indexed by video
+    (`[num_videos, ...]`) attached to each row; `rows` are the cache rows of one epoch (all by
+    default; repeating some oversamples them). A checkpointable grain iterator."""
+    ds = grain.MapDataset.source(cache if rows is None else _Rows(cache, rows))
     if shuffle:
         ds = ds.shuffle(seed=seed).repeat()
     ds = ds.map(_Select(keys, texts)).batch(batch_size, drop_remainder=shuffle)

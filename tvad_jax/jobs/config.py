@@ -111,11 +111,21 @@ class Stage1Config:
 
     Attributes:
       train: the engine (steps are micro-batches; `optim.accumulation_steps` of them per
-        update; keep-best by `val_micro_auc`).
+        update; keep-best by `val_score`).
       view: how videos are cut into clips (non-overlapping 16-frame clips by default, so
         every frame is scored once at evaluation).
       batch_size: clips per micro-batch.
-      target: patch targets from the masks: "area" (anomalous fraction) or "max".
+      target: patch targets from the masks: "area" (anomalous fraction) or "max" (1 where any
+        pixel of the patch is anomalous).
+      abnormal_weight, focal_gamma: the pixel loss (`models.ahd.pixel_loss`); 1 and 0 are the
+        paper's cross-entropy.
+      abnormal_repeat: clips with abnormal cells appear this many times per epoch
+        (oversampling; 1 = none).
+      rbdc_weight: checkpoint selection by val_score = val_micro_auc + rbdc_weight x val_rbdc
+        (validation RBDC of the heatmaps binarized at 0.5).
+      train_vision: an upper bound for diagnosis, never the paper's method: the vision tower
+        trains with the AHD (on clip frames, no feature cache); the tuned backbone is saved in
+        the run folder and the exported model uses it.
     """
 
     train: TrainConfig = TrainConfig(
@@ -123,11 +133,16 @@ class Stage1Config:
         optim=OptimConfig(learning_rate=1e-3, warmup_ratio=0.1, lr_floor=1e-5,
                           weight_decay=0.01, accumulation_steps=8),
         checkpoint=CheckpointConfig(every_steps=200, keep_last=1, keep_best=1,
-                                    best_metric="val_micro_auc", best_mode="max"),
+                                    best_metric="val_score", best_mode="max"),
         trainable=("ahd/.*",))
     view: ClipView = ClipView(clip_len=16, clip_stride=16)
     batch_size: int = 4
     target: Literal["area", "max"] = "area"
+    abnormal_weight: float = 1.0
+    focal_gamma: float = 0.0
+    abnormal_repeat: int = 1
+    rbdc_weight: float = 1.0
+    train_vision: bool = False
 
 
 # One SFT phase's engine settings (phases A and B start equal; override each by its path).

@@ -23,6 +23,7 @@ from jax.sharding import Mesh
 
 from tvad_jax import config as config_lib
 from tvad_jax.config import ConfigError
+from tvad_jax.infer.features import encode_fn
 from tvad_jax.jobs.config import PlanConfig
 from tvad_jax.jobs.tvad_stages import phase_config, stage1_spec, stage2_spec
 from tvad_jax.models import backbone_io, configs as mc
@@ -31,7 +32,7 @@ from tvad_jax.models.configs import BackboneConfig
 from tvad_jax.models.convert import read_config
 from tvad_jax.models.decoder import Decoder
 from tvad_jax.models.rae import prompt_length
-from tvad_jax.models.vlm import Backbone, abstract_params
+from tvad_jax.models.vlm import abstract_params
 from tvad_jax.train import mesh as mesh_lib
 from tvad_jax.train.loop import StageSpec, abstract_engine, strip_boxes
 from tvad_jax.train.plan import GiB, analyze, count, tree_bytes
@@ -196,29 +197,13 @@ def plan_train_stage(pcfg: PlanConfig, stage: str, mesh: Mesh,
     return report
 
 
-def encoder_fn(bcfg: BackboneConfig) -> Callable:
-    """The cache-building pass (`infer.features.make_encoder`) with the params as an argument:
-    params {"vision", "projector"}, frames [B, T, H, W, 3] -> (hidden [B, I, T', 1+N, D_v],
-    visual [B, S_v, D]) float16."""
-
-    model = Backbone(dataclasses.replace(bcfg, text=None))  # no text-tower params needed
-
-    def encode(params, frames):
-        out, tokens = model.apply({"params": params}, frames,
-                                  method=Backbone.encode_video_and_tokens)
-        hidden = jnp.stack(out.hidden, axis=1)
-        return hidden.astype(jnp.float16), tokens.astype(jnp.float16)
-
-    return encode
-
-
 def plan_encoder(pcfg: PlanConfig, mesh: Mesh, rules=mesh_lib.LOGICAL_AXIS_RULES) -> dict:
     """Lower and compile the frozen vision tower + projector forward pass over a batch of clips
     (what building the feature cache runs); its report."""
-
-    bcfg = backbone_config(pcfg)
+    bcfg = dataclasses.replace(backbone_config(pcfg), text=None)   # no text-tower params
+    encode = encode_fn(bcfg)
     v = bcfg.vision
-    boxed = abstract_params(dataclasses.replace(bcfg, text=None), boxed=True)
+    boxed = abstract_params(bcfg, boxed=True)
     boxed = {k: boxed[k] for k in ("vision", "projector")}
     params = strip_boxes(boxed)
     n = global_batch(pcfg, mesh, pcfg.encoder_batch_per_device)
@@ -227,14 +212,14 @@ def plan_encoder(pcfg: PlanConfig, mesh: Mesh, rules=mesh_lib.LOGICAL_AXIS_RULES
         t0 = time.perf_counter()
         param_sh = mesh_lib.logical_to_sharding(boxed, mesh, rules)
         batch_sh = mesh_lib.batch_sharding(mesh, rules)
-        fn = jax.jit(encoder_fn(bcfg), in_shardings=(param_sh, batch_sh),
+        fn = jax.jit(encode, in_shardings=(param_sh, batch_sh),
                      out_shardings=batch_sh)
         lowered = fn.lower(params, frames)
         lower_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     compiled = lowered.compile()
     compile_s = time.perf_counter() - t0
-    out = jax.eval_shape(encoder_fn(bcfg), params, frames)
+    out = jax.eval_shape(encode, params, frames)
     breakdown = {"trainable_params": 0, "frozen_params": tree_bytes(params, param_sh),
                  "optimizer_state": 0, "batch": tree_bytes(frames, batch_sh)}
     report = {

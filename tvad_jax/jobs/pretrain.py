@@ -27,18 +27,16 @@ import dataclasses
 import json
 import shutil
 from pathlib import Path
-from typing import NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tvad_jax.data.captions import clip_caption, clip_questions, clip_timelines
-from tvad_jax.data.object_boxes import box_coverage, crop_box, crop_frames
-from tvad_jax.data.object_text import clip_objects, scene_of, zone_question, zone_statement
+from tvad_jax.data.clip_texts import (DESCRIBE, AttachText, ClipText, ClipTexts, clip_texts,
+                                      encode_texts)
 from tvad_jax.data.pipeline import (LoaderConfig, clip_index, find_builder_dir, make_dataset,
-                                    open_split, split_names)
+                                    open_split)
 from tvad_jax.data.readers import make_reader
 from tvad_jax.jobs.common import Report, ensure_prepared
 from tvad_jax.jobs.config import Config, PretrainConfig
@@ -53,8 +51,6 @@ from tvad_jax.train.loop import StageSpec, train
 from tvad_jax.train.mesh import make_mesh
 from tvad_jax.train.state import merge_params
 
-DESCRIBE = "Describe the clip."
-
 
 def backbone_config(pcfg: PretrainConfig, vocab_size: int, image_size: int) -> BackboneConfig:
     """The architecture to pretrain: the shipped default's, or a tiny one for tests."""
@@ -67,134 +63,6 @@ def backbone_config(pcfg: PretrainConfig, vocab_size: int, image_size: int) -> B
         text=dataclasses.replace(cfg.text, width=32, depth=1, heads=2, mlp_dim=64),
         decoder=dataclasses.replace(cfg.decoder, width=32, depth=1, heads=2, kv_heads=2,
                                     mlp_dim=64))
-
-
-# ------------------------------------------------------------------ text of every clip
-@dataclasses.dataclass
-class ClipTexts:
-    """Token arrays aligned with a split's clip index (row r = clip r); K = `regions`."""
-
-    captions: list[str]
-    caption_ids: np.ndarray      # [C, Lc] int32, <s> caption </s> <pad>...
-    qa_ids: np.ndarray           # [C, Lq] int32, <s> question answer </s> <pad>...
-    qa_targets: np.ndarray       # [C, Lq] int32, next token where it is an answer token, else -1
-    region_ids: np.ndarray       # [C, K, Lc] int32, the description of each region's object
-    region_boxes: np.ndarray     # [C, K, T, 4] float32 boxes per clip frame, NaN where absent
-    crop_boxes: np.ndarray       # [C, 4] float32 square crop (x0, y0, side, side), or -1
-
-
-class ClipText(NamedTuple):
-    caption: str     # the most visible object's description + a zone statement (contrastive)
-    scene: str       # up to three targets (the answer to "Describe the clip.")
-    question: str    # this clip's QA pair; pairs rotate over clips
-    answer: str
-    regions: tuple[str, ...]          # descriptions of the K most visible objects
-    boxes: np.ndarray                 # [K, T, 4] their boxes (NaN: absent or no object)
-    crop: np.ndarray | None           # crop rows: (x0, y0, side, side) around the main object
-
-
-def clip_texts(cfg: Config, split: str, loader: LoaderConfig, pcfg: PretrainConfig) -> list[ClipText]:
-    """The texts of every clip of a split, in clip-index order.
-
-    Every `crop_every`-th clip becomes a crop sample: the frames are cropped around its main
-    object (the box over the clip, expanded by half its size on each side) and its texts are
-    that object's description and single-object QA."""
-    _, lengths = open_split(cfg.prepared_dir, split)
-    names = split_names(cfg.prepared_dir, split)
-    reader = make_reader(cfg.prepare.layout, cfg.prepare_source)
-    sidecars, scenes, out = {}, {}, []
-    span = (loader.clip_len - 1) * loader.frame_step + 1
-    for row, (video, start) in enumerate(clip_index(lengths, loader)):
-        name = names[video]
-        sidecar = sidecars.setdefault(name, reader.read_sidecar(name))
-        scene = scenes.setdefault(name, scene_of(sidecar))
-        frame_ids = np.minimum(start + np.arange(loader.clip_len) * loader.frame_step,
-                               sidecar["num_frames"] - 1)
-        objects = clip_objects(sidecar, frame_ids, scene)
-        timelines = clip_timelines(sidecar, int(start), span)
-        width, height = sidecar["width"], sidecar["height"]
-        crop = pcfg.crop_every and row % pcfg.crop_every == pcfg.crop_every - 1 and objects
-        if crop:
-            main = objects[(row // pcfg.crop_every) % min(len(objects), 2)]
-            box = crop_box(main.boxes, width, height)
-            question, answer = main.questions[(row // pcfg.crop_every) % len(main.questions)]
-            boxes = np.full((pcfg.regions, loader.clip_len, 4), np.nan)
-            boxes[0] = (main.boxes - np.tile(box[:2], 2)) * (width / box[2])
-            out.append(ClipText(main.description, main.description, question, answer,
-                                (main.description,), boxes, box))
-            continue
-        scene_text = clip_caption(timelines, width, height)
-        statement, _ = zone_statement(objects, row)
-        main = objects[0].description if objects else "an empty street"
-        pairs = [(DESCRIBE, scene_text[:1].upper() + scene_text[1:] + "."),
-                 zone_question(objects, row // 2)] + clip_questions(timelines)
-        boxes = np.full((pcfg.regions, loader.clip_len, 4), np.nan)
-        for k, obj in enumerate(objects[:pcfg.regions]):
-            boxes[k] = obj.boxes
-        out.append(ClipText(f"{main}; {statement}", scene_text, *pairs[row % len(pairs)],
-                            tuple(o.description for o in objects[:pcfg.regions]), boxes, None))
-    return out
-
-
-def encode_texts(texts: list[ClipText], tokenizer, pcfg: PretrainConfig) -> ClipTexts:
-    """Token arrays of `clip_texts` output."""
-    def caption(text):
-        return _pad([tokenizer.bos_token_id, *tokenizer(text)["input_ids"]], pcfg.caption_len,
-                    tokenizer, end=tokenizer.eos_token_id)
-
-    empty = np.full(pcfg.caption_len, tokenizer.pad_token_id, np.int32)
-    caption_ids, qa_ids, qa_targets, region_ids = [], [], [], []
-    for text in texts:
-        caption_ids.append(caption(text.caption))
-        ids, targets = qa_sequence(tokenizer, text.question, text.answer, pcfg.qa_len)
-        qa_ids.append(ids)
-        qa_targets.append(targets)
-        regions = [caption(r) for r in text.regions]
-        region_ids.append(regions + [empty] * (pcfg.regions - len(regions)))
-    crops = [t.crop if t.crop is not None else np.full(4, -1) for t in texts]
-    return ClipTexts([t.caption for t in texts], np.asarray(caption_ids, np.int32),
-                     np.asarray(qa_ids, np.int32), np.asarray(qa_targets, np.int32),
-                     np.asarray(region_ids, np.int32),
-                     np.stack([t.boxes for t in texts]).astype(np.float32),
-                     np.asarray(crops, np.float32))
-
-
-def qa_sequence(tokenizer, question: str, answer: str, length: int):
-    """(ids, targets) of `<s> question answer </s>` padded to `length`; targets[i] is ids[i+1]
-    where that is an answer token (or the closing </s>), else -1."""
-    prompt = [tokenizer.bos_token_id, *tokenizer(question)["input_ids"]]
-    reply = [*tokenizer(" " + answer)["input_ids"], tokenizer.eos_token_id]
-    ids = (prompt + reply)[:length]
-    targets = np.full(length, -1, np.int32)
-    for i in range(len(prompt) - 1, len(ids) - 1):
-        targets[i] = ids[i + 1]
-    return _pad(ids, length, tokenizer), targets
-
-
-def _pad(ids: list[int], length: int, tokenizer, end: int | None = None) -> np.ndarray:
-    if end is not None:
-        ids = ids[:length - 1] + [end]
-    return np.asarray(ids + [tokenizer.pad_token_id] * (length - len(ids)), np.int32)
-
-
-class AttachText:
-    """grain transform: frames (cropped on crop rows) + this clip's text arrays and the
-    per-patch coverage of its region boxes (other keys dropped)."""
-
-    def __init__(self, texts: ClipTexts, index: np.ndarray, patch: int, tubelet: int):
-        self.texts, self.patch, self.tubelet = texts, patch, tubelet
-        self.rows = {(int(v), int(s)): r for r, (v, s) in enumerate(index)}
-
-    def __call__(self, example: dict) -> dict:
-        row = self.rows[(int(example["video_index"]), int(example["start"]))]
-        frames, crop = example["frames"], self.texts.crop_boxes[row]
-        if crop[0] >= 0:
-            frames = crop_frames(frames, crop)
-        coverage = box_coverage(self.texts.region_boxes[row], frames.shape[1], self.patch,
-                                self.tubelet)
-        return {"frames": frames, "caption_ids": self.texts.caption_ids[row],
-                "qa_ids": self.texts.qa_ids[row], "qa_targets": self.texts.qa_targets[row],
-                "region_ids": self.texts.region_ids[row], "region_weights": coverage}
 
 
 # ------------------------------------------------------------------ objectives
@@ -257,8 +125,8 @@ def retrieval(bcfg: BackboneConfig, params, cfg: Config, pcfg: PretrainConfig, t
     share one); `*_chance_top1` is the expected accuracy of a random ranking."""
     pcfg = dataclasses.replace(pcfg, crop_every=0)
     loader = _loader(cfg, pcfg, shuffle=False)
-    raw = clip_texts(cfg, pcfg.eval_split, loader, pcfg)
-    texts = encode_texts(raw, tokenizer, pcfg)
+    raw = _clip_texts(cfg, pcfg, pcfg.eval_split, loader)
+    texts = _encode(raw, tokenizer, pcfg)
     source, lengths = open_split(cfg.prepared_dir, pcfg.eval_split)
     index = clip_index(lengths, loader)
     stride = max(len(index) // pcfg.eval_clips, 1)
@@ -322,8 +190,8 @@ def sample_captions(bcfg: BackboneConfig, params, cfg: Config, pcfg: PretrainCon
     """Greedy answers to "Describe the clip." on the first held-out clips, beside the truth."""
     loader = _loader(cfg, pcfg, shuffle=False)
     source, lengths = open_split(cfg.prepared_dir, pcfg.eval_split)
-    scenes = [text.scene for text in clip_texts(cfg, pcfg.eval_split, loader,
-                                                dataclasses.replace(pcfg, crop_every=0))]
+    scenes = [text.scene for text in _clip_texts(cfg, pcfg, pcfg.eval_split, loader,
+                                                 crops=False)]
     batch = next(iter(make_dataset(source, lengths, dataclasses.replace(loader,
                                                                         batch_size=count))))
     model = Backbone(bcfg)
@@ -348,6 +216,17 @@ def sample_captions(bcfg: BackboneConfig, params, cfg: Config, pcfg: PretrainCon
 
 
 # ------------------------------------------------------------------ the job
+def _clip_texts(cfg: Config, pcfg: PretrainConfig, split: str, loader: LoaderConfig,
+                crops: bool = True) -> list[ClipText]:
+    reader = make_reader(cfg.prepare.layout, cfg.prepare_source)
+    return clip_texts(cfg.prepared_dir, reader, split, loader, pcfg.regions,
+                      pcfg.crop_every if crops else 0)
+
+
+def _encode(texts: list[ClipText], tokenizer, pcfg: PretrainConfig) -> ClipTexts:
+    return encode_texts(texts, tokenizer, pcfg.caption_len, pcfg.qa_len, pcfg.regions)
+
+
 def _loader(cfg: Config, pcfg: PretrainConfig, shuffle: bool = True) -> LoaderConfig:
     return dataclasses.replace(cfg.loader, clip_len=pcfg.clip_len, clip_stride=pcfg.clip_stride,
                                batch_size=pcfg.batch_size, shuffle=shuffle,
@@ -362,10 +241,10 @@ def pretrain(cfg: Config, ship: bool = False, report: Report = print) -> Path:
     annotations = sorted((find_builder_dir(cfg.prepared_dir) / "annotations").glob("*.jsonl"))
     corpus = [t for t in annotation_texts(a for a in annotations if a.stem != pcfg.eval_split)]
     loader = _loader(cfg, pcfg)
-    raw = clip_texts(cfg, pcfg.split, loader, pcfg)
+    raw = _clip_texts(cfg, pcfg, pcfg.split, loader)
     tokenizer = train_tokenizer(corpus + [text for row in raw for text in row[:4] + row[4]],
                                 pcfg.vocab_size)
-    texts = encode_texts(raw, tokenizer, pcfg)
+    texts = _encode(raw, tokenizer, pcfg)
     report(f"[tvad] tokenizer: {len(tokenizer)} tokens; {len(texts.captions)} training clips, "
            f"{len(set(texts.captions))} distinct captions")
     bcfg = backbone_config(pcfg, len(tokenizer), cfg.prepare.height)

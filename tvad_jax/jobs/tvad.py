@@ -23,6 +23,7 @@ from tvad_jax.eval.tvad import evaluate_model
 from tvad_jax.jobs.common import Report, ensure_prepared, start_run
 from tvad_jax.jobs.config import Config
 from tvad_jax.jobs.tvad_stages import train_stage1, train_stage2
+from tvad_jax.models import backbone_io
 from tvad_jax.models.tvad import (MODEL_FILE, FrozenBackbone, TVADModel, load_frozen_backbone,
                                   load_model, plain_model, save_model)
 
@@ -34,6 +35,14 @@ def check_fits(backbone: FrozenBackbone, cfg: Config) -> None:
         raise ConfigError(f"the backbone {backbone.path} takes {size}x{size} frames, the "
                           f"prepared data is {frames[0]}x{frames[1]}: set tvad.backbone to "
                           "a matching checkpoint or prepare.height/width")
+
+
+def tuned_backbone(backbone: FrozenBackbone, vision: dict, directory: Path) -> FrozenBackbone:
+    """The backbone with its vision tower replaced, saved as a backbone folder (so that the
+    feature caches, the exported model and evaluation all see the tuned tower)."""
+    params = dict(backbone.params, vision=vision)
+    backbone_io.save_backbone(directory, backbone.cfg, params, backbone.tokenizer)
+    return load_frozen_backbone(directory)
 
 
 def train_tvad(cfg: Config, run_dir: str | Path | None = None,
@@ -56,6 +65,9 @@ def train_tvad(cfg: Config, run_dir: str | Path | None = None,
             report(f"[tvad] stage 1: reusing the AHD of {stage1_from}")
         else:
             stage1 = train_stage1(cfg, backbone, run_dir / "stage1", report)
+        if "vision" in stage1:        # the train_vision upper bound: a tuned backbone
+            backbone = tuned_backbone(backbone, stage1.pop("vision"), run_dir / "backbone")
+            report(f"[tvad] stage 1 tuned the vision tower: backbone saved in {backbone.path}")
     tcfg = job.model.for_backbone(backbone.cfg)
     if tcfg.variant == "no_rae":
         model = TVADModel(tcfg, backbone, {"ahd": stage1["ahd"], "text": stage1["text"]})

@@ -13,6 +13,7 @@ real scale.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,8 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from tvad_jax.data.dialogues import dialogue_texts, read_annotations
-from tvad_jax.eval.tvad import heatmap_auc
-from tvad_jax.infer.features import FeatureCache, cache_stream, feature_cache
+from tvad_jax.data.pipeline import LoaderConfig, make_dataset, open_split
+from tvad_jax.eval.tvad import RegionScorer, heatmap_auc
+from tvad_jax.infer.features import (FeatureCache, cache_stream, encode_fn, encode_split,
+                                     feature_cache)
 from tvad_jax.infer.heatmaps import video_heatmaps
 from tvad_jax.jobs.common import Report
 from tvad_jax.jobs.config import Config, Stage1Config, Stage2Config
@@ -35,54 +38,105 @@ from tvad_jax.models.rae import RAE
 from tvad_jax.models.tvad import (FrozenBackbone, TVADConfig, TVADModel, class_text_features,
                                   heatmaps, merge_stage2, prompt_maps, special_token_ids,
                                   text_logits)
+from tvad_jax.models.vit import VisionTransformer
 from tvad_jax.train.loop import StageSpec, TrainConfig, restore_params, train
 
 
 def stage1_spec(tcfg: TVADConfig, s1: Stage1Config, text_fn: Callable[[], Any],
-                hidden_shape: tuple[int, ...]) -> StageSpec:
-    """Stage 1: params {"ahd": trainable, "text": frozen [2, D_t]}.
+                hidden_shape: tuple[int, ...], vision: tuple[Any, Any] | None = None
+                ) -> StageSpec:
+    """Stage 1: params {"ahd": trainable, "text": frozen [2, D_t]} on batches of cached ViT
+    layers ("hidden").
 
     text_fn() gives the class features (a constant, or an abstract init for planning);
-    hidden_shape is one clip's cached ViT layers [I, T', 1+N, D_v]."""
-    target = s1.target
+    hidden_shape is one clip's cached ViT layers [I, T', 1+N, D_v]. With `vision` =
+    (VisionTransformer, its params) the batches hold clip frames instead and the vision tower
+    trains too, under "vision" (the upper bound of `Stage1Config.train_vision`)."""
 
     def init_fn(rng):
         text = text_fn()
         hidden = jnp.zeros((1,) + tuple(hidden_shape), jnp.float32)
         layers = [hidden[:, i] for i in range(hidden.shape[1])]
-        return {"ahd": AHD(tcfg.ahd).init(rng, layers, text)["params"], "text": text}
+        params = {"ahd": AHD(tcfg.ahd).init(rng, layers, text)["params"], "text": text}
+        if vision is not None:
+            params["vision"] = vision[1]
+        return params
 
     def loss_fn(trainable, frozen, batch, rng):
-        out = heatmaps(tcfg, trainable["ahd"], batch["hidden"], frozen["text"])
-        targets = patch_targets(batch["tubelet_masks"], out.heatmap.shape[-2:], target)
+        if vision is None:
+            hidden = batch["hidden"]
+        else:
+            out = vision[0].apply({"params": trainable["vision"]}, batch["frames"])
+            hidden = jnp.stack(out.hidden, axis=1)                      # [B, I, T', 1+N, D_v]
+        out = heatmaps(tcfg, trainable["ahd"], hidden, frozen["text"])
+        targets = patch_targets(batch["tubelet_masks"], out.heatmap.shape[-2:], s1.target)
         B, T = batch["valid"].shape
         valid = batch["valid"].reshape(B, T // 2, 2).any(-1)[:, :, None, None]
-        loss = pixel_loss(out.logits, targets, valid)
+        loss = pixel_loss(out.logits, targets, valid, s1.abnormal_weight, s1.focal_gamma)
         return loss, {"mean_heat": out.heatmap.mean(), "target_share": targets.mean()}
 
-    return StageSpec(s1.train, init_fn, loss_fn)
+    config = s1.train
+    if vision is not None:
+        config = dataclasses.replace(config, trainable=config.trainable + ("vision/.*",))
+    return StageSpec(config, init_fn, loss_fn)
+
+
+class _Keep:
+    """grain transform: keep some keys of a clip."""
+
+    def __init__(self, keys: tuple[str, ...]):
+        self.keys = keys
+
+    def __call__(self, example: dict) -> dict:
+        return {k: example[k] for k in self.keys}
 
 
 def train_stage1(cfg: Config, backbone: FrozenBackbone, run_dir: Path,
                  report: Report = print) -> dict:
-    """Train the AHD; returns {"ahd": best params, "text": class features} (host arrays)."""
+    """Train the AHD; returns {"ahd": best params, "text": class features} (host arrays),
+    and "vision" too with `train_vision`."""
     job = cfg.tvad
     s1 = job.stage1
     tcfg = job.model.for_backbone(backbone.cfg)
     train_cache = feature_cache(cfg, backbone, job.train_split, s1.view, report)
     val_cache = feature_cache(cfg, backbone, job.val_split, s1.view, report)
     text = class_text_features(tcfg, backbone.cfg, backbone.params, backbone.tokenizer)
-    spec = stage1_spec(tcfg, s1, lambda: text, train_cache[0]["hidden"].shape)
-    data = cache_stream(train_cache, s1.batch_size, ("hidden", "tubelet_masks", "valid"),
-                        seed=s1.train.loop.seed)
+    hidden_shape = train_cache[0]["hidden"].shape
+    abnormal = np.flatnonzero(train_cache.column("labels").any(axis=1))
+    rows = np.concatenate([np.arange(len(train_cache))] + [abnormal] * (s1.abnormal_repeat - 1))
+    regions = RegionScorer(cfg.prepared_dir, job.val_split, val_cache.meta["lengths"])
+    if s1.train_vision:
+        vit = VisionTransformer(backbone.cfg.vision, backbone.cfg.embed_dim)
+        spec = stage1_spec(tcfg, s1, lambda: text, hidden_shape,
+                           (vit, backbone.params["vision"]))
+        source, lengths = open_split(cfg.prepared_dir, job.train_split)
+        loader = LoaderConfig(clip_len=s1.view.clip_len, clip_stride=s1.view.clip_stride,
+                              frame_step=s1.view.frame_step, batch_size=s1.batch_size,
+                              seed=s1.train.loop.seed)
+        data = iter(make_dataset(source, lengths, loader,
+                                 transform=_Keep(("frames", "tubelet_masks", "valid"))))
+        encode = jax.jit(encode_fn(backbone.cfg))
+    else:
+        spec = stage1_spec(tcfg, s1, lambda: text, hidden_shape)
+        data = cache_stream(train_cache, s1.batch_size, ("hidden", "tubelet_masks", "valid"),
+                            seed=s1.train.loop.seed, rows=rows)
 
     def eval_fn(trainable, frozen):
-        maps = video_heatmaps(tcfg, trainable["ahd"], frozen["text"], val_cache)
+        features = val_cache
+        if s1.train_vision:   # the tower is training: its validation features change
+            params = dict(backbone.params, vision=trainable["vision"])
+            features = encode_split(functools.partial(encode, params), cfg.prepared_dir,
+                                    job.val_split, s1.view)
+        maps = video_heatmaps(tcfg, trainable["ahd"], frozen["text"], features)
         auc, _ = heatmap_auc(maps, val_cache)
-        return {"val_micro_auc": auc["micro_auc"], "val_macro_auc": auc["macro_auc"]}
+        found = regions(maps)
+        return {"val_micro_auc": auc["micro_auc"], "val_macro_auc": auc["macro_auc"],
+                "val_rbdc": found.rbdc, "val_tbdc": found.tbdc,
+                "val_score": auc["micro_auc"] + s1.rbdc_weight * found.rbdc}
 
-    report(f"[tvad] stage 1 (AHD): {len(train_cache)} training clips, "
-           f"{len(val_cache)} validation clips")
+    report(f"[tvad] stage 1 (AHD{' + vision tower' if s1.train_vision else ''}): "
+           f"{len(train_cache)} training clips ({len(abnormal)} with abnormal frames, "
+           f"x{s1.abnormal_repeat}), {len(val_cache)} validation clips")
     train(spec, data=data, run_dir=run_dir, eval_fn=eval_fn)
     params, step = restore_params(spec, run_dir / "checkpoints")
     report(f"[tvad] stage 1: best checkpoint at step {step}")

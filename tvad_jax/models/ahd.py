@@ -289,18 +289,27 @@ def patch_targets(masks: jax.Array, grid: tuple[int, int], mode: str = "area") -
     raise ValueError(f"mode must be 'area' or 'max', got {mode!r}")
 
 
-def pixel_loss(logits: jax.Array, targets: jax.Array, valid: jax.Array | None = None
-               ) -> jax.Array:
+def pixel_loss(logits: jax.Array, targets: jax.Array, valid: jax.Array | None = None,
+               abnormal_weight: float = 1.0, focal_gamma: float = 0.0) -> jax.Array:
     """Cross-entropy of the 2-class maps against (soft) abnormal targets, averaged over cells.
 
     logits [B, T', h, w, 2] (`AHDOutput.logits`), targets [B, T', h, w] in [0, 1] (the
     abnormal probability), valid: optional mask broadcastable to [B, T', h, w] (e.g. [B, T']
     padded tubelets as [B, T', 1, 1]); the mean runs over valid cells only.
-    loss = -(y log p_abnormal + (1 - y) log p_normal).
+
+        loss = -(a (1 - p)^g y log p + p^g (1 - y) log(1 - p)),   p = p_abnormal
+
+    a = `abnormal_weight`, g = `focal_gamma`: a = 1, g = 0 is the paper's pixel cross-entropy;
+    a > 1 weighs the rare abnormal cells up (class-balanced CE), g > 0 is the focal loss (cells
+    already classified well count less).
     """
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     y = targets.astype(jnp.float32)
-    ce = -(y * logp[..., 1] + (1.0 - y) * logp[..., 0])
+    p = jnp.exp(logp[..., 1])
+    positive, negative = y * logp[..., 1], (1.0 - y) * logp[..., 0]
+    if focal_gamma:
+        positive, negative = (1.0 - p) ** focal_gamma * positive, p ** focal_gamma * negative
+    ce = -(abnormal_weight * positive + negative)
     if valid is None:
         return ce.mean()
     v = jnp.broadcast_to(valid.astype(jnp.float32), ce.shape)

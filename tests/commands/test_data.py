@@ -8,11 +8,11 @@ def test_synth_prepare_and_configs(tmp_path, capsys):
     out = tmp_path / "synth"
     args = ["--config", "tiny", f"synth.out_dir={out}", "synth.videos_train=2",
             "synth.videos_val=2", "synth.videos_test=2", "synth.videos_train_normal=1",
-            "prepare.splits=test"]
+            "synth.videos_test_seen=1", "prepare.splits=test"]
     assert main(["data", "synth", *args]) == 0
     assert f"synthetic benchmark written to {out}" in capsys.readouterr().err
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["config"]["videos_train"] == 2 and len(manifest["videos"]) == 7
+    assert manifest["config"]["videos_train"] == 2 and len(manifest["videos"]) == 2 + 2 + 2 + 1 + 1
     assert main(["data", "synth", *args]) == 0
     assert "up to date" in capsys.readouterr().err
     assert main(["data", "prepare", *args]) == 0

@@ -1,0 +1,31 @@
+"""Object boxes on the patch grid, crops around them."""
+import numpy as np
+
+from tvad_jax.data.object_boxes import box_coverage, crop_box, crop_frames
+
+
+def test_box_coverage_counts_patch_fractions_per_tubelet():
+    boxes = np.full((1, 4, 4), np.nan)
+    boxes[0, 0] = [0, 0, 7, 7]          # all of patch (0, 0) in frame 0
+    boxes[0, 1] = [0, 0, 7, 3]          # its top half in frame 1
+    boxes[0, 2] = [8, 8, 11, 15]        # the left half of patch (1, 1) in frame 2; frame 3 absent
+    cover = box_coverage(boxes, size=16, patch=8, tubelet=2)      # [1, 2, 2, 2]
+    np.testing.assert_allclose(cover[0, 0], [[0.75, 0], [0, 0]])  # mean of 1 and 0.5
+    np.testing.assert_allclose(cover[0, 1], [[0, 0], [0, 0.25]])  # mean of 0.5 and absent
+
+
+def test_crop_box_is_a_square_in_the_frame_around_the_object():
+    boxes = np.array([[10, 20, 15, 31], [12, 22, 17, 33], [np.nan] * 4])
+    x0, y0, side, _ = crop_box(boxes, width=96, height=96)
+    assert side == 2 * (34 - 20)                      # twice the larger extent
+    assert x0 <= 10 and y0 <= 20 and x0 + side >= 18 and y0 + side >= 34
+    x0, y0, side, _ = crop_box(np.array([[90, 90, 95, 95]]), width=96, height=96)
+    assert side == 24 and x0 + side <= 96 and y0 + side <= 96      # min side, shifted in
+
+
+def test_crop_frames_resizes_the_crop_to_the_frame():
+    frames = np.zeros((2, 32, 32, 3), np.float32)
+    frames[:, 8:16, 8:16] = 1.0                       # the crop holds only this square
+    out = crop_frames(frames, np.array([8, 8, 8, 8], np.float32))
+    assert out.shape == frames.shape and out.dtype == frames.dtype
+    np.testing.assert_allclose(out, 1.0)
