@@ -119,9 +119,9 @@ def _set(config: Any, path: list[str], raw: str, full_key: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(config)}
     head = path[0]
     if head not in fields:
-        raise ConfigError(
-            f"unknown config key {full_key!r}; valid keys: {', '.join(flat_keys(config))}"
-        )
+        section = full_key[:len(full_key) - len(".".join(path))]     # "a.b." above this level
+        raise ConfigError(f"unknown config key {full_key!r}; valid keys: "
+                          f"{', '.join(flat_keys(config, section))}")
     current = getattr(config, head)
     if len(path) > 1:
         if not dataclasses.is_dataclass(current):
@@ -130,7 +130,10 @@ def _set(config: Any, path: list[str], raw: str, full_key: str) -> Any:
     if dataclasses.is_dataclass(current):
         raise ConfigError(f"config key {full_key!r} is a section; set one of its fields")
     field_type = typing.get_type_hints(type(config))[head]
-    return dataclasses.replace(config, **{head: _parse(field_type, raw, full_key)})
+    try:
+        return dataclasses.replace(config, **{head: _parse(field_type, raw, full_key)})
+    except ValueError as err:       # the section's own check (__post_init__) refused it
+        raise ConfigError(f"config key {full_key!r}={raw!r}: {err}") from None
 
 
 def _parse(field_type: Any, raw: str, key: str) -> Any:

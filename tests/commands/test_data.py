@@ -1,3 +1,4 @@
+"""`tvad data synth | prepare` and `tvad configs` through `tvad_jax.cli.main`."""
 import json
 from pathlib import Path
 
@@ -5,6 +6,8 @@ from tvad_jax.cli import main
 
 
 def test_synth_prepare_and_configs(tmp_path, capsys):
+    """synth writes the benchmark (and is a no-op when up to date), prepare writes shards of
+    the chosen splits with the resolved config, configs lists and prints named configs."""
     out = tmp_path / "synth"
     args = ["--config", "tiny", f"synth.out_dir={out}", "synth.videos_train=2",
             "synth.videos_val=2", "synth.videos_test=2", "synth.videos_train_normal=1",
@@ -28,6 +31,7 @@ def test_synth_prepare_and_configs(tmp_path, capsys):
 
 
 def test_bad_override_and_bad_source_end_with_one_line(tmp_path, capsys):
+    """An unknown key and a missing dataset root end with one `tvad: error:` line, exit 2."""
     assert main(["data", "synth", "--config", "tiny", "synth.frames=3"]) == 2
     assert "tvad: error: unknown config key 'synth.frames'" in capsys.readouterr().err
     missing = tmp_path / "missing"

@@ -44,13 +44,12 @@ PERCENT = {k: 100.0 for k, _ in COLUMNS if k.startswith(("yes_no_acc", "yes_no_b
 def run_demo(cfg: Config, report: Report = print) -> Path:
     """Run the whole default job and return the report folder."""
     start = time.perf_counter()
-    run_dir = start_run("demo", cfg)
     report(f"[tvad] prepared shards in {ensure_prepared(cfg, report)}")
+    run_dir = start_run("demo", cfg)
     s3m_dir = train_s3m(cfg, run_dir / "s3m", report)
-    full = load_model(train_tvad(cfg, run_dir / "tvad-full", report=report))
-    no_ahd_cfg = dataclasses.replace(cfg, tvad=dataclasses.replace(
-        cfg.tvad, model=dataclasses.replace(cfg.tvad.model, variant="no_ahd")))
-    no_ahd = load_model(train_tvad(no_ahd_cfg, run_dir / "tvad-no_ahd", report=report))
+    full = load_model(train_tvad(_variant(cfg, "full"), run_dir / "tvad-full", report=report))
+    no_ahd = load_model(train_tvad(_variant(cfg, "no_ahd"), run_dir / "tvad-no_ahd",
+                                   report=report))
     plain = plain_model(full.backbone, cfg.tvad.model, cfg.tvad.stage1.view,
                         cfg.tvad.stage2.view)
     variants = (("T-VAD", full, False, run_dir / "tvad-full"),
@@ -85,6 +84,11 @@ def run_demo(cfg: Config, report: Report = print) -> Path:
     report("\n\n".join(tables))
     report(f"[tvad] demo report in {run_dir}")
     return run_dir
+
+
+def _variant(cfg: Config, variant: str) -> Config:
+    return dataclasses.replace(cfg, tvad=dataclasses.replace(
+        cfg.tvad, model=dataclasses.replace(cfg.tvad.model, variant=variant)))
 
 
 def write_dialogue_markdown(run_dir: Path, cfg: Config, split: str, count: int = 3) -> Path:

@@ -236,8 +236,8 @@ def _loader(cfg: Config, pcfg: PretrainConfig, shuffle: bool = True) -> LoaderCo
 def pretrain(cfg: Config, ship: bool = False, report: Report = print) -> Path:
     """Run the whole pretraining job; returns the run folder (with `backbone/` inside)."""
     pcfg = cfg.pretrain
-    run_dir = new_run_dir("pretrain", cfg, cfg.runs_dir)
     ensure_prepared(cfg, report)
+    run_dir = new_run_dir("pretrain", cfg, cfg.runs_dir)
     annotations = sorted((find_builder_dir(cfg.prepared_dir) / "annotations").glob("*.jsonl"))
     corpus = [t for t in annotation_texts(a for a in annotations if a.stem != pcfg.eval_split)]
     loader = _loader(cfg, pcfg)

@@ -52,16 +52,17 @@ def train_tvad(cfg: Config, run_dir: str | Path | None = None,
     the model is exported to <run>/model. Returns the model folder."""
     job = cfg.tvad
     if job.model.variant == "plain":
-        raise ValueError("the plain backbone is not trained; evaluate it with `tvad eval "
-                         "backbone`")
+        raise ConfigError("tvad.model.variant=plain: the plain backbone is not trained; "
+                          "evaluate it with `tvad eval backbone`")
     ensure_prepared(cfg, report)
-    run_dir = start_run(f"tvad-{job.model.variant}", cfg, run_dir)
-    backbone = load_frozen_backbone(job.backbone)
+    backbone = load_frozen_backbone(job.backbone)       # inputs checked before any output
     check_fits(backbone, cfg)
+    reused = load_model(stage1_from).params if stage1_from else None
+    run_dir = start_run(f"tvad-{job.model.variant}", cfg, run_dir)
     stage1 = None
     if job.model.has_ahd or job.model.anomaly_prompts:
-        if stage1_from:
-            stage1 = load_model(stage1_from).params
+        if reused is not None:
+            stage1 = reused
             report(f"[tvad] stage 1: reusing the AHD of {stage1_from}")
         else:
             stage1 = train_stage1(cfg, backbone, run_dir / "stage1", report)
