@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tvad_jax.data.pipeline import (LoaderConfig, clip_index, clip_starts, find_builder_dir,
-                                    make_dataset, open_split)
+                                    make_dataset, open_split, scatter_clips)
 from tvad_jax.data.prepare import parse_split_files, prepare
 from tvad_jax.data.readers import make_reader
 from tvad_jax.errors import DataError
@@ -175,3 +175,20 @@ def test_worker_processes_give_the_same_batches(tiny_prepared):
             np.testing.assert_array_equal(np.asarray(got[key]), want[key])
         count += 1
     assert count == len(expected) > 0
+
+
+def test_scatter_clips_averages_overlaps_and_drops_padding():
+    # 2 clips of 2 tubelets (4 frames) with stride 2 over a 5-frame video, then a padded clip
+    values = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    out = scatter_clips(values, np.zeros(3, int), np.array([0, 2, 4]), [5])[0]
+    # frame: 0 1 2 3 4 ; clip0 covers 0-3 (1,1,2,2), clip1 2-5 (3,3,4,[4]), clip2 4-7 (5,..)
+    np.testing.assert_allclose(out, [1, 1, (2 + 3) / 2, (2 + 3) / 2, (4 + 5) / 2])
+    with pytest.raises(ValueError, match="in no clip"):   # frame 4 of 5 is never covered
+        scatter_clips(np.array([[1.0, 2.0]]), np.zeros(1, int), np.array([0]), [5])
+
+
+def test_scatter_clips_frame_step_and_max():
+    out = scatter_clips(np.array([[1.0, 2.0], [7.0, 0.0]]), np.zeros(2, int),
+                        np.array([0, 1]), [8], tubelet=2, frame_step=2, reduce="max")[0]
+    # clip 0: frames 0,2 -> 1 ; 4,6 -> 2 ; clip 1: frames 1,3 -> 7 ; 5,7 -> 0
+    np.testing.assert_allclose(out, [1, 7, 1, 7, 2, 0, 2, 0])

@@ -8,7 +8,8 @@ devices, read for per-device memory and FLOPs (`train.plan` reads the executable
 Stages: "stage1" (the AHD on cached ViT features), "stage2" (RAE + special tokens + LoRA on
 the frozen decoder, one SFT phase), and "encoder" (the frozen cache-building pass: the vision
 tower and the projector, forward only; no optimizer). The stage steps are the jobs' own
-(`jobs.tvad_stages.stage1_spec` / `stage2_spec`) with frozen parts initialized abstractly.
+(`jobs.tvad_stages.stage1_spec` / `stage2_spec`) with frozen parts initialized
+abstractly.
 """
 from __future__ import annotations
 
@@ -42,8 +43,8 @@ STAGES = ("stage1", "stage2", "encoder")
 
 def backbone_config(pcfg: PlanConfig) -> BackboneConfig:
     """The backbone config a plan uses: token_pool (0 keeps the backbone's own), the vision
-    dtype, the stage-2 decoder dtype (`job.stage2.dtype`, as `jobs.tvad_stages.stage2_decoder_cfg`
-    sets it), remat and the clip length applied."""
+    dtype, the stage-2 decoder dtype (`job.stage2.dtype`, as
+    `jobs.tvad_stages.stage2_decoder_cfg` sets it), remat and the clip length applied."""
     if pcfg.backbone == "llava15_7b":
         bcfg = mc.llava15_7b()
     elif pcfg.backbone == "shipped":

@@ -139,7 +139,7 @@ def retrieval(bcfg: BackboneConfig, params, cfg: Config, pcfg: PretrainConfig, t
         out = model.apply({"params": params}, batch["frames"], batch["caption_ids"],
                           batch["qa_ids"], batch["region_ids"], batch["region_weights"],
                           method=_forward)
-        return {k: unit_rows(v) for k, v in out.items() if k in ("video", "caption", "region", "region_text")}
+        return {k: unit_rows(out[k]) for k in ("video", "caption", "region", "region_text")}
 
     rows = {(int(v), int(s)): r for r, (v, s) in enumerate(index)}
     found = {"video": [], "caption": [], "region": [], "region_text": []}
@@ -185,8 +185,8 @@ def _topk(sims: np.ndarray, same: np.ndarray, k: int) -> float:
     return float(np.take_along_axis(same, top, axis=1).any(axis=1).mean())
 
 
-def sample_captions(bcfg: BackboneConfig, params, cfg: Config, pcfg: PretrainConfig, tokenizer, count: int = 4
-                    ) -> list[dict]:
+def sample_captions(bcfg: BackboneConfig, params, cfg: Config, pcfg: PretrainConfig,
+                    tokenizer, count: int = 4) -> list[dict]:
     """Greedy answers to "Describe the clip." on the first held-out clips, beside the truth."""
     loader = _loader(cfg, pcfg, shuffle=False)
     source, lengths = open_split(cfg.prepared_dir, pcfg.eval_split)

@@ -203,8 +203,8 @@ class AHD(nn.Module):
     Attributes:
       cfg: the `AHDConfig`.
 
-    Params: mlp_<i> (optional norm, fc1 [D_v, F], fc2 [F, D]) per layer, text_proj/kernel
-    [D_t, D] when cfg.dim is set, layer_weights [num_layers], log_scale [].
+    Params: per layer i, norm_<i> (with input_norm), fc1_<i> [D_v, F] and fc2_<i> [F, D];
+    text_proj/kernel [D_t, D] when cfg.dim is set; layer_weights [num_layers]; log_scale [].
     Call: (hidden: sequence of num_layers [B, T', 1+N, D_v], text [2, D_t] or [B, 2, D_t],
     grid=None) -> `AHDOutput`.
     """

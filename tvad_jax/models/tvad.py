@@ -1,18 +1,22 @@
-"""T-VAD as pure functions of params pytrees: AHD heatmaps, RAE prompts, the decoder's input.
+"""T-VAD as pure functions of params pytrees, and the exported model that carries them.
 
     text = class_text_features(cfg, bcfg, backbone_params, tokenizer)      # [2, D_t] (eqs 2, 4)
     out = heatmaps(cfg, ahd_params, hidden, text)                          # AHDOutput (eqs 3-7)
-    embeds, offset = decoder_inputs(cfg, params, visual, out, text_ids)    # eq. 13
-    logits = decoder_logits(cfg, bcfg, params, visual, hidden, text, ids)  # [B, L, V]
+    embeds, offset = decoder_inputs(cfg, bcfg, decoder_params, rae_params, special, visual,
+                                    prompt_maps(cfg, out), text_ids)       # eq. 13
+    logits = text_logits(cfg, bcfg, decoder_params, rae_params, special, visual, maps, ids,
+                         lengths)                                          # [B, L, V]
+    model = load_model("runs/tvad-full-.../model")    # TVADModel: cfg, backbone, params, views
 
-The model's own params (what `TVAD.params` holds and what a T-VAD run exports):
+The model's own params (`TVADModel.params`, what a T-VAD run exports beside its decoder):
 
-    {"ahd": AHD params, "rae": RAE params, "special": [3, D] embeddings of
-     <anomaly_start>, <anomaly_sep>, <anomaly_end>, "decoder": the decoder (LoRA merged)}
+    {"ahd": AHD params, "text": [2, D_t] class features, "rae": RAE params, "special": [3, D]
+     embeddings of <anomaly_start>, <anomaly_sep>, <anomaly_end>}; the stage-2 decoder (LoRA
+     merged) replaces `TVADModel.backbone.params["decoder"]`.
 
 The frozen backbone's vision tower produces `hidden` (the AHD's ViT layers, [B, I, T', 1+N,
 D_v]) and `visual` (the projected visual tokens P_V, [B, S_v, D]); both are inputs here so
-that they can come from the feature cache (`stages.features`). Letters: I chosen ViT layers,
+that they can come from the feature cache (`infer.features`). Letters: I chosen ViT layers,
 S_v visual tokens, K prompts per RAE step, L text tokens, V vocabulary.
 
 Variants (paper 000 Table 4) by `TVADConfig.variant`:
@@ -211,7 +215,8 @@ class FrozenBackbone:
 def load_frozen_backbone(path: str | Path = "") -> FrozenBackbone:
     directory = Path(path) if path else backbone_io.SHIPPED_DIR
     cfg, params, tokenizer = backbone_io.load_backbone(directory)
-    return FrozenBackbone(cfg, params, tokenizer, directory, backbone_io.checkpoint_digest(directory))
+    digest = backbone_io.checkpoint_digest(directory)
+    return FrozenBackbone(cfg, params, tokenizer, directory, digest)
 
 
 @dataclasses.dataclass
