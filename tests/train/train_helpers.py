@@ -29,7 +29,8 @@ def subprocess_env(devices: int) -> dict:
 
 
 def toy_command(run_dir: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "tvad_jax.train.toy", "--run-dir", str(run_dir), *args]
+    return [sys.executable, "-m", "tvad_jax.cli", "train", "toy", "--run-dir", str(run_dir),
+            *args]
 
 
 def run_toy(run_dir: Path, *args: str, devices: int = 1, timeout: float = 120) -> dict:

@@ -2,6 +2,7 @@
 
     tvad train s3m [--config NAME] [--run-dir DIR] [key=value ...]
     tvad train tvad [--config NAME] [--run-dir DIR] [--stage1-from MODEL_DIR] [key=value ...]
+    tvad train toy --run-dir DIR [--num-devices N] [--params-out F.npz] [key=value ...]
 
 `s3m` trains VLAVAD's S3M on the per-object track sequences of the normal-only training split
 (`s3m.train_split`); evaluate the run with `tvad eval run RUN_DIR`.
@@ -11,6 +12,9 @@ one): stage 1 (the AHD) and stage 2 (RAE + LoRA, phases A and B), and exports th
 RUN_DIR/model (the path printed) for `tvad detect`, `tvad chat` and `tvad eval run`. The
 ablations of Table 4 are `tvad.model.variant=no_ahd` (no anomaly prompts) and
 `tvad.model.variant=no_rae` (stage 1 only); `--stage1-from` reuses another run's AHD.
+
+`toy` runs the engine on a toy regression task (`tvad_jax.train.toy`; its overrides set the
+`ToyConfig`): a smoke test of the mesh, checkpoints and multi-process runs.
 """
 from __future__ import annotations
 
@@ -41,6 +45,19 @@ def add_parser(subparsers) -> None:
                       help="reuse the AHD of this T-VAD model folder instead of stage 1")
     tvad.set_defaults(func=run_tvad)
 
+    toy = commands.add_parser("toy", help="the engine on a toy regression task")
+    toy.add_argument("--run-dir", type=Path, required=True)
+    toy.add_argument("--num-devices", type=int, default=0,
+                     help="use only the first N devices (0 = all)")
+    toy.add_argument("--params-out", type=Path,
+                     help="write the final trainable params here (.npz)")
+    toy.add_argument("--pause-at-step", type=int, default=0,
+                     help="testing: after this step (and its pending checkpoint saves), "
+                          "write <run-dir>/paused-<process> and sleep until killed")
+    toy.add_argument("overrides", nargs="*", metavar="key=value",
+                     help="ToyConfig overrides, e.g. train.loop.steps=50")
+    toy.set_defaults(func=run_toy)
+
 
 def run_s3m(args) -> int:
     from tvad_jax.jobs.s3m import train_s3m  # deferred: loads only when the command runs
@@ -57,4 +74,16 @@ def run_tvad(args) -> int:
     model_dir = train_tvad(config_from_args(args), args.run_dir, args.stage1_from,
                            report=lambda msg: print(msg, file=sys.stderr))
     print(model_dir)
+    return 0
+
+
+def run_toy(args) -> int:
+    # Imports deferred: the engine loads only when the command runs.
+    from tvad_jax import config as config_lib
+    from tvad_jax.train import toy
+
+    cfg = config_lib.apply_overrides(toy.ToyConfig(), args.overrides)
+    toy.run_process(cfg, args.run_dir, args.num_devices or None, args.params_out,
+                    args.pause_at_step)
+    print(args.run_dir)
     return 0

@@ -6,14 +6,11 @@ pipeline (shuffle, repeat, batch, per-process slice) whose iterator state is rea
 
 Command line (the multi-process and kill -9 tests run it as a subprocess):
 
-  python -m tvad_jax.train.toy --run-dir runs/toy [train.loop.steps=50 ...]
+  tvad train toy --run-dir runs/toy [train.loop.steps=50 ...]
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -156,42 +153,28 @@ def run(cfg: ToyConfig, run_dir: str | Path, *, num_devices: int | None = None,
     return train(spec, data=data, run_dir=run_dir, eval_fn=eval_fn, mesh=mesh, on_step=on_step)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tvad_jax.train.toy", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run-dir", required=True)
-    parser.add_argument("--num-devices", type=int, default=0,
-                        help="use only the first N devices (0 = all)")
-    parser.add_argument("--params-out", help="write the final trainable params here (.npz)")
-    parser.add_argument("--pause-at-step", type=int, default=0,
-                        help="testing: after this step (and its pending checkpoint saves), "
-                             "write <run-dir>/paused and sleep until killed")
-    parser.add_argument("overrides", nargs="*", help="key=value config overrides")
-    args = parser.parse_args(argv)
-    cfg = config_lib.apply_overrides(ToyConfig(), args.overrides)
+def run_process(cfg: ToyConfig, run_dir: Path, num_devices: int | None = None,
+                params_out: Path | None = None, pause_at_step: int = 0) -> TrainResult:
+    """One process of a (possibly multi-process) toy run, as `tvad train toy` starts it:
+    distributed init, config.json, the run, the final trainable params gathered to
+    `params_out` (.npz); with `pause_at_step`, after that step (and its pending checkpoint
+    saves) it writes <run_dir>/paused-<process> and sleeps until killed (the kill -9 tests)."""
     distributed.initialize(cfg.train.distributed)
-    run_dir = Path(args.run_dir)
     if jax.process_index() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         config_lib.save(cfg, run_dir / "config.json")
 
     def pause(step, state, ckpt):
-        if step == args.pause_at_step:
+        if step == pause_at_step:
             ckpt.wait()
             jax.block_until_ready(state)
             (run_dir / f"paused-{jax.process_index()}").write_text(str(step))
             while True:
                 time.sleep(60)
 
-    result = run(cfg, run_dir, num_devices=args.num_devices or None,
-                 on_step=pause if args.pause_at_step else None)
-    if args.params_out:
+    result = run(cfg, run_dir, num_devices=num_devices, on_step=pause if pause_at_step else None)
+    if params_out:
         params = multihost_utils.process_allgather(result.state.params, tiled=True)
         if jax.process_index() == 0:
-            np.savez(args.params_out, **traverse_util.flatten_dict(params, sep="/"))
-    return 0
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.exit(main())
+            np.savez(params_out, **traverse_util.flatten_dict(params, sep="/"))
+    return result
