@@ -4,7 +4,7 @@ import json
 import pytest
 
 from tvad_jax import config as config_lib
-from tvad_jax.configs import Config
+from tvad_jax.jobs.config import Config
 
 
 def test_registry_lists_the_named_configs():

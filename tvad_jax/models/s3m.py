@@ -3,7 +3,7 @@
 From the last L_p per-object embeddings (512-d in the paper) a stack of state-space layers
 predicts the next L_f embeddings; it is trained with MSE on normal tracks only, so its
 prediction error at test time is the object's temporal anomaly score. A frame's score is the
-maximum over its objects, optionally smoothed by a 1-D Gaussian.
+maximum over its objects (temporal smoothing is the evaluation's, `eval.metrics.smooth_scores`).
 
 Paper 004 gives 3 layers and L_p/L_f = 10/2 (Avenue, Ped2) or 20/4 (ShanghaiTech), but not
 the layer's inside. Ours is an S4-style block with a fixed HiPPO-LegT memory: every channel
@@ -22,7 +22,6 @@ import dataclasses
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from tvad_jax.models import hippo
 
@@ -102,16 +101,6 @@ def frame_scores(scores, frames, num_frames: int):
     """
     best = jax.ops.segment_max(scores, frames, num_segments=num_frames)
     return jnp.where(jnp.isfinite(best), best, 0.0)
-
-
-def gaussian_smooth(scores, sigma: float, truncate: float = 4.0):
-    """1-D Gaussian filter of a score curve (T,), edges mirrored (scipy's 'reflect' mode)."""
-    radius = int(truncate * sigma + 0.5)
-    offsets = np.arange(-radius, radius + 1)
-    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
-    weights = jnp.asarray(weights / weights.sum(), jnp.result_type(scores, jnp.float32))
-    padded = jnp.pad(scores, radius, mode="symmetric")
-    return jnp.convolve(padded, weights, mode="valid")
 
 
 class TrackPredictor(nn.Module):
