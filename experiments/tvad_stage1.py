@@ -33,6 +33,8 @@ SETTINGS = {
     "balanced": ["target=max", "abnormal_weight=10", "focal_gamma=0", "abnormal_repeat=1"],
     "focal": ["target=max", "abnormal_weight=10", "focal_gamma=2", "abnormal_repeat=1"],
     "oversampled": ["target=max", "abnormal_weight=4", "focal_gamma=0", "abnormal_repeat=4"],
+    "balanced-acc2": ["target=max", "abnormal_weight=10", "focal_gamma=0", "abnormal_repeat=1",
+                      "train.optim.accumulation_steps=2"],
 }
 METRICS = ("micro_auc", "macro_auc", "rbdc", "tbdc", "detections")
 
