@@ -134,7 +134,7 @@ class Stage1Config:
         loop=TrainLoopConfig(steps=1200, log_every=10, sync_every=50),
         optim=OptimConfig(learning_rate=1e-3, warmup_ratio=0.1, lr_floor=1e-5,
                           weight_decay=0.01, accumulation_steps=8),
-        checkpoint=CheckpointConfig(every_steps=200, keep_last=1, keep_best=1,
+        checkpoint=CheckpointConfig(every_steps=400, keep_last=1, keep_best=1,
                                     best_metric="val_score", best_mode="max"),
         trainable=("ahd/.*",))
     view: ClipView = ClipView(clip_len=16, clip_stride=16)
@@ -152,7 +152,7 @@ _PHASE = TrainConfig(
     loop=TrainLoopConfig(steps=160, log_every=10, sync_every=40),
     optim=OptimConfig(learning_rate=1e-3, warmup_ratio=0.05, lr_floor=0.0, weight_decay=0.0,
                       accumulation_steps=1),
-    checkpoint=CheckpointConfig(every_steps=40, keep_last=1, keep_best=1,
+    checkpoint=CheckpointConfig(every_steps=80, keep_last=1, keep_best=1,
                                 best_metric="val_loss", best_mode="min"),
     trainable=("rae/.*", "special", "lora/.*"))
 

@@ -161,17 +161,17 @@ def load_run(run_dir: str | Path) -> S3MRun:
 
 
 def evaluate_run(run_dir: str | Path, split: str | None = None, plot: bool = False,
-                 report: Report = print) -> dict:
+                 report: Report = print, baseline: tuple[dict, dict] | None = None) -> dict:
     """Frame AUC (micro/macro) of a finished run on a split, beside the frame-difference
-    baseline on the same videos; written to `eval_<split>.json/.md` in the run folder (and
-    `roc_<split>.png` with `plot`)."""
+    baseline on the same videos (`baseline`: its (scores, labels) when already computed);
+    written to `eval_<split>.json/.md` in the run folder (and `roc_<split>.png` with `plot`)."""
     run = load_run(run_dir)
     cfg = run.config
     split = split or cfg.s3m.eval_split
     sidecars = read_sidecars(cfg, split)
     scores, windows = score_videos(run.model, run.params, run.stats, sidecars,
                                    cfg.s3m.score_batch)
-    base, labels = baseline_scores(cfg, split, report)
+    base, labels = baseline or baseline_scores(cfg, split, report)
     if set(base) != set(scores):
         raise DataError(cfg.prepare_source, f"split {split!r}: the sidecars and the videos "
                                             "name different sets of videos")
