@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from tvad_jax.data.pipeline import LoaderConfig, make_dataset, open_split
 from tvad_jax.errors import DataError
 from tvad_jax.infer.features import FeatureCache, build_cache, make_encoder
 from tvad_jax.models.backbone_io import load_backbone
@@ -27,12 +28,11 @@ def test_feature_cache_hit_skips_the_backbone(tiny_backbone, tmp_path):
     assert calls and len(cache) == sum(cache.meta["lengths"]) // 8
     row = cache[0]
     tubelets = 4
-    assert row["hidden"].shape == (len(bcfg.vision.layer_indices), tubelets,
-                                   1 + (48 // 12) ** 2, bcfg.vision.width)
+    patches = (48 // bcfg.vision.patch_size) ** 2
+    assert row["hidden"].shape == (len(bcfg.vision.layer_indices), tubelets, 1 + patches,
+                                   bcfg.vision.width)
     assert row["hidden"].dtype == np.float16 and row["tubelet_masks"].shape == (4, 48, 48)
     # the cached features are the encoder's output for that clip
-    from tvad_jax.data.pipeline import LoaderConfig, make_dataset, open_split
-
     source, lengths = open_split(cfg.prepared_dir, "val")
     first = next(iter(make_dataset(source, lengths, LoaderConfig(
         clip_len=8, clip_stride=8, batch_size=1, shuffle=False, num_epochs=1))))
