@@ -9,7 +9,8 @@ Stages: "stage1" (the AHD on cached ViT features), "stage2" (RAE + special token
 the frozen decoder, one SFT phase), and "encoder" (the frozen cache-building pass: the vision
 tower and the projector, forward only; no optimizer). The stage steps are the jobs' own
 (`jobs.tvad_stages.stage1_spec` / `stage2_spec`) with frozen parts initialized
-abstractly.
+abstractly. (A little over 300 lines: the plan's shapes, its two stage specs, the two
+lowerings and the table read together.)
 """
 from __future__ import annotations
 
