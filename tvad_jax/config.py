@@ -47,7 +47,8 @@ def get(name: str, kind: str = "run") -> Any:
     """The registered config `name`, freshly built."""
     if (kind, name) not in _REGISTRY:
         known = ", ".join(names(kind)) or "none registered (import tvad_jax.configs)"
-        raise ConfigError(f"unknown {kind} config {name!r}; known: {known}")
+        what = "config" if kind == "run" else f"{kind} config"
+        raise ConfigError(f"unknown {what} {name!r}; known: {known}")
     return _REGISTRY[kind, name]()
 
 

@@ -51,13 +51,13 @@ def test_config_from_args_parses_values_by_field_type():
 
 
 def test_unknown_config_name_lists_the_known_run_configs():
-    with pytest.raises(ConfigError, match=r"unknown run config 'nope'; known: .*tiny"):
+    with pytest.raises(ConfigError, match=r"unknown config 'nope'; known: .*tiny"):
         config_from_args(parse(["--config", "nope"]))
 
 
 def test_plan_configs_are_not_run_configs():
     """`llava7b` is a `tvad plan` config: a run command does not accept it."""
-    with pytest.raises(ConfigError, match="unknown run config 'llava7b'"):
+    with pytest.raises(ConfigError, match="unknown config 'llava7b'"):
         config_from_args(parse(["--config", "llava7b"]))
 
 

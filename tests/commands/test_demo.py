@@ -25,7 +25,7 @@ def test_bad_override_fails_in_one_line_without_a_run_folder(tvad, runs_dir, ove
 
 def test_unknown_config_name_lists_the_known_ones(tvad, runs_dir):
     result = tvad("demo", "--config", "demo", f"runs_dir={runs_dir}")
-    result.failed_with("unknown run config 'demo'", "default", "tiny")
+    result.failed_with("unknown config 'demo'", "default", "tiny")
     assert list(runs_dir.rglob("*")) == []
 
 

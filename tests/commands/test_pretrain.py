@@ -26,7 +26,7 @@ def test_bad_override_fails_in_one_line_without_a_run_folder(tvad, runs_dir, ove
 
 def test_unknown_config_name_lists_the_known_ones(tvad, runs_dir):
     result = tvad("pretrain", "--config", "tinyy", f"runs_dir={runs_dir}")
-    result.failed_with("unknown run config 'tinyy'", "default", "pretrain-quick", "tiny")
+    result.failed_with("unknown config 'tinyy'", "default", "pretrain-quick", "tiny")
     assert list(runs_dir.rglob("*")) == []
 
 

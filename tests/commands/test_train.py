@@ -49,7 +49,7 @@ def test_bad_override_fails_in_one_line_without_a_run_folder(tvad, runs_dir, tmp
 @pytest.mark.parametrize("stage", STAGES)
 def test_unknown_config_name_lists_the_known_ones(tvad, runs_dir, stage):
     result = tvad("train", stage, "--config", "s3m", f"runs_dir={runs_dir}")
-    result.failed_with("unknown run config 's3m'", "tiny")
+    result.failed_with("unknown config 's3m'", "tiny")
     assert list(runs_dir.rglob("*")) == []
 
 
