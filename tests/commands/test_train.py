@@ -82,6 +82,15 @@ def test_plain_variant_is_refused_in_one_line(tvad, runs_dir):
     assert list(runs_dir.rglob("*")) == []
 
 
+def test_train_vision_refuses_oversampling(tvad, runs_dir):
+    """The upper bound reads clips from the shards: an oversampling request it would ignore
+    fails in one line instead, before any output."""
+    result = tvad("train", "tvad", "--config", "tiny", f"runs_dir={runs_dir}",
+                  "tvad.stage1.train_vision=true", "tvad.stage1.abnormal_repeat=3")
+    result.failed_with("tvad.stage1.abnormal_repeat", "train_vision")
+    assert list(runs_dir.rglob("*")) == []
+
+
 @pytest.fixture
 def data_ready(monkeypatch):
     """`tvad train tvad` as if the prepared shards existed: the checks that follow the data

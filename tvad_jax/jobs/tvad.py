@@ -54,6 +54,10 @@ def train_tvad(cfg: Config, run_dir: str | Path | None = None,
     if job.model.variant == "plain":
         raise ConfigError("tvad.model.variant=plain: the plain backbone is not trained; "
                           "evaluate it with `tvad eval backbone`")
+    if job.stage1.train_vision and job.stage1.abnormal_repeat != 1:
+        raise ConfigError("tvad.stage1.abnormal_repeat oversamples cached clips; with "
+                          "tvad.stage1.train_vision=true the clips come from the shards and "
+                          "are not oversampled: set abnormal_repeat=1")
     ensure_prepared(cfg, report)
     backbone = load_frozen_backbone(job.backbone)       # inputs checked before any output
     check_fits(backbone, cfg)
