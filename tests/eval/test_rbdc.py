@@ -197,12 +197,12 @@ def test_file_round_trip(tmp_path):
 
 @pytest.mark.parametrize("kind, line, message", [
     ("tracks", "0,1,2,3,4", r"t\.txt:2: expected 6 comma-separated values"),
-    ("tracks", "0,1,a,3,4,5", r"t\.txt:2: not a number"),
+    ("tracks", "0,1,a,3,4,5", r"t\.txt:2: not a finite number"),
     ("tracks", "0,1.5,2,3,4,5", r"t\.txt:2: frame_id must be a non-negative integer"),
     ("tracks", "0,-1,2,3,4,5", r"t\.txt:2: frame_id must be a non-negative integer"),
     ("tracks", "0,1,9,3,4,5", r"t\.txt:2: box has x_max < x_min"),
     ("tracks", "0,0,1,1,5,5", r"t\.txt:2: track 0 already has a region in frame 0 \(line 1\)"),
-    ("detections", "1,2,3,4,5,nan", r"d\.txt:2: non-finite value"),
+    ("detections", "1,2,3,4,5,nan", r"d\.txt:2: not a finite number"),
     ("detections", "1,2,3,4,5", r"d\.txt:2: expected 6 comma-separated values"),
     ("detections", "-1,2,3,4,5,0.5", r"d\.txt:2: frame_id must be a non-negative integer"),
 ])

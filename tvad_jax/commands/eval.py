@@ -106,7 +106,7 @@ def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse
     def run(args: argparse.Namespace) -> int:
         try:
             return command(args)
-        except metrics.EvalInputError as err:
+        except InputError as err:
             print(f"tvad eval {args.eval_command}: error: {err}", file=sys.stderr)
             return 2
 

@@ -6,35 +6,54 @@ under its final name only once it is complete.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import av
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from tvad_jax.data.files import numbered_files
 from tvad_jax.errors import DataError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
+_IMAGE_FORMATS = ("image2", "apng", "gif", "webp")
 
 
-def read_video(path: str | Path) -> np.ndarray:
-    """Decode every frame of `path` as RGB uint8 [T, H, W, 3]; DataError on any failure."""
+def read_video(path: str | Path, conceal_errors: bool = False) -> np.ndarray:
+    """Decode every frame of `path` as RGB uint8 [T, H, W, 3]; DataError on any failure.
+
+    Decoding is strict (FFmpeg's error detection turns damaged data into an error) unless
+    `conceal_errors`, and the decoded length must equal the container's declared frame count
+    where it declares one, so a truncated or damaged file never reads as a shorter video."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "video file not found")
-    frames = []
     try:
         with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise DataError(path, "no video stream")
-            for frame in container.decode(video=0):
-                frames.append(frame.to_ndarray(format="rgb24"))
+            frames = _decode(path, container, conceal_errors)
     except DataError:
         raise
-    except (av.error.FFmpegError, EOFError, ValueError) as err:
+    except (av.error.FFmpegError, EOFError, ValueError, IndexError) as err:
         raise DataError(path, f"corrupt or truncated video ({err})") from err
+    return frames
+
+
+def _decode(path: Path, container, conceal_errors: bool) -> np.ndarray:
+    """All frames of the first video stream, checked against its declared length."""
+    if container.format.name in _IMAGE_FORMATS or container.format.name.endswith("_pipe"):
+        raise DataError(path, f"an image ({container.format.name}), not a video")
+    if not container.streams.video:
+        raise DataError(path, "no video stream")
+    stream = container.streams.video[0]
+    if not conceal_errors:
+        stream.codec_context.options = {"err_detect": "explode"}
+    frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
     if not frames:
         raise DataError(path, "video has no decodable frames (empty or truncated)")
+    if stream.frames and len(frames) != stream.frames:
+        raise DataError(path, f"frame {len(frames)}: decoding stopped, the container declares "
+                              f"{stream.frames} frames (truncated or damaged)")
     return np.stack(frames)
 
 
@@ -79,21 +98,25 @@ def _container_format(path: Path) -> str:
         path.suffix.lower(), "mp4")
 
 
-def read_frame_dir(path: str | Path, pattern: str = "*.jpg") -> np.ndarray:
-    """Read a folder of numbered image frames (sorted by name) as RGB uint8 [T, H, W, 3]."""
+def read_frame_dir(path: str | Path, suffix: str = ".jpg") -> np.ndarray:
+    """Read a folder of image frames named by their number (`0.jpg` or `000.jpg`, from 0
+    without gaps, ordered by number) as RGB uint8 [T, H, W, 3]."""
     path = Path(path)
     if not path.is_dir():
         raise DataError(path, "frame folder not found")
-    files = sorted(path.glob(pattern))
+    files = numbered_files(path, re.compile(r"(\d+)" + re.escape(suffix)), what="image")
     if not files:
-        raise DataError(path, f"no frames matching {pattern}")
-    frames = []
-    for file in files:
-        try:
-            with Image.open(file) as image:
-                frames.append(np.asarray(image.convert("RGB")))
-        except (UnidentifiedImageError, OSError) as err:
-            raise DataError(file, f"unreadable image ({err})") from err
+        raise DataError(path, f"no frames named <number>{suffix}")
+    frames = [_read_rgb(file) for file in files]
     if len({f.shape for f in frames}) != 1:
         raise DataError(path, "frames of different sizes")
     return np.stack(frames)
+
+
+def _read_rgb(file: Path) -> np.ndarray:
+    try:
+        with Image.open(file) as image:
+            return np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError) as err:
+        raise DataError(file, f"unreadable image ({err})") from err

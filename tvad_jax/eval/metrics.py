@@ -15,6 +15,7 @@ from typing import Literal, Mapping
 import numpy as np
 from scipy import ndimage
 
+from tvad_jax.data.files import load_npy
 from tvad_jax.errors import EvalInputError
 
 
@@ -88,7 +89,7 @@ def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def smooth_scores(scores: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian temporal smoothing of one video's frame scores [T]; sigma 0 returns them."""
-    if sigma < 0:
+    if not 0 <= sigma < np.inf:   # also refuses NaN
         raise EvalInputError(f"smoothing sigma must be >= 0, got {sigma}")
     scores = np.asarray(scores, dtype=np.float64)
     return ndimage.gaussian_filter1d(scores, sigma) if sigma > 0 else scores
@@ -137,7 +138,8 @@ def frame_auc(scores: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray]
 
 def read_frame_arrays(scores_dir: str | Path, labels_dir: str | Path
                       ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Per-video score and label arrays from `<video>.npy` files of two folders, validated."""
+    """Per-video score and label arrays from `<video>.npy` files of two folders, validated:
+    numeric, non-empty, one per frame, finite scores in [0, 1] and labels 0 or 1."""
     scores = _read_npy_dir(Path(scores_dir))
     labels = _read_npy_dir(Path(labels_dir))
     unpaired = sorted(set(scores) ^ set(labels))
@@ -148,6 +150,7 @@ def read_frame_arrays(scores_dir: str | Path, labels_dir: str | Path
     for name in sorted(scores):
         where = f"{Path(scores_dir) / (name + '.npy')} vs {Path(labels_dir) / (name + '.npy')}"
         _check_frames(labels[name], scores[name], where)
+        _check_probabilities(scores[name], str(Path(scores_dir) / (name + '.npy')))
     return scores, labels
 
 
@@ -163,10 +166,7 @@ def _read_npy_dir(directory: Path) -> dict[str, np.ndarray]:
         raise EvalInputError(f"{directory}: not a folder")
     arrays = {}
     for path in sorted(directory.glob("*.npy")):
-        try:
-            array = np.load(path, allow_pickle=False)
-        except ValueError as err:
-            raise EvalInputError(f"{path}: cannot read as a .npy array ({err})") from None
+        array = load_npy(path)
         if array.ndim != 1:
             raise EvalInputError(f"{path}: expected one value per frame (1-D), got shape "
                                  f"{array.shape}")
@@ -174,6 +174,14 @@ def _read_npy_dir(directory: Path) -> dict[str, np.ndarray]:
     if not arrays:
         raise EvalInputError(f"{directory}: no <video>.npy files")
     return arrays
+
+
+def _check_probabilities(scores: np.ndarray, where: str) -> None:
+    """Scores lie in [0, 1], as the macro AUC's padding frames (scored 0 and 1) assume."""
+    bad = np.flatnonzero((scores < 0) | (scores > 1))
+    if len(bad):
+        raise EvalInputError(f"{where}: score of frame {bad[0]} is {scores[bad[0]]}, outside "
+                             "[0, 1] (the macro AUC pads each video with scores 0 and 1)")
 
 
 def _check_videos(scores: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray]

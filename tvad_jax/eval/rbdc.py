@@ -141,8 +141,7 @@ def _check_inputs(tracks: Tracks, detections: Detections, num_frames: int, alpha
                   beta: float) -> None:
     if not 0 < alpha <= 1 or not 0 <= beta <= 1:
         raise EvalInputError(f"need 0 < alpha <= 1 and 0 <= beta <= 1, got {alpha}, {beta}")
-    if num_frames <= 0:
-        raise EvalInputError(f"the total number of frames must be positive, got {num_frames}")
+    _check_num_frames(num_frames)
     if len(tracks.frame) == 0:
         raise EvalInputError("no ground-truth regions: RBDC and TBDC are undefined")
     for what, data in (("tracks", tracks), ("detections", detections)):
@@ -159,6 +158,11 @@ def _check_inputs(tracks: Tracks, detections: Detections, num_frames: int, alpha
     bad = np.flatnonzero(~np.isfinite(detections.scores))
     if len(bad):
         raise EvalInputError(f"detection {bad[0]} has score {detections.scores[bad[0]]}")
+
+
+def _check_num_frames(num_frames: int) -> None:
+    if num_frames <= 0:
+        raise EvalInputError(f"the total number of frames must be positive, got {num_frames}")
 
 
 def tracks_from_rows(rows_per_video: list[np.ndarray]) -> Tracks:
@@ -179,28 +183,34 @@ def detections_from_rows(rows_per_video: list[np.ndarray]) -> Detections:
                       boxes=rows[:, 1:5].astype(np.float64), scores=rows[:, 5].astype(np.float64))
 
 
-def read_tracks(directory: str | Path) -> tuple[list[str], Tracks]:
-    """(video names, Tracks) from a folder of `<video>.txt` tracks files (names sorted)."""
+def read_tracks(directory: str | Path, num_frames: int | None = None
+                ) -> tuple[list[str], Tracks]:
+    """(video names, Tracks) from a folder of `<video>.txt` tracks files (names sorted);
+    frame ids must lie below `num_frames` when given."""
     paths = txt_files(Path(directory))
-    return [p.stem for p in paths], tracks_from_rows([read_tracks_file(p) for p in paths])
+    return [p.stem for p in paths], tracks_from_rows([read_tracks_file(p, num_frames)
+                                                      for p in paths])
 
 
-def read_detections(directory: str | Path, videos: list[str]) -> Detections:
-    """Detections from a folder of `<video>.txt` files; every video must be in `videos`."""
+def read_detections(directory: str | Path, videos: list[str], num_frames: int | None = None
+                    ) -> Detections:
+    """Detections from a folder of `<video>.txt` files; every video must be in `videos`, and
+    frame ids below `num_frames` when given."""
     index = {name: i for i, name in enumerate(videos)}
     rows: list[np.ndarray] = [np.zeros((0, 6)) for _ in videos]
     for path in txt_files(Path(directory)):
         if path.stem not in index:
             raise EvalInputError(f"{path}: detections for video {path.stem!r}, which has no "
                                  f"ground-truth tracks file")
-        rows[index[path.stem]] = read_detections_file(path)
+        rows[index[path.stem]] = read_detections_file(path, num_frames)
     return detections_from_rows(rows)
 
 
 def rbdc_tbdc_from_dirs(tracks_dir: str | Path, detections_dir: str | Path, num_frames: int,
                         alpha: float = 0.1, beta: float = 0.1) -> RbdcTbdcResult:
-    """`rbdc_tbdc` of a folder of tracks files and a folder of detections files."""
-    videos, tracks = read_tracks(tracks_dir)
-    return rbdc_tbdc(tracks, read_detections(detections_dir, videos), num_frames, alpha, beta)
-
-
+    """`rbdc_tbdc` of a folder of tracks files and a folder of detections files (every frame
+    id below `num_frames`, the total of all videos)."""
+    _check_num_frames(num_frames)
+    videos, tracks = read_tracks(tracks_dir, num_frames)
+    return rbdc_tbdc(tracks, read_detections(detections_dir, videos, num_frames), num_frames,
+                     alpha, beta)
