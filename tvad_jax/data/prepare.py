@@ -1,14 +1,18 @@
 """`tvad data prepare`: readers -> TFDS ArrayRecord shards (+ text annotations)."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 from tvad_jax import config as config_lib
 from tvad_jax.data.annotate import annotate_video
 from tvad_jax.data.readers import make_reader
-from tvad_jax.data.tfds_builders import TvadVideos
+from tvad_jax.data.tfds_builders import INCOMPLETE_PREFIX, TvadVideos
 from tvad_jax.errors import DataError, InputError
 
 
@@ -34,21 +38,83 @@ def parse_split_files(spec: str) -> dict[str, list[str]]:
 
 
 def prepare(cfg, report=print) -> Path:
-    """Write shards for every split of `cfg.prepare` and return the builder folder."""
+    """Write shards for every split of `cfg.prepare` and return the builder folder.
+
+    The shards are keyed by `source_fingerprint`, so a changed source file or option builds
+    new ones; only one prepare writes into a folder at a time, and it removes what killed
+    runs left and the shards its new build supersedes."""
     source = cfg.prepare_source
     if not Path(source).is_dir():
         raise DataError(source, "dataset root not found (run `tvad data synth` first for the "
                                 "synthetic benchmark)")
-    builder = TvadVideos(layout=cfg.prepare.layout, source=source, height=cfg.prepare.height,
-                         width=cfg.prepare.width, splits=cfg.prepare.splits,
-                         skip_bad=cfg.prepare.skip_bad, reader_options=reader_options(cfg),
-                         report=report, data_dir=cfg.prepared_dir)
-    builder.download_and_prepare()
-    out = Path(builder.data_dir)
-    config_lib.save(cfg, out / "config.json")
-    if cfg.prepare.annotate:
-        write_annotations(cfg, out / "annotations", report)
+    options = reader_options(cfg)
+    with _exclusive(Path(cfg.prepared_dir)):
+        builder = TvadVideos(layout=cfg.prepare.layout, source=source, height=cfg.prepare.height,
+                             width=cfg.prepare.width, splits=cfg.prepare.splits,
+                             fingerprint=source_fingerprint(cfg, options),
+                             skip_bad=cfg.prepare.skip_bad, reader_options=options,
+                             report=report, data_dir=cfg.prepared_dir)
+        builders_root = Path(cfg.prepared_dir) / TvadVideos.name
+        out = Path(builder.data_dir)
+        _remove([*builders_root.glob(f"*/{INCOMPLETE_PREFIX}*"),
+                 *out.glob("annotations/.*.tmp*")], report, "what a killed prepare left")
+        builder.download_and_prepare()
+        _remove((p for p in builders_root.iterdir() if p.is_dir() and p != out.parent),
+                report, "superseded shards")
+        config_lib.save(cfg, out / "config.json")
+        if cfg.prepare.annotate:
+            write_annotations(cfg, out / "annotations", report)
     return out
+
+
+def source_fingerprint(cfg, options: dict) -> str:
+    """A digest of the options and of the name, size and modification time of every source
+    file (the dataset root, split lists, tracks folder; the prepared folder left out)."""
+    digest = hashlib.sha256(json.dumps(
+        [cfg.prepare.layout, cfg.prepare.height, cfg.prepare.width, list(cfg.prepare.splits),
+         cfg.prepare.skip_bad, options], sort_keys=True, default=str).encode())
+    roots = [cfg.prepare_source, options.get("tracks_dir", ""),
+             *(f for files in options.get("split_files", {}).values() for f in files)]
+    for path in _source_files([Path(r).resolve() for r in roots if r],
+                              Path(cfg.prepared_dir).resolve()):
+        stat = path.stat()
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:12]
+
+
+def _source_files(roots: list[Path], skip: Path) -> list[Path]:
+    """Every visible file under `roots` (files or folders), sorted, none under `skip`."""
+    found = set()
+    for root in roots:
+        if root.is_file():
+            found.add(root)
+        for folder, dirs, files in os.walk(root):
+            dirs[:] = [d for d in dirs if not d.startswith(".") and Path(folder, d) != skip]
+            found.update(Path(folder, f) for f in files if not f.startswith("."))
+    return sorted(found)
+
+
+@contextlib.contextmanager
+def _exclusive(prepared_dir: Path):
+    """Hold the prepared folder's lock (released by the OS if the process dies), so that
+    leftovers found while holding it belong to no live run."""
+    prepared_dir.mkdir(parents=True, exist_ok=True)
+    with (prepared_dir / ".prepare.lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataError(prepared_dir, "another `tvad data prepare` is writing here") \
+                from None
+        yield
+
+
+def _remove(paths, report, what: str) -> None:
+    for path in sorted(paths):
+        report(f"[tvad] removing {what}: {path}")
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def write_annotations(cfg, out_dir: Path, report=print) -> None:

@@ -8,10 +8,6 @@ every split is done, so an interrupted prepare leaves nothing a later run would 
 """
 from __future__ import annotations
 
-import hashlib
-import json
-from pathlib import Path
-
 import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
@@ -20,12 +16,14 @@ from tvad_jax.data.readers import VideoRecord, iter_records, make_reader
 from tvad_jax.errors import DataError
 
 VERSION = "1.0.0"
+# TFDS writes a version into `<config>/incomplete.*` and renames it when every split is done.
+INCOMPLETE_PREFIX = tfds.core.constants.INCOMPLETE_PREFIX
 
 
-def config_name(layout: str, source: str, height: int, width: int, splits) -> str:
-    """A builder-config name that changes whenever the source or the shapes change."""
-    digest = hashlib.sha1(json.dumps([str(Path(source).resolve()), list(splits)]).encode())
-    return f"{layout}_{height}x{width}_{digest.hexdigest()[:10]}"
+def config_name(layout: str, height: int, width: int, fingerprint: str) -> str:
+    """A builder-config name that changes whenever the sources, options or shapes change
+    (`fingerprint` digests the sources and options)."""
+    return f"{layout}_{height}x{width}_{fingerprint}"
 
 
 class TvadVideos(tfds.core.GeneratorBasedBuilder):
@@ -34,15 +32,15 @@ class TvadVideos(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version(VERSION)
 
     def __init__(self, *, layout: str, source: str, height: int, width: int,
-                 splits: tuple[str, ...], skip_bad: bool = False, reader_options=None,
-                 report=print, **kwargs):
+                 splits: tuple[str, ...], fingerprint: str, skip_bad: bool = False,
+                 reader_options=None, report=print, **kwargs):
         self._layout, self._source = layout, source
         self._height, self._width = height, width
         self._splits, self._skip_bad = tuple(splits), skip_bad
         self._reader_options = reader_options or {}
         self._report = report
         config = tfds.core.BuilderConfig(
-            name=config_name(layout, source, height, width, splits),
+            name=config_name(layout, height, width, fingerprint),
             description=f"{layout} videos from {source} at {height}x{width}")
         super().__init__(config=config, file_format="array_record", **kwargs)
 
