@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from tvad_jax.data.readers import ShanghaiTechReader, UBnormalReader, iter_records, make_reader
-from tvad_jax.data.video_io import write_video
-from tvad_jax.errors import DataError
+from tvad_jax.data.video_io import read_frame_dir, write_video
+from tvad_jax.errors import DataError, InputError
 
 T, H, W = 6, 32, 48
 
@@ -196,3 +196,226 @@ def test_skip_bad_reports_and_continues(tmp_path):
     records = list(iter_records(reader, "test", skip_bad=True, report=reports.append))
     assert [r.name for r in records] == ["normal_scene_1_scenario_1"]
     assert len(reports) == 1 and "abnormal_scene_1_scenario_2.mp4" in reports[0]
+
+
+# ------------------------------------------------------------------ strict edges (issue 17)
+ABNORMAL = "abnormal_scene_1_scenario_2"
+
+
+def _ann(root: Path, t: int) -> Path:
+    return root / "Scene1" / f"{ABNORMAL}_annotations" / f"{ABNORMAL}_{t:04d}_gt.png"
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"garbage, not a PNG", "unreadable annotation PNG"),
+    (b"", "unreadable annotation PNG"),
+    (None, "unreadable annotation PNG"),            # truncated: the first half of the file
+])
+def test_bad_annotation_png_is_a_named_error(tmp_path, content, message):
+    root = _ubnormal_tree(tmp_path / "u")
+    png = _ann(root, 3)
+    png.write_bytes(content if content is not None else png.read_bytes()[:60])
+    with pytest.raises(DataError, match=rf"_0003_gt.png: {message}"):
+        UBnormalReader(root).read(ABNORMAL)
+
+
+@pytest.mark.parametrize("image, message", [
+    (Image.fromarray(np.dstack([np.zeros((H, W), np.uint8), np.ones((H, W), np.uint8),
+                                np.zeros((H, W), np.uint8)])), "unequal channels"),
+    (Image.fromarray(np.zeros((H, W), np.uint16)), "mode 'I;16'"),
+    (Image.fromarray(np.zeros((H, W), np.float32)), "mode 'F'"),
+    (Image.new("1", (W, H)), "mode '1'"),
+])
+def test_annotation_png_of_another_mode_is_refused(tmp_path, image, message):
+    root = _ubnormal_tree(tmp_path / "u")
+    image.save(_ann(root, 3).with_suffix(".tiff") if image.mode == "F" else _ann(root, 3),
+               format="TIFF" if image.mode == "F" else "PNG")
+    if image.mode == "F":
+        _ann(root, 3).with_suffix(".tiff").replace(_ann(root, 3))
+    with pytest.raises(DataError, match=rf"_0003_gt.png: .*{message}"):
+        UBnormalReader(root).read(ABNORMAL)
+
+
+def test_grey_annotation_stored_as_rgb_reads_the_same(tmp_path):
+    root = _ubnormal_tree(tmp_path / "u")
+    expected = UBnormalReader(root).read(ABNORMAL)
+    for t in range(T):
+        Image.open(_ann(root, t)).convert("RGB").save(_ann(root, t))
+    again = UBnormalReader(root).read(ABNORMAL)
+    np.testing.assert_array_equal(again.masks, expected.masks)
+    np.testing.assert_array_equal(again.tracks, expected.tracks)
+
+
+def test_annotation_maps_are_matched_by_number_and_gaps_are_errors(tmp_path):
+    root = _ubnormal_tree(tmp_path / "u")
+    expected = UBnormalReader(root).read(ABNORMAL)
+    for t in range(T):                              # unpadded numbers: 10 sorts before 2 as text
+        _ann(root, t).rename(_ann(root, t).with_name(f"{ABNORMAL}_{t}_gt.png"))
+    np.testing.assert_array_equal(UBnormalReader(root).read(ABNORMAL).masks, expected.masks)
+    ann = _ann(root, 0).parent
+    (ann / f"{ABNORMAL}_3_gt.png").rename(ann / f"{ABNORMAL}_6_gt.png")   # same count, a gap
+    with pytest.raises(DataError, match="no annotation map for frame 3"):
+        UBnormalReader(root).read(ABNORMAL)
+
+
+def test_normal_video_annotation_count_is_checked_against_its_length(tmp_path):
+    root = _ubnormal_tree(tmp_path / "u")
+    name = "normal_scene_1_scenario_1"
+    ann = root / "Scene1" / f"{name}_annotations"
+    ann.mkdir()
+    for t in range(T - 1):
+        Image.fromarray(np.zeros((H, W), np.uint8)).save(ann / f"{name}_{t:04d}_gt.png")
+    with pytest.raises(DataError, match=f"no annotation map for frame {T - 1}"):
+        UBnormalReader(root).read(name)
+
+
+@pytest.mark.parametrize("rows, message", [
+    ("5,2,4\n5,2,4\n", "line 2: object 5 overlaps its range on line 1"),
+    ("5,2,4\n5,4,5\n", "line 2: object 5 overlaps its range on line 1"),
+    ("5,2,4\n7,2,4\n", "line 2: object 7 is in no annotation map of frames 2-4"),
+    ("", "no tracks for an abnormal video"),
+    ("\n\n", "no tracks for an abnormal video"),
+    ("5,2,1_0\n", "line 1: expected 'object_id,start,end'"),
+    ("5,2,inf\n", "line 1: expected 'object_id,start,end'"),
+    ("5,2,1e400\n", "line 1: expected 'object_id,start,end'"),
+    ("5,-2,4\n", "line 1: expected 'object_id,start,end'"),
+    ("\x00\x01\xff\xfe5,2,4\n", "binary file"),
+    ("5,2,4\xff\n", "not UTF-8"),
+])
+def test_bad_ubnormal_tracks_files(tmp_path, rows, message):
+    root = _ubnormal_tree(tmp_path / "u")
+    (root / "Scene1" / f"{ABNORMAL}_tracks.txt").write_bytes(rows.encode("latin-1"))
+    with pytest.raises(DataError, match=f"_tracks.txt: {message}"):
+        UBnormalReader(root).read(ABNORMAL)
+
+
+def test_tracks_file_with_bom_and_crlf_reads_correctly(tmp_path):
+    root = _ubnormal_tree(tmp_path / "u")
+    expected = UBnormalReader(root).read(ABNORMAL)
+    (root / "Scene1" / f"{ABNORMAL}_tracks.txt").write_bytes(b"\xef\xbb\xbf5,2,4\r\n\r\n")
+    np.testing.assert_array_equal(UBnormalReader(root).read(ABNORMAL).tracks, expected.tracks)
+
+
+def _with_sidecar(root: Path, **changes) -> Path:
+    sidecar = {"video": ABNORMAL, "scene": 1, "split": "test", "seed": [3], "num_frames": T,
+               "height": H, "width": W, "fps": 30, "nuisances": {},
+               "objects": [{"id": 5, "class": "car", "attributes": {"size": "small",
+                                                                     "color": "red"},
+                            "anomaly_type": "fast", "anomaly": [2, 4],
+                            "timeline": [{"start": 0, "end": 5, "label": "driving"}],
+                            "boxes": [[2, 30, 20, 35, 25]]}]}
+    sidecar.update(changes)
+    path = root / "Scene1" / f"{ABNORMAL}.json"
+    path.write_text(json.dumps(sidecar))
+    return path
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"fps": 0}, "fps must be positive"),
+    ({"num_frames": None}, "field 'num_frames' missing or not int"),
+    ({"num_frames": True}, "field 'num_frames' missing or not int"),
+    ({"objects": {"id": 5}}, "field 'objects' missing or not list"),
+    ({"objects": [7]}, r"objects\[0\]: expected a JSON object"),
+    ({"objects": [{"id": 5}]}, r"objects\[0\]: field 'class' missing"),
+    ({"video": "other"}, "sidecar of video 'other'"),
+    ({"seed": []}, "seed must be a list"),
+    ({"num_frames": T + 1}, "decoded 6 frames of 32x48, its sidecar records 7 frames"),
+])
+def test_sidecar_of_the_wrong_shape(tmp_path, changes, message):
+    root = _ubnormal_tree(tmp_path / "u")
+    _with_sidecar(root, **changes)
+    with pytest.raises(DataError, match=message):
+        UBnormalReader(root).read(ABNORMAL)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"fps": NaN}', "not valid JSON"),
+    ('{"fps": 1e400}', "not valid JSON"),
+    ("[1, 2]", "expected a JSON object, got list"),
+    ("\x00\x9c\xff binary", "binary file"),
+    ("[" * 100000, "not valid JSON"),
+])
+def test_unreadable_sidecar(tmp_path, text, message):
+    root = _ubnormal_tree(tmp_path / "u")
+    (root / "Scene1" / f"{ABNORMAL}.json").write_bytes(text.encode("latin-1"))
+    with pytest.raises(DataError, match=f"{ABNORMAL}.json: .*{message}"):
+        UBnormalReader(root).read_sidecar(ABNORMAL)
+
+
+def test_valid_sidecar_with_bom_reads(tmp_path):
+    root = _ubnormal_tree(tmp_path / "u")
+    path = _with_sidecar(root)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert UBnormalReader(root).read(ABNORMAL).sidecar["fps"] == 30
+
+
+@pytest.mark.parametrize("labels, message", [
+    (np.array([0, 0, 0.5, 1, 1, 0]), "frame 2: label 0.5, expected 0 or 1"),
+    (np.array([0, 0, -1, 1, 1, 0]), "frame 2: label -1, expected 0 or 1"),
+    (np.array([0, 0, np.nan, 1, 1, 0]), "frame 2: label nan, expected 0 or 1"),
+    (np.array(["0", "1", "0", "1", "1", "0"]), "expected numbers, got dtype <U1"),
+    (np.zeros(0), "empty array"),
+])
+def test_shanghaitech_labels_must_be_0_or_1(tmp_path, labels, message):
+    root = _shanghaitech_tree(tmp_path / "s")
+    np.save(root / "testing" / "test_frame_mask" / "01_0014.npy", labels)
+    with pytest.raises(DataError, match=f"01_0014.npy: {message}"):
+        ShanghaiTechReader(root).read("01_0014")
+
+
+@pytest.mark.parametrize("content", [b"", b"\x93NUMPY\x01\x00v\x00{'descr': '<f8'"])
+def test_empty_or_truncated_npy(tmp_path, content):
+    root = _shanghaitech_tree(tmp_path / "s")
+    (root / "testing" / "test_pixel_mask" / "01_0014.npy").write_bytes(content)
+    with pytest.raises(DataError, match="01_0014.npy: not a readable .npy array"):
+        ShanghaiTechReader(root).read("01_0014")
+
+
+def test_shanghaitech_frames_are_ordered_by_number_and_gaps_are_errors(tmp_path):
+    root = _shanghaitech_tree(tmp_path / "s")
+    frames_dir = root / "testing" / "frames" / "01_0014"
+    expected = ShanghaiTechReader(root).read("01_0014").frames
+    for t in range(T):                              # 0.jpg .. 5.jpg, as ShanghaiTech names them
+        (frames_dir / f"{t:03d}.jpg").rename(frames_dir / f"{t + 10}.jpg")
+    with pytest.raises(DataError, match="no image for frame 0"):
+        ShanghaiTechReader(root).read("01_0014")
+    for t in range(T):
+        (frames_dir / f"{t + 10}.jpg").rename(frames_dir / f"{t}.jpg")
+    np.testing.assert_array_equal(ShanghaiTechReader(root).read("01_0014").frames, expected)
+    (frames_dir / "2.jpg").unlink()
+    with pytest.raises(DataError, match="no image for frame 2"):
+        ShanghaiTechReader(root).read("01_0014")
+
+
+def test_shanghaitech_frames_sort_numerically_past_ten(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for t in range(12):
+        Image.fromarray(np.full((8, 8, 3), t * 20, np.uint8)).save(folder / f"{t}.png")
+    frames = read_frame_dir(folder, ".png")
+    assert frames[:, 0, 0, 0].tolist() == [t * 20 for t in range(12)]
+
+
+def test_shanghaitech_community_tracks_are_checked(tmp_path):
+    root = _shanghaitech_tree(tmp_path / "s")
+    with pytest.raises(DataError, match="tracks: tracks folder not found"):
+        ShanghaiTechReader(root, tmp_path / "tracks")
+    tracks_dir = tmp_path / "tracks"
+    tracks_dir.mkdir()
+    with pytest.raises(DataError, match="01_0014.txt: missing tracks file for an abnormal"):
+        ShanghaiTechReader(root, tracks_dir).read("01_0014")
+    (tracks_dir / "01_0014.txt").write_text("\n")
+    with pytest.raises(DataError, match="01_0014.txt: no tracks for an abnormal video"):
+        ShanghaiTechReader(root, tracks_dir).read("01_0014")
+    (tracks_dir / "01_0014.txt").write_text("7,2,1,2,3,4\n7,6,1,2,3,4\n")
+    with pytest.raises(InputError, match="01_0014.txt:2: frame_id 6 beyond the 6 frames"):
+        ShanghaiTechReader(root, tracks_dir).read("01_0014")
+
+
+def test_truncated_avi_is_an_error_not_a_shorter_video(tmp_path):
+    root = _shanghaitech_tree(tmp_path / "s")
+    video = root / "training" / "videos" / "01_001.avi"
+    data = video.read_bytes()
+    video.write_bytes(data[:len(data) * 2 // 3])
+    with pytest.raises(DataError, match="01_001.avi: (corrupt or truncated|frame )"):
+        ShanghaiTechReader(root).read("01_001")

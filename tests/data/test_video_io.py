@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from PIL import Image
 
 from tvad_jax.data.video_io import read_frame_dir, read_video, write_video
 from tvad_jax.errors import DataError
@@ -32,3 +33,54 @@ def test_bad_inputs(tmp_path):
     (tmp_path / "frames" / "000.jpg").write_bytes(b"jpeg? no")
     with pytest.raises(DataError, match="000.jpg: unreadable image"):
         read_frame_dir(tmp_path / "frames")
+
+
+def _noise_video(path, codec="libx264", t=16):
+    frames = np.random.default_rng(0).integers(0, 256, (t, 32, 48, 3)).astype(np.uint8)
+    return write_video(path, frames, codec=codec)
+
+
+def test_truncated_video_is_checked_against_the_declared_frame_count(tmp_path):
+    video = _noise_video(tmp_path / "v.avi", codec="mpeg4")
+    data = video.read_bytes()
+    video.write_bytes(data[:len(data) // 2])
+    with pytest.raises(DataError, match="v.avi: corrupt or truncated"):
+        read_video(video)                             # strict decoding notices first
+    with pytest.raises(DataError, match="v.avi: frame 2: decoding stopped, the container "
+                                        "declares 16 frames"):
+        read_video(video, conceal_errors=True)       # the length check still holds
+
+
+def test_damaged_video_is_an_error_unless_concealment_is_asked_for(tmp_path):
+    data = _noise_video(tmp_path / "v.mp4").read_bytes()
+    rng = np.random.default_rng(1)
+    strict_errors, concealed_reads = 0, 0
+    for i in range(8):
+        damaged = bytearray(data)
+        for position in rng.integers(2000, len(data) - 500, 5):
+            damaged[position] ^= 0xFF
+        path = tmp_path / f"d{i}.mp4"
+        path.write_bytes(bytes(damaged))
+        for conceal in (False, True):
+            try:
+                frames = read_video(path, conceal_errors=conceal)
+            except DataError:
+                strict_errors += not conceal
+                continue
+            assert frames.shape == (16, 32, 48, 3)
+            concealed_reads += conceal
+    assert strict_errors >= 3 and concealed_reads > 0
+
+
+def test_an_image_named_like_a_video_is_refused(tmp_path):
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "x.png")
+    (tmp_path / "x.png").rename(tmp_path / "x.mp4")
+    with pytest.raises(DataError, match=r"x.mp4: an image \(png_pipe\), not a video"):
+        read_video(tmp_path / "x.mp4")
+
+
+def test_frame_folder_numbers(tmp_path):
+    for name in ("0.jpg", "1.jpg", "01.jpg"):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / name)
+    with pytest.raises(DataError, match="a second image for frame 1"):
+        read_frame_dir(tmp_path)
