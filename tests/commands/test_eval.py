@@ -109,3 +109,15 @@ def test_text(tmp_path, capsys):
     assert set(result) == {"target", "trajectory", "yes_no"}
     assert result["target"]["bleu4"] == pytest.approx(100.0)
     assert result["yes_no"]["accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("scores", [b"", b"\x93NUMPY garbage"])
+def test_unreadable_scores_file_is_one_line_and_exit_2(tmp_path, capsys, scores):
+    (tmp_path / "scores").mkdir()
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "scores" / "v.npy").write_bytes(scores)
+    np.save(tmp_path / "labels" / "v.npy", np.array([0, 1]))
+    code, out, err = run(["eval", "frame-auc", "--scores", str(tmp_path / "scores"),
+                          "--labels", str(tmp_path / "labels")], capsys)
+    assert code == 2 and out == "" and len(err.splitlines()) == 1
+    assert "v.npy: not a readable .npy array" in err

@@ -148,7 +148,8 @@ def test_frame_count_mismatch_between_video_and_masks(tmp_path):
     root = _ubnormal_tree(tmp_path / "u")
     ann = root / "Scene1" / "abnormal_scene_1_scenario_2_annotations"
     (ann / "abnormal_scene_1_scenario_2_0005_gt.png").unlink()
-    with pytest.raises(DataError, match="annotations: no annotation map for frame 5: 5 found, expected frames 0-5"):
+    with pytest.raises(DataError, match="annotations: no annotation map for frame 5: 5 found, "
+                                        "expected frames 0-5"):
         UBnormalReader(root).read("abnormal_scene_1_scenario_2")
     st = _shanghaitech_tree(tmp_path / "s")
     np.save(st / "testing" / "test_frame_mask" / "01_0014.npy", np.zeros(5))

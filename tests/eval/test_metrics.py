@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score, roc_curve as sk_roc_curve
 
-from tvad_jax.errors import EvalInputError
+from tvad_jax.errors import EvalInputError, InputError
 from tvad_jax.eval import metrics
 
 
@@ -117,3 +117,26 @@ def test_api_errors():
         metrics.micro_auc({"a": np.array([0.5])}, {"a": np.array([1]), "b": np.array([0])})
     with pytest.raises(EvalInputError, match="sigma"):
         metrics.smooth_scores(np.zeros(3), -1.0)
+
+
+@pytest.mark.parametrize("write, message", [
+    (lambda p: p.write_bytes(b""), r"s/v\.npy: not a readable \.npy array"),
+    (lambda p: np.save(p, np.array(["0.1", "0.9", "x"])), r"s/v\.npy: expected numbers"),
+    (lambda p: np.save(p, np.zeros(0)), r"s/v\.npy: empty array"),
+    (lambda p: np.save(p, np.array([0.1, 1.5, 0.2])), r"s/v\.npy: score of frame 1 is 1\.5, "
+                                                       r"outside \[0, 1\]"),
+    (lambda p: np.save(p, np.array([-0.1, 0.5, 0.2])), r"s/v\.npy: score of frame 0 is -0\.1"),
+    (lambda p: np.save(p, np.array([{}, 1, 2], dtype=object)), r"s/v\.npy: not a readable"),
+])
+def test_bad_score_files_are_named_errors(tmp_path, write, message):
+    (tmp_path / "s").mkdir()
+    (tmp_path / "l").mkdir()
+    np.save(tmp_path / "l" / "v.npy", np.array([0, 1, 0]))
+    write(tmp_path / "s" / "v.npy")
+    with pytest.raises(InputError, match=message):
+        metrics.read_frame_arrays(tmp_path / "s", tmp_path / "l")
+
+
+def test_nan_sigma_is_refused():
+    with pytest.raises(EvalInputError, match="sigma"):
+        metrics.smooth_scores(np.zeros(3), float("nan"))

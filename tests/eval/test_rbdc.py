@@ -5,7 +5,7 @@ import pytest
 from shared_data import shanghaitech_tracks_dir
 
 from tvad_jax.data import regions, track_files
-from tvad_jax.errors import EvalInputError
+from tvad_jax.errors import EvalInputError, InputError
 from tvad_jax.eval import rbdc
 
 SHANGHAITECH_TEST_FRAMES = 40791
@@ -275,3 +275,35 @@ def test_real_shanghaitech_out_of_order_files_match_loop_port():
     shuffled = rbdc.tracks_from_rows([r[rng.permutation(len(r))] for r in rows])
     again = rbdc.rbdc_tbdc(shuffled, detections, num_frames=800)
     assert (again.rbdc, again.tbdc) == pytest.approx((result.rbdc, result.tbdc), abs=1e-12)
+
+
+@pytest.mark.parametrize("line, message", [
+    ("0,1,inf,3,4,5", r"t\.txt:2: not a finite number"),
+    ("0,1,1e400,3,4,5", r"t\.txt:2: not a finite number"),
+    ("0,1_0,2,3,4,5", r"t\.txt:2: not a finite number"),
+    ("1e300,1,2,3,4,5", r"t\.txt:2: track_id must be a non-negative integer below 2\^53"),
+    ("0,10,2,3,4,5", r"t\.txt:2: frame_id 10 beyond the 10 frames"),
+])
+def test_tracks_rows_outside_the_format(tmp_path, line, message):
+    path = write_rows(tmp_path / "t.txt", ["0,0,1,1,5,5", line])
+    with pytest.raises(EvalInputError, match=message):
+        track_files.read_tracks_file(path, num_frames=10)
+
+
+def test_binary_tracks_file_and_legitimate_variants(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_bytes(b"\x00\x01\x02\xff")
+    with pytest.raises(InputError, match=r"t\.txt: binary file"):
+        track_files.read_tracks_file(path)
+    path.write_bytes(b"\xef\xbb\xbf0,0,1,1,5,5\r\n0,1,1,1,5,5\r\n")   # BOM and CRLF
+    assert track_files.read_tracks_file(path).tolist() == [[0, 0, 1, 1, 5, 5], [0, 1, 1, 1, 5, 5]]
+
+
+def test_frame_ids_beyond_num_frames_are_refused(tmp_path):
+    (tmp_path / "tracks").mkdir()
+    (tmp_path / "det").mkdir()
+    write_rows(tmp_path / "tracks" / "v.txt", ["0,0,0,0,9,9"])
+    write_rows(tmp_path / "det" / "v.txt", ["0,0,0,9,9,0.5", "1000000000000000,0,0,9,9,0.5"])
+    with pytest.raises(EvalInputError, match=r"det/v\.txt:2: frame_id 1000000000000000 beyond "
+                                             r"the 10 frames"):
+        rbdc.rbdc_tbdc_from_dirs(tmp_path / "tracks", tmp_path / "det", 10)

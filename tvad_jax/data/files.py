@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import tokenize
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import numpy as np
 from tvad_jax.errors import DataError
 
 # A plain decimal number: no underscores ('1_0'), no 'inf' or 'nan' words, no hex.
-_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 _NUMERIC_KINDS = "biuf"   # bool, signed, unsigned, float
 
 
@@ -86,7 +87,8 @@ def load_npy(path: str | Path) -> np.ndarray:
         raise DataError(path, "missing file")
     try:
         array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
+    except (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError, MemoryError) as err:
+        # a damaged header fails in numpy's literal parser (SyntaxError, TokenError)
         raise DataError(path, f"not a readable .npy array ({err or 'empty file'})") from None
     if not isinstance(array, np.ndarray):
         raise DataError(path, "expected one .npy array, got an .npz archive")

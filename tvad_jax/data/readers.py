@@ -22,8 +22,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from tvad_jax.data.files import (load_npy, numbered_files, parse_int, read_json,
-                                  text_lines)
+from tvad_jax.data.files import load_npy, numbered_files, parse_int, read_json, text_lines
 from tvad_jax.data.track_files import read_tracks_file
 from tvad_jax.data.tracks import largest_component_box, tracks_from_masks
 from tvad_jax.data.video_io import read_frame_dir, read_video
@@ -139,7 +138,7 @@ def _annotation_maps(ann_dir: Path, name: str, num_frames: int) -> list[Path]:
     """The id maps `{name}_{t:04d}_gt.png` of frames 0..T-1, matched by the number."""
     if not ann_dir.is_dir():
         raise DataError(ann_dir, "missing annotation folder")
-    return numbered_files(ann_dir, re.compile(re.escape(name) + r"_(\d+)_gt\.png"), num_frames,
+    return numbered_files(ann_dir, re.compile(re.escape(name) + r"_([0-9]+)_gt\.png"), num_frames,
                           "annotation map")
 
 
@@ -210,7 +209,7 @@ def check_sidecar(path: Path, sidecar, name: str) -> None:
         if not sidecar[key] > 0:
             raise DataError(path, f"sidecar: {key} must be positive, got {sidecar[key]}")
     if not sidecar["seed"] or not _is(sidecar["seed"][0], int):
-        raise DataError(path, f"sidecar: seed must be a list starting with an integer")
+        raise DataError(path, "sidecar: seed must be a list starting with an integer")
     for i, obj in enumerate(sidecar["objects"]):
         _check_object(path, obj, f"objects[{i}]", sidecar)
 

@@ -1,10 +1,12 @@
 """TFDS builder that turns any reader's videos into ArrayRecord shards (no TensorFlow).
 
-One example per video, in reader order: frames resized to the prepared resolution, per-frame labels, pixel
-anomaly masks and GT track rows; the dataset metadata
-lists each split's video names and frame counts (so clip indices need no decoding). Frames are stored as uint8 Tensor features (TFDS's Image and
-Video features need TensorFlow). TFDS writes into an `.incomplete` folder and renames it when
-every split is done, so an interrupted prepare leaves nothing a later run would read.
+One example per video, in reader order: frames resized to the prepared resolution, per-frame
+labels, pixel anomaly masks and GT track rows; the dataset metadata lists each split's video
+names and frame counts (so clip indices need no decoding). Frames are stored as uint8 Tensor
+features (TFDS's Image and Video features need TensorFlow). The config name carries a
+fingerprint of the sources and options, so changed sources build new shards. TFDS writes into
+an `incomplete.*` folder and renames it when every split is done, so an interrupted prepare
+leaves nothing a later run would read.
 """
 from __future__ import annotations
 

@@ -104,7 +104,7 @@ def read_frame_dir(path: str | Path, suffix: str = ".jpg") -> np.ndarray:
     path = Path(path)
     if not path.is_dir():
         raise DataError(path, "frame folder not found")
-    files = numbered_files(path, re.compile(r"(\d+)" + re.escape(suffix)), what="image")
+    files = numbered_files(path, re.compile(r"([0-9]+)" + re.escape(suffix)), what="image")
     if not files:
         raise DataError(path, f"no frames named <number>{suffix}")
     frames = [_read_rgb(file) for file in files]
