@@ -1,12 +1,14 @@
 """Linear probe of the frozen backbone's patch features for per-object attributes.
 
     .venv/bin/python -m experiments.probe [--config default] [--backbone DIR] \
-        [--train-split train] [--test-split test] [--clips 256] [key=value ...]
+        [--train-split train] [--test-split test] [--clips 256] [--frame-step N] \
+        [key=value ...]
 
 Pools each ViT feature layer (the layers the T-VAD heatmap decoder reads) under every visible
 object's box in `--clips` clips of each split, fits a logistic regression per (attribute,
 layer) on the train split's objects and scores it on the test split's, beside the majority
-baseline (see `tvad_jax.eval.probe`). Writes `probe.json` and `probe.md` into a run folder
+baseline (see `tvad_jax.eval.probe`). Clips are 8 frames taken every `--frame-step` frames
+(default: the step of the clips the heatmap decoder scores, `tvad.stage1.view.frame_step`). Writes `probe.json` and `probe.md` into a run folder
 under `runs_dir` and prints the table. `--backbone` defaults to the shipped backbone; the
 benchmark must already be prepared (`tvad data prepare`).
 """
@@ -32,6 +34,8 @@ def main(argv=None) -> int:
     parser.add_argument("--train-split", default="train")
     parser.add_argument("--test-split", default="test")
     parser.add_argument("--clips", type=int, default=256, help="clips per split (at most)")
+    parser.add_argument("--frame-step", type=int, default=0,
+                        help="frames between clip frames (0: tvad.stage1.view.frame_step)")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
     cfg = config_lib.resolve(args.config, args.overrides)
@@ -41,12 +45,13 @@ def main(argv=None) -> int:
     except InputError as err:
         sys.exit(f"[tvad] {err}")
     bcfg, params, _ = backbone_io.load_backbone(args.backbone, with_tokenizer=False)
-    train = object_features(bcfg, params, cfg, args.train_split, args.clips)
-    test = object_features(bcfg, params, cfg, args.test_split, args.clips)
+    step = args.frame_step or cfg.tvad.stage1.view.frame_step
+    train = object_features(bcfg, params, cfg, args.train_split, args.clips, frame_step=step)
+    test = object_features(bcfg, params, cfg, args.test_split, args.clips, frame_step=step)
     report = probe_report(*train, *test)
     text = markdown_table(report)
     run_dir = new_run_dir("probe", cfg, cfg.runs_dir)
-    results = {"backbone": args.backbone, "clips": args.clips,
+    results = {"backbone": args.backbone, "clips": args.clips, "frame_step": step,
                "objects": {args.train_split: len(train[1]["class"]),
                            args.test_split: len(test[1]["class"])},
                "probe": report}

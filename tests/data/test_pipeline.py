@@ -26,6 +26,22 @@ def test_clip_starts():
     assert index.tolist() == [[0, 0], [0, 8], [1, 0], [1, 8]]
 
 
+def test_interleaved_clips_cover_every_frame_once():
+    # 4 frames taken every 4th: a start and its 3 phases cover a block of 16 frames.
+    assert clip_starts(16, 4, 16, frame_step=4, interleave=True) == [0, 1, 2, 3]
+    assert clip_starts(16, 4, 16, frame_step=4, pad_last=False) == [0]     # 13 of 16 frames
+    # 21 frames: a second, padded block starts at 16 (its clips run past the end).
+    assert clip_starts(21, 4, 16, frame_step=4, interleave=True) == [0, 1, 2, 3,
+                                                                     16, 17, 18, 19]
+    for n in (16, 21, 37, 64):
+        starts = clip_starts(n, 4, 16, frame_step=4, interleave=True)
+        frames = [s + 4 * k for s in starts for k in range(4) if s + 4 * k < n]
+        assert sorted(frames) == list(range(n)), n
+    index = clip_index([16], LoaderConfig(clip_len=4, clip_stride=16, frame_step=4,
+                                          interleave=True))
+    assert index[:, 1].tolist() == [0, 1, 2, 3]
+
+
 def _expected_clip(record, start, cfg):
     ids = start + np.arange(cfg.clip_len) * cfg.frame_step
     valid = ids < len(record.labels)

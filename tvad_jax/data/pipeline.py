@@ -1,7 +1,8 @@
 """grain pipelines over prepared ArrayRecord shards: fixed-shape clips for jitted steps.
 
 A clip is `clip_len` frames taken every `frame_step` frames from a start; starts are every
-`clip_stride` frames. Clips running past a video's end are padded (repeating the last frame)
+`clip_stride` frames (with `interleave`, each start also brings the frame_step - 1 starts after
+it, so that sparse clips together still cover every frame). Clips running past a video's end are padded (repeating the last frame)
 and flagged by `valid`. Masks and labels are also merged pairwise in time (logical OR) to
 match the backbone's 2-frame tubelets. The sequence of clips is shuffled per epoch with one
 seed shared by all processes; each process loads its contiguous block of rows of every global
@@ -40,6 +41,7 @@ class LoaderConfig:
     clip_len: int = 16
     clip_stride: int = 8
     frame_step: int = 1
+    interleave: bool = False
     batch_size: int = 4          # global batch; each process loads batch_size / process_count
     shuffle: bool = True
     seed: int = 0
@@ -52,19 +54,25 @@ class LoaderConfig:
 
 
 def clip_starts(num_frames: int, clip_len: int, stride: int, frame_step: int = 1,
-                pad_last: bool = True) -> list[int]:
-    """Clip start frames covering a video; with `pad_last`, one padded clip covers the tail."""
-    span = (clip_len - 1) * frame_step + 1
+                pad_last: bool = True, interleave: bool = False) -> list[int]:
+    """Clip start frames covering a video; with `pad_last`, one padded clip covers the tail.
+
+    `interleave`: every start s also brings s + 1 .. s + frame_step - 1, so the frame_step
+    clips of a start together take every frame of a block of clip_len * frame_step frames
+    (stride = that block tiles the video: each frame is in exactly one clip)."""
+    phases = frame_step if interleave else 1
+    span = (clip_len - 1) * frame_step + phases          # frames one start's clips reach
     starts = list(range(0, max(num_frames - span, 0) + 1, stride))
     if pad_last and starts[-1] + span < num_frames:
         starts.append(starts[-1] + stride)
-    return starts
+    return [s + r for s in starts for r in range(phases)]
 
 
 def clip_index(lengths: list[int], cfg: LoaderConfig) -> np.ndarray:
     """int64 [C, 2] rows (video_index, start) of every clip of every video."""
     rows = [(v, s) for v, n in enumerate(lengths)
-            for s in clip_starts(n, cfg.clip_len, cfg.clip_stride, cfg.frame_step, cfg.pad_last)]
+            for s in clip_starts(n, cfg.clip_len, cfg.clip_stride, cfg.frame_step, cfg.pad_last,
+                                 cfg.interleave)]
     return np.asarray(rows, np.int64).reshape(-1, 2)
 
 

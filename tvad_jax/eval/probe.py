@@ -49,18 +49,19 @@ ATTRIBUTES = {
 
 
 # ------------------------------------------------------------------ features
-def object_features(bcfg, params, cfg, split: str, max_clips: int, clip_len: int = 8
-                    ) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
+def object_features(bcfg, params, cfg, split: str, max_clips: int, clip_len: int = 8,
+                    frame_step: int = 1) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
     """Pooled features and labels of every visible object of up to `max_clips` evenly spaced,
-    non-overlapping clips of the prepared `split` (a synthetic benchmark: labels come from
-    its sidecars).
+    non-overlapping clips (`clip_len` frames taken every `frame_step`) of the prepared `split`
+    (a synthetic benchmark: labels come from its sidecars).
 
     Returns ({"layer_<i>": [M, D] float32} for each ViT hidden state i of
     `bcfg.vision.feature_layers`, {attribute: M labels}); row m of each is the same object.
     Objects whose boxes cover no patch are skipped."""
     vision = bcfg.vision
-    loader = dataclasses.replace(cfg.loader, clip_len=clip_len, clip_stride=clip_len,
-                                 shuffle=False, worker_count=0)
+    loader = dataclasses.replace(cfg.loader, clip_len=clip_len, frame_step=frame_step,
+                                 clip_stride=(clip_len - 1) * frame_step + 1, shuffle=False,
+                                 worker_count=0)
     source, lengths = open_split(cfg.prepared_dir, split)
     index = clip_index(lengths, loader)                                 # [C, 2]
     rows = np.linspace(0, len(index), min(max_clips, len(index)), endpoint=False).astype(int)

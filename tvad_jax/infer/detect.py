@@ -92,7 +92,8 @@ class Detector:
         x = self.preprocess(frames)
         n = len(x)
         view = self.model.clip_view
-        starts = clip_starts(n, view.clip_len, view.clip_stride, view.frame_step, view.pad_last)
+        starts = clip_starts(n, view.clip_len, view.clip_stride, view.frame_step, view.pad_last,
+                             view.interleave)
         clips = [x[np.minimum(s + np.arange(view.clip_len) * view.frame_step, n - 1)]
                  for s in starts]
         hidden = []

@@ -122,7 +122,8 @@ def build_cache(bcfg: BackboneConfig, params, prepared_dir: str | Path, split: s
         return FeatureCache(final)
     source, lengths = open_split(prepared_dir, split)
     loader = LoaderConfig(clip_len=view.clip_len, clip_stride=view.clip_stride,
-                          frame_step=view.frame_step, pad_last=view.pad_last,
+                          frame_step=view.frame_step, interleave=view.interleave,
+                          pad_last=view.pad_last,
                           batch_size=shard_clips, shuffle=False, num_epochs=1,
                           drop_remainder=False)
     pid, count = jax.process_index(), jax.process_count()
@@ -177,7 +178,8 @@ def encode_split(encode: Callable, prepared_dir: str | Path, split: str, view: C
     """Every clip of a prepared split through `encode` (as `make_encoder` returns), in memory."""
     source, lengths = open_split(prepared_dir, split)
     loader = LoaderConfig(clip_len=view.clip_len, clip_stride=view.clip_stride,
-                          frame_step=view.frame_step, pad_last=view.pad_last,
+                          frame_step=view.frame_step, interleave=view.interleave,
+                          pad_last=view.pad_last,
                           batch_size=64, shuffle=False, num_epochs=1, drop_remainder=False)
     parts = [_encode_shard(encode, shard, batch_size)
              for shard in make_dataset(source, lengths, loader)]

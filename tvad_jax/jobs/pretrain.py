@@ -229,8 +229,9 @@ def _encode(texts: list[ClipText], tokenizer, pcfg: PretrainConfig) -> ClipTexts
 
 def _loader(cfg: Config, pcfg: PretrainConfig, shuffle: bool = True) -> LoaderConfig:
     return dataclasses.replace(cfg.loader, clip_len=pcfg.clip_len, clip_stride=pcfg.clip_stride,
-                               batch_size=pcfg.batch_size, shuffle=shuffle,
-                               num_epochs=0 if shuffle else 1, drop_remainder=shuffle)
+                               frame_step=pcfg.frame_step, batch_size=pcfg.batch_size,
+                               shuffle=shuffle, num_epochs=0 if shuffle else 1,
+                               drop_remainder=shuffle)
 
 
 def pretrain(cfg: Config, ship: bool = False, report: Report = print) -> Path:

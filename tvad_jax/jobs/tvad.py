@@ -11,7 +11,6 @@ and, after evaluation, eval_<split>.json/.md.
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from tvad_jax import config as config_lib
@@ -75,10 +74,10 @@ def train_tvad(cfg: Config, run_dir: str | Path | None = None,
             report(f"[tvad] stage 1 tuned the vision tower: backbone saved in {backbone.path}")
     tcfg = job.model.for_backbone(backbone.cfg)
     if tcfg.variant == "no_rae":
-        model = TVADModel(tcfg, backbone, {"ahd": stage1["ahd"], "text": stage1["text"]})
+        model = TVADModel(tcfg, backbone, {"ahd": stage1["ahd"], "text": stage1["text"]},
+                          job.stage1.view, job.stage2.view)
     else:
         model = train_stage2(cfg, backbone, stage1, run_dir, report)
-    model = dataclasses.replace(model, clip_view=job.stage1.view, video_view=job.stage2.view)
     out = save_model(run_dir / "model", model)
     report(f"[tvad] T-VAD model ({tcfg.variant}) in {out}")
     return out

@@ -111,7 +111,8 @@ def train_stage1(cfg: Config, backbone: FrozenBackbone, run_dir: Path,
                            (vit, backbone.params["vision"]))
         source, lengths = open_split(cfg.prepared_dir, job.train_split)
         loader = LoaderConfig(clip_len=s1.view.clip_len, clip_stride=s1.view.clip_stride,
-                              frame_step=s1.view.frame_step, batch_size=s1.batch_size,
+                              frame_step=s1.view.frame_step, interleave=s1.view.interleave,
+                              pad_last=s1.view.pad_last, batch_size=s1.batch_size,
                               seed=s1.train.loop.seed)
         data = iter(make_dataset(source, lengths, loader,
                                  transform=_Keep(("frames", "tubelet_masks", "valid"))))
@@ -276,4 +277,4 @@ def train_stage2(cfg: Config, backbone: FrozenBackbone, stage1: dict | None, run
         params.update(ahd=stage1["ahd"], text=stage1["text"])
     trained_backbone = dataclasses.replace(
         backbone, params=dict(backbone.params, decoder=frozen["decoder"]))
-    return TVADModel(tcfg, trained_backbone, params)
+    return TVADModel(tcfg, trained_backbone, params, job.stage1.view, job.stage2.view)

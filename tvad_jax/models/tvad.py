@@ -195,6 +195,7 @@ class ClipView:
     clip_len: int = 16
     clip_stride: int = 16
     frame_step: int = 1
+    interleave: bool = False
     pad_last: bool = True
 
 
@@ -227,9 +228,8 @@ class TVADModel:
     cfg: TVADConfig
     backbone: FrozenBackbone
     params: dict
-    clip_view: ClipView = ClipView(clip_len=16, clip_stride=16)      # clips the AHD scores
-    video_view: ClipView = ClipView(clip_len=16, clip_stride=1 << 20, frame_step=4,
-                                    pad_last=False)  # the whole-video view the decoder sees
+    clip_view: ClipView          # the clips the AHD scores
+    video_view: ClipView         # the whole-video view the decoder sees
     path: Path | None = None
 
 
