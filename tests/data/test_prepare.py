@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from tvad_jax.data.pipeline import find_builder_dir, open_split, split_names
-from tvad_jax.data.prepare import _exclusive, prepare, source_fingerprint
+from tvad_jax.data.prepare import _exclusive, prepare, reader_options, source_fingerprint
+from tvad_jax.data.readers import make_reader
 from tvad_jax.errors import DataError
 
 
@@ -75,3 +76,14 @@ def test_one_prepare_per_folder(small, tmp_path):
             small.prepare, out_dir=str(tmp_path / "out")))
         with pytest.raises(DataError, match="another `tvad data prepare` is writing here"):
             prepare(busy, report=lambda m: None)
+
+
+def test_conceal_errors_reaches_the_reader(small):
+    strict = make_reader(small.prepare.layout, small.prepare_source, **reader_options(small))
+    lenient = dataclasses.replace(small, prepare=dataclasses.replace(small.prepare,
+                                                                     conceal_errors=True))
+    reader = make_reader(lenient.prepare.layout, lenient.prepare_source,
+                         **reader_options(lenient))
+    assert (strict.conceal_errors, reader.conceal_errors) == (False, True)
+    assert source_fingerprint(small, reader_options(small)) != source_fingerprint(
+        lenient, reader_options(lenient))

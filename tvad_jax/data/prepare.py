@@ -23,6 +23,8 @@ def reader_options(cfg) -> dict:
         options["split_files"] = parse_split_files(cfg.prepare.split_files)
     if cfg.prepare.tracks_dir:
         options["tracks_dir"] = cfg.prepare.tracks_dir
+    if cfg.prepare.conceal_errors:
+        options["conceal_errors"] = True
     return options
 
 

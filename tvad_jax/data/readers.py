@@ -56,11 +56,13 @@ class UBnormalReader:
 
     _SCENE = re.compile(r"_scene_(\d+)_")
 
-    def __init__(self, root: str | Path, split_files: dict[str, list[str]] | None = None):
+    def __init__(self, root: str | Path, split_files: dict[str, list[str]] | None = None,
+                 conceal_errors: bool = False):
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(self.root, "dataset root not found")
         self.split_files = split_files or {}
+        self.conceal_errors = conceal_errors
 
     def video_names(self, split: str) -> list[str]:
         files = self.split_files.get(split) or [self.root / "splits" / f"{split}.txt"]
@@ -83,7 +85,7 @@ class UBnormalReader:
     def read(self, name: str) -> VideoRecord:
         path = self.video_path(name)
         sidecar = self.read_sidecar(name) if path.with_suffix(".json").is_file() else None
-        frames = read_video(path)
+        frames = read_video(path, self.conceal_errors)
         if sidecar is not None:
             _check_sidecar_matches(path, sidecar, frames.shape[:3])
         labels, masks, tracks = self.read_ground_truth(name, frames.shape[:3])
@@ -274,10 +276,12 @@ def _check_sidecar_matches(video: Path, sidecar: dict, shape: tuple[int, int, in
 class ShanghaiTechReader:
     """ShanghaiTech Campus: split `train` (normal videos) or `test` (frames + masks)."""
 
-    def __init__(self, root: str | Path, tracks_dir: str | Path | None = None):
+    def __init__(self, root: str | Path, tracks_dir: str | Path | None = None,
+                 conceal_errors: bool = False):
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(self.root, "dataset root not found")
+        self.conceal_errors = conceal_errors
         self.tracks_dir = Path(tracks_dir) if tracks_dir else None
         if self.tracks_dir is not None and not self.tracks_dir.is_dir():
             raise DataError(self.tracks_dir, "tracks folder not found")
@@ -302,7 +306,7 @@ class ShanghaiTechReader:
     def read(self, name: str) -> VideoRecord:
         video = self.root / "training" / "videos" / f"{name}.avi"
         if video.is_file():
-            frames = read_video(video)
+            frames = read_video(video, self.conceal_errors)
             return VideoRecord(name, frames, np.zeros(len(frames), np.uint8),
                                np.zeros(frames.shape[:3], np.uint8), np.zeros((0, 6), np.int64),
                                str(video))
@@ -356,10 +360,11 @@ def _read_pixel_masks(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
 
 def make_reader(layout: str, root: str | Path, **options):
     """A reader for `layout` in {'synthetic', 'ubnormal', 'shanghaitech'}."""
+    conceal = options.get("conceal_errors", False)
     if layout in ("synthetic", "ubnormal"):
-        return UBnormalReader(root, options.get("split_files"))
+        return UBnormalReader(root, options.get("split_files"), conceal)
     if layout == "shanghaitech":
-        return ShanghaiTechReader(root, options.get("tracks_dir"))
+        return ShanghaiTechReader(root, options.get("tracks_dir"), conceal)
     raise DataError(root, f"unknown layout {layout!r}; expected synthetic, ubnormal or "
                           "shanghaitech")
 

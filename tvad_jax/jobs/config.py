@@ -31,6 +31,7 @@ class PrepareConfig:
     split_files: str = ""       # UBnormal: split=file1+file2;split=... (official name lists)
     tracks_dir: str = ""        # ShanghaiTech: folder of community track files
     skip_bad: bool = False
+    conceal_errors: bool = False  # accept videos FFmpeg decodes only by concealing errors
     annotate: bool = True       # write the text annotations (needs synthetic sidecars)
 
 
