@@ -40,6 +40,51 @@ def test_bad_overrides_fail_loudly(override, message):
         config_lib.resolve("default", [override])
 
 
+@pytest.mark.parametrize("override, expected", [
+    ("prepare.height=0", "height: expected an integer >= 1, got 0"),
+    ("prepare.width=-4", "width: expected an integer >= 1, got -4"),
+    ("prepare.splits=", "splits: expected at least one split"),
+    ("prepare.split_files=train", "'train' is not split=file[+file...]"),
+    ("prepare.split_files=train=a.txt+", "'train=a.txt+' is not split=file[+file...]"),
+    ("prepare.split_files==a.txt", "'=a.txt' is not split=file[+file...]"),
+    ("prepare.split_files=test=a.txt;test=b.txt", "split 'test' given twice"),
+    ("s3m.train.loop.steps=-3", "steps: expected an integer >= 1, got -3"),
+    ("tvad.stage1.train.loop.steps=0", "steps: expected an integer >= 1, got 0"),
+    ("tvad.stage2.phase_a.optim.learning_rate=inf", "learning_rate: expected a finite number"),
+    ("tvad.stage1.train.optim.accumulation_steps=0", "accumulation_steps: expected an integer"),
+    ("s3m.train.checkpoint.every_steps=-1", "every_steps: expected an integer >= 0"),
+    ("s3m.model.measure=bogus", "measure: expected one of ['legt', 'lmu', 'legs', 'paper003']"),
+    ("s3m.model.past=0", "past: expected an integer >= 1, got 0"),
+    ("s3m.sigma=nan", "sigma: expected a finite number >= 0, got nan"),
+    ("s3m.batch_size=0", "batch_size: expected an integer >= 1, got 0"),
+    ("tvad.stage1.view.clip_len=0", "clip_len: expected an integer >= 1, got 0"),
+    ("tvad.stage2.dtype=float16", "dtype: expected one of ['float32', 'bfloat16']"),
+    ("tvad.max_new_tokens=-1", "max_new_tokens: expected an integer >= 1, got -1"),
+    ("pretrain.caption_len=0", "caption_len: expected an integer >= 1, got 0"),
+    ("loader.batch_size=0", "batch_size: expected an integer >= 1, got 0"),
+])
+def test_values_outside_their_domain_fail_in_one_line_naming_the_key(override, expected):
+    """Each section checks its own values when built, so an override outside the field's
+    domain fails at once (before any job runs), naming the key and what was expected."""
+    key = override.partition("=")[0]
+    with pytest.raises(config_lib.ConfigError) as info:
+        config_lib.resolve("tiny", [override])
+    message = str(info.value)
+    assert message.startswith(f"config key {key!r}="), message
+    assert expected in message and "\n" not in message
+
+
+def test_plan_values_are_checked_too():
+    with pytest.raises(config_lib.ConfigError, match="'frames'='0': frames: expected an int"):
+        config_lib.resolve("tiny", ["frames=0"], kind="plan")
+
+
+def test_every_named_config_passes_its_own_checks():
+    for kind in ("run", "plan"):
+        for name in config_lib.names(kind):
+            config_lib.get(name, kind)
+
+
 def test_unknown_config_name():
     with pytest.raises(config_lib.ConfigError, match="unknown config 'nope'"):
         config_lib.get("nope")

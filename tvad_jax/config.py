@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -116,6 +117,24 @@ def flat_keys(config: Any, prefix: str = "") -> list[str]:
     return keys
 
 
+def check_at_least(section: Any, minimum: float, *names: str) -> None:
+    """For a section's `__post_init__`: ValueError naming the first of its fields `names`
+    that is not a finite number >= `minimum` (sizes, steps, rates; NaN fails too)."""
+    for name in names:
+        value = getattr(section, name)
+        if not (math.isfinite(value) and value >= minimum):
+            kind = "an integer" if isinstance(value, int) else "a finite number"
+            raise ValueError(f"{name}: expected {kind} >= {minimum}, got {value!r}")
+
+
+def check_choice(section: Any, name: str, choices: tuple) -> None:
+    """For a section's `__post_init__`: ValueError unless field `name` is one of `choices`
+    (enum values kept as plain strings)."""
+    value = getattr(section, name)
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
+
+
 def _set(config: Any, path: list[str], raw: str, full_key: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(config)}
     head = path[0]
@@ -127,13 +146,14 @@ def _set(config: Any, path: list[str], raw: str, full_key: str) -> Any:
     if len(path) > 1:
         if not dataclasses.is_dataclass(current):
             raise ConfigError(f"config key {full_key!r}: {head!r} is not a section")
-        return dataclasses.replace(config, **{head: _set(current, path[1:], raw, full_key)})
-    if dataclasses.is_dataclass(current):
+        value = _set(current, path[1:], raw, full_key)
+    elif dataclasses.is_dataclass(current):
         raise ConfigError(f"config key {full_key!r} is a section; set one of its fields")
-    field_type = typing.get_type_hints(type(config))[head]
+    else:
+        value = _parse(typing.get_type_hints(type(config))[head], raw, full_key)
     try:
-        return dataclasses.replace(config, **{head: _parse(field_type, raw, full_key)})
-    except ValueError as err:       # the section's own check (__post_init__) refused it
+        return dataclasses.replace(config, **{head: value})
+    except ValueError as err:       # a section's own check (__post_init__) refused it
         raise ConfigError(f"config key {full_key!r}={raw!r}: {err}") from None
 
 

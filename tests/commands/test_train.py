@@ -36,6 +36,10 @@ def test_unknown_stage_is_a_usage_error(tvad, capsys):
     ("s3m.batch_size=1.5", ("'s3m.batch_size'", "cannot parse '1.5' as int")),
     ("tvad.stage1.target=min", ("'tvad.stage1.target'", "'min' is not one of")),
     ("tvad.model.variant", ("override 'tvad.model.variant' is not of the form key=value",)),
+    ("s3m.model.measure=bogus", ("'s3m.model.measure'", "expected one of ['legt'")),
+    ("s3m.train.loop.steps=-3", ("'s3m.train.loop.steps'", "expected an integer >= 1")),
+    ("tvad.stage2.phase_b.loop.steps=-3", ("'tvad.stage2.phase_b.loop.steps'", ">= 1")),
+    ("prepare.height=0", ("'prepare.height'", "expected an integer >= 1, got 0")),
 ])
 def test_bad_override_fails_in_one_line_without_a_run_folder(tvad, runs_dir, tmp_path, stage,
                                                              override, fragments):

@@ -29,13 +29,17 @@ def reader_options(cfg) -> dict:
 
 
 def parse_split_files(spec: str) -> dict[str, list[str]]:
-    """'train=a.txt+b.txt;test=c.txt' -> {'train': ['a.txt', 'b.txt'], 'test': ['c.txt']}."""
+    """'train=a.txt+b.txt;test=c.txt' -> {'train': ['a.txt', 'b.txt'], 'test': ['c.txt']};
+    ValueError naming a part that is not split=file[+file...] or a split given twice."""
     out = {}
-    for part in filter(None, spec.split(";")):
-        split, sep, files = part.partition("=")
-        if not sep or not files:
-            raise ValueError(f"prepare.split_files: {part!r} is not split=file[+file...]")
-        out[split.strip()] = [f.strip() for f in files.split("+")]
+    for part in filter(None, (p.strip() for p in spec.split(";"))):
+        split, sep, files = (s.strip() for s in part.partition("="))
+        names = [f.strip() for f in files.split("+")]
+        if not sep or not split or not all(names):
+            raise ValueError(f"{part!r} is not split=file[+file...]")
+        if split in out:
+            raise ValueError(f"split {split!r} given twice")
+        out[split] = names
     return out
 
 

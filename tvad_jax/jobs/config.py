@@ -9,8 +9,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from tvad_jax import config as config_lib
 from tvad_jax.data.pipeline import LoaderConfig
+from tvad_jax.data.prepare import parse_split_files
 from tvad_jax.data.synthetic.spec import ANOMALY_TYPES, NORMAL_BEHAVIOURS, SynthConfig
+from tvad_jax.models.configs import DTYPES
 from tvad_jax.models.s3m import S3MConfig
 from tvad_jax.models.tvad import ClipView, TVADConfig
 from tvad_jax.train.checkpoint import CheckpointConfig
@@ -33,6 +36,12 @@ class PrepareConfig:
     skip_bad: bool = False
     conceal_errors: bool = False  # accept videos FFmpeg decodes only by concealing errors
     annotate: bool = True       # write the text annotations (needs synthetic sidecars)
+
+    def __post_init__(self):
+        config_lib.check_at_least(self, 1, "height", "width")
+        if not self.splits:
+            raise ValueError("splits: expected at least one split")
+        parse_split_files(self.split_files)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +88,11 @@ class PretrainConfig:
     eval_clips: int = 128
     model: Literal["default", "tiny"] = "default"
 
+    def __post_init__(self):
+        config_lib.check_at_least(self, 1, "clip_len", "clip_stride", "frame_step", "batch_size",
+                                  "vocab_size", "caption_len", "qa_len", "regions", "eval_clips")
+        config_lib.check_at_least(self, 0, "crop_every", "lm_weight", "region_weight")
+
 
 @dataclasses.dataclass(frozen=True)
 class S3MJobConfig:
@@ -109,6 +123,10 @@ class S3MJobConfig:
     eval_split: str = "test"
     sigma: float = 3.0
     score_batch: int = 4096
+
+    def __post_init__(self):
+        config_lib.check_at_least(self, 1, "batch_size", "score_batch")
+        config_lib.check_at_least(self, 0, "sigma")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +171,10 @@ class Stage1Config:
     rbdc_weight: float = 1.0
     train_vision: bool = False
 
+    def __post_init__(self):
+        config_lib.check_at_least(self, 1, "batch_size", "abnormal_repeat")
+        config_lib.check_at_least(self, 0, "abnormal_weight", "focal_gamma", "rbdc_weight")
+
 
 # One SFT phase's engine settings (phases A and B start equal; override each by its path).
 _PHASE = TrainConfig(
@@ -188,6 +210,10 @@ class Stage2Config:
     lora_layers_b: int = 4
     dtype: str = "float32"
 
+    def __post_init__(self):
+        config_lib.check_at_least(self, 1, "batch_size", "max_text_len", "lora_layers_b")
+        config_lib.check_choice(self, "dtype", tuple(DTYPES))
+
 
 @dataclasses.dataclass(frozen=True)
 class TVADJobConfig:
@@ -215,6 +241,9 @@ class TVADJobConfig:
     eval_batch: int = 8
     max_new_tokens: int = 48
 
+    def __post_init__(self):
+        config_lib.check_at_least(self, 1, "eval_batch", "max_new_tokens")
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -227,6 +256,12 @@ class Config:
     pretrain: PretrainConfig = PretrainConfig()
     tvad: TVADJobConfig = TVADJobConfig()
     runs_dir: str = "runs"
+
+    def __post_init__(self):
+        # LoaderConfig (data.pipeline) has no check of its own: its sizes are checked here.
+        config_lib.check_at_least(self.loader, 1, "clip_len", "clip_stride", "frame_step",
+                                  "batch_size")
+        config_lib.check_at_least(self.loader, 0, "num_epochs", "worker_count")
 
     @property
     def prepare_source(self) -> str:
@@ -276,3 +311,10 @@ class PlanConfig:
     phase: Literal["A", "B"] = "A"
     job: TVADJobConfig = TVADJobConfig()
     runs_dir: str = "runs"
+
+    def __post_init__(self):
+        config_lib.check_at_least(self, 1, "frames", "batch_per_device",
+                                  "encoder_batch_per_device")
+        config_lib.check_at_least(self, 0, "token_pool", "max_seq_len", "text_len",
+                                  "global_batch")
+        config_lib.check_choice(self, "vision_dtype", tuple(DTYPES))

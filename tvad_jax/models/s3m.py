@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tvad_jax import config as config_lib
 from tvad_jax.models import hippo
 
 
@@ -37,6 +38,11 @@ class S3MConfig:
     future: int = 4  # L_f, predicted steps
     measure: str = "legt"  # hippo.transition measure, time scale = L_p
     method: str = "bilinear"  # hippo.discretize method
+
+    def __post_init__(self):
+        config_lib.check_at_least(self, 1, "width", "state_size", "num_layers", "past", "future")
+        config_lib.check_choice(self, "measure", hippo.MEASURES)
+        config_lib.check_choice(self, "method", hippo.METHODS)
 
 
 class SSMLayer(nn.Module):

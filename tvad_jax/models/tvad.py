@@ -198,6 +198,9 @@ class ClipView:
     interleave: bool = False
     pad_last: bool = True
 
+    def __post_init__(self):
+        config_lib.check_at_least(self, 1, "clip_len", "clip_stride", "frame_step")
+
 
 # ---------------------------------------------------------------------------------------------
 # The exported model: a frozen backbone, the T-VAD params and the views it was trained on

@@ -24,6 +24,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers as policies
 
+from tvad_jax import config as config_lib
+
 
 @dataclasses.dataclass(frozen=True)
 class CheckpointConfig:
@@ -46,6 +48,9 @@ class CheckpointConfig:
     best_mode: Literal["min", "max"] = "min"
     async_save: bool = True
     resume: bool = True
+
+    def __post_init__(self):
+        config_lib.check_at_least(self, 0, "every_steps", "keep_last", "keep_best")
 
 
 @dataclasses.dataclass

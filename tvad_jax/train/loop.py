@@ -41,7 +41,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from tvad_jax import runs
+from tvad_jax import config as config_lib, runs
 from tvad_jax.train import mesh as mesh_lib
 from tvad_jax.train.checkpoint import CheckpointConfig, Checkpointer
 from tvad_jax.train.distributed import DistributedConfig
@@ -77,6 +77,10 @@ class TrainLoopConfig:
     eval_every: int = 0
     nonfinite: Literal["stop", "skip"] = "stop"
     progress: bool = True
+
+    def __post_init__(self):
+        config_lib.check_at_least(self, 1, "steps", "log_every")
+        config_lib.check_at_least(self, 0, "sync_every", "eval_every")
 
 
 @dataclasses.dataclass(frozen=True)

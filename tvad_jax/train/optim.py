@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from tvad_jax import config as config_lib
+
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
@@ -37,6 +39,11 @@ class OptimConfig:
     eps: float = 1e-8
     clip_norm: float = 1.0
     accumulation_steps: int = 1
+
+    def __post_init__(self):
+        config_lib.check_at_least(self, 0, "learning_rate", "warmup_ratio", "lr_floor",
+                                  "weight_decay", "eps", "clip_norm")
+        config_lib.check_at_least(self, 1, "accumulation_steps")
 
 
 def num_updates(config: OptimConfig, train_steps: int) -> int:
