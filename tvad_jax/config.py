@@ -117,14 +117,23 @@ def flat_keys(config: Any, prefix: str = "") -> list[str]:
     return keys
 
 
+def at_least(value: float, minimum: float) -> float:
+    """`value` if it is a finite number >= `minimum` (NaN fails too), else a ValueError
+    saying what was expected (sizes, steps, rates, command-line numbers)."""
+    if not (math.isfinite(value) and value >= minimum):
+        kind = "an integer" if isinstance(value, int) else "a finite number"
+        raise ValueError(f"expected {kind} >= {minimum}, got {value!r}")
+    return value
+
+
 def check_at_least(section: Any, minimum: float, *names: str) -> None:
-    """For a section's `__post_init__`: ValueError naming the first of its fields `names`
-    that is not a finite number >= `minimum` (sizes, steps, rates; NaN fails too)."""
+    """For a section's `__post_init__`: `at_least` on each of its fields `names`, the
+    ValueError naming the field."""
     for name in names:
-        value = getattr(section, name)
-        if not (math.isfinite(value) and value >= minimum):
-            kind = "an integer" if isinstance(value, int) else "a finite number"
-            raise ValueError(f"{name}: expected {kind} >= {minimum}, got {value!r}")
+        try:
+            at_least(getattr(section, name), minimum)
+        except ValueError as err:
+            raise ValueError(f"{name}: {err}") from None
 
 
 def check_choice(section: Any, name: str, choices: tuple) -> None:

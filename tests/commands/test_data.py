@@ -2,6 +2,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from tvad_jax.cli import main
 
 
@@ -37,3 +39,17 @@ def test_bad_override_and_bad_source_end_with_one_line(tmp_path, capsys):
     missing = tmp_path / "missing"
     assert main(["data", "prepare", "--config", "tiny", f"prepare.source={missing}"]) == 2
     assert f"tvad: error: {missing}: dataset root not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("below", ["", "prepared"])
+def test_prepare_into_a_file_fails_before_reading_the_source(tmp_path, capsys, below):
+    """`prepare.out_dir` that is a file (or inside one): one line naming it, nothing made."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    source = tmp_path / "source"
+    source.mkdir()
+    code = main(["data", "prepare", "--config", "tiny", f"prepare.source={source}",
+                 f"prepare.out_dir={blocker / below}"])
+    assert code == 2
+    assert f"tvad: error: {blocker}: exists and is not a folder" in capsys.readouterr().err
+    assert list(source.iterdir()) == [] and blocker.read_text() == "x"

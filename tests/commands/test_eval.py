@@ -121,3 +121,26 @@ def test_unreadable_scores_file_is_one_line_and_exit_2(tmp_path, capsys, scores)
                           "--labels", str(tmp_path / "labels")], capsys)
     assert code == 2 and out == "" and len(err.splitlines()) == 1
     assert "v.npy: not a readable .npy array" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["frame-auc", "--sigma", "nan"], "argument --sigma: expected a finite number >= 0, got nan"),
+    (["frame-auc", "--sigma", "-1"], "argument --sigma: expected a finite number >= 0, got -1.0"),
+    (["rbdc-tbdc", "--num-frames", "0"], "argument --num-frames: expected an integer >= 1"),
+    (["frame-auc", "--run-dir", "{file}"], "{file}: exists and is not a folder"),
+    (["text", "--run-dir", "{file}/run"], "{file}: exists and is not a folder"),
+])
+def test_bad_numbers_and_output_folders_fail_before_reading_anything(tmp_path, capsys, argv,
+                                                                     message):
+    """Usage errors at parse time, exit 2: the inputs are never read, nothing is written."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    inputs = {"frame-auc": ["--scores", "s", "--labels", "l"], "text": [
+        "--predictions", "p.json", "--references", "r.json"], "rbdc-tbdc": [
+        "--tracks", "t", "--detections", "d", "--num-frames", "5"]}[argv[0]]
+    argv = [a.format(file=blocker) for a in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        run(["eval", argv[0], *inputs, *argv[1:]], capsys)
+    assert exit_info.value.code == 2
+    assert message.format(file=blocker) in capsys.readouterr().err
+    assert blocker.read_text() == "x" and sorted(tmp_path.iterdir()) == [blocker]

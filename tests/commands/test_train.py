@@ -125,3 +125,48 @@ def test_backbone_of_another_frame_size_fails_before_a_run_folder(tvad, runs_dir
     result = tvad("train", "tvad", "--config", "tiny", f"runs_dir={runs_dir}")
     result.failed_with("the prepared data is 48x48")
     assert list(runs_dir.rglob("*")) == []
+
+
+@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_run_dir_that_is_a_file_fails_before_any_work(tvad, runs_dir, tmp_path, stage, below):
+    """`--run-dir` naming a file (or a path inside one): one line naming it, before the
+    benchmark is even looked for (`synth.out_dir` does not exist)."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = tvad("train", stage, "--config", "tiny", "--run-dir", blocker / below,
+                  f"runs_dir={runs_dir}", f"synth.out_dir={tmp_path / 'synth'}")
+    result.failed_with(f"{blocker}: exists and is not a folder")
+    assert sorted(tmp_path.iterdir()) == [blocker, runs_dir] and list(runs_dir.iterdir()) == []
+
+
+def test_runs_dir_that_is_a_file_fails_before_any_work(tvad, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = tvad("train", "s3m", "--config", "tiny", f"runs_dir={blocker}",
+                  f"synth.out_dir={tmp_path / 'synth'}")
+    result.failed_with(f"{blocker}: exists and is not a folder")
+    assert sorted(tmp_path.iterdir()) == [blocker]
+
+
+def test_toy_with_negative_steps_fails_before_running(tvad, tmp_path):
+    """`steps=-3` never becomes a "completed" run: one line, nothing made."""
+    result = tvad("train", "toy", "--run-dir", tmp_path / "run", "train.loop.steps=-3")
+    result.failed_with("'train.loop.steps'='-3': steps: expected an integer >= 1, got -3")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--run-dir", "{file}"], "argument --run-dir: {file}: exists and is not a folder"),
+    (["--run-dir", "{file}/run"], "argument --run-dir: {file}: exists and is not a folder"),
+    (["--run-dir", "run", "--num-devices", "-1"], "argument --num-devices: expected an "
+                                                   "integer >= 0, got -1"),
+])
+def test_toy_arguments_are_checked_as_they_are_parsed(tvad, capsys, tmp_path, argv, message):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(SystemExit) as exit_info:
+        tvad("train", "toy", *[a.format(file=blocker) for a in argv])
+    assert exit_info.value.code == 2
+    assert message.format(file=blocker) in capsys.readouterr().err
+    assert sorted(tmp_path.iterdir()) == [blocker]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from tvad_jax.data import track_files
-from tvad_jax.data.files import (load_npy, numbered_files, parse_int, parse_number, read_json,
-                                 read_text)
+from tvad_jax.data.files import (check_output_dir, load_npy, numbered_files, parse_int,
+                                 parse_number, read_json, read_text)
 from tvad_jax.data.readers import UBnormalReader, check_sidecar
 from tvad_jax.errors import DataError, InputError
 
@@ -176,3 +176,23 @@ def test_fuzz_mutated_files_give_named_errors_or_valid_reads(tmp_path, kind):
         else:
             outcomes["read"] += 1
     assert outcomes["error"] > 0 and outcomes["read"] > 0
+
+
+def test_output_dir_must_be_a_writable_folder_or_creatable(tmp_path):
+    """A missing folder under a writable one is fine (made later); a file, or a path below
+    one, is named before any work; nothing is created by the check."""
+    assert check_output_dir(tmp_path / "new" / "run") == tmp_path / "new" / "run"
+    assert not (tmp_path / "new").exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(DataError, match=f"{blocker}: exists and is not a folder$"):
+        check_output_dir(blocker)
+    with pytest.raises(DataError, match="not a folder, so .*/file/a/b cannot be made"):
+        check_output_dir(blocker / "a" / "b")
+
+
+def test_output_dir_refuses_a_read_only_folder(tmp_path, monkeypatch):
+    """An unwritable folder (faked: the tests may run as root, who may write anywhere)."""
+    monkeypatch.setattr("os.access", lambda path, mode: False)
+    with pytest.raises(DataError, match=f"{tmp_path}: folder is not writable"):
+        check_output_dir(tmp_path / "runs")

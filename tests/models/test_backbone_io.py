@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tvad_jax.models.backbone_io import (SHIPPED_DIR, config_from_dict, config_to_dict,
-                                         load_backbone, save_backbone)
+                                         load_backbone, read_tree, save_backbone, write_tree)
 from tvad_jax.models.configs import default_backbone, tiny_backbone
 from tvad_jax.models.convert import CheckpointError
 from tvad_jax.models.tokenizer import train_tokenizer
@@ -59,3 +59,13 @@ def test_shipped_default_loads_and_runs():
     assert tokens.shape == (1, 4 * 16, cfg.decoder.width)
     assert np.isfinite(np.asarray(tokens)).all()
     print(f"shipped default loaded in {load_s:.2f} s")   # measured, not asserted
+
+
+@pytest.mark.parametrize("keep", [0, 7, 0.5])
+def test_truncated_weights_are_a_named_error(tmp_path, keep):
+    """An empty, header-cut or half-written safetensors file: CheckpointError naming it."""
+    path = write_tree(tmp_path / "w.safetensors", {"a": {"b": np.ones((64, 64))}})
+    data = path.read_bytes()
+    path.write_bytes(data[:int(keep * len(data)) if isinstance(keep, float) else keep])
+    with pytest.raises(CheckpointError, match=f"{path}: cannot read safetensors"):
+        read_tree(path)

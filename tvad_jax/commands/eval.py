@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from tvad_jax import runs
-from tvad_jax.commands.common import add_config_args, config_from_args
+from tvad_jax.commands.common import add_config_args, config_from_args, number_at_least, output_dir
 from tvad_jax.errors import InputError
 from tvad_jax.eval import metrics, rbdc, report, text_metrics
 
@@ -45,7 +45,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help="folder of <video>.npy float scores, one per frame")
     frame.add_argument("--labels", type=Path, required=True,
                        help="folder of <video>.npy 0/1 labels, one per frame")
-    frame.add_argument("--sigma", type=float, default=DEFAULTS.smoothing_sigma,
+    frame.add_argument("--sigma", type=number_at_least(0, float),
+                       default=DEFAULTS.smoothing_sigma,
                        help="Gaussian temporal smoothing of scores, in frames (0 = off)")
     _add_output_args(frame)
     frame.set_defaults(func=_guarded(_frame_auc))
@@ -55,7 +56,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="folder of <video>.txt: track_id,frame_id,x_min,y_min,x_max,y_max")
     region.add_argument("--detections", type=Path, required=True,
                         help="folder of <video>.txt: frame_id,x_min,y_min,x_max,y_max,score")
-    region.add_argument("--num-frames", type=int, required=True,
+    region.add_argument("--num-frames", type=number_at_least(1), required=True,
                         help="total frames of all test videos (false positives per frame)")
     region.add_argument("--alpha", type=float, default=DEFAULTS.alpha,
                         help="fraction of a track's regions that must be detected")
@@ -93,10 +94,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_output_args(parser: argparse.ArgumentParser, plots: bool = True) -> None:
-    parser.add_argument("--run-dir", type=Path, help="also write JSON and markdown here")
+    parser.add_argument("--run-dir", type=output_dir,
+                        help="also write JSON and markdown here")
     if plots:
         parser.add_argument("--plot", action="store_true", help="also write PNG curves")
-        parser.add_argument("--runs-root", type=Path, default=Path("runs"),
+        parser.add_argument("--runs-root", type=output_dir, default=Path("runs"),
                             help="where a new run folder goes for --plot without --run-dir")
 
 

@@ -17,6 +17,8 @@ import json
 import sys
 from pathlib import Path
 
+from tvad_jax.commands.common import number_at_least, output_dir
+
 
 def add_parser(subparsers) -> None:
     """Add the `detect` and `chat` commands."""
@@ -26,8 +28,8 @@ def add_parser(subparsers) -> None:
     detect.add_argument("model_dir", type=Path, metavar="MODEL_DIR")
     detect.add_argument("videos", type=Path, nargs="+", metavar="VIDEO")
     detect.add_argument("--no-overlay", action="store_true", help="skip the heatmap videos")
-    detect.add_argument("--max-new-tokens", type=int, default=48)
-    detect.add_argument("--runs-root", type=Path, default=Path("runs"))
+    detect.add_argument("--max-new-tokens", type=number_at_least(1), default=48)
+    detect.add_argument("--runs-root", type=output_dir, default=Path("runs"))
     detect.set_defaults(func=run_detect)
 
     chat = subparsers.add_parser("chat", help="multi-turn dialogue about one video",
@@ -36,23 +38,24 @@ def add_parser(subparsers) -> None:
     chat.add_argument("model_dir", type=Path, metavar="MODEL_DIR")
     chat.add_argument("video", type=Path, metavar="VIDEO")
     chat.add_argument("--questions", type=Path, help="a file of questions, one per line")
-    chat.add_argument("--max-new-tokens", type=int, default=48)
-    chat.add_argument("--max-turns", type=int, default=8)
-    chat.add_argument("--runs-root", type=Path, default=Path("runs"))
+    chat.add_argument("--max-new-tokens", type=number_at_least(1), default=48)
+    chat.add_argument("--max-turns", type=number_at_least(1), default=8)
+    chat.add_argument("--runs-root", type=output_dir, default=Path("runs"))
     chat.set_defaults(func=run_chat)
 
 
 def run_detect(args) -> int:
     # Imports deferred: the command's heavy modules load only when it runs.
     from tvad_jax import runs
-    from tvad_jax.errors import DataError
+    from tvad_jax.data.video_io import read_video
     from tvad_jax.infer.detect import detect_videos
+    from tvad_jax.infer.dialogue import check_answer_budget
     from tvad_jax.models.tvad import load_model
 
     model = load_model(args.model_dir)
-    for path in args.videos:        # before any output: a typo costs no half-made run
-        if not path.is_file():
-            raise DataError(path, "video file not found")
+    check_answer_budget(model.backbone.cfg.decoder, args.max_new_tokens)
+    for path in args.videos:        # decoded once before any output: a bad one costs nothing
+        read_video(path)
     run_dir = runs.new_run_dir("detect", {"model": str(args.model_dir),
                                           "videos": [str(v) for v in args.videos]},
                                args.runs_root)
@@ -67,26 +70,27 @@ def run_chat(args) -> int:
     # Imports deferred: the command's heavy modules load only when it runs.
     from tvad_jax import runs
     from tvad_jax.errors import DataError
-    from tvad_jax.infer.detect import chat_about_video
+    from tvad_jax.infer.detect import CHAT_QUESTION_LEN, chat_about_video
+    from tvad_jax.infer.dialogue import check_answer_budget, read_questions
     from tvad_jax.models.tvad import load_model
 
     model = load_model(args.model_dir)
     if model.cfg.variant == "no_rae":
         raise DataError(args.model_dir, "this model (variant no_rae) has no dialogue")
+    check_answer_budget(model.backbone.cfg.decoder, args.max_new_tokens, CHAT_QUESTION_LEN)
     if not args.video.is_file():
         raise DataError(args.video, "video file not found")
+    ask = _prompt_user
     if args.questions is not None:
         if not args.questions.is_file():
             raise DataError(args.questions, "questions file not found")
-        questions = [q.strip() for q in args.questions.read_text().splitlines() if q.strip()]
-        ask = iter(questions).__next__
-    else:
-        ask = _prompt_user
+        ask = iter(read_questions(args.questions, model.backbone.tokenizer, args.max_turns,
+                                  CHAT_QUESTION_LEN)).__next__
+    turns = chat_about_video(model, args.video, ask, args.max_turns, args.max_new_tokens)
     run_dir = runs.new_run_dir("chat", {"model": str(args.model_dir), "video": str(args.video)},
                                args.runs_root)
     transcript = []
-    for question, answer in chat_about_video(model, args.video, ask, args.max_turns,
-                                             args.max_new_tokens):
+    for question, answer in turns:
         transcript.append({"question": question, "answer": answer})
         print(f"Q: {question}\nA: {answer}", flush=True)
     (run_dir / "transcript.json").write_text(json.dumps(transcript, indent=2) + "\n")

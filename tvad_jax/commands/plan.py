@@ -175,6 +175,7 @@ def run_plan(args) -> int:
     # Imports deferred: JAX must not start its CPU backend before the device count is set.
     from tvad_jax import configs  # noqa: F401  deferred (registers the plan configs)
     from tvad_jax import config as config_lib  # deferred
+    from tvad_jax.data.files import check_output_dir  # deferred
     from tvad_jax.jobs import plan as plan_lib  # deferred
 
     mesh_cfg = parse_mesh(args.mesh)
@@ -182,6 +183,7 @@ def run_plan(args) -> int:
     stages = parse_stages(args.stage)
     pcfg = config_lib.resolve(args.config, args.overrides, kind="plan")
     plan_lib.shapes(pcfg)  # config problems fail here, before JAX starts
+    check_output_dir(pcfg.runs_dir)
     if not _claim_cpu_devices(devices):
         return _rerun(args, devices)
 

@@ -22,7 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tvad_jax.commands.common import add_config_args, config_from_args
+from tvad_jax.commands.common import add_config_args, config_from_args, number_at_least, output_dir
 
 
 def add_parser(subparsers) -> None:
@@ -46,12 +46,12 @@ def add_parser(subparsers) -> None:
     tvad.set_defaults(func=run_tvad)
 
     toy = commands.add_parser("toy", help="the engine on a toy regression task")
-    toy.add_argument("--run-dir", type=Path, required=True)
-    toy.add_argument("--num-devices", type=int, default=0,
+    toy.add_argument("--run-dir", type=output_dir, required=True)
+    toy.add_argument("--num-devices", type=number_at_least(0), default=0,
                      help="use only the first N devices (0 = all)")
     toy.add_argument("--params-out", type=Path,
                      help="write the final trainable params here (.npz)")
-    toy.add_argument("--pause-at-step", type=int, default=0,
+    toy.add_argument("--pause-at-step", type=number_at_least(0), default=0,
                      help="testing: after this step (and its pending checkpoint saves), "
                           "write <run-dir>/paused-<process> and sleep until killed")
     toy.add_argument("overrides", nargs="*", metavar="key=value",

@@ -1,5 +1,5 @@
 """Strict reading of the small files at the data layer's edges: text, numbers in text, JSON,
-`.npy` arrays and numbered file sequences.
+`.npy` arrays and numbered file sequences; and the check of an output folder before any work.
 
 Every violation is a `DataError` naming the file (and line or frame) and what was expected,
 so that bad input never reaches the readers as a traceback or as quietly wrong data. A UTF-8
@@ -8,6 +8,7 @@ byte-order mark and CRLF line endings are legitimate variants and read correctly
 from __future__ import annotations
 
 import json
+import os
 import re
 import tokenize
 from pathlib import Path
@@ -124,3 +125,17 @@ def numbered_files(folder: str | Path, pattern: re.Pattern, count: int | None = 
         raise DataError(numbered[extra[0]], f"{what} for frame {extra[0]}, beyond the "
                                             f"expected frames 0-{expected - 1}")
     return [numbered[n] for n in range(expected)]
+
+
+def check_output_dir(path: str | Path) -> Path:
+    """`path` if outputs can go there: it, or its nearest existing parent, is a writable
+    folder. Called before any work, so that a bad output path fails at once and leaves
+    nothing behind (a folder is only created later, by whoever writes into it)."""
+    path = Path(path)
+    existing = next(p for p in (path, *path.parents) if p.exists() or p.is_symlink())
+    if not existing.is_dir():
+        where = "" if existing == path else f", so {path} cannot be made"
+        raise DataError(existing, f"exists and is not a folder{where}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DataError(existing, "folder is not writable")
+    return path

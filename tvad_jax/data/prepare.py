@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tvad_jax import config as config_lib
 from tvad_jax.data.annotate import annotate_video
+from tvad_jax.data.files import check_output_dir
 from tvad_jax.data.readers import make_reader
 from tvad_jax.data.tfds_builders import INCOMPLETE_PREFIX, TvadVideos
 from tvad_jax.errors import DataError, InputError
@@ -54,7 +55,7 @@ def prepare(cfg, report=print) -> Path:
         raise DataError(source, "dataset root not found (run `tvad data synth` first for the "
                                 "synthetic benchmark)")
     options = reader_options(cfg)
-    with _exclusive(Path(cfg.prepared_dir)):
+    with _exclusive(check_output_dir(cfg.prepared_dir)):
         builder = TvadVideos(layout=cfg.prepare.layout, source=source, height=cfg.prepare.height,
                              width=cfg.prepare.width, splits=cfg.prepare.splits,
                              fingerprint=source_fingerprint(cfg, options),

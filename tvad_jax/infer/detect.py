@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -35,6 +36,8 @@ from tvad_jax.infer.features import make_encoder
 from tvad_jax.models.ahd import upsample
 from tvad_jax.models.tvad import TVADModel, abnormal_heatmap
 from tvad_jax.runs import progress
+
+CHAT_QUESTION_LEN = 64      # tokens per typed question in `tvad chat`
 
 
 @dataclasses.dataclass
@@ -160,27 +163,41 @@ def detect_videos(model: TVADModel, paths: Sequence[Path], out_dir: Path,
                   max_new_tokens: int = 48, overlay: bool = True) -> Iterator[dict]:
     """Run the detector on video files: per video `<name>.scores.npy`, `<name>.overlay.mp4`
     (with `overlay` and an AHD) and one line of `detections.jsonl` in `out_dir`; yields each
-    video's summary as it is written."""
+    video's summary as it is written. `detections.jsonl` appears only once every video is
+    done (it is written under a temporary name), so a failure midway leaves none."""
     detector = Detector(model, max_new_tokens=max_new_tokens)
-    with (out_dir / "detections.jsonl").open("w") as out:
-        for path in progress(paths, "detect", unit="video"):
-            frames = read_video(path)
-            result = detector(frames, name=path.stem)
-            np.save(out_dir / f"{path.stem}.scores.npy", result.scores)
-            if result.heatmaps is not None and overlay:
-                write_overlay(out_dir / f"{path.stem}.overlay.mp4", frames, result.heatmaps)
-            out.write(json.dumps(result.summary()) + "\n")
-            out.flush()
-            yield result.summary()
+    final = out_dir / "detections.jsonl"
+    partial = out_dir / f".detections.jsonl.tmp{os.getpid()}"
+    try:
+        with partial.open("w") as out:
+            for path in progress(paths, "detect", unit="video"):
+                frames = read_video(path)
+                result = detector(frames, name=path.stem)
+                np.save(out_dir / f"{path.stem}.scores.npy", result.scores)
+                if result.heatmaps is not None and overlay:
+                    write_overlay(out_dir / f"{path.stem}.overlay.mp4", frames, result.heatmaps)
+                out.write(json.dumps(result.summary()) + "\n")
+                yield result.summary()
+        partial.replace(final)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def chat_about_video(model: TVADModel, path: Path, ask: Callable[[], str], max_turns: int = 8,
                      max_new_tokens: int = 48) -> Iterator[tuple[str, str]]:
     """A multi-turn dialogue about one video, the KV cache reused across turns: questions
-    come from `ask()` (StopIteration or an empty question ends it); yields (question, answer)."""
+    come from `ask()` (StopIteration or an empty question ends it); the (question, answer)
+    turns run as the result is iterated. The video is read here, at the call, so that a bad
+    one fails before the caller makes any output."""
     feats = Detector(model).features(read_video(path))
     chat = Dialogue(model, feats.video_visual[None], feats.video_hidden[None],
-                    max_turns=max_turns, max_new_tokens=max_new_tokens, question_len=64)
+                    max_turns=max_turns, max_new_tokens=max_new_tokens,
+                    question_len=CHAT_QUESTION_LEN)
+    return _turns(chat, ask, max_turns)
+
+
+def _turns(chat: Dialogue, ask: Callable[[], str], max_turns: int) -> Iterator[tuple[str, str]]:
+    """(question, answer) per turn until `ask` runs out or `max_turns` are done."""
     for _ in range(max_turns):
         try:
             question = ask()

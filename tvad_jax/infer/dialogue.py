@@ -17,16 +17,23 @@ its whole reference dialogue before each test video.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tvad_jax.config import ConfigError
 from tvad_jax.data.dialogues import dialogue_arrays, turn_tokens
+from tvad_jax.data.files import text_lines
+from tvad_jax.errors import DataError
+from tvad_jax.models.configs import DecoderConfig
 from tvad_jax.models.decoder import Decoder, init_cache
 from tvad_jax.models.generate import generate
 from tvad_jax.models.tvad import decoder_inputs, heatmaps, prompt_maps
+
+QUESTION_LEN = 24       # tokens per question turn (right-padded: one compiled program)
 
 
 class Dialogue:
@@ -35,7 +42,7 @@ class Dialogue:
 
     def __init__(self, model, visual: np.ndarray, hidden: np.ndarray | None = None,
                  example: tuple | None = None, max_turns: int = 4, max_new_tokens: int = 48,
-                 question_len: int = 24, example_len: int = 160, seed: int = 0):
+                 question_len: int = QUESTION_LEN, example_len: int = 160, seed: int = 0):
         self.model = model
         self.tokenizer = model.backbone.tokenizer
         self.dec_cfg = model.backbone.cfg.decoder
@@ -102,6 +109,33 @@ class Dialogue:
         if self.dec_cfg.eos_token_id in ids:
             ids = ids[:ids.index(self.dec_cfg.eos_token_id)]
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+def check_answer_budget(dec_cfg: DecoderConfig, max_new_tokens: int,
+                        question_len: int = QUESTION_LEN) -> None:
+    """ConfigError, naming the limit, when one question and its answer alone overflow the
+    decoder's context (`max_length`): refused at once instead of generating for minutes."""
+    room = dec_cfg.max_length - question_len
+    if max_new_tokens > room:
+        raise ConfigError(f"max_new_tokens {max_new_tokens}: a {question_len}-token question and "
+                          f"its answer must fit the decoder's context of {dec_cfg.max_length} "
+                          f"tokens (at most {room} new tokens)")
+
+
+def read_questions(path: Path, tokenizer, max_turns: int, question_len: int = QUESTION_LEN
+                   ) -> list[str]:
+    """The questions of a text file (one per non-blank line), checked before any turn runs:
+    UTF-8 text, at most `max_turns` of them, each within `question_len` tokens."""
+    lines = text_lines(path)
+    if len(lines) > max_turns:
+        raise DataError(path, f"{len(lines)} questions, more than the {max_turns} turns "
+                              "the dialogue holds (--max-turns)")
+    for number, question in lines:
+        length = len(turn_tokens(tokenizer, question, None)[0])
+        if length > question_len:
+            raise DataError(path, f"line {number}: a question of {length} tokens; at most "
+                                  f"{question_len} fit a turn")
+    return [question for _, question in lines]
 
 
 YES_WORDS = frozenset({"yes", "yeah", "yep", "true"})

@@ -35,6 +35,7 @@ import numpy as np
 
 from tvad_jax.data.clip_texts import (DESCRIBE, AttachText, ClipText, ClipTexts, clip_texts,
                                       encode_texts)
+from tvad_jax.data.files import check_output_dir
 from tvad_jax.data.pipeline import (LoaderConfig, clip_index, find_builder_dir, make_dataset,
                                     open_split)
 from tvad_jax.data.readers import make_reader
@@ -237,6 +238,7 @@ def _loader(cfg: Config, pcfg: PretrainConfig, shuffle: bool = True) -> LoaderCo
 def pretrain(cfg: Config, ship: bool = False, report: Report = print) -> Path:
     """Run the whole pretraining job; returns the run folder (with `backbone/` inside)."""
     pcfg = cfg.pretrain
+    check_output_dir(cfg.runs_dir)
     ensure_prepared(cfg, report)
     run_dir = new_run_dir("pretrain", cfg, cfg.runs_dir)
     annotations = sorted((find_builder_dir(cfg.prepared_dir) / "annotations").glob("*.jsonl"))

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tvad_jax import config as config_lib
+from tvad_jax.data.files import check_output_dir
 from tvad_jax.data.track_windows import (FEATURES, NUM_FEATURES, feature_stats, make_dataset,
                                          make_windows, read_sidecars, sequences)
 from tvad_jax.errors import DataError
@@ -79,6 +80,7 @@ def train_s3m(cfg: Config, run_dir: str | Path | None = None, report: Report = p
     to `s3m_stats.json` once training ends.
     """
     job = cfg.s3m
+    check_output_dir(run_dir or cfg.runs_dir)
     distributed.initialize(job.train.distributed)
     ensure_benchmark(cfg, report)
     seqs = sequences(read_sidecars(cfg, job.train_split))

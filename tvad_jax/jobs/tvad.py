@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tvad_jax import config as config_lib
 from tvad_jax.config import ConfigError
+from tvad_jax.data.files import check_output_dir
 from tvad_jax.eval.baselines import baseline_scores
 from tvad_jax.eval.metrics import frame_auc
 from tvad_jax.eval.report import write_summary
@@ -57,6 +58,7 @@ def train_tvad(cfg: Config, run_dir: str | Path | None = None,
         raise ConfigError("tvad.stage1.abnormal_repeat oversamples cached clips; with "
                           "tvad.stage1.train_vision=true the clips come from the shards and "
                           "are not oversampled: set abnormal_repeat=1")
+    check_output_dir(run_dir or cfg.runs_dir)
     ensure_prepared(cfg, report)
     backbone = load_frozen_backbone(job.backbone)       # inputs checked before any output
     check_fits(backbone, cfg)
@@ -110,6 +112,7 @@ def evaluate_backbone(cfg: Config, split: str, one_shot: bool = False,
                       report: Report = print) -> dict:
     """`tvad eval backbone`: the plain backbone on the dialogue (paper 000 Table 3's zero- or
     one-shot protocol) in a new run folder (eval_<split>.json/.md)."""
+    check_output_dir(cfg.runs_dir)
     backbone = load_frozen_backbone(cfg.tvad.backbone)
     check_fits(backbone, cfg)
     run_dir = start_run("eval-backbone", cfg)

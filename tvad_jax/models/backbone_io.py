@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 from flax import traverse_util
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from tvad_jax.models.configs import BackboneConfig, DecoderConfig, TextConfig, VisionConfig
@@ -94,7 +95,7 @@ def read_tree(path: str | Path) -> dict:
 
     try:
         flat = load_file(str(path))
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, SafetensorError) as err:   # missing, truncated, damaged
         raise CheckpointError(f"{path}: cannot read safetensors ({err})") from None
     return traverse_util.unflatten_dict({k: v.astype(np.float32) for k, v in flat.items()},
                                         sep="/")
