@@ -2,6 +2,12 @@
 (variant no_rae), then stage 2 on top of that AHD (--stage1-from), evaluation, detection,
 dialogue. Asserts what the stages must guarantee, not what a tiny model learns."""
 import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import jax
@@ -160,3 +166,98 @@ def test_bad_model_folder_and_video_fail_with_one_line(trained, tmp_path, capsys
     assert main(["detect", str(trained[3]), str(tmp_path / "x.mp4"),
                  "--runs-root", str(tmp_path)]) == 2
     assert "video file not found" in capsys.readouterr().err
+
+
+def test_truncated_model_weights_fail_in_one_line(trained, tmp_path, capsys):
+    """A copy of the model whose tvad.safetensors was cut short: `tvad detect` names the file,
+    exit 2, before any video is read or run folder made."""
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    for path in trained[3].iterdir():
+        data = path.read_bytes()
+        (model_dir / path.name).write_bytes(data[:len(data) // 2] if path.suffix ==
+                                            ".safetensors" else data)
+    runs_root = tmp_path / "runs"
+    assert main(["detect", str(model_dir), str(tmp_path / "x.mp4"),
+                 "--runs-root", str(runs_root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == err.splitlines()[-1]
+    assert f"{model_dir / 'tvad.safetensors'}: cannot read safetensors" in err
+    assert not runs_root.exists()
+
+
+def test_chat_refuses_an_answer_budget_past_the_decoders_context(trained, tiny_prepared,
+                                                                 tmp_path, capsys):
+    """The tiny decoder holds 512 positions: 2048 new tokens are refused at once."""
+    cfg, _ = tiny_prepared
+    video = next(Path(cfg.synth.out_dir).rglob("*.mp4"))
+    runs_root = tmp_path / "runs"
+    assert main(["chat", str(trained[3]), str(video), "--max-new-tokens", "2048",
+                 "--runs-root", str(runs_root)]) == 2
+    err = capsys.readouterr().err
+    assert "max_new_tokens 2048" in err and "decoder's context of 512 tokens" in err
+    assert not runs_root.exists()
+
+
+REPO = Path(__file__).resolve().parents[2]
+# The two commands of the `trained` fixture: stage 1 alone (6 steps), and stage 2's phases A
+# and B (4 steps each) on that AHD. Kill points: (stage folder, train step), all but the last
+# step of the run (after which the command may be done before the signal).
+_KILL_POINTS = {"ahd": [("stage1", s) for s in range(1, 6)],
+                "full": [("stage2-A", s) for s in range(1, 5)] +
+                        [("stage2-B", s) for s in range(1, 4)]}
+
+
+def _steps_logged(metrics: Path) -> list[int]:
+    lines = metrics.read_text().splitlines() if metrics.exists() else []
+    return [json.loads(line)["step"] for line in lines   # whole lines: the writer may be mid-way
+            if line.endswith("}") and "train/loss" in line]
+
+
+def _kill_at(argv: list[str], run_dir: Path, stage: str, step: int) -> None:
+    """Run `tvad *argv` in a subprocess and SIGKILL it once `step` of `stage` is logged."""
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "tvad_jax.cli", *argv], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    try:
+        while step not in _steps_logged(run_dir / stage / "metrics.jsonl"):
+            assert proc.poll() is None, proc.stderr.read()[-4000:]
+            assert time.monotonic() < deadline, f"{stage} never reached step {step}"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+
+
+@pytest.mark.parametrize("command", ["ahd", pytest.param("full", marks=pytest.mark.slow)])
+def test_kill9_at_a_random_step_then_rerun_gives_identical_model_files(trained, tmp_path,
+                                                                       command):
+    """`tvad train tvad` killed with SIGKILL after a random train step (mid-stage, during a
+    checkpoint save or evaluation, between phases), then the same command again: the exported
+    model files equal the uninterrupted run's byte for byte, and every stage logged each step
+    exactly once."""
+    args, _, ahd_dir, full_dir = trained
+    extra = (["tvad.model.variant=no_rae"] if command == "ahd"
+             else ["--stage1-from", str(ahd_dir)])
+    reference = ahd_dir if command == "ahd" else full_dir
+    stage, step = random.choice(_KILL_POINTS[command])
+    run_dir = tmp_path / "run"
+    argv = ["train", "tvad", "--run-dir", str(run_dir), *args, *extra]
+    _kill_at(argv, run_dir, stage, step)
+    assert not (run_dir / "model").exists(), (stage, step)
+    assert main(argv) == 0
+    for path in sorted(reference.iterdir()):
+        assert (run_dir / "model" / path.name).read_bytes() == path.read_bytes(), \
+            (path.name, stage, step)
+    assert sorted(p.name for p in (run_dir / "model").iterdir()) == \
+        sorted(p.name for p in reference.iterdir())
+    for metrics in run_dir.glob("*/metrics.jsonl"):
+        train_steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()
+                       if "train/loss" in line]
+        assert train_steps == sorted(set(train_steps)) == list(range(1, len(train_steps) + 1)), \
+            (metrics, stage, step)
