@@ -76,7 +76,8 @@ class _WordTokenizer:
 def stand_in_model(monkeypatch, tmp_path):
     """Make `load_model` return a stand-in model (a decoder of 128 positions, a tokenizer of
     one token per word); returns the folder to pass as MODEL_DIR and the stand-in."""
-    backbone = types.SimpleNamespace(cfg=types.SimpleNamespace(decoder=tiny_decoder(max_length=128)),
+    decoder = tiny_decoder(max_length=128)
+    backbone = types.SimpleNamespace(cfg=types.SimpleNamespace(decoder=decoder),
                                      tokenizer=_WordTokenizer())
     model = types.SimpleNamespace(cfg=types.SimpleNamespace(variant="full"), backbone=backbone)
     loaded = []
