@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import flags
 
+from tvad_jax import config as config_lib
 from tvad_jax.data.tfds_builders import TvadVideos
 from tvad_jax.errors import DataError
 
@@ -51,6 +52,10 @@ class LoaderConfig:
     worker_count: int = 0
     mean: tuple[float, ...] = CLIP_MEAN
     std: tuple[float, ...] = CLIP_STD
+
+    def __post_init__(self):
+        config_lib.check_at_least(self, 1, "clip_len", "clip_stride", "frame_step", "batch_size")
+        config_lib.check_at_least(self, 0, "num_epochs", "worker_count")
 
 
 def clip_starts(num_frames: int, clip_len: int, stride: int, frame_step: int = 1,

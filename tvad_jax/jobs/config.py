@@ -257,12 +257,6 @@ class Config:
     tvad: TVADJobConfig = TVADJobConfig()
     runs_dir: str = "runs"
 
-    def __post_init__(self):
-        # LoaderConfig (data.pipeline) has no check of its own: its sizes are checked here.
-        config_lib.check_at_least(self.loader, 1, "clip_len", "clip_stride", "frame_step",
-                                  "batch_size")
-        config_lib.check_at_least(self.loader, 0, "num_epochs", "worker_count")
-
     @property
     def prepare_source(self) -> str:
         return self.prepare.source or self.synth.out_dir
