@@ -50,12 +50,10 @@ def test_bad_overrides_fail_loudly(override, message):
     ("prepare.split_files=test=a.txt;test=b.txt", "split 'test' given twice"),
     ("s3m.train.loop.steps=-3", "steps: expected an integer >= 1, got -3"),
     ("tvad.stage1.train.loop.steps=0", "steps: expected an integer >= 1, got 0"),
-    ("tvad.stage2.phase_a.optim.learning_rate=inf", "learning_rate: expected a finite number"),
     ("tvad.stage1.train.optim.accumulation_steps=0", "accumulation_steps: expected an integer"),
     ("s3m.train.checkpoint.every_steps=-1", "every_steps: expected an integer >= 0"),
     ("s3m.model.measure=bogus", "measure: expected one of ['legt', 'lmu', 'legs', 'paper003']"),
     ("s3m.model.past=0", "past: expected an integer >= 1, got 0"),
-    ("s3m.sigma=nan", "sigma: expected a finite number >= 0, got nan"),
     ("s3m.batch_size=0", "batch_size: expected an integer >= 1, got 0"),
     ("tvad.stage1.view.clip_len=0", "clip_len: expected an integer >= 1, got 0"),
     ("tvad.stage2.dtype=float16", "dtype: expected one of ['float32', 'bfloat16']"),
@@ -72,6 +70,19 @@ def test_values_outside_their_domain_fail_in_one_line_naming_the_key(override, e
     message = str(info.value)
     assert message.startswith(f"config key {key!r}="), message
     assert expected in message and "\n" not in message
+
+
+@pytest.mark.parametrize("key, value, kind", [
+    ("loader.batch_size", "1_0", "int"), ("loader.batch_size", "\u0661", "int"),
+    ("s3m.sigma", "1_0.5", "float"), ("s3m.sigma", "nan", "float"), ("s3m.sigma", "-inf", "float"),
+    ("tvad.stage2.phase_a.optim.learning_rate", "1e400", "float"), ("loader.std", "inf", "float"),
+])
+def test_numbers_are_plain_ascii_and_finite(key, value, kind):
+    """Python's int() and float() take '1_0' (as 10), other scripts' digits and 'nan' or
+    'inf'; an override takes none of them, whether or not its section checks the value."""
+    with pytest.raises(config_lib.ConfigError) as info:
+        config_lib.resolve("tiny", [f"{key}={value}"])
+    assert str(info.value) == f"config key {key!r}: cannot parse {value!r} as {kind}"
 
 
 def test_plan_values_are_checked_too():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -20,6 +21,8 @@ from typing import Any, Callable, TypeVar
 C = TypeVar("C")
 
 _REGISTRY: dict[tuple[str, str], Callable[[], Any]] = {}   # (kind, name) -> factory
+_PLAIN_NUMBER = {int: re.compile(r"[+-]?[0-9]+"),
+                 float: re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")}
 
 
 class ConfigError(ValueError):
@@ -189,11 +192,23 @@ def _parse(field_type: Any, raw: str, key: str) -> Any:
             if lowered not in ("true", "false", "1", "0", "yes", "no"):
                 raise ValueError(raw)
             return lowered in ("true", "1", "yes")
-        if field_type in (int, float, str):
-            return field_type(raw)
+        if field_type in (int, float):
+            return _plain_number(field_type, raw)
+        if field_type is str:
+            return raw
     except ValueError:
         raise ConfigError(f"config key {key!r}: cannot parse {raw!r} as {field_type.__name__}")
     raise ConfigError(f"config key {key!r}: unsupported field type {field_type!r}")
+
+
+def _plain_number(kind: type, raw: str) -> int | float:
+    """`raw` as a plain ASCII integer or finite decimal; ValueError for what Python's int()
+    and float() take besides: '1_0', other scripts' digits, 'nan', 'inf', an overflowing
+    '1e400'."""
+    value = kind(raw) if _PLAIN_NUMBER[kind].fullmatch(raw) else None
+    if value is None or (kind is float and not math.isfinite(value)):
+        raise ValueError(raw)
+    return value
 
 
 def _coerce_json(field_type: Any, value: Any, key: str) -> Any:

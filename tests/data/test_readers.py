@@ -224,7 +224,7 @@ def test_bad_annotation_png_is_a_named_error(tmp_path, content, message):
     (Image.fromarray(np.dstack([np.zeros((H, W), np.uint8), np.ones((H, W), np.uint8),
                                 np.zeros((H, W), np.uint8)])), "unequal channels"),
     (Image.fromarray(np.zeros((H, W), np.uint16)), "mode 'I;16'"),
-    (Image.fromarray(np.zeros((H, W), np.float32)), "mode 'F'"),
+    (Image.fromarray(np.zeros((H, W), np.float32)), "a TIFF image, expected a PNG"),  # no float PNG
     (Image.new("1", (W, H)), "mode '1'"),
 ])
 def test_annotation_png_of_another_mode_is_refused(tmp_path, image, message):
@@ -234,6 +234,34 @@ def test_annotation_png_of_another_mode_is_refused(tmp_path, image, message):
     if image.mode == "F":
         _ann(root, 3).with_suffix(".tiff").replace(_ann(root, 3))
     with pytest.raises(DataError, match=rf"_0003_gt.png: .*{message}"):
+        UBnormalReader(root).read(ABNORMAL)
+
+
+def test_annotation_of_another_image_format_is_refused(tmp_path):
+    """A lossy JPEG (or any non-PNG) under the .png name would read as other ids."""
+    root = _ubnormal_tree(tmp_path / "u")
+    Image.open(_ann(root, 3)).save(_ann(root, 3), format="JPEG")
+    with pytest.raises(DataError, match=r"_0003_gt.png: a JPEG image, expected a PNG"):
+        UBnormalReader(root).read(ABNORMAL)
+
+
+def _idat_crc(png: bytes) -> slice:
+    """Where the CRC of a PNG's last IDAT chunk is (just before the IEND chunk)."""
+    end = png.index(b"IEND") - 4
+    return slice(end - 4, end)
+
+
+def test_annotation_png_with_a_damaged_chunk_is_refused(tmp_path):
+    """Pixel data that fails its chunk's CRC (here: other ids under the original checksum);
+    PIL alone decoded such data as other ids without complaint (found by
+    tests/data/test_fuzz.py)."""
+    root = _ubnormal_tree(tmp_path / "u")
+    crc = _ann(root, 3).read_bytes()[_idat_crc(_ann(root, 3).read_bytes())]
+    Image.fromarray(np.full((H, W), 9, np.uint8)).save(_ann(root, 3))
+    data = bytearray(_ann(root, 3).read_bytes())
+    data[_idat_crc(data)] = crc
+    _ann(root, 3).write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"_0003_gt.png: unreadable annotation PNG \(.*checksum"):
         UBnormalReader(root).read(ABNORMAL)
 
 

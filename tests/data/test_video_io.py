@@ -72,6 +72,16 @@ def test_damaged_video_is_an_error_unless_concealment_is_asked_for(tmp_path):
     assert strict_errors >= 3 and concealed_reads > 0
 
 
+@pytest.mark.parametrize("suffix, codec_tag", [(".mp4", b"avc1"), (".avi", b"H264")])
+def test_a_video_stream_of_an_unknown_codec_is_refused(tmp_path, suffix, codec_tag):
+    """A damaged codec tag leaves the stream without a decoder (found by tests/data/
+    test_fuzz.py; it was an AttributeError)."""
+    video = _noise_video(tmp_path / f"v{suffix}", t=4)
+    video.write_bytes(video.read_bytes().replace(codec_tag, b"zzzz"))
+    with pytest.raises(DataError, match=rf"v\{suffix}: no decoder for its video stream"):
+        read_video(video)
+
+
 def test_an_image_named_like_a_video_is_refused(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "x.png")
     (tmp_path / "x.png").rename(tmp_path / "x.mp4")

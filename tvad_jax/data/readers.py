@@ -153,13 +153,17 @@ def _read_id_maps(ann_dir: Path, name: str, shape) -> np.ndarray:
 
 
 def _read_id_map(png: Path, size: tuple[int, int]) -> np.ndarray:
-    """One 8-bit object-id map of `size` (H, W)."""
+    """One 8-bit object-id map of `size` (H, W), from a PNG whose every chunk passes its CRC."""
     try:
         with Image.open(png) as image:
-            mode, id_map = image.mode, np.asarray(image)
+            image.verify()   # every chunk's CRC: a damaged IDAT may otherwise decode as other ids
+        with Image.open(png) as image:
+            kind, mode, id_map = image.format, image.mode, np.asarray(image)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
             Image.DecompressionBombError) as err:
         raise DataError(png, f"unreadable annotation PNG ({err})") from None
+    if kind != "PNG":   # a lossy JPEG under a .png name would read as wrong ids
+        raise DataError(png, f"a {kind} image, expected a PNG")
     if mode not in _ANNOTATION_MODES:
         raise DataError(png, f"annotation PNG of mode {mode!r}, expected 8-bit grey ('L')")
     if id_map.ndim == 3:

@@ -46,6 +46,8 @@ def _decode(path: Path, container, conceal_errors: bool) -> np.ndarray:
     if not container.streams.video:
         raise DataError(path, "no video stream")
     stream = container.streams.video[0]
+    if stream.codec_context is None:
+        raise DataError(path, "no decoder for its video stream (damaged header or unknown codec)")
     if not conceal_errors:
         stream.codec_context.options = {"err_detect": "explode"}
     frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
