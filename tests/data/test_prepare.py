@@ -1,7 +1,14 @@
 """`tvad data prepare`: shards keyed by the sources and options, never stale; leftovers of
-killed runs removed; one writer per folder."""
+killed runs removed; one writer per folder; killed at any moment, a rerun ends as an
+uninterrupted run."""
 import dataclasses
+import os
+import random
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -87,3 +94,69 @@ def test_conceal_errors_reaches_the_reader(small):
     assert (strict.conceal_errors, reader.conceal_errors) == (False, True)
     assert source_fingerprint(small, reader_options(small)) != source_fingerprint(
         lenient, reader_options(lenient))
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _prepare_command(cfg, kill_after: float | None = None) -> float:
+    """Run `tvad data prepare` on `cfg`'s source in a subprocess, SIGKILLed after
+    `kill_after` seconds unless it ends first; its wall time."""
+    argv = [sys.executable, "-m", "tvad_jax.cli", "data", "prepare", "--config", "tiny",
+            f"synth.out_dir={cfg.synth.out_dir}"]
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    start = time.monotonic()
+    with subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            proc.wait(timeout=kill_after)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        stderr = proc.stderr.read()
+    assert proc.returncode in (0, -signal.SIGKILL), stderr[-4000:]
+    return time.monotonic() - start
+
+
+def _contents(cfg) -> tuple[dict, dict]:
+    """What a prepare leaves: ({file: bytes} of every file but the shards and the lock,
+    {split: (video names, decoded records)}). The shards are compared by their records:
+    their bytes differ between two uninterrupted runs (protobuf map order)."""
+    folder = Path(cfg.prepared_dir)
+    files = {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+             if p.is_file() and ".array_record" not in p.name and p.name != ".prepare.lock"}
+    records = {}
+    for split in cfg.prepare.splits:
+        source, _ = open_split(folder, split)
+        records[split] = (split_names(folder, split),
+                          [{k: np.asarray(v) for k, v in source[i].items()}
+                           for i in range(len(source))])
+    return files, records
+
+
+def _same_records(a: list[dict], b: list[dict]) -> bool:
+    return len(a) == len(b) and all(
+        x.keys() == y.keys() and all(np.array_equal(x[k], y[k]) for k in x) for x, y in zip(a, b))
+
+
+def test_kill9_at_a_random_moment_then_rerun_gives_the_same_shards(tiny_synth, tmp_path):
+    """`tvad data prepare` SIGKILLed at a random moment of its run (importing, reading videos,
+    writing shards or annotations), then the same command again: its folder holds what an
+    uninterrupted prepare writes (the same files, shards of the same records), and no
+    `incomplete.*` leftover."""
+    cfg, root = tiny_synth
+    copy = tmp_path / "synth"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("prepared"))
+    cfg = dataclasses.replace(cfg, synth=dataclasses.replace(cfg.synth, out_dir=str(copy)))
+    duration = _prepare_command(cfg)
+    files, records = _contents(cfg)
+    shutil.rmtree(cfg.prepared_dir)
+    moment = random.uniform(0.0, duration)
+    _prepare_command(cfg, kill_after=moment)
+    _prepare_command(cfg)
+    again_files, again_records = _contents(cfg)
+    assert again_files == files, f"killed after {moment:.2f} s"
+    for split, (names, examples) in records.items():
+        assert again_records[split][0] == names, (split, f"killed after {moment:.2f} s")
+        assert _same_records(again_records[split][1], examples), (split, moment)
+    assert not list(Path(cfg.prepared_dir).rglob("incomplete*")), f"killed after {moment:.2f} s"
