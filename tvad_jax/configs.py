@@ -31,7 +31,7 @@ def default() -> Config:
 @register("pretrain-quick")
 def pretrain_quick() -> Config:
     """The default with a ten-minute backbone pretraining (`tvad pretrain --config
-    pretrain-quick`): the shipped recipe for 100 steps instead of 1000."""
+    pretrain-quick`): the shipped recipe for 100 steps instead of 800."""
     cfg = Config()
     train = cfg.pretrain.train
     return dataclasses.replace(cfg, pretrain=dataclasses.replace(cfg.pretrain, train=(
