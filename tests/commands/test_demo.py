@@ -45,3 +45,13 @@ def test_missing_dataset_fails_in_one_line_without_a_run_folder(tvad, runs_dir, 
                   f"prepare.source={missing}")
     result.failed_with(f"{missing}: dataset root not found")
     assert list(runs_dir.rglob("*")) == []
+
+
+def test_runs_dir_that_is_a_file_fails_before_anything_is_written(tvad, tmp_path):
+    """`runs_dir` naming a file is refused first: no benchmark rendered, no shards."""
+    runs = tmp_path / "runs"
+    runs.write_text("not a folder")
+    data = tmp_path / "synthetic"
+    result = tvad("demo", "--config", "tiny", f"runs_dir={runs}", f"synth.out_dir={data}")
+    result.failed_with(str(runs))
+    assert not data.exists()

@@ -207,3 +207,20 @@ def test_detect_checks_every_video_before_its_run_folder(tvad, runs_dir, tmp_pat
     result = tvad("detect", stand_in_model.folder, real_video, bad, "--runs-root", runs_dir)
     result.failed_with(f"{bad}: ")
     assert list(runs_dir.rglob("*")) == []
+
+
+def test_typed_question_too_long_for_a_turn_is_asked_again(monkeypatch, capsys):
+    """At the chat prompt a question the turn cannot hold is refused with the reason and the
+    user is asked again; EOF ends the dialogue."""
+    from tvad_jax.commands.infer import _prompt_user
+    typed = iter(["a b c d e", "short"])
+    monkeypatch.setattr("builtins.input", lambda prompt: next(typed))
+
+    def problem(question):
+        return "a question of 5 words; at most 3 fit" if len(question.split()) > 3 else None
+
+    assert _prompt_user(problem) == "short"
+    assert "a question of 5 words; at most 3 fit: ask a shorter one" in capsys.readouterr().err
+    monkeypatch.setattr("builtins.input", lambda prompt: (_ for _ in ()).throw(EOFError))
+    with pytest.raises(StopIteration):
+        _prompt_user(problem)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tvad_jax.data.files import (check_output_dir, load_npy, numbered_files, parse_int,
-                                 parse_number, read_json, read_text)
+                                 parse_number, read_json, read_text, save_npy)
 from tvad_jax.errors import DataError
 
 
@@ -102,3 +102,18 @@ def test_output_dir_refuses_a_read_only_folder(tmp_path, monkeypatch):
     monkeypatch.setattr("os.access", lambda path, mode: False)
     with pytest.raises(DataError, match=f"{tmp_path}: folder is not writable"):
         check_output_dir(tmp_path / "runs")
+
+
+def test_save_npy_appears_complete_or_not_at_all(tmp_path, monkeypatch):
+    path = save_npy(tmp_path / "a.scores.npy", np.arange(5, dtype=np.float32))
+    np.testing.assert_array_equal(load_npy(path), np.arange(5))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.scores.npy"]
+
+    def fail_midway(out, array, allow_pickle):
+        out.write(b"\x93NUMPY")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "save", fail_midway)
+    with pytest.raises(OSError, match="disk full"):
+        save_npy(tmp_path / "b.scores.npy", np.zeros(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.scores.npy"]

@@ -13,9 +13,11 @@ the KV cache across turns: questions from --questions (one per line), or typed a
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
+from typing import Callable
 
 from tvad_jax.commands.common import number_at_least, output_dir
 
@@ -71,7 +73,7 @@ def run_chat(args) -> int:
     from tvad_jax import runs
     from tvad_jax.errors import DataError
     from tvad_jax.infer.detect import CHAT_QUESTION_LEN, chat_about_video
-    from tvad_jax.infer.dialogue import check_answer_budget, read_questions
+    from tvad_jax.infer.dialogue import check_answer_budget, question_problem, read_questions
     from tvad_jax.models.tvad import load_model
 
     model = load_model(args.model_dir)
@@ -80,7 +82,8 @@ def run_chat(args) -> int:
     check_answer_budget(model.backbone.cfg.decoder, args.max_new_tokens, CHAT_QUESTION_LEN)
     if not args.video.is_file():
         raise DataError(args.video, "video file not found")
-    ask = _prompt_user
+    ask = functools.partial(_prompt_user, lambda q: question_problem(
+        model.backbone.tokenizer, q, CHAT_QUESTION_LEN))
     if args.questions is not None:
         if not args.questions.is_file():
             raise DataError(args.questions, "questions file not found")
@@ -98,8 +101,15 @@ def run_chat(args) -> int:
     return 0
 
 
-def _prompt_user() -> str:
-    try:
-        return input("you> ").strip()
-    except EOFError:
-        raise StopIteration from None
+def _prompt_user(problem: Callable[[str], str | None]) -> str:
+    """The next typed question, asked again while `problem` finds one (a question too long
+    for a turn is refused here, not in the middle of the dialogue)."""
+    while True:
+        try:
+            question = input("you> ").strip()
+        except EOFError:
+            raise StopIteration from None
+        why = problem(question)
+        if why is None:
+            return question
+        print(f"[tvad] {why}: ask a shorter one", file=sys.stderr)

@@ -139,3 +139,17 @@ def check_output_dir(path: str | Path) -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise DataError(existing, "folder is not writable")
     return path
+
+
+def save_npy(path: str | Path, array: np.ndarray) -> Path:
+    """`np.save` under a temporary name, then renamed: the file appears complete or not at
+    all (a killed run leaves no truncated `.npy` that a later read would take)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with tmp.open("wb") as out:
+            np.save(out, array, allow_pickle=False)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tvad_jax.data.annotate import JUDGMENT_QUESTION
+from tvad_jax.data.files import save_npy
 from tvad_jax.data.pipeline import CLIP_MEAN, CLIP_STD, clip_starts, scatter_clips
 from tvad_jax.data.video_io import read_video, write_video
 from tvad_jax.infer.dialogue import Dialogue, normalize_yes_no
@@ -173,7 +174,7 @@ def detect_videos(model: TVADModel, paths: Sequence[Path], out_dir: Path,
             for path in progress(paths, "detect", unit="video"):
                 frames = read_video(path)
                 result = detector(frames, name=path.stem)
-                np.save(out_dir / f"{path.stem}.scores.npy", result.scores)
+                save_npy(out_dir / f"{path.stem}.scores.npy", result.scores)
                 if result.heatmaps is not None and overlay:
                     write_overlay(out_dir / f"{path.stem}.overlay.mp4", frames, result.heatmaps)
                 out.write(json.dumps(result.summary()) + "\n")

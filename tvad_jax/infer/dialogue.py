@@ -131,11 +131,18 @@ def read_questions(path: Path, tokenizer, max_turns: int, question_len: int = QU
         raise DataError(path, f"{len(lines)} questions, more than the {max_turns} turns "
                               "the dialogue holds (--max-turns)")
     for number, question in lines:
-        length = len(turn_tokens(tokenizer, question, None)[0])
-        if length > question_len:
-            raise DataError(path, f"line {number}: a question of {length} tokens; at most "
-                                  f"{question_len} fit a turn")
+        problem = question_problem(tokenizer, question, question_len)
+        if problem:
+            raise DataError(path, f"line {number}: {problem}")
     return [question for _, question in lines]
+
+
+def question_problem(tokenizer, question: str, question_len: int = QUESTION_LEN) -> str | None:
+    """Why `question` cannot be one dialogue turn (too many tokens), or None."""
+    length = len(turn_tokens(tokenizer, question, None)[0])
+    if length > question_len:
+        return f"a question of {length} tokens; at most {question_len} fit a turn"
+    return None
 
 
 YES_WORDS = frozenset({"yes", "yeah", "yep", "true"})

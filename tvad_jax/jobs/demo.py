@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from tvad_jax.data.dialogues import read_annotations
+from tvad_jax.data.files import check_output_dir
 from tvad_jax.eval.baselines import baseline_scores
 from tvad_jax.eval.metrics import frame_auc
 from tvad_jax.eval.report import comparison_table
@@ -45,6 +46,7 @@ PERCENT = {k: 100.0 for k, _ in COLUMNS if k.startswith(("yes_no_acc", "yes_no_b
 def run_demo(cfg: Config, report: Report = print) -> Path:
     """Run the whole default job and return the report folder."""
     start = time.perf_counter()
+    check_output_dir(cfg.runs_dir)
     report(f"[tvad] prepared shards in {ensure_prepared(cfg, report)}")
     run_dir = start_run("demo", cfg)
     s3m_dir = train_s3m(cfg, run_dir / "s3m", report)
