@@ -15,8 +15,16 @@ COMMAND_GROUPS = (data_commands, pretrain_commands, train_commands, eval_command
                   infer_commands, plan_commands, demo_commands)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with usage errors in one line (the usage itself is one `--help` away); its
+    subcommand parsers are of the same class."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="tvad", description="Text-guided fine-grained video anomaly detection (JAX/Flax)."
     )
     subparsers = parser.add_subparsers(dest="command", required=True)

@@ -140,7 +140,8 @@ def test_numbers_outside_their_domain_are_usage_errors(tvad, capsys, runs_dir, v
     with pytest.raises(SystemExit) as exit_info:
         tvad(command, runs_dir / "model", video, *options, "--runs-root", runs_dir)
     assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err.strip().splitlines()[-1]
+    (line,) = capsys.readouterr().err.strip().splitlines()      # one line, no usage dump
+    assert message in line and f"(see tvad {command} --help)" in line
     assert list(runs_dir.rglob("*")) == []
 
 
