@@ -1,0 +1,219 @@
+"""Qwen2.5-VL: parity with transformers 4.57.6's PyTorch model on the shared tiny checkpoint.
+
+`../shared/data/qwen2_5_vl-tiny` holds a random Qwen2.5-VL checkpoint (window attention with
+full-attention blocks, M-RoPE, untied head) and `golden.npz`, the reference outputs of
+transformers' PyTorch model in float32 (read in place, never copied; its README explains every
+array). Checked here: the processor's pixel layout and the window order (exactly), within
+1e-4 the vision tower's patch embedding, every block's output and the merged embeddings of an
+image and a 4-frame video, M-RoPE positions and rope deltas (exactly), the decoder's input
+embeddings and the logits of an image and a video prompt, and the 8 greedy tokens of each.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import types
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tvad_jax.models import qwen_vl as Q
+from tvad_jax.models.convert import CheckpointError, read_weights, write_checkpoint
+
+ATOL = 1e-4
+SHARED = Path(os.environ.get("TVAD_SHARED_DIR", Path(__file__).parents[2] / ".." / "shared"))
+FIXTURE = SHARED / "data" / "qwen2_5_vl-tiny"
+KINDS = ("image", "video")
+
+
+@pytest.fixture(scope="module")
+def qwen():
+    cfg, params = Q.load(FIXTURE / "model")
+    golden = dict(np.load(FIXTURE / "golden.npz"))
+    return types.SimpleNamespace(cfg=cfg, params=params, golden=golden)
+
+
+def _vision_inputs(golden, kind):
+    """(pixel_values, grid_thw) of the image or the video."""
+    if kind == "image":
+        return golden["pixel_values"], golden["image_grid_thw"]
+    return golden["pixel_values_videos"], golden["video_grid_thw"]
+
+
+def _prompt_inputs(golden, kind):
+    """Keyword arguments of `logits` / `rope_index` for the image or the video prompt."""
+    if kind == "image":
+        return dict(pixel_values=golden["pixel_values"], image_grid_thw=golden["image_grid_thw"])
+    return dict(pixel_values_videos=golden["pixel_values_videos"],
+                video_grid_thw=golden["video_grid_thw"],
+                second_per_grid_ts=golden["second_per_grid_ts"])
+
+
+def test_config_from_checkpoint(qwen):
+    cfg = qwen.cfg
+    v, t = cfg.vision, cfg.text
+    assert (v.width, v.depth, v.heads, v.mlp_dim, v.patch_size, v.out_width) == \
+        (32, 4, 4, 64, 4, 48)
+    assert (v.window, v.full_blocks, v.tokens_per_second) == (2, (1, 3), 2)
+    assert (t.vocab_size, t.width, t.depth, t.heads, t.kv_heads, t.mlp_dim) == \
+        (160, 48, 2, 4, 2, 96)
+    assert t.rope_theta == 1e6 and not t.tie_embeddings and t.eos_token_id is None
+    assert cfg.mrope_section == (1, 2, 3)
+    assert (cfg.vision_start_token_id, cfg.image_token_id, cfg.video_token_id) == (150, 152, 153)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_patchify_is_the_processor_layout(qwen, kind):
+    frames = qwen.golden["image"][None] if kind == "image" else qwen.golden["video_frames"]
+    pixels, grid = Q.patchify(qwen.cfg.vision, frames)
+    want_pixels, want_grid = _vision_inputs(qwen.golden, kind)
+    np.testing.assert_array_equal(pixels, want_pixels)
+    np.testing.assert_array_equal(grid, want_grid)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_window_layout_is_transformers_window_order(qwen, kind):
+    """The padded window layout without its padding is `get_window_index`'s order, its
+    windows are `cu_window_seqlens`, its segments `cu_seqlens`."""
+    _, grid = _vision_inputs(qwen.golden, kind)
+    layout = Q.window_layout(qwen.cfg.vision, grid)
+    merged = layout.merged
+    np.testing.assert_array_equal(merged[merged >= 0], qwen.golden[f"vision_{kind}_window_index"])
+    per_window = layout.valid.reshape(-1, qwen.cfg.vision.window_slots).sum(axis=1)
+    cu = np.concatenate([[0], np.cumsum(per_window[per_window > 0])])
+    np.testing.assert_array_equal(cu, qwen.golden[f"vision_{kind}_cu_window_seqlens"])
+    real = (layout.segments >= 0) & layout.valid[np.maximum(layout.segments, 0)]
+    cu_seg = np.concatenate([[0], np.cumsum(real.sum(axis=1))])
+    np.testing.assert_array_equal(cu_seg, qwen.golden[f"vision_{kind}_cu_seqlens"])
+    assert (layout.patch[layout.token_slot * qwen.cfg.vision.unit]
+            == np.arange(len(layout.token_slot)) * qwen.cfg.vision.unit).all()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_vision_tower_matches_transformers(qwen, kind):
+    pixels, grid = _vision_inputs(qwen.golden, kind)
+    cfg, params, golden = qwen.cfg, qwen.params, qwen.golden
+    patch = Q.VisionTower(cfg.vision).apply(
+        {"params": params["vision"]}, jnp.asarray(pixels), method=Q.VisionTower.embed)
+    np.testing.assert_allclose(patch, golden[f"vision_{kind}_patch_embed"], atol=ATOL)
+    blocks = Q.vision_blocks(params, cfg, pixels, grid)
+    np.testing.assert_allclose(blocks, golden[f"vision_{kind}_block_outputs"], atol=ATOL)
+    embeds = Q.vision_embeds(params, cfg, pixels, grid)
+    np.testing.assert_allclose(embeds, golden[f"vision_{kind}_embeds"], atol=ATOL)
+
+
+def test_image_and_video_in_one_call(qwen):
+    """Two grids of different sizes in one call: each attends within itself, outputs in
+    order (the layout pads the image's and the video's windows separately)."""
+    golden = qwen.golden
+    pixels = np.concatenate([golden["pixel_values"], golden["pixel_values_videos"]])
+    grid = np.concatenate([golden["image_grid_thw"], golden["video_grid_thw"]])
+    embeds = Q.vision_embeds(qwen.params, qwen.cfg, pixels, grid)
+    want = np.concatenate([golden["vision_image_embeds"], golden["vision_video_embeds"]])
+    np.testing.assert_allclose(embeds, want, atol=ATOL)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_rope_index_matches_transformers(qwen, kind):
+    inputs = {k: v for k, v in _prompt_inputs(qwen.golden, kind).items()
+              if not k.startswith("pixel_values")}
+    positions, deltas = Q.rope_index(qwen.cfg, qwen.golden[f"{kind}_input_ids"], **inputs)
+    np.testing.assert_array_equal(positions, qwen.golden[f"{kind}_position_ids"])
+    np.testing.assert_array_equal(deltas, qwen.golden[f"{kind}_rope_deltas"])
+
+
+def test_rope_index_of_text_only(qwen):
+    positions, deltas = Q.rope_index(qwen.cfg, np.array([[5, 6, 7], [8, 9, 10]]))
+    np.testing.assert_array_equal(positions, np.broadcast_to(np.arange(3), (3, 2, 3)))
+    np.testing.assert_array_equal(deltas, [[0], [0]])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_logits_match_transformers(qwen, kind):
+    golden = qwen.golden
+    ids = golden[f"{kind}_input_ids"]
+    inputs = _prompt_inputs(golden, kind)
+    seconds = inputs.pop("second_per_grid_ts", None)
+    embeds = Q.input_embeds(qwen.params, qwen.cfg, ids, **inputs)
+    np.testing.assert_allclose(embeds, golden[f"{kind}_lm_hidden_states"][0], atol=ATOL)
+    out = Q.logits(qwen.params, qwen.cfg, ids, second_per_grid_ts=seconds, **inputs)
+    assert out.shape == golden[f"{kind}_logits"].shape and out.dtype == jnp.float32
+    np.testing.assert_allclose(out, golden[f"{kind}_logits"], atol=ATOL)
+
+
+def test_placeholder_count_must_match_features(qwen):
+    golden = qwen.golden
+    ids = np.delete(golden["image_input_ids"], 10, axis=1)      # 23 placeholders, 24 features
+    with pytest.raises(ValueError, match="image features and image tokens do not match"):
+        Q.input_embeds(qwen.params, qwen.cfg, ids, pixel_values=golden["pixel_values"],
+                       image_grid_thw=golden["image_grid_thw"])
+
+
+def test_in_memory_layout_loads_the_same_params(qwen, tmp_path):
+    """transformers' `model.visual.*` / `model.language_model.*` names load identically."""
+    weights = read_weights(FIXTURE / "model")
+    renamed = {("model." + k if k.startswith("visual.") else
+                k.replace("model.", "model.language_model.", 1) if k.startswith("model.")
+                else k): w for k, w in weights.items()}
+    config = json.loads((FIXTURE / "model" / "config.json").read_text())
+    _, params = Q.load(write_checkpoint(tmp_path / "renamed", renamed, config))
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(qwen.params)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_bad_checkpoints_name_the_keys(tmp_path):
+    weights = read_weights(FIXTURE / "model")
+    config = json.loads((FIXTURE / "model" / "config.json").read_text())
+    del weights["visual.blocks.2.norm1.weight"]
+    weights["visual.blocks.0.attn.q_norm.weight"] = np.ones(8, np.float32)
+    with pytest.raises(CheckpointError) as err:
+        Q.load(write_checkpoint(tmp_path / "keys", weights, config))
+    assert "missing keys (1): visual.blocks.2.norm1.weight" in str(err.value)
+    assert "unknown keys (1): visual.blocks.0.attn.q_norm.weight" in str(err.value)
+    with pytest.raises(CheckpointError, match="not a Qwen2.5-VL config"):
+        Q.load(write_checkpoint(tmp_path / "arch", weights, dict(config, model_type="llava")))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_greedy_generation_matches_transformers(qwen, kind):
+    golden = qwen.golden
+    out = Q.generate(qwen.params, qwen.cfg, golden[f"{kind}_input_ids"], max_new_tokens=8,
+                     **_prompt_inputs(golden, kind))
+    np.testing.assert_array_equal(out, golden[f"{kind}_greedy_8"])
+
+
+def test_bfloat16_and_remat(qwen):
+    """bf16 compute stays near the float32 reference; remat recomputes each block in the
+    backward pass (more matmuls in the gradient's jaxpr, traced only)."""
+    cfg, golden = qwen.cfg, qwen.golden
+    bf16 = dataclasses.replace(cfg, vision=dataclasses.replace(cfg.vision, dtype="bfloat16"),
+                               text=dataclasses.replace(cfg.text, dtype="bfloat16"))
+    out = Q.logits(qwen.params, bf16, golden["image_input_ids"], **_prompt_inputs(golden, "image"))
+    assert out.dtype == jnp.float32
+    np.testing.assert_allclose(out, golden["image_logits"], atol=0.2)
+    pixels, grid = _vision_inputs(golden, "image")
+    args = Q.layout_arrays(Q.window_layout(cfg.vision, grid))
+
+    def loss(vision_cfg, p):
+        return Q.VisionTower(vision_cfg).apply({"params": p}, pixels, *args)[0].mean()
+
+    def matmuls(vision_cfg):
+        jaxpr = jax.make_jaxpr(jax.grad(lambda p: loss(vision_cfg, p)))(qwen.params["vision"])
+        return str(jaxpr).count("dot_general")
+
+    assert matmuls(dataclasses.replace(cfg.vision, remat=True)) > matmuls(cfg.vision)
+
+
+def test_tied_head_checkpoint(qwen, tmp_path):
+    weights = read_weights(FIXTURE / "model")
+    del weights["lm_head.weight"]
+    config = json.loads((FIXTURE / "model" / "config.json").read_text())
+    cfg, params = Q.load(write_checkpoint(tmp_path / "tied", weights,
+                                          dict(config, tie_word_embeddings=True)))
+    assert cfg.text.tie_embeddings and "lm_head" not in params["text"]
+    out = Q.logits(params, cfg, qwen.golden["image_input_ids"][:, :5])
+    assert out.shape == (1, 5, 160) and np.isfinite(out).all()
