@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tvad_jax.models import qwen_vl as Q
+from tvad_jax.models import lora, qwen_vl as Q
+from tvad_jax.models.configs import count_params
 from tvad_jax.models.convert import CheckpointError, read_weights, write_checkpoint
 
 ATOL = 1e-4
@@ -217,3 +218,35 @@ def test_tied_head_checkpoint(qwen, tmp_path):
     assert cfg.text.tie_embeddings and "lm_head" not in params["text"]
     out = Q.logits(params, cfg, qwen.golden["image_input_ids"][:, :5])
     assert out.shape == (1, 5, 160) and np.isfinite(out).all()
+
+
+def test_real_scale_config_builds_abstractly():
+    """Qwen2.5-VL-7B's params as shapes only: 8,292,166,656, the published checkpoint's."""
+    cfg = Q.qwen25vl_7b()
+    tree = Q.abstract_params(cfg)
+    assert tree["vision"]["blocks"]["attn"]["query"]["kernel"].shape == (32, 1280, 16, 80)
+    assert tree["text"]["layers"]["attn"]["key"]["bias"].shape == (28, 4, 128)
+    assert count_params(tree) == 8_292_166_656
+
+
+def test_decoder_lora_equals_merged(qwen):
+    """Unmerged q/v LoRA (rate 0) on the last layer gives the merged decoder's logits."""
+    cfg, text = qwen.cfg, qwen.params["text"]
+    adapters = lora.init_lora(text, rank=2, layers=1, rng=jax.random.key(1))
+    adapters = {path: dict(ab, b=0.5 * jax.random.normal(jax.random.key(i), ab["b"].shape))
+                for i, (path, ab) in enumerate(sorted(adapters.items()))}
+    golden, inputs = qwen.golden, _prompt_inputs(qwen.golden, "image")
+    embeds = Q.input_embeds(qwen.params, cfg, golden["image_input_ids"], **inputs)
+    positions = jnp.asarray(Q.rope_index(cfg, golden["image_input_ids"],
+                                         image_grid_thw=inputs["image_grid_thw"])[0])
+    decoder = Q.QwenDecoder(cfg.text, cfg.mrope_section)
+
+    def run(params, hook):
+        return decoder.apply({"params": params}, embeds, positions, None, None, hook)[0]
+
+    unmerged = jax.jit(lambda ad: run(text, lora.decoder_lora(ad, cfg.text.depth, 4.0, 2,
+                                                              rng=jax.random.key(2))))
+    merged = jax.jit(lambda ad: run(lora.merge(text, ad, 4.0, 2), None))
+    want = merged(adapters)
+    assert not np.allclose(want, golden["image_logits"], atol=1e-3)
+    np.testing.assert_allclose(unmerged(adapters), want, atol=1e-5)

@@ -49,6 +49,7 @@ from tvad_jax.models.convert import (CheckpointError, Rule, apply_rules, check_s
                                      read_pytorch_layout, reshape, transpose)
 from tvad_jax.models.decoder import Decoder, DecoderLayer, init_cache
 from tvad_jax.models.generate import sample
+from tvad_jax.models.lora import lora_branch
 
 
 # ------------------------------------------------------------------ configs
@@ -125,6 +126,19 @@ class QwenVLConfig:
                 self.text.dim_per_head:
             raise ValueError(f"mrope_section {self.mrope_section}: three sections summing to "
                              f"head_dim / 2 = {self.text.dim_per_head // 2}")
+
+
+def qwen25vl_7b(**text_overrides) -> QwenVLConfig:
+    """Qwen2.5-VL-7B(-Instruct): vision 32 blocks x 1280 (full attention at 7, 15, 23, 31),
+    decoder 28 layers x 3584 with 4 KV heads, vocabulary 152,064, untied head (8.29B
+    parameters). `text_overrides` replace `DecoderConfig` fields (e.g. dtype, remat)."""
+    text = dataclasses.replace(DecoderConfig(
+        vocab_size=152064, width=3584, depth=28, heads=28, kv_heads=4, mlp_dim=18944,
+        rope_theta=1e6, rms_eps=1e-6, max_length=128000, bos_token_id=151643,
+        eos_token_id=151645, pad_token_id=151643), **text_overrides)
+    return QwenVLConfig(vision=QwenVisionConfig(), text=text, mrope_section=(16, 24, 24),
+                        image_token_id=151655, video_token_id=151656,
+                        vision_start_token_id=151652, vision_end_token_id=151653)
 
 
 # ------------------------------------------------------------------ rotary embeddings
@@ -442,6 +456,13 @@ def _cached_attention(q, k, v, kv, start):
     return o, (k_cache, v_cache)
 
 
+def _lora(y, x, lora, name: str, salt: int):
+    """y [B, L, H|K, Dh] + the unmerged LoRA branch `name` of x [B, L, D] (one layer's slice
+    of `lora.decoder_lora`), dropout keyed by fold_in(rng, salt), as `DecoderLayer` does."""
+    rng = jax.random.fold_in(lora["rng"], salt)
+    return y + lora_branch(x, lora[name]["a"], lora[name]["b"], rng, lora["rate"])
+
+
 class QwenDecoderLayer(DecoderLayer):
     """`DecoderLayer` with Qwen2 attention; its `positions` argument carries the M-RoPE
     angles [B, L, Dh] (computed once per call by `QwenDecoder`)."""
@@ -456,9 +477,9 @@ class QwenDecoderLayer(DecoderLayer):
         self.mlp = L.GatedMLP(cfg.mlp_dim, dtype=dtype)
 
     def attention(self, x, kv, angles, start, key_lengths, lora):
-        if lora is not None:
-            raise ValueError("LoRA on the Qwen2.5-VL decoder is not supported yet")
         q, k, v = self.attn.qkv(x)
+        if lora is not None:
+            q, v = _lora(q, x, lora, "query", 0), _lora(v, x, lora, "value", 1)
         q, k = rotate(q, angles), rotate(k, angles)
         if kv is None:
             o = jax.nn.dot_product_attention(q, k, v, is_causal=True,
