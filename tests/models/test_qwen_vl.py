@@ -7,6 +7,8 @@ array). Checked here: the processor's pixel layout and the window order (exactly
 1e-4 the vision tower's patch embedding, every block's output and the merged embeddings of an
 image and a 4-frame video, M-RoPE positions and rope deltas (exactly), the decoder's input
 embeddings and the logits of an image and a video prompt, and the 8 greedy tokens of each.
+Also: loading errors and layouts, a tied head, bf16 and remat, unmerged q/v LoRA against the
+merged weights, and the 7B config's parameter count (shapes only).
 """
 from __future__ import annotations
 
