@@ -78,6 +78,25 @@ def test_patchify_is_the_processor_layout(qwen, kind):
     np.testing.assert_array_equal(grid, want_grid)
 
 
+def test_preprocessing_matches_the_image_processor(qwen):
+    """smart_resize, rescale + CLIP normalisation and the patch layout against transformers'
+    `Qwen2VLImageProcessor` (numpy path; no resizing, which needs PIL's bicubic filter)."""
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import (Qwen2VLImageProcessor,
+                                                                        smart_resize)
+
+    for size in [(32, 48), (100, 30), (1000, 2000), (7, 9), (224, 336), (4000, 3000)]:
+        assert Q.smart_resize(*size) == smart_resize(*size)
+        assert Q.smart_resize(*size, factor=8, max_pixels=4096) == \
+            smart_resize(*size, factor=8, max_pixels=4096)
+    image = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    processor = Qwen2VLImageProcessor(do_resize=False, patch_size=4, temporal_patch_size=2,
+                                      merge_size=2)
+    want = processor(images=[image], return_tensors="np")
+    pixels, grid = Q.patchify(qwen.cfg.vision, Q.normalize(image)[None])
+    np.testing.assert_allclose(pixels, want["pixel_values"], atol=1e-6)
+    np.testing.assert_array_equal(grid, want["image_grid_thw"])
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_window_layout_is_transformers_window_order(qwen, kind):
     """The padded window layout without its padding is `get_window_index`'s order, its

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from pathlib import Path
 from typing import NamedTuple
 
@@ -174,7 +175,36 @@ def mrope_angles(positions: jax.Array, head_dim: int, sections: tuple[int, int, 
     return jnp.concatenate([freqs, freqs], axis=-1)
 
 
-# ------------------------------------------------------------------ pixel layout
+# ------------------------------------------------------------------ preprocessing
+CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
+CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
+
+
+def smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = 56 * 56,
+                 max_pixels: int = 14 * 14 * 4 * 1280) -> tuple[int, int]:
+    """transformers' `smart_resize`: the (height, width) the processor resizes a frame to,
+    multiples of `factor` (patch x merge) as close to the aspect ratio as possible, with
+    min_pixels <= height * width <= max_pixels."""
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"aspect ratio {max(height, width) / min(height, width)} above 200")
+    h, w = round(height / factor) * factor, round(width / factor) * factor
+    if h * w > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h = max(factor, math.floor(height / beta / factor) * factor)
+        w = max(factor, math.floor(width / beta / factor) * factor)
+    elif h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h = math.ceil(height * beta / factor) * factor
+        w = math.ceil(width * beta / factor) * factor
+    return h, w
+
+
+def normalize(frames) -> np.ndarray:
+    """uint8 RGB frames [..., 3] -> float32 (x / 255 - CLIP mean) / CLIP std, the processor's
+    rescale and normalisation."""
+    return ((np.asarray(frames, np.float32) / 255.0 - CLIP_MEAN) / CLIP_STD).astype(np.float32)
+
+
 def patchify(cfg: QwenVisionConfig, frames) -> tuple[np.ndarray, np.ndarray]:
     """Frames [T, H, W, C] (already resized and normalised; H, W multiples of patch x merge)
     -> (pixel_values [N, C*tp*P*P], grid_thw [1, 3]) in `Qwen2VLImageProcessor`'s flattened
