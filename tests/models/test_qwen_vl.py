@@ -97,22 +97,62 @@ def test_preprocessing_matches_the_image_processor(qwen):
     np.testing.assert_array_equal(grid, want["image_grid_thw"])
 
 
+def _windows(layout, window_slots: int) -> tuple[np.ndarray, np.ndarray]:
+    """(window_index, cu_window_seqlens) of a layout: its merged ids without padding, and
+    the boundaries of its non-empty windows in patches."""
+    per_window = layout.valid.reshape(-1, window_slots).sum(axis=1)
+    cu = np.concatenate([[0], np.cumsum(per_window[per_window > 0])])
+    return layout.merged[layout.merged >= 0], cu
+
+
+def _transformers_windows(grid_thw, merge: int, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """transformers' `get_window_index` in numpy, line by line (its padding of a full extra
+    window row/column when the grid divides evenly, then `unique_consecutive`)."""
+    window_index, cu, offset = [], [0], 0
+    for t, h, w in np.asarray(grid_thw).tolist():
+        gh, gw = h // merge, w // merge
+        pad_h, pad_w = window - gh % window, window - gw % window
+        nh, nw = (gh + pad_h) // window, (gw + pad_w) // window
+        index = np.pad(np.arange(t * gh * gw).reshape(t, gh, gw),
+                       ((0, 0), (0, pad_h), (0, pad_w)), constant_values=-100)
+        index = index.reshape(t, nh, window, nw, window).transpose(0, 1, 3, 2, 4)
+        index = index.reshape(t, nh * nw, window, window)
+        seqlens = (index != -100).sum(axis=(2, 3)).reshape(-1)
+        flat = index.reshape(-1)
+        window_index.append(flat[flat != -100] + offset)
+        cu += (np.cumsum(seqlens) * merge * merge + cu[-1]).tolist()
+        offset += t * gh * gw
+    cu = np.asarray(cu)
+    return np.concatenate(window_index), cu[np.concatenate([[True], cu[1:] != cu[:-1]])]
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_window_layout_is_transformers_window_order(qwen, kind):
     """The padded window layout without its padding is `get_window_index`'s order, its
     windows are `cu_window_seqlens`, its segments `cu_seqlens`."""
     _, grid = _vision_inputs(qwen.golden, kind)
     layout = Q.window_layout(qwen.cfg.vision, grid)
-    merged = layout.merged
-    np.testing.assert_array_equal(merged[merged >= 0], qwen.golden[f"vision_{kind}_window_index"])
-    per_window = layout.valid.reshape(-1, qwen.cfg.vision.window_slots).sum(axis=1)
-    cu = np.concatenate([[0], np.cumsum(per_window[per_window > 0])])
+    window_index, cu = _windows(layout, qwen.cfg.vision.window_slots)
+    np.testing.assert_array_equal(window_index, qwen.golden[f"vision_{kind}_window_index"])
     np.testing.assert_array_equal(cu, qwen.golden[f"vision_{kind}_cu_window_seqlens"])
+    ported = _transformers_windows(grid, qwen.cfg.vision.merge, qwen.cfg.vision.window)
+    np.testing.assert_array_equal(ported[0], window_index)           # the port itself
+    np.testing.assert_array_equal(ported[1], cu)
     real = (layout.segments >= 0) & layout.valid[np.maximum(layout.segments, 0)]
     cu_seg = np.concatenate([[0], np.cumsum(real.sum(axis=1))])
     np.testing.assert_array_equal(cu_seg, qwen.golden[f"vision_{kind}_cu_seqlens"])
     assert (layout.patch[layout.token_slot * qwen.cfg.vision.unit]
             == np.arange(len(layout.token_slot)) * qwen.cfg.vision.unit).all()
+
+
+def test_partial_windows_follow_transformers(qwen):
+    """Grids whose merged size is not a multiple of the window (the golden grids all are):
+    the padded layout keeps transformers' window order and boundaries."""
+    v = qwen.cfg.vision
+    for grid in ([[1, 6, 10]], [[2, 10, 6]], [[1, 2, 2]], [[1, 6, 10], [3, 4, 14], [1, 8, 8]]):
+        want = _transformers_windows(grid, v.merge, v.window)
+        for got, expected in zip(_windows(Q.window_layout(v, grid), v.window_slots), want):
+            np.testing.assert_array_equal(got, expected)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -128,15 +168,18 @@ def test_vision_tower_matches_transformers(qwen, kind):
     np.testing.assert_allclose(embeds, golden[f"vision_{kind}_embeds"], atol=ATOL)
 
 
-def test_image_and_video_in_one_call(qwen):
-    """Two grids of different sizes in one call: each attends within itself, outputs in
-    order (the layout pads the image's and the video's windows separately)."""
-    golden = qwen.golden
-    pixels = np.concatenate([golden["pixel_values"], golden["pixel_values_videos"]])
-    grid = np.concatenate([golden["image_grid_thw"], golden["video_grid_thw"]])
-    embeds = Q.vision_embeds(qwen.params, qwen.cfg, pixels, grid)
-    want = np.concatenate([golden["vision_image_embeds"], golden["vision_video_embeds"]])
-    np.testing.assert_allclose(embeds, want, atol=ATOL)
+def test_padded_windows_stay_inside_their_image(qwen):
+    """A grid with partial windows gives the same finite embeddings alone and beside another
+    image (its padding slots and the other image never reach its tokens)."""
+    rng = np.random.default_rng(1)
+    pixels = rng.standard_normal((60, 96)).astype(np.float32)           # grid 1 x 6 x 10
+    other = qwen.golden["pixel_values_videos"]
+    alone = Q.vision_embeds(qwen.params, qwen.cfg, pixels, [[1, 6, 10]])
+    both = Q.vision_embeds(qwen.params, qwen.cfg, np.concatenate([pixels, other]),
+                           np.concatenate([[[1, 6, 10]], qwen.golden["video_grid_thw"]]))
+    assert alone.shape == (15, 48) and np.isfinite(alone).all()
+    np.testing.assert_allclose(both[:15], alone, atol=1e-5)
+    np.testing.assert_allclose(both[15:], qwen.golden["vision_video_embeds"], atol=ATOL)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -265,9 +308,11 @@ def test_decoder_lora_equals_merged(qwen):
     def run(params, hook):
         return decoder.apply({"params": params}, embeds, positions, None, None, hook)[0]
 
-    unmerged = jax.jit(lambda ad: run(text, lora.decoder_lora(ad, cfg.text.depth, 4.0, 2,
-                                                              rng=jax.random.key(2))))
-    merged = jax.jit(lambda ad: run(lora.merge(text, ad, 4.0, 2), None))
-    want = merged(adapters)
-    assert not np.allclose(want, golden["image_logits"], atol=1e-3)
-    np.testing.assert_allclose(unmerged(adapters), want, atol=1e-5)
+    @jax.jit
+    def both(ad):
+        hook = lora.decoder_lora(ad, cfg.text.depth, 4.0, 2, rng=jax.random.key(2))
+        return run(text, hook), run(lora.merge(text, ad, 4.0, 2), None)
+
+    unmerged, merged = both(adapters)
+    assert not np.allclose(merged, golden["image_logits"], atol=1e-3)
+    np.testing.assert_allclose(unmerged, merged, atol=1e-5)
