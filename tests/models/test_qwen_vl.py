@@ -14,22 +14,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import types
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from shared_data import qwen_tiny_dir
 
-from tvad_jax.models import lora, qwen_vl as Q
+from tvad_jax.models import lora, qwen_vl as Q, vlm
 from tvad_jax.models.configs import count_params
 from tvad_jax.models.convert import CheckpointError, read_weights, write_checkpoint
 
 ATOL = 1e-4
-SHARED = Path(os.environ.get("TVAD_SHARED_DIR", Path(__file__).parents[2] / ".." / "shared"))
-FIXTURE = SHARED / "data" / "qwen2_5_vl-tiny"
+FIXTURE = qwen_tiny_dir()
 KINDS = ("image", "video")
 
 
@@ -54,6 +52,12 @@ def _prompt_inputs(golden, kind):
     return dict(pixel_values_videos=golden["pixel_values_videos"],
                 video_grid_thw=golden["video_grid_thw"],
                 second_per_grid_ts=golden["second_per_grid_ts"])
+
+
+def test_vlm_load_dispatches_qwen_directories(qwen):
+    cfg, params = vlm.load(FIXTURE / "model")
+    assert cfg == qwen.cfg
+    assert jax.tree.structure(params) == jax.tree.structure(qwen.params)
 
 
 def test_config_from_checkpoint(qwen):

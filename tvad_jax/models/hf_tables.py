@@ -145,14 +145,16 @@ def projector_rules(prefix: str = "multi_modal_projector.") -> list[Rule]:
 
 # ------------------------------------------------------------------ configs
 def architecture(config: dict, source: str = "config.json") -> str:
-    """One of "clip", "clip_vision_model", "clip_text_model", "llama", "llava"."""
+    """One of "clip", "clip_vision_model", "clip_text_model", "llama", "llava",
+    "qwen2_5_vl"."""
     model_type = config.get("model_type")
     archs = config.get("architectures") or []
     by_arch = {"CLIPModel": "clip", "CLIPVisionModel": "clip_vision_model",
                "CLIPVisionModelWithProjection": "clip_vision_model",
                "CLIPTextModel": "clip_text_model", "CLIPTextModelWithProjection": "clip_text_model",
-               "LlamaForCausalLM": "llama", "LlavaForConditionalGeneration": "llava"}
-    known = ("clip", "clip_vision_model", "clip_text_model", "llama", "llava")
+               "LlamaForCausalLM": "llama", "LlavaForConditionalGeneration": "llava",
+               "Qwen2_5_VLForConditionalGeneration": "qwen2_5_vl"}
+    known = ("clip", "clip_vision_model", "clip_text_model", "llama", "llava", "qwen2_5_vl")
     if model_type in known:
         return model_type
     for arch in archs:

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tvad_jax.models import hf_tables as tables
+from tvad_jax.models import hf_tables as tables, qwen_vl
 from tvad_jax.models.configs import BackboneConfig, DecoderConfig, dtype_of
 from tvad_jax.models.convert import (CheckpointError, Rule, apply_rules, check_shapes, read_config,
                                      read_pytorch_layout)
@@ -322,8 +322,11 @@ def load_llava(directory: str | Path, **vision_overrides) -> tuple[BackboneConfi
 
 
 def load(directory: str | Path) -> tuple[Any, dict]:
-    """Any supported checkpoint: dispatches on config.json's architecture."""
+    """Any supported checkpoint: dispatches on config.json's architecture (Qwen2.5-VL to
+    `qwen_vl.load`, which returns its own `QwenVLConfig`)."""
     arch = tables.architecture(read_config(directory), str(directory))
+    if arch == "qwen2_5_vl":
+        return qwen_vl.load(directory)
     if arch == "llama":
         return load_llama(directory)
     if arch == "llava":
