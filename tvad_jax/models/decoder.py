@@ -112,13 +112,14 @@ class Decoder(nn.Module):
     """
 
     cfg: DecoderConfig
+    layer_class = DecoderLayer   # subclasses swap in their layer (e.g. Qwen2's attention)
 
     def setup(self):
         cfg = self.cfg
         self.embedding = self.param("embed", L.kernel_init(("vocab", "embed"), 0.02),
                                     (cfg.vocab_size, cfg.width), jnp.float32)
         self.layers = nn.scan(
-            DecoderLayer, variable_axes={"params": 0}, split_rngs={"params": True},
+            self.layer_class, variable_axes={"params": 0}, split_rngs={"params": True},
             in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, 0), length=cfg.depth,
             metadata_params={nn.PARTITION_NAME: None})(cfg, name="layers")
         self.norm = L.RMSNorm(cfg.rms_eps, self.dtype)
@@ -139,7 +140,7 @@ class Decoder(nn.Module):
         """Final-norm hidden states [B, L, D] and the updated cache (see `__call__`)."""
         B, Lq, _ = embeds.shape
         x = L.constrain(embeds.astype(self.dtype), ("batch", "length", "embed"))
-        positions = jnp.broadcast_to(positions, (B, Lq)).astype(jnp.int32)
+        positions = self.layer_positions(positions, B, Lq)
         new_lengths = (jnp.full((B,), Lq, jnp.int32) if lengths is None
                        else jnp.asarray(lengths, jnp.int32))
         if cache is None:
@@ -150,6 +151,11 @@ class Decoder(nn.Module):
         start = cache["lengths"]
         x, (k, v) = self.layers(x, (cache["k"], cache["v"]), positions, start, None, lora)
         return self.norm(x), {"k": k, "v": v, "lengths": start + new_lengths}
+
+    def layer_positions(self, positions: jax.Array, B: int, Lq: int) -> jax.Array:
+        """What the layers' rotary embedding takes: positions [B, L] int32 (subclasses with
+        another position scheme override it)."""
+        return jnp.broadcast_to(positions, (B, Lq)).astype(jnp.int32)
 
     def logits(self, h: jax.Array) -> jax.Array:
         """h [B, L, D] -> logits [B, L, V] float32."""

@@ -524,37 +524,13 @@ class QwenDecoder(Decoder):
     cache and call otherwise)."""
 
     mrope_section: tuple[int, int, int]
+    layer_class = QwenDecoderLayer
 
-    def setup(self):
-        cfg = self.cfg
-        self.embedding = self.param("embed", L.kernel_init(("vocab", "embed"), 0.02),
-                                    (cfg.vocab_size, cfg.width), jnp.float32)
-        self.layers = nn.scan(
-            QwenDecoderLayer, variable_axes={"params": 0}, split_rngs={"params": True},
-            in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, 0), length=cfg.depth,
-            metadata_params={nn.PARTITION_NAME: None})(cfg, name="layers")
-        self.norm = L.RMSNorm(cfg.rms_eps, self.dtype)
-        if not cfg.tie_embeddings:
-            self.lm_head = nn.Dense(cfg.vocab_size, use_bias=False, dtype=self.dtype,
-                                    param_dtype=jnp.float32,
-                                    kernel_init=L.kernel_init(("embed", "vocab")), name="lm_head")
-
-    def features(self, embeds, positions, cache=None, lengths=None, lora=None):
-        """As `Decoder.features`, with positions [3, B, L]."""
-        B, Lq, _ = embeds.shape
-        x = L.constrain(embeds.astype(self.dtype), ("batch", "length", "embed"))
+    def layer_positions(self, positions, B, Lq):
+        """M-RoPE angles of positions [3, B, L] (the layers rotate by angles)."""
         positions = jnp.broadcast_to(positions, (3, B, Lq))
-        angles = mrope_angles(positions, self.cfg.dim_per_head, self.mrope_section,
-                              self.cfg.rope_theta)
-        new_lengths = (jnp.full((B,), Lq, jnp.int32) if lengths is None
-                       else jnp.asarray(lengths, jnp.int32))
-        if cache is None:
-            key_lengths = None if lengths is None else new_lengths
-            x, _ = self.layers(x, None, angles, jnp.zeros((B,), jnp.int32), key_lengths, lora)
-            return self.norm(x), None
-        start = cache["lengths"]
-        x, (k, v) = self.layers(x, (cache["k"], cache["v"]), angles, start, None, lora)
-        return self.norm(x), {"k": k, "v": v, "lengths": start + new_lengths}
+        return mrope_angles(positions, self.cfg.dim_per_head, self.mrope_section,
+                            self.cfg.rope_theta)
 
 
 # ------------------------------------------------------------------ positions
