@@ -4,10 +4,8 @@ dialogue. Asserts what the stages must guarantee, not what a tiny model learns."
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -15,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util
+from processes import kill_when
 
 from tvad_jax.cli import main
 from tvad_jax.data.video_io import read_video
@@ -219,19 +218,8 @@ def _kill_at(argv: list[str], run_dir: Path, stage: str, step: int) -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen([sys.executable, "-m", "tvad_jax.cli", *argv], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    try:
-        while step not in _steps_logged(run_dir / stage / "metrics.jsonl"):
-            assert proc.poll() is None, proc.stderr.read()[-4000:]
-            assert time.monotonic() < deadline, f"{stage} never reached step {step}"
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
+    kill_when(proc, lambda: step in _steps_logged(run_dir / stage / "metrics.jsonl"),
+              f"step {step} of {stage}")
 
 
 @pytest.mark.parametrize("command", ["ahd", pytest.param("full", marks=pytest.mark.slow)])

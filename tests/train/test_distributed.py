@@ -6,14 +6,12 @@ with one uninterrupted single-device run (`reference_run`).
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import portpicker
+from processes import kill_when
 from train_helpers import (REPO, WORKER, load_params, run_toy, subprocess_env, toy_command,
                            train_lines)
 
@@ -92,20 +90,7 @@ def test_kill9_then_resume_is_bit_identical(reference_run, tmp_path):
                                         "--pause-at-step", "12"),
                             env=subprocess_env(1), cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
-    marker = run_dir / "paused-0"
-    deadline = time.monotonic() + 120
-    try:
-        while not marker.exists():
-            assert proc.poll() is None, proc.stderr.read()[-4000:]
-            assert time.monotonic() < deadline, "worker never reached step 12"
-            time.sleep(0.1)
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
+    kill_when(proc, (run_dir / "paused-0").exists, "step 12", timeout=120, poll=0.1)
     assert not (run_dir / "summary.json").exists()
 
     summary = run_toy(run_dir, "--params-out", params_out)
