@@ -89,3 +89,12 @@ def test_a_heatmap_without_regions_gives_no_tracks():
     found = regions.heatmap_regions(np.zeros((3, 4, 4)))
     assert found.shape == (0, 6)
     assert regions.link_regions(found).shape == (0,)
+
+
+def test_scale_boxes_covers_the_same_pixels_on_another_grid():
+    boxes = np.array([[1, 2, 3, 4], [0, 0, 0, 0]])
+    np.testing.assert_allclose(regions.scale_boxes(boxes, (8, 8), (16, 32)),
+                               [[4, 4, 15, 9], [0, 0, 3, 1]])
+    np.testing.assert_allclose(regions.scale_boxes(np.array([[10, 20, 11, 21]]), (96, 96),
+                                                   (48, 48)), [[5, 10, 5, 10]])
+    np.testing.assert_allclose(regions.scale_boxes(boxes, (8, 8), (8, 8)), boxes)

@@ -62,10 +62,19 @@ def heatmap_regions(heatmap: np.ndarray, threshold: float = 0.5,
                       _reduce(np.maximum, x, starts), _reduce(np.maximum, y, starts)],
                      axis=1).astype(np.float64)  # [K, 4]
     if frame_size is not None:
-        scale = np.array([frame_size[1] / heatmap.shape[2], frame_size[0] / heatmap.shape[1]])
-        boxes[:, :2] = np.floor(boxes[:, :2] * scale)
-        boxes[:, 2:] = np.ceil((boxes[:, 2:] + 1) * scale) - 1
+        boxes = scale_boxes(boxes, heatmap.shape[1:], frame_size)
     return np.column_stack([t[starts], boxes, value]).reshape(-1, 6)
+
+
+def scale_boxes(boxes: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]
+                ) -> np.ndarray:
+    """Inclusive pixel boxes [K, 4] (x_min, y_min, x_max, y_max) on a (height, width) grid ->
+    the same boxes on another grid, each covering every pixel its source pixels cover."""
+    scale = np.array([to_size[1] / from_size[1], to_size[0] / from_size[0]] * 2)
+    out = np.asarray(boxes, np.float64) * scale
+    out[:, :2] = np.floor(out[:, :2])
+    out[:, 2:] = np.ceil(out[:, 2:] + scale[2:]) - 1
+    return out
 
 
 def _reduce(ufunc: np.ufunc, values: np.ndarray, starts: np.ndarray) -> np.ndarray:

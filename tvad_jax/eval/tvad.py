@@ -3,7 +3,7 @@
 Heatmap metrics (variants with an AHD): frame scores = the max of each tubelet's heatmap over
 the patch grid, micro/macro frame AUC; heatmaps upsampled to frame size, binarized at 0.5 into
 regions (`data.regions`) scored by their max heat -> RBDC/TBDC (alpha 0.1, IoU 0.1) against
-ground-truth tracks from the anomaly masks. Text metrics (variants with a decoder that was
+the split's ground-truth tracks. Text metrics (variants with a decoder that was
 asked): the four-turn dialogue of every video (one KV cache per batch); Yes/No accuracy and
 balanced accuracy of the judgment turn (the generated answer normalized to yes/no: no
 threshold anywhere), BLEU-4 (best reference, macro over videos) of the target and trajectory
@@ -23,8 +23,7 @@ from tvad_jax.data.annotate import (APPEARANCE_QUESTION, JUDGMENT_QUESTION, TIME
                                     TRAJECTORY_QUESTION)
 from tvad_jax.data.dialogues import read_annotations, turn_tokens
 from tvad_jax.data.pipeline import open_split, scatter_clips, split_names
-from tvad_jax.data.regions import heatmap_regions
-from tvad_jax.data.tracks import tracks_from_masks
+from tvad_jax.data.regions import heatmap_regions, scale_boxes
 from tvad_jax.eval import rbdc as rbdc_lib
 from tvad_jax.eval.metrics import frame_auc, micro_roc_curve
 from tvad_jax.eval.report import plot_heatmap_overlay, plot_roc
@@ -83,16 +82,20 @@ class HeatmapResult:
 
 class RegionScorer:
     """RBDC/TBDC of per-video patch heatmaps of a prepared split, binarized at 0.5 after
-    upsampling to frame size, against the ground-truth tracks of the split's anomaly masks
-    (read once)."""
+    upsampling to frame size, against the split's ground-truth tracks (one per annotated
+    anomalous object, as the datasets' track files give them; read once, boxes scaled from
+    the source videos to the prepared frames)."""
 
     def __init__(self, prepared_dir: str | Path, split: str, lengths: list[int]):
         source, _ = open_split(prepared_dir, split)
         self.tracks, self.sizes = [], []
         for v in range(len(lengths)):
-            masks = np.asarray(source[v]["masks"])                     # [n, H, W]
-            self.tracks.append(tracks_from_masks(masks > 0))
-            self.sizes.append(tuple(masks.shape[1:]))
+            record = source[v]
+            size = tuple(np.asarray(record["masks"]).shape[1:])           # prepared H, W
+            rows = np.asarray(record["tracks"], np.float64).reshape(-1, 6)
+            rows[:, 2:] = scale_boxes(rows[:, 2:], tuple(record["source_size"]), size)
+            self.tracks.append(rows)
+            self.sizes.append(size)
         self.num_frames = int(sum(lengths))
         self._resize = jax.jit(upsample, static_argnums=1)
 
