@@ -4,8 +4,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tvad_jax.data.object_text import (STATEMENTS, ZONES, clip_objects, scene_of, zone_question,
-                                       zone_statement)
+from tvad_jax.data.object_text import (ATTRIBUTE_PHRASES, STATEMENTS, ZONES, clip_objects,
+                                       scene_of, zone_question, zone_statement)
 
 
 def _sidecars(root):
@@ -25,6 +25,19 @@ def test_descriptions_say_what_objects_do_without_anomaly_words(tiny_synth):
             assert not words & {"normal", "abnormal", "anomaly", "anomalous"}
             assert obj.description.endswith(f"on {ZONES[obj.zone]}") and obj.zone in obj.zones
             assert {"direction", "speed", "pose"} == set(obj.motion)
+            phrase = {name: ATTRIBUTE_PHRASES[name][i] if i >= 0 else None
+                      for name, i in zip(ATTRIBUTE_PHRASES, obj.attributes)}
+            assert phrase["zone"] == f"on {ZONES[obj.zone]}"
+            assert phrase["action"] is None or phrase["action"] in obj.description
+            speed, direction = obj.motion["speed"], obj.motion["direction"]
+            assert phrase["speed"] == {"still": "standing still", "slow": "moving slowly",
+                                       "fast": "moving fast"}[speed]
+            assert phrase["direction"] == {
+                "none": "staying in place", "left": "moving to the left",
+                "right": "moving to the right", "up": "moving up the street",
+                "down": "moving down the street"}[direction]
+            assert (phrase["pose"] is None) == (obj.category != "person"
+                                                or obj.motion["pose"] == "other")
             assert len(obj.questions) == 3
             assert all(q.endswith("?") and a.endswith(".") for q, a in obj.questions)
     assert seen > 0

@@ -2,7 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tvad_jax.models.losses import contrastive_loss, lm_loss
+from tvad_jax.models.losses import contrastive_loss, grouped_choice_loss, lm_loss
 
 
 def test_contrastive_loss_matches_numpy_with_shared_captions():
@@ -30,3 +30,24 @@ def test_lm_loss_averages_answer_tokens():
     logp = jax.nn.log_softmax(logits)
     expected = -(logp[0, 1, 2] + logp[0, 2, 4] + logp[1, 0, 1]) / 3
     np.testing.assert_allclose(float(lm_loss(logits, targets)), float(expected), rtol=1e-6)
+
+
+def test_grouped_choice_loss_picks_within_each_group_and_skips_missing_labels():
+    rng = np.random.default_rng(2)
+    rows, phrases = rng.normal(size=(3, 6)), rng.normal(size=(5, 6))   # groups of 2 and 3
+    labels = np.array([[1, 0], [-1, 2], [0, -1]])
+    valid = np.array([True, True, False])
+    loss, accuracy = grouped_choice_loss(jnp.asarray(rows), jnp.asarray(phrases), jnp.log(5.0),
+                                         jnp.asarray(labels), (2, 3), jnp.asarray(valid))
+    r = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    p = phrases / np.linalg.norm(phrases, axis=1, keepdims=True)
+    logits = 5.0 * r @ p.T
+    expected, hits = [], []
+    for (lo, hi), g in (((0, 2), 0), ((2, 5), 1)):
+        use = [m for m in range(3) if valid[m] and labels[m, g] >= 0]
+        group = logits[use, lo:hi]
+        logp = group - np.log(np.exp(group).sum(1, keepdims=True))
+        expected.append(-np.mean(logp[np.arange(len(use)), labels[use, g]]))
+        hits.append(np.mean(group.argmax(1) == labels[use, g]))
+    np.testing.assert_allclose(float(loss), np.mean(expected), rtol=1e-5)
+    np.testing.assert_allclose(float(accuracy), np.mean(hits), rtol=1e-6)

@@ -19,7 +19,8 @@ import numpy as np
 
 from tvad_jax.data.captions import clip_caption, clip_questions, clip_timelines
 from tvad_jax.data.object_boxes import box_coverage, crop_box, crop_frames
-from tvad_jax.data.object_text import clip_objects, scene_of, zone_question, zone_statement
+from tvad_jax.data.object_text import (ATTRIBUTE_PHRASES, clip_objects, scene_of, zone_question,
+                                       zone_statement)
 from tvad_jax.data.pipeline import LoaderConfig, clip_index, open_split, split_names
 from tvad_jax.data.readers import UBnormalReader
 
@@ -36,6 +37,7 @@ class ClipTexts:
     qa_targets: np.ndarray       # [C, Lq] int32, next token where it is an answer token, else -1
     region_ids: np.ndarray       # [C, K, Lc] int32, the description of each region's object
     region_boxes: np.ndarray     # [C, K, T, 4] float32 boxes per clip frame, NaN where absent
+    region_attributes: np.ndarray  # [C, K, A] int32 phrase index per attribute, -1: none
     crop_boxes: np.ndarray       # [C, 4] float32 square crop (x0, y0, side, side), or -1
 
 
@@ -46,6 +48,7 @@ class ClipText(NamedTuple):
     answer: str
     regions: tuple[str, ...]          # descriptions of the K most visible objects
     boxes: np.ndarray                 # [K, T, 4] their boxes (NaN: absent or no object)
+    attributes: np.ndarray            # [K, A] their attribute phrase ids (-1: none)
     crop: np.ndarray | None           # crop rows: (x0, y0, side, side) around the main object
 
 
@@ -77,8 +80,10 @@ def clip_texts(prepared_dir: str | Path, reader: UBnormalReader, split: str,
             question, answer = main.questions[(row // crop_every) % len(main.questions)]
             boxes = np.full((regions, loader.clip_len, 4), np.nan)
             boxes[0] = (main.boxes - np.tile(box[:2], 2)) * (width / box[2])
+            attributes = np.full((regions, len(ATTRIBUTE_PHRASES)), -1)
+            attributes[0] = main.attributes
             out.append(ClipText(main.description, main.description, question, answer,
-                                (main.description,), boxes, box))
+                                (main.description,), boxes, attributes, box))
             continue
         scene_text = clip_caption(timelines, width, height)
         statement, _ = zone_statement(objects, row)
@@ -86,10 +91,12 @@ def clip_texts(prepared_dir: str | Path, reader: UBnormalReader, split: str,
         pairs = [(DESCRIBE, scene_text[:1].upper() + scene_text[1:] + "."),
                  zone_question(objects, row // 2)] + clip_questions(timelines)
         boxes = np.full((regions, loader.clip_len, 4), np.nan)
+        attributes = np.full((regions, len(ATTRIBUTE_PHRASES)), -1)
         for k, obj in enumerate(objects[:regions]):
-            boxes[k] = obj.boxes
+            boxes[k], attributes[k] = obj.boxes, obj.attributes
         out.append(ClipText(f"{main}; {statement}", scene_text, *pairs[row % len(pairs)],
-                            tuple(o.description for o in objects[:regions]), boxes, None))
+                            tuple(o.description for o in objects[:regions]), boxes,
+                            attributes, None))
     return out
 
 
@@ -98,8 +105,7 @@ def encode_texts(texts: list[ClipText], tokenizer, caption_len: int, qa_len: int
     """Token arrays of `clip_texts` output (captions and descriptions padded to caption_len,
     QA pairs to qa_len)."""
     def caption(text):
-        return _pad([tokenizer.bos_token_id, *tokenizer(text)["input_ids"]], caption_len,
-                    tokenizer, end=tokenizer.eos_token_id)
+        return encode_caption(tokenizer, text, caption_len)
 
     empty = np.full(caption_len, tokenizer.pad_token_id, np.int32)
     caption_ids, qa_ids, qa_targets, region_ids = [], [], [], []
@@ -115,7 +121,14 @@ def encode_texts(texts: list[ClipText], tokenizer, caption_len: int, qa_len: int
                      np.asarray(qa_ids, np.int32), np.asarray(qa_targets, np.int32),
                      np.asarray(region_ids, np.int32),
                      np.stack([t.boxes for t in texts]).astype(np.float32),
+                     np.stack([t.attributes for t in texts]).astype(np.int32),
                      np.asarray(crops, np.float32))
+
+
+def encode_caption(tokenizer, text: str, length: int) -> np.ndarray:
+    """`<s> text </s>` padded (or cut) to `length` token ids."""
+    return _pad([tokenizer.bos_token_id, *tokenizer(text)["input_ids"]], length, tokenizer,
+                end=tokenizer.eos_token_id)
 
 
 def qa_sequence(tokenizer, question: str, answer: str, length: int):
@@ -153,4 +166,5 @@ class AttachText:
                                 self.tubelet)
         return {"frames": frames, "caption_ids": self.texts.caption_ids[row],
                 "qa_ids": self.texts.qa_ids[row], "qa_targets": self.texts.qa_targets[row],
-                "region_ids": self.texts.region_ids[row], "region_weights": coverage}
+                "region_ids": self.texts.region_ids[row], "region_weights": coverage,
+                "region_attributes": self.texts.region_attributes[row]}

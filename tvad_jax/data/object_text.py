@@ -38,6 +38,22 @@ ZONES = {"road": "the road", "crossing": "the zebra crossing", "sidewalk": "the 
 # Speed (pixels per frame at 96 px) above which an object of a class moves "fast".
 FAST = {"person": 0.75, "cyclist": 1.5, "car": 2.4, "object": 1e9}
 STILL = 0.12
+# The attribute phrases of pretraining's attribute-text objective, per attribute: a region's
+# pooled feature must be nearer its own phrase than the attribute's other phrases. A whole
+# description is told apart from the batch's others by its colours alone, so without this
+# nothing forces speed or direction into the patch features.
+ATTRIBUTE_PHRASES = {
+    "class": ("a person", "a car", "a cyclist", "a thrown object"),
+    "action": tuple(sorted(set(ACTIONS.values()))),
+    "speed": ("standing still", "moving slowly", "moving fast"),
+    "direction": ("staying in place", "moving to the left", "moving to the right",
+                  "moving up the street", "moving down the street"),
+    "pose": ("standing upright", "lying on the ground"),
+    "zone": tuple(f"on {z}" for z in ZONES.values()),
+}
+_CLASSES = ("person", "car", "cyclist", "object")
+_SPEEDS = ("still", "slow", "fast")
+_DIRECTIONS = ("none", "left", "right", "up", "down")
 # (class, zone) pairs of the zone statements.
 STATEMENTS = tuple((c, z) for c in ("person", "car", "cyclist")
                    for z in ("road", "crossing", "sidewalk"))
@@ -54,6 +70,7 @@ class ClipObject:
     zones: frozenset[str]        # every zone it stands in during the clip
     motion: dict                 # {"direction": left|right|up|down|none,
                                  #  "speed": still|slow|fast, "pose": upright|lying|other}
+    attributes: tuple[int, ...]  # per ATTRIBUTE_PHRASES key, the index of its phrase, -1: none
     boxes: np.ndarray            # [clip_len, 4] float (x0, y0, x1, y1 inclusive), NaN if absent
     visible_area: float
 
@@ -105,7 +122,19 @@ def _describe(obj: dict, boxes: np.ndarray, seen: np.ndarray, frame_ids: np.ndar
     )
     area = ((boxes[seen, 2] - boxes[seen, 0] + 1) * (boxes[seen, 3] - boxes[seen, 1] + 1)).sum()
     return ClipObject(obj["class"], f"{appearance} {doing} {where}", questions, zone,
-                      frozenset(zones), attributes, boxes, float(area))
+                      frozenset(zones), attributes,
+                      attribute_ids(obj["class"], action, attributes, zone), boxes, float(area))
+
+
+def attribute_ids(category: str, action: str, motion: dict, zone: str) -> tuple[int, ...]:
+    """The index of each attribute's phrase in ATTRIBUTE_PHRASES (-1 where it has none: the
+    pose of anything but a person, an action outside the vocabulary)."""
+    actions = ATTRIBUTE_PHRASES["action"]
+    pose = ("upright", "lying").index(motion["pose"]) if category == "person" and \
+        motion["pose"] != "other" else -1
+    return (_CLASSES.index(category), actions.index(action) if action in actions else -1,
+            _SPEEDS.index(motion["speed"]), _DIRECTIONS.index(motion["direction"]), pose,
+            tuple(ZONES).index(zone))
 
 
 def _label_at(timeline: list[dict], t: int) -> str:

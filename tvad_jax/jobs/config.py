@@ -62,8 +62,10 @@ class PretrainConfig:
         question + answer.
       regions: objects per clip in the region-text objective (the most visible ones).
       crop_every: every n-th clip is a crop around its main object (0: none).
-      lm_weight / region_weight: weights of the language-modelling and region-text losses
-        beside the clip-caption contrastive one.
+      lm_weight / region_weight / attribute_weight: weights of the language-modelling,
+        region-text and attribute-text losses beside the clip-caption contrastive one (the
+        attribute-text loss: each region's pooled feature against the phrases of each of its
+        attributes, `object_text.ATTRIBUTE_PHRASES`).
       eval_clips: held-out clips for retrieval.
       model: "default" (the shipped architecture) or "tiny" (tests).
     """
@@ -86,13 +88,15 @@ class PretrainConfig:
     crop_every: int = 4
     lm_weight: float = 1.0
     region_weight: float = 1.0
+    attribute_weight: float = 0.0
     eval_clips: int = 128
     model: Literal["default", "tiny"] = "default"
 
     def __post_init__(self):
         config_lib.check_at_least(self, 1, "clip_len", "clip_stride", "frame_step", "batch_size",
                                   "vocab_size", "caption_len", "qa_len", "regions", "eval_clips")
-        config_lib.check_at_least(self, 0, "crop_every", "lm_weight", "region_weight")
+        config_lib.check_at_least(self, 0, "crop_every", "lm_weight", "region_weight",
+                                  "attribute_weight")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,8 +34,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from tvad_jax.data.clip_texts import (DESCRIBE, AttachText, ClipText, ClipTexts, clip_texts,
-                                      encode_texts)
+                                      encode_caption, encode_texts)
 from tvad_jax.data.files import check_output_dir
+from tvad_jax.data.object_text import ATTRIBUTE_PHRASES
 from tvad_jax.data.pipeline import (LoaderConfig, clip_index, find_builder_dir, make_dataset,
                                     open_split)
 from tvad_jax.data.readers import make_reader
@@ -44,7 +45,7 @@ from tvad_jax.jobs.config import Config, PretrainConfig
 from tvad_jax.models import backbone_io
 from tvad_jax.models.configs import BackboneConfig, default_backbone
 from tvad_jax.models.generate import generate
-from tvad_jax.models.losses import contrastive_loss, lm_loss, unit_rows
+from tvad_jax.models.losses import contrastive_loss, grouped_choice_loss, lm_loss, unit_rows
 from tvad_jax.models.tokenizer import annotation_texts, train_tokenizer
 from tvad_jax.models.vlm import Backbone
 from tvad_jax.runs import new_run_dir
@@ -67,14 +68,16 @@ def backbone_config(pcfg: PretrainConfig, vocab_size: int, image_size: int) -> B
 
 
 # ------------------------------------------------------------------ objectives
-def _forward(module: Backbone, frames, caption_ids, qa_ids, region_ids, region_weights):
-    """Clip, caption, region and region-text embeddings and the decoder's QA logits, from one
-    pass of each tower. region_ids [B, K, L], region_weights [B, K, T', h, w]."""
+def _forward(module: Backbone, frames, caption_ids, qa_ids, region_ids, region_weights,
+             phrase_ids):
+    """Clip, caption, region, region-text and attribute-phrase embeddings and the decoder's
+    QA logits, from one pass of each tower. region_ids [B, K, L], region_weights
+    [B, K, T', h, w], phrase_ids [P, L] (the attribute phrases)."""
     pad = module.cfg.text.pad_token_id
     video, visual = module.encode_video_and_tokens(frames)          # [B, T', E], [B, S, D]
     b, k, length = region_ids.shape
-    ids = jnp.concatenate([caption_ids, region_ids.reshape(b * k, length)])
-    text = module.encode_text(ids, ids != pad).embeds               # [B + B K, E]
+    ids = jnp.concatenate([caption_ids, region_ids.reshape(b * k, length), phrase_ids])
+    text = module.encode_text(ids, ids != pad).embeds               # [B + B K + P, E]
     patches = video.final[:, :, 1:]                                 # [B, T', N, D_v]
     weights = region_weights.reshape(b, k, *patches.shape[1:3])     # [B, K, T', N]
     pooled = jnp.einsum("btnd,bktn->bkd", patches, weights) / jnp.maximum(
@@ -84,13 +87,21 @@ def _forward(module: Backbone, frames, caption_ids, qa_ids, region_ids, region_w
     positions = jnp.arange(embeds.shape[1])[None]
     logits, _ = module.decode(embeds, positions)
     return {"video": video.embeds.mean(axis=1), "caption": text[:b], "region": region,
-            "region_text": text[b:].reshape(b, k, -1), "logit_scale": module.logit_scale,
+            "region_text": text[b:b + b * k].reshape(b, k, -1), "phrases": text[b + b * k:],
+            "logit_scale": module.logit_scale,
             "qa_logits": logits[:, visual.shape[1]:]}
 
 
-def make_spec(bcfg: BackboneConfig, pcfg: PretrainConfig) -> StageSpec:
-    """The pretraining stage: every backbone param trains."""
+def attribute_phrase_ids(tokenizer, length: int) -> np.ndarray:
+    """Token ids [P, length] of every attribute phrase, group after group."""
+    return np.stack([encode_caption(tokenizer, phrase, length)
+                     for phrases in ATTRIBUTE_PHRASES.values() for phrase in phrases])
+
+
+def make_spec(bcfg: BackboneConfig, pcfg: PretrainConfig, phrase_ids: np.ndarray) -> StageSpec:
+    """The pretraining stage: every backbone param trains. phrase_ids: `attribute_phrase_ids`."""
     model = Backbone(bcfg)
+    group_sizes = tuple(len(p) for p in ATTRIBUTE_PHRASES.values())
 
     def init_fn(rng):
         frames = jnp.zeros((1, pcfg.clip_len, bcfg.vision.image_size, bcfg.vision.image_size, 3))
@@ -100,7 +111,7 @@ def make_spec(bcfg: BackboneConfig, pcfg: PretrainConfig) -> StageSpec:
         params = merge_params(trainable, frozen)
         out = model.apply({"params": params}, batch["frames"], batch["caption_ids"],
                           batch["qa_ids"], batch["region_ids"], batch["region_weights"],
-                          method=_forward)
+                          phrase_ids, method=_forward)
         contrastive, accuracy = contrastive_loss(out["video"], out["caption"],
                                                  out["logit_scale"], batch["caption_ids"])
         b, k, length = batch["region_ids"].shape
@@ -108,10 +119,15 @@ def make_spec(bcfg: BackboneConfig, pcfg: PretrainConfig) -> StageSpec:
         region, region_accuracy = contrastive_loss(
             out["region"].reshape(b * k, -1), out["region_text"].reshape(b * k, -1),
             out["logit_scale"], batch["region_ids"].reshape(b * k, length), valid)
+        attribute, attribute_accuracy = grouped_choice_loss(
+            out["region"].reshape(b * k, -1), out["phrases"], out["logit_scale"],
+            batch["region_attributes"].reshape(b * k, -1), group_sizes, valid)
         language = lm_loss(out["qa_logits"], batch["qa_targets"])
-        loss = contrastive + pcfg.region_weight * region + pcfg.lm_weight * language
+        loss = (contrastive + pcfg.region_weight * region + pcfg.lm_weight * language
+                + pcfg.attribute_weight * attribute)
         return loss, {"contrastive": contrastive, "region": region, "lm": language,
-                      "batch_t2v_top1": accuracy, "batch_t2r_top1": region_accuracy}
+                      "attribute": attribute, "batch_t2v_top1": accuracy,
+                      "batch_t2r_top1": region_accuracy, "attribute_top1": attribute_accuracy}
 
     return StageSpec(pcfg.train, init_fn, loss_fn)
 
@@ -134,17 +150,19 @@ def retrieval(bcfg: BackboneConfig, params, cfg: Config, pcfg: PretrainConfig, t
     chosen = set(range(0, len(index), stride)[:pcfg.eval_clips])
     model = Backbone(bcfg)
     attach = AttachText(texts, index, bcfg.vision.patch_size, bcfg.vision.tubelet)
+    phrase_ids = attribute_phrase_ids(tokenizer, pcfg.caption_len)
 
     @jax.jit
     def embed(batch):
         out = model.apply({"params": params}, batch["frames"], batch["caption_ids"],
                           batch["qa_ids"], batch["region_ids"], batch["region_weights"],
-                          method=_forward)
-        return {k: unit_rows(out[k]) for k in ("video", "caption", "region", "region_text")}
+                          phrase_ids, method=_forward)
+        return {k: unit_rows(out[k]) for k in ("video", "caption", "region", "region_text",
+                                               "phrases")}
 
     rows = {(int(v), int(s)): r for r, (v, s) in enumerate(index)}
     found = {"video": [], "caption": [], "region": [], "region_text": []}
-    names, region_names = [], []
+    names, region_names, attributes, phrases = [], [], [], None
     for batch in make_dataset(source, lengths, loader):
         keep = [i for i, (v, s) in enumerate(zip(batch["video_index"], batch["start"]))
                 if rows[(int(v), int(s))] in chosen]
@@ -158,6 +176,8 @@ def retrieval(bcfg: BackboneConfig, params, cfg: Config, pcfg: PretrainConfig, t
             names.append(texts.captions[row])
             valid = e["region_weights"].reshape(pcfg.regions, -1).sum(-1) > 0
             region_names += [raw[row].regions[k] for k in np.flatnonzero(valid)]
+            attributes.append(e["region_attributes"][valid])
+        phrases = np.asarray(out.pop("phrases"))
         for key, value in out.items():
             value = np.asarray(value)
             if key.startswith("region"):
@@ -168,7 +188,30 @@ def retrieval(bcfg: BackboneConfig, params, cfg: Config, pcfg: PretrainConfig, t
     return {"clips": len(names), "distinct_captions": len(set(names)),
             **_retrieval(found["video"], found["caption"], names, "video"),
             "regions": len(region_names), "distinct_descriptions": len(set(region_names)),
-            **_retrieval(found["region"], found["region_text"], region_names, "region")}
+            **_retrieval(found["region"], found["region_text"], region_names, "region"),
+            "region_attributes": _attribute_choice(found["region"], phrases,
+                                                   np.concatenate(attributes))}
+
+
+def _attribute_choice(regions: np.ndarray, phrases: np.ndarray, labels: np.ndarray) -> dict:
+    """Zero-shot attribute reading of unit region embeddings [R, E] against the unit phrase
+    embeddings [P, E]: per attribute, {accuracy, balanced_accuracy, majority} over the regions
+    that have one (labels [R, A], -1: none)."""
+    out, start = {}, 0
+    for g, (name, group) in enumerate(ATTRIBUTE_PHRASES.items()):
+        sims = regions @ phrases[start:start + len(group)].T
+        start += len(group)
+        label = labels[:, g]
+        keep = label >= 0
+        if not keep.any():
+            continue
+        guess, label = sims[keep].argmax(1), label[keep]
+        present = np.unique(label)
+        out[name] = {"accuracy": float((guess == label).mean()),
+                     "balanced_accuracy": float(np.mean([(guess[label == c] == c).mean()
+                                                         for c in present])),
+                     "majority": float(np.bincount(label).max() / len(label))}
+    return out
 
 
 def _retrieval(visual: np.ndarray, text: np.ndarray, names: list[str], what: str) -> dict:
@@ -255,7 +298,8 @@ def pretrain(cfg: Config, ship: bool = False, report: Report = print) -> Path:
     index = clip_index(lengths, loader)
     data = iter(make_dataset(source, lengths, loader, transform=AttachText(
         texts, index, bcfg.vision.patch_size, bcfg.vision.tubelet)))
-    result = train(make_spec(bcfg, pcfg), data=data, run_dir=run_dir,
+    spec = make_spec(bcfg, pcfg, attribute_phrase_ids(tokenizer, pcfg.caption_len))
+    result = train(spec, data=data, run_dir=run_dir,
                    mesh=make_mesh(pcfg.train.mesh))
     params = nn.meta.unbox(jax.device_get(merge_params(result.state.params, result.frozen)))
     metrics = {"retrieval": retrieval(bcfg, params, cfg, pcfg, tokenizer),

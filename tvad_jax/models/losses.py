@@ -36,3 +36,31 @@ def lm_loss(logits: jax.Array, targets: jax.Array) -> jax.Array:
     logp = jax.nn.log_softmax(logits.astype(jnp.float32))
     picked = jnp.take_along_axis(logp, jnp.maximum(targets, 0)[..., None], axis=-1)[..., 0]
     return -(picked * mask).sum() / jnp.maximum(mask.sum(), 1)
+
+
+def grouped_choice_loss(a: jax.Array, phrases: jax.Array, logit_scale: jax.Array,
+                        labels: jax.Array, group_sizes: tuple[int, ...],
+                        valid: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """Cross-entropy of picking each row's own phrase among its group's phrases.
+
+    a [M, E] rows (e.g. pooled regions), phrases [P, E] embeddings of the groups' phrases one
+    group after the other (`group_sizes`, static, summing to P), labels [M, G] the index within
+    each group (-1: the row has no phrase in that group), valid [M] rows taking part. Cosine
+    logits scaled as in `contrastive_loss`. Returns (mean over groups of the mean loss over
+    labelled rows, mean top-1 accuracy likewise)."""
+    valid = jnp.ones(len(a), bool) if valid is None else valid
+    logits = jnp.exp(jnp.minimum(logit_scale, np.log(100.0))) * unit_rows(a) @ \
+        unit_rows(phrases).T                                                    # [M, P]
+    losses, hits = [], []
+    start = 0
+    for g, size in enumerate(group_sizes):
+        group = logits[:, start:start + size]
+        start += size
+        label = labels[:, g]
+        use = (valid & (label >= 0)).astype(jnp.float32)
+        count = jnp.maximum(use.sum(), 1)
+        logp = jnp.take_along_axis(jax.nn.log_softmax(group), jnp.maximum(label, 0)[:, None],
+                                   axis=1)[:, 0]
+        losses.append(-(logp * use).sum() / count)
+        hits.append(((jnp.argmax(group, axis=1) == label) * use).sum() / count)
+    return jnp.mean(jnp.stack(losses)), jnp.mean(jnp.stack(hits))
