@@ -4,15 +4,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tvad_jax.commands import (data as data_commands, demo as demo_commands, eval as eval_commands,
+from tvad_jax.commands import (backbone as backbone_commands, data as data_commands,
+                               demo as demo_commands, eval as eval_commands,
                                infer as infer_commands, plan as plan_commands,
-                               pretrain as pretrain_commands, train as train_commands)
+                               pretrain as pretrain_commands, sweep as sweep_commands,
+                               train as train_commands)
 from tvad_jax.config import ConfigError
 from tvad_jax.errors import InputError
 
 # Each group module exposes `add_parser(subparsers)`; its parsers set `func(args) -> int`.
-COMMAND_GROUPS = (data_commands, pretrain_commands, train_commands, eval_commands,
-                  infer_commands, plan_commands, demo_commands)
+COMMAND_GROUPS = (data_commands, backbone_commands, pretrain_commands, train_commands,
+                  eval_commands, infer_commands, plan_commands, demo_commands, sweep_commands)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -35,7 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; bad configs and bad input files end with one clear line, exit 2."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # A command with two positionals (`tvad sweep FAMILY ... key=value`) names in `trailing`
+    # the list that takes the words after its options; anything else left over is an error.
+    trailing = getattr(args, "trailing", None)
+    if extra and (trailing is None or any(word.startswith("-") for word in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        setattr(args, trailing, getattr(args, trailing) + extra)
     try:
         return args.func(args) or 0
     except (ConfigError, InputError) as err:

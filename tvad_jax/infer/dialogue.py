@@ -31,7 +31,8 @@ from tvad_jax.errors import DataError
 from tvad_jax.models.configs import DecoderConfig
 from tvad_jax.models.decoder import Decoder, init_cache
 from tvad_jax.models.generate import generate
-from tvad_jax.models.tvad import decoder_inputs, heatmaps, prompt_maps
+from tvad_jax.models.family import family
+from tvad_jax.models.tvad import decoder_inputs, heatmaps, prompt_maps, prompt_positions
 
 QUESTION_LEN = 24       # tokens per question turn (right-padded: one compiled program)
 
@@ -45,28 +46,37 @@ class Dialogue:
                  question_len: int = QUESTION_LEN, example_len: int = 160, seed: int = 0):
         self.model = model
         self.tokenizer = model.backbone.tokenizer
-        self.dec_cfg = model.backbone.cfg.decoder
+        bcfg = model.backbone.cfg
+        self.dec_cfg = bcfg.decoder
+        self.dec = family(bcfg).decoder(bcfg)
         self.decoder = model.backbone.params["decoder"]
         self.max_new_tokens, self.question_len = max_new_tokens, question_len
         self.max_turns = max_turns
         self.rng = jax.random.key(seed)
         B = len(visual)
-        prefix = self._prompt(visual, hidden)
+        prefix, positions, delta = self._prompt(visual, hidden)
         if example is not None:
             e_visual, e_hidden, turns = example
             ids, _, n = dialogue_arrays(self.tokenizer, turns, example_len)
             e_ids = jnp.asarray(np.broadcast_to(ids[:n], (B, n)))
-            e_prompt = self._prompt(np.broadcast_to(e_visual, (B,) + e_visual.shape),
-                                    None if e_hidden is None else
-                                    np.broadcast_to(e_hidden, (B,) + e_hidden.shape), e_ids)
+            e_prompt, e_positions, e_delta = self._prompt(
+                np.broadcast_to(e_visual, (B,) + e_visual.shape),
+                None if e_hidden is None else np.broadcast_to(e_hidden, (B,) + e_hidden.shape),
+                e_ids)
             prefix = jnp.concatenate([e_prompt, prefix], axis=1)
+            # the test video's prompt continues where the example's positions end
+            positions = np.concatenate(
+                [e_positions, positions + e_prompt.shape[1] + e_delta], axis=-1)
+            delta += e_delta
         self.prefix = prefix                                               # B, S_p, D
+        self.positions, self.delta = positions, delta       # [A, 1, S_p] or [1, S_p]; int
         capacity = prefix.shape[1] + max_turns * (question_len + max_new_tokens)
         self.cache = init_cache(self.dec_cfg, B, capacity)
         self.turns = 0
         self.last_tokens: np.ndarray | None = None      # [B, max_new_tokens] of the last turn
 
-    def _prompt(self, visual, hidden, text_ids=None) -> jax.Array:
+    def _prompt(self, visual, hidden, text_ids=None) -> tuple[jax.Array, np.ndarray, int]:
+        """(embeddings [B, S, D], decoder positions, delta) of one video's prompt."""
         cfg, params = self.model.cfg, self.model.params
         maps = None
         if cfg.anomaly_prompts:
@@ -74,10 +84,11 @@ class Dialogue:
                                              params["text"]))
         if text_ids is None:
             text_ids = jnp.zeros((len(visual), 0), jnp.int32)
-        embeds, _ = decoder_inputs(cfg, self.model.backbone.cfg, self.decoder,
-                                   params.get("rae"), params.get("special"),
-                                   jnp.asarray(visual), maps, text_ids)
-        return embeds
+        bcfg = self.model.backbone.cfg
+        embeds, _ = decoder_inputs(cfg, bcfg, self.decoder, params.get("rae"),
+                                   params.get("special"), jnp.asarray(visual), maps, text_ids)
+        positions, delta = prompt_positions(bcfg, visual.shape[1], embeds.shape[1])
+        return embeds, positions, delta
 
     def ask(self, question: str, temperature: float = 0.0) -> list[str]:
         """Ask every video the same question; returns the B decoded answers."""
@@ -90,16 +101,21 @@ class Dialogue:
         B = self.prefix.shape[0]
         ids = np.full((B, self.question_len), self.dec_cfg.pad_token_id, np.int32)
         ids[:, :len(prompt)] = prompt
-        words = Decoder(self.dec_cfg).apply({"params": self.decoder}, jnp.asarray(ids),
-                                            method=Decoder.embed)
+        words = self.dec.apply({"params": self.decoder}, jnp.asarray(ids), method=Decoder.embed)
         lengths = np.full(B, len(prompt), np.int32)
+        positions = None
         if self.turns == 0:
             words = jnp.concatenate([self.prefix, words], axis=1)
             lengths = lengths + self.prefix.shape[1]
+            start = self.prefix.shape[1] + self.delta
+            question = np.arange(start, start + self.question_len, dtype=np.int32)
+            positions = np.concatenate([self.positions, np.broadcast_to(
+                question, self.positions.shape[:-1] + question.shape)], axis=-1)
         tokens, self.cache = generate(self.decoder, self.dec_cfg, words, jnp.asarray(lengths),
                                       self.max_new_tokens,
                                       jax.random.fold_in(self.rng, self.turns), self.cache,
-                                      temperature)
+                                      temperature, decoder=self.dec, positions=positions,
+                                      delta=self.delta)
         self.turns += 1
         self.last_tokens = np.asarray(tokens)
         return [self._decode(row) for row in self.last_tokens]

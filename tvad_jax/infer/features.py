@@ -34,46 +34,46 @@ from jax.experimental import multihost_utils
 from tvad_jax.data.pipeline import (LoaderConfig, clip_index, find_builder_dir, make_dataset,
                                     open_split)
 from tvad_jax.errors import DataError
-from tvad_jax.models.configs import BackboneConfig
+from tvad_jax.models.family import LLAVA, family
 from tvad_jax.models.tvad import ClipView, FrozenBackbone
-from tvad_jax.models.vlm import Backbone
 from tvad_jax.runs import progress
 
 ARRAYS = ("hidden", "visual", "tubelet_masks", "valid", "labels", "video_index", "start")
 VERSION = 1
 
 
-def cache_key(bcfg: BackboneConfig, checkpoint_id: str, builder_dir: Path, split: str,
-              view: ClipView) -> str:
+def cache_key(bcfg, checkpoint_id: str, builder_dir: Path, split: str, view: ClipView) -> str:
     """A digest of everything the cached features depend on."""
     info = (builder_dir / "dataset_info.json").read_bytes()
+    fam = family(bcfg)
+    layers = ([list(bcfg.vision.layer_indices), bcfg.vision_feature_layer,
+               bcfg.vision_feature_select, bcfg.token_pool] if fam is LLAVA
+              else [fam.name, list(bcfg.vision.layer_indices)])
     payload = {
         "version": VERSION, "checkpoint": checkpoint_id, "split": split,
         "data": [str(builder_dir.resolve()), hashlib.sha256(info).hexdigest()],
         "view": dataclasses.asdict(view),
-        "layers": [list(bcfg.vision.layer_indices), bcfg.vision_feature_layer,
-                   bcfg.vision_feature_select, bcfg.token_pool],
+        "layers": layers,
         "vision": dataclasses.asdict(bcfg.vision),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def encode_fn(bcfg: BackboneConfig) -> Callable:
+def encode_fn(bcfg) -> Callable:
     """The cache-building pass with the params as an argument: (params {"vision",
-    "projector", ...}, frames [B, T, H, W, 3]) -> (hidden [B, I, T', 1+N, D_v], visual
-    [B, S_v, D]) float16, one ViT pass for both (not jitted: `tvad plan` lowers it too)."""
-    model = Backbone(bcfg)
+    "projector" | "decoder", ...}, frames [B, T, H, W, 3]) -> (hidden [B, I, T', 1+N, D_v],
+    visual [B, S_v, D]) float16, one vision-tower pass for both (`family.encode`; not
+    jitted: `tvad plan` lowers it too)."""
+    fam = family(bcfg)
 
     def encode(params, frames):
-        out, tokens = model.apply({"params": params}, frames,
-                                  method=Backbone.encode_video_and_tokens)
-        hidden = jnp.stack(out.hidden, axis=1)
+        hidden, tokens = fam.encode(bcfg, params, frames)
         return hidden.astype(jnp.float16), tokens.astype(jnp.float16)
 
     return encode
 
 
-def make_encoder(bcfg: BackboneConfig, params) -> Callable[[np.ndarray], tuple]:
+def make_encoder(bcfg, params) -> Callable[[np.ndarray], tuple]:
     """frames -> (hidden, visual) of `encode_fn` with these params, jitted."""
     encode = jax.jit(encode_fn(bcfg))
     return lambda frames: encode(params, frames)
@@ -108,7 +108,7 @@ class FeatureCache:
         return np.concatenate([np.asarray(s[name]) for s in self._shards])
 
 
-def build_cache(bcfg: BackboneConfig, params, prepared_dir: str | Path, split: str,
+def build_cache(bcfg, params, prepared_dir: str | Path, split: str,
                 view: ClipView, root: str | Path, checkpoint_id: str, batch_size: int = 8,
                 shard_clips: int = 256, encoder: Callable | None = None,
                 report: Callable[[str], None] = print) -> FeatureCache:

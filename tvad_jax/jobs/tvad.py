@@ -24,6 +24,7 @@ from tvad_jax.jobs.common import Report, ensure_prepared, start_run
 from tvad_jax.jobs.config import Config
 from tvad_jax.jobs.tvad_stages import train_stage1, train_stage2
 from tvad_jax.models import backbone_io
+from tvad_jax.models.family import LLAVA, family
 from tvad_jax.models.tvad import (MODEL_FILE, FrozenBackbone, TVADModel, load_frozen_backbone,
                                   load_model, plain_model, save_model)
 
@@ -41,7 +42,8 @@ def tuned_backbone(backbone: FrozenBackbone, vision: dict, directory: Path) -> F
     """The backbone with its vision tower replaced, saved as a backbone folder (so that the
     feature caches, the exported model and evaluation all see the tuned tower)."""
     params = dict(backbone.params, vision=vision)
-    backbone_io.save_backbone(directory, backbone.cfg, params, backbone.tokenizer)
+    backbone_io.save_backbone(directory, backbone.cfg, params, backbone.tokenizer,
+                              text_tokenizer=backbone.text_tokenizer)
     return load_frozen_backbone(directory)
 
 
@@ -62,6 +64,9 @@ def train_tvad(cfg: Config, run_dir: str | Path | None = None,
     ensure_prepared(cfg, report)
     backbone = load_frozen_backbone(job.backbone)       # inputs checked before any output
     check_fits(backbone, cfg)
+    if job.stage1.train_vision and family(backbone.cfg) is not LLAVA:
+        raise ConfigError(f"tvad.stage1.train_vision=true needs a ViT backbone; "
+                          f"{backbone.path} is {family(backbone.cfg).name}")
     reused = load_model(stage1_from).params if stage1_from else None
     run_dir = start_run(f"tvad-{job.model.variant}", cfg, run_dir)
     stage1 = None

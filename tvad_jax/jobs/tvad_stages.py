@@ -100,7 +100,8 @@ def train_stage1(cfg: Config, backbone: FrozenBackbone, run_dir: Path,
     tcfg = job.model.for_backbone(backbone.cfg)
     train_cache = feature_cache(cfg, backbone, job.train_split, s1.view, report)
     val_cache = feature_cache(cfg, backbone, job.val_split, s1.view, report)
-    text = class_text_features(tcfg, backbone.cfg, backbone.params, backbone.tokenizer)
+    text = class_text_features(tcfg, backbone.cfg, backbone.params,
+                               backbone.sentence_tokenizer)
     hidden_shape = train_cache[0]["hidden"].shape
     abnormal = np.flatnonzero(train_cache.column("labels").any(axis=1))
     rows = np.concatenate([np.arange(len(train_cache))] + [abnormal] * (s1.abnormal_repeat - 1))

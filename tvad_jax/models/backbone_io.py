@@ -1,6 +1,8 @@
 """Our own backbone checkpoints in Hugging Face directory layout, and the shipped default.
 
-A directory holds `config.json` (`model_type: "tvad_backbone"` and the `BackboneConfig`),
+A directory holds `config.json` (`model_type: "tvad_backbone"`, the backbone `family` when it
+is not "llava" (`models.family`) and the family's config: `BackboneConfig` or
+`QwenBackboneConfig`),
 `model.safetensors` (our param paths joined with "/", stored as float16 to keep the shipped
 default small; loaded back as float32) and the tokenizer files. `load_backbone` checks every
 path and shape against the model built from the config.
@@ -24,13 +26,16 @@ from flax import traverse_util
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from tvad_jax.models import qwen_backbone
 from tvad_jax.models.configs import BackboneConfig, DecoderConfig, TextConfig, VisionConfig
 from tvad_jax.models.convert import CheckpointError, check_shapes, read_config, read_weights
+from tvad_jax.models.family import FAMILIES, family as family_of
+from tvad_jax.models.qwen_backbone import QwenBackboneConfig
 from tvad_jax.models.tokenizer import load_tokenizer
-from tvad_jax.models.vlm import abstract_params
 
 MODEL_TYPE = "tvad_backbone"
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "assets" / "backbone"
+TEXT_TOKENIZER = "text_tokenizer"
 _TOWERS = {"vision": VisionConfig, "text": TextConfig, "decoder": DecoderConfig}
 
 
@@ -38,8 +43,10 @@ def config_to_dict(cfg: BackboneConfig) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
-def config_from_dict(data: dict) -> BackboneConfig:
+def config_from_dict(data: dict, family: str = "llava") -> BackboneConfig | QwenBackboneConfig:
     """Inverse of `config_to_dict` (lists become tuples, towers become their dataclasses)."""
+    if family == qwen_backbone.FAMILY:
+        return qwen_backbone.config_from_dict(data)
     fields = {}
     for key, value in data.items():
         if key in _TOWERS and value is not None:
@@ -49,37 +56,58 @@ def config_from_dict(data: dict) -> BackboneConfig:
     return BackboneConfig(**fields)
 
 
-def save_backbone(directory: str | Path, cfg: BackboneConfig, params: Any, tokenizer=None,
-                  extra: dict | None = None) -> Path:
-    """Write config, weights (float16) and tokenizer; the directory appears complete or not
-    at all (written beside it, then renamed)."""
+def save_backbone(directory: str | Path, cfg: BackboneConfig | QwenBackboneConfig, params: Any,
+                  tokenizer=None, extra: dict | None = None, text_tokenizer=None) -> Path:
+    """Write config, weights (float16), tokenizer and, where the text tower has its own, the
+    text tokenizer (`text_tokenizer/`); the directory appears complete or not at all (written
+    beside it, then renamed)."""
     directory = Path(directory)
     tmp = directory.with_name(f".{directory.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     write_tree(tmp / "model.safetensors", params, np.float16)
-    config = {"model_type": MODEL_TYPE, "backbone": config_to_dict(cfg), **(extra or {})}
+    name = family_of(cfg).name
+    config = {"model_type": MODEL_TYPE, **({"family": name} if name != "llava" else {}),
+              "backbone": config_to_dict(cfg), **(extra or {})}
     (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     if tokenizer is not None:
         tokenizer.save_pretrained(str(tmp))
+    if text_tokenizer is not None:
+        text_tokenizer.save_pretrained(str(tmp / TEXT_TOKENIZER))
     shutil.rmtree(directory, ignore_errors=True)
     tmp.rename(directory)
     return directory
 
 
 def load_backbone(directory: str | Path = SHIPPED_DIR, with_tokenizer: bool = True):
-    """(config, float32 params, tokenizer or None) of a `save_backbone` directory."""
+    """(config, float32 params, tokenizer or None) of a `save_backbone` directory; a bad
+    config or weights file is a CheckpointError naming it."""
 
     config = read_config(directory)
     if config.get("model_type") != MODEL_TYPE:
         raise CheckpointError(f"{directory}: model_type {config.get('model_type')!r} is not "
                               f"{MODEL_TYPE!r} (load Hugging Face models with vlm.load)")
-    cfg = config_from_dict(config["backbone"])
+    name = config.get("family", "llava")
+    if name not in FAMILIES:
+        raise CheckpointError(f"{directory}/config.json: family {name!r} is not one of "
+                              f"{sorted(FAMILIES)}")
+    try:
+        cfg = config_from_dict(config["backbone"], name)
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{directory}/config.json: not a {name} backbone config "
+                              f"({err})") from None
     flat = {k: v.astype(np.float32) for k, v in read_weights(directory).items()}
     params = traverse_util.unflatten_dict(flat, sep="/")
-    check_shapes(params, abstract_params(cfg), source=str(directory))
+    check_shapes(params, FAMILIES[name].abstract_params(cfg), source=str(directory))
     tokenizer = load_tokenizer(directory) if with_tokenizer else None
     return cfg, params, tokenizer
+
+
+def load_text_tokenizer(directory: str | Path):
+    """The text tower's own tokenizer of a backbone folder, or None (it shares the
+    decoder's)."""
+    path = Path(directory) / TEXT_TOKENIZER
+    return load_tokenizer(path) if path.is_dir() else None
 
 
 def write_tree(path: str | Path, tree: Any, dtype=np.float32) -> Path:

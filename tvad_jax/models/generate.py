@@ -39,10 +39,12 @@ def sample(logits: jax.Array, rng: jax.Array, temperature) -> jax.Array:
     return jnp.where(temperature > 0, sampled, greedy).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens", "cache_len"))
+@functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens", "cache_len", "decoder"))
 def generate(params, cfg: DecoderConfig, prompt_embeds: jax.Array, prompt_mask_or_lengths,
              max_new_tokens: int, rng: jax.Array, cache: dict | None = None,
-             temperature: float = 0.0, cache_len: int | None = None):
+             temperature: float = 0.0, cache_len: int | None = None,
+             decoder: Decoder | None = None, positions: jax.Array | None = None,
+             delta: jax.Array | int = 0):
     """Decode `max_new_tokens` tokens after the prompt.
 
     Args:
@@ -58,16 +60,23 @@ def generate(params, cfg: DecoderConfig, prompt_embeds: jax.Array, prompt_mask_o
         max_new_tokens.
       temperature: 0 for greedy, else the sampling temperature (traced: changing it does not
         recompile).
+      decoder: the decoder module (static; default `Decoder(cfg)`, e.g. a Qwen2 decoder).
+      positions: the prompt's positions as the decoder takes them (e.g. M-RoPE [3, B, L]);
+        default: cache slot + delta.
+      delta: [B] or a scalar: a token at cache slot p has position p + delta (M-RoPE's
+        rope_deltas; 0 for plain RoPE).
     Returns:
       tokens [B, max_new_tokens] int32 (pad after EOS), and the cache.
     """
-    model = Decoder(cfg)
+    model = Decoder(cfg) if decoder is None else decoder
     variables = {"params": params}
     B, Lp = prompt_embeds.shape[:2]
     lengths = _lengths(prompt_embeds, prompt_mask_or_lengths)
     if cache is None:
         cache = init_cache(cfg, B, cache_len or Lp + max_new_tokens)
-    positions = cache["lengths"][:, None] + jnp.arange(Lp)[None]
+    delta = jnp.broadcast_to(jnp.asarray(delta, jnp.int32), (B,))[:, None]
+    if positions is None:
+        positions = cache["lengths"][:, None] + jnp.arange(Lp)[None] + delta
     logits, cache = model.apply(variables, prompt_embeds, positions, cache, lengths)
     last = jnp.take_along_axis(logits, jnp.maximum(lengths - 1, 0)[:, None, None], axis=1)[:, 0]
     eos = -1 if cfg.eos_token_id is None else cfg.eos_token_id
@@ -78,7 +87,8 @@ def generate(params, cfg: DecoderConfig, prompt_embeds: jax.Array, prompt_mask_o
         token = jnp.where(done, cfg.pad_token_id, token)
         embeds = model.apply(variables, token[:, None], method=Decoder.embed)
         advance = jnp.where(done, 0, 1).astype(jnp.int32)
-        logits, cache = model.apply(variables, embeds, cache["lengths"][:, None], cache, advance)
+        logits, cache = model.apply(variables, embeds, cache["lengths"][:, None] + delta, cache,
+                                    advance)
         return (cache, logits[:, 0], done | (token == eos)), token
 
     done = jnp.zeros((B,), bool)

@@ -45,9 +45,9 @@ from tvad_jax.models.ahd import (AHD, AHDConfig, AHDOutput, class_features, flat
                                  prompt_templates)
 from tvad_jax.models.configs import BackboneConfig
 from tvad_jax.models.decoder import Decoder
+from tvad_jax.models.family import family
 from tvad_jax.models.rae import RAE, RAEConfig, assemble_prompt
 from tvad_jax.models.tokenizer import ANOMALY_TOKENS
-from tvad_jax.models.vlm import Backbone
 
 Variant = Literal["full", "no_ahd", "no_rae", "plain"]
 VARIANTS: tuple[str, ...] = ("full", "no_ahd", "no_rae", "plain")
@@ -101,21 +101,14 @@ class TVADConfig:
 # ---------------------------------------------------------------------------------------------
 # Text side of the AHD (frozen: computed once per backbone)
 
-def class_text_features(cfg: TVADConfig, bcfg: BackboneConfig, backbone_params, tokenizer
-                        ) -> jax.Array:
-    """[2, D_t] normal/abnormal class features from the frozen text tower (eqs. 2, 4)."""
+def class_text_features(cfg: TVADConfig, bcfg, backbone_params, tokenizer) -> jax.Array:
+    """[2, D_t] normal/abnormal class features from the backbone family's E_t (eqs. 2, 4)."""
     normal, abnormal = prompt_templates(cfg.anomalies, cfg.normals)
     sentences, groups = flatten_prompts(normal, abnormal)
-    length = bcfg.text.max_length
-    ids = np.full((len(sentences), length), bcfg.text.pad_token_id, np.int32)
-    for row, sentence in enumerate(sentences):
-        tokens = [tokenizer.bos_token_id, *tokenizer(sentence)["input_ids"]][:length - 1]
-        tokens.append(bcfg.text.eos_token_id)
-        ids[row, :len(tokens)] = tokens
-    mask = ids != bcfg.text.pad_token_id
-    out = Backbone(bcfg).apply({"params": backbone_params}, ids, mask,
-                               method=Backbone.encode_text)
-    return class_features(out.features, jnp.asarray(mask), groups)
+    fam = family(bcfg)
+    ids, mask = fam.tokenize(bcfg, tokenizer, sentences)
+    features = fam.text_features(bcfg, backbone_params, jnp.asarray(ids), jnp.asarray(mask))
+    return class_features(features, jnp.asarray(mask), groups)
 
 
 def special_token_ids(tokenizer) -> np.ndarray:
@@ -148,15 +141,16 @@ def prompt_maps(cfg: TVADConfig, out: AHDOutput) -> jax.Array:
     return jax.lax.stop_gradient(getattr(out, cfg.prompt_maps))
 
 
-def decoder_inputs(cfg: TVADConfig, bcfg: BackboneConfig, decoder_params, rae_params,
+def decoder_inputs(cfg: TVADConfig, bcfg, decoder_params, rae_params,
                    special: jax.Array | None, visual: jax.Array, maps: jax.Array | None,
                    text_ids: jax.Array) -> tuple[jax.Array, int]:
     """Input embeddings [B, S, D] = [P_V, (<start> P_An[0] <sep> ... P_An[-1] <end>), P_Q]
-    (eq. 13) and the offset of the first text token. visual [B, S_v, D], maps
-    [B, T', h, w, 2] (unused without anomaly prompts), text_ids [B, L]."""
-    p_q = Decoder(bcfg.decoder).apply({"params": decoder_params}, text_ids,
-                                      method=Decoder.embed)
-    p_v = visual.astype(p_q.dtype)
+    (eq. 13; P_V as the family's visual block) and the offset of the first text token.
+    visual [B, S_v, D], maps [B, T', h, w, 2] (unused without anomaly prompts), text_ids
+    [B, L]."""
+    fam = family(bcfg)
+    p_q = fam.decoder(bcfg).apply({"params": decoder_params}, text_ids, method=Decoder.embed)
+    p_v = fam.visual_block(bcfg, decoder_params, visual.astype(p_q.dtype))
     if not cfg.anomaly_prompts:
         return jnp.concatenate([p_v, p_q], axis=1), p_v.shape[1]
     p_an = RAE(cfg.rae).apply({"params": rae_params}, maps)                 # B, T'-1, K, D
@@ -164,16 +158,23 @@ def decoder_inputs(cfg: TVADConfig, bcfg: BackboneConfig, decoder_params, rae_pa
     return embeds, embeds.shape[1] - p_q.shape[1]
 
 
-def text_logits(cfg: TVADConfig, bcfg: BackboneConfig, decoder_params, rae_params, special,
+def prompt_positions(bcfg, visual_tokens: int, length: int) -> tuple[np.ndarray, int]:
+    """The decoder positions of a `decoder_inputs` prompt of `length` with `visual_tokens`
+    visual tokens, and the delta of the slots after it (`family.positions`)."""
+    return family(bcfg).positions(bcfg, visual_tokens, length)
+
+
+def text_logits(cfg: TVADConfig, bcfg, decoder_params, rae_params, special,
                 visual: jax.Array, maps: jax.Array | None, text_ids: jax.Array,
                 text_lengths: jax.Array, lora: dict | None = None) -> jax.Array:
     """Teacher-forced logits [B, L, V] over the text tokens (right-padded to L, real lengths
     [B]) after the visual and anomaly prompts; `lora` is `lora.decoder_lora`'s output."""
     embeds, offset = decoder_inputs(cfg, bcfg, decoder_params, rae_params, special, visual,
                                     maps, text_ids)
-    positions = jnp.arange(embeds.shape[1])[None]
-    logits, _ = Decoder(bcfg.decoder).apply({"params": decoder_params}, embeds, positions,
-                                            None, offset + text_lengths, lora=lora)
+    positions, _ = prompt_positions(bcfg, visual.shape[1], embeds.shape[1])
+    logits, _ = family(bcfg).decoder(bcfg).apply(
+        {"params": decoder_params}, embeds, jnp.asarray(positions), None,
+        offset + text_lengths, lora=lora)
     return logits[:, offset:]
 
 
@@ -207,20 +208,28 @@ class ClipView:
 
 @dataclasses.dataclass
 class FrozenBackbone:
-    """A loaded frozen backbone: config, params, tokenizer and a digest of its files."""
+    """A loaded frozen backbone: config (`BackboneConfig` or `QwenBackboneConfig`), params,
+    tokenizer, a digest of its files, and the text tower's own tokenizer where it has one."""
 
-    cfg: BackboneConfig
+    cfg: Any
     params: Any
     tokenizer: Any
     path: Path
     digest: str
+    text_tokenizer: Any = None
+
+    @property
+    def sentence_tokenizer(self):
+        """The tokenizer of E_t's class sentences."""
+        return self.text_tokenizer or self.tokenizer
 
 
 def load_frozen_backbone(path: str | Path = "") -> FrozenBackbone:
     directory = Path(path) if path else backbone_io.SHIPPED_DIR
     cfg, params, tokenizer = backbone_io.load_backbone(directory)
     digest = backbone_io.checkpoint_digest(directory)
-    return FrozenBackbone(cfg, params, tokenizer, directory, digest)
+    return FrozenBackbone(cfg, params, tokenizer, directory, digest,
+                          backbone_io.load_text_tokenizer(directory))
 
 
 @dataclasses.dataclass

@@ -1,0 +1,75 @@
+"""`tvad backbone import`: Hugging Face checkpoint directories -> a backbone folder that every
+command takes with `tvad.backbone=OUT`.
+
+    tvad backbone import QWEN_DIR OUT [--image-size 336] [--text-layer 0.5] [--tokenizer DIR]
+    tvad backbone import LLAVA_DIR CLIP_DIR OUT [--token-pool 2]
+    tvad backbone import CLIP_DIR LLAMA_DIR OUT [--token-pool 2] [--seed 0]
+
+Qwen2.5-VL alone; LLaVA-1.5 with a CLIP directory for the text encoder E_t; CLIP (vision and
+text) with a Llama decoder (and a random projector). The sources are told apart by their
+config.json. OUT gets config.json, model.safetensors (float16), the decoder's tokenizer with
+T-VAD's prompt tokens, and the CLIP tokenizer in text_tokenizer/ where E_t has its own. Every
+source is read and checked before OUT is written; OUT appears complete or not at all and must
+not exist yet. --image-size: Qwen's frame size (a multiple of 28 for the real model; prepare
+the data at that size); --text-layer: the decoder layer of Qwen's E_t (a fraction of depth or
+an index; 0 = the token embeddings); --token-pool: LLaVA-family visual tokens per tubelet =
+patches / token_pool^2; --tokenizer: the decoder's tokenizer from another directory (default:
+the decoder's own).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tvad_jax.commands.common import number_at_least, output_dir
+from tvad_jax.errors import DataError
+
+
+def _layer(text: str) -> float | int:
+    """A layer as a fraction of depth ("0.5") or an index ("14")."""
+    try:
+        return float(text) if "." in text else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a fraction nor an index") \
+            from None
+
+
+def add_parser(subparsers) -> None:
+    """Add the `backbone` command group (`backbone import`)."""
+    group = subparsers.add_parser("backbone", help="backbone folders from Hugging Face "
+                                  "checkpoints", description=__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = group.add_subparsers(dest="backbone_command", required=True)
+    imp = commands.add_parser("import", help="Hugging Face directories -> a backbone folder",
+                              description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    imp.add_argument("sources", type=Path, nargs="+", metavar="SRC")
+    imp.add_argument("out", type=output_dir, metavar="OUT")
+    imp.add_argument("--tokenizer", type=Path, default=None,
+                     help="the decoder's tokenizer directory (default: the decoder's own)")
+    imp.add_argument("--image-size", type=number_at_least(1), default=336,
+                     help="Qwen2.5-VL frame size in pixels (default 336)")
+    imp.add_argument("--text-layer", type=_layer, default=0.5,
+                     help="Qwen2.5-VL decoder layer of E_t (default 0.5: the middle)")
+    imp.add_argument("--token-pool", type=number_at_least(1), default=2,
+                     help="LLaVA-family token pooling per side (default 2)")
+    imp.add_argument("--seed", type=int, default=0, help="CLIP + Llama: projector init seed")
+    imp.set_defaults(func=run_import)
+
+
+def run_import(args) -> int:
+    # Imports deferred: the command's heavy modules load only when it runs.
+    from tvad_jax.models import backbone_io
+    from tvad_jax.models.backbone_import import describe, import_backbone
+
+    if args.out.exists():
+        raise DataError(args.out, "exists: give a new folder for the backbone")
+    cfg, params, tokenizer, text_tokenizer = import_backbone(
+        args.sources, args.tokenizer, args.image_size, args.text_layer, args.token_pool,
+        args.seed)
+    extra = {"imported_from": [str(p.resolve()) for p in args.sources]}
+    out = backbone_io.save_backbone(args.out, cfg, params, tokenizer, extra,
+                                    text_tokenizer=text_tokenizer)
+    print(f"[tvad] backbone: {describe(cfg)}")
+    print(f"[tvad] backbone folder: {out} (use it with tvad.backbone={out})")
+    return 0
