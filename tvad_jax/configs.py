@@ -106,18 +106,32 @@ def _with_optim(train: TrainConfig, **optim) -> TrainConfig:
     return dataclasses.replace(train, optim=dataclasses.replace(train.optim, **optim))
 
 
+def _paper_job() -> TVADJobConfig:
+    """The paper's stage-2 engine: bf16, LR 2e-4, 8 accumulation steps."""
+    job = TVADJobConfig()
+    s2 = job.stage2
+    return dataclasses.replace(job, stage2=dataclasses.replace(
+        s2, dtype="bfloat16",
+        phase_a=_with_optim(s2.phase_a, learning_rate=2e-4, accumulation_steps=8),
+        phase_b=_with_optim(s2.phase_b, learning_rate=2e-4, accumulation_steps=8)))
+
+
 @register("llava7b", kind="plan")
 def llava7b_plan() -> PlanConfig:
     """The paper's real scale: LLaVA-1.5-7B, 16-frame clips (T' = 8), 4 AHD layers, 2 x 2
     token pooling (144 visual tokens per tubelet, 1152 per clip), sequences of 2048, micro-batch
     1 per device with 8 accumulation steps, stage-2 LR 2e-4, bf16 compute, remat."""
-    job = TVADJobConfig()
-    s2 = job.stage2
-    job = dataclasses.replace(job, stage2=dataclasses.replace(
-        s2, dtype="bfloat16",
-        phase_a=_with_optim(s2.phase_a, learning_rate=2e-4, accumulation_steps=8),
-        phase_b=_with_optim(s2.phase_b, learning_rate=2e-4, accumulation_steps=8)))
-    return PlanConfig(job=job)
+    return PlanConfig(job=_paper_job())
+
+
+@register("qwen25vl7b", kind="plan")
+def qwen25vl7b_plan() -> PlanConfig:
+    """The paper's backbone: Qwen2.5-VL-7B (vision 32 blocks x 1280, decoder 28 x 3584, 4 KV
+    heads, vocabulary 152,064), 336 px frames (24 x 24 patches for the AHD's blocks
+    {1, 8, 16, 32}; 144 merged tokens per tubelet, 1152 per 16-frame clip), E_t from decoder
+    layer 14; otherwise `llava7b`'s engine (sequences of 2048, micro-batch 1 + 8 accumulation
+    steps, bf16 stage 2 with remat)."""
+    return PlanConfig(backbone="qwen25vl_7b", job=_paper_job())
 
 
 @register("shipped", kind="plan")

@@ -4,7 +4,8 @@ device needs (parameters, optimizer state, activations) and its FLOPs per step.
     tvad plan CONFIG [--mesh data=2,fsdp=4,tensor=1] [--devices N]
                      [--stage 1|2|encoder|all] [key=value ...]
 
-CONFIG is a plan config (`llava7b`: LLaVA-1.5-7B at the paper's scale; `shipped`: the shipped
+CONFIG is a plan config (`llava7b`: LLaVA-1.5-7B at the paper's scale; `qwen25vl7b`: the
+paper's Qwen2.5-VL-7B at 336 px; `shipped`: the shipped
 default backbone's shapes; `tiny`: for tests); overrides set its fields, e.g.
 `batch_per_device=2 phase=B remat=false job.stage1.train.optim.accumulation_steps=4`.
 --mesh gives the axis sizes (one may be -1 = the rest; unnamed axes are 1, or data=-1 when
@@ -54,7 +55,7 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "plan", help="memory and FLOPs per device of a stage, compiled on simulated devices",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", help="plan config: llava7b, shipped or tiny")
+    parser.add_argument("config", help="plan config: llava7b, qwen25vl7b, shipped or tiny")
     parser.add_argument("--mesh", default="fsdp=-1",
                         help="mesh axis sizes, e.g. data=2,fsdp=4,tensor=1 (default fsdp=-1)")
     parser.add_argument("--devices", type=int, default=None,

@@ -277,8 +277,10 @@ class PlanConfig:
 
     Attributes:
       backbone: "llava15_7b" (LLaVA-1.5-7B: CLIP ViT-L/14-336 + Vicuna-7B, CLIP-L text width
-        768 for the class features), "shipped" (the shipped default backbone's config, read
-        from its config.json; no weights loaded) or "tiny" (`models.configs.tiny_backbone`).
+        768 for the class features), "qwen25vl_7b" (Qwen2.5-VL-7B at 336 px,
+        `models.qwen_backbone`; E_t = decoder layer 14), "shipped" (the shipped default
+        backbone's config, read from its config.json; no weights loaded) or "tiny"
+        (`models.configs.tiny_backbone`).
       frames: frames per clip; T' = frames / tubelet tubelets.
       token_pool: visual tokens per tubelet = N / token_pool^2 (LLaVA: 1; 2 keeps 144 of 576).
       max_seq_len: decoder sequence budget (visual + anomaly prompts + text) in stage 2.

@@ -28,13 +28,11 @@ from tvad_jax.config import ConfigError
 from tvad_jax.infer.features import encode_fn
 from tvad_jax.jobs.config import PlanConfig
 from tvad_jax.jobs.tvad_stages import phase_config, stage1_spec, stage2_spec
-from tvad_jax.models import backbone_io, configs as mc
+from tvad_jax.models import backbone_io, configs as mc, qwen_backbone, qwen_vl
 from tvad_jax.models.ahd import AHD
-from tvad_jax.models.configs import BackboneConfig
 from tvad_jax.models.convert import read_config
-from tvad_jax.models.decoder import Decoder
+from tvad_jax.models.family import LLAVA, family
 from tvad_jax.models.rae import prompt_length
-from tvad_jax.models.vlm import abstract_params
 from tvad_jax.train import mesh as mesh_lib
 from tvad_jax.train.loop import StageSpec, abstract_engine, strip_boxes
 from tvad_jax.train.plan import GiB, analyze, count, tree_bytes
@@ -42,26 +40,31 @@ from tvad_jax.train.plan import GiB, analyze, count, tree_bytes
 STAGES = ("stage1", "stage2", "encoder")
 
 
-def backbone_config(pcfg: PlanConfig) -> BackboneConfig:
-    """The backbone config a plan uses: token_pool (0 keeps the backbone's own), the vision
-    dtype, the stage-2 decoder dtype (`job.stage2.dtype`, as
+def backbone_config(pcfg: PlanConfig):
+    """The backbone config a plan uses: token_pool (0 keeps the backbone's own; the LLaVA
+    family), the vision dtype, the stage-2 decoder dtype (`job.stage2.dtype`, as
     `jobs.tvad_stages.stage2_decoder_cfg` sets it), remat and the clip length applied."""
     if pcfg.backbone == "llava15_7b":
         bcfg = mc.llava15_7b()
+    elif pcfg.backbone == "qwen25vl_7b":
+        bcfg = qwen_backbone.backbone_config(qwen_vl.qwen25vl_7b())
     elif pcfg.backbone == "shipped":
         bcfg = backbone_io.config_from_dict(read_config(backbone_io.SHIPPED_DIR)["backbone"])
     elif pcfg.backbone == "tiny":
         bcfg = mc.tiny_backbone()
     else:
-        raise ConfigError(f"backbone must be 'llava15_7b', 'shipped' or 'tiny', got "
-                          f"{pcfg.backbone!r}")
+        raise ConfigError(f"backbone must be 'llava15_7b', 'qwen25vl_7b', 'shipped' or 'tiny', "
+                          f"got {pcfg.backbone!r}")
     vision = bcfg.vision
     if pcfg.frames % vision.tubelet:
         raise ConfigError(f"frames={pcfg.frames} is not a multiple of the tubelet "
                           f"{vision.tubelet}")
+    decoder = dataclasses.replace(bcfg.decoder, dtype=pcfg.job.stage2.dtype, remat=pcfg.remat)
+    if family(bcfg) is not LLAVA:
+        return dataclasses.replace(bcfg, vision=dataclasses.replace(
+            vision, dtype=pcfg.vision_dtype), decoder=decoder)
     vision = dataclasses.replace(vision, dtype=pcfg.vision_dtype,
                                  max_frames=max(vision.max_frames, pcfg.frames))
-    decoder = dataclasses.replace(bcfg.decoder, dtype=pcfg.job.stage2.dtype, remat=pcfg.remat)
     return dataclasses.replace(bcfg, vision=vision, decoder=decoder,
                                token_pool=pcfg.token_pool or bcfg.token_pool)
 
@@ -72,43 +75,50 @@ class Shapes:
 
     hidden: tuple[int, ...]        # one clip's cached ViT layers [I, T', 1+N, D_v]
     tubelets: int                  # T'
-    visual_tokens: int             # S_v
+    visual_tokens: int             # S_v (the decoder's visual block may add a few around them)
     prompt_tokens: int             # anomaly prompts incl. start/sep/end (0 without)
     text_len: int                  # L
     seq_len: int                   # S_v + prompts + L
 
 
-def shapes(pcfg: PlanConfig, bcfg: BackboneConfig | None = None) -> Shapes:
+def shapes(pcfg: PlanConfig, bcfg=None) -> Shapes:
 
     bcfg = bcfg or backbone_config(pcfg)
     tcfg = pcfg.job.model.for_backbone(bcfg)
+    fam = family(bcfg)
     v = bcfg.vision
     tubelets = pcfg.frames // v.tubelet
     hidden = (len(v.layer_indices), tubelets, 1 + v.num_patches, v.width)
-    per_tubelet = (v.num_patches // bcfg.token_pool ** 2 if bcfg.vision_feature_select == "patch"
-                   else 1 + v.num_patches)
+    if fam is not LLAVA:
+        per_tubelet = v.tokens_per_tubelet
+    elif bcfg.vision_feature_select == "patch":
+        per_tubelet = v.num_patches // bcfg.token_pool ** 2
+    else:
+        per_tubelet = 1 + v.num_patches
     visual = tubelets * per_tubelet
+    block = visual + fam.block_extra
     prompts = 0
     if tcfg.anomaly_prompts:
         prompts = prompt_length(0, tubelets - 1, tcfg.rae.prompts_per_step, 0, special=True)
-    text = pcfg.text_len or pcfg.max_seq_len - visual - prompts
+    text = pcfg.text_len or pcfg.max_seq_len - block - prompts
     if text < 1:
-        raise ConfigError(f"max_seq_len={pcfg.max_seq_len} leaves no text after {visual} "
+        raise ConfigError(f"max_seq_len={pcfg.max_seq_len} leaves no text after {block} "
                           f"visual and {prompts} prompt tokens")
-    return Shapes(hidden, tubelets, visual, prompts, text, visual + prompts + text)
+    return Shapes(hidden, tubelets, visual, prompts, text, block + prompts + text)
 
 
 # ---------------------------------------------------------------------------------------------
 # The stages' functions and abstract batches
 
-def stage_spec(pcfg: PlanConfig, stage: str, bcfg: BackboneConfig | None = None) -> StageSpec:
+def stage_spec(pcfg: PlanConfig, stage: str, bcfg=None) -> StageSpec:
     """The StageSpec of "stage1" or "stage2" that training uses, with frozen parts initialized
     abstractly (boxed, so the decoder shards by its logical axes) and the example of one row
     as ShapeDtypeStructs (no batch axis)."""
     bcfg = bcfg or backbone_config(pcfg)
     tcfg = pcfg.job.model.for_backbone(bcfg)
     sh = shapes(pcfg, bcfg)
-    d_t = bcfg.text.width
+    fam = family(bcfg)
+    d_t = fam.text_width(bcfg)
     v = bcfg.vision
     f16, sds = jnp.float16, jax.ShapeDtypeStruct
     if stage == "stage1":
@@ -126,8 +136,8 @@ def stage_spec(pcfg: PlanConfig, stage: str, bcfg: BackboneConfig | None = None)
     def frozen_fn(rng):
         r_dec, r_ahd = jax.random.split(rng)
         embeds = jnp.zeros((1, 1, dec.width), jnp.float32)
-        out = {"decoder": Decoder(dec).init(r_dec, embeds, jnp.zeros((1, 1), jnp.int32))[
-                   "params"],
+        out = {"decoder": fam.decoder(bcfg, dec).init(
+                   r_dec, embeds, jnp.zeros((1, 1), jnp.int32))["params"],
                "special_init": jnp.zeros((3, dec.width), jnp.float32)}
         if tcfg.anomaly_prompts:
             text = jnp.zeros((2, d_t), jnp.float32)
@@ -200,13 +210,14 @@ def plan_train_stage(pcfg: PlanConfig, stage: str, mesh: Mesh,
 
 
 def plan_encoder(pcfg: PlanConfig, mesh: Mesh, rules=mesh_lib.LOGICAL_AXIS_RULES) -> dict:
-    """Lower and compile the frozen vision tower + projector forward pass over a batch of clips
-    (what building the feature cache runs); its report."""
-    bcfg = dataclasses.replace(backbone_config(pcfg), text=None)   # no text-tower params
+    """Lower and compile the frozen vision tower (+ projector) forward pass over a batch of
+    clips (what building the feature cache runs); its report."""
+    bcfg = backbone_config(pcfg)
+    fam = family(bcfg)
     encode = encode_fn(bcfg)
     v = bcfg.vision
-    boxed = abstract_params(bcfg, boxed=True)
-    boxed = {k: boxed[k] for k in ("vision", "projector")}
+    boxed = fam.abstract_params(bcfg, boxed=True)
+    boxed = {k: boxed[k] for k in fam.encoder_parts}
     params = strip_boxes(boxed)
     n = global_batch(pcfg, mesh, pcfg.encoder_batch_per_device)
     frames = jax.ShapeDtypeStruct((n, pcfg.frames, v.image_size, v.image_size, 3), jnp.float32)

@@ -33,6 +33,8 @@ from tvad_jax.models.qwen_backbone import QwenBackboneConfig
 @dataclasses.dataclass(frozen=True)
 class _Llava:
     name: str = "llava"
+    block_extra: int = 0                      # visual block length - visual tokens
+    encoder_parts: tuple[str, ...] = ("vision", "projector")   # params the encoder reads
 
     def encode(self, bcfg: BackboneConfig, params, frames) -> tuple[jax.Array, jax.Array]:
         out, tokens = vlm.Backbone(bcfg).apply({"params": params}, frames,
@@ -68,13 +70,15 @@ class _Llava:
                   ) -> tuple[np.ndarray, int]:
         return np.arange(length, dtype=np.int32)[None], 0
 
-    def abstract_params(self, bcfg: BackboneConfig) -> Any:
-        return vlm.abstract_params(bcfg)
+    def abstract_params(self, bcfg: BackboneConfig, boxed: bool = False) -> Any:
+        return vlm.abstract_params(bcfg, boxed)
 
 
 @dataclasses.dataclass(frozen=True)
 class _Qwen:
     name: str = qwen_backbone.FAMILY
+    block_extra: int = 2                      # <|vision_start|>, <|vision_end|>
+    encoder_parts: tuple[str, ...] = ("vision",)
 
     def encode(self, bcfg, params, frames):
         return qwen_backbone.encode(bcfg, params, frames)
@@ -97,8 +101,8 @@ class _Qwen:
     def positions(self, bcfg, visual_tokens, length):
         return qwen_backbone.prompt_positions(bcfg, visual_tokens, length)
 
-    def abstract_params(self, bcfg):
-        return qwen_backbone.abstract_params(bcfg)
+    def abstract_params(self, bcfg, boxed=False):
+        return qwen_backbone.abstract_params(bcfg, boxed)
 
 
 LLAVA, QWEN = _Llava(), _Qwen()

@@ -150,9 +150,10 @@ def decoder_module(bcfg: QwenBackboneConfig, decoder: DecoderConfig | None = Non
     return QwenDecoder(decoder or bcfg.decoder, bcfg.mrope_section)
 
 
-def abstract_params(bcfg: QwenBackboneConfig) -> dict:
-    """ShapeDtypeStruct params {"vision", "decoder"} (any scale, nothing allocated)."""
-    tree = qwen_vl.abstract_params(bcfg.qwen())
+def abstract_params(bcfg: QwenBackboneConfig, boxed: bool = False) -> dict:
+    """ShapeDtypeStruct params {"vision", "decoder"} (any scale, nothing allocated; `boxed`
+    keeps the logical-axis boxes)."""
+    tree = qwen_vl.abstract_params(bcfg.qwen(), boxed)
     return {"vision": tree["vision"], "decoder": tree["text"]}
 
 

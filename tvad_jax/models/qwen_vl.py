@@ -806,8 +806,9 @@ def config_from_hf(hf: dict, source: str = "config.json") -> QwenVLConfig:
         raise CheckpointError(f"{source}: {err}") from err
 
 
-def abstract_params(cfg: QwenVLConfig):
-    """`jax.ShapeDtypeStruct` params {"vision", "text"} without allocating (any scale)."""
+def abstract_params(cfg: QwenVLConfig, boxed: bool = False):
+    """`jax.ShapeDtypeStruct` params {"vision", "text"} without allocating (any scale); with
+    `boxed`, the logical-axis boxes are kept (for sharding)."""
     v = cfg.vision
 
     def init():
@@ -819,7 +820,8 @@ def abstract_params(cfg: QwenVLConfig):
                                   jnp.zeros((3, 1, 2), jnp.int32))
         return {"vision": vision["params"], "text": text["params"]}
 
-    return nn.meta.unbox(jax.eval_shape(init))
+    tree = jax.eval_shape(init)
+    return tree if boxed else nn.meta.unbox(tree)
 
 
 def _prefixes(weights: dict) -> tuple[str, str, str]:
