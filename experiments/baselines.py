@@ -1,55 +1,30 @@
-"""Model-free baselines on the synthetic benchmark: how far raw motion energy gets.
+"""The detectors without a vision-language model: frame difference and the box-track S3M.
 
-    .venv/bin/python -m experiments.baselines [--config default] [--split test] [key=value ...]
+    tvad sweep baselines [--seeds 0,1,2] [--only "S3M (boxes)" ...] [key=value ...]
 
-Sweeps the temporal smoothing sigma of the frame-difference score and prints one JSON object
-(micro/macro frame AUC per sigma) and a markdown table; the results are also written to a run
-folder under `runs_dir`. The synthetic benchmark is built first if it is missing.
+Frame difference (raw motion energy, no training) at three temporal smoothings, and paper
+004's S3M on the simulator's object boxes (VLAVAD's predictor without its answer embeddings)
+without and with smoothing (one trained model per seed, scored both ways), on the open-set
+and closed-set splits.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-
-from tvad_jax import configs  # noqa: F401  (registers the named configs)
-from tvad_jax import config as config_lib
-from tvad_jax.eval.baselines import baseline_scores
-from tvad_jax.eval.metrics import frame_auc
-from tvad_jax.eval.report import write_summary
-from tvad_jax.jobs.common import ensure_benchmark
-from tvad_jax.jobs.config import Config
-from tvad_jax.runs import new_run_dir
-
-SIGMAS = (0.0, 3.0, 10.0)
+from tvad_jax.config import register
+from tvad_jax.jobs.sweep import Family, Setting
 
 
-def sweep(cfg: Config, split: str) -> dict:
-    """Frame AUC of the frame-difference baseline for each smoothing sigma."""
-    ensure_benchmark(cfg, report=lambda m: print(m, file=sys.stderr))
-    scores, labels = baseline_scores(cfg, split, report=lambda m: print(m, file=sys.stderr))
-    results = {}
-    for sigma in SIGMAS:
-        result = frame_auc(scores, labels, sigma)
-        results[f"frame_difference_sigma{sigma:g}"] = {
-            "micro_auc": result.micro_auc, "macro_auc": result.macro_auc,
-            "frames": result.num_frames, "videos": len(scores)}
-    return results
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="default")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args(argv)
-    cfg = config_lib.resolve(args.config, args.overrides)
-    results = sweep(cfg, args.split)
-    run_dir = new_run_dir("baselines", cfg, cfg.runs_dir)
-    write_summary(run_dir, f"frame_difference_{args.split}", results)
-    print(json.dumps(results, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+@register("baselines", kind="sweep")
+def baselines() -> Family:
+    return Family(
+        name="baselines",
+        description="Baselines: frame difference (sigma 0, 3, 10) and the box-track S3M "
+                    "of paper 004 (sigma 0, 3)",
+        settings=(
+            Setting("frame difference", "frame_difference", seeded=False),
+            Setting("frame difference, sigma 3", "frame_difference", seeded=False, sigma=3.0),
+            Setting("frame difference, sigma 10", "frame_difference", seeded=False,
+                    sigma=10.0),
+            Setting("S3M (boxes)", "s3m"),
+            Setting("S3M (boxes), sigma 3", "s3m", sigma=3.0, reuse="S3M (boxes)"),
+        ),
+        splits=("test", "test_seen"))

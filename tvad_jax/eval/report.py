@@ -87,6 +87,17 @@ def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], path: s
     return _save(fig, path)
 
 
+def plot_bars(bars: Mapping[str, tuple[float, float]], path: str | Path, title: str = "") -> Path:
+    """A bar per label {label: (mean, std)} with its std as an error bar, saved as PNG."""
+    fig = Figure(figsize=(1.2 + 0.9 * len(bars), 3.6))
+    ax = fig.subplots()
+    means, stds = zip(*bars.values())
+    ax.bar(range(len(bars)), means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8)
+    ax.set_xticks(range(len(bars)), list(bars), rotation=20, ha="right")
+    ax.set(title=title)
+    return _save(fig, path)
+
+
 def plot_detection_curves(result: RbdcTbdcResult, path: str | Path) -> Path:
     """RBDR and TBDR against false positives per frame (FPR in [0, 1]), saved as PNG."""
     fig = Figure(figsize=(5, 4))

@@ -1,0 +1,160 @@
+"""Sweeps: the run plan, the table, and kill -9 / relaunch ending with the uninterrupted table."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from processes import kill_when
+
+import experiments
+from tvad_jax import config as config_lib
+from tvad_jax.cli import main
+from tvad_jax.config import ConfigError
+from tvad_jax.errors import DataError
+from tvad_jax.jobs import sweep
+
+REPO = Path(__file__).resolve().parents[2]
+experiments.load_families()
+
+
+def _family(**kw) -> sweep.Family:
+    settings = (sweep.Setting("frame difference", "frame_difference", seeded=False),
+                sweep.Setting("S3M", "s3m"),
+                sweep.Setting("S3M, sigma 1", "s3m", sigma=1.0, reuse="S3M"))
+    return sweep.Family("toy", "a test family", kw.pop("settings", settings), config="tiny",
+                        splits=("test", "test_seen"), **kw)
+
+
+def test_families_of_the_paper_tables_are_registered():
+    names = config_lib.names("sweep")
+    assert {"tvad_table4", "tvad_table3", "baselines"} <= set(names)
+    table4 = config_lib.get("tvad_table4", "sweep")
+    assert "000" in table4.description
+    assert [s.name for s in table4.settings] == ["T-VAD", "w/o RAE", "w/o AHD", "w/o AHD & RAE"]
+
+
+def test_plan_orders_seeds_runs_unseeded_settings_once_and_follows_reuse():
+    runs = sweep.plan_runs(_family(), (3, 5), overrides=("s3m.batch_size=8",))
+    assert [r.folder for r in runs] == ["frame-difference/once", "S3M/seed3", "S3M-sigma-1/seed3",
+                                        "S3M/seed5", "S3M-sigma-1/seed5"]
+    s3m = runs[1]
+    assert s3m.config.s3m.train.loop.seed == 3 and s3m.config.s3m.data_seed == 3
+    assert s3m.config.s3m.batch_size == 8 and s3m.overrides[-1] == "s3m.batch_size=8"
+    only = sweep.plan_runs(_family(), (0,), only=("S3M, sigma 1",))
+    assert [r.setting.name for r in only] == ["S3M", "S3M, sigma 1"]
+    with pytest.raises(ConfigError, match="no setting 'nope'"):
+        sweep.plan_runs(_family(), (0,), only=("nope",))
+
+
+def test_bad_families_are_refused():
+    with pytest.raises(ConfigError, match="must be an earlier setting"):
+        _family(settings=(sweep.Setting("a", "s3m", reuse="b"), sweep.Setting("b", "s3m")))
+    with pytest.raises(ConfigError, match="share a folder name"):
+        _family(settings=(sweep.Setting("w/o x", "s3m"), sweep.Setting("w-o x", "s3m")))
+    with pytest.raises(ConfigError, match="only tvad and s3m"):
+        sweep.Setting("a", "frame_difference", reuse="b")
+    with pytest.raises(ValueError, match="method"):
+        sweep.Setting("a", "bogus")
+
+
+def test_table_is_mean_and_sample_std_over_seeds_with_the_best_in_bold(tmp_path):
+    family = _family()
+    values = {("S3M", 0): 0.6, ("S3M", 1): 0.8, ("S3M, sigma 1", 0): 0.7,
+              ("S3M, sigma 1", 1): 0.9, ("frame difference", None): 0.5}
+    for (name, seed), v in values.items():
+        folder = tmp_path / sweep.slug(name) / ("once" if seed is None else f"seed{seed}")
+        folder.mkdir(parents=True)
+        metrics = {"test": {"micro_auc": v, "macro_auc": v / 2}}   # no test_seen numbers
+        (folder / sweep.RESULT).write_text(json.dumps(
+            {"setting": name, "seed": seed, "metrics": metrics}))
+    summary = sweep.aggregate(family, tmp_path, report=lambda m: None)
+    row = summary["table"]["S3M, sigma 1"]["test/micro_auc"]
+    assert row["n"] == 2 and row["mean"] == pytest.approx(0.8)
+    assert row["std"] == pytest.approx(np.std([0.7, 0.9], ddof=1))
+    table = (tmp_path / "table.md").read_text().splitlines()
+    assert table[5] == "| S3M | 2 | 0.700 ± 0.141 | 0.350 ± 0.071 | – | – |"
+    assert table[6] == "| S3M, sigma 1 | 2 | **0.800 ± 0.141** | **0.400 ± 0.071** | – | – |"
+    assert table[4] == "| frame difference | 1 | 0.500 ± 0.000 | 0.250 ± 0.000 | – | – |"
+    assert (tmp_path / "test_micro_auc.png").stat().st_size > 0
+    assert not (tmp_path / "test_seen_micro_auc.png").exists()
+    assert json.loads((tmp_path / "sweep.json").read_text())["table"] == summary["table"]
+    with pytest.raises(DataError, match="no sweep"):
+        sweep.aggregate(family, tmp_path / "missing")
+
+
+def _sweep_cmd(family: str, tiny_cfg, sweep_dir: Path, *extra: str) -> list[str]:
+    return ["sweep", family, "--config", "tiny", "--sweep-dir", str(sweep_dir), *extra,
+            f"synth.out_dir={tiny_cfg.synth.out_dir}", f"runs_dir={sweep_dir.parent / 'runs'}"]
+
+
+def test_cli_lists_families_and_dry_runs(tiny_prepared, tmp_path, capsys):
+    cfg, _ = tiny_prepared
+    assert main(["sweep", "--list"]) == 0
+    listed = capsys.readouterr().out
+    assert "tvad_table4: Paper 000 Table 4" in listed and "baselines:" in listed
+    assert main(_sweep_cmd("baselines", cfg, tmp_path / "sw", "--seeds", "0,1", "--dry-run")) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [x["run"] for x in lines] == [
+        "frame-difference/once", "frame-difference-sigma-3/once", "frame-difference-sigma-10/once",
+        "S3M-boxes/seed0", "S3M-boxes-sigma-3/seed0", "S3M-boxes/seed1", "S3M-boxes-sigma-3/seed1"]
+    assert "s3m.train.loop.seed=1" in lines[-1]["overrides"] and lines[0]["config"] == "tiny"
+    assert not (tmp_path / "sw").exists()
+    with pytest.raises(SystemExit):
+        main(["sweep", "baselines", "--seeds", "0,0"])
+
+
+def test_baselines_sweep_killed_mid_run_relaunches_to_the_uninterrupted_table(tiny_prepared,
+                                                                              tmp_path, capsys):
+    """`tvad sweep baselines --only "S3M (boxes), sigma 3"` on the tiny config (2 seeds of the
+    S3M, trained once per seed and scored at two smoothings): SIGKILL while the second seed's
+    S3M trains, relaunch, and the table equals an uninterrupted sweep's; no finished run is
+    computed again (its result.json keeps its bytes)."""
+    cfg, _ = tiny_prepared
+    args = ("--seeds", "0,1", "--only", "S3M (boxes), sigma 3", "s3m.sigma=3")
+    reference = tmp_path / "reference"
+    assert main(_sweep_cmd("baselines", cfg, reference, *args)) == 0
+
+    killed = tmp_path / "killed"
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "tvad_jax.cli",
+                             *_sweep_cmd("baselines", cfg, killed, *args)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metrics = killed / "S3M-boxes" / "seed1" / "run" / "metrics.jsonl"
+    kill_when(proc, lambda: metrics.is_file() and metrics.stat().st_size > 0,
+              "the second seed's training")
+    first = killed / "S3M-boxes" / "seed0" / sweep.RESULT
+    before = first.read_bytes()
+    assert not (killed / "S3M-boxes" / "seed1" / sweep.RESULT).exists()
+    assert main(_sweep_cmd("baselines", cfg, killed, *args)) == 0
+    assert first.read_bytes() == before
+    assert (killed / "table.md").read_text() == (reference / "table.md").read_text()
+    assert len(sweep.finished_runs(config_lib.get("baselines", "sweep"), killed)) == 4
+    # Another definition of a finished run is refused, not mixed in.
+    assert main(_sweep_cmd("baselines", cfg, killed, *args[:-1], "s3m.sigma=2")) == 2
+    assert "another definition" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tvad_table4_three_seeds_killed_and_relaunched(tiny_backbone, tmp_path):
+    """The issue's check: `tvad sweep tvad_table4 --seeds 0,1,2` on the tiny config, killed
+    with SIGKILL in the middle and relaunched, ends with the uninterrupted sweep's table."""
+    cfg, backbone = tiny_backbone
+    args = ("--seeds", "0,1,2", f"tvad.backbone={backbone}")
+    reference = tmp_path / "reference"
+    assert main(_sweep_cmd("tvad_table4", cfg, reference, *args)) == 0
+    killed = tmp_path / "killed"
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "tvad_jax.cli",
+                             *_sweep_cmd("tvad_table4", cfg, killed, *args)], cwd=REPO,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    metrics = killed / "T-VAD" / "seed1" / "run" / "stage2-A" / "metrics.jsonl"
+    kill_when(proc, lambda: metrics.is_file() and metrics.stat().st_size > 0,
+              "stage 2 of the second seed", timeout=900)
+    assert main(_sweep_cmd("tvad_table4", cfg, killed, *args)) == 0
+    assert (killed / "table.md").read_text() == (reference / "table.md").read_text()

@@ -1,0 +1,367 @@
+"""Ablation sweeps: an experiment family's (setting, seed) runs in one sweep folder, and the
+paper-style table of their mean +- std.
+
+    family = config_lib.get("tvad_table4", kind="sweep")   # families live in experiments/
+    sweep_dir = run_sweep(family, seeds=(0, 1, 2))          # skips finished runs, resumes
+    aggregate(family, sweep_dir)                            # sweep.json, table.md, PNGs
+
+A family is a base config plus one `Setting` per table row: which method runs, its config
+overrides and options. Each (setting, seed) is a run folder `<sweep>/<setting>/seed<k>`
+(`once` for unseeded settings) holding `run.json` (the run's resolved config and setting:
+a relaunch with a different definition is refused rather than mixed), the method's own run
+(`run/`: checkpoints, metrics, the exported model) and, when finished, `result.json`. That
+file is written atomically last, so its presence is what "finished" means: a relaunch
+skips finished runs and reruns the others into the same folders, where the engine resumes
+from the last checkpoint; after a kill -9 anywhere no finished run is computed again and
+none is lost. What several runs need is shared: the benchmark, its shards and the feature
+caches (keyed by their inputs), and trained models (`Setting.reuse`: a T-VAD setting takes
+the AHD of another setting's run with the same seed, an S3M setting evaluates its model).
+
+Multi-host: every process runs the same runs in the same order over the global mesh (one run
+at a time on all devices); process 0 writes the results and the table.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Callable
+
+import jax
+import numpy as np
+
+from tvad_jax import config as config_lib
+from tvad_jax.config import ConfigError
+from tvad_jax.data.files import check_output_dir
+from tvad_jax.errors import DataError
+from tvad_jax.eval.baselines import baseline_scores
+from tvad_jax.eval.metrics import frame_auc
+from tvad_jax.eval.report import plot_bars
+from tvad_jax.eval.tvad import evaluate_model
+from tvad_jax.jobs.common import Report, ensure_prepared
+from tvad_jax.jobs.config import Config
+from tvad_jax.jobs.s3m import evaluate_run, train_s3m
+from tvad_jax.jobs.tvad import train_tvad
+from tvad_jax.models.tvad import load_frozen_backbone, load_model, plain_model
+from tvad_jax.runs import progress
+
+RESULT, RUN = "result.json", "run.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One row of a family's table.
+
+    Attributes:
+      name: the row label (its run folders use a slug of it).
+      method: "tvad" (train T-VAD, evaluate its model), "tvad_plain" (the frozen backbone's
+        dialogue, no training), "s3m" (the box-track S3M) or "frame_difference".
+      overrides: key=value on the family's config.
+      seeded: False for a method without randomness (run once, reported with n = 1).
+      reuse: the earlier setting whose run with the same seed lends its trained model:
+        "tvad" takes its AHD (stage 1; e.g. w/o RAE from the full model), "s3m" evaluates
+        its S3M (e.g. another smoothing).
+      one_shot: ("tvad", "tvad_plain") the dialogue with the in-context example (Table 3).
+      sigma: ("s3m", "frame_difference") temporal smoothing of the frame scores.
+    """
+
+    name: str
+    method: str
+    overrides: tuple[str, ...] = ()
+    seeded: bool = True
+    reuse: str = ""
+    one_shot: bool = False
+    sigma: float = 0.0
+
+    def __post_init__(self):
+        config_lib.check_choice(self, "method", tuple(METHODS))
+        if self.reuse and self.method not in ("tvad", "s3m"):
+            raise ConfigError(f"setting {self.name!r}: only tvad and s3m runs can reuse "
+                              "another setting's model")
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """An experiment family: the rows of one paper table.
+
+    Attributes:
+      name: what `tvad sweep` calls it.
+      description: one line, naming the paper table it mirrors.
+      settings: the rows, in table order (a `reuse` setting after the one it names).
+      config: the registered base config; overrides: applied to it first.
+      splits, metrics: the table's columns (split x metric; a metric a method does not
+        produce shows "–").
+    """
+
+    name: str
+    description: str
+    settings: tuple[Setting, ...]
+    config: str = "default"
+    overrides: tuple[str, ...] = ()
+    splits: tuple[str, ...] = ("test",)
+    metrics: tuple[str, ...] = ("micro_auc", "macro_auc")
+
+    def __post_init__(self):
+        names = [s.name for s in self.settings]
+        slugs = [slug(n) for n in names]
+        if len(set(slugs)) != len(slugs):
+            raise ConfigError(f"family {self.name}: settings {names} share a folder name")
+        for i, s in enumerate(self.settings):
+            if s.reuse and s.reuse not in names[:i]:
+                raise ConfigError(f"family {self.name}: {s.name!r} reuses {s.reuse!r}, "
+                                  "which must be an earlier setting")
+            if s.reuse and (self.setting(s.reuse).method, self.setting(s.reuse).seeded) != (
+                    s.method, s.seeded):
+                raise ConfigError(f"family {self.name}: {s.name!r} reuses {s.reuse!r}, a "
+                                  "setting of another method or seeding")
+
+    def setting(self, name: str) -> Setting:
+        for s in self.settings:
+            if s.name == name:
+                return s
+        raise ConfigError(f"family {self.name} has no setting {name!r}; it has "
+                          f"{', '.join(repr(s.name) for s in self.settings)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedRun:
+    """One (setting, seed) of a sweep with its resolved config."""
+
+    setting: Setting
+    seed: int | None            # None: an unseeded setting, run once
+    config: Config
+    overrides: tuple[str, ...]  # everything applied to the family's base config
+
+    @property
+    def folder(self) -> str:
+        return f"{slug(self.setting.name)}/{'once' if self.seed is None else f'seed{self.seed}'}"
+
+
+def slug(name: str) -> str:
+    """A folder name for a setting name ("w/o RAE" -> "w-o-RAE")."""
+    return re.sub(r"[^A-Za-z0-9_.+]+", "-", name).strip("-") or "setting"
+
+
+# Per method: the config keys a seed sets.
+SEED_KEYS = {
+    "tvad": ("tvad.stage1.train.loop.seed", "tvad.stage2.phase_a.loop.seed",
+             "tvad.stage2.phase_b.loop.seed"),
+    "s3m": ("s3m.train.loop.seed", "s3m.data_seed"),
+}
+
+
+def plan_runs(family: Family, seeds: tuple[int, ...], only: tuple[str, ...] = (),
+              overrides: tuple[str, ...] = (), config: str = "") -> list[PlannedRun]:
+    """The sweep's runs in order: per seed, the settings in table order (unseeded ones once,
+    with the first seed). `only` keeps some settings (plus the ones they reuse);
+    `overrides` apply after the family's own; `config` replaces the family's base config
+    (e.g. "tiny")."""
+    if not seeds:
+        raise ConfigError("a sweep needs at least one seed")
+    keep = {family.setting(name).name for name in only} or {s.name for s in family.settings}
+    for name in list(keep):
+        while family.setting(name).reuse:
+            name = family.setting(name).reuse
+            keep.add(name)
+    runs = []
+    for k, seed in enumerate(seeds):
+        for setting in family.settings:
+            if setting.name not in keep or (not setting.seeded and k):
+                continue
+            seed_overrides = [f"{key}={seed}" for key in SEED_KEYS.get(setting.method, ())
+                              ] if setting.seeded else []
+            applied = (*family.overrides, *setting.overrides, *seed_overrides, *overrides)
+            runs.append(PlannedRun(setting, seed if setting.seeded else None,
+                                   config_lib.resolve(config or family.config, list(applied)),
+                                   applied))
+    return runs
+
+
+def run_sweep(family: Family, seeds: tuple[int, ...], only: tuple[str, ...] = (),
+              overrides: tuple[str, ...] = (), sweep_dir: str | Path | None = None,
+              config: str = "", report: Report = print) -> Path:
+    """Run every unfinished run of the sweep (`plan_runs`), then write its table; returns
+    the sweep folder (`<runs_dir>/sweep-<family>` by default, so a relaunch finds it)."""
+    runs = plan_runs(family, seeds, only, overrides, config)
+    base = runs[0].config
+    sweep_dir = sweep_folder(family, runs, sweep_dir)
+    check_output_dir(sweep_dir)
+    for run in runs:                   # every refusal before any run starts
+        _check_run_folder(sweep_dir / run.folder, run)
+    ensure_prepared(base, report)
+    todo = [r for r in runs if not (sweep_dir / r.folder / RESULT).is_file()]
+    report(f"[tvad] sweep {family.name}: {len(runs)} runs, {len(runs) - len(todo)} finished, "
+           f"in {sweep_dir}")
+    for run in progress(todo, f"sweep {family.name}", len(todo), "run"):
+        folder = sweep_dir / run.folder
+        report(f"[tvad] sweep {family.name}: {run.folder}")
+        _write_json(folder / RUN, _run_record(run))
+        start = time.perf_counter()
+        metrics = METHODS[run.setting.method](run, folder, sweep_dir, family.splits, report)
+        _write_json(folder / RESULT, {"setting": run.setting.name, "seed": run.seed,
+                                      "metrics": metrics,
+                                      "wall_s": round(time.perf_counter() - start, 1)})
+    aggregate(family, sweep_dir, report)
+    return sweep_dir
+
+
+def sweep_folder(family: Family, runs: list[PlannedRun], sweep_dir: str | Path | None = None
+                 ) -> Path:
+    """`sweep_dir`, or the family's default `<runs_dir>/sweep-<family>` (fixed, so that a
+    relaunch finds its runs)."""
+    return Path(sweep_dir or Path(runs[0].config.runs_dir) / f"sweep-{family.name}")
+
+
+def _run_record(run: PlannedRun) -> dict:
+    return {"setting": dataclasses.asdict(run.setting), "seed": run.seed,
+            "overrides": list(run.overrides), "config": config_lib.to_dict(run.config)}
+
+
+def _check_run_folder(folder: Path, run: PlannedRun) -> None:
+    """A run folder from an earlier launch must hold this very run."""
+    path = folder / RUN
+    if path.is_file() and json.loads(path.read_text()) != json.loads(
+            json.dumps(_run_record(run))):
+        raise ConfigError(f"{path}: this run folder holds another definition of "
+                          f"{run.folder} (the family, its overrides or the code's config "
+                          "changed); remove it or sweep into another --sweep-dir")
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Write a JSON file atomically (process 0 only, in a multi-process run)."""
+    if jax.process_index() != 0:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Methods: (run, its folder, the sweep folder, splits, report) -> {split: {metric: value}}
+
+def _scalars(results: dict) -> dict:
+    return {k: float(v) for k, v in results.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _lender(run: PlannedRun, sweep_dir: Path) -> Path | None:
+    """The method run folder of the setting this run reuses (same seed), or None."""
+    if not run.setting.reuse:
+        return None
+    return sweep_dir / slug(run.setting.reuse) / Path(run.folder).name / "run"
+
+
+def _tvad(run: PlannedRun, folder: Path, sweep_dir: Path, splits, report) -> dict:
+    lender = _lender(run, sweep_dir)
+    model = load_model(train_tvad(run.config, folder / "run",
+                                  stage1_from=lender / "model" if lender else None,
+                                  report=report))
+    return {split: _scalars(evaluate_model(model, run.config, split, run.setting.one_shot,
+                                           report=report)) for split in splits}
+
+
+def _tvad_plain(run: PlannedRun, folder: Path, sweep_dir: Path, splits, report) -> dict:
+    cfg = run.config
+    model = plain_model(load_frozen_backbone(cfg.tvad.backbone), cfg.tvad.model,
+                        cfg.tvad.stage1.view, cfg.tvad.stage2.view)
+    return {split: _scalars(evaluate_model(model, cfg, split, run.setting.one_shot,
+                                           report=report)) for split in splits}
+
+
+def _s3m(run: PlannedRun, folder: Path, sweep_dir: Path, splits, report) -> dict:
+    run_dir = _lender(run, sweep_dir) or train_s3m(run.config, folder / "run", report)
+    key = f"s3m_sigma{float(run.setting.sigma):g}"
+    results = {split: evaluate_run(run_dir, split, report=report) for split in splits}
+    if any(key not in r for r in results.values()):
+        raise ConfigError(f"setting {run.setting.name!r}: the S3M run reports sigma 0 and "
+                          f"s3m.sigma only; set s3m.sigma={run.setting.sigma:g}")
+    return {split: r[key] for split, r in results.items()}
+
+
+def _frame_difference(run: PlannedRun, folder: Path, sweep_dir: Path, splits, report) -> dict:
+    out = {}
+    for split in splits:
+        scores, labels = baseline_scores(run.config, split, report)
+        auc = frame_auc(scores, labels, run.setting.sigma)
+        out[split] = {"micro_auc": auc.micro_auc, "macro_auc": auc.macro_auc}
+    return out
+
+
+METHODS: dict[str, Callable] = {"tvad": _tvad, "tvad_plain": _tvad_plain, "s3m": _s3m,
+                                "frame_difference": _frame_difference}
+
+
+# ---------------------------------------------------------------------------------------------
+# Aggregation
+
+def finished_runs(family: Family, sweep_dir: str | Path) -> list[dict]:
+    """The result.json of every finished run of the family's settings, in table order."""
+    out = []
+    for setting in family.settings:
+        for path in sorted((Path(sweep_dir) / slug(setting.name)).glob(f"*/{RESULT}")):
+            out.append(json.loads(path.read_text()))
+    return out
+
+
+def aggregate(family: Family, sweep_dir: str | Path, report: Report = print) -> dict:
+    """sweep.json (every finished run's metrics and the table's numbers), table.md (rows =
+    settings, columns = split x metric, mean +- sample std over seeds, the best mean of each
+    column in bold) and one bar chart with error bars per column (<split>_<metric>.png),
+    from finished runs only."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise DataError(sweep_dir, f"no sweep of {family.name} here")
+    runs = finished_runs(family, sweep_dir)
+    columns = [(split, metric) for split in family.splits for metric in family.metrics]
+    rows: dict[str, dict] = {}
+    for setting in family.settings:
+        mine = [r for r in runs if r["setting"] == setting.name]
+        if not mine:
+            continue
+        rows[setting.name] = {"seeds": [r["seed"] for r in mine]}
+        for split, metric in columns:
+            values = [r["metrics"].get(split, {}).get(metric) for r in mine]
+            values = [v for v in values if v is not None]
+            if values:
+                rows[setting.name][f"{split}/{metric}"] = {
+                    "mean": float(np.mean(values)),
+                    "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                    "n": len(values)}
+    summary = {"family": family.name, "description": family.description,
+               "runs": runs, "table": rows}
+    if jax.process_index() == 0:
+        _write_json(sweep_dir / "sweep.json", summary)
+        (sweep_dir / "table.md").write_text(table_markdown(family, rows))
+        for split, metric in columns:
+            key = f"{split}/{metric}"
+            bars = {name: (row[key]["mean"], row[key]["std"]) for name, row in rows.items()
+                    if key in row}
+            if bars:
+                plot_bars(bars, sweep_dir / f"{split}_{metric}.png",
+                          title=f"{family.name}: {metric} ({split})")
+    report(f"[tvad] sweep table in {sweep_dir / 'table.md'}")
+    return summary
+
+
+def table_markdown(family: Family, rows: dict) -> str:
+    """The family's table: mean +- std (n seeds) per column, the best mean in bold."""
+    columns = [f"{split}/{metric}" for split in family.splits for metric in family.metrics]
+    best = {c: max((r[c]["mean"] for r in rows.values() if c in r), default=None)
+            for c in columns}
+    lines = [f"### {family.description}", "",
+             "| setting | seeds | " + " | ".join(c.replace("/", " ") for c in columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    for name, row in rows.items():
+        cells = []
+        for c in columns:
+            if c not in row:
+                cells.append("–")
+                continue
+            text = f"{row[c]['mean']:.3f} ± {row[c]['std']:.3f}"
+            cells.append(f"**{text}**" if row[c]["mean"] == best[c] else text)
+        lines.append(f"| {name} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
