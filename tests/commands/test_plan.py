@@ -94,7 +94,7 @@ def test_device_count_rejects(mesh, devices, fragment):
     (["tiny", "--mesh", "data=3", "--devices", "8"], ("--mesh:", "needs 3 devices, have 8")),
     (["tiny", "--devices", "0"], ("--devices must be >= 1",)),
     (["tiny", "--stage", "stage3"], ("--stage 'stage3'", "'stage3' is not one of")),
-    (["default"], ("unknown plan config 'default'", "known: llava7b, shipped, tiny")),
+    (["default"], ("unknown plan config 'default'", "known: llava7b, qwen25vl7b, shipped, tiny")),
     (["tiny", "batch_per_device=two"], ("'batch_per_device'", "cannot parse 'two' as int")),
     (["tiny", "phase=C"], ("'phase'", "'C' is not one of ['A', 'B']")),
     (["tiny", "stage=1"], ("unknown config key 'stage'", "batch_per_device")),
@@ -122,5 +122,5 @@ def test_module_entry_point_reports_errors_in_one_line(runs_dir, capsys):
     out, err = capsys.readouterr()
     assert out == ""
     assert err.strip().splitlines() == [
-        "tvad: error: unknown plan config 'nope'; known: llava7b, shipped, tiny"]
+        "tvad: error: unknown plan config 'nope'; known: llava7b, qwen25vl7b, shipped, tiny"]
     assert list(runs_dir.rglob("*")) == []

@@ -214,6 +214,8 @@ def plan_encoder(pcfg: PlanConfig, mesh: Mesh, rules=mesh_lib.LOGICAL_AXIS_RULES
     clips (what building the feature cache runs); its report."""
     bcfg = backbone_config(pcfg)
     fam = family(bcfg)
+    if fam is LLAVA:
+        bcfg = dataclasses.replace(bcfg, text=None)                 # no text-tower params
     encode = encode_fn(bcfg)
     v = bcfg.vision
     boxed = fam.abstract_params(bcfg, boxed=True)
