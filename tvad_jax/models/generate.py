@@ -6,8 +6,8 @@
 
 Shapes are fixed: the prompt is [B, L, D] (right-padded, `lengths` [B] real tokens each, or a
 [B, L] 0/1 mask of prefix ones), the answer [B, max_new_tokens]. One prefill call writes the
-prompt into the cache, then a `lax.scan` samples a token from the last logits and feeds it
-back, max_new_tokens times, so on return the cache holds prompt + every generated token (up to
+prompt into the cache, then a `lax.while_loop` samples a token from the last logits and feeds
+it back, up to max_new_tokens times (it stops once every row has emitted EOS), so on return the cache holds prompt + every generated token (up to
 and including EOS) and can take the next turn directly. After a row emits `cfg.eos_token_id`
 its remaining tokens are `cfg.pad_token_id` and its cache length stops growing.
 """
@@ -81,16 +81,24 @@ def generate(params, cfg: DecoderConfig, prompt_embeds: jax.Array, prompt_mask_o
     last = jnp.take_along_axis(logits, jnp.maximum(lengths - 1, 0)[:, None, None], axis=1)[:, 0]
     eos = -1 if cfg.eos_token_id is None else cfg.eos_token_id
 
-    def step(carry, i):
-        cache, last, done = carry
+    def unfinished(carry):
+        i, _, _, done, _ = carry
+        return (i < max_new_tokens) & ~jnp.all(done)
+
+    def step(carry):
+        i, cache, last, done, tokens = carry
         token = sample(last, jax.random.fold_in(rng, i), temperature)
         token = jnp.where(done, cfg.pad_token_id, token)
         embeds = model.apply(variables, token[:, None], method=Decoder.embed)
         advance = jnp.where(done, 0, 1).astype(jnp.int32)
         logits, cache = model.apply(variables, embeds, cache["lengths"][:, None] + delta, cache,
                                     advance)
-        return (cache, logits[:, 0], done | (token == eos)), token
+        return (i + 1, cache, logits[:, 0], done | (token == eos),
+                tokens.at[:, i].set(token))
 
+    # Stops once every row has emitted EOS (the rest of each row is padding either way).
+    tokens = jnp.full((B, max_new_tokens), cfg.pad_token_id, jnp.int32)
     done = jnp.zeros((B,), bool)
-    (cache, _, _), tokens = jax.lax.scan(step, (cache, last, done), jnp.arange(max_new_tokens))
-    return tokens.T, cache
+    _, cache, _, _, tokens = jax.lax.while_loop(unfinished, step,
+                                                (0, cache, last, done, tokens))
+    return tokens, cache
