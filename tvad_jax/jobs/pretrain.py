@@ -69,14 +69,15 @@ def backbone_config(pcfg: PretrainConfig, vocab_size: int, image_size: int) -> B
 
 # ------------------------------------------------------------------ objectives
 def _forward(module: Backbone, frames, caption_ids, qa_ids, region_ids, region_weights,
-             phrase_ids):
-    """Clip, caption, region, region-text and attribute-phrase embeddings and the decoder's
-    QA logits, from one pass of each tower. region_ids [B, K, L], region_weights
-    [B, K, T', h, w], phrase_ids [P, L] (the attribute phrases)."""
+             phrase_ids=None):
+    """Clip, caption, region, region-text and (with phrase_ids) attribute-phrase embeddings
+    and the decoder's QA logits, from one pass of each tower. region_ids [B, K, L],
+    region_weights [B, K, T', h, w], phrase_ids [P, L] (the attribute phrases) or None."""
     pad = module.cfg.text.pad_token_id
     video, visual = module.encode_video_and_tokens(frames)          # [B, T', E], [B, S, D]
     b, k, length = region_ids.shape
-    ids = jnp.concatenate([caption_ids, region_ids.reshape(b * k, length), phrase_ids])
+    ids = jnp.concatenate([caption_ids, region_ids.reshape(b * k, length)]
+                          + ([] if phrase_ids is None else [phrase_ids]))
     text = module.encode_text(ids, ids != pad).embeds               # [B + B K + P, E]
     patches = video.final[:, :, 1:]                                 # [B, T', N, D_v]
     weights = region_weights.reshape(b, k, *patches.shape[1:3])     # [B, K, T', N]
@@ -99,9 +100,12 @@ def attribute_phrase_ids(tokenizer, length: int) -> np.ndarray:
 
 
 def make_spec(bcfg: BackboneConfig, pcfg: PretrainConfig, phrase_ids: np.ndarray) -> StageSpec:
-    """The pretraining stage: every backbone param trains. phrase_ids: `attribute_phrase_ids`."""
+    """The pretraining stage: every backbone param trains. phrase_ids: `attribute_phrase_ids`
+    (left out of the graph when `attribute_weight` is 0, so that the recipe without it trains
+    exactly as before it existed)."""
     model = Backbone(bcfg)
     group_sizes = tuple(len(p) for p in ATTRIBUTE_PHRASES.values())
+    phrase_ids = phrase_ids if pcfg.attribute_weight else None
 
     def init_fn(rng):
         frames = jnp.zeros((1, pcfg.clip_len, bcfg.vision.image_size, bcfg.vision.image_size, 3))
@@ -119,15 +123,17 @@ def make_spec(bcfg: BackboneConfig, pcfg: PretrainConfig, phrase_ids: np.ndarray
         region, region_accuracy = contrastive_loss(
             out["region"].reshape(b * k, -1), out["region_text"].reshape(b * k, -1),
             out["logit_scale"], batch["region_ids"].reshape(b * k, length), valid)
-        attribute, attribute_accuracy = grouped_choice_loss(
-            out["region"].reshape(b * k, -1), out["phrases"], out["logit_scale"],
-            batch["region_attributes"].reshape(b * k, -1), group_sizes, valid)
         language = lm_loss(out["qa_logits"], batch["qa_targets"])
-        loss = (contrastive + pcfg.region_weight * region + pcfg.lm_weight * language
-                + pcfg.attribute_weight * attribute)
-        return loss, {"contrastive": contrastive, "region": region, "lm": language,
-                      "attribute": attribute, "batch_t2v_top1": accuracy,
-                      "batch_t2r_top1": region_accuracy, "attribute_top1": attribute_accuracy}
+        loss = contrastive + pcfg.region_weight * region + pcfg.lm_weight * language
+        metrics = {"contrastive": contrastive, "region": region, "lm": language,
+                   "batch_t2v_top1": accuracy, "batch_t2r_top1": region_accuracy}
+        if phrase_ids is not None:
+            attribute, metrics["attribute_top1"] = grouped_choice_loss(
+                out["region"].reshape(b * k, -1), out["phrases"], out["logit_scale"],
+                batch["region_attributes"].reshape(b * k, -1), group_sizes, valid)
+            loss += pcfg.attribute_weight * attribute
+            metrics["attribute"] = attribute
+        return loss, metrics
 
     return StageSpec(pcfg.train, init_fn, loss_fn)
 
