@@ -43,15 +43,20 @@ class _Llava:
 
     def tokenize(self, bcfg: BackboneConfig, tokenizer, sentences) -> tuple[np.ndarray,
                                                                             np.ndarray]:
-        """<bos> sentence <eos>, cut and padded to the text tower's max_length."""
+        """<bos> sentence <eos>, cut and padded to the text tower's max_length. The ends are
+        the tokenizer's (a CLIP config's legacy ids, eos 2 and pad 1, are ordinary tokens of
+        its vocabulary); the mask marks the tokens written, whatever the pad id."""
         length = bcfg.text.max_length
+        eos = bcfg.text.eos_token_id if tokenizer.eos_token_id is None else tokenizer.eos_token_id
         ids = np.full((len(sentences), length), bcfg.text.pad_token_id, np.int32)
+        mask = np.zeros((len(sentences), length), bool)
         for row, sentence in enumerate(sentences):
             tokens = [tokenizer.bos_token_id,
                       *tokenizer(sentence, add_special_tokens=False)["input_ids"]][:length - 1]
-            tokens.append(bcfg.text.eos_token_id)
+            tokens.append(eos)
             ids[row, :len(tokens)] = tokens
-        return ids, ids != bcfg.text.pad_token_id
+            mask[row, :len(tokens)] = True
+        return ids, mask
 
     def text_features(self, bcfg: BackboneConfig, params, ids, mask) -> jax.Array:
         return vlm.Backbone(bcfg).apply({"params": params}, ids, mask,
