@@ -73,6 +73,10 @@ _TURN_TYPE = {"judgment": "yes_no", "target": "target", "trajectory": "trajector
               "time": "time"}
 
 
+# The keys of `HeatmapResult.metrics`.
+HEATMAP_METRICS = ("micro_auc", "macro_auc", "rbdc", "tbdc", "detections", "gt_tracks")
+
+
 @dataclasses.dataclass
 class HeatmapResult:
     metrics: dict

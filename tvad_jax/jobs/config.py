@@ -118,7 +118,7 @@ class S3MJobConfig:
 
     model: S3MConfig = S3MConfig(width=64, state_size=32, num_layers=3, past=10, future=2)
     train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
-        loop=TrainLoopConfig(steps=3000, log_every=10, sync_every=100),
+        loop=TrainLoopConfig(steps=1500, log_every=10, sync_every=100),
         optim=OptimConfig(learning_rate=3e-3, warmup_ratio=0.05, lr_floor=0.05),
         checkpoint=CheckpointConfig(every_steps=1000, keep_last=1, keep_best=0),
     ))

@@ -291,16 +291,6 @@ def load_model(directory: str | Path) -> TVADModel:
     return TVADModel(cfg.for_backbone(backbone.cfg), backbone, tree, *views, directory)
 
 
-def ablation_model(model: TVADModel, variant: str) -> TVADModel:
-    """A trained full model with its RAE switched off at inference ("no_rae": the AHD's
-    heatmaps only, no dialogue)."""
-    if variant != "no_rae" or not model.cfg.has_ahd:
-        raise ValueError(f"cannot derive {variant!r} from a {model.cfg.variant!r} model")
-    params = {"ahd": model.params["ahd"], "text": model.params["text"]}
-    return dataclasses.replace(model, cfg=dataclasses.replace(model.cfg, variant="no_rae"),
-                               params=params)
-
-
 def plain_model(backbone: FrozenBackbone, cfg: TVADConfig, clip_view: ClipView,
                 video_view: ClipView) -> TVADModel:
     """The frozen backbone as a `TVADModel` (no AHD, no RAE): the baselines."""
