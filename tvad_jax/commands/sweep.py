@@ -66,7 +66,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     if args.list:
         for name in config_lib.names("sweep"):
             family = config_lib.get(name, "sweep")
-            rows = ", ".join(s.name for s in family.settings)
+            rows = ", ".join(f'"{s.name}"' for s in family.settings)
             print(f"{name}: {family.description}\n    settings: {rows}")
         return 0
     if not args.family or "=" in args.family:
