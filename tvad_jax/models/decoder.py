@@ -43,7 +43,7 @@ def init_cache(cfg: DecoderConfig, batch: int, max_len: int, dtype=None) -> dict
             "lengths": jnp.zeros((batch,), jnp.int32)}
 
 
-def _adapt(y, x, lora, name, salt):
+def adapt_with_lora(y, x, lora, name, salt):
     """y [B, L, H|K, Dh] + the LoRA branch `name` of x [B, L, D] (one layer's slice of
     `lora.decoder_lora`), dropout keyed by fold_in(rng, salt)."""
     rng = jax.random.fold_in(lora["rng"], salt)
@@ -73,7 +73,7 @@ class DecoderLayer(nn.Module):
     def attention(self, x, kv, positions, start, key_lengths, lora):
         q, k, v = self.attn.qkv(x)
         if lora is not None:
-            q, v = _adapt(q, x, lora, "query", 0), _adapt(v, x, lora, "value", 1)
+            q, v = adapt_with_lora(q, x, lora, "query", 0), adapt_with_lora(v, x, lora, "value", 1)
         q = L.rope(q, positions, self.cfg.rope_theta)
         k = L.rope(k, positions, self.cfg.rope_theta)
         if kv is None:

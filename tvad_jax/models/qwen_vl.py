@@ -48,9 +48,8 @@ from tvad_jax.models import hf_tables as tables, layers as L
 from tvad_jax.models.configs import DTYPES, DecoderConfig, dtype_of
 from tvad_jax.models.convert import (CheckpointError, Rule, apply_rules, check_shapes, read_config,
                                      read_pytorch_layout, reshape, transpose)
-from tvad_jax.models.decoder import Decoder, DecoderLayer, init_cache
+from tvad_jax.models.decoder import Decoder, DecoderLayer, adapt_with_lora, init_cache
 from tvad_jax.models.generate import sample
-from tvad_jax.models.lora import lora_branch
 
 
 # ------------------------------------------------------------------ configs
@@ -486,13 +485,6 @@ def _cached_attention(q, k, v, kv, start):
     return o, (k_cache, v_cache)
 
 
-def _lora(y, x, lora, name: str, salt: int):
-    """y [B, L, H|K, Dh] + the unmerged LoRA branch `name` of x [B, L, D] (one layer's slice
-    of `lora.decoder_lora`), dropout keyed by fold_in(rng, salt), as `DecoderLayer` does."""
-    rng = jax.random.fold_in(lora["rng"], salt)
-    return y + lora_branch(x, lora[name]["a"], lora[name]["b"], rng, lora["rate"])
-
-
 class QwenDecoderLayer(DecoderLayer):
     """`DecoderLayer` with Qwen2 attention; its `positions` argument carries the M-RoPE
     angles [B, L, Dh] (computed once per call by `QwenDecoder`)."""
@@ -509,7 +501,7 @@ class QwenDecoderLayer(DecoderLayer):
     def attention(self, x, kv, angles, start, key_lengths, lora):
         q, k, v = self.attn.qkv(x)
         if lora is not None:
-            q, v = _lora(q, x, lora, "query", 0), _lora(v, x, lora, "value", 1)
+            q, v = adapt_with_lora(q, x, lora, "query", 0), adapt_with_lora(v, x, lora, "value", 1)
         q, k = rotate(q, angles), rotate(k, angles)
         if kv is None:
             o = jax.nn.dot_product_attention(q, k, v, is_causal=True,
