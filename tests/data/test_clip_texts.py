@@ -54,3 +54,14 @@ def test_clip_rows_crops_and_region_weights(tiny_prepared):
     for row, ids in zip(weights, batch["region_ids"]):   # a described object covers patches
         described = (ids != tokenizer.pad_token_id).any(axis=-1)
         np.testing.assert_array_equal(row.reshape(3, -1).sum(-1) > 0, described)
+    motion, moving = batch["region_motion"], batch["region_motion_valid"]   # [B, K, T', 2]
+    assert motion.shape == (2, 3, 4, 2) and moving.shape == (2, 3, 4)
+    assert (motion[~moving] == 0).all()
+    plain = next(iter(make_dataset(source, lengths, loader)))      # the same clips, untouched
+    rows = [index.tolist().index([v, s]) for v, s in zip(plain["video_index"], plain["start"])]
+    for i, row in enumerate(rows):    # each region's velocity: its boxes' centre steps
+        centre = (texts[row].boxes[..., :2] + texts[row].boxes[..., 2:]) / 2
+        seen = ~np.isnan(centre[:, :3, 0]).any(axis=1)               # in frames 0-2
+        step = np.diff(centre[seen, :3], axis=1)                      # frame 0: its step,
+        expected = (step[:, 0] + step.mean(axis=1)) / 2           # frame 1: mean of two
+        np.testing.assert_allclose(motion[i, seen, 0], expected, rtol=1e-5, atol=1e-6)

@@ -1,7 +1,7 @@
 """Object boxes on the patch grid, crops around them."""
 import numpy as np
 
-from tvad_jax.data.object_boxes import box_coverage, crop_box, crop_frames
+from tvad_jax.data.object_boxes import box_coverage, box_velocity, crop_box, crop_frames
 
 
 def test_box_coverage_counts_patch_fractions_per_tubelet():
@@ -12,6 +12,20 @@ def test_box_coverage_counts_patch_fractions_per_tubelet():
     cover = box_coverage(boxes, size=16, patch=8, tubelet=2)      # [1, 2, 2, 2]
     np.testing.assert_allclose(cover[0, 0], [[0.75, 0], [0, 0]])  # mean of 1 and 0.5
     np.testing.assert_allclose(cover[0, 1], [[0, 0], [0, 0.25]])  # mean of 0.5 and absent
+
+
+def test_box_velocity_averages_centre_steps_per_tubelet():
+    boxes = np.full((2, 6, 4), np.nan)
+    for t in range(4):                  # object 0 moves 2 px right, 1 px up per frame
+        boxes[0, t] = [10 + 2 * t, 20 - t, 14 + 2 * t, 24 - t]
+    boxes[1, 2] = [0, 0, 3, 3]          # object 1 is seen in one frame only
+    v = box_velocity(boxes, tubelet=2)                            # [2, 3, 2]
+    np.testing.assert_allclose(v[0, :2], [[2, -1], [2, -1]])
+    assert np.isnan(v[0, 2]).all() and np.isnan(v[1]).all()
+    boxes[0, 4] = boxes[0, 3] + [5, 0, 5, 0]                     # a jump into the last tubelet
+    v = box_velocity(boxes, tubelet=2)
+    np.testing.assert_allclose(v[0, 1], [(2 + (2 + 5) / 2) / 2, -0.5 - 0.25])
+    np.testing.assert_allclose(v[0, 2], [5, 0])
 
 
 def test_crop_box_is_a_square_in_the_frame_around_the_object():

@@ -1,12 +1,17 @@
 import json
 
+import jax.numpy as jnp
+import numpy as np
+
 from tvad_jax.cli import main
+from tvad_jax.jobs.pretrain import MOTION_HEAD, motion_loss
 from tvad_jax.models.backbone_io import load_backbone
 
 
 def test_pretrain_end_to_end_on_the_tiny_benchmark(tmp_path, capsys):
     args = ["pretrain", "--config", "tiny", f"synth.out_dir={tmp_path / 'synth'}",
-            f"runs_dir={tmp_path / 'runs'}", "pretrain.attribute_weight=1"]
+            f"runs_dir={tmp_path / 'runs'}", "pretrain.attribute_weight=1",
+            "pretrain.motion_weight=1"]
     assert main(args) == 0
     run_dir = next((tmp_path / "runs").glob("pretrain-*"))
     metrics = json.loads((run_dir / "pretrain_metrics.json").read_text())
@@ -21,8 +26,24 @@ def test_pretrain_end_to_end_on_the_tiny_benchmark(tmp_path, capsys):
     assert all(0 <= a["accuracy"] <= 1 and 0 < a["majority"] <= 1 for a in attributes.values())
     cfg, params, tokenizer = load_backbone(run_dir / "backbone")
     assert cfg.vision.image_size == 48 and cfg.decoder.vocab_size == len(tokenizer)
+    assert MOTION_HEAD not in params                  # the pretraining-only head is dropped
     assert tokenizer.convert_tokens_to_ids("<anomaly_sep>") != tokenizer.unk_token_id
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 6
     assert {"train/contrastive", "train/region", "train/lm", "train/attribute",
-            "train/attribute_top1"} <= set(json.loads(lines[0]))
+            "train/attribute_top1", "train/motion", "train/motion_r2"} <= set(json.loads(lines[0]))
+
+
+def test_motion_loss_is_zero_for_the_true_velocities_and_ignores_invalid_rows():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(2, 3, 4, 5)).astype(np.float32)        # [B, K, T', D]
+    head = {"kernel": rng.normal(size=(5, 2)).astype(np.float32), "bias": np.ones(2, np.float32)}
+    motion = features @ head["kernel"] + head["bias"]
+    valid = np.ones((2, 3, 4), bool)
+    valid[1, 2] = False
+    motion[1, 2] += 100.0                                              # wrong, but not valid
+    loss, r2 = motion_loss(head, jnp.asarray(features), jnp.asarray(motion), jnp.asarray(valid))
+    assert float(loss) < 1e-10 and abs(float(r2) - 1) < 1e-6
+    loss, r2 = motion_loss({"kernel": np.zeros((5, 2), np.float32), "bias": motion[valid].mean(0)},
+                           jnp.asarray(features), jnp.asarray(motion), jnp.asarray(valid))
+    assert float(loss) > 0.1 and abs(float(r2)) < 1e-5                # the mean predicts R^2 0

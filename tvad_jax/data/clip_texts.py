@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from tvad_jax.data.captions import clip_caption, clip_questions, clip_timelines
-from tvad_jax.data.object_boxes import box_coverage, crop_box, crop_frames
+from tvad_jax.data.object_boxes import box_coverage, box_velocity, crop_box, crop_frames
 from tvad_jax.data.object_text import (ATTRIBUTE_PHRASES, clip_objects, scene_of, zone_question,
                                        zone_statement)
 from tvad_jax.data.pipeline import LoaderConfig, clip_index, open_split, split_names
@@ -150,8 +150,11 @@ def _pad(ids: list[int], length: int, tokenizer, end: int | None = None) -> np.n
 
 
 class AttachText:
-    """grain transform: frames (cropped on crop rows) + this clip's text arrays and the
-    per-patch coverage of its region boxes (other keys dropped)."""
+    """grain transform: frames (cropped on crop rows) + this clip's text arrays, the per-patch
+    coverage of its region boxes and their motion per tubelet (other keys dropped).
+
+    `region_motion` [K, T', 2]: each region's centre velocity (dx, dy) in pixels per frame,
+    0 where `region_motion_valid` [K, T'] is False (absent, or seen in one frame only)."""
 
     def __init__(self, texts: ClipTexts, index: np.ndarray, patch: int, tubelet: int):
         self.texts, self.patch, self.tubelet = texts, patch, tubelet
@@ -164,7 +167,10 @@ class AttachText:
             frames = crop_frames(frames, crop)
         coverage = box_coverage(self.texts.region_boxes[row], frames.shape[1], self.patch,
                                 self.tubelet)
+        motion = box_velocity(self.texts.region_boxes[row], self.tubelet)
+        valid = ~np.isnan(motion[..., 0])
         return {"frames": frames, "caption_ids": self.texts.caption_ids[row],
                 "qa_ids": self.texts.qa_ids[row], "qa_targets": self.texts.qa_targets[row],
                 "region_ids": self.texts.region_ids[row], "region_weights": coverage,
-                "region_attributes": self.texts.region_attributes[row]}
+                "region_attributes": self.texts.region_attributes[row],
+                "region_motion": np.nan_to_num(motion), "region_motion_valid": valid}

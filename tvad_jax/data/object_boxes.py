@@ -1,6 +1,7 @@
 """Object boxes on the patch grid and crops around them (host-side, numpy).
 
     box_coverage(boxes [K, T, 4], size, patch, tubelet) -> [K, T', g, g]  patch fractions
+    box_velocity(boxes [K, T, 4], tubelet) -> [K, T', 2]                   centre motion
     crop_box(boxes [T, 4], width, height) -> (x0, y0, side, side)          square crop
     crop_frames(frames [T, H, W, 3], box) -> [T, H, W, 3]                  the crop, resized
 
@@ -31,6 +32,30 @@ def box_coverage(boxes: np.ndarray, size: int, patch: int, tubelet: int) -> np.n
     cover *= present[..., None]                                          # [K, T, g, g]
     k, t, g, _ = cover.shape
     return cover.reshape(k, t // tubelet, tubelet, g, g).mean(axis=2).astype(np.float32)
+
+
+def box_velocity(boxes: np.ndarray, tubelet: int) -> np.ndarray:
+    """Mean velocity (dx, dy) of each box's centre over each tubelet, in pixels per frame.
+
+    boxes [K, T, 4] (NaN rows absent) -> [K, T / tubelet, 2]. A frame's velocity is the mean of
+    its defined centre differences to the previous and the next frame; a tubelet's is the mean
+    over its frames that have one; NaN where none has (the object is absent, or seen in one
+    frame only)."""
+    centre = (boxes[..., :2] + boxes[..., 2:]) / 2                      # [K, T, 2]
+    step = centre[:, 1:] - centre[:, :-1]                               # [K, T-1, 2]
+    gap = np.full_like(step[:, :1], np.nan)
+    both = np.stack([np.concatenate([gap, step], 1), np.concatenate([step, gap], 1)])
+    per_frame = _nanmean(both, axis=0)                                  # [K, T, 2]
+    k, t, _ = per_frame.shape
+    return _nanmean(per_frame.reshape(k, t // tubelet, tubelet, 2), axis=2).astype(np.float32)
+
+
+def _nanmean(x: np.ndarray, axis: int) -> np.ndarray:
+    """np.nanmean without its warning on all-NaN slices (they stay NaN)."""
+    count = (~np.isnan(x)).sum(axis)
+    total = np.nansum(x, axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 def crop_frames(frames: np.ndarray, box: np.ndarray) -> np.ndarray:

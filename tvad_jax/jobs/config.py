@@ -66,6 +66,8 @@ class PretrainConfig:
         region-text and attribute-text losses beside the clip-caption contrastive one (the
         attribute-text loss: each region's pooled feature against the phrases of each of its
         attributes, `object_text.ATTRIBUTE_PHRASES`).
+      motion_weight: weight of the region-motion regression (a linear head on each region's
+        patch features per tubelet predicts the object's velocity from its boxes; 0: off).
       eval_clips: held-out clips for retrieval.
       model: "default" (the shipped architecture) or "tiny" (tests).
     """
@@ -89,6 +91,7 @@ class PretrainConfig:
     lm_weight: float = 1.0
     region_weight: float = 1.0
     attribute_weight: float = 0.0
+    motion_weight: float = 0.0
     eval_clips: int = 128
     model: Literal["default", "tiny"] = "default"
 
@@ -96,7 +99,7 @@ class PretrainConfig:
         config_lib.check_at_least(self, 1, "clip_len", "clip_stride", "frame_step", "batch_size",
                                   "vocab_size", "caption_len", "qa_len", "regions", "eval_clips")
         config_lib.check_at_least(self, 0, "crop_every", "lm_weight", "region_weight",
-                                  "attribute_weight")
+                                  "attribute_weight", "motion_weight")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,6 +11,10 @@ objects look like and do; never the anomaly annotations, never "normal" / "abnor
 * region-text contrastive alignment: the last layer's patch features pooled under each of the
   `regions` most visible objects' boxes (coverage-weighted, per tubelet) against that object's
   description, so that patch features carry class, look, action, speed, direction and zone;
+* region motion (`motion_weight`, off by default): a linear head on each region's patch
+  features, pooled per tubelet, regresses the object's velocity (pixels per frame, from its
+  boxes; Huber loss), so that the tower must encode how objects move, which no text objective
+  taught it (speed stayed unreadable); the head is dropped from the saved backbone;
 * captioning / QA language modelling of the decoder: [P_V ; <s> question ; answer </s>] with
   the loss on answer tokens only: scene descriptions, counts, yes/no zone questions and, on
   crop clips (every `crop_every`-th clip, cropped around its main object), VLAVAD's
@@ -32,6 +36,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from tvad_jax.data.clip_texts import (DESCRIBE, AttachText, ClipText, ClipTexts, clip_texts,
                                       encode_caption, encode_texts)
@@ -70,9 +75,10 @@ def backbone_config(pcfg: PretrainConfig, vocab_size: int, image_size: int) -> B
 # ------------------------------------------------------------------ objectives
 def _forward(module: Backbone, frames, caption_ids, qa_ids, region_ids, region_weights,
              phrase_ids=None):
-    """Clip, caption, region, region-text and (with phrase_ids) attribute-phrase embeddings
-    and the decoder's QA logits, from one pass of each tower. region_ids [B, K, L],
-    region_weights [B, K, T', h, w], phrase_ids [P, L] (the attribute phrases) or None."""
+    """Clip, caption, region, region-text and (with phrase_ids) attribute-phrase embeddings,
+    each region's patch features per tubelet and the decoder's QA logits, from one pass of
+    each tower. region_ids [B, K, L], region_weights [B, K, T', h, w], phrase_ids [P, L] (the
+    attribute phrases) or None."""
     pad = module.cfg.text.pad_token_id
     video, visual = module.encode_video_and_tokens(frames)          # [B, T', E], [B, S, D]
     b, k, length = region_ids.shape
@@ -84,13 +90,34 @@ def _forward(module: Backbone, frames, caption_ids, qa_ids, region_ids, region_w
     pooled = jnp.einsum("btnd,bktn->bkd", patches, weights) / jnp.maximum(
         weights.sum(axis=(2, 3))[..., None], 1e-6)
     region = module.vision.visual_projection(pooled)                # [B, K, E]
+    per_tubelet = jnp.einsum("btnd,bktn->bktd", patches, weights) / jnp.maximum(
+        weights.sum(axis=3)[..., None], 1e-6)                       # [B, K, T', D_v]
     embeds = jnp.concatenate([visual, module.embed_tokens(qa_ids)], axis=1)
     positions = jnp.arange(embeds.shape[1])[None]
     logits, _ = module.decode(embeds, positions)
     return {"video": video.embeds.mean(axis=1), "caption": text[:b], "region": region,
             "region_text": text[b:b + b * k].reshape(b, k, -1), "phrases": text[b + b * k:],
-            "logit_scale": module.logit_scale,
+            "region_tubelets": per_tubelet, "logit_scale": module.logit_scale,
             "qa_logits": logits[:, visual.shape[1]:]}
+
+
+MOTION_HEAD = "motion_head"     # the pretraining-only velocity head beside the backbone params
+
+
+def motion_loss(head: dict, features: jax.Array, motion: jax.Array, valid: jax.Array
+                ) -> tuple[jax.Array, jax.Array]:
+    """(Huber loss, R^2) of the linear velocity head on per-tubelet region features.
+
+    features [B, K, T', D_v], motion [B, K, T', 2] target velocities, valid [B, K, T'] (the
+    object is seen and its motion defined there). R^2 is against the batch's mean velocity."""
+    predicted = features @ head["kernel"] + head["bias"]            # [B, K, T', 2]
+    weight = valid.astype(jnp.float32)[..., None]
+    count = jnp.maximum(weight.sum() * 2, 1.0)
+    loss = (optax.huber_loss(predicted, motion) * weight).sum() / count
+    mean = (motion * weight).sum(axis=(0, 1, 2)) / jnp.maximum(weight.sum(), 1.0)
+    total = (((motion - mean) ** 2) * weight).sum()
+    r2 = 1.0 - (((predicted - motion) ** 2) * weight).sum() / jnp.maximum(total, 1e-9)
+    return loss, r2
 
 
 def attribute_phrase_ids(tokenizer, length: int) -> np.ndarray:
@@ -109,10 +136,15 @@ def make_spec(bcfg: BackboneConfig, pcfg: PretrainConfig, phrase_ids: np.ndarray
 
     def init_fn(rng):
         frames = jnp.zeros((1, pcfg.clip_len, bcfg.vision.image_size, bcfg.vision.image_size, 3))
-        return model.init(rng, frames, jnp.zeros((1, 2), jnp.int32))["params"]
+        params = model.init(rng, frames, jnp.zeros((1, 2), jnp.int32))["params"]
+        if pcfg.motion_weight:
+            params[MOTION_HEAD] = {"kernel": jnp.zeros((bcfg.vision.width, 2)),
+                                   "bias": jnp.zeros(2)}
+        return params
 
     def loss_fn(trainable, frozen, batch, rng):
         params = merge_params(trainable, frozen)
+        head = params.pop(MOTION_HEAD, None)
         out = model.apply({"params": params}, batch["frames"], batch["caption_ids"],
                           batch["qa_ids"], batch["region_ids"], batch["region_weights"],
                           phrase_ids, method=_forward)
@@ -133,6 +165,11 @@ def make_spec(bcfg: BackboneConfig, pcfg: PretrainConfig, phrase_ids: np.ndarray
                 batch["region_attributes"].reshape(b * k, -1), group_sizes, valid)
             loss += pcfg.attribute_weight * attribute
             metrics["attribute"] = attribute
+        if head is not None:
+            motion, metrics["motion_r2"] = motion_loss(
+                head, out["region_tubelets"], batch["region_motion"], batch["region_motion_valid"])
+            loss += pcfg.motion_weight * motion
+            metrics["motion"] = motion
         return loss, metrics
 
     return StageSpec(pcfg.train, init_fn, loss_fn)
@@ -308,6 +345,7 @@ def pretrain(cfg: Config, ship: bool = False, report: Report = print) -> Path:
     result = train(spec, data=data, run_dir=run_dir,
                    mesh=make_mesh(pcfg.train.mesh))
     params = nn.meta.unbox(jax.device_get(merge_params(result.state.params, result.frozen)))
+    params.pop(MOTION_HEAD, None)
     metrics = {"retrieval": retrieval(bcfg, params, cfg, pcfg, tokenizer),
                "samples": sample_captions(bcfg, params, cfg, pcfg, tokenizer),
                "train": {k: result.summary.get(k) for k in (
