@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from tvad_jax.models import layers as L
+from tvad_jax.models.attention import attention
 from tvad_jax.models.configs import DecoderConfig, dtype_of
 from tvad_jax.models.lora import lora_branch
 
@@ -48,6 +49,19 @@ def adapt_with_lora(y, x, lora, name, salt):
     `lora.decoder_lora`), dropout keyed by fold_in(rng, salt)."""
     rng = jax.random.fold_in(lora["rng"], salt)
     return y + lora_branch(x, lora[name]["a"], lora[name]["b"], rng, lora["rate"])
+
+
+def cached_attention(q, k, v, kv, start):
+    """Write k, v [B, L, K, Dh] into the cache (k, v) [B, S, K, Dh] at slots [start_b, ...)
+    and attend causally over the filled slots: -> (o [B, L, H, Dh], new (k, v))."""
+    k_cache, v_cache = kv
+    write = jax.vmap(lambda c, u, s: jax.lax.dynamic_update_slice_in_dim(c, u, s, axis=0))
+    k_cache = write(k_cache, k.astype(k_cache.dtype), start)
+    v_cache = write(v_cache, v.astype(v_cache.dtype), start)
+    query_slot = start[:, None] + jnp.arange(q.shape[1])[None]                  # B, L
+    mask = jnp.arange(k_cache.shape[1])[None, None, :] <= query_slot[:, :, None]  # B, L, S
+    o = attention(q, k_cache.astype(q.dtype), v_cache.astype(q.dtype), mask[:, None])
+    return o, (k_cache, v_cache)
 
 
 class DecoderLayer(nn.Module):
@@ -77,19 +91,10 @@ class DecoderLayer(nn.Module):
         q = L.rope(q, positions, self.cfg.rope_theta)
         k = L.rope(k, positions, self.cfg.rope_theta)
         if kv is None:
-            o = jax.nn.dot_product_attention(q, k, v, is_causal=True,
-                                             key_value_seq_lengths=key_lengths)
+            o = attention(q, k, v, is_causal=True, key_lengths=key_lengths)
             return self.attn.output(o), None
-        k_cache, v_cache = kv
-        write = jax.vmap(lambda c, u, s: jax.lax.dynamic_update_slice_in_dim(c, u, s, axis=0))
-        k_cache = write(k_cache, k.astype(k_cache.dtype), start)
-        v_cache = write(v_cache, v.astype(v_cache.dtype), start)
-        S = k_cache.shape[1]
-        query_slot = start[:, None] + jnp.arange(x.shape[1])[None]        # B, L
-        mask = jnp.arange(S)[None, None, :] <= query_slot[:, :, None]      # B, L, S
-        o = jax.nn.dot_product_attention(q, k_cache.astype(q.dtype), v_cache.astype(q.dtype),
-                                         mask=mask[:, None])
-        return self.attn.output(o), (k_cache, v_cache)
+        o, kv = cached_attention(q, k, v, kv, start)
+        return self.attn.output(o), kv
 
     def block(self, x, kv, positions, start, key_lengths, lora):
         x = L.constrain(x, ("batch", "length", "embed"))

@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tvad_jax.models.attention import attention
+
 Dtype = Any
 
 
@@ -106,7 +108,7 @@ class Attention(nn.Module):
 
     Params: query/kernel [D, H, Dh], key|value/kernel [D, K, Dh] (+ biases [H|K, Dh] when
     `use_bias`), out/kernel [H, Dh, D] (+ bias [D]). The attention itself is
-    `jax.nn.dot_product_attention`, called by the owner with its own masks or cache.
+    `models.attention.attention`, called by the owner with its own masks or cache.
     """
 
     heads: int
@@ -141,7 +143,7 @@ class Attention(nn.Module):
     def __call__(self, x, mask=None, is_causal: bool = False):
         """Self-attention of x [B, L, D]; mask [B, 1|H, L, L] bool (True = attend)."""
         q, k, v = self.qkv(x)
-        o = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal)
+        o = attention(q, k, v, mask, is_causal=is_causal)
         return self.output(o)
 
 

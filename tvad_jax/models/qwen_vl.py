@@ -48,7 +48,9 @@ from tvad_jax.models import hf_tables as tables, layers as L
 from tvad_jax.models.configs import DTYPES, DecoderConfig, dtype_of
 from tvad_jax.models.convert import (CheckpointError, Rule, apply_rules, check_shapes, read_config,
                                      read_pytorch_layout, reshape, transpose)
-from tvad_jax.models.decoder import Decoder, DecoderLayer, adapt_with_lora, init_cache
+from tvad_jax.models.attention import attention
+from tvad_jax.models.decoder import (Decoder, DecoderLayer, adapt_with_lora, cached_attention,
+                                     init_cache)
 from tvad_jax.models.generate import sample
 
 
@@ -296,7 +298,7 @@ def _window_attention(q, k, v, valid, window: int):
     S, H, Dh = q.shape
     q, k, v = (x.reshape(S // window, window, H, Dh) for x in (q, k, v))   # S/W, W, H, Dh
     mask = valid.reshape(S // window, 1, 1, window)
-    return jax.nn.dot_product_attention(q, k, v, mask=mask).reshape(S, H, Dh)
+    return attention(q, k, v, mask).reshape(S, H, Dh)
 
 
 def _segment_attention(q, k, v, valid, segments, segment_pos):
@@ -304,7 +306,7 @@ def _segment_attention(q, k, v, valid, segments, segment_pos):
     segment (one image temporal step); segments [G, Lg], segment_pos [S]: `WindowLayout`'s."""
     index = jnp.maximum(segments, 0)                                          # G, Lg
     keys = (segments >= 0) & valid[index]
-    o = jax.nn.dot_product_attention(q[index], k[index], v[index], mask=keys[:, None, None, :])
+    o = attention(q[index], k[index], v[index], keys[:, None, None, :])
     return o.reshape(-1, *q.shape[1:])[segment_pos]
 
 
@@ -471,20 +473,6 @@ class QwenAttention(L.Attention):
                                 use_bias=False, dtype=self.dtype, name="out")
 
 
-def _cached_attention(q, k, v, kv, start):
-    """Write k, v [B, L, K, Dh] into the cache (k, v) [B, S, K, Dh] at slots [start_b, ...)
-    and attend causally over the filled slots: -> (o [B, L, H, Dh], new (k, v))."""
-    k_cache, v_cache = kv
-    write = jax.vmap(lambda c, u, s: jax.lax.dynamic_update_slice_in_dim(c, u, s, axis=0))
-    k_cache = write(k_cache, k.astype(k_cache.dtype), start)
-    v_cache = write(v_cache, v.astype(v_cache.dtype), start)
-    query_slot = start[:, None] + jnp.arange(q.shape[1])[None]                  # B, L
-    mask = jnp.arange(k_cache.shape[1])[None, None, :] <= query_slot[:, :, None]  # B, L, S
-    o = jax.nn.dot_product_attention(q, k_cache.astype(q.dtype), v_cache.astype(q.dtype),
-                                     mask=mask[:, None])
-    return o, (k_cache, v_cache)
-
-
 class QwenDecoderLayer(DecoderLayer):
     """`DecoderLayer` with Qwen2 attention; its `positions` argument carries the M-RoPE
     angles [B, L, Dh] (computed once per call by `QwenDecoder`)."""
@@ -504,10 +492,9 @@ class QwenDecoderLayer(DecoderLayer):
             q, v = adapt_with_lora(q, x, lora, "query", 0), adapt_with_lora(v, x, lora, "value", 1)
         q, k = rotate(q, angles), rotate(k, angles)
         if kv is None:
-            o = jax.nn.dot_product_attention(q, k, v, is_causal=True,
-                                             key_value_seq_lengths=key_lengths)
+            o = attention(q, k, v, is_causal=True, key_lengths=key_lengths)
             return self.attn.output(o), None
-        o, kv = _cached_attention(q, k, v, kv, start)
+        o, kv = cached_attention(q, k, v, kv, start)
         return self.attn.output(o), kv
 
 

@@ -1,0 +1,73 @@
+"""The attention entry point against jax.nn.dot_product_attention's reference path."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tvad_jax.models import attention as A
+
+
+def _qkv(B=2, T=6, S=6, N=4, K=2, H=8, seed=0):
+    keys = jax.random.split(jax.random.key(seed), 3)
+    return (jax.random.normal(keys[0], (B, T, N, H)), jax.random.normal(keys[1], (B, S, K, H)),
+            jax.random.normal(keys[2], (B, S, K, H)))
+
+
+def _both(q, k, v, **kw):
+    def run(implementation):
+        def f(q, k, v):
+            return A.attention(q, k, v, implementation=implementation, **kw)
+        out = f(q, k, v)
+        grads = jax.grad(lambda *x: jnp.sum(jnp.sin(f(*x))), argnums=(0, 1, 2))(q, k, v)
+        return out, grads
+    return run("einsum"), run("xla")
+
+
+@pytest.mark.parametrize("kw", [
+    {},
+    {"is_causal": True},
+    {"key_lengths": jnp.asarray([6, 3])},
+    {"is_causal": True, "key_lengths": jnp.asarray([4, 6])},
+    {"mask": jnp.asarray(np.random.default_rng(0).random((2, 4, 6, 6)) > 0.3)},   # per head
+    {"mask": jnp.asarray(np.random.default_rng(1).random((2, 1, 1, 6)) > 0.3)},   # keys only
+], ids=["plain", "causal", "lengths", "causal+lengths", "head-mask", "key-mask"])
+def test_einsum_equals_the_reference_forward_and_gradient(kw):
+    (out, grads), (ref, ref_grads) = _both(*_qkv(), **kw)
+    np.testing.assert_allclose(out, ref, atol=2e-6)
+    for g, r in zip(grads, ref_grads):
+        np.testing.assert_allclose(g, r, atol=2e-5)
+
+
+def test_a_row_with_no_visible_key_averages_the_values_as_the_reference_does():
+    q, k, v = _qkv(B=1, T=2, S=3, N=2, K=2)
+    mask = jnp.asarray([[[[True, False, True], [False, False, False]]]])   # query 1 sees none
+    out = A.attention(q, k, v, mask, implementation="einsum")
+    np.testing.assert_allclose(out[0, 1], v[0].mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(out, A.attention(q, k, v, mask, implementation="xla"), atol=2e-6)
+
+
+def test_half_precision_inputs_give_half_precision_outputs():
+    q, k, v = (x.astype(jnp.bfloat16) for x in _qkv())
+    out = A.attention(q, k, v, is_causal=True, implementation="einsum")
+    ref = A.attention(q, k, v, is_causal=True, implementation="xla")
+    assert out.dtype == jnp.bfloat16
+    np.testing.assert_allclose(out.astype(jnp.float32), ref.astype(jnp.float32), atol=3e-2)
+
+
+@pytest.mark.parametrize("backend, dtype, expected", [
+    ("cpu", jnp.float32, "einsum"), ("cpu", jnp.bfloat16, "einsum"),
+    ("gpu", jnp.bfloat16, "cudnn"), ("gpu", jnp.float32, "xla"), ("tpu", jnp.bfloat16, "xla")])
+def test_auto_picks_by_backend_and_dtype(monkeypatch, backend, dtype, expected):
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    q = jnp.zeros((1, 2, 2, 8), dtype)
+    assert A.resolve("auto", q) == expected
+    assert A.resolve("xla", q) == "xla"                      # a named one is kept
+
+
+def test_bad_names_and_head_counts_are_refused():
+    with pytest.raises(ValueError, match="flash"):
+        A.attention(*_qkv(), implementation="flash")
+    with pytest.raises(ValueError, match="flash"):
+        A.set_default("flash")
+    with pytest.raises(ValueError, match="multiple"):
+        A.attention(*_qkv(N=3, K=2), implementation="einsum")

@@ -1,0 +1,118 @@
+"""The attention every model calls: one entry point, the fastest form each platform has.
+
+    o = attention(q, k, v, mask=None, is_causal=False, key_lengths=None)
+    # q [B, T, N, H]; k, v [B, S, K, H] with N a multiple of K (grouped-query attention);
+    # mask bool, broadcastable to [B, N, T, S] (True = attend); key_lengths [B] valid keys
+    # -> o [B, T, N, H] in q's dtype
+
+Implementations (`implementation=`, or the process default `set_default`):
+
+* "einsum": scores, a float32 softmax and the weighted sum as two einsums with the heads
+  axis ahead of the sequence axes. On this project's CPU it runs the shipped ViT's joint
+  attention (8 tubelets x 145 tokens, 4 heads of 32) 2.8x faster forward and 3.5x faster
+  forward + backward than the XLA route of `jax.nn.dot_product_attention`, which builds a
+  5-D grouped layout and a mask `where` around its einsums (`benchmarks/bench_attention.py`).
+* "cudnn": `jax.nn.dot_product_attention(implementation="cudnn")`, the fused flash kernel
+  (GPU; half-precision inputs and a head size that is a multiple of 8 up to 128).
+* "xla": `jax.nn.dot_product_attention`'s portable reference path.
+
+"auto" (the default) picks cudnn on a GPU where its constraints hold, xla on a TPU and
+einsum elsewhere. Masked scores take the same large negative value as jax's, so a row with
+no visible key averages all values, as there.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+IMPLEMENTATIONS = ("auto", "einsum", "xla", "cudnn")
+_default = "auto"
+
+
+def set_default(implementation: str) -> None:
+    """The implementation `attention` uses when a call names none (process-wide)."""
+    global _default
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"attention implementation {implementation!r}: expected one of "
+                         f"{', '.join(IMPLEMENTATIONS)}")
+    _default = implementation
+
+
+def resolve(implementation: str, q: jax.Array) -> str:
+    """The concrete implementation "auto" stands for, for queries q on this backend."""
+    if implementation != "auto":
+        return implementation
+    backend = jax.default_backend()
+    if backend == "gpu" and _cudnn_fits(q):
+        return "cudnn"
+    return "xla" if backend in ("gpu", "tpu") else "einsum"
+
+
+def _cudnn_fits(q: jax.Array) -> bool:
+    head = q.shape[-1]
+    return q.dtype in (jnp.bfloat16, jnp.float16) and head % 8 == 0 and head <= 128
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None, *,
+              is_causal: bool = False, key_lengths: jax.Array | None = None,
+              implementation: str | None = None) -> jax.Array:
+    """Scaled dot-product attention (see the module docstring for shapes)."""
+    chosen = resolve(implementation or _default, q)
+    if chosen == "einsum":
+        return _einsum_attention(q, k, v, _combined_mask(q, k, mask, is_causal, key_lengths))
+    if chosen not in ("xla", "cudnn"):
+        raise ValueError(f"attention implementation {chosen!r}: expected one of "
+                         f"{', '.join(IMPLEMENTATIONS)}")
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal,
+                                        key_value_seq_lengths=key_lengths,
+                                        implementation=chosen)
+
+
+def _combined_mask(q, k, mask, is_causal, key_lengths) -> jax.Array | None:
+    """One bool mask [B|1, N|1, T, S] from the three ways of giving one (None: no mask)."""
+    T, S = q.shape[1], k.shape[1]
+    parts = [] if mask is None else [mask.reshape((1,) * (4 - mask.ndim) + mask.shape)]
+    if is_causal:
+        parts.append((jnp.arange(S)[None, :] <= jnp.arange(T)[:, None])[None, None])
+    if key_lengths is not None:
+        parts.append(jnp.arange(S)[None, None, None, :] < key_lengths[:, None, None, None])
+    if not parts:
+        return None
+    combined = parts[0]
+    for part in parts[1:]:
+        combined = combined & part
+    return combined
+
+
+def _einsum_attention(q, k, v, mask) -> jax.Array:
+    """The plain form with the heads (and a query group) ahead of the sequence axes, so that
+    both products write their natural layout and the score matrix is never transposed."""
+    B, T, N, H = q.shape
+    S, K = k.shape[1], k.shape[2]
+    if N % K:
+        raise ValueError(f"{N} query heads are not a multiple of {K} key/value heads")
+    G = N // K
+    q = (q * (1.0 / math.sqrt(H))).reshape(B, T, K, G, H)
+    q = q.transpose(0, 2, 3, 1, 4).reshape(B, K, G * T, H)        # a group's queries in a row
+    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)       # B, K, S, H
+    scores = jnp.einsum("bkqh,bksh->bkqs", q, k, preferred_element_type=jnp.float32)
+    if mask is not None:                                          # [B|1, N|1, T, S] as scores
+        if G > 1:                                                 # rows are (group, query)
+            b, heads = mask.shape[:2]
+            kv_heads = K if heads == N else 1
+            mask = jnp.broadcast_to(mask, (b, heads, T, S)).reshape(b, kv_heads, -1, T, S)
+            mask = jnp.broadcast_to(mask, (b, kv_heads, G, T, S)).reshape(b, kv_heads, G * T, S)
+        scores = jnp.where(mask, scores, _large_negative())
+    peak = jax.lax.stop_gradient(scores.max(axis=-1, keepdims=True))
+    weights = jnp.exp(scores - peak)
+    probs = (weights / weights.sum(axis=-1, keepdims=True)).astype(v.dtype)
+    out = jnp.einsum("bkqs,bksh->bkqh", probs, v)                 # B, K, G T, H
+    out = out.reshape(B, K, G, T, H).transpose(0, 3, 1, 2, 4)
+    return out.reshape(B, T, N, H).astype(q.dtype)
+
+
+def _large_negative() -> jax.Array:
+    """jax.nn.dot_product_attention's value for masked float32 scores."""
+    return jnp.asarray(-0.7 * jnp.finfo(jnp.float32).max, jnp.float32)
