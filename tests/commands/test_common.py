@@ -9,6 +9,7 @@ import pytest
 from tvad_jax import config as config_lib
 from tvad_jax.commands.common import add_config_args, config_from_args
 from tvad_jax.config import ConfigError
+from tvad_jax.models import attention
 
 
 def parse(argv: list[str], default: str = "default") -> argparse.Namespace:
@@ -78,7 +79,8 @@ def test_bad_override_raises_config_error_naming_it(override, message):
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("override", ["tvad.model.ahd.num_layers=0",
+@pytest.mark.parametrize("override", ["attention=flash",
+                                      "tvad.model.ahd.num_layers=0",
                                       "tvad.model.rae.grid=0",
                                       "tvad.model.ahd.layer_weighting=mean"])
 def test_value_a_section_rejects_raises_config_error_naming_the_key(override):
@@ -87,3 +89,9 @@ def test_value_a_section_rejects_raises_config_error_naming_the_key(override):
     key = override.partition("=")[0]
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         config_from_args(parse(["--config", "tiny", override]))
+
+
+def test_config_from_args_sets_the_attention_implementation(monkeypatch):
+    monkeypatch.setattr(attention, "_default", "auto")
+    assert config_from_args(parse(["--config", "tiny", "attention=xla"])).attention == "xla"
+    assert attention.resolve(attention._default, None) == "xla"

@@ -8,6 +8,7 @@ from tvad_jax import configs  # noqa: F401  (registers the named configs)
 from tvad_jax import config as config_lib
 from tvad_jax.data.files import check_output_dir
 from tvad_jax.errors import DataError
+from tvad_jax.models import attention
 
 
 def add_config_args(parser: argparse.ArgumentParser, default: str = "default") -> None:
@@ -18,7 +19,10 @@ def add_config_args(parser: argparse.ArgumentParser, default: str = "default") -
 
 
 def config_from_args(args: argparse.Namespace):
-    return config_lib.resolve(args.config, args.overrides)
+    """The resolved config; its `attention` becomes the process's attention implementation."""
+    cfg = config_lib.resolve(args.config, args.overrides)
+    attention.set_default(cfg.attention)
+    return cfg
 
 
 def number_at_least(minimum: float, kind: type = int):

@@ -13,6 +13,7 @@ from tvad_jax import config as config_lib
 from tvad_jax.data.pipeline import LoaderConfig
 from tvad_jax.data.prepare import parse_split_files
 from tvad_jax.data.synthetic.spec import ANOMALY_TYPES, NORMAL_BEHAVIOURS, SynthConfig
+from tvad_jax.models.attention import IMPLEMENTATIONS
 from tvad_jax.models.configs import DTYPES
 from tvad_jax.models.s3m import S3MConfig
 from tvad_jax.models.tvad import ClipView, TVADConfig
@@ -255,7 +256,9 @@ class TVADJobConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """The root of every config: one section per job and the data it runs on."""
+    """The root of every config: one section per job and the data it runs on, the runs'
+    folder and the attention implementation every model uses (`models.attention`: "auto"
+    picks the platform's fastest)."""
 
     synth: SynthConfig = SynthConfig()
     prepare: PrepareConfig = PrepareConfig()
@@ -264,6 +267,10 @@ class Config:
     pretrain: PretrainConfig = PretrainConfig()
     tvad: TVADJobConfig = TVADJobConfig()
     runs_dir: str = "runs"
+    attention: str = "auto"
+
+    def __post_init__(self):
+        config_lib.check_choice(self, "attention", IMPLEMENTATIONS)
 
     @property
     def prepare_source(self) -> str:

@@ -45,6 +45,7 @@ from tvad_jax.jobs.common import Report, ensure_prepared
 from tvad_jax.jobs.config import Config
 from tvad_jax.jobs.s3m import evaluate_run, train_s3m
 from tvad_jax.jobs.tvad import train_tvad
+from tvad_jax.models import attention
 from tvad_jax.models.tvad import load_frozen_backbone, load_model, plain_model
 from tvad_jax.runs import progress
 
@@ -200,6 +201,7 @@ def run_sweep(family: Family, seeds: tuple[int, ...], only: tuple[str, ...] = ()
         report(f"[tvad] sweep {family.name}: {run.folder}")
         _write_json(folder / RUN, _run_record(run))
         start = time.perf_counter()
+        attention.set_default(run.config.attention)
         metrics = METHODS[run.setting.method](run, folder, sweep_dir, family.splits, report)
         _write_json(folder / RESULT, {"setting": run.setting.name, "seed": run.seed,
                                       "metrics": metrics,
