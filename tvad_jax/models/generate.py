@@ -6,9 +6,10 @@
 
 Shapes are fixed: the prompt is [B, L, D] (right-padded, `lengths` [B] real tokens each, or a
 [B, L] 0/1 mask of prefix ones), the answer [B, max_new_tokens]. One prefill call writes the
-prompt into the cache, then a `lax.while_loop` samples a token from the last logits and feeds
-it back, up to max_new_tokens times (it stops once every row has emitted EOS), so on return the cache holds prompt + every generated token (up to
-and including EOS) and can take the next turn directly. After a row emits `cfg.eos_token_id`
+prompt into the cache (the vocabulary projection runs for each row's last prompt token only),
+then a `lax.while_loop` samples a token from the last logits and feeds it back, up to
+max_new_tokens times (it stops once every row has emitted EOS), so on return the cache holds
+prompt + every generated token (up to and including EOS) and can take the next turn directly. After a row emits `cfg.eos_token_id`
 its remaining tokens are `cfg.pad_token_id` and its cache length stops growing.
 """
 from __future__ import annotations
@@ -77,8 +78,10 @@ def generate(params, cfg: DecoderConfig, prompt_embeds: jax.Array, prompt_mask_o
     delta = jnp.broadcast_to(jnp.asarray(delta, jnp.int32), (B,))[:, None]
     if positions is None:
         positions = cache["lengths"][:, None] + jnp.arange(Lp)[None] + delta
-    logits, cache = model.apply(variables, prompt_embeds, positions, cache, lengths)
-    last = jnp.take_along_axis(logits, jnp.maximum(lengths - 1, 0)[:, None, None], axis=1)[:, 0]
+    hidden, cache = model.apply(variables, prompt_embeds, positions, cache, lengths,
+                                method="features")                      # [B, L, D]
+    hidden = jnp.take_along_axis(hidden, jnp.maximum(lengths - 1, 0)[:, None, None], axis=1)
+    last = model.apply(variables, hidden, method="logits")[:, 0]      # only where we sample
     eos = -1 if cfg.eos_token_id is None else cfg.eos_token_id
 
     def unfinished(carry):
