@@ -1,17 +1,17 @@
-"""Throughput of the HiPPO recurrence: three all-states modes, `final_state` and streaming `step`.
+"""Throughput of the HiPPO recurrence: four all-states modes, `final_state` and streaming `step`.
 
-    .venv/bin/python benchmarks/bench_hippo.py [--quick] [--out FILE]
+    .venv/bin/python benchmarks/bench_hippo.py [--quick] [--only SHAPE] [--out FILE]
 
 Prints one JSON object. For each shape (SMM: batch 256, 64 channels, state 64; S3M: batch 64,
 512 channels, state 64; and batch 1 to reach long sequences) and each length from the
 model's own (64 or 20) up to 16384, every function is compiled (compile time reported apart),
 warmed up and timed (best of several runs, `block_until_ready`). Beside each time stand its
-bounds measured in the same run: FLOPs (XLA's `cost_analysis`; for `scan`, the step's count
-times L, since XLA counts a loop body once) over the measured matmul peak, and bytes of
-inputs plus outputs over the measured copy bandwidth. Cases whose XLA peak memory exceeds
-`--memory-budget`, or whose compute bound alone exceeds `--time-budget`, are listed as skipped
-with the reason. The summary gives, per shape, the fastest all-states mode at each length and
-the lengths where the winner changes.
+bounds measured in the same run: FLOPs (XLA's `cost_analysis`; for the looping modes, whose
+body XLA counts once, `scan`'s step count times L and `chunked`'s GEMM count times its number
+of chunks) over the measured matmul peak, and bytes of inputs plus outputs over the measured
+copy bandwidth. Cases whose XLA peak memory exceeds `--memory-budget`, or whose compute bound
+alone exceeds `--time-budget`, are listed as skipped with the reason. The summary gives, per
+shape, the fastest all-states mode at each length and the lengths where the winner changes.
 """
 from __future__ import annotations
 
@@ -63,6 +63,14 @@ def _time(compiled, *args) -> float:
     return best
 
 
+def _loop_flops(mode, batch, L, D, P, step_flops):
+    """FLOPs of a looping mode: its body's count times the number of times it runs."""
+    if mode == "scan":
+        return L * step_flops
+    C = hippo.CHUNK
+    return batch * -(-L // C) * 2 * D * (C + P) * C * P  # one (D, C+P) x (C+P, C P) per chunk
+
+
 def _record(name, L, batch, compiled, compile_s, flops, args, machine, budgets):
     """Time one compiled case (or say why not) and place it against its two bounds."""
     memory = compiled.memory_analysis()
@@ -109,7 +117,8 @@ def bench_shape(batch, D, P, lengths, machine, budgets):
                 continue
             fn = lambda Ad, Bd, u, mode=mode: hippo.linear_recurrence(Ad, Bd, u, mode)
             compiled, compile_s = _compile(fn, *args)
-            flops = L * _flops(step_compiled) if mode == "scan" else _flops(compiled)
+            flops = (_loop_flops(mode, batch, L, D, P, _flops(step_compiled))
+                     if mode in ("scan", "chunked") else _flops(compiled))
             rows.append(_record(mode, L, batch, compiled, compile_s, flops, args, machine,
                                 budgets))
         compiled, compile_s = _compile(hippo.final_state, *args)
@@ -149,6 +158,7 @@ def crossovers(rows):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny shapes, a smoke test")
+    parser.add_argument("--only", choices=sorted(SHAPES), help="run this one shape")
     parser.add_argument("--out", help="also write the JSON here")
     parser.add_argument("--memory-budget", type=float, default=1.0, help="GiB per case")
     parser.add_argument("--time-budget", type=float, default=1.0,
@@ -164,6 +174,10 @@ def main(argv=None):
         "copy_bandwidth_fresh_output": _machine.copy_bandwidth(fresh_output=True),
     }
     shapes = QUICK_SHAPES if args.quick else SHAPES
+    if args.only:
+        if args.only not in shapes:
+            parser.error(f"--quick has no shape {args.only!r}")
+        shapes = {args.only: shapes[args.only]}
     results = {}
     for name, (batch, D, P, lengths) in shapes.items():
         rows = bench_shape(batch, D, P, lengths, machine, budgets)
@@ -173,7 +187,8 @@ def main(argv=None):
         "benchmark": "hippo recurrences (float32, legt, bilinear)",
         "units": {"ns_per_element": "wall time / (batch * L); one element = one token of one "
                                     "sequence with all its channels",
-                  "flops": "XLA cost_analysis; scan = L x one step",
+                  "flops": "XLA cost_analysis; scan = L x one step, chunked = chunks x "
+                           "one chunk's GEMM",
                   "peak_bytes": "XLA memory_analysis peak of the compiled call",
                   "bound_s": "max(flops / peak_matmul_flops, io_bytes / copy_bandwidth)"},
         "machine": machine,

@@ -9,7 +9,7 @@ from scipy.special import eval_legendre
 from tvad_jax.models import hippo
 
 # Jitted once per shape: eager dispatch of many small ops is what makes tests slow on CPU.
-all_states = jax.jit(hippo.linear_recurrence, static_argnames="mode")
+all_states = jax.jit(hippo.linear_recurrence, static_argnames=("mode", "chunk"))
 final_state = jax.jit(hippo.final_state)
 discretize = jax.jit(hippo.discretize, static_argnames="method")
 rng = np.random.default_rng(0)
@@ -191,3 +191,34 @@ def test_gradients_flow_through_all_modes():
     loss = lambda Ad, u: jnp.sum(W[:, -1] * hippo.final_state(Ad, Bd, u))
     gAd, gu = jax.jit(jax.grad(loss, argnums=(0, 1)))(Ad, u)
     assert np.abs(gu).min() > 0 and np.abs(gAd).max() > 0
+
+
+@pytest.mark.parametrize("measure", hippo.MEASURES)
+@pytest.mark.parametrize("batch, L, chunk", [
+    ((), 5, 16),  # no batch axis, L shorter than one chunk
+    ((3,), 37, 8),  # L not a multiple of the chunk
+    ((2, 2), 32, 8),  # two batch axes, whole chunks
+    ((2,), 6, 1),  # one step per chunk
+])
+def test_chunked_equals_scan_in_value_and_gradient(measure, batch, L, chunk):
+    Ad, Bd = discretize(*hippo.transition(measure, 8, 16.0), 1.0)
+    u = rng.standard_normal(batch + (L, 3), np.float32)
+    W = rng.standard_normal(batch + (L, 3, 8), np.float32)
+    expected = all_states(Ad, Bd, u, "scan")
+    got = all_states(Ad, Bd, u, "chunked", chunk)
+    assert got.shape == expected.shape == batch + (L, 3, 8)
+    np.testing.assert_allclose(got, expected, atol=2e-5 * np.abs(expected).max())
+
+    def grad_u(mode):
+        loss = lambda u: jnp.sum(W * hippo.linear_recurrence(Ad, Bd, u, mode, chunk))
+        return jax.jit(jax.grad(loss))(u)
+
+    expected = grad_u("scan")
+    np.testing.assert_allclose(grad_u("chunked"), expected, atol=2e-5 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("chunk", [0, -4, 2.5, True])
+def test_chunked_refuses_bad_chunk_size(chunk):
+    Ad, Bd = discretize(*hippo.transition("legt", 4, 8.0), 1.0)
+    with pytest.raises(ValueError, match="chunk must be a positive integer"):
+        hippo.linear_recurrence(Ad, Bd, jnp.zeros((6, 2)), "chunked", chunk)
