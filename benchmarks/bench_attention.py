@@ -64,7 +64,7 @@ def _torch_times(q, k, v, w, causal: bool, repeats: int) -> dict | None:
     import time
 
     torch.set_num_threads(os.cpu_count() or 1)
-    tq, tk, tv, tw = (torch.from_numpy(np.asarray(x)).transpose(1, 2).contiguous()
+    tq, tk, tv, tw = (torch.from_numpy(np.array(x)).transpose(1, 2).contiguous()
                       for x in (q, k, v, w))       # [B, H, L, Dh]
 
     def best(fn):
