@@ -61,20 +61,9 @@ def _torch_times(q, k, v, w, causal: bool, repeats: int) -> dict | None:
         import torch
     except ImportError:
         return None
-    import time
-
     torch.set_num_threads(os.cpu_count() or 1)
     tq, tk, tv, tw = (torch.from_numpy(np.array(x)).transpose(1, 2).contiguous()
                       for x in (q, k, v, w))       # [B, H, L, Dh]
-
-    def best(fn):
-        fn()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return min(times)
 
     sdpa = torch.nn.functional.scaled_dot_product_attention
 
@@ -88,7 +77,8 @@ def _torch_times(q, k, v, w, causal: bool, repeats: int) -> dict | None:
         out = sdpa(*leaves, is_causal=causal)
         return torch.autograd.grad((out * tw).sum(), leaves)
 
-    return {"forward_s": best(forward), "backward_s": best(backward)}
+    return {"forward_s": _machine.best_time(forward, repeats=repeats),
+            "backward_s": _machine.best_time(backward, repeats=repeats)}
 
 
 def run(name: str, repeats: int) -> dict:
