@@ -20,17 +20,6 @@ from tvad_jax.data.readers import make_reader
 from tvad_jax.errors import DataError
 
 
-@pytest.fixture
-def small(tiny_synth, tmp_path):
-    """A config preparing the test split of a copy (mtimes kept) of the tiny benchmark."""
-    cfg, root = tiny_synth
-    copy = tmp_path / "synth"
-    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("prepared"))
-    return dataclasses.replace(
-        cfg, synth=dataclasses.replace(cfg.synth, out_dir=str(copy)),
-        prepare=dataclasses.replace(cfg.prepare, splits=("test",), annotate=False))
-
-
 def _labels(cfg, name: str) -> np.ndarray:
     source, _ = open_split(cfg.prepared_dir, "test")
     return source[split_names(cfg.prepared_dir, "test").index(name)]["labels"]

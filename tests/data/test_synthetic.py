@@ -124,3 +124,13 @@ def test_config_rejects_overlapping_splits():
         SynthConfig(val_anomalies=("running",)).validate()
     with pytest.raises(ValueError, match="unknown anomaly types"):
         SynthConfig(test_anomalies=("dancing",)).validate()
+
+
+def test_pretrain_corpus_adds_videos_of_training_types_only():
+    base = plan_jobs(SynthConfig())
+    jobs = plan_jobs(SynthConfig(videos_pretrain=24))
+    assert jobs[:len(base)] == base           # every benchmark video unchanged
+    corpus = jobs[len(base):]
+    assert [j.split for j in corpus] == ["pretrain"] * 24
+    types = [j.anomaly for j in corpus if j.anomaly]
+    assert len(types) == 12 and set(types) == set(SynthConfig().train_anomalies)

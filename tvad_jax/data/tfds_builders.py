@@ -7,12 +7,21 @@ features (TFDS's Image and Video features need TensorFlow). The config name carr
 fingerprint of the sources and options, so changed sources build new shards. TFDS writes into
 an `incomplete.*` folder and renames it when every split is done, so an interrupted prepare
 leaves nothing a later run would read.
+
+TFDS holds a split's serialized examples in memory up to 1 GB and spills the rest to temporary
+files through TensorFlow's file API, which this project does not install; shuffling is off, so
+the spill would buy nothing. `TvadVideos` raises that limit to half the machine's memory
+(`memory_budget`) and names the split when even that is too small.
 """
 from __future__ import annotations
+
+import contextlib
+import os
 
 import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
+from tensorflow_datasets.core import shuffle as tfds_shuffle
 
 from tvad_jax.data.readers import VideoRecord, iter_records, make_reader
 from tvad_jax.errors import DataError
@@ -64,6 +73,18 @@ class TvadVideos(tfds.core.GeneratorBasedBuilder):
             metadata=tfds.core.MetadataDict(names={}, num_frames={}),
         )
 
+    def _download_and_prepare(self, dl_manager, download_config):
+        with in_memory_splits(memory_budget()):
+            try:
+                return super()._download_and_prepare(dl_manager, download_config)
+            except ModuleNotFoundError as e:       # TFDS tried to spill through TensorFlow
+                if e.name != "tensorflow":
+                    raise
+                raise DataError(self._source, f"a split of {self._splits} holds more than "
+                                f"{memory_budget() >> 20} MiB of prepared examples, more than "
+                                "half this machine's memory; prepare fewer splits at a time "
+                                "(prepare.splits) or at a smaller size") from None
+
     def _split_generators(self, dl_manager):
         reader = make_reader(self._layout, self._source, **self._reader_options)
         return {split: self._generate_examples(reader, split) for split in self._splits}
@@ -76,6 +97,22 @@ class TvadVideos(tfds.core.GeneratorBasedBuilder):
             names.append(record.name)
             lengths.append(record.num_frames)
             yield record.name, example
+
+
+def memory_budget() -> int:
+    """Bytes of serialized examples one split may hold in memory: half the physical memory."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+
+
+@contextlib.contextmanager
+def in_memory_splits(limit: int):
+    """TFDS's in-memory example buffer raised to `limit` bytes while the block runs."""
+    saved = tfds_shuffle.MAX_MEM_BUFFER_SIZE
+    tfds_shuffle.MAX_MEM_BUFFER_SIZE = max(saved, limit)
+    try:
+        yield
+    finally:
+        tfds_shuffle.MAX_MEM_BUFFER_SIZE = saved
 
 
 def to_example(record: VideoRecord, height: int, width: int) -> dict:

@@ -33,8 +33,8 @@ ANOMALY_TYPES = (
     "throwing",             # a pedestrian throws an object across the street
 )
 
-# `test_seen` (closed set) comes last so that adding it left every other video unchanged.
-SPLITS = ("train", "val", "test", "train_normal", "test_seen")
+# Splits added later come last so that adding them left every other video unchanged.
+SPLITS = ("train", "val", "test", "train_normal", "test_seen", "pretrain")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +43,9 @@ class SynthConfig:
 
     The anomaly types of train, val and test must be disjoint (UBnormal's open set);
     `train_normal` holds only normal videos (the ShanghaiTech-style unsupervised setting);
-    `test_seen` holds unseen videos of the training anomaly types (the closed-set test).
+    `test_seen` holds unseen videos of the training anomaly types (the closed-set test);
+    `pretrain` (none by default) is a larger corpus for backbone pretraining alone, of normal
+    traffic and the training anomaly types, so that the val and test types stay unseen.
     """
 
     out_dir: str = "data/synthetic"
@@ -58,6 +60,7 @@ class SynthConfig:
     videos_test: int = 56
     videos_train_normal: int = 40
     videos_test_seen: int = 40
+    videos_pretrain: int = 0
     abnormal_fraction: float = 0.5
     train_anomalies: tuple[str, ...] = ("running", "jaywalking", "wrong_way",
                                         "cyclist_on_sidewalk")
@@ -73,7 +76,7 @@ class SynthConfig:
     def anomalies_in(self, split: str) -> tuple[str, ...]:
         if split == "train_normal":
             return ()
-        if split == "test_seen":
+        if split in ("test_seen", "pretrain"):
             return self.train_anomalies
         return getattr(self, f"{split}_anomalies")
 
