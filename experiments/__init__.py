@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-FAMILY_MODULES = ("tvad_table4", "tvad_table3", "baselines")
+FAMILY_MODULES = ("tvad_table4", "tvad_table3", "tvad_layers", "baselines")
 
 
 def load_families() -> None:

@@ -32,7 +32,7 @@ def _family(**kw) -> sweep.Family:
 
 def test_families_of_the_paper_tables_are_registered():
     names = config_lib.names("sweep")
-    assert {"tvad_table4", "tvad_table3", "baselines"} <= set(names)
+    assert {"tvad_table4", "tvad_table3", "tvad_layers", "baselines"} <= set(names)
     table4 = config_lib.get("tvad_table4", "sweep")
     assert "000" in table4.description
     assert [s.name for s in table4.settings] == ["T-VAD", "w/o RAE", "w/o AHD", "w/o AHD & RAE"]

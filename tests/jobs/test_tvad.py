@@ -249,3 +249,22 @@ def test_kill9_at_a_random_step_then_rerun_gives_identical_model_files(trained, 
                        if "train/loss" in line]
         assert train_steps == sorted(set(train_steps)) == list(range(1, len(train_steps) + 1)), \
             (metrics, stage, step)
+
+
+def test_feature_layers_choose_what_the_ahd_reads(trained, tmp_path, capsys):
+    """tvad.model.feature_layers (the tvad_layers family): the AHD gets one MLP per chosen
+    layer, the exported model reloads the same layers, and a stage 1 trained on other layers
+    is refused for reuse."""
+    args, backbone_dir, ahd_dir, _ = trained
+    depth = load_frozen_backbone(backbone_dir).cfg.vision.depth
+    assert main(["train", "tvad", "--run-dir", str(tmp_path / "last"), *args,
+                 "tvad.model.variant=no_rae", "tvad.model.feature_layers=1.0",
+                 "tvad.stage1.train.loop.steps=2"]) == 0
+    model = load_model(tmp_path / "last" / "model")
+    assert model.backbone.cfg.vision.layer_indices == (depth,)
+    assert model.cfg.ahd.num_layers == 1
+    assert {k for k in model.params["ahd"] if k.startswith("fc1_")} == {"fc1_0"}
+    assert main(["train", "tvad", "--run-dir", str(tmp_path / "mixed"),
+                 "--stage1-from", str(tmp_path / "last" / "model"), *args]) == 2
+    assert "its AHD reads vision layers" in capsys.readouterr().err
+    assert not (tmp_path / "mixed").exists()

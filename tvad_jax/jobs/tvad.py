@@ -26,7 +26,7 @@ from tvad_jax.jobs.tvad_stages import train_stage1, train_stage2
 from tvad_jax.models import backbone_io
 from tvad_jax.models.family import LLAVA, family
 from tvad_jax.models.tvad import (MODEL_FILE, FrozenBackbone, TVADModel, load_frozen_backbone,
-                                  load_model, plain_model, save_model)
+                                  load_model, plain_model, reading_layers, save_model)
 
 
 def check_fits(backbone: FrozenBackbone, cfg: Config) -> None:
@@ -62,12 +62,20 @@ def train_tvad(cfg: Config, run_dir: str | Path | None = None,
                           "are not oversampled: set abnormal_repeat=1")
     check_output_dir(run_dir or cfg.runs_dir)
     ensure_prepared(cfg, report)
-    backbone = load_frozen_backbone(job.backbone)       # inputs checked before any output
+    backbone = reading_layers(load_frozen_backbone(job.backbone),  # inputs checked before
+                              job.model.feature_layers)            # any output
     check_fits(backbone, cfg)
     if job.stage1.train_vision and family(backbone.cfg) is not LLAVA:
         raise ConfigError(f"tvad.stage1.train_vision=true needs a ViT backbone; "
                           f"{backbone.path} is {family(backbone.cfg).name}")
-    reused = load_model(stage1_from).params if stage1_from else None
+    reused = None
+    if stage1_from:
+        lender = load_model(stage1_from)
+        if lender.backbone.cfg.vision.layer_indices != backbone.cfg.vision.layer_indices:
+            raise ConfigError(f"{stage1_from}: its AHD reads vision layers "
+                              f"{lender.backbone.cfg.vision.layer_indices}, this run's "
+                              f"{backbone.cfg.vision.layer_indices} (tvad.model.feature_layers)")
+        reused = lender.params
     run_dir = start_run(f"tvad-{job.model.variant}", cfg, run_dir)
     stage1 = None
     if job.model.has_ahd or job.model.anomaly_prompts:

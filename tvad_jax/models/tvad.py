@@ -43,7 +43,7 @@ from tvad_jax.errors import DataError
 from tvad_jax.models import backbone_io, lora as lora_lib
 from tvad_jax.models.ahd import (AHD, AHDConfig, AHDOutput, class_features, flatten_prompts,
                                  prompt_templates)
-from tvad_jax.models.configs import BackboneConfig
+from tvad_jax.models.configs import BackboneConfig, resolve_layers
 from tvad_jax.models.decoder import Decoder
 from tvad_jax.models.family import family
 from tvad_jax.models.rae import RAE, RAEConfig, assemble_prompt
@@ -65,6 +65,9 @@ class TVADConfig:
       lora_rank, lora_alpha, lora_dropout: stage-2 LoRA on the decoder's q/v projections.
       anomalies, normals: the prompt vocabulary of the AHD's class sentences (eq. 2): the
         dataset's anomaly types and normal behaviours (the job fills in the benchmark's).
+      feature_layers: the vision layers the AHD reads, as `VisionConfig.feature_layers`
+        (fractions of the depth or indices; the paper's {1, 8, 16, 32} of 32 blocks is
+        (1/32, 1/4, 1/2, 1)); empty: the backbone's own (`reading_layers`).
     """
 
     variant: Variant = "full"
@@ -76,10 +79,12 @@ class TVADConfig:
     lora_dropout: float = 0.05
     anomalies: tuple[str, ...] = ()
     normals: tuple[str, ...] = ()
+    feature_layers: tuple[float | int, ...] = ()
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        resolve_layers(self.feature_layers, depth=1 << 20)   # fractions in (0, 1] or ints
 
     @property
     def has_ahd(self) -> bool:
@@ -224,6 +229,16 @@ class FrozenBackbone:
         return self.text_tokenizer or self.tokenizer
 
 
+def reading_layers(backbone: FrozenBackbone, layers: tuple[float | int, ...]
+                   ) -> FrozenBackbone:
+    """The backbone whose vision tower returns `layers` as its hidden states (the AHD's
+    inputs and the feature cache's key); empty `layers`: the backbone unchanged."""
+    if not layers:
+        return backbone
+    vision = dataclasses.replace(backbone.cfg.vision, feature_layers=tuple(layers))
+    return dataclasses.replace(backbone, cfg=dataclasses.replace(backbone.cfg, vision=vision))
+
+
 def load_frozen_backbone(path: str | Path = "") -> FrozenBackbone:
     directory = Path(path) if path else backbone_io.SHIPPED_DIR
     cfg, params, tokenizer = backbone_io.load_backbone(directory)
@@ -279,7 +294,7 @@ def load_model(directory: str | Path) -> TVADModel:
         meta = json.loads(meta_path.read_text())
         cfg = config_lib.from_dict(TVADConfig, meta["tvad"])
         views = ClipView(**meta["clip_view"]), ClipView(**meta["video_view"])
-        backbone = load_frozen_backbone(meta["backbone"])
+        backbone = reading_layers(load_frozen_backbone(meta["backbone"]), cfg.feature_layers)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise DataError(meta_path, f"not a T-VAD model of this version ({err!r})") from None
     if backbone.digest != meta["backbone_digest"]:
