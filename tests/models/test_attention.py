@@ -38,6 +38,23 @@ def test_einsum_equals_the_reference_forward_and_gradient(kw):
         np.testing.assert_allclose(g, r, atol=2e-5)
 
 
+@pytest.mark.parametrize("kw", [
+    {},
+    {"is_causal": True, "key_lengths": jnp.asarray([4, 6])},
+    {"mask": jnp.asarray(np.random.default_rng(0).random((2, 4, 6, 6)) > 0.3)},   # per head
+    {"mask": jnp.asarray(np.random.default_rng(1).random((2, 1, 1, 6)) > 0.3)},   # keys only
+], ids=["plain", "causal+lengths", "head-mask", "key-mask"])
+def test_query_rows_in_blocks_equal_the_reference(monkeypatch, kw):
+    """12 rows per key/value head (2 query heads x 6 queries) in blocks of 5: the last block
+    padded."""
+    monkeypatch.setattr(A, "ROW_BLOCK", 5)
+    monkeypatch.setattr(A, "BLOCKED_ABOVE", 0)
+    (out, grads), (ref, ref_grads) = _both(*_qkv(), **kw)
+    np.testing.assert_allclose(out, ref, atol=2e-6)
+    for g, r in zip(grads, ref_grads):
+        np.testing.assert_allclose(g, r, atol=2e-5)
+
+
 def test_a_row_with_no_visible_key_averages_the_values_as_the_reference_does():
     q, k, v = _qkv(B=1, T=2, S=3, N=2, K=2)
     mask = jnp.asarray([[[[True, False, True], [False, False, False]]]])   # query 1 sees none
