@@ -2,9 +2,13 @@ import json
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
+from tvad_jax import config as config_lib
+from tvad_jax import configs  # noqa: F401  (registers the named configs)
 from tvad_jax.cli import main
-from tvad_jax.jobs.pretrain import MOTION_HEAD, motion_loss
+from tvad_jax.config import ConfigError
+from tvad_jax.jobs.pretrain import MOTION_HEAD, corpus_data, motion_loss
 from tvad_jax.models.backbone_io import load_backbone
 
 
@@ -47,3 +51,17 @@ def test_motion_loss_is_zero_for_the_true_velocities_and_ignores_invalid_rows():
     loss, r2 = motion_loss({"kernel": np.zeros((5, 2), np.float32), "bias": motion[valid].mean(0)},
                            jnp.asarray(features), jnp.asarray(motion), jnp.asarray(valid))
     assert float(loss) > 0.1 and abs(float(r2)) < 1e-5                # the mean predicts R^2 0
+
+
+def test_the_pretraining_corpus_is_a_benchmark_of_its_own():
+    cfg = config_lib.resolve("default", ["pretrain.split=pretrain", "pretrain.corpus_videos=24"])
+    data = corpus_data(cfg)
+    assert data.synth.out_dir == cfg.synth.out_dir + "-pretrain"
+    assert data.synth.videos_pretrain == 24
+    assert data.synth.videos_test == cfg.synth.videos_test         # the same test videos
+    assert data.prepare.splits == ("pretrain", "test")
+    assert data.prepared_dir != cfg.prepared_dir
+    on_train = config_lib.resolve("default", ["pretrain.split=train"])
+    assert corpus_data(on_train) is on_train
+    with pytest.raises(ConfigError, match="corpus_videos"):
+        config_lib.resolve("default", ["pretrain.split=pretrain", "pretrain.corpus_videos=0"])

@@ -50,7 +50,12 @@ class PretrainConfig:
     """`tvad pretrain`: data, objectives and the engine settings.
 
     Attributes:
-      split / eval_split: prepared splits to train on and to measure retrieval on.
+      split / eval_split: prepared splits to train on and to measure retrieval on. With
+        split "pretrain" the job reads a corpus of its own (`corpus_data`).
+      corpus_videos: videos in the "pretrain" corpus: the benchmark's config with that many
+        more videos of normal traffic and the training anomaly types (`synth.videos_pretrain`),
+        rendered into `<synth.out_dir>-pretrain`; only that split and `eval_split` are
+        prepared there.
       clip_len, clip_stride: frames per clip and between clip starts.
       frame_step: frames between the clip's frames. With 4 (7.5 fps of a 30 fps video) a
         2-frame tubelet spans 4 frames and motion shows inside one patch token (a walker
@@ -80,6 +85,7 @@ class PretrainConfig:
         checkpoint=CheckpointConfig(every_steps=100, keep_last=1, keep_best=0))
     split: str = "train"
     eval_split: str = "test"
+    corpus_videos: int = 480
     clip_len: int = 8
     clip_stride: int = 4
     frame_step: int = 1
@@ -101,6 +107,8 @@ class PretrainConfig:
                                   "vocab_size", "caption_len", "qa_len", "regions", "eval_clips")
         config_lib.check_at_least(self, 0, "crop_every", "lm_weight", "region_weight",
                                   "attribute_weight", "motion_weight")
+        if self.split == "pretrain":
+            config_lib.check_at_least(self, 1, "corpus_videos")
 
 
 @dataclasses.dataclass(frozen=True)

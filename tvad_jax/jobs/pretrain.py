@@ -321,8 +321,22 @@ def _loader(cfg: Config, pcfg: PretrainConfig, shuffle: bool = True) -> LoaderCo
                                drop_remainder=shuffle)
 
 
+def corpus_data(cfg: Config) -> Config:
+    """The config whose data pretraining reads: with `pretrain.split` "pretrain", the
+    benchmark plus `corpus_videos` corpus videos in a folder of its own, where only the corpus
+    and `eval_split` are prepared; otherwise `cfg` itself."""
+    pcfg = cfg.pretrain
+    if pcfg.split != "pretrain":
+        return cfg
+    synth = dataclasses.replace(cfg.synth, out_dir=f"{cfg.synth.out_dir}-pretrain",
+                                videos_pretrain=pcfg.corpus_videos)
+    prepare = dataclasses.replace(cfg.prepare, splits=("pretrain", pcfg.eval_split))
+    return dataclasses.replace(cfg, synth=synth, prepare=prepare)
+
+
 def pretrain(cfg: Config, ship: bool = False, report: Report = print) -> Path:
     """Run the whole pretraining job; returns the run folder (with `backbone/` inside)."""
+    cfg = corpus_data(cfg)
     pcfg = cfg.pretrain
     check_output_dir(cfg.runs_dir)
     ensure_prepared(cfg, report)
