@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench venv clean
+.PHONY: demo test test-slow bench bench-device venv clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ test-slow: $(STAMP)  ## the tests marked slow (exit 5 = none collected is fine)
 
 bench: $(STAMP)  ## throughput benchmarks, JSON on stdout
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+bench-device: $(STAMP)  ## bf16 real-scale workloads on one GPU/TPU: MFU, tokens/s, compile time
+	$(BIN)/python benchmarks/bench_device.py --scale real
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
