@@ -58,6 +58,7 @@ def vit_matmul_flops(width, depth, mlp, patch, tubelet, patches, clips, frames) 
     return embed + depth * layer
 
 
+@pytest.mark.slow   # ~35 s of compiles; `make test-slow` and `make bench` run it
 def test_tiny_run_reports_every_workload(tiny):
     report, stderr = tiny
     assert report["device_kind"] == "cpu" and report["jax"] == jax.__version__
@@ -97,6 +98,7 @@ def test_tiny_run_reports_every_workload(tiny):
     assert qwen["merged_tokens"] == 128
 
 
+@pytest.mark.slow
 def test_vit_flops_match_a_count_by_hand(tiny):
     """The tiny tower (32 wide, 2 layers, MLP 64, 8 px patches on 32 px frames, 2 clips of
     8 frames): the jaxpr count is exactly the count by hand; XLA's adds the elementwise ops
