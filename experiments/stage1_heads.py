@@ -34,7 +34,7 @@ from tvad_jax import config as config_lib
 from tvad_jax.data.pipeline import scatter_clips
 from tvad_jax.eval.tvad import RegionScorer, auc_by_type, frame_labels, heatmap_auc
 from tvad_jax.infer.features import feature_cache
-from tvad_jax.models.ahd import patch_targets
+from tvad_jax.models.ahd import patch_targets, pixel_loss
 from tvad_jax.models.tvad import load_frozen_backbone
 from tvad_jax.runs import new_run_dir
 
@@ -70,17 +70,18 @@ def split_arrays(cfg, backbone, split: str):
 
 
 def make_loss(head: PatchHead, s1, frame_weight: float):
+    """Stage 1's pixel loss on the head's logits (as the AHD's two classes [0, z]), plus the
+    frame-level cross-entropy of each tubelet's maximum logit with `frame_weight`."""
+    def two_class(z):
+        return jnp.stack([jnp.zeros_like(z), z], axis=-1)
+
     def loss_fn(params, x, y):
         z = head.apply(params, x)
-        p = jax.nn.sigmoid(z)
-        positive = y * jax.nn.log_sigmoid(z) * (1 - p) ** s1.focal_gamma
-        negative = (1 - y) * jax.nn.log_sigmoid(-z) * p ** s1.focal_gamma
-        loss = -(s1.abnormal_weight * positive + negative).mean()
+        loss = pixel_loss(two_class(z), y, abnormal_weight=s1.abnormal_weight,
+                          focal_gamma=s1.focal_gamma)
         if frame_weight:
             label = (y.max(axis=(-2, -1)) > 0).astype(jnp.float32)       # B, T'
-            peak = z.max(axis=(-2, -1))
-            loss += frame_weight * -(label * jax.nn.log_sigmoid(peak) +
-                                     (1 - label) * jax.nn.log_sigmoid(-peak)).mean()
+            loss += frame_weight * pixel_loss(two_class(z.max(axis=(-2, -1))), label)
         return loss
     return loss_fn
 
