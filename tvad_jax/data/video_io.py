@@ -1,10 +1,12 @@
-"""Video decoding and encoding (the only module that imports PyAV), and frame folders.
+"""Video decoding and encoding (the only module that imports PyAV), frame folders, and the
+motion vectors of an H.264 re-encode (`motion_field`, for `motion.py`).
 
 Frames are uint8 arrays shaped [T, H, W, 3] (RGB). Writes are atomic: the file appears
 under its final name only once it is complete.
 """
 from __future__ import annotations
 
+import io
 import os
 import re
 from pathlib import Path
@@ -122,3 +124,90 @@ def _read_rgb(file: Path) -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
             Image.DecompressionBombError) as err:
         raise DataError(file, f"unreadable image ({err})") from err
+
+
+def motion_field(frames: np.ndarray, source: str = "<frames>") -> np.ndarray:
+    """Dense motion [T, H, W, 2] (float32 pixels per frame) of RGB uint8 frames [T, H, W, 3]
+    (H, W even), from the motion vectors of an in-memory H.264 re-encode (paper 003 §3.5
+    encodes HEVC, whose motion vectors FFmpeg does not export).
+
+    (dx, dy) is in image coordinates (x right, y down): how far the content of each pixel of
+    frame t moved since frame t-1 (a square moving right 2 px/frame reads dx = +2). Every
+    frame after the first is a P-frame (no B-frames, one GOP, no scene-cut I-frames); only
+    vectors predicted from the previous frame count, each filling its block; intra-coded
+    blocks, and all of frame 0, are 0. Identical frames give all zeros (there is no motion);
+    otherwise a stream without a single vector is a DataError naming `source`, never zeros."""
+    frames = np.asarray(frames)
+    if (frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3
+            or not len(frames) or frames.shape[1] % 2 or frames.shape[2] % 2):
+        raise ValueError(f"{source}: frames must be uint8 [T, H, W, 3], T >= 1, H and W even; "
+                         f"got {frames.dtype} {frames.shape}")
+    n, height, width = frames.shape[:3]
+    flow = np.zeros((n, height, width, 2), np.float32)                # [T, H, W, (dx, dy)]
+    if (frames == frames[:1]).all():
+        return flow
+    try:
+        t, mv = _motion_vectors(_encode_h264(frames), n, source)      # [N], records [N]
+    except DataError:
+        raise
+    except (av.error.FFmpegError, EOFError, ValueError) as err:
+        raise DataError(source, f"re-encoding for motion vectors failed ({err})") from err
+    if not len(mv):
+        raise DataError(source, "the H.264 re-encode exports no motion vectors although the "
+                                "frames differ (FFmpeg without export_mvs support?)")
+    past = mv["source"] == -1                            # predicted from the previous frame
+    t, mv = t[past], mv[past]
+    scale = mv["motion_scale"].astype(np.float32)
+    # AVMotionVector: src = dst + motion / scale, so the content moved by -motion / scale.
+    value = np.stack([-mv["motion_x"] / scale, -mv["motion_y"] / scale], -1)      # [N, 2]
+    w, h = mv["w"].astype(np.int64), mv["h"].astype(np.int64)
+    x0, y0 = mv["dst_x"] - w // 2, mv["dst_y"] - h // 2     # dst_x, dst_y are block centres
+    for bw, bh in set(zip(w.tolist(), h.tolist())):         # a few sizes: 16x16, 16x8, 8x8..
+        sel = (w == bw) & (h == bh)
+        # A block reaching past the frame (macroblock padding) is clipped to it: a clipped
+        # index repeats an edge pixel that the same block covers.
+        ys = np.clip(y0[sel, None] + np.arange(bh), 0, height - 1)              # [n, bh]
+        xs = np.clip(x0[sel, None] + np.arange(bw), 0, width - 1)               # [n, bw]
+        flow[t[sel, None, None], ys[:, :, None], xs[:, None, :]] = value[sel, None, None]
+    return flow
+
+
+def _encode_h264(frames: np.ndarray) -> bytes:
+    """Raw H.264 of the frames: one I-frame, then P-frames only (no B-frames, no scene cuts)
+    predicted from the previous frame alone (one reference frame).
+    One thread and no lookahead, as in write_video, so the bytes depend only on the frames."""
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="h264") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.thread_count = 1
+        stream.codec_context.gop_size = len(frames) + 1
+        stream.codec_context.max_b_frames = 0
+        stream.options = {"crf": "18", "preset": "veryfast", "x264-params":
+                          "threads=1:rc-lookahead=0:mbtree=0:bframes=0:scenecut=0:ref=1"}
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+def _motion_vectors(data: bytes, n: int, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """(frame index [N], AVMotionVector records [N]) of every vector of a raw H.264 stream
+    that must decode to `n` frames."""
+    frame_index, records, count = [], [], 0
+    with av.open(io.BytesIO(data), mode="r", format="h264") as container:
+        stream = container.streams.video[0]
+        stream.codec_context.options = {"flags2": "+export_mvs"}
+        for count, frame in enumerate(container.decode(stream), 1):
+            side = frame.side_data.get("MOTION_VECTORS")
+            if side is not None and len(side):
+                records.append(side.to_ndarray())
+                frame_index.append(np.full(len(records[-1]), count - 1))
+    if count != n:
+        raise DataError(source, f"the H.264 re-encode decoded to {count} frames, not {n}")
+    if not records:
+        return np.zeros(0, np.int64), np.zeros(0, [("source", "<i4")])
+    return np.concatenate(frame_index), np.concatenate(records)
