@@ -32,7 +32,8 @@ from experiments.tvad_stage1 import video_types
 from tvad_jax import configs  # noqa: F401  (registers the named configs)
 from tvad_jax import config as config_lib
 from tvad_jax.data.pipeline import scatter_clips
-from tvad_jax.eval.tvad import RegionScorer, auc_by_type, frame_labels, heatmap_auc
+from tvad_jax.eval.metrics import auc_by_type
+from tvad_jax.eval.tvad import RegionScorer, frame_labels, heatmap_auc
 from tvad_jax.infer.features import feature_cache
 from tvad_jax.models.ahd import patch_targets, pixel_loss
 from tvad_jax.models.tvad import load_frozen_backbone

@@ -23,7 +23,8 @@ from pathlib import Path
 from tvad_jax import configs  # noqa: F401  (registers the named configs)
 from tvad_jax import config as config_lib
 from tvad_jax.data.pipeline import split_names
-from tvad_jax.eval.tvad import auc_by_type, frame_labels, heatmap_metrics
+from tvad_jax.eval.metrics import auc_by_type
+from tvad_jax.eval.tvad import frame_labels, heatmap_metrics
 from tvad_jax.infer.features import feature_cache
 from tvad_jax.jobs.config import Config
 from tvad_jax.jobs.tvad import train_tvad

@@ -140,3 +140,20 @@ def test_bad_score_files_are_named_errors(tmp_path, write, message):
 def test_nan_sigma_is_refused():
     with pytest.raises(EvalInputError, match="sigma"):
         metrics.smooth_scores(np.zeros(3), float("nan"))
+
+
+def test_auc_by_type_pools_each_type_with_every_normal_video():
+    rng = np.random.default_rng(0)
+    lengths = [6, 5, 7, 4, 8]
+    types = ["", "running", "", "wrong_way", "running"]
+    scores = [rng.random(n).astype(np.float32) for n in lengths]
+    labels = [np.zeros(n, np.uint8) if not t else (rng.random(n) < 0.5).astype(np.uint8)
+              for n, t in zip(lengths, types)]
+    for lab in labels[1::2]:
+        lab[:2] = (0, 1)          # both classes in every abnormal video
+    out = metrics.auc_by_type(scores, labels, types)
+    assert sorted(out) == ["running", "wrong_way"]
+    for kind, videos in (("running", [0, 1, 2, 4]), ("wrong_way", [0, 2, 3])):
+        expected = roc_auc_score(np.concatenate([labels[v] for v in videos]),
+                                 np.concatenate([scores[v] for v in videos]))
+        assert abs(out[kind] - expected) < 1e-6, kind

@@ -85,18 +85,21 @@ def clip_objects(sidecar: dict, frame_ids: np.ndarray, scene: Scene | None = Non
                  ) -> list[ClipObject]:
     """The objects visible in `frame_ids` of a synthetic video, most visible first."""
     scene = scene or scene_of(sidecar)
+    described = (describe_object(obj, frame_ids, scene) for obj in sidecar["objects"])
+    return sorted((o for o in described if o is not None), key=lambda o: -o.visible_area)
+
+
+def describe_object(obj: dict, frame_ids: np.ndarray, scene: Scene) -> ClipObject | None:
+    """One sidecar object over `frame_ids` (None where it is not seen in any of them)."""
     position = {int(f): i for i, f in enumerate(frame_ids)}
-    out = []
-    for obj in sidecar["objects"]:
-        boxes = np.full((len(frame_ids), 4), np.nan)
-        for t, *box in obj["boxes"]:
-            if t in position:
-                boxes[position[t]] = box
-        seen = ~np.isnan(boxes[:, 0])
-        if not seen.any():
-            continue
-        out.append(_describe(obj, boxes, seen, frame_ids, scene))
-    return sorted(out, key=lambda o: -o.visible_area)
+    boxes = np.full((len(frame_ids), 4), np.nan)
+    for t, *box in obj["boxes"]:
+        if t in position:
+            boxes[position[t]] = box
+    seen = ~np.isnan(boxes[:, 0])
+    if not seen.any():
+        return None
+    return _describe(obj, boxes, seen, frame_ids, scene)
 
 
 def _describe(obj: dict, boxes: np.ndarray, seen: np.ndarray, frame_ids: np.ndarray,

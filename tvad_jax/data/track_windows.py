@@ -22,9 +22,9 @@ from __future__ import annotations
 import dataclasses
 
 import grain
-import jax
 import numpy as np
 
+from tvad_jax.data.batches import array_batches
 from tvad_jax.data.readers import make_reader
 from tvad_jax.errors import DataError
 
@@ -149,25 +149,12 @@ def _concat(parts: list[np.ndarray], empty_shape: tuple[int, ...], dtype) -> np.
 def make_dataset(windows: Windows, batch_size: int, seed: int = 0,
                  process_index: int | None = None,
                  process_count: int | None = None) -> grain.IterDataset:
-    """This process's training batches {"past": (b, L_p, F), "future": (b, L_f, F)}, forever.
-
-    Shuffled window indices are batched globally and each process keeps its consecutive
-    block of rows (b = batch_size / process_count), as the engine expects. The iterator of
-    the result is checkpointable (`get_state`/`set_state`).
-    """
-    pi = jax.process_index() if process_index is None else process_index
-    pc = jax.process_count() if process_count is None else process_count
-    if batch_size % pc:
-        raise ValueError(f"batch_size {batch_size} is not divisible by {pc} processes")
+    """This process's training batches {"past": (b, L_p, F), "future": (b, L_f, F)}, forever
+    (`batches.array_batches`: b = batch_size / process_count, checkpointable)."""
     if not len(windows):
         raise ValueError("no training windows")
-    local = batch_size // pc
-    past, future = windows.past, windows.future
-    ds = (grain.MapDataset.range(len(windows)).shuffle(seed=seed).repeat()
-          .batch(batch_size, drop_remainder=True)
-          .map(lambda idx: idx[pi * local:(pi + 1) * local])
-          .map(lambda idx: {"past": past[idx], "future": future[idx]}))
-    return ds.to_iter_dataset()
+    return array_batches({"past": windows.past, "future": windows.future}, batch_size, seed,
+                         process_index, process_count)
 
 
 def clips(track, past: int, future: int) -> tuple[np.ndarray, np.ndarray]:

@@ -154,6 +154,20 @@ def read_frame_arrays(scores_dir: str | Path, labels_dir: str | Path
     return scores, labels
 
 
+def auc_by_type(scores: list[np.ndarray], labels: list[np.ndarray], types: list[str],
+                sigma: float = 0.0) -> dict[str, float]:
+    """Micro frame AUC per anomaly type: the frames of that type's abnormal videos together
+    with every normal video's frames (smoothed by `sigma` first). `types`: per video its
+    anomaly type, "" if normal."""
+    normal = [v for v, kind in enumerate(types) if not kind]
+    out = {}
+    for kind in sorted(set(types) - {""}):
+        keep = normal + [v for v, k in enumerate(types) if k == kind]
+        out[kind] = frame_auc({str(v): scores[v] for v in keep},
+                              {str(v): labels[v] for v in keep}, sigma).micro_auc
+    return out
+
+
 def frame_auc_from_dirs(scores_dir: str | Path, labels_dir: str | Path,
                         sigma: float = 0.0) -> FrameAucResult:
     """`frame_auc` of the `<video>.npy` files in a scores folder and a labels folder."""

@@ -53,19 +53,6 @@ def heatmap_auc(maps: list[np.ndarray], cache: FeatureCache) -> tuple[dict, list
     return {"micro_auc": result.micro_auc, "macro_auc": result.macro_auc}, scores
 
 
-def auc_by_type(scores: list[np.ndarray], labels: list[np.ndarray], types: list[str]
-                ) -> dict[str, float]:
-    """Micro frame AUC per anomaly type: the frames of that type's abnormal videos together
-    with every normal video's frames. `types`: per video its anomaly type, "" if normal."""
-    normal = [v for v, kind in enumerate(types) if not kind]
-    out = {}
-    for kind in sorted(set(types) - {""}):
-        keep = normal + [v for v, k in enumerate(types) if k == kind]
-        out[kind] = frame_auc({str(v): scores[v] for v in keep},
-                              {str(v): labels[v] for v in keep}, sigma=0.0).micro_auc
-    return out
-
-
 # (answer type in the references, question) in the paper's order
 QUESTIONS = (("yes_no", JUDGMENT_QUESTION), ("target", APPEARANCE_QUESTION),
              ("trajectory", TRAJECTORY_QUESTION), ("time", TIME_QUESTION))

@@ -1,0 +1,57 @@
+"""Object crops for paper 003: expanded, clipped boxes cut from frames (t-1, t) and resized."""
+import numpy as np
+import pytest
+
+from tvad_jax.data.object_crops import expand_box, sidecar_tracks, video_crops
+from tvad_jax.errors import DataError
+
+
+def test_expand_box_grows_by_half_the_size_on_each_side_and_clips():
+    # a 10 x 4 box (x 20..29, y 10..13): 5 more on each side in x, 2 in y
+    assert expand_box((20, 10, 29, 13), 0.5, 100, 100).tolist() == [15, 8, 34, 15]
+    # at the frame's corner the grown box is clipped to the frame
+    assert expand_box((0, 0, 3, 3), 0.5, 10, 8).tolist() == [0, 0, 5, 5]
+    # entirely outside: empty after clipping
+    x0, y0, x1, y1 = expand_box((50, 2, 55, 4), 0.5, 40, 40)
+    assert x1 < x0
+
+
+def test_video_crops_cut_frames_t_minus_1_and_t_every_stride():
+    T, H, W = 6, 16, 16
+    frames = np.zeros((T, H, W, 3), np.uint8)
+    for t in range(T):
+        frames[t, 4:8, 4:8] = 10 * (t + 1)        # the object's colour tells the frame
+    rows = np.array([[t, 4, 4, 7, 7] for t in range(T)])
+    crops = video_crops(frames, [(7, rows)], size=8, stride=2, expand=0.0)
+    assert crops.frame.tolist() == [1, 3, 5] and crops.object.tolist() == [7, 7, 7]
+    assert crops.pixels.shape == (3, 2, 8, 8, 3)
+    # without expansion the crop is the object alone, resized 4 -> 8: constant colour
+    for k, t in enumerate(crops.frame):
+        assert (crops.pixels[k, 0] == 10 * t).all() and (crops.pixels[k, 1] == 10 * (t + 1)).all()
+    assert crops.box.tolist() == [[4, 4, 7, 7]] * 3
+
+
+def test_video_crops_order_rows_by_frame_then_object():
+    frames = np.zeros((4, 8, 8, 3), np.uint8)
+    tracks = [(5, np.array([[1, 0, 0, 3, 3], [3, 0, 0, 3, 3]])),
+              (2, np.array([[3, 4, 4, 7, 7], [1, 4, 4, 7, 7]]))]
+    crops = video_crops(frames, tracks, size=4, stride=2)
+    assert list(zip(crops.frame.tolist(), crops.object.tolist())) == [(1, 2), (1, 5), (3, 2),
+                                                                     (3, 5)]
+
+
+def test_a_box_outside_the_frame_is_an_error_naming_frame_and_object():
+    frames = np.zeros((4, 8, 8, 3), np.uint8)
+    with pytest.raises(DataError, match=r"clip\.mp4.*frame 1: object 3's box"):
+        video_crops(frames, [(3, np.array([[1, 20, 20, 25, 25]]))], size=4, source="clip.mp4")
+    with pytest.raises(DataError, match="object 3: a box at frame 9"):
+        video_crops(frames, [(3, np.array([[9, 0, 0, 2, 2]]))], size=4, source="clip.mp4")
+
+
+def test_sidecar_tracks_are_the_objects_box_rows():
+    sidecar = {"objects": [{"id": 4, "boxes": [[0, 1, 2, 3, 4], [1, 2, 2, 4, 4]]},
+                           {"id": 9, "boxes": []}]}
+    tracks = sidecar_tracks(sidecar)
+    assert [obj for obj, _ in tracks] == [4, 9]
+    assert tracks[0][1].tolist() == [[0, 1, 2, 3, 4], [1, 2, 2, 4, 4]]
+    assert tracks[1][1].shape == (0, 5)

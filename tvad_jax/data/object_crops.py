@@ -1,0 +1,88 @@
+"""Object crops of a video for paper 003's local patterns (host-side, numpy).
+
+Every tracked object, every `stride`-th frame t: its box expanded by `expand` of its width and
+height on each side (the paper's 50%, "to capture more contexts"), clipped to the frame, cut
+from frames (t-1, t) and resized to the vision tower's square input. Two frames because the
+shipped tower's unit is a 2-frame tubelet (frame 0 is repeated); with `stride` 2 the crops'
+tubelets cover every frame once.
+
+    tracks = sidecar_tracks(sidecar)                  # [(object id, rows [n, 5]), ...]
+    crops = video_crops(frames, tracks, size=96, stride=2, expand=0.5, source=name)
+    crops.pixels   # [K, 2, 96, 96, 3] uint8
+    crops.frame, crops.object, crops.box   # [K] frame t, [K] object id, [K, 4] expanded box
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from PIL import Image
+
+from tvad_jax.errors import DataError
+
+TUBELET = 2     # frames per crop: (t-1, t)
+
+
+@dataclasses.dataclass
+class Crops:
+    """The crops of one video; rows are (frame, object) pairs in frame order."""
+
+    pixels: np.ndarray   # [K, 2, S, S, 3] uint8
+    frame: np.ndarray    # [K] int64, t (the crop holds frames t-1 and t)
+    object: np.ndarray   # [K] int64, the object's track id
+    box: np.ndarray      # [K, 4] int64, expanded inclusive box (x0, y0, x1, y1)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
+def sidecar_tracks(sidecar: dict) -> list[tuple[int, np.ndarray]]:
+    """(object id, box rows [n, 5] of (t, x0, y0, x1, y1) inclusive) of every sidecar object:
+    the simulator's tracks, standing in for a detector and tracker."""
+    return [(int(obj["id"]), np.asarray(obj["boxes"], np.int64).reshape(-1, 5))
+            for obj in sidecar["objects"]]
+
+
+def expand_box(box, expand: float, width: int, height: int) -> np.ndarray:
+    """An inclusive box (x0, y0, x1, y1) grown by `expand` x its size on each side and clipped
+    to the frame; empty (x1 < x0 or y1 < y0) when the box lies outside it."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    dx, dy = expand * (x1 - x0 + 1), expand * (y1 - y0 + 1)
+    return np.asarray([max(round(x0 - dx), 0), max(round(y0 - dy), 0),
+                       min(round(x1 + dx), width - 1), min(round(y1 + dy), height - 1)],
+                      np.int64)
+
+
+def video_crops(frames: np.ndarray, tracks: list[tuple[int, np.ndarray]], size: int,
+                stride: int = 2, expand: float = 0.5, source: str = "<video>") -> Crops:
+    """Crops [K, 2, size, size, 3] of every object at frames t = stride-1, 2 stride-1, ...
+    (see the module docstring). A box that lies outside the frame is a DataError naming the
+    video, the frame and the object."""
+    T, H, W, _ = frames.shape
+    pixels, frame_ids, objects, boxes = [], [], [], []
+    for obj, rows in tracks:
+        for t, *box in rows[rows[:, 0] % stride == stride - 1]:
+            if not 0 <= t < T:
+                raise DataError(source, f"object {obj}: a box at frame {t}, the video has {T}")
+            x0, y0, x1, y1 = expand_box(box, expand, W, H)
+            if x1 < x0 or y1 < y0:
+                raise DataError(source, f"frame {t}: object {obj}'s box {list(box)} lies "
+                                        f"outside the {W}x{H} frame")
+            pair = frames[[max(t - 1, 0), t], y0:y1 + 1, x0:x1 + 1]
+            pixels.append(_resize(pair, size))
+            frame_ids.append(t)
+            objects.append(obj)
+            boxes.append((x0, y0, x1, y1))
+    order = np.lexsort((objects, frame_ids))
+    if not pixels:
+        return Crops(np.zeros((0, TUBELET, size, size, 3), np.uint8), np.zeros(0, np.int64),
+                     np.zeros(0, np.int64), np.zeros((0, 4), np.int64))
+    return Crops(np.stack(pixels)[order], np.asarray(frame_ids, np.int64)[order],
+                 np.asarray(objects, np.int64)[order], np.asarray(boxes, np.int64)[order])
+
+
+def _resize(pair: np.ndarray, size: int) -> np.ndarray:
+    """[2, h, w, 3] uint8 -> [2, size, size, 3] (bilinear, aspect not kept, as BLIP-2's
+    processor resizes)."""
+    return np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BILINEAR))
+                     for f in pair])
