@@ -9,20 +9,37 @@ import numpy as np
 def contrastive_loss(a: jax.Array, b: jax.Array, logit_scale: jax.Array, ids: jax.Array,
                      valid: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """Symmetric InfoNCE between rows of a [M, E] and b [M, E] (row i of a pairs with row i of
-    b); rows whose token ids are identical are all positives; rows with valid False take no
-    part. Returns (loss, top-1 b->a accuracy)."""
-    valid = jnp.ones(len(a), bool) if valid is None else valid
-    a, b = unit_rows(a), unit_rows(b)
+    b) on their cosine similarities; see `similarity_contrastive_loss`."""
+    return similarity_contrastive_loss(unit_rows(a) @ unit_rows(b).T, logit_scale, ids, valid)
+
+
+def similarity_contrastive_loss(similarity: jax.Array, logit_scale: jax.Array, ids: jax.Array,
+                                valid: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """Symmetric InfoNCE on similarity [M, M] (row i of one side against column j of the
+    other, pairs on the diagonal; e.g. cosines), scaled by `logit_scale_factor`;
+    rows whose token ids are identical are all positives; rows with valid False take no
+    part. Returns (loss, top-1 accuracy of each column's best row)."""
+    valid = jnp.ones(len(similarity), bool) if valid is None else valid
     both = valid[:, None] & valid[None]
-    logits = jnp.exp(jnp.minimum(logit_scale, np.log(100.0))) * a @ b.T        # [M, M]
+    logits = logit_scale_factor(logit_scale) * similarity                       # [M, M]
     logits = jnp.where(both, logits, -1e9)
-    same = (jnp.all(ids[:, None] == ids[None], axis=-1) & both).astype(jnp.float32)
+    same = (same_rows(ids) & both).astype(jnp.float32)
     targets = same / jnp.maximum(same.sum(-1, keepdims=True), 1)
     rows = valid.astype(jnp.float32) / jnp.maximum(valid.sum(), 1)
     loss_a = -((targets * jax.nn.log_softmax(logits, axis=1)).sum(-1) * rows).sum()
     loss_b = -((targets * jax.nn.log_softmax(logits.T, axis=1)).sum(-1) * rows).sum()
     hit = same[jnp.arange(len(same)), jnp.argmax(logits.T, axis=1)]
     return (loss_a + loss_b) / 2, (hit * rows).sum()
+
+
+def logit_scale_factor(logit_scale: jax.Array) -> jax.Array:
+    """exp(logit_scale) capped at 100, the factor on cosine logits (CLIP's clamp)."""
+    return jnp.exp(jnp.minimum(logit_scale, np.log(100.0)))
+
+
+def same_rows(ids: jax.Array) -> jax.Array:
+    """[M, M] bool: rows i and j of ids [M, L] are identical (e.g. the same caption)."""
+    return jnp.all(ids[:, None] == ids[None], axis=-1)
 
 
 def unit_rows(x: jax.Array) -> jax.Array:
@@ -49,8 +66,7 @@ def grouped_choice_loss(a: jax.Array, phrases: jax.Array, logit_scale: jax.Array
     logits scaled as in `contrastive_loss`. Returns (mean over groups of the mean loss over
     labelled rows, mean top-1 accuracy likewise)."""
     valid = jnp.ones(len(a), bool) if valid is None else valid
-    logits = jnp.exp(jnp.minimum(logit_scale, np.log(100.0))) * unit_rows(a) @ \
-        unit_rows(phrases).T                                                    # [M, P]
+    logits = logit_scale_factor(logit_scale) * unit_rows(a) @ unit_rows(phrases).T  # [M, P]
     losses, hits = [], []
     start = 0
     for g, size in enumerate(group_sizes):
