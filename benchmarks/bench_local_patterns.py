@@ -195,10 +195,8 @@ class Pipeline:
 
 def caption_lengths(pipeline: Pipeline, tokens: np.ndarray) -> np.ndarray:
     """[K] tokens the captioner wrote per crop (after bos, up to eos; text_len - 1 where it
-    never wrote eos): how many decoding steps IGTG ran. Reads the reader's compiled captioner
-    (a private attribute: `ITAMReader.captions` returns only the decoded strings)."""
-    ids = in_batches(pipeline.reader._caption, pipeline.job.encode_batch,
-                     tokens.astype(np.float32))[:, 1:]
+    never wrote eos): how many decoding steps IGTG ran."""
+    ids = pipeline.reader.caption_ids(tokens)[:, 1:]
     eos = ids == pipeline.reader.model.cfg.eos_token_id
     return np.where(eos.any(1), eos.argmax(1), ids.shape[1])
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import importlib
 
-FAMILY_MODULES = ("tvad_table4", "tvad_table3", "tvad_layers", "baselines")
+FAMILY_MODULES = ("tvad_table4", "tvad_table3", "tvad_layers", "baselines",
+                  "local_patterns_table3")
 
 
 def load_families() -> None:

@@ -12,8 +12,10 @@ import dataclasses
 from tvad_jax.config import register
 from tvad_jax.data.pipeline import LoaderConfig
 from tvad_jax.data.synthetic.spec import SynthConfig
-from tvad_jax.jobs.config import (Config, PlanConfig, PrepareConfig, PretrainConfig, S3MJobConfig,
-                                  Stage1Config, Stage2Config, TVADJobConfig)
+from tvad_jax.jobs.config import (Config, LocalPatternsJobConfig, PlanConfig, PrepareConfig,
+                                  PretrainConfig, S3MJobConfig, Stage1Config, Stage2Config,
+                                  TVADJobConfig)
+from tvad_jax.models.local_patterns import RMConfig
 from tvad_jax.models.rae import RAEConfig
 from tvad_jax.models.s3m import S3MConfig
 from tvad_jax.models.tvad import ClipView
@@ -72,17 +74,25 @@ def tiny() -> Config:
                                               pad_last=False),
                                 batch_size=2, max_text_len=96),
             eval_batch=4, max_new_tokens=12),
+        local=LocalPatternsJobConfig(
+            itam_width=16, itam_depth=2, itam_heads=2, num_queries=4, text_len=24,
+            itam_train=_tiny_train(4, "", ""), itam_batch=8, smm_channels=8, smm_batch=4,
+            smm_train=_tiny_train(4, "", ""), rm=RMConfig(hidden=16),
+            rm_train=_tiny_train(6, "", ""), rm_batch=8, encode_batch=16),
     )
 
 
 def _tiny_train(steps: int, metric: str, mode: str, accumulate: int = 1) -> TrainConfig:
-    """A few-step engine config with keep-best by `metric` (tests)."""
+    """A few-step engine config with keep-best by `metric` (tests; "" = every param trains,
+    no best kept)."""
+    trainable = {"val_loss": ("rae/.*", "special", "lora/.*"), "val_score": ("ahd/.*",)}
     return TrainConfig(
         loop=TrainLoopConfig(steps=steps, log_every=1, sync_every=2, progress=False),
         optim=OptimConfig(learning_rate=1e-2, warmup_ratio=0.1, accumulation_steps=accumulate),
-        checkpoint=CheckpointConfig(every_steps=2, keep_last=1, keep_best=1, best_metric=metric,
-                                    best_mode=mode, async_save=False),
-        trainable=("rae/.*", "special", "lora/.*") if metric == "val_loss" else ("ahd/.*",))
+        checkpoint=CheckpointConfig(every_steps=2, keep_last=1, keep_best=1 if metric else 0,
+                                    best_metric=metric, best_mode=mode or "min",
+                                    async_save=False),
+        trainable=trainable.get(metric, (".*",)))
 
 
 @register("ubnormal")

@@ -32,7 +32,9 @@ def _family(**kw) -> sweep.Family:
 
 def test_families_of_the_paper_tables_are_registered():
     names = config_lib.names("sweep")
-    assert {"tvad_table4", "tvad_table3", "tvad_layers", "baselines"} <= set(names)
+    assert {"tvad_table4", "tvad_table3", "tvad_layers", "baselines",
+            "local_patterns_table3"} <= set(names)
+    assert "003" in config_lib.get("local_patterns_table3", "sweep").description
     table4 = config_lib.get("tvad_table4", "sweep")
     assert "000" in table4.description
     assert [s.name for s in table4.settings] == ["T-VAD", "w/o RAE", "w/o AHD", "w/o AHD & RAE"]

@@ -76,6 +76,27 @@ def test_smm_shapes_pairs_and_loss():
     assert float(got) == pytest.approx(expected, rel=1e-4)
 
 
+def test_softmax_yes_no_and_the_balanced_loss_against_numpy():
+    rng = np.random.default_rng(1)
+    pred = rng.standard_normal((3, 4, 6))
+    yes = rng.standard_normal(6)
+    no = yes + 0.3 * rng.standard_normal(6)      # close to "yes", as words never trained on
+    labels = np.eye(3, 4)
+    cos = lambda e: pred @ e / (np.linalg.norm(pred, axis=-1) * np.linalg.norm(e))  # noqa: E731
+    p_yes = 1 / (1 + np.exp(-(cos(yes) - cos(no)) / 0.07))
+    args = [jnp.asarray(a, jnp.float32) for a in (pred, yes, no)]
+    np.testing.assert_allclose(smm.yes_probability(*args, form="softmax"),
+                               np.clip(p_yes, 1e-7, 1 - 1e-7), rtol=1e-4)
+    balanced = -(np.log(p_yes)[labels == 1].mean() + np.log(1 - p_yes)[labels == 0].mean()) / 2
+    got = smm.yes_no_loss(*args, labels, form="softmax", balanced=True)
+    assert float(got) == pytest.approx(balanced, rel=1e-4)
+    # the printed ratio cannot leave ~0.5 when the two embeddings are this close
+    ratio = np.asarray(smm.yes_probability(*args, form="ratio"))
+    assert np.abs(ratio - 0.5).max() < np.abs(p_yes - 0.5).max()
+    with pytest.raises(ValueError, match="yes/no form 'max'"):
+        smm.yes_probability(*args, form="max")
+
+
 @pytest.mark.parametrize("form", ["channels", "sum"])
 def test_smm_learns_toy_yes_no(form):
     """A hundred Adam steps take the yes/no loss well below the label entropy on toy pairs.

@@ -2,6 +2,7 @@
 
     tvad train s3m [--config NAME] [--run-dir DIR] [key=value ...]
     tvad train tvad [--config NAME] [--run-dir DIR] [--stage1-from MODEL_DIR] [key=value ...]
+    tvad train local-patterns [--config NAME] [--run-dir DIR] [key=value ...]
     tvad train toy --run-dir DIR [--num-devices N] [--params-out F.npz] [key=value ...]
 
 `s3m` trains VLAVAD's S3M on the per-object track sequences of the normal-only training split
@@ -12,6 +13,10 @@ one): stage 1 (the AHD) and stage 2 (RAE + LoRA, phases A and B), and exports th
 RUN_DIR/model (the path printed) for `tvad detect`, `tvad chat` and `tvad eval run`. The
 ablations of Table 4 are `tvad.model.variant=no_ahd` (no anomaly prompts) and
 `tvad.model.variant=no_rae` (stage 1 only); `--stage1-from` reuses another run's AHD.
+
+`local-patterns` trains paper 003's detector: ITAM on object crops of normal videos and their
+plain descriptions (BLIP-2's losses), then the Reconstruction Module on the normal training
+objects' local patterns and motion histograms (`local.*`); evaluate with `tvad eval run`.
 
 `toy` runs the engine on a toy regression task (`tvad_jax.train.toy`; its overrides set the
 `ToyConfig`): a smoke test of the mesh, checkpoints and multi-process runs.
@@ -45,6 +50,11 @@ def add_parser(subparsers) -> None:
                       help="reuse the AHD of this T-VAD model folder instead of stage 1")
     tvad.set_defaults(func=run_tvad)
 
+    local = commands.add_parser("local-patterns", help="paper 003's local-patterns detector")
+    add_config_args(local)
+    local.add_argument("--run-dir", type=Path, help="train into this folder")
+    local.set_defaults(func=run_local_patterns)
+
     toy = commands.add_parser("toy", help="the engine on a toy regression task")
     toy.add_argument("--run-dir", type=output_dir, required=True)
     toy.add_argument("--num-devices", type=number_at_least(0), default=0,
@@ -74,6 +84,15 @@ def run_tvad(args) -> int:
     model_dir = train_tvad(config_from_args(args), args.run_dir, args.stage1_from,
                            report=lambda msg: print(msg, file=sys.stderr))
     print(model_dir)
+    return 0
+
+
+def run_local_patterns(args) -> int:
+    from tvad_jax.jobs.local_patterns import train_local_patterns  # deferred: loads when run
+
+    run_dir = train_local_patterns(config_from_args(args), args.run_dir,
+                                   report=lambda msg: print(msg, file=sys.stderr))
+    print(run_dir)
     return 0
 
 

@@ -15,7 +15,9 @@ from tvad_jax.data.prepare import parse_split_files
 from tvad_jax.data.synthetic.spec import ANOMALY_TYPES, NORMAL_BEHAVIOURS, SynthConfig
 from tvad_jax.models.attention import IMPLEMENTATIONS
 from tvad_jax.models.configs import DTYPES
+from tvad_jax.models.local_patterns import WEIGHTS, RMConfig
 from tvad_jax.models.s3m import S3MConfig
+from tvad_jax.models.smm import YES_NO_FORMS
 from tvad_jax.models.tvad import ClipView, TVADConfig
 from tvad_jax.train.checkpoint import CheckpointConfig
 from tvad_jax.train.loop import TrainConfig, TrainLoopConfig
@@ -262,6 +264,105 @@ class TVADJobConfig:
         config_lib.check_at_least(self, 1, "eval_batch", "max_new_tokens")
 
 
+PATTERNS = ("cmam", "itam", "text", "backbone", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalPatternsJobConfig:
+    """The `local` section: paper 003's detector (`tvad train local-patterns`).
+
+    Attributes:
+      backbone: the frozen vision tower's folder (empty = T-VAD's, `tvad.backbone`).
+      crop_stride, expand: crops every `crop_stride`-th frame (each a 2-frame tubelet; its
+        score speaks for the `crop_stride` frames up to it), boxes grown by `expand` x their
+        size on each side (paper 0.5).
+      token_pool: the crop's patch tokens are average-pooled token_pool x token_pool before
+        ITAM reads them (the CLS token kept): 2 turns the shipped tower's 12 x 12 grid into
+        6 x 6, which makes ITAM's cross-attention and the stored tokens ~4x smaller on CPU
+        (BLIP-2 reads all 257; 1 = all here too).
+      itam_width / itam_depth / itam_heads / num_queries / text_len: ITAM's H_d, layers,
+        heads, N_q and S_l (paper 768 / 6 / 12 / 32 / 32).
+      itam_split: the split whose object crops and plain descriptions train ITAM (paper 003's
+        "D. 2": the benchmark's normal training videos).
+      itam_train: the engine section of ITAM's training (BLIP-2's three losses).
+      itam_batch: crops per ITAM batch.
+      smm: TSGM with the SMM (False: the captioner's caption of every frame, Table 3's "w/o
+        SMM"); smm_channels / smm_machines: its O and N_SMM (paper 64 / 3); smm_batch: B_s,
+        crops per batch (B_s^2 (crop, question) pairs, eq. 6); smm_yes_no: p("yes") from the
+        SMM's output, "softmax" (a two-way softmax over the scaled cosines with Emb("yes") and
+        Emb("no"); default: ITAM's embeddings of the two words have cosine 0.9, and eq. 6's
+        printed ratio then cannot pass ~0.51, so that SMM learned to answer "no" to
+        everything) or "ratio" (eq. 6 as printed, cosines mapped to [0, 1]); smm_train: its
+        engine section (learning rate 1e-3, not the paper's 5e-5: a few hundred steps here).
+      rm: RM sizes; rm_batch: objects per RM batch; rm_train: its engine section (Adam at a
+        constant 1e-3 as the paper; 1200 steps are about its 10 epochs over the default
+        build's normal training objects: the run's summary says how many epochs it made).
+      pattern: what RM reconstructs beside the motion: "cmam" (G, eq. 1: the full method),
+        "itam" (the mean of ITAM's tokens: stage 1 alone), "text" (the caption's sentence
+        feature F^T[0] alone), "backbone" (the vision tower's pooled crop feature: no ITAM),
+        "none" (motion only).
+      motion: append the TME histogram (8 orientation bins of mean motion-vector magnitude).
+      cmam_weights: "cosine" (the text), "dot" (eq. 1 as printed) or "softmax".
+      train_split / eval_split: RM's normal-only training split; the split eval scores.
+      sigma: Gaussian smoothing of frame scores in frames (0 = off).
+      encode_batch: crops per frozen-tower call (fixed shape; the last batch padded).
+      data_seed: shuffling of the ITAM and RM batches.
+    """
+
+    backbone: str = ""
+    crop_stride: int = 2
+    expand: float = 0.5
+    token_pool: int = 2
+    itam_width: int = 128
+    itam_depth: int = 2
+    itam_heads: int = 4
+    num_queries: int = 8
+    text_len: int = 32
+    itam_split: str = "train_normal"
+    itam_train: TrainConfig = TrainConfig(
+        loop=TrainLoopConfig(steps=600, log_every=10, sync_every=100),
+        optim=OptimConfig(learning_rate=1e-3, warmup_ratio=0.05, lr_floor=0.05,
+                          weight_decay=0.05),
+        checkpoint=CheckpointConfig(every_steps=300, keep_last=1, keep_best=0))
+    itam_batch: int = 64
+    smm: bool = True
+    smm_channels: int = 64
+    smm_machines: int = 3
+    smm_batch: int = 32
+    smm_yes_no: str = "softmax"
+    smm_train: TrainConfig = TrainConfig(
+        loop=TrainLoopConfig(steps=300, log_every=10, sync_every=100),
+        optim=OptimConfig(learning_rate=1e-3, warmup_ratio=0.05, lr_floor=0.05),
+        checkpoint=CheckpointConfig(every_steps=300, keep_last=1, keep_best=0))
+    rm: RMConfig = RMConfig()
+    rm_batch: int = 64
+    rm_train: TrainConfig = TrainConfig(
+        loop=TrainLoopConfig(steps=1200, log_every=20, sync_every=200),
+        optim=OptimConfig(learning_rate=1e-3, warmup_ratio=0.0, lr_floor=1.0,
+                          weight_decay=0.0),
+        checkpoint=CheckpointConfig(every_steps=1000, keep_last=1, keep_best=0))
+    pattern: str = "cmam"
+    motion: bool = True
+    cmam_weights: str = "cosine"
+    train_split: str = "train_normal"
+    eval_split: str = "test"
+    sigma: float = 0.0
+    encode_batch: int = 64
+    data_seed: int = 0
+
+    def __post_init__(self):
+        config_lib.check_at_least(self, 1, "crop_stride", "token_pool", "itam_width",
+                                  "itam_depth", "itam_heads", "num_queries", "text_len",
+                                  "itam_batch", "smm_channels", "smm_machines", "smm_batch",
+                                  "rm_batch", "encode_batch")
+        config_lib.check_at_least(self, 0, "expand", "sigma")
+        config_lib.check_choice(self, "pattern", PATTERNS)
+        config_lib.check_choice(self, "cmam_weights", WEIGHTS)
+        config_lib.check_choice(self, "smm_yes_no", YES_NO_FORMS)
+        if self.pattern == "none" and not self.motion:
+            raise ValueError("pattern 'none' without motion leaves RM nothing to reconstruct")
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """The root of every config: one section per job and the data it runs on, the runs'
@@ -274,6 +375,7 @@ class Config:
     s3m: S3MJobConfig = S3MJobConfig()
     pretrain: PretrainConfig = PretrainConfig()
     tvad: TVADJobConfig = TVADJobConfig()
+    local: LocalPatternsJobConfig = LocalPatternsJobConfig()
     runs_dir: str = "runs"
     attention: str = "auto"
 

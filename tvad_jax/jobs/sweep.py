@@ -43,6 +43,7 @@ from tvad_jax.eval.report import plot_bars
 from tvad_jax.eval.tvad import evaluate_model
 from tvad_jax.jobs.common import Report, ensure_prepared
 from tvad_jax.jobs.config import Config
+from tvad_jax.jobs.local_patterns import evaluate_local_patterns_run, train_local_patterns
 from tvad_jax.jobs.s3m import evaluate_run, train_s3m
 from tvad_jax.jobs.tvad import train_tvad
 from tvad_jax.models import attention
@@ -59,12 +60,13 @@ class Setting:
     Attributes:
       name: the row label (its run folders use a slug of it).
       method: "tvad" (train T-VAD, evaluate its model), "tvad_plain" (the frozen backbone's
-        dialogue, no training), "s3m" (the box-track S3M) or "frame_difference".
+        dialogue, no training), "s3m" (the box-track S3M), "local_patterns" (paper 003's
+        detector) or "frame_difference".
       overrides: key=value on the family's config.
       seeded: False for a method without randomness (run once, reported with n = 1).
       reuse: the earlier setting whose run with the same seed lends its trained model:
         "tvad" takes its AHD (stage 1; e.g. w/o RAE from the full model), "s3m" evaluates
-        its S3M (e.g. another smoothing).
+        its S3M (e.g. another smoothing), "local_patterns" takes its trained ITAM.
       one_shot: ("tvad", "tvad_plain") the dialogue with the in-context example (Table 3).
       sigma: ("s3m", "frame_difference") temporal smoothing of the frame scores.
     """
@@ -79,9 +81,9 @@ class Setting:
 
     def __post_init__(self):
         config_lib.check_choice(self, "method", tuple(METHODS))
-        if self.reuse and self.method not in ("tvad", "s3m"):
-            raise ConfigError(f"setting {self.name!r}: only tvad and s3m runs can reuse "
-                              "another setting's model")
+        if self.reuse and self.method not in ("tvad", "s3m", "local_patterns"):
+            raise ConfigError(f"setting {self.name!r}: only tvad, s3m and local_patterns runs "
+                              "can reuse another setting's model")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +153,8 @@ SEED_KEYS = {
     "tvad": ("tvad.stage1.train.loop.seed", "tvad.stage2.phase_a.loop.seed",
              "tvad.stage2.phase_b.loop.seed"),
     "s3m": ("s3m.train.loop.seed", "s3m.data_seed"),
+    "local_patterns": ("local.itam_train.loop.seed", "local.smm_train.loop.seed",
+                       "local.rm_train.loop.seed", "local.data_seed"),
 }
 
 
@@ -284,6 +288,13 @@ def _s3m(run: PlannedRun, folder: Path, sweep_dir: Path, splits, report) -> dict
     return {split: r[key] for split, r in results.items()}
 
 
+def _local_patterns(run: PlannedRun, folder: Path, sweep_dir: Path, splits, report) -> dict:
+    run_dir = train_local_patterns(run.config, folder / "run", itam_from=_lender(run, sweep_dir),
+                                   report=report)
+    return {split: evaluate_local_patterns_run(run_dir, split, report=report)["local_patterns"]
+            for split in splits}
+
+
 def _frame_difference(run: PlannedRun, folder: Path, sweep_dir: Path, splits, report) -> dict:
     out = {}
     for split in splits:
@@ -294,6 +305,7 @@ def _frame_difference(run: PlannedRun, folder: Path, sweep_dir: Path, splits, re
 
 
 METHODS: dict[str, Callable] = {"tvad": _tvad, "tvad_plain": _tvad_plain, "s3m": _s3m,
+                                "local_patterns": _local_patterns,
                                 "frame_difference": _frame_difference}
 
 

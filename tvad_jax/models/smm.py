@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -107,29 +108,50 @@ def pair_tokens(questions, images):
     return jnp.concatenate([q, v], axis=-2)
 
 
-def yes_probability(pred, emb_yes, emb_no):
-    """p("yes") of eq. 6: Sim(P, yes) / (Sim(P, yes) + Sim(P, no)), pred (..., H) -> (...).
+YES_NO_FORMS = ("ratio", "softmax")
 
-    Cosine similarities lie in [-1, 1], so the printed ratio is not a probability; each is
-    first mapped to [0, 1] by (1 + s) / 2.
+
+def yes_probability(pred, emb_yes, emb_no, form: str = "ratio", scale: float = 1 / 0.07):
+    """p("yes") of eq. 6 from the SMM's output pred (..., H) -> (...).
+
+    "ratio" (eq. 6 as printed): Sim(P, yes) / (Sim(P, yes) + Sim(P, no)). Cosine similarities
+    lie in [-1, 1], so the printed ratio is not a probability (its log can be of a negative
+    number); each is first mapped to [0, 1] by (1 + s) / 2.
+    "softmax": the two-way softmax over scale x [cos(P, yes), cos(P, no)], i.e.
+    sigmoid(scale (cos_yes - cos_no)). Where the two embeddings are close (a text tower that
+    never saw the words; 0.9 cosine for ITAM's here) the ratio cannot pass ~0.51 whatever P
+    is, and its gradient vanishes; the scaled softmax (CLIP's 1 / 0.07) can.
     """
-    def sim(a, b):  # scale-free: the N(0, 0.02) initialization makes outputs tiny
-        cos = jnp.sum(a * b, -1) / jnp.maximum(
+    def cos(a, b):  # scale-free: the N(0, 0.02) initialization makes outputs tiny
+        return jnp.sum(a * b, -1) / jnp.maximum(
             jnp.linalg.norm(a, axis=-1) * jnp.linalg.norm(b, axis=-1), 1e-30)
-        return (1 + cos) / 2
 
-    s_yes, s_no = sim(pred, emb_yes), sim(pred, emb_no)
-    return jnp.clip(s_yes / jnp.maximum(s_yes + s_no, 1e-30), 1e-7, 1 - 1e-7)
+    c_yes, c_no = cos(pred, emb_yes), cos(pred, emb_no)
+    if form == "softmax":
+        p = jax.nn.sigmoid(scale * (c_yes - c_no))
+    elif form == "ratio":
+        s_yes, s_no = (1 + c_yes) / 2, (1 + c_no) / 2
+        p = s_yes / jnp.maximum(s_yes + s_no, 1e-30)
+    else:
+        raise ValueError(f"yes/no form {form!r}: expected one of {YES_NO_FORMS}")
+    return jnp.clip(p, 1e-7, 1 - 1e-7)
 
 
-def yes_no_loss(pred, emb_yes, emb_no, labels):
-    """Mean binary cross-entropy of eq. 6 over all pairs; labels (...) are 1 for "yes".
+def yes_no_loss(pred, emb_yes, emb_no, labels, form: str = "ratio", balanced: bool = False):
+    """Binary cross-entropy of eq. 6 over all pairs; labels (...) are 1 for "yes".
 
     Eq. 6 prints only the y log p(yes) term, which would never train a "no"; the (1 - y)
-    log p(no) term of the cross-entropy it names is added.
+    log p(no) term of the cross-entropy it names is added. `balanced`: the mean over the
+    "yes" pairs and the mean over the "no" pairs weigh equally (a batch of B_s crops holds
+    B_s^2 pairs of which about B_s are "yes": unbalanced, an SMM that always says "no" is
+    right 1 - 1/B_s of the time).
     """
-    p = yes_probability(pred, emb_yes, emb_no)
-    return -jnp.mean(labels * jnp.log(p) + (1 - labels) * jnp.log1p(-p))
+    p = yes_probability(pred, emb_yes, emb_no, form)
+    yes, no = labels * jnp.log(p), (1 - labels) * jnp.log1p(-p)
+    if balanced:
+        return -(yes.sum() / jnp.maximum(labels.sum(), 1) +
+                 no.sum() / jnp.maximum((1 - labels).sum(), 1)) / 2
+    return -jnp.mean(yes + no)
 
 
 def optimizer(config: SMMConfig, steps_per_epoch: int) -> optax.GradientTransformation:

@@ -1,0 +1,89 @@
+"""Paper 003's detector as a job: train and evaluate end to end through the CLI (tiny config,
+random tiny backbone), the frame scores of object errors, bad input."""
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tvad_jax.cli import main
+from tvad_jax.errors import DataError
+from tvad_jax.jobs.local_patterns import (TSGM, SplitObjects, evaluate_local_patterns_run,
+                                         frame_scores)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_backbone, tmp_path_factory):
+    cfg, backbone = tiny_backbone
+    runs = tmp_path_factory.mktemp("local_runs")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["train", "local-patterns", "--config", "tiny",
+                     f"synth.out_dir={cfg.synth.out_dir}", f"runs_dir={runs}",
+                     f"local.backbone={backbone}"])
+    assert code == 0
+    return cfg, Path(out.getvalue().strip().splitlines()[-1])
+
+
+def test_train_then_eval_through_the_cli(tiny_run, capsys):
+    cfg, run_dir = tiny_run
+    for name in ("config.json", "local_stats.json", "itam/metrics.jsonl", "rm/metrics.jsonl"):
+        assert (run_dir / name).is_file(), name
+    stats = json.loads((run_dir / "local_stats.json").read_text())
+    # G (ITAM width 16) beside the 8-bin motion histogram, standardized on train_normal
+    assert stats["features"] == 16 + 8 and len(stats["mean"]) == 24
+    assert stats["train_split"] == "train_normal" and stats["error_ref"] > 0
+    capsys.readouterr()
+    assert main(["eval", "run", str(run_dir), "--split", "test"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["split"] == "test" and summary["objects"] > 0
+    for method in ("local_patterns", "frame_difference"):
+        assert 0.0 <= summary[method]["micro_auc"] <= 1.0
+    assert json.loads((run_dir / "eval_test.json").read_text()) == summary
+
+
+def test_frame_scores_take_the_max_over_the_crops_covering_each_frame():
+    # video "a", stride 2: crops at t = 1 (frames 0, 1) and t = 3 (frames 2, 3), two objects
+    # at t = 3;
+    # video "b" has no crop at all: its frames score 0
+    objects = SplitObjects(videos=["a", "b"], labels={"a": np.zeros(5), "b": np.zeros(3)},
+                           video=np.array([0, 0, 0]), frame=np.array([1, 3, 3]),
+                           object=np.array([1, 1, 2]), tokens=np.zeros((3, 1, 1)),
+                           motion=np.zeros((3, 8)), texts=[])
+    scores = frame_scores(objects, np.array([1.0, 3.0, 1.0]), error_ref=1.0, stride=2)
+    np.testing.assert_allclose(scores["a"], [0.5, 0.5, 0.75, 0.75, 0.0])
+    np.testing.assert_allclose(scores["b"], [0.0, 0.0, 0.0])
+    # with stride 1 a crop speaks for its own frame only
+    np.testing.assert_allclose(frame_scores(objects, np.array([1.0, 3.0, 1.0]), 1.0, 1)["a"],
+                               [0.0, 0.5, 0.0, 0.75, 0.0])
+
+
+def test_tsgm_keeps_a_tracks_sentence_while_the_smm_says_yes():
+    # object 1 at t = 1, 3, 5 and object 2 at t = 3, 5 (rows in frame order); the stub SMM
+    # says "yes" to sentence "A" only
+    objects = SplitObjects(videos=["v"], labels={"v": np.zeros(6)}, video=np.zeros(5, int),
+                           frame=np.array([1, 3, 3, 5, 5]), object=np.array([1, 1, 2, 1, 2]),
+                           tokens=np.zeros((5, 1, 1)), motion=np.zeros((5, 8)), texts=[])
+    asked = []
+
+    class StubTSGM(TSGM):
+        def __init__(self):  # no SMM: `keeps` below answers
+            pass
+
+        def keeps(self, previous, image):
+            asked.append(list(previous))
+            return np.asarray([s == "A" for s in previous])
+
+    captions = ["A", "B", "C", "E", "D"]
+    out = StubTSGM().sentences(objects, np.zeros((5, 1)), captions)
+    # object 1 keeps "A" over the captions "B" and "E"; object 2 is new at t = 3 (its caption
+    # "C"), and "C" does not hold at t = 5, so the caption "D" replaces it
+    assert out == ["A", "A", "C", "A", "D"]
+    assert asked == [["A"], ["A", "C"]]
+
+
+def test_eval_of_an_unfinished_run_names_the_missing_file(tmp_path):
+    with pytest.raises(DataError, match="local_stats.json.*not a finished run"):
+        evaluate_local_patterns_run(tmp_path)

@@ -1,0 +1,520 @@
+"""Paper 003 ("Local patterns generalize better") as a detector on the shared stack.
+
+Every tracked object every other frame: its box grown by half its size on each side is cropped
+(`data.object_crops`; the simulator's tracks stand in for YOLO and the IoU tracker; a crop
+at t holds frames t-1 and t and speaks for the `crop_stride` frames up to t) and read by
+the frozen vision tower; ITAM (`models.itam`, a BLIP-2 Q-Former trained here with BLIP-2's
+three losses on crops of the normal training videos and their plain descriptions: the paper's
+"D. 2" setting) turns the tower's tokens into N_q image tokens F^I; its captioner writes a
+caption, whose sentence feature F^T[0] weights the image tokens into the local pattern
+G = (F^T[0] F^I^T) F^I (CMAM, eq. 1); TME adds the box's 8-bin histogram of motion-vector
+magnitudes by orientation (`data.motion`, from an H.264 re-encode: FFmpeg exports no motion
+vectors for the paper's HEVC). RM (`models.local_patterns`) learns to reconstruct the
+standardized [G ; M] of normal objects (`train_normal`); an object's score is its
+reconstruction error e, mapped to e / (e + e_ref) with e_ref the training median (monotone),
+and a frame's score is the max over the crops covering it (0 where no object is: the paper
+does not say).
+
+    tvad train local-patterns [--run-dir DIR] [local.pattern=cmam local.motion=true ...]
+    tvad eval run RUN_DIR [--split test]
+
+Run folder: config.json, itam/, smm/ and rm/ (engine runs: checkpoints, metrics.jsonl),
+local_stats.json (feature statistics, e_ref, counts; written last), eval_<split>.json/.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tvad_jax import config as config_lib
+from tvad_jax.data.batches import array_batches
+from tvad_jax.data.clip_texts import encode_caption
+from tvad_jax.data.files import check_output_dir
+from tvad_jax.data.motion import box_histograms
+from tvad_jax.data.object_crops import sidecar_tracks, video_crops
+from tvad_jax.data.object_text import describe_object, scene_of
+from tvad_jax.data.pipeline import CLIP_MEAN, CLIP_STD
+from tvad_jax.data.readers import iter_records, make_reader
+from tvad_jax.data.video_io import motion_field
+from tvad_jax.config import ConfigError
+from tvad_jax.errors import DataError
+from tvad_jax.eval.baselines import baseline_scores
+from tvad_jax.eval.metrics import auc_by_type, frame_auc
+from tvad_jax.eval.report import write_summary
+from tvad_jax.eval.s3m import anomaly_types
+from tvad_jax.infer.features import make_encoder
+from tvad_jax.jobs.common import Report, ensure_benchmark, start_run
+from tvad_jax.jobs.config import Config, LocalPatternsJobConfig
+from tvad_jax.models import itam as itam_lib
+from tvad_jax.models.local_patterns import ReconstructionModule, cmam, reconstruction_errors
+from tvad_jax.models.smm import (SMM, SMMConfig, pair_tokens, to_question, yes_no_loss,
+                                 yes_probability)
+from tvad_jax.models.tvad import FrozenBackbone, load_frozen_backbone
+from tvad_jax.runs import progress
+from tvad_jax.train.loop import StageSpec, restore_params, train
+from tvad_jax.train.state import merge_params
+
+KIND = "local-patterns"
+STATS_FILE = "local_stats.json"
+TEXT_WINDOW = 4     # a crop's description covers its frame +- this many (steadier motion words)
+
+
+# ----------------------------------------------------------------------------- objects
+
+
+@dataclasses.dataclass
+class SplitObjects:
+    """Every object crop of a split, read once: the frozen tower's tokens, the motion histogram
+    and (synthetic videos) the object's plain description. Rows are crops."""
+
+    videos: list[str]
+    labels: dict[str, np.ndarray]     # video -> [T] frame labels
+    video: np.ndarray                 # [K] index into videos
+    frame: np.ndarray                 # [K] t: the crop covers frames t-1 and t
+    object: np.ndarray                # [K] the object's track id
+    tokens: np.ndarray                # [K, 1+N', D_v] float16, the tower's last AHD layer
+    motion: np.ndarray                # [K, 8] float32 TME histograms
+    texts: list[str]                  # [K] descriptions ([] when not asked for)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
+def read_objects(cfg: Config, backbone: FrozenBackbone, split: str, texts: bool,
+                 report: Report = print) -> SplitObjects:
+    """Crop, encode and describe every object of every video of `split`."""
+    job = cfg.local
+    reader = make_reader(cfg.prepare.layout, cfg.prepare_source)
+    encode = crop_encoder(backbone, job.encode_batch, job.token_pool)
+    size = backbone.cfg.vision.image_size
+    videos, labels, parts = [], {}, []
+    records = iter_records(reader, split, cfg.prepare.skip_bad, report)
+    for record in progress(records, f"local patterns: objects ({split})",
+                           len(reader.video_names(split)), "video"):
+        if record.sidecar is None:
+            raise DataError(record.source, "no object tracks: paper 003's detector needs "
+                                           "per-object boxes, which only the synthetic "
+                                           "benchmark's sidecars provide")
+        tracks = sidecar_tracks(record.sidecar)
+        if not tracks:
+            raise DataError(record.source, "the sidecar lists no objects")
+        crops = video_crops(record.frames, tracks, size, job.crop_stride, job.expand,
+                            record.source)
+        flow = motion_field(record.frames, record.source)
+        part = {"video": np.full(len(crops), len(videos)), "frame": crops.frame,
+                "object": crops.object,
+                "tokens": encode(crops.pixels),
+                "motion": box_histograms(flow, np.column_stack([crops.frame, crops.box]))}
+        if texts:
+            part["texts"] = describe_crops(record.sidecar, crops.object, crops.frame)
+        parts.append(part)
+        videos.append(record.name)
+        labels[record.name] = record.labels.astype(np.int64)
+    joined = {k: np.concatenate([p[k] for p in parts])
+              for k in ("video", "frame", "object", "tokens", "motion")}
+    return SplitObjects(videos, labels, texts=[t for p in parts for t in p.get("texts", [])],
+                        **joined)
+
+
+def describe_crops(sidecar: dict, objects: np.ndarray, frames: np.ndarray) -> list[str]:
+    """The plain description (class, look, action, speed, direction, zone) of each crop's
+    object over its frame +- TEXT_WINDOW."""
+    scene = scene_of(sidecar)
+    by_id = {int(o["id"]): o for o in sidecar["objects"]}
+    last = int(sidecar["num_frames"]) - 1
+    out = []
+    for obj, t in zip(objects, frames):
+        window = np.arange(max(t - TEXT_WINDOW, 0), min(t + TEXT_WINDOW, last) + 1)
+        out.append(describe_object(by_id[int(obj)], window, scene).description)
+    return out
+
+
+def crop_encoder(backbone: FrozenBackbone, batch: int, pool: int):
+    """crops [K, 2, S, S, 3] uint8 -> the tower's last AHD layer [K, 1+N/pool^2, D_v] float16:
+    the CLS token, then the patch grid average-pooled pool x pool."""
+    encode = make_encoder(backbone.cfg, backbone.params)
+    mean, std = np.asarray(CLIP_MEAN, np.float32), np.asarray(CLIP_STD, np.float32)
+
+    def last_layer(pixels: np.ndarray) -> np.ndarray:
+        hidden, _ = encode((pixels.astype(np.float32) / 255.0 - mean) / std)
+        hidden = np.asarray(hidden, np.float32)[:, -1, 0]            # K, 1+N, D_v
+        k, n, d = hidden.shape
+        g = math.isqrt(n - 1)
+        if g % pool:
+            raise ConfigError(f"local.token_pool {pool} does not divide the tower's {g} x {g} "
+                              "patch grid")
+        grid = hidden[:, 1:].reshape(k, g // pool, pool, g // pool, pool, d).mean(axis=(2, 4))
+        return np.concatenate([hidden[:, :1], grid.reshape(k, -1, d)], 1).astype(np.float16)
+
+    return lambda pixels: in_batches(last_layer, batch, pixels)
+
+
+# ----------------------------------------------------------------------------- ITAM
+
+
+def itam_config(job: LocalPatternsJobConfig, backbone: FrozenBackbone) -> itam_lib.ITAMConfig:
+    """ITAM's sizes from the job, its input width and vocabulary from the backbone."""
+    tok = backbone.tokenizer
+    return itam_lib.ITAMConfig(
+        vision_width=backbone.cfg.vision.width, width=job.itam_width, depth=job.itam_depth,
+        heads=job.itam_heads, num_queries=job.num_queries, vocab_size=len(tok),
+        max_text_len=job.text_len, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+
+
+def itam_spec(job: LocalPatternsJobConfig, icfg: itam_lib.ITAMConfig
+              ) -> tuple[itam_lib.ITAM, StageSpec]:
+    model = itam_lib.ITAM(icfg)
+
+    def init_fn(rng):
+        tokens = jnp.zeros((1, 2, icfg.vision_width), jnp.float32)
+        ids = jnp.zeros((1, icfg.max_text_len), jnp.int32)
+        return model.init(rng, tokens, ids, ids > 0)["params"]
+
+    def loss_fn(trainable, frozen, batch, rng):
+        return itam_lib.blip2_loss(model, merge_params(trainable, frozen),
+                                   batch["tokens"].astype(jnp.float32), batch["ids"],
+                                   batch["mask"], rng)
+
+    return model, StageSpec(job.itam_train, init_fn, loss_fn)
+
+
+def text_ids(texts: list[str], tokenizer, length: int) -> np.ndarray:
+    return np.stack([encode_caption(tokenizer, t, length) for t in texts])
+
+
+def in_batches(fn, batch: int, *arrays: np.ndarray) -> np.ndarray:
+    """fn over rows of `arrays` in fixed-size batches (one compiled shape; the last padded)."""
+    out = []
+    for lo in range(0, len(arrays[0]), batch):
+        chunks = [a[lo:lo + batch] for a in arrays]
+        n = len(chunks[0])
+        chunks = [np.pad(c, ((0, batch - n),) + ((0, 0),) * (c.ndim - 1)) for c in chunks]
+        out.append(np.asarray(fn(*chunks))[:n])
+    return np.concatenate(out)
+
+
+class ITAMReader:
+    """The trained ITAM's readings of crops and sentences, batched and jitted."""
+
+    def __init__(self, model: itam_lib.ITAM, params: Any, tokenizer, job: LocalPatternsJobConfig):
+        self.model, self.params, self.tokenizer, self.job = model, params, tokenizer, job
+        apply = functools.partial(model.apply, {"params": params})
+        pad = model.cfg.pad_token_id
+        self._image = jax.jit(lambda t: apply(t, method=itam_lib.ITAM.image_tokens))
+        self._caption = jax.jit(lambda t: itam_lib.caption(model, params, t, job.text_len))
+        # F^T of a sentence; rows past its end are zeros, as the paper pads F^T
+        self._text = jax.jit(lambda ids: apply(ids, ids != pad, method=itam_lib.ITAM.text_features)
+                             * (ids != pad)[..., None])
+
+    def image_tokens(self, tokens: np.ndarray) -> np.ndarray:
+        """F^I [K, N_q, H] of the crops' tower tokens [K, 1+N, D_v]."""
+        return in_batches(self._image, self.job.encode_batch, tokens.astype(np.float32))
+
+    def caption_ids(self, tokens: np.ndarray) -> np.ndarray:
+        """The captioner's (IGTG) greedy token ids [K, S_l] for each crop (bos first)."""
+        return in_batches(self._caption, self.job.encode_batch, tokens.astype(np.float32))
+
+    def captions(self, tokens: np.ndarray) -> list[str]:
+        """The captioner's sentence for each crop."""
+        return [self._decode(row) for row in self.caption_ids(tokens)]
+
+    def _decode(self, row: np.ndarray) -> str:
+        ids = [int(i) for i in row[1:]]                 # after bos, up to eos
+        eos = self.model.cfg.eos_token_id
+        if eos in ids:
+            ids = ids[:ids.index(eos)]
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+    def text_features(self, texts: list[str]) -> np.ndarray:
+        """F^T [K, S_l, H] of sentences (row 0: the sentence feature)."""
+        return in_batches(self._text, self.job.encode_batch,
+                          text_ids(texts, self.tokenizer, self.job.text_len))
+
+
+def patterns(job: LocalPatternsJobConfig, reader: ITAMReader | None, smm: TSGM | None,
+             objects: SplitObjects) -> np.ndarray:
+    """What RM reconstructs beside the motion, per crop [K, H] (`job.pattern`)."""
+    tokens = objects.tokens
+    if job.pattern == "none":
+        return np.zeros((len(tokens), 0), np.float32)
+    if job.pattern == "backbone":
+        return tokens[:, 1:].astype(np.float32).mean(1)
+    image = reader.image_tokens(tokens)
+    if job.pattern == "itam":
+        return image.mean(1)
+    captions = reader.captions(tokens)
+    sentences = smm.sentences(objects, image, captions) if smm is not None else captions
+    sentence = reader.text_features(sentences)[:, 0]
+    if job.pattern == "text":
+        return sentence
+    return np.asarray(cmam(jnp.asarray(sentence), jnp.asarray(image), job.cmam_weights))
+
+
+class TSGM:
+    """Temporal sentence generation (paper 003 §3.4): along each track, the SMM reads the
+    previous sentence turned into a question (F^T of `to_question`) beside the current image
+    tokens F^I and answers whether that sentence still holds; "yes" keeps it, "no" (or a new
+    track) takes the captioner's caption of the current crop."""
+
+    def __init__(self, model: SMM, params: Any, reader: ITAMReader):
+        self.reader = reader
+        yes, no = reader.text_features(["yes", "no"])[:, 0]
+        form = reader.job.smm_yes_no
+        self._p_yes = jax.jit(lambda q, v: yes_probability(
+            model.apply({"params": params}, jnp.concatenate([q, v], axis=1)), yes, no, form))
+
+    def keeps(self, previous: list[str], image: np.ndarray) -> np.ndarray:
+        """[K] bool: does each previous sentence still hold for its crop's image tokens?"""
+        questions = self.reader.text_features([to_question(s) for s in previous])
+        return in_batches(self._p_yes, self.reader.job.encode_batch, questions, image) > 0.5
+
+    def sentences(self, objects: SplitObjects, image: np.ndarray, captions: list[str]
+                  ) -> list[str]:
+        """The sentence S_i(t) of every crop: frame after frame, every video's tracks at once
+        (one SMM call per frame index of the split)."""
+        out = list(captions)
+        last: dict[tuple[int, int], str] = {}           # (video, object) -> latest sentence
+        track = list(zip(objects.video.tolist(), objects.object.tolist()))
+        for t in np.unique(objects.frame):
+            now = np.flatnonzero(objects.frame == t)
+            known = [r for r in now if track[r] in last]
+            if known:
+                previous = [last[track[r]] for r in known]
+                for r, sentence, keep in zip(known, previous, self.keeps(previous, image[known])):
+                    if keep:
+                        out[r] = sentence
+            last.update((track[r], out[r]) for r in now)
+        return out
+
+
+def smm_spec(job: LocalPatternsJobConfig, emb_yes: np.ndarray, emb_no: np.ndarray
+             ) -> tuple[SMM, StageSpec]:
+    """The SMM's training stage: every (image i, question j) pair of a batch (eq. 6), labelled
+    "yes" where crop i's description is the sentence question j was made from; the "yes" and
+    "no" pairs weigh equally (`smm.yes_no_loss(balanced=True)`)."""
+    model = SMM(smm_config(job))
+
+    def init_fn(rng):
+        tokens = jnp.zeros((1, job.text_len + job.num_queries, job.itam_width), jnp.float32)
+        return model.init(rng, tokens)["params"]
+
+    def loss_fn(trainable, frozen, batch, rng):
+        del rng
+        pred = model.apply({"params": merge_params(trainable, frozen)},
+                           pair_tokens(batch["question"], batch["image"]))        # b, b, H
+        sentence = batch["sentence"]
+        labels = (sentence[:, None] == sentence[None, :]).astype(jnp.float32)     # b, b
+        p_yes = yes_probability(pred, emb_yes, emb_no, job.smm_yes_no)
+        correct = (p_yes > 0.5) == (labels > 0)
+        return yes_no_loss(pred, emb_yes, emb_no, labels, job.smm_yes_no, balanced=True), {
+            "accuracy": correct.mean(),
+            "yes_recall": (correct * labels).sum() / labels.sum()}
+
+    return model, StageSpec(job.smm_train, init_fn, loss_fn)
+
+
+def smm_config(job: LocalPatternsJobConfig) -> SMMConfig:
+    return SMMConfig(width=job.itam_width, channels=job.smm_channels,
+                     state_size=job.smm_channels, num_machines=job.smm_machines)
+
+
+# ----------------------------------------------------------------------------- RM
+
+
+def rm_spec(job: LocalPatternsJobConfig, width: int) -> tuple[ReconstructionModule, StageSpec]:
+    model = ReconstructionModule(job.rm)
+
+    def init_fn(rng):
+        return model.init(rng, jnp.zeros((1, width), jnp.float32))["params"]
+
+    def loss_fn(trainable, frozen, batch, rng):
+        del rng
+        x = batch["x"]
+        errors = reconstruction_errors(x, model.apply({"params": merge_params(trainable, frozen)},
+                                                      x))
+        return errors.mean(), {}
+
+    return model, StageSpec(job.rm_train, init_fn, loss_fn)
+
+
+def object_features(job: LocalPatternsJobConfig, reader: ITAMReader | None,
+                    tsgm: TSGM | None, objects: SplitObjects) -> np.ndarray:
+    """[K, H + 8] (or without either part): the local pattern beside the motion histogram."""
+    parts = [patterns(job, reader, tsgm, objects)]
+    if job.motion:
+        parts.append(objects.motion)
+    return np.concatenate(parts, axis=1).astype(np.float32)
+
+
+def frame_scores(objects: SplitObjects, errors: np.ndarray, error_ref: float, stride: int
+                 ) -> dict[str, np.ndarray]:
+    """Per-video frame scores in [0, 1): the max of e / (e + e_ref) over the crops covering
+    each frame (a crop at t covers frames t - stride + 1 .. t); 0 where no crop does."""
+    scaled = errors / (errors + max(error_ref, 1e-12))
+    out = {}
+    for v, name in enumerate(objects.videos):
+        scores = np.zeros(len(objects.labels[name]), np.float64)
+        rows = objects.video == v
+        for shift in range(stride):
+            np.maximum.at(scores, np.maximum(objects.frame[rows] - shift, 0), scaled[rows])
+        out[name] = scores
+    return out
+
+
+# ----------------------------------------------------------------------------- the job
+
+
+def train_local_patterns(cfg: Config, run_dir: str | Path | None = None,
+                         itam_from: str | Path | None = None, report: Report = print) -> Path:
+    """Train ITAM and the SMM on described crops, then RM on the normal training objects;
+    returns the run folder. `itam_from`: a run folder whose trained ITAM (same ITAM settings)
+    this run takes instead of training its own (the sweeps' settings that share it)."""
+    job = cfg.local
+    check_output_dir(run_dir or cfg.runs_dir)
+    ensure_benchmark(cfg, report)
+    run_dir = start_run(KIND, cfg, run_dir)
+    if itam_from and not (run_dir / "itam").exists():
+        lent = Path(itam_from) / "itam"
+        if not (lent / "checkpoints").is_dir():
+            raise DataError(lent, "no trained ITAM to reuse")
+        shutil.copytree(lent, run_dir / "itam.tmp", dirs_exist_ok=True)
+        (run_dir / "itam.tmp").replace(run_dir / "itam")
+    backbone = load_frozen_backbone(job.backbone or cfg.tvad.backbone)
+    shared = uses_itam(job) and job.itam_split == job.train_split
+    objects = read_objects(cfg, backbone, job.train_split, texts=shared, report=report)
+    if uses_itam(job):
+        described = objects if shared else read_objects(cfg, backbone, job.itam_split,
+                                                        texts=True, report=report)
+        train_itam(job, backbone, described, run_dir, report)
+        if uses_smm(job):
+            train_smm(job, itam_reader(job, backbone, run_dir), described, run_dir, report)
+    reader, tsgm = trained_stages(job, backbone, run_dir)
+    x = object_features(job, reader, tsgm, objects)
+    mean, std = x.mean(0), np.maximum(x.std(0), 1e-6)
+    x = (x - mean) / std
+    rm, spec = rm_spec(job, x.shape[1])
+    report(f"[tvad] RM: {len(x)} normal objects of {len(objects.videos)} videos "
+           f"({job.train_split}), {x.shape[1]} features")
+    result = train(spec, data=iter(array_batches({"x": x}, job.rm_batch, job.data_seed)),
+                   run_dir=run_dir / "rm")
+    errors = np.asarray(reconstruction_errors(
+        x, rm.apply({"params": merge_params(result.state.params, result.frozen)}, x)))
+    stats = {"mean": mean.tolist(), "std": std.tolist(), "error_ref": float(np.median(errors)),
+             "train_error_mean": float(errors.mean()), "train_objects": len(x),
+             "train_videos": len(objects.videos), "train_split": job.train_split,
+             "rm_epochs": job.rm_train.loop.steps * job.rm_batch / len(x),
+             "features": x.shape[1]}
+    tmp = run_dir / (STATS_FILE + ".tmp")
+    tmp.write_text(json.dumps(stats, indent=2) + "\n")
+    tmp.replace(run_dir / STATS_FILE)
+    report(f"[tvad] local patterns trained: {run_dir}")
+    return run_dir
+
+
+def uses_itam(job: LocalPatternsJobConfig) -> bool:
+    return job.pattern in ("cmam", "itam", "text")
+
+
+def uses_smm(job: LocalPatternsJobConfig) -> bool:
+    return job.smm and job.pattern in ("cmam", "text")
+
+
+def train_itam(job: LocalPatternsJobConfig, backbone: FrozenBackbone, described: SplitObjects,
+               run_dir: Path, report: Report) -> None:
+    """ITAM with BLIP-2's losses on the crops and their descriptions, into run_dir/itam."""
+    icfg = itam_config(job, backbone)
+    _, spec = itam_spec(job, icfg)
+    report(f"[tvad] ITAM: {len(described)} object crops of {len(described.videos)} videos "
+           f"({job.itam_split}), {len(set(described.texts))} distinct descriptions")
+    ids = text_ids(described.texts, backbone.tokenizer, job.text_len)
+    data = array_batches({"tokens": described.tokens, "ids": ids,
+                          "mask": ids != icfg.pad_token_id}, job.itam_batch, job.data_seed)
+    train(spec, data=iter(data), run_dir=run_dir / "itam")
+
+
+def train_smm(job: LocalPatternsJobConfig, reader: ITAMReader, described: SplitObjects,
+              run_dir: Path, report: Report) -> None:
+    """The SMM on (crop, question) pairs of the described crops, into run_dir/smm."""
+    yes, no = reader.text_features(["yes", "no"])[:, 0]
+    _, spec = smm_spec(job, yes, no)
+    _, sentence = np.unique(described.texts, return_inverse=True)
+    report(f"[tvad] SMM: {len(described)} (crop, question) pairs")
+    data = array_batches({
+        "image": reader.image_tokens(described.tokens),
+        "question": reader.text_features([to_question(t) for t in described.texts]),
+        "sentence": sentence.astype(np.int32)}, job.smm_batch, job.data_seed)
+    train(spec, data=iter(data), run_dir=run_dir / "smm")
+
+
+def itam_reader(job: LocalPatternsJobConfig, backbone: FrozenBackbone, run_dir: Path
+                ) -> ITAMReader:
+    model, spec = itam_spec(job, itam_config(job, backbone))
+    params, _ = restore_params(spec, run_dir / "itam" / "checkpoints", "latest")
+    return ITAMReader(model, params, backbone.tokenizer, job)
+
+
+def trained_stages(job: LocalPatternsJobConfig, backbone: FrozenBackbone, run_dir: Path
+                   ) -> tuple[ITAMReader | None, TSGM | None]:
+    """The run's trained ITAM and TSGM, where its setting uses them."""
+    if not uses_itam(job):
+        return None, None
+    reader = itam_reader(job, backbone, run_dir)
+    if not uses_smm(job):
+        return reader, None
+    yes, no = reader.text_features(["yes", "no"])[:, 0]
+    model, spec = smm_spec(job, yes, no)
+    params, _ = restore_params(spec, run_dir / "smm" / "checkpoints", "latest")
+    return reader, TSGM(model, params, reader)
+
+
+def is_local_patterns_run(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / "rm").is_dir() or (Path(run_dir) / "itam").is_dir()
+
+
+def evaluate_local_patterns_run(run_dir: str | Path, split: str | None = None,
+                                plot: bool = False, report: Report = print,
+                                baseline: tuple[dict, dict] | None = None) -> dict:
+    """Micro/macro frame AUC of a finished run on a split beside frame difference, per
+    anomaly type too; written to eval_<split>.json/.md in the run folder."""
+    del plot  # no figures yet
+    run_dir = Path(run_dir)
+    stats_path = run_dir / STATS_FILE
+    if not stats_path.is_file():
+        raise DataError(stats_path, "missing: not a finished run of `tvad train local-patterns`")
+    cfg = config_lib.load(Config, run_dir / "config.json")
+    job = cfg.local
+    split = split or job.eval_split
+    stats = json.loads(stats_path.read_text())
+    backbone = load_frozen_backbone(job.backbone or cfg.tvad.backbone)
+    reader, tsgm = trained_stages(job, backbone, run_dir)
+    objects = read_objects(cfg, backbone, split, texts=False, report=report)
+    x = (object_features(job, reader, tsgm, objects) - np.asarray(stats["mean"])) / \
+        np.asarray(stats["std"])
+    rm, rspec = rm_spec(job, x.shape[1])
+    rm_params, step = restore_params(rspec, run_dir / "rm" / "checkpoints", "latest")
+    errors = np.asarray(reconstruction_errors(x, rm.apply({"params": rm_params}, x)))
+    scores = frame_scores(objects, errors, stats["error_ref"], job.crop_stride)
+    base, labels = baseline or baseline_scores(cfg, split, report)
+    results: dict[str, Any] = {}
+    for method, method_scores in (("local_patterns", scores), ("frame_difference", base)):
+        auc = frame_auc(method_scores, labels, job.sigma)
+        results[method] = {"micro_auc": auc.micro_auc, "macro_auc": auc.macro_auc}
+    videos = make_reader(cfg.prepare.layout, cfg.prepare_source)
+    names = sorted(labels)
+    types = [",".join(sorted(anomaly_types(videos.read_sidecar(n)))) for n in names]
+    results["per_anomaly_type"] = auc_by_type([scores[n] for n in names],
+                                              [labels[n] for n in names], types, job.sigma)
+    results.update({"split": split, "videos": len(labels), "objects": len(x),
+                    "rm_step": step, "sigma": job.sigma})
+    write_summary(run_dir, f"eval_{split}", results)
+    return results
