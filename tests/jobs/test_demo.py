@@ -15,15 +15,13 @@ def test_demo_runs_end_to_end_on_the_tiny_config(tiny_backbone, tmp_path, capsys
     assert list(metrics["splits"]) == ["test", "test_seen"]
     heatmap = ("micro_auc", "macro_auc", "rbdc", "tbdc")
     text = ("yes_no_accuracy", "yes_no_balanced_accuracy", "bleu4_target", "bleu4_trajectory")
-    methods = ["frame difference", "S3M (VLAVAD)", "Local patterns (003)", "T-VAD",
-               "T-VAD w/o RAE", "T-VAD w/o AHD"]
+    methods = ["frame difference", "S3M (VLAVAD)", "T-VAD", "T-VAD w/o RAE", "T-VAD w/o AHD"]
     baselines = ["backbone zero-shot (w/o AHD & RAE)", "backbone one-shot"]   # open set only
     assert list(metrics["splits"]["test"]) == methods + baselines
     assert list(metrics["splits"]["test_seen"]) == methods
     for split, rows in metrics["splits"].items():
         for name, row in rows.items():
-            has_heat = name in ("frame difference", "S3M (VLAVAD)", "Local patterns (003)",
-                                "T-VAD", "T-VAD w/o RAE")
+            has_heat = name in ("frame difference", "S3M (VLAVAD)", "T-VAD", "T-VAD w/o RAE")
             has_text = name.startswith(("T-VAD", "backbone")) and name != "T-VAD w/o RAE"
             assert all((k in row) == has_heat for k in heatmap[:2]), (split, name)
             assert all((k in row) == has_text for k in text), (split, name)

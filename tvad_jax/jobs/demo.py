@@ -2,8 +2,7 @@
 and text annotations, train every detector on it, and evaluate them on the open-set `test`
 split and the closed-set `test_seen` split into one report folder.
 
-Detectors: the model-free frame-difference baseline; VLAVAD's S3M on object tracks; paper
-003's local patterns (ITAM, TSGM with the SMM, CMAM, TME motion histograms, RM); T-VAD
+Detectors: the model-free frame-difference baseline; VLAVAD's S3M on object tracks; T-VAD
 (paper 000) on the shipped backbone - stage 1 (AHD), stage 2 (RAE + LoRA, phases A and B) -
 with the ablations of its Table 4 (w/o RAE: heatmaps only; w/o AHD: stage 2 without anomaly
 prompts) and the plain backbone zero-shot and one-shot (Table 3's protocol, on the open-set
@@ -29,7 +28,6 @@ from tvad_jax.eval.report import comparison_table
 from tvad_jax.eval.tvad import HEATMAP_METRICS, QUESTIONS, evaluate_model
 from tvad_jax.jobs.common import Report, ensure_prepared, start_run
 from tvad_jax.jobs.config import Config
-from tvad_jax.jobs.local_patterns import evaluate_local_patterns_run, train_local_patterns
 from tvad_jax.jobs.s3m import evaluate_run, train_s3m
 from tvad_jax.jobs.tvad import train_tvad
 from tvad_jax.models.tvad import load_model, plain_model
@@ -52,7 +50,6 @@ def run_demo(cfg: Config, report: Report = print) -> Path:
     report(f"[tvad] prepared shards in {ensure_prepared(cfg, report)}")
     run_dir = start_run("demo", cfg)
     s3m_dir = train_s3m(cfg, run_dir / "s3m", report)
-    local_dir = train_local_patterns(cfg, run_dir / "local-patterns", report=report)
     full = load_model(train_tvad(_variant(cfg, "full"), run_dir / "tvad-full", report=report))
     no_ahd = load_model(train_tvad(_variant(cfg, "no_ahd"), run_dir / "tvad-no_ahd",
                                    report=report))
@@ -67,11 +64,8 @@ def run_demo(cfg: Config, report: Report = print) -> Path:
         base, labels = baseline_scores(cfg, split, report)
         s3m = evaluate_run(s3m_dir, split, plot=True, report=report, baseline=(base, labels))
         diff = frame_auc(base, labels)
-        local = evaluate_local_patterns_run(local_dir, split, report=report,
-                                            baseline=(base, labels))
         rows = {"frame difference": {"micro_auc": diff.micro_auc, "macro_auc": diff.macro_auc},
-                "S3M (VLAVAD)": s3m["s3m_sigma0"],
-                "Local patterns (003)": local["local_patterns"]}
+                "S3M (VLAVAD)": s3m["s3m_sigma0"]}
         for name, model, one_shot, plots in variants:
             if model is plain and split != SPLITS[0]:
                 continue      # Table 3's backbone baselines: the open-set split only
