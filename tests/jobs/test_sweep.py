@@ -58,7 +58,7 @@ def test_bad_families_are_refused():
         _family(settings=(sweep.Setting("a", "s3m", reuse="b"), sweep.Setting("b", "s3m")))
     with pytest.raises(ConfigError, match="share a folder name"):
         _family(settings=(sweep.Setting("w/o x", "s3m"), sweep.Setting("w-o x", "s3m")))
-    with pytest.raises(ConfigError, match="only tvad and s3m"):
+    with pytest.raises(ConfigError, match="only tvad, s3m and local_patterns runs"):
         sweep.Setting("a", "frame_difference", reuse="b")
     with pytest.raises(ValueError, match="method"):
         sweep.Setting("a", "bogus")
@@ -160,3 +160,24 @@ def test_tvad_table4_three_seeds_killed_and_relaunched(tiny_backbone, tmp_path):
               "stage 2 of the second seed", timeout=900)
     assert main(_sweep_cmd("tvad_table4", cfg, killed, *args)) == 0
     assert (killed / "table.md").read_text() == (reference / "table.md").read_text()
+
+
+@pytest.mark.slow
+def test_local_patterns_table3_runs_at_the_tiny_size(tiny_backbone, tmp_path):
+    """Paper 003's Table 3 family end to end on the tiny config (one seed, every row): the
+    rows that reuse the stage-1 run's ITAM do not train their own, and the table has a cell
+    for every row and split."""
+    cfg, backbone = tiny_backbone
+    sweep_dir = tmp_path / "sweep"
+    assert main(_sweep_cmd("local_patterns_table3", cfg, sweep_dir, "--seeds", "0",
+                           f"local.backbone={backbone}")) == 0
+    family = config_lib.get("local_patterns_table3", "sweep")
+    table = (sweep_dir / "table.md").read_text()
+    for setting in family.settings:
+        assert f"| {setting.name} |" in table, setting.name
+        run = sweep_dir / sweep.slug(setting.name) / "seed0" / "run"
+        lent = (run / "itam" / "metrics.jsonl").read_bytes() if (run / "itam").is_dir() else None
+        if setting.reuse:   # the lender's ITAM, copied, not trained again
+            lender = sweep_dir / sweep.slug(setting.reuse) / "seed0" / "run"
+            assert lent == (lender / "itam" / "metrics.jsonl").read_bytes(), setting.name
+    assert table.count("–") == 0

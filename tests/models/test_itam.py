@@ -155,6 +155,7 @@ def test_hard_negatives_follow_the_softmax_over_non_positives():
     assert not bool(has_negative.any())                             # nothing to draw
 
 
+@pytest.mark.slow   # ~20 s of compiles; `tvad train local-patterns`' test trains ITAM too
 def test_training_aligns_retrieves_and_captions_the_toy_crops(params):
     """100 Adam steps of blip2_loss on four crops, each with its own sentence: the loss
     drops, ITC retrieval and ITM are perfect and the greedy captioner reproduces each

@@ -109,14 +109,14 @@ def read_objects(cfg: Config, backbone: FrozenBackbone, split: str, texts: bool,
             raise DataError(record.source, "the sidecar lists no objects")
         crops = video_crops(record.frames, tracks, size, job.crop_stride, job.expand,
                             record.source)
-        flow = motion_field(record.frames, record.source)
-        part = {"video": np.full(len(crops), len(videos)), "frame": crops.frame,
-                "object": crops.object,
-                "tokens": encode(crops.pixels),
-                "motion": box_histograms(flow, np.column_stack([crops.frame, crops.box]))}
-        if texts:
-            part["texts"] = describe_crops(record.sidecar, crops.object, crops.frame)
-        parts.append(part)
+        if len(crops):      # none: objects seen on no crop frame; the video's frames score 0
+            flow = motion_field(record.frames, record.source)
+            part = {"video": np.full(len(crops), len(videos)), "frame": crops.frame,
+                    "object": crops.object, "tokens": encode(crops.pixels),
+                    "motion": box_histograms(flow, np.column_stack([crops.frame, crops.box]))}
+            if texts:
+                part["texts"] = describe_crops(record.sidecar, crops.object, crops.frame)
+            parts.append(part)
         videos.append(record.name)
         labels[record.name] = record.labels.astype(np.int64)
     joined = {k: np.concatenate([p[k] for p in parts])
@@ -203,18 +203,28 @@ def in_batches(fn, batch: int, *arrays: np.ndarray) -> np.ndarray:
     return np.concatenate(out)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _image_tokens(model: itam_lib.ITAM, params, tokens):
+    return model.apply({"params": params}, tokens, method=itam_lib.ITAM.image_tokens)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _padded_text_features(model: itam_lib.ITAM, params, ids):
+    """F^T with the rows past a sentence's end set to zeros, as the paper pads F^T."""
+    real = ids != model.cfg.pad_token_id
+    return model.apply({"params": params}, ids, real,
+                       method=itam_lib.ITAM.text_features) * real[..., None]
+
+
 class ITAMReader:
-    """The trained ITAM's readings of crops and sentences, batched and jitted."""
+    """The trained ITAM's readings of crops and sentences, batched (the compiled functions
+    are module-level, so every reader of the same sizes shares them)."""
 
     def __init__(self, model: itam_lib.ITAM, params: Any, tokenizer, job: LocalPatternsJobConfig):
         self.model, self.params, self.tokenizer, self.job = model, params, tokenizer, job
-        apply = functools.partial(model.apply, {"params": params})
-        pad = model.cfg.pad_token_id
-        self._image = jax.jit(lambda t: apply(t, method=itam_lib.ITAM.image_tokens))
-        self._caption = jax.jit(lambda t: itam_lib.caption(model, params, t, job.text_len))
-        # F^T of a sentence; rows past its end are zeros, as the paper pads F^T
-        self._text = jax.jit(lambda ids: apply(ids, ids != pad, method=itam_lib.ITAM.text_features)
-                             * (ids != pad)[..., None])
+        self._image = functools.partial(_image_tokens, model, params)
+        self._caption = lambda t: itam_lib.caption(model, params, t, job.text_len)
+        self._text = functools.partial(_padded_text_features, model, params)
 
     def image_tokens(self, tokens: np.ndarray) -> np.ndarray:
         """F^I [K, N_q, H] of the crops' tower tokens [K, 1+N, D_v]."""
@@ -241,7 +251,7 @@ class ITAMReader:
                           text_ids(texts, self.tokenizer, self.job.text_len))
 
 
-def patterns(job: LocalPatternsJobConfig, reader: ITAMReader | None, smm: TSGM | None,
+def patterns(job: LocalPatternsJobConfig, reader: ITAMReader | None, tsgm: TSGM | None,
              objects: SplitObjects) -> np.ndarray:
     """What RM reconstructs beside the motion, per crop [K, H] (`job.pattern`)."""
     tokens = objects.tokens
@@ -253,11 +263,19 @@ def patterns(job: LocalPatternsJobConfig, reader: ITAMReader | None, smm: TSGM |
     if job.pattern == "itam":
         return image.mean(1)
     captions = reader.captions(tokens)
-    sentences = smm.sentences(objects, image, captions) if smm is not None else captions
+    sentences = tsgm.sentences(objects, image, captions) if tsgm is not None else captions
     sentence = reader.text_features(sentences)[:, 0]
     if job.pattern == "text":
         return sentence
     return np.asarray(cmam(jnp.asarray(sentence), jnp.asarray(image), job.cmam_weights))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _p_yes(model: SMM, form: str, params, emb_yes, emb_no, questions, image):
+    """p("yes") of the SMM on [question tokens ; image tokens]."""
+    return yes_probability(model.apply({"params": params},
+                                       jnp.concatenate([questions, image], axis=1)),
+                           emb_yes, emb_no, form)
 
 
 class TSGM:
@@ -269,9 +287,7 @@ class TSGM:
     def __init__(self, model: SMM, params: Any, reader: ITAMReader):
         self.reader = reader
         yes, no = reader.text_features(["yes", "no"])[:, 0]
-        form = reader.job.smm_yes_no
-        self._p_yes = jax.jit(lambda q, v: yes_probability(
-            model.apply({"params": params}, jnp.concatenate([q, v], axis=1)), yes, no, form))
+        self._p_yes = functools.partial(_p_yes, model, reader.job.smm_yes_no, params, yes, no)
 
     def keeps(self, previous: list[str], image: np.ndarray) -> np.ndarray:
         """[K] bool: does each previous sentence still hold for its crop's image tokens?"""
@@ -395,7 +411,8 @@ def train_local_patterns(cfg: Config, run_dir: str | Path | None = None,
     if uses_itam(job):
         described = objects if shared else read_objects(cfg, backbone, job.itam_split,
                                                         texts=True, report=report)
-        train_itam(job, backbone, described, run_dir, report)
+        if not itam_from:
+            train_itam(job, backbone, described, run_dir, report)
         if uses_smm(job):
             train_smm(job, itam_reader(job, backbone, run_dir), described, run_dir, report)
     reader, tsgm = trained_stages(job, backbone, run_dir)
