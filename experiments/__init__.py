@@ -2,8 +2,8 @@
 
 A family module defines a function returning a `tvad_jax.jobs.sweep.Family`, registered with
 `@register(NAME, kind="sweep")` in the project's one config registry, and is listed in
-`FAMILY_MODULES` so that `tvad sweep` finds it. The study scripts (`probe`, `tvad_stage1`)
-run with `python -m experiments.<name>`.
+`FAMILY_MODULES` so that `tvad sweep` finds it. The study scripts (`probe`, `tvad_stage1`,
+`stage1_heads`, `crop_qa`) run with `python -m experiments.<name>`.
 """
 from __future__ import annotations
 
