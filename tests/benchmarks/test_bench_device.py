@@ -5,35 +5,22 @@ counts made here, the shared measurement on a function of known FLOPs, the real-
 only asserted positive."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import pytest
+from benchmark_scripts import BENCHMARKS, load
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-
-
-def _module(name: str):
-    """A benchmark script as a module (benchmarks/ is not a package)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def bench():
-    return _module("bench_device")
+    return load("bench_device")
 
 
 @pytest.fixture(scope="module")

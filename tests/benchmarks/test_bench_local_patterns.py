@@ -3,33 +3,18 @@ their sum, the paper's Table 6 beside them), the synthetic video and its tracks,
 tiny run through `main`. Nothing is asserted on time beyond being positive."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from benchmark_scripts import load
 
 from tvad_jax.data.object_crops import video_crops
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _module(name: str):
-    """A benchmark script as a module (benchmarks/ is not a package)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def bench():
-    return _module("bench_local_patterns")
+    return load("bench_local_patterns")
 
 
 def test_paper_table6_numbers(bench):
