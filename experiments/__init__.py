@@ -3,14 +3,14 @@
 A family module defines a function returning a `tvad_jax.jobs.sweep.Family`, registered with
 `@register(NAME, kind="sweep")` in the project's one config registry, and is listed in
 `FAMILY_MODULES` so that `tvad sweep` finds it. The study scripts (`probe`, `tvad_stage1`,
-`stage1_heads`, `crop_qa`) run with `python -m experiments.<name>`.
+`stage1_heads`, `crop_qa`, `oracle_objects`) run with `python -m experiments.<name>`.
 """
 from __future__ import annotations
 
 import importlib
 
 FAMILY_MODULES = ("tvad_table4", "tvad_table3", "tvad_layers", "baselines",
-                  "local_patterns_table3")
+                  "local_patterns_table3", "vlavad_table2")
 
 
 def load_families() -> None:

@@ -14,7 +14,7 @@ from tvad_jax.data.pipeline import LoaderConfig
 from tvad_jax.data.synthetic.spec import SynthConfig
 from tvad_jax.jobs.config import (Config, LocalPatternsJobConfig, PlanConfig, PrepareConfig,
                                   PretrainConfig, S3MJobConfig, Stage1Config, Stage2Config,
-                                  TVADJobConfig)
+                                  TVADJobConfig, VLAVADJobConfig)
 from tvad_jax.models.local_patterns import RMConfig
 from tvad_jax.models.rae import RAEConfig
 from tvad_jax.models.s3m import S3MConfig
@@ -79,6 +79,10 @@ def tiny() -> Config:
             itam_train=_tiny_train(4, "", ""), itam_batch=8, smm_channels=8, smm_batch=4,
             smm_train=_tiny_train(4, "", ""), rm=RMConfig(hidden=16),
             rm_train=_tiny_train(6, "", ""), rm_batch=8, encode_batch=16),
+        vlavad=VLAVADJobConfig(
+            answer_stride=8, clip_len=4, top_k=2, max_new_tokens=4, vqa_batch=32,
+            model=S3MConfig(width=16, state_size=8, num_layers=2, past=2, future=1),
+            train=_tiny_train(6, "", ""), batch_size=8, sigma=1.0),
     )
 
 

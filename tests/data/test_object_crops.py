@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from tvad_jax.data.object_crops import expand_box, sidecar_tracks, video_crops
+from tvad_jax.data.object_crops import expand_box, sidecar_tracks, track_clips, video_crops
 from tvad_jax.errors import DataError
 
 
@@ -55,3 +55,31 @@ def test_sidecar_tracks_are_the_objects_box_rows():
     assert [obj for obj, _ in tracks] == [4, 9]
     assert tracks[0][1].tolist() == [[0, 1, 2, 3, 4], [1, 2, 2, 4, 4]]
     assert tracks[1][1].shape == (0, 5)
+
+
+def test_track_clips_end_at_each_stride_frame_and_follow_the_object():
+    T, H, W = 12, 32, 32
+    frames = np.zeros((T, H, W, 3), np.uint8)
+    rows = []
+    for t in range(T):                       # a 4 x 4 square moving right 1 px per frame
+        frames[t, 10:14, t:t + 4] = 10 * (t + 1)
+        rows.append([t, t, 10, t + 3, 13])
+    clips = track_clips(frames, [(3, np.array(rows))], clip_len=4, stride=4, size=16)
+    assert clips.frame.tolist() == [3, 7, 11] and clips.object.tolist() == [3, 3, 3]
+    assert clips.pixels.shape == (3, 4, 16, 16, 3)
+    assert clips.box.tolist() == [rows[t][1:] for t in (3, 7, 11)]
+    for k, t in enumerate(clips.frame):
+        for i, f in enumerate(range(t - 3, t + 1)):
+            assert clips.pixels[k, i].max() == 10 * (f + 1)   # frames t-3 .. t, in order
+
+
+def test_track_clips_repeat_frame_0_before_the_video_starts_and_skip_unseen_frames():
+    frames = np.zeros((8, 16, 16, 3), np.uint8)
+    for t in range(8):
+        frames[t, 4:8, 4:8] = 10 * (t + 1)
+    rows = np.array([[1, 4, 4, 7, 7], [5, 4, 4, 7, 7]])     # seen at frames 1 and 5 only
+    clips = track_clips(frames, [(1, rows)], clip_len=4, stride=2, size=16)
+    assert clips.frame.tolist() == [1, 5]
+    assert [clips.pixels[0, i].max() for i in range(4)] == [10, 10, 10, 20]   # -2, -1, 0, 1
+    empty = track_clips(frames, [(1, rows[:0])], clip_len=4, stride=2, size=16)
+    assert len(empty) == 0 and empty.pixels.shape == (0, 4, 16, 16, 3)

@@ -4,7 +4,7 @@ import pytest
 
 from tvad_jax.data.object_crops import sidecar_tracks
 from tvad_jax.data.tracker import (DetectionNoise, TrackerConfig, iou, noisy_detections, track,
-                                   tracks_from_sidecar)
+                                   track_categories, tracks_from_sidecar)
 from tvad_jax.errors import DataError
 
 MILD = DetectionNoise(jitter=0.02, drop=0.02, false_rate=0.01)
@@ -250,3 +250,13 @@ def test_tracking_mildly_noisy_detections_recovers_the_objects(seed):
         recovered += best >= 0.8
     assert scored == 6
     assert recovered >= 0.8 * scored
+
+
+def test_track_categories_label_each_track_by_the_class_it_overlaps_most():
+    sidecar = {"objects": [
+        {"id": 1, "class": "car", "boxes": [[t, 10 + t, 10, 20 + t, 16] for t in range(6)]},
+        {"id": 2, "class": "person", "boxes": [[t, 40, 5, 43, 14] for t in range(6)]}]}
+    tracks = [(7, np.array([[t, 10 + t, 10, 20 + t, 16] for t in range(6)])),
+              (8, np.array([[t, 41, 5, 43, 14] for t in range(3)])),      # IoU 0.75
+              (9, np.array([[2, 70, 70, 75, 75]]))]                        # overlaps nothing
+    assert track_categories(tracks, sidecar) == {7: "car", 8: "person", 9: "object"}

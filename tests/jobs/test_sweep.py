@@ -33,8 +33,9 @@ def _family(**kw) -> sweep.Family:
 def test_families_of_the_paper_tables_are_registered():
     names = config_lib.names("sweep")
     assert {"tvad_table4", "tvad_table3", "tvad_layers", "baselines",
-            "local_patterns_table3"} <= set(names)
+            "local_patterns_table3", "vlavad_table2"} <= set(names)
     assert "003" in config_lib.get("local_patterns_table3", "sweep").description
+    assert "004" in config_lib.get("vlavad_table2", "sweep").description
     table4 = config_lib.get("tvad_table4", "sweep")
     assert "000" in table4.description
     assert [s.name for s in table4.settings] == ["T-VAD", "w/o RAE", "w/o AHD", "w/o AHD & RAE"]
@@ -181,3 +182,27 @@ def test_local_patterns_table3_runs_at_the_tiny_size(tiny_backbone, tmp_path):
             lender = sweep_dir / sweep.slug(setting.reuse) / "seed0" / "run"
             assert lent == (lender / "itam" / "metrics.jsonl").read_bytes(), setting.name
     assert table.count("–") == 0
+
+
+@pytest.mark.slow
+def test_vlavad_table2_runs_at_the_tiny_size(tiny_backbone, tmp_path):
+    """Paper 004's Table 2 family end to end on the tiny config (one seed, every row): the
+    backbone answers the training split once for every row but the tracker's, rows that only
+    score differently evaluate the lender's run, and every cell is filled."""
+    cfg, backbone = tiny_backbone
+    sweep_dir = tmp_path / "sweep"
+    assert main(_sweep_cmd("vlavad_table2", cfg, sweep_dir, "--seeds", "0",
+                           f"vlavad.backbone={backbone}")) == 0
+    family = config_lib.get("vlavad_table2", "sweep")
+    table = (sweep_dir / "table.md").read_text()
+    assert table.count("–") == 0
+    full = sweep_dir / sweep.slug(family.settings[0].name) / "seed0" / "run"
+    answers = (full / "answers" / "train_normal.json").read_bytes()
+    for setting in family.settings:
+        assert f"| {setting.name} |" in table, setting.name
+        run = sweep_dir / sweep.slug(setting.name) / "seed0" / "run"
+        trains = any("predictor=" in o or "tracks=" in o for o in setting.overrides)
+        assert run.is_dir() == (not setting.reuse or (trains and setting.score == "vlavad")), \
+            setting.name
+        if run.is_dir() and setting.reuse:        # the full run's answers, lent
+            assert (run / "answers" / "train_normal.json").read_bytes() == answers

@@ -10,8 +10,8 @@ With `--run-dir DIR` the JSON and a markdown table are also written there
 (`eval_<name>.json`, `eval_<name>.md`); `--plot` adds PNG curves there (a new run folder
 under `--runs-root` is made when no `--run-dir` is given). The markdown table goes to stderr.
 
-`run` evaluates a finished training run (`tvad train s3m`, `tvad`, `local-patterns`) on a split of
-its dataset, beside the frame-difference baseline on the same videos, and writes
+`run` evaluates a finished training run (`tvad train s3m`, `tvad`, `local-patterns`,
+`vlavad`) on a split of its dataset, beside the frame-difference baseline on the same videos, and writes
 `eval_<split>.json`, `eval_<split>.md` (and `roc_<split>.png` with `--plot`) into that run
 folder; for T-VAD also the dialogue transcript. `backbone` evaluates the plain frozen backbone
 (no AHD, no RAE) on the dialogue, zero-shot or with one in-context example (`--one-shot`).
@@ -78,7 +78,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     run = commands.add_parser("run", help="evaluate a finished training run on a split")
     run.add_argument("run_dir", type=Path, metavar="RUN_DIR",
-                     help="run folder of `tvad train s3m|tvad|local-patterns`")
+                     help="run folder of `tvad train s3m|tvad|local-patterns|vlavad`")
     run.add_argument("--split", help="split to score (default: the run's eval_split)")
     run.add_argument("--plot", action="store_true", help="also write roc_<split>.png")
     run.add_argument("--one-shot", action="store_true",
@@ -148,9 +148,11 @@ def _run(args: argparse.Namespace) -> int:
     from tvad_jax.jobs.local_patterns import evaluate_local_patterns_run, is_local_patterns_run
     from tvad_jax.jobs.s3m import evaluate_run
     from tvad_jax.jobs.tvad import evaluate_tvad_run, is_tvad_run
+    from tvad_jax.jobs.vlavad import evaluate_vlavad_run, is_vlavad_run
 
     evaluate = evaluate_tvad_run if is_tvad_run(args.run_dir) else \
-        evaluate_local_patterns_run if is_local_patterns_run(args.run_dir) else evaluate_run
+        evaluate_local_patterns_run if is_local_patterns_run(args.run_dir) else \
+        evaluate_vlavad_run if is_vlavad_run(args.run_dir) else evaluate_run
     kwargs = {"one_shot": args.one_shot} if is_tvad_run(args.run_dir) else {}
     try:
         summary = evaluate(args.run_dir, args.split, args.plot,

@@ -3,6 +3,7 @@
     tvad train s3m [--config NAME] [--run-dir DIR] [key=value ...]
     tvad train tvad [--config NAME] [--run-dir DIR] [--stage1-from MODEL_DIR] [key=value ...]
     tvad train local-patterns [--config NAME] [--run-dir DIR] [key=value ...]
+    tvad train vlavad [--config NAME] [--run-dir DIR] [key=value ...]
     tvad train toy --run-dir DIR [--num-devices N] [--params-out F.npz] [key=value ...]
 
 `s3m` trains VLAVAD's S3M on the per-object track sequences of the normal-only training split
@@ -17,6 +18,11 @@ ablations of Table 4 are `tvad.model.variant=no_ahd` (no anomaly prompts) and
 `local-patterns` trains paper 003's detector: ITAM on object crops of normal videos and their
 plain descriptions (BLIP-2's losses), then the Reconstruction Module on the normal training
 objects' local patterns and motion histograms (`local.*`); evaluate with `tvad eval run`.
+
+`vlavad` trains paper 004's detector: the backbone's answers about every object clip of the
+normal training videos, the Selective Prompt Adapter's choice of prompt and answer counts, and
+the sequence predictor (S3M) on the answers' embeddings (`vlavad.*`); evaluate with
+`tvad eval run`.
 
 `toy` runs the engine on a toy regression task (`tvad_jax.train.toy`; its overrides set the
 `ToyConfig`): a smoke test of the mesh, checkpoints and multi-process runs.
@@ -55,6 +61,11 @@ def add_parser(subparsers) -> None:
     local.add_argument("--run-dir", type=Path, help="train into this folder")
     local.set_defaults(func=run_local_patterns)
 
+    vlavad = commands.add_parser("vlavad", help="paper 004's VLAVAD detector (SPA + S3M)")
+    add_config_args(vlavad)
+    vlavad.add_argument("--run-dir", type=Path, help="train into this folder")
+    vlavad.set_defaults(func=run_vlavad)
+
     toy = commands.add_parser("toy", help="the engine on a toy regression task")
     toy.add_argument("--run-dir", type=output_dir, required=True)
     toy.add_argument("--num-devices", type=number_at_least(0), default=0,
@@ -92,6 +103,15 @@ def run_local_patterns(args) -> int:
 
     run_dir = train_local_patterns(config_from_args(args), args.run_dir,
                                    report=lambda msg: print(msg, file=sys.stderr))
+    print(run_dir)
+    return 0
+
+
+def run_vlavad(args) -> int:
+    from tvad_jax.jobs.vlavad import train_vlavad  # deferred: loads only when the command runs
+
+    run_dir = train_vlavad(config_from_args(args), args.run_dir,
+                           report=lambda msg: print(msg, file=sys.stderr))
     print(run_dir)
     return 0
 

@@ -3,7 +3,7 @@
     box_coverage(boxes [K, T, 4], size, patch, tubelet) -> [K, T', g, g]  patch fractions
     box_velocity(boxes [K, T, 4], tubelet) -> [K, T', 2]                   centre motion
     crop_box(boxes [T, 4], width, height) -> (x0, y0, side, side)          square crop
-    crop_frames(frames [T, H, W, 3], box) -> [T, H, W, 3]                  the crop, resized
+    crop_frames(frames [T, H, W, 3], box[, size]) -> [T, H, W, 3]          the crop, resized
 
 Boxes are (x0, y0, x1, y1) inclusive pixels; NaN rows mark frames where the object is absent.
 """
@@ -58,12 +58,12 @@ def _nanmean(x: np.ndarray, axis: int) -> np.ndarray:
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-def crop_frames(frames: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """frames [T, H, W, 3] -> the square `box` (x0, y0, side, side) resized back to [T, H, W, 3]
-    (bilinear)."""
+def crop_frames(frames: np.ndarray, box: np.ndarray, size: int | None = None) -> np.ndarray:
+    """frames [T, H, W, 3] -> the square `box` (x0, y0, side, side) resized back to [T, H, W, 3],
+    or to [T, size, size, 3] (bilinear)."""
     x0, y0, side = int(box[0]), int(box[1]), int(box[2])
     crop = frames[:, y0:y0 + side, x0:x0 + side]
-    t, h, w, c = frames.shape
+    h, w = frames.shape[1:3] if size is None else (size, size)
     return ndimage.zoom(crop, (1, h / side, w / side, 1), order=1, grid_mode=True,
                         mode="nearest").astype(frames.dtype)
 

@@ -1,4 +1,4 @@
-"""Object crops of a video for paper 003's local patterns (host-side, numpy).
+"""Object crops of a video: paper 003's 2-frame crops and paper 004's crop clips (host-side).
 
 Every tracked object, every `stride`-th frame t: its box expanded by `expand` of its width and
 height on each side (the paper's 50%, "to capture more contexts"), clipped to the frame, cut
@@ -10,6 +10,9 @@ tubelets cover every frame once.
     crops = video_crops(frames, tracks, size=96, stride=2, expand=0.5, source=name)
     crops.pixels   # [K, 2, 96, 96, 3] uint8
     crops.frame, crops.object, crops.box   # [K] frame t, [K] object id, [K, 4] expanded box
+
+    clips = track_clips(frames, tracks, clip_len=8, stride=4, size=96)   # VLAVAD's clips
+    clips.pixels   # [K, 8, 96, 96, 3] uint8: frames t-7..t around the object
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import dataclasses
 import numpy as np
 from PIL import Image
 
+from tvad_jax.data.object_boxes import crop_box, crop_frames
 from tvad_jax.errors import DataError
 
 TUBELET = 2     # frames per crop: (t-1, t)
@@ -86,3 +90,36 @@ def _resize(pair: np.ndarray, size: int) -> np.ndarray:
     processor resizes)."""
     return np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BILINEAR))
                      for f in pair])
+
+
+def track_clips(frames: np.ndarray, tracks: list[tuple[int, np.ndarray]], clip_len: int,
+                stride: int, size: int, source: str = "<video>") -> Crops:
+    """Square clips [K, clip_len, size, size, 3] around every tracked object at frames
+    t = stride-1, 2 stride-1, ... where it is seen: frames t-clip_len+1 .. t (the first frame
+    repeated before the video starts), cut by `object_boxes.crop_box` over the object's boxes
+    in those frames and resized to size x size, as pretraining cuts its single-object
+    question clips. `box` holds the object's own box at t. A box at a frame outside the video
+    is a DataError naming the video, the frame and the object."""
+    T, H, W, _ = frames.shape
+    pixels, frame_ids, objects, boxes = [], [], [], []
+    for obj, rows in tracks:
+        by_frame = {int(r[0]): r[1:] for r in rows}
+        for t in sorted(by_frame):
+            if not 0 <= t < T:
+                raise DataError(source, f"object {obj}: a box at frame {t}, the video has {T}")
+            if t % stride != stride - 1:
+                continue
+            window = np.arange(t - clip_len + 1, t + 1)
+            seen = np.asarray([by_frame.get(int(f), (np.nan,) * 4) for f in window],
+                              np.float64)                                  # clip_len, 4
+            box = crop_box(seen, W, H)
+            pixels.append(crop_frames(frames[np.maximum(window, 0)], box, size))
+            frame_ids.append(t)
+            objects.append(obj)
+            boxes.append(by_frame[t])
+    if not pixels:
+        return Crops(np.zeros((0, clip_len, size, size, 3), np.uint8), np.zeros(0, np.int64),
+                     np.zeros(0, np.int64), np.zeros((0, 4), np.int64))
+    order = np.lexsort((objects, frame_ids))
+    return Crops(np.stack(pixels)[order], np.asarray(frame_ids, np.int64)[order],
+                 np.asarray(objects, np.int64)[order], np.asarray(boxes, np.int64)[order])

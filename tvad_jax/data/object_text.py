@@ -51,7 +51,23 @@ ATTRIBUTE_PHRASES = {
     "pose": ("standing upright", "lying on the ground"),
     "zone": tuple(f"on {z}" for z in ZONES.values()),
 }
-_CLASSES = ("person", "car", "cyclist", "object")
+# Single-object questions (VLAVAD's prompt pool, paper 004 §4.1, with the object's own noun
+# for the paper's "person"): pretraining teaches the decoder these, VLAVAD asks them.
+QUESTIONS = {
+    "pose": "What is the pose of the {noun} in the picture?",
+    "behaviour": "What is the behavior or action of the {noun} in the picture?",
+    "appearance": "What does the {noun} in the picture look like?",
+}
+
+
+def question(kind: str, noun: str) -> str:
+    """The `kind` question (a key of QUESTIONS) about an object called `noun`."""
+    if kind not in QUESTIONS:
+        raise ValueError(f"unknown question {kind!r}; choose from {sorted(QUESTIONS)}")
+    return QUESTIONS[kind].format(noun=noun)
+
+
+CLASSES = ("person", "car", "cyclist", "object")    # the simulator's object classes
 _SPEEDS = ("still", "slow", "fast")
 _DIRECTIONS = ("none", "left", "right", "up", "down")
 # (class, zone) pairs of the zone statements.
@@ -117,12 +133,8 @@ def _describe(obj: dict, boxes: np.ndarray, seen: np.ndarray, frame_ids: np.ndar
     doing = " ".join(w for w in (action, motion) if w)
     pose = _pose(timeline, boxes[seen])
     noun = "object" if obj["class"] == "object" else obj["class"]
-    questions = (
-        (f"What is the pose of the {noun} in the picture?", _cap(pose) + "."),
-        (f"What is the behavior or action of the {noun} in the picture?",
-         _cap(f"{doing} {where}") + "."),
-        (f"What does the {noun} in the picture look like?", _cap(appearance) + "."),
-    )
+    answers = {"pose": pose, "behaviour": f"{doing} {where}", "appearance": appearance}
+    questions = tuple((question(kind, noun), _cap(answers[kind]) + ".") for kind in QUESTIONS)
     area = ((boxes[seen, 2] - boxes[seen, 0] + 1) * (boxes[seen, 3] - boxes[seen, 1] + 1)).sum()
     return ClipObject(obj["class"], f"{appearance} {doing} {where}", questions, zone,
                       frozenset(zones), attributes,
@@ -135,7 +147,7 @@ def attribute_ids(category: str, action: str, motion: dict, zone: str) -> tuple[
     actions = ATTRIBUTE_PHRASES["action"]
     pose = ("upright", "lying").index(motion["pose"]) if category == "person" and \
         motion["pose"] != "other" else -1
-    return (_CLASSES.index(category), actions.index(action) if action in actions else -1,
+    return (CLASSES.index(category), actions.index(action) if action in actions else -1,
             _SPEEDS.index(motion["speed"]), _DIRECTIONS.index(motion["direction"]), pose,
             tuple(ZONES).index(zone))
 

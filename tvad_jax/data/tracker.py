@@ -9,6 +9,7 @@ boxes) and tracked back into tracks:
     dets = noisy_detections(sidecar_tracks(sidecar), T, W, H, DetectionNoise(), seed=0)
     tracks = track(dets, TrackerConfig())   # [(track id, rows [n, 5] (t, x0, y0, x1, y1))]
     tracks = tracks_from_sidecar(sidecar, name, DetectionNoise(), TrackerConfig(), seed=0)
+    classes = track_categories(tracks, sidecar)   # {track id: class}, a detector's labels
 
 Boxes are inclusive pixel boxes (x1, y1 the last pixel inside), as everywhere in `tvad_jax.data`.
 ByteTrack's Kalman filter is replaced by a constant-velocity prediction of each track's box.
@@ -259,3 +260,27 @@ def tracks_from_sidecar(sidecar: dict, source: str, noise: DetectionNoise | None
     except ValueError as err:
         raise DataError(source, str(err)) from None
     return track(dets, cfg)
+
+
+def track_categories(tracks: list[tuple[int, np.ndarray]], sidecar: dict,
+                     min_iou: float = 0.3) -> dict[int, str]:
+    """The class of each track, as a detector would label it: per frame the class of the
+    sidecar object its box overlaps most (IoU >= min_iou), the most common over the track's
+    frames; "object" where no frame overlaps any."""
+    boxes: dict[int, list[tuple[np.ndarray, str]]] = {}
+    for obj in sidecar["objects"]:
+        for t, *box in obj["boxes"]:
+            boxes.setdefault(int(t), []).append((np.asarray(box, np.float64), obj["class"]))
+    out = {}
+    for track_id, rows in tracks:
+        votes: dict[str, int] = {}
+        for t, *box in rows:
+            here = boxes.get(int(t), [])
+            if not here:
+                continue
+            overlap = iou(np.asarray([box], np.float64), np.stack([b for b, _ in here]))[0]
+            best = int(np.argmax(overlap))
+            if overlap[best] >= min_iou:
+                votes[here[best][1]] = votes.get(here[best][1], 0) + 1
+        out[int(track_id)] = max(votes, key=lambda c: (votes[c], c)) if votes else "object"
+    return out

@@ -16,7 +16,7 @@ import numpy as np
 
 from tvad_jax.data.track_windows import Windows, make_windows, sequences
 from tvad_jax.models import s3m
-from tvad_jax.models.s3m import TrackPredictor
+from tvad_jax.models.predictors import TrackPredictor
 
 
 def window_errors(model: TrackPredictor, params: Any, windows: Windows,

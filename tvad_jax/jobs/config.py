@@ -10,12 +10,16 @@ import dataclasses
 from typing import Literal
 
 from tvad_jax import config as config_lib
+from tvad_jax.data.object_text import QUESTIONS
 from tvad_jax.data.pipeline import LoaderConfig
 from tvad_jax.data.prepare import parse_split_files
 from tvad_jax.data.synthetic.spec import ANOMALY_TYPES, NORMAL_BEHAVIOURS, SynthConfig
+from tvad_jax.data.tracker import DetectionNoise, TrackerConfig
+from tvad_jax.eval.fusion import NORMALIZATIONS
 from tvad_jax.models.attention import IMPLEMENTATIONS
 from tvad_jax.models.configs import DTYPES
 from tvad_jax.models.local_patterns import WEIGHTS, RMConfig
+from tvad_jax.models.predictors import PREDICTORS
 from tvad_jax.models.s3m import S3MConfig
 from tvad_jax.models.smm import YES_NO_FORMS
 from tvad_jax.models.tvad import ClipView, TVADConfig
@@ -364,6 +368,75 @@ class LocalPatternsJobConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class VLAVADJobConfig:
+    """The `vlavad` section: paper 004's detector (`tvad train vlavad`).
+
+    Attributes:
+      backbone: the frozen backbone whose decoder answers (empty = T-VAD's, `tvad.backbone`).
+      tracks: "sidecar" (the simulator's exact tracks) or "tracker" (`data.tracker`: the
+        ByteTrack-style tracker over the simulator's boxes made noisy by `detections`, so the
+        pipeline runs as on detector output); tracker: its settings.
+      answer_stride: an object is asked about every answer_stride-th frame it is seen; each
+        answer speaks for the answer_stride frames up to it and is one step of its S3M
+        sequence.
+      clip_len: frames of each crop clip (t - clip_len + 1 .. t; pretraining's 8).
+      prompts: VLAVAD's pool (`data.object_text.QUESTIONS`) that SPA chooses from; top_k: SPA's
+        concentration statistic (the paper does not give k); num_prompts: how many SPA keeps
+        (the scores of several add up).
+      max_new_tokens: answer budget; vqa_batch: crops per encoder and decoder call.
+      predictor: "s3m" (the paper), "transformer" or "rnn" (Table 2's alternatives, same
+        width and depth, `models.predictors`); model: its sizes (width D of the embedded
+        answers, L_p -> L_f steps of answer_stride frames: 6 -> 2 covers 32 frames of the
+        64-frame synthetic videos; the paper's 10 -> 2 at Ped2's frame rate).
+      train: the predictor's engine section; batch_size: windows per batch.
+      weight: lambda of A = A_s + lambda A_t (paper 0.1); normalize: min-max per "video"
+        (the paper) or over the "split" (`eval.fusion`).
+      sigma: Gaussian smoothing of every frame score at evaluation (paper 6 / 6 / 12).
+      train_split / eval_split: the normal-only split SPA and S3M learn from; the split eval
+        scores.
+      data_seed: shuffling of the training windows and the detection noise.
+    """
+
+    backbone: str = ""
+    tracks: Literal["sidecar", "tracker"] = "sidecar"
+    detections: DetectionNoise = DetectionNoise()
+    tracker: TrackerConfig = TrackerConfig()
+    answer_stride: int = 4
+    clip_len: int = 8
+    prompts: tuple[str, ...] = ("pose", "behaviour", "appearance")
+    top_k: int = 5
+    num_prompts: int = 1
+    max_new_tokens: int = 16
+    vqa_batch: int = 64
+    predictor: str = "s3m"
+    model: S3MConfig = S3MConfig(width=64, state_size=32, num_layers=3, past=6, future=2)
+    train: TrainConfig = TrainConfig(
+        loop=TrainLoopConfig(steps=600, log_every=20, sync_every=100),
+        optim=OptimConfig(learning_rate=3e-3, warmup_ratio=0.05, lr_floor=0.05),
+        checkpoint=CheckpointConfig(every_steps=600, keep_last=1, keep_best=0))
+    batch_size: int = 128
+    weight: float = 0.1
+    normalize: str = "video"
+    sigma: float = 3.0
+    train_split: str = "train_normal"
+    eval_split: str = "test"
+    data_seed: int = 0
+
+    def __post_init__(self):
+        config_lib.check_at_least(self, 1, "answer_stride", "clip_len", "top_k",
+                                  "num_prompts", "max_new_tokens", "vqa_batch", "batch_size")
+        config_lib.check_at_least(self, 0, "weight", "sigma")
+        config_lib.check_choice(self, "predictor", PREDICTORS)
+        config_lib.check_choice(self, "normalize", NORMALIZATIONS)
+        unknown = sorted(set(self.prompts) - set(QUESTIONS))
+        if unknown or not self.prompts:
+            raise ValueError(f"prompts must be a non-empty subset of {sorted(QUESTIONS)}, "
+                             f"got {list(self.prompts)}")
+        if self.num_prompts > len(self.prompts):
+            raise ValueError(f"num_prompts {self.num_prompts} > {len(self.prompts)} prompts")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """The root of every config: one section per job and the data it runs on, the runs'
     folder and the attention implementation every model uses (`models.attention`: "auto"
@@ -376,6 +449,7 @@ class Config:
     pretrain: PretrainConfig = PretrainConfig()
     tvad: TVADJobConfig = TVADJobConfig()
     local: LocalPatternsJobConfig = LocalPatternsJobConfig()
+    vlavad: VLAVADJobConfig = VLAVADJobConfig()
     runs_dir: str = "runs"
     attention: str = "auto"
 

@@ -48,6 +48,7 @@ from tvad_jax.data.video_io import motion_field
 from tvad_jax.config import ConfigError
 from tvad_jax.errors import DataError
 from tvad_jax.eval.baselines import baseline_scores
+from tvad_jax.eval.fusion import frame_max
 from tvad_jax.eval.metrics import auc_by_type, frame_auc
 from tvad_jax.eval.report import write_summary
 from tvad_jax.eval.s3m import anomaly_types
@@ -377,14 +378,8 @@ def frame_scores(objects: SplitObjects, errors: np.ndarray, error_ref: float, st
     """Per-video frame scores in [0, 1): the max of e / (e + e_ref) over the crops covering
     each frame (a crop at t covers frames t - stride + 1 .. t); 0 where no crop does."""
     scaled = errors / (errors + max(error_ref, 1e-12))
-    out = {}
-    for v, name in enumerate(objects.videos):
-        scores = np.zeros(len(objects.labels[name]), np.float64)
-        rows = objects.video == v
-        for shift in range(stride):
-            np.maximum.at(scores, np.maximum(objects.frame[rows] - shift, 0), scaled[rows])
-        out[name] = scores
-    return out
+    lengths = {name: len(labels) for name, labels in objects.labels.items()}
+    return frame_max(objects.videos, lengths, objects.video, objects.frame, scaled, stride)
 
 
 # ----------------------------------------------------------------------------- the job

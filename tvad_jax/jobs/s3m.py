@@ -1,15 +1,14 @@
 """S3M as a job: per-object track sequences -> S3M trained on normal tracks -> frame scores.
 
-VLAVAD (paper 004 §3.3) detects and tracks every object (ByteTrack), captions each object crop
-with a VLM, embeds the captions with a text encoder and trains S3M, on normal videos only, to
-predict an object's next L_f embeddings from its last L_p; the prediction error at test time is
-the object's temporal anomaly score and a frame scores the max over its objects. Here, on the
-synthetic benchmark, the simulator's own object tracks (every object's per-frame boxes in the
-video's sidecar `{name}.json`) play the role of the detector + tracker, and the per-frame
-embedding is the object's box geometry and motion (`data.track_windows`; no caption
-embeddings yet). The model is `models.s3m.TrackPredictor`: it embeds the features linearly to
-S3M's width, runs S3M and reads the predicted change back out, added to the last observed step
-(an untrained model predicts "nothing changes"). Scores: `eval.s3m`. Gaussian smoothing
+VLAVAD (paper 004 §3.3) trains S3M, on normal videos only, to predict an object's next L_f
+embeddings from its last L_p; the prediction error at test time is the object's temporal
+anomaly score and a frame scores the max over its objects. This job is the named box-track
+baseline: the simulator's own object tracks (every object's per-frame boxes in the video's
+sidecar `{name}.json`) stand in for the detector + tracker and the per-frame embedding is the
+object's box geometry and motion (`data.track_windows`); VLAVAD itself, on the answers'
+embeddings, is `jobs.vlavad`. The model is `models.predictors.TrackPredictor`: it embeds the
+features linearly to S3M's width, runs S3M and reads the predicted change back out, added to
+the last observed step (an untrained model predicts "nothing changes"). Scores: `eval.s3m`. Gaussian smoothing
 (`sigma`, frames) is applied per video by `eval.metrics.frame_auc`, exactly as for the
 frame-difference baseline beside it.
 
@@ -43,7 +42,7 @@ from tvad_jax.eval.s3m import anomaly_types, score_videos, window_errors
 from tvad_jax.jobs.common import Report, ensure_benchmark, start_run
 from tvad_jax.jobs.config import Config, S3MJobConfig
 from tvad_jax.models import s3m
-from tvad_jax.models.s3m import TrackPredictor
+from tvad_jax.models.predictors import TrackPredictor
 from tvad_jax.train import distributed
 from tvad_jax.train.loop import StageSpec, restore_params, train
 from tvad_jax.train.state import merge_params

@@ -46,6 +46,7 @@ from tvad_jax.jobs.config import Config
 from tvad_jax.jobs.local_patterns import evaluate_local_patterns_run, train_local_patterns
 from tvad_jax.jobs.s3m import evaluate_run, train_s3m
 from tvad_jax.jobs.tvad import train_tvad
+from tvad_jax.jobs.vlavad import evaluate_vlavad_run, train_vlavad
 from tvad_jax.models import attention
 from tvad_jax.models.tvad import load_frozen_backbone, load_model, plain_model
 from tvad_jax.runs import progress
@@ -61,14 +62,18 @@ class Setting:
       name: the row label (its run folders use a slug of it).
       method: "tvad" (train T-VAD, evaluate its model), "tvad_plain" (the frozen backbone's
         dialogue, no training), "s3m" (the box-track S3M), "local_patterns" (paper 003's
-        detector) or "frame_difference".
+        detector), "vlavad" (paper 004's detector) or "frame_difference".
       overrides: key=value on the family's config.
       seeded: False for a method without randomness (run once, reported with n = 1).
       reuse: the earlier setting whose run with the same seed lends its trained model:
         "tvad" takes its AHD (stage 1; e.g. w/o RAE from the full model), "s3m" evaluates
-        its S3M (e.g. another smoothing), "local_patterns" takes its trained ITAM.
+        its S3M (e.g. another smoothing), "local_patterns" takes its trained ITAM,
+        "vlavad" evaluates its run when only the scoring differs (score, weight, sigma,
+        normalization) and otherwise takes its stored answers.
       one_shot: ("tvad", "tvad_plain") the dialogue with the in-context example (Table 3).
       sigma: ("s3m", "frame_difference") temporal smoothing of the frame scores.
+      score: ("vlavad") which of the run's scores the row reports: "vlavad" (the fusion),
+        "spa", "s3m_answers" (the predictor alone) or "knn_visual" (Table 2's kNN).
     """
 
     name: str
@@ -78,12 +83,14 @@ class Setting:
     reuse: str = ""
     one_shot: bool = False
     sigma: float = 0.0
+    score: str = "vlavad"
 
     def __post_init__(self):
         config_lib.check_choice(self, "method", tuple(METHODS))
-        if self.reuse and self.method not in ("tvad", "s3m", "local_patterns"):
-            raise ConfigError(f"setting {self.name!r}: only tvad, s3m and local_patterns runs "
-                              "can reuse another setting's model")
+        config_lib.check_choice(self, "score", VLAVAD_SCORES)
+        if self.reuse and self.method not in ("tvad", "s3m", "local_patterns", "vlavad"):
+            raise ConfigError(f"setting {self.name!r}: only tvad, s3m, local_patterns and "
+                              "vlavad runs can reuse another setting's model")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,7 +162,9 @@ SEED_KEYS = {
     "s3m": ("s3m.train.loop.seed", "s3m.data_seed"),
     "local_patterns": ("local.itam_train.loop.seed", "local.smm_train.loop.seed",
                        "local.rm_train.loop.seed", "local.data_seed"),
+    "vlavad": ("vlavad.train.loop.seed", "vlavad.data_seed"),
 }
+VLAVAD_SCORES = ("vlavad", "spa", "s3m_answers", "knn_visual")
 
 
 def plan_runs(family: Family, seeds: tuple[int, ...], only: tuple[str, ...] = (),
@@ -295,6 +304,23 @@ def _local_patterns(run: PlannedRun, folder: Path, sweep_dir: Path, splits, repo
             for split in splits}
 
 
+def _vlavad(run: PlannedRun, folder: Path, sweep_dir: Path, splits, report) -> dict:
+    lender = _lender(run, sweep_dir)
+    if lender and _trained_alike(config_lib.load(Config, lender / "config.json"), run.config):
+        run_dir = lender                      # only the scoring differs: evaluate its run
+    else:
+        run_dir = train_vlavad(run.config, folder / "run", answers_from=lender, report=report)
+    return {split: evaluate_vlavad_run(run_dir, split, report=report)[run.setting.score]
+            for split in splits}
+
+
+def _trained_alike(a: Config, b: Config) -> bool:
+    """Do two configs train the same VLAVAD run (they may score it differently)?"""
+    scoring = {"weight": 0.0, "normalize": "video", "sigma": 0.0, "eval_split": ""}
+    return (dataclasses.replace(a.vlavad, **scoring) == dataclasses.replace(b.vlavad, **scoring)
+            and dataclasses.replace(a, vlavad=b.vlavad) == b)
+
+
 def _frame_difference(run: PlannedRun, folder: Path, sweep_dir: Path, splits, report) -> dict:
     out = {}
     for split in splits:
@@ -305,7 +331,7 @@ def _frame_difference(run: PlannedRun, folder: Path, sweep_dir: Path, splits, re
 
 
 METHODS: dict[str, Callable] = {"tvad": _tvad, "tvad_plain": _tvad_plain, "s3m": _s3m,
-                                "local_patterns": _local_patterns,
+                                "local_patterns": _local_patterns, "vlavad": _vlavad,
                                 "frame_difference": _frame_difference}
 
 

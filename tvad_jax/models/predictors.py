@@ -103,16 +103,35 @@ class RNNPredictor(nn.Module):
         return _delta_head(cfg, x[:, -1], past)
 
 
-def predictor(kind: str, config: S3MConfig) -> nn.Module:
+def predictor(kind: str, config: S3MConfig, **module_kwargs) -> nn.Module:
     """The sequence predictor of `kind` (PREDICTORS): models.s3m.S3M for "s3m"; ValueError
-    naming the kind and the choices otherwise."""
+    naming the kind and the choices otherwise. `module_kwargs` (e.g. name=...) go to the
+    module's constructor."""
     if kind == "s3m":
-        return S3M(config)
+        return S3M(config, **module_kwargs)
     if kind == "transformer":
-        return TransformerPredictor(config)
+        return TransformerPredictor(config, **module_kwargs)
     if kind == "rnn":
-        return RNNPredictor(config)
+        return RNNPredictor(config, **module_kwargs)
     raise ValueError(f"predictor kind {kind!r}: expected one of {', '.join(PREDICTORS)}")
+
+
+class TrackPredictor(nn.Module):
+    """Per-step features (..., L_p, F) -> predicted features (..., L_f, F) through a
+    predictor of `kind` at width D: a linear embedding to D, the predictor, and a linear
+    read-out of its predicted change added to the last observed step (the box-track S3M's
+    6 box features, VLAVAD's answer embeddings)."""
+
+    config: S3MConfig
+    features: int
+    kind: str = "s3m"
+
+    @nn.compact
+    def __call__(self, past):  # (..., L_p, F) -> (..., L_f, F)
+        emb = nn.Dense(self.config.width, name="embed")(past)  # (..., L_p, D)
+        out = predictor(self.kind, self.config, name=self.kind)(emb)  # (..., L_f, D)
+        delta = nn.Dense(self.features, name="readout")(out - emb[..., -1:, :])  # (..., L_f, F)
+        return past[..., -1:, :] + delta
 
 
 def param_count(params) -> int:

@@ -107,17 +107,3 @@ def frame_scores(scores, frames, num_frames: int):
     """
     best = jax.ops.segment_max(scores, frames, num_segments=num_frames)
     return jnp.where(jnp.isfinite(best), best, 0.0)
-
-
-class TrackPredictor(nn.Module):
-    """Features (..., L_p, F) -> predicted features (..., L_f, F) through S3M at width D."""
-
-    config: S3MConfig
-    features: int
-
-    @nn.compact
-    def __call__(self, past):  # (..., L_p, F) -> (..., L_f, F)
-        emb = nn.Dense(self.config.width, name="embed")(past)  # (..., L_p, D)
-        out = S3M(self.config, name="s3m")(emb)  # (..., L_f, D)
-        delta = nn.Dense(self.features, name="readout")(out - emb[..., -1:, :])  # (..., L_f, F)
-        return past[..., -1:, :] + delta

@@ -1,0 +1,409 @@
+"""Paper 004 (VLAVAD) as a detector on the shared stack: answers of the backbone per object,
+the Selective Prompt Adapter, a sequence predictor on the answers' embeddings, score fusion.
+
+Every tracked object (the simulator's tracks, or `data.tracker` over noisy detections made
+from them) every `answer_stride`-th frame t it is seen: a square clip of frames
+t - clip_len + 1 .. t around it (`data.object_crops.track_clips`, as pretraining cuts its
+single-object question clips), which the frozen backbone's decoder answers each prompt of the
+pool about (`infer.vqa`, greedy). On the normal training split, SPA (`models.spa`) keeps the
+prompt whose answers concentrate most in their top-k and counts them; a test object's static
+score is 1 / (count of its answer + 1). The text tower embeds each answer (mean-pooled, unit
+norm: E_i(t)); along each track the predictor (`models.predictors`: S3M by default) learns on
+the normal tracks to predict the next L_f embeddings from the past L_p; its prediction error
+is the temporal score. A frame's score is the max over the objects covering it (an answer at
+t covers frames t - answer_stride + 1 .. t; 0 without objects), and the detector's score is
+A = minmax(A_s) + lambda minmax(A_t) (`eval.fusion`, per video as the paper; divided by
+1 + lambda), Gaussian-smoothed at evaluation. Table 2's kNN baseline (the distance of the
+tower's pooled crop feature to the nearest normal training crop) is scored beside it.
+
+    tvad train vlavad [--run-dir DIR] [vlavad.tracks=tracker vlavad.predictor=rnn ...]
+    tvad eval run RUN_DIR [--split test]
+
+Run folder: config.json, answers/<split>.json + answers/<split>.npy (every crop's answers and
+pooled feature, computed once per split and reused), predictor/ (engine run: checkpoints,
+metrics.jsonl), vlavad_stats.json (SPA, error scale, counts; written last),
+eval_<split>.json/.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tvad_jax import config as config_lib
+from tvad_jax.data.batches import array_batches
+from tvad_jax.data.files import check_output_dir
+from tvad_jax.data.object_crops import track_clips
+from tvad_jax.data.readers import iter_records, make_reader
+from tvad_jax.data.track_windows import clips
+from tvad_jax.data.tracker import track_categories, tracks_from_sidecar
+from tvad_jax.errors import DataError
+from tvad_jax.eval.baselines import baseline_scores
+from tvad_jax.eval.fusion import frame_max, fuse
+from tvad_jax.eval.metrics import auc_by_type, frame_auc
+from tvad_jax.eval.report import write_summary
+from tvad_jax.eval.s3m import anomaly_types
+from tvad_jax.infer.vqa import CropQA
+from tvad_jax.jobs.common import Report, ensure_benchmark, start_run
+from tvad_jax.jobs.config import Config, VLAVADJobConfig
+from tvad_jax.models.family import family
+from tvad_jax.models.predictors import TrackPredictor
+from tvad_jax.models.spa import SPA, fit_spa, normalize_answer
+from tvad_jax.models.text import mean_pool
+from tvad_jax.models.tvad import FrozenBackbone, load_frozen_backbone, plain_model
+from tvad_jax.runs import progress
+from tvad_jax.train.loop import StageSpec, restore_params, train
+from tvad_jax.train.state import merge_params
+
+KIND = "vlavad"
+STATS_FILE = "vlavad_stats.json"
+ANSWERS = "answers"
+
+
+# ----------------------------------------------------------------------------- answers
+
+
+@dataclasses.dataclass
+class SplitAnswers:
+    """Every object clip of a split and the backbone's answers about it. Rows are clips."""
+
+    videos: list[str]
+    labels: dict[str, np.ndarray]     # video -> [T] frame labels
+    video: np.ndarray                 # [K] index into videos
+    frame: np.ndarray                 # [K] t: the clip ends at frame t
+    object: np.ndarray                # [K] track id
+    category: list[str]               # [K] the object's class noun
+    answers: dict[str, list[str]]     # prompt -> [K] answers
+    pooled: np.ndarray                # [K, D_v] the tower's pooled feature (kNN baseline)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
+def answers_of(cfg: Config, backbone: FrozenBackbone, split: str, prompts: tuple[str, ...],
+               run_dir: Path, report: Report = print) -> SplitAnswers:
+    """The split's answers to `prompts`, read from run_dir/answers/ when an earlier call
+    stored them (prompts missing there are asked and added), else computed and stored."""
+    path = run_dir / ANSWERS / f"{split}.json"
+    stored = _load_answers(path) if path.is_file() else None
+    if stored is not None and set(prompts) <= set(stored.answers):
+        return stored
+    job = cfg.vlavad
+    qa = CropQA(plain_model(backbone, cfg.tvad.model, cfg.tvad.stage1.view,
+                            cfg.tvad.stage2.view), job.vqa_batch, job.max_new_tokens)
+    reader = make_reader(cfg.prepare.layout, cfg.prepare_source)
+    videos, labels, parts = [], {}, []
+    records = iter_records(reader, split, cfg.prepare.skip_bad, report)
+    for record in progress(records, f"vlavad: answers ({split})",
+                           len(reader.video_names(split)), "video"):
+        if record.sidecar is None:
+            raise DataError(record.source, "no object tracks: VLAVAD needs per-object boxes, "
+                                           "which only the synthetic benchmark's sidecars "
+                                           "provide")
+        noise = job.detections if job.tracks == "tracker" else None
+        tracks = tracks_from_sidecar(record.sidecar, str(record.source), noise, job.tracker,
+                                     job.data_seed)
+        categories = track_categories(tracks, record.sidecar)
+        crops = track_clips(record.frames, tracks, job.clip_len, job.answer_stride,
+                            backbone.cfg.vision.image_size, str(record.source))
+        if len(crops):
+            part = {"video": np.full(len(crops), len(videos)), "frame": crops.frame,
+                    "object": crops.object,
+                    "category": [categories[int(o)] for o in crops.object]}
+            part["visual"], part["pooled"] = qa.encode(crops.pixels)
+            parts.append(part)
+        videos.append(record.name)
+        labels[record.name] = record.labels.astype(np.int64)
+    if not parts:
+        raise DataError(cfg.prepare_source, f"split {split!r}: no object is seen on an "
+                                            "answer frame")
+    joined = {k: np.concatenate([p[k] for p in parts])
+              for k in ("video", "frame", "object", "visual", "pooled")}
+    category = [c for p in parts for c in p["category"]]
+    answers = {}
+    for prompt in prompts:
+        report(f"[tvad] VLAVAD: asking {len(category)} object clips ({split}): {prompt}")
+        answers[prompt] = qa.answers(joined["visual"], category, prompt)
+    result = SplitAnswers(videos, labels, joined["video"], joined["frame"], joined["object"],
+                          category, answers, joined["pooled"])
+    _store_answers(path, result)
+    return result
+
+
+def _store_answers(path: Path, a: SplitAnswers) -> None:
+    """answers/<split>.json (rows, answers, labels) and answers/<split>.npy (pooled), each
+    written under a temporary name and renamed (the .npy first, the .json marks completion)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, a.pooled.astype(np.float16))
+    tmp.replace(path.with_suffix(".npy"))
+    data = {"videos": a.videos, "labels": {k: v.tolist() for k, v in a.labels.items()},
+            "video": a.video.tolist(), "frame": a.frame.tolist(), "object": a.object.tolist(),
+            "category": a.category, "answers": a.answers}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data) + "\n")
+    tmp.replace(path)
+
+
+def _load_answers(path: Path) -> SplitAnswers:
+    try:
+        data = json.loads(path.read_text())
+        pooled = np.load(path.with_suffix(".npy")).astype(np.float32)
+        result = SplitAnswers(data["videos"],
+                              {k: np.asarray(v, np.int64) for k, v in data["labels"].items()},
+                              np.asarray(data["video"], np.int64),
+                              np.asarray(data["frame"], np.int64),
+                              np.asarray(data["object"], np.int64), data["category"],
+                              data["answers"], pooled)
+    except (OSError, ValueError, KeyError) as err:
+        raise DataError(path, f"unreadable stored answers ({err}); delete the file to "
+                              "recompute them") from err
+    if len(pooled) != len(result) or any(len(a) != len(result)
+                                         for a in result.answers.values()):
+        raise DataError(path, "stored answers and features disagree in length; delete the "
+                              "file to recompute them")
+    return result
+
+
+# ----------------------------------------------------------------------------- embeddings
+
+
+def answer_embeddings(backbone: FrozenBackbone, texts: list[str], batch: int = 256
+                      ) -> np.ndarray:
+    """E of each answer [K, D_t]: the text tower's mean-pooled tokens, unit norm (each
+    distinct normalized answer encoded once)."""
+    fam = family(backbone.cfg)
+    unique, inverse = np.unique([normalize_answer(t) for t in texts], return_inverse=True)
+    encode = jax.jit(lambda ids, mask: mean_pool(
+        fam.text_features(backbone.cfg, backbone.params, ids, mask), mask))
+    rows = []
+    for lo in range(0, len(unique), batch):
+        ids, mask = fam.tokenize(backbone.cfg, backbone.sentence_tokenizer,
+                                 list(unique[lo:lo + batch]))
+        n = len(ids)
+        ids = np.pad(ids, ((0, batch - n), (0, 0)))
+        mask = np.pad(mask, ((0, batch - n), (0, 0)))
+        rows.append(np.asarray(encode(ids, mask), np.float32)[:n])
+    emb = np.concatenate(rows)
+    return (emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-6))[inverse]
+
+
+@dataclasses.dataclass
+class Windows:
+    """Past -> future windows of the answers' embeddings along every track."""
+
+    past: np.ndarray     # [N, L_p, D_t]
+    future: np.ndarray   # [N, L_f, D_t]
+    video: np.ndarray    # [N]
+    frames: np.ndarray   # [N, L_f] frame of each predicted step
+
+    def __len__(self) -> int:
+        return len(self.past)
+
+
+def track_windows(a: SplitAnswers, emb: np.ndarray, job: VLAVADJobConfig) -> Windows:
+    """Cut each track's answer embeddings, in frame order, into L_p -> L_f windows; a track
+    restarts where it skips an answer frame (it was not seen)."""
+    past, future, video, frames = [], [], [], []
+    keys = np.stack([a.video, a.object], 1)
+    for key in np.unique(keys, axis=0):
+        rows = np.flatnonzero((keys == key).all(1))
+        rows = rows[np.argsort(a.frame[rows], kind="stable")]
+        breaks = np.flatnonzero(np.diff(a.frame[rows]) != job.answer_stride) + 1
+        for seg in np.split(rows, breaks):
+            x, y = clips(emb[seg], job.model.past, job.model.future)
+            if not len(x):
+                continue
+            _, f = clips(a.frame[seg][:, None], job.model.past, job.model.future)
+            past.append(x)
+            future.append(y)
+            video.append(np.full(len(x), key[0]))
+            frames.append(f[..., 0])
+    d, lp, lf = emb.shape[1], job.model.past, job.model.future
+    if not past:
+        return Windows(np.zeros((0, lp, d), np.float32), np.zeros((0, lf, d), np.float32),
+                       np.zeros(0, np.int64), np.zeros((0, lf), np.int64))
+    return Windows(np.concatenate(past).astype(np.float32),
+                   np.concatenate(future).astype(np.float32), np.concatenate(video),
+                   np.concatenate(frames))
+
+
+# ----------------------------------------------------------------------------- predictor
+
+
+def predictor_spec(job: VLAVADJobConfig, features: int) -> tuple[TrackPredictor, StageSpec]:
+    model = TrackPredictor(job.model, features, job.predictor)
+
+    def init_fn(rng):
+        return model.init(rng, jnp.zeros((1, job.model.past, features), jnp.float32))["params"]
+
+    def loss_fn(trainable, frozen, batch, rng):
+        del rng
+        pred = model.apply({"params": merge_params(trainable, frozen)}, batch["past"])
+        copy_last = jnp.mean((batch["past"][:, -1:] - batch["future"]) ** 2)
+        return jnp.mean((pred - batch["future"]) ** 2), {"copy_last_mse": copy_last}
+
+    return model, StageSpec(job.train, init_fn, loss_fn)
+
+
+def step_errors(model: TrackPredictor, params: Any, w: Windows, batch: int = 1024
+                ) -> np.ndarray:
+    """Squared prediction error of every predicted step [N, L_f] (mean over D)."""
+    fn = jax.jit(lambda p, x, y: jnp.mean((model.apply({"params": p}, x) - y) ** 2, -1))
+    out = []
+    for lo in range(0, len(w), batch):
+        x, y = w.past[lo:lo + batch], w.future[lo:lo + batch]
+        n = len(x)
+        pad = ((0, batch - n), (0, 0), (0, 0))
+        out.append(np.asarray(fn(params, np.pad(x, pad), np.pad(y, pad)))[:n])
+    return np.concatenate(out) if out else np.zeros((0, model.config.future), np.float32)
+
+
+# ----------------------------------------------------------------------------- the job
+
+
+def train_vlavad(cfg: Config, run_dir: str | Path | None = None,
+                 answers_from: str | Path | None = None, report: Report = print) -> Path:
+    """Answers on the normal training split, SPA fitted on them, the predictor trained on
+    their embeddings; returns the run folder. `answers_from`: a run folder whose stored
+    answers (same backbone, tracks and clips) this run reads instead of asking again (the
+    sweeps' settings that differ only downstream)."""
+    job = cfg.vlavad
+    check_output_dir(run_dir or cfg.runs_dir)
+    ensure_benchmark(cfg, report)
+    run_dir = start_run(KIND, cfg, run_dir)
+    if answers_from:
+        _lend_answers(Path(answers_from), run_dir)
+    backbone = load_frozen_backbone(job.backbone or cfg.tvad.backbone)
+    a = answers_of(cfg, backbone, job.train_split, job.prompts, run_dir, report)
+    spa = fit_spa({p: a.answers[p] for p in job.prompts}, job.top_k, job.num_prompts)
+    report(f"[tvad] SPA: concentration (top {job.top_k}) "
+           + ", ".join(f"{p} {c:.3f}" for p, c in spa.concentrations.items())
+           + f"; chosen: {', '.join(spa.prompts)}")
+    emb = embeddings(backbone, a, spa)
+    w = track_windows(a, emb, job)
+    if not len(w):
+        raise DataError(cfg.prepare_source, f"split {job.train_split!r} has no track with "
+                                            f"{job.model.past + job.model.future} answer steps "
+                                            "(L_p + L_f)")
+    model, spec = predictor_spec(job, emb.shape[1])
+    report(f"[tvad] VLAVAD predictor ({job.predictor}): {len(w)} windows of "
+           f"{len(a)} answered clips, {len(a.videos)} videos ({job.train_split})")
+    result = train(spec, data=iter(array_batches({"past": w.past, "future": w.future},
+                                                 job.batch_size, job.data_seed)),
+                   run_dir=run_dir / "predictor")
+    errors = step_errors(model, merge_params(result.state.params, result.frozen), w)
+    stats = {"spa": spa.to_json(), "error_ref": float(np.median(errors)),
+             "train_error_mean": float(errors.mean()), "train_windows": len(w),
+             "train_clips": len(a), "train_videos": len(a.videos),
+             "train_split": job.train_split,
+             "distinct_answers": {p: len({normalize_answer(x) for x in a.answers[p]})
+                                  for p in job.prompts}}
+    tmp = run_dir / (STATS_FILE + ".tmp")
+    tmp.write_text(json.dumps(stats, indent=2) + "\n")
+    tmp.replace(run_dir / STATS_FILE)
+    report(f"[tvad] VLAVAD trained: {run_dir}")
+    return run_dir
+
+
+def _lend_answers(lender: Path, run_dir: Path) -> None:
+    """Copy another run's stored answers (every split it has) into this run."""
+    source = lender / ANSWERS
+    if not source.is_dir():
+        raise DataError(source, "no stored answers to reuse")
+    target = run_dir / ANSWERS
+    target.mkdir(exist_ok=True)
+    for path in sorted(source.glob("*.json")) + sorted(source.glob("*.npy")):
+        if not (target / path.name).exists():
+            tmp = target / (path.name + ".tmp")
+            tmp.write_bytes(path.read_bytes())
+            tmp.replace(target / path.name)
+
+
+def embeddings(backbone: FrozenBackbone, a: SplitAnswers, spa: SPA) -> np.ndarray:
+    """E_i(t) [K, D_t]: the embedding of each clip's answer to the chosen prompt (several
+    chosen prompts: their embeddings side by side)."""
+    return np.concatenate([answer_embeddings(backbone, a.answers[p]) for p in spa.prompts], 1)
+
+
+def is_vlavad_run(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / "predictor").is_dir() or (Path(run_dir) / STATS_FILE).is_file()
+
+
+def evaluate_vlavad_run(run_dir: str | Path, split: str | None = None, plot: bool = False,
+                        report: Report = print,
+                        baseline: tuple[dict, dict] | None = None) -> dict:
+    """Micro/macro frame AUC on a split of the fused score, its two halves and the kNN
+    baseline, beside frame difference; per anomaly type too; written to
+    eval_<split>.json/.md."""
+    del plot  # no figures yet
+    run_dir = Path(run_dir)
+    stats_path = run_dir / STATS_FILE
+    if not stats_path.is_file():
+        raise DataError(stats_path, "missing: not a finished run of `tvad train vlavad`")
+    cfg = config_lib.load(Config, run_dir / "config.json")
+    job = cfg.vlavad
+    split = split or job.eval_split
+    stats = json.loads(stats_path.read_text())
+    spa = SPA.from_json(stats["spa"])
+    backbone = load_frozen_backbone(job.backbone or cfg.tvad.backbone)
+    train_a = answers_of(cfg, backbone, job.train_split, spa.prompts, run_dir, report)
+    a = answers_of(cfg, backbone, split, spa.prompts, run_dir, report)
+    lengths = {name: len(a.labels[name]) for name in a.videos}
+    stride = job.answer_stride
+
+    static = spa.scores(a.answers) / len(spa.prompts)
+    emb = embeddings(backbone, a, spa)
+    w = track_windows(a, emb, job)
+    model, spec = predictor_spec(job, emb.shape[1])
+    params, step = restore_params(spec, run_dir / "predictor" / "checkpoints", "latest")
+    errors = step_errors(model, params, w)
+    scaled = errors / (errors + max(stats["error_ref"], 1e-12))
+    scores = {
+        "spa": frame_max(a.videos, lengths, a.video, a.frame, static, stride),
+        "s3m_answers": frame_max(a.videos, lengths, np.repeat(w.video, job.model.future),
+                                 w.frames.reshape(-1), scaled.reshape(-1), stride),
+        "knn_visual": frame_max(a.videos, lengths, a.video, a.frame,
+                                knn_distance(train_a.pooled, a.pooled) / 2.0, stride),
+    }
+    scores["vlavad"] = fuse({"spa": scores["spa"], "s3m": scores["s3m_answers"]},
+                            {"spa": 1.0, "s3m": job.weight}, job.normalize)
+    base, labels = baseline or baseline_scores(cfg, split, report)
+    if set(base) != set(lengths):
+        raise DataError(cfg.prepare_source, f"split {split!r}: the stored answers and the "
+                                            "videos name different sets of videos")
+    results: dict[str, Any] = {}
+    for method, method_scores in (*scores.items(), ("frame_difference", base)):
+        auc = frame_auc(method_scores, labels, job.sigma)
+        results[method] = {"micro_auc": auc.micro_auc, "macro_auc": auc.macro_auc}
+    videos = make_reader(cfg.prepare.layout, cfg.prepare_source)
+    names = sorted(labels)
+    types = [",".join(sorted(anomaly_types(videos.read_sidecar(n)))) for n in names]
+    results["per_anomaly_type"] = auc_by_type([scores["vlavad"][n] for n in names],
+                                              [labels[n] for n in names], types, job.sigma)
+    seen = {p: set(spa.counts[p]) for p in spa.prompts}
+    results["answers"] = {
+        p: {"distinct": len({normalize_answer(x) for x in a.answers[p]}),
+            "unseen_in_training": float(np.mean([normalize_answer(x) not in seen[p]
+                                                 for x in a.answers[p]]))}
+        for p in spa.prompts}
+    results.update({"split": split, "videos": len(labels), "clips": len(a),
+                    "windows": len(w), "chosen_prompts": list(spa.prompts),
+                    "predictor": job.predictor, "predictor_step": step, "sigma": job.sigma})
+    write_summary(run_dir, f"eval_{split}", results)
+    return results
+
+
+def knn_distance(bank: np.ndarray, queries: np.ndarray, batch: int = 4096) -> np.ndarray:
+    """1 - the largest cosine of each query [Q, D] with the bank [B, D]: Table 2's kNN (k = 1)
+    on visual features."""
+    unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)  # noqa
+    bank, queries = unit(bank.astype(np.float32)), unit(queries.astype(np.float32))
+    out = [1.0 - (queries[lo:lo + batch] @ bank.T).max(1)
+           for lo in range(0, len(queries), batch)]
+    return np.clip(np.concatenate(out), 0.0, 2.0)
