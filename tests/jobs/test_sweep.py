@@ -59,7 +59,7 @@ def test_bad_families_are_refused():
         _family(settings=(sweep.Setting("a", "s3m", reuse="b"), sweep.Setting("b", "s3m")))
     with pytest.raises(ConfigError, match="share a folder name"):
         _family(settings=(sweep.Setting("w/o x", "s3m"), sweep.Setting("w-o x", "s3m")))
-    with pytest.raises(ConfigError, match="only tvad, s3m and local_patterns runs"):
+    with pytest.raises(ConfigError, match="only tvad, s3m, local_patterns and vlavad runs"):
         sweep.Setting("a", "frame_difference", reuse="b")
     with pytest.raises(ValueError, match="method"):
         sweep.Setting("a", "bogus")
@@ -140,6 +140,21 @@ def test_baselines_sweep_killed_mid_run_relaunches_to_the_uninterrupted_table(ti
     # Another definition of a finished run is refused, not mixed in.
     assert main(_sweep_cmd("baselines", cfg, killed, *args[:-1], "s3m.sigma=2")) == 2
     assert "another definition" in capsys.readouterr().err
+    # The README's results section is rebuilt from the finished runs, between its markers.
+    readme = tmp_path / "README.md"
+    readme.write_text("# r\n<!-- results:baselines -->\nold\n<!-- /results:baselines -->\nend\n")
+    assert main(_sweep_cmd("baselines", cfg, killed, *args, "--report", "--readme",
+                           str(readme))) == 0
+    text = readme.read_text()
+    assert "old" not in text and text.startswith("# r\n<!-- results:baselines -->\n")
+    assert text.endswith("<!-- /results:baselines -->\nend\n")
+    assert '`tvad sweep baselines --seeds 0,1 --only "S3M (boxes), sigma 3" --config tiny ' in text
+    assert "4 runs (2 seeds)" in text and (killed / "table.md").read_text() in text
+    readme.write_text("# no markers\n")
+    assert main(_sweep_cmd("baselines", cfg, killed, *args, "--report", "--readme",
+                           str(readme))) == 2
+    assert "<!-- results:baselines -->" in capsys.readouterr().err
+    assert readme.read_text() == "# no markers\n"
 
 
 @pytest.mark.slow
@@ -201,7 +216,8 @@ def test_vlavad_table2_runs_at_the_tiny_size(tiny_backbone, tmp_path):
     for setting in family.settings:
         assert f"| {setting.name} |" in table, setting.name
         run = sweep_dir / sweep.slug(setting.name) / "seed0" / "run"
-        trains = any("predictor=" in o or "tracks=" in o for o in setting.overrides)
+        trains = any(o.startswith(("vlavad.predictor=", "vlavad.tracks=", "vlavad.prompts="))
+                     for o in setting.overrides)
         assert run.is_dir() == (not setting.reuse or (trains and setting.score == "vlavad")), \
             setting.name
         if run.is_dir() and setting.reuse:        # the full run's answers, lent

@@ -5,17 +5,21 @@
         [key=value ...]
     tvad sweep FAMILY --dry-run [...]      # the runs and their config overrides, nothing run
     tvad sweep FAMILY --report [...]       # rebuild sweep.json, table.md and the PNGs
+    tvad sweep FAMILY --report --readme README.md [...]   # and the README's results section
 
 The families are defined in `experiments/<family>.py` (paper-table rows as settings). A sweep
 folder (default `<runs_dir>/sweep-<family>`) holds one folder per run; a relaunch of the same
 command skips finished runs and resumes the interrupted one from its checkpoint, so a sweep
 killed anywhere (even with kill -9) ends with the table of an uninterrupted one. `key=value`
-overrides apply to every run after the family's own.
+overrides apply to every run after the family's own. `--readme FILE` writes the table, the
+command and the runs' total time between the lines `<!-- results:FAMILY -->` and
+`<!-- /results:FAMILY -->` of FILE (the README's Results section is made this way).
 """
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from tvad_jax import config as config_lib
 from tvad_jax.commands.common import output_dir
@@ -43,6 +47,9 @@ def add_parser(subparsers) -> None:
                         help="print the runs and their overrides, run nothing")
     parser.add_argument("--report", action="store_true",
                         help="rebuild the table from the finished runs, run nothing")
+    parser.add_argument("--readme", type=Path, metavar="FILE",
+                        help="also write the table and the command into FILE's results "
+                             "section for the family (between its results markers)")
     parser.set_defaults(func=run_sweep_command, trailing="overrides")
 
 
@@ -82,9 +89,20 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     if args.report:
         runs = sweep_lib.plan_runs(family, args.seeds, only, overrides, base)
         folder = sweep_lib.sweep_folder(family, runs, args.sweep_dir)
-        print(sweep_lib.table_markdown(family, sweep_lib.aggregate(family, folder)["table"]))
-        return 0
-    folder = sweep_lib.run_sweep(family, args.seeds, only, overrides, args.sweep_dir, base)
-    print((folder / "table.md").read_text())
+    else:
+        folder = sweep_lib.run_sweep(family, args.seeds, only, overrides, args.sweep_dir, base)
+    summary = sweep_lib.aggregate(family, folder, report=lambda msg: None)
+    if args.readme:
+        sweep_lib.write_readme_section(args.readme, family, sweep_lib.readme_section(
+            family, summary, _command(args)))
+    print(sweep_lib.table_markdown(family, summary["table"]))
     print(folder)
     return 0
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The `tvad sweep` command line that runs these runs (without --report / --readme)."""
+    parts = ["tvad sweep", args.family, "--seeds", ",".join(map(str, args.seeds))]
+    parts += [f'--only "{name}"' for name in args.only]
+    parts += [f"--config {args.config}"] if args.config else []
+    return " ".join(parts + list(args.overrides))

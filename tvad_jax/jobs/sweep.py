@@ -387,6 +387,34 @@ def aggregate(family: Family, sweep_dir: str | Path, report: Report = print) -> 
     return summary
 
 
+def readme_section(family: Family, summary: dict, command: str) -> str:
+    """A results section for a README: the command, the runs and their total run time, the
+    table (`table_markdown`)."""
+    runs = summary["runs"]
+    seeds = sorted({r["seed"] for r in runs if r["seed"] is not None})
+    minutes = sum(r.get("wall_s", 0.0) for r in runs) / 60
+    return (f"`{command}`: {len(runs)} runs ({len(seeds)} seed{'s' * (len(seeds) != 1)}), "
+            f"{minutes:.0f} minutes of run time in all; mean ± sample std over seeds.\n\n"
+            + table_markdown(family, summary["table"]))
+
+
+def write_readme_section(path: str | Path, family: Family, section: str) -> None:
+    """Replace what stands between the lines `<!-- results:FAMILY -->` and
+    `<!-- /results:FAMILY -->` of a markdown file with `section` (written atomically); a
+    file without exactly one such pair is a DataError saying what to add."""
+    path = Path(path)
+    start, end = f"<!-- results:{family.name} -->", f"<!-- /results:{family.name} -->"
+    text = path.read_text() if path.is_file() else ""
+    if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+        raise DataError(path, f"needs one line {start!r} and, after it, one line {end!r}: "
+                              f"the {family.name} results go between them")
+    head, rest = text.split(start)
+    _, tail = rest.split(end)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(f"{head}{start}\n{section.rstrip()}\n{end}{tail}")
+    os.replace(tmp, path)
+
+
 def table_markdown(family: Family, rows: dict) -> str:
     """The family's table: mean +- std (n seeds) per column, the best mean in bold."""
     columns = [f"{split}/{metric}" for split in family.splits for metric in family.metrics]

@@ -88,7 +88,7 @@ class SplitAnswers:
 def answers_of(cfg: Config, backbone: FrozenBackbone, split: str, prompts: tuple[str, ...],
                run_dir: Path, report: Report = print) -> SplitAnswers:
     """The split's answers to `prompts`, read from run_dir/answers/ when an earlier call
-    stored them (prompts missing there are asked and added), else computed and stored."""
+    stored answers to all of them, else computed (every clip encoded and asked) and stored."""
     path = run_dir / ANSWERS / f"{split}.json"
     stored = _load_answers(path) if path.is_file() else None
     if stored is not None and set(prompts) <= set(stored.answers):
@@ -318,7 +318,8 @@ def _lend_answers(lender: Path, run_dir: Path) -> None:
         raise DataError(source, "no stored answers to reuse")
     target = run_dir / ANSWERS
     target.mkdir(exist_ok=True)
-    for path in sorted(source.glob("*.json")) + sorted(source.glob("*.npy")):
+    # the .npy files first: a split's .json marks its answers complete
+    for path in sorted(source.glob("*.npy")) + sorted(source.glob("*.json")):
         if not (target / path.name).exists():
             tmp = target / (path.name + ".tmp")
             tmp.write_bytes(path.read_bytes())
