@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import portpicker
 import pytest
 from processes import kill_when
 
@@ -155,6 +156,42 @@ def test_baselines_sweep_killed_mid_run_relaunches_to_the_uninterrupted_table(ti
                            str(readme))) == 2
     assert "<!-- results:baselines -->" in capsys.readouterr().err
     assert readme.read_text() == "# no markers\n"
+
+
+@pytest.mark.slow
+def test_a_sweep_on_two_processes_writes_the_one_process_table(tiny_prepared, tmp_path):
+    """`tvad sweep` on a pod: 2 processes on 127.0.0.1 (TVAD_COORDINATOR_ADDRESS & co., one
+    CPU device each) run every run over the global mesh (S3M data-parallel over both), only
+    process 0 writes run and sweep files, and the table equals a one-process sweep's."""
+    cfg, _ = tiny_prepared
+    args = ("--seeds", "0", "--only", "S3M (boxes), sigma 3", "s3m.sigma=3")
+    reference = tmp_path / "reference"
+    assert main(_sweep_cmd("baselines", cfg, reference, *args)) == 0
+    pod = tmp_path / "pod"
+    port = portpicker.pick_unused_port()
+    procs = []
+    for pid in range(2):
+        env = dict(os.environ, JAX_PLATFORMS="cpu", TVAD_NUM_PROCESSES="2",
+                   TVAD_PROCESS_ID=str(pid), TVAD_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                   XLA_FLAGS="--xla_force_host_platform_device_count=1",
+                   PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "tvad_jax.cli",
+             *_sweep_cmd("baselines", cfg, pod, *args, "s3m.train.mesh.data=2")],
+            cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    try:
+        outputs = [p.communicate(timeout=600)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out[-4000:]
+    summary = json.loads((pod / "S3M-boxes" / "seed0" / "run" / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["mesh"]["data"] == 2
+    assert (pod / "table.md").read_text() == (reference / "table.md").read_text()
+    assert not list(pod.rglob(".*.tmp"))
 
 
 @pytest.mark.slow

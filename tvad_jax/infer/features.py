@@ -29,7 +29,6 @@ import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 
 from tvad_jax.data.pipeline import (LoaderConfig, clip_index, find_builder_dir, make_dataset,
                                     open_split)
@@ -37,6 +36,7 @@ from tvad_jax.errors import DataError
 from tvad_jax.models.family import LLAVA, family
 from tvad_jax.models.tvad import ClipView, FrozenBackbone
 from tvad_jax.runs import progress
+from tvad_jax.train.distributed import barrier
 
 ARRAYS = ("hidden", "visual", "tubelet_masks", "valid", "labels", "video_index", "start")
 VERSION = 1
@@ -131,7 +131,7 @@ def build_cache(bcfg, params, prepared_dir: str | Path, split: str,
     if pid == 0:
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-    _barrier("feature-cache-start")
+    barrier("feature-cache-start")
     encode = encoder or make_encoder(bcfg, params)
     clips = len(clip_index(lengths, loader))
     dataset = make_dataset(source, lengths, loader)
@@ -144,7 +144,7 @@ def build_cache(bcfg, params, prepared_dir: str | Path, split: str,
         tmp.mkdir()
         for name in ARRAYS:
             np.save(tmp / f"{name}.npy", out[name])
-    _barrier("feature-cache-shards")
+    barrier("feature-cache-shards")
     if pid == 0:
         meta = {"clips": clips, "shard_clips": shard_clips, "split": split, "key": key,
                 "view": dataclasses.asdict(view), "checkpoint": checkpoint_id,
@@ -152,7 +152,7 @@ def build_cache(bcfg, params, prepared_dir: str | Path, split: str,
         (work / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         work.rename(final)
         report(f"[tvad] feature cache written: {final} ({clips} clips)")
-    _barrier("feature-cache-done")
+    barrier("feature-cache-done")
     return FeatureCache(final)
 
 
@@ -213,12 +213,6 @@ def _encode_shard(encode: Callable, shard: dict, batch_size: int) -> dict:
     out = {name: shard[name] for name in ARRAYS[2:]}
     out["hidden"], out["visual"] = np.concatenate(hidden), np.concatenate(visual)
     return out
-
-
-def _barrier(name: str) -> None:
-    if jax.process_count() > 1:
-
-        multihost_utils.sync_global_devices(name)
 
 
 class _Select:

@@ -50,6 +50,7 @@ from tvad_jax.jobs.vlavad import evaluate_vlavad_run, train_vlavad
 from tvad_jax.models import attention
 from tvad_jax.models.tvad import load_frozen_backbone, load_model, plain_model
 from tvad_jax.runs import progress
+from tvad_jax.train import distributed
 
 RESULT, RUN = "result.json", "run.json"
 
@@ -201,11 +202,14 @@ def run_sweep(family: Family, seeds: tuple[int, ...], only: tuple[str, ...] = ()
     the sweep folder (`<runs_dir>/sweep-<family>` by default, so a relaunch finds it)."""
     runs = plan_runs(family, seeds, only, overrides, config)
     base = runs[0].config
+    distributed.initialize()          # on a pod: from TVAD_COORDINATOR_ADDRESS & co.
     sweep_dir = sweep_folder(family, runs, sweep_dir)
     check_output_dir(sweep_dir)
     for run in runs:                   # every refusal before any run starts
         _check_run_folder(sweep_dir / run.folder, run)
-    ensure_prepared(base, report)
+    if jax.process_index() == 0:       # one writer of the shared benchmark and shards
+        ensure_prepared(base, report)
+    distributed.barrier("sweep-prepared")
     todo = [r for r in runs if not (sweep_dir / r.folder / RESULT).is_file()]
     report(f"[tvad] sweep {family.name}: {len(runs)} runs, {len(runs) - len(todo)} finished, "
            f"in {sweep_dir}")
@@ -220,6 +224,7 @@ def run_sweep(family: Family, seeds: tuple[int, ...], only: tuple[str, ...] = ()
                                       "metrics": metrics,
                                       "wall_s": round(time.perf_counter() - start, 1)})
     aggregate(family, sweep_dir, report)
+    distributed.barrier("sweep-done")  # no process leaves while another still writes
     return sweep_dir
 
 

@@ -16,6 +16,7 @@ import dataclasses
 import os
 
 import jax
+from jax.experimental import multihost_utils
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +44,10 @@ def _settings(config: DistributedConfig) -> tuple[str, int, int] | None:
 
 
 def initialize(config: DistributedConfig = DistributedConfig()) -> bool:
-    """Join the multi-process job if one is configured; returns whether one was joined."""
+    """Join the multi-process job if one is configured; returns whether one was joined
+    (also when an earlier call joined it: a sweep joins once, its runs call this again)."""
+    if jax.distributed.is_initialized():
+        return True
     settings = _settings(config)
     if settings is not None:
         address, num, pid = settings
@@ -56,3 +60,9 @@ def initialize(config: DistributedConfig = DistributedConfig()) -> bool:
         jax.distributed.initialize(initialization_timeout=config.initialization_timeout_s)
         return jax.process_count() > 1
     return False
+
+
+def barrier(name: str) -> None:
+    """Wait until every process reaches the barrier `name` (nothing with one process)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
