@@ -385,9 +385,10 @@ class VLAVADJobConfig:
         (the scores of several add up).
       max_new_tokens: answer budget; vqa_batch: crops per encoder and decoder call.
       predictor: "s3m" (the paper), "transformer" or "rnn" (Table 2's alternatives, same
-        width and depth, `models.predictors`); model: its sizes (width D of the embedded
-        answers, L_p -> L_f steps of answer_stride frames: 6 -> 2 covers 32 frames of the
-        64-frame synthetic videos; the paper's 10 -> 2 at Ped2's frame rate).
+        width and depth, `models.predictors`); model: its sizes (width D, to which the
+        answers' embeddings are mapped linearly; L_p -> L_f steps of answer_stride frames:
+        6 -> 2 covers 32 frames of the 64-frame synthetic videos; the paper's 10 -> 2 at
+        Ped2's frame rate).
       train: the predictor's engine section; batch_size: windows per batch.
       weight: lambda of A = A_s + lambda A_t (paper 0.1); normalize: min-max per "video"
         (the paper) or over the "split" (`eval.fusion`).
