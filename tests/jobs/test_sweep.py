@@ -164,7 +164,7 @@ def test_a_sweep_on_two_processes_writes_the_one_process_table(tiny_prepared, tm
     CPU device each) run every run over the global mesh (S3M data-parallel over both), only
     process 0 writes run and sweep files, and the table equals a one-process sweep's."""
     cfg, _ = tiny_prepared
-    args = ("--seeds", "0", "--only", "S3M (boxes), sigma 3", "s3m.sigma=3")
+    args = ("--seeds", "0,1", "--only", "S3M (boxes), sigma 3", "s3m.sigma=3")
     reference = tmp_path / "reference"
     assert main(_sweep_cmd("baselines", cfg, reference, *args)) == 0
     pod = tmp_path / "pod"

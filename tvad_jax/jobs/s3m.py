@@ -115,6 +115,7 @@ def train_s3m(cfg: Config, run_dir: str | Path | None = None, report: Report = p
         tmp = run_dir / (STATS_FILE + ".tmp")
         tmp.write_text(json.dumps(stats, indent=2) + "\n")
         tmp.replace(run_dir / STATS_FILE)
+    distributed.barrier("s3m-stats")   # the run is finished for every process, not just 0
     return run_dir
 
 
