@@ -6,8 +6,8 @@
     tvad train vlavad [--config NAME] [--run-dir DIR] [key=value ...]
     tvad train toy --run-dir DIR [--num-devices N] [--params-out F.npz] [key=value ...]
 
-`s3m` trains VLAVAD's S3M on the per-object track sequences of the normal-only training split
-(`s3m.train_split`); evaluate the run with `tvad eval run RUN_DIR`.
+`s3m` trains the box-track baseline: VLAVAD's S3M on per-object box sequences of the
+normal-only training split (`s3m.train_split`); evaluate the run with `tvad eval run RUN_DIR`.
 
 `tvad` trains T-VAD (paper 000) on the frozen backbone (`tvad.backbone`, default the shipped
 one): stage 1 (the AHD) and stage 2 (RAE + LoRA, phases A and B), and exports the model to
@@ -42,7 +42,7 @@ def add_parser(subparsers) -> None:
                                    description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="train_command", required=True)
-    s3m = commands.add_parser("s3m", help="S3M on per-object track sequences (paper 004)")
+    s3m = commands.add_parser("s3m", help="the box-track S3M baseline (paper 004's S3M on boxes)")
     add_config_args(s3m)
     s3m.add_argument("--run-dir", type=Path,
                      help="train into (or resume) this folder instead of a new one under "
