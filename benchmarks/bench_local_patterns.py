@@ -49,6 +49,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _machine  # noqa: E402
+from _compiles import TRACE_LOWER_COMPILE, CompileClock  # noqa: E402
 
 from tvad_jax.data.motion import box_histograms  # noqa: E402
 from tvad_jax.data.object_crops import video_crops  # noqa: E402
@@ -79,10 +80,6 @@ PAPER_TABLE6_MS = {
 # text. It is not the sum of Table 6's rows (22.89 ms), which the paper does not explain.
 PAPER_TOTAL_MS = 83.95
 PAPER_HARDWARE = "A100 (paper) vs this CPU"
-
-COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
-                  "/jax/core/compile/jaxpr_to_mlir_module_duration",
-                  "/jax/core/compile/backend_compile_duration")
 
 
 # ----------------------------------------------------------------------------- input
@@ -201,34 +198,12 @@ def caption_lengths(pipeline: Pipeline, tokens: np.ndarray) -> np.ndarray:
     return np.where(eos.any(1), eos.argmax(1), ids.shape[1])
 
 
-class CompileClock:
-    """Seconds jax spends tracing, lowering and compiling, attributed to `self.current`."""
-
-    def __init__(self):
-        self.current = "setup"
-        self.seconds: dict[str, float] = {}
-        self.count: dict[str, int] = {}
-
-    def __call__(self, event: str, duration: float, **kwargs) -> None:
-        if event in COMPILE_EVENTS:
-            self.seconds[self.current] = self.seconds.get(self.current, 0.0) + duration
-            if event == COMPILE_EVENTS[-1]:
-                self.count[self.current] = self.count.get(self.current, 0) + 1
-
-    def __enter__(self):
-        jax.monitoring.register_event_duration_secs_listener(self)
-        return self
-
-    def __exit__(self, *exc):
-        jax.monitoring.unregister_event_duration_listener(self)
-
-
 def run_pass(steps, clock: CompileClock | None = None, label: str = "") -> dict[str, float]:
     """Seconds of each module, run in order."""
     out = {}
     for name, step in steps:
         if clock is not None:
-            clock.current = f"{label}{name}"
+            clock.phase = f"{label}{name}"
         start = time.perf_counter()
         step()
         out[name] = time.perf_counter() - start
@@ -296,7 +271,7 @@ def main(argv=None) -> int:
     load_before = os.getloadavg()
     job = Config().local
     frames, tracks = synthetic_video(args.frames, args.objects)
-    with CompileClock() as clock:
+    with CompileClock(TRACE_LOWER_COMPILE) as clock:
         pipeline = Pipeline(job)
         steps, state = pipeline.modules(frames, tracks)
         print("[bench_local_patterns] warm-up pass", file=sys.stderr)

@@ -61,6 +61,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _machine  # noqa: E402
+from _compiles import CompileClock  # noqa: E402
 
 from tvad_jax.data.object_text import CLASSES, QUESTIONS, question  # noqa: E402
 from tvad_jax.data.readers import make_reader  # noqa: E402
@@ -72,7 +73,6 @@ from tvad_jax.models.tvad import load_frozen_backbone, plain_model  # noqa: E402
 
 CATEGORY = "person"
 SPLITS = {"train_normal": "train", "test": "test"}    # split -> which prompts: the pool / one
-COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -139,27 +139,6 @@ def recorded_dialogues():
         yield made
     finally:
         vqa.Dialogue = original
-
-
-class CompileCounter:
-    """XLA backend compiles, counted per `self.phase`."""
-
-    def __init__(self):
-        self.phase = "setup"
-        self.count: Counter = Counter()
-        self.seconds: Counter = Counter()
-
-    def __call__(self, event: str, duration: float, **kwargs) -> None:
-        if event == COMPILE_EVENT:
-            self.count[self.phase] += 1
-            self.seconds[self.phase] += duration
-
-    def __enter__(self):
-        jax.monitoring.register_event_duration_secs_listener(self)
-        return self
-
-    def __exit__(self, *exc):
-        jax.monitoring.unregister_event_duration_listener(self)
 
 
 # ----------------------------------------------------------------------------- the splits
@@ -353,7 +332,7 @@ def main(argv=None) -> int:
         clips = random_clips(args.clips, args.clip_len, size)
         categories = [CATEGORY] * args.clips
         eos = backbone.cfg.decoder.eos_token_id
-        with CompileCounter() as compiles:
+        with CompileClock() as compiles:
             compiles.phase = "warmup"
             print("[bench_vqa] warm-up pass", file=sys.stderr)
             start = time.perf_counter()
