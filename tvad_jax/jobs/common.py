@@ -2,15 +2,25 @@
 
     ensure_prepared(cfg, report)          # render the benchmark if missing, prepare shards
     run_dir = start_run("tvad-full", cfg, run_dir)   # given or new folder, with config.json
+    run_dir, cfg, stats = finished_run(run_dir, "local_stats.json", "local-patterns")
+    results = frame_auc_rows(cfg, {"local_patterns": scores, "frame_difference": base},
+                             labels, sigma, typed="local_patterns")
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
+
+import numpy as np
 
 from tvad_jax import config as config_lib
 from tvad_jax.data.prepare import prepare
+from tvad_jax.data.readers import make_reader
 from tvad_jax.data.synthetic.generate import is_complete, synthesize
+from tvad_jax.errors import DataError
+from tvad_jax.eval.metrics import auc_by_type, frame_auc
+from tvad_jax.eval.s3m import anomaly_types
 from tvad_jax.jobs.config import Config
 from tvad_jax.runs import new_run_dir, progress
 
@@ -42,3 +52,33 @@ def start_run(kind: str, cfg: Config, run_dir: str | Path | None = None) -> Path
     run_dir.mkdir(parents=True, exist_ok=True)
     config_lib.save(cfg, run_dir / "config.json")
     return run_dir
+
+
+def finished_run(run_dir: str | Path, stats_file: str, command: str
+                 ) -> tuple[Path, Config, dict]:
+    """(folder, config, statistics) of a run of `tvad train <command>` whose statistics file
+    (written last) exists; a DataError naming the missing file otherwise."""
+    run_dir = Path(run_dir)
+    stats_path = run_dir / stats_file
+    if not stats_path.is_file():
+        raise DataError(stats_path, f"missing: not a finished run of `tvad train {command}`")
+    cfg = config_lib.load(Config, run_dir / "config.json")
+    return run_dir, cfg, json.loads(stats_path.read_text())
+
+
+def frame_auc_rows(cfg: Config, methods: Mapping[str, Mapping[str, np.ndarray]],
+                   labels: Mapping[str, np.ndarray], sigma: float, typed: str
+                   ) -> dict[str, Any]:
+    """{method: {"micro_auc", "macro_auc"}} of every method's frame scores (smoothed by
+    sigma), and "per_anomaly_type": the micro AUC of `methods[typed]` per anomaly type of the
+    split's videos (their sidecars say which)."""
+    results: dict[str, Any] = {}
+    for method, scores in methods.items():
+        auc = frame_auc(scores, labels, sigma)
+        results[method] = {"micro_auc": auc.micro_auc, "macro_auc": auc.macro_auc}
+    reader = make_reader(cfg.prepare.layout, cfg.prepare_source)
+    names = sorted(labels)
+    types = [",".join(sorted(anomaly_types(reader.read_sidecar(n)))) for n in names]
+    results["per_anomaly_type"] = auc_by_type([methods[typed][n] for n in names],
+                                              [labels[n] for n in names], types, sigma)
+    return results

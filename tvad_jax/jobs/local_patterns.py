@@ -35,7 +35,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tvad_jax import config as config_lib
 from tvad_jax.data.batches import array_batches
 from tvad_jax.data.clip_texts import encode_caption
 from tvad_jax.data.files import check_output_dir
@@ -49,11 +48,10 @@ from tvad_jax.config import ConfigError
 from tvad_jax.errors import DataError
 from tvad_jax.eval.baselines import baseline_scores
 from tvad_jax.eval.fusion import frame_max
-from tvad_jax.eval.metrics import auc_by_type, frame_auc
 from tvad_jax.eval.report import write_summary
-from tvad_jax.eval.s3m import anomaly_types
 from tvad_jax.infer.features import make_encoder
-from tvad_jax.jobs.common import Report, ensure_benchmark, start_run
+from tvad_jax.jobs.common import (Report, ensure_benchmark, finished_run, frame_auc_rows,
+                                  start_run)
 from tvad_jax.jobs.config import Config, LocalPatternsJobConfig
 from tvad_jax.models import itam as itam_lib
 from tvad_jax.models.local_patterns import ReconstructionModule, cmam, reconstruction_errors
@@ -499,14 +497,9 @@ def evaluate_local_patterns_run(run_dir: str | Path, split: str | None = None,
     """Micro/macro frame AUC of a finished run on a split beside frame difference, per
     anomaly type too; written to eval_<split>.json/.md in the run folder."""
     del plot  # no figures yet
-    run_dir = Path(run_dir)
-    stats_path = run_dir / STATS_FILE
-    if not stats_path.is_file():
-        raise DataError(stats_path, "missing: not a finished run of `tvad train local-patterns`")
-    cfg = config_lib.load(Config, run_dir / "config.json")
+    run_dir, cfg, stats = finished_run(run_dir, STATS_FILE, "local-patterns")
     job = cfg.local
     split = split or job.eval_split
-    stats = json.loads(stats_path.read_text())
     backbone = load_frozen_backbone(job.backbone or cfg.tvad.backbone)
     reader, tsgm = trained_stages(job, backbone, run_dir)
     objects = read_objects(cfg, backbone, split, texts=False, report=report)
@@ -517,15 +510,8 @@ def evaluate_local_patterns_run(run_dir: str | Path, split: str | None = None,
     errors = np.asarray(reconstruction_errors(x, rm.apply({"params": rm_params}, x)))
     scores = frame_scores(objects, errors, stats["error_ref"], job.crop_stride)
     base, labels = baseline or baseline_scores(cfg, split, report)
-    results: dict[str, Any] = {}
-    for method, method_scores in (("local_patterns", scores), ("frame_difference", base)):
-        auc = frame_auc(method_scores, labels, job.sigma)
-        results[method] = {"micro_auc": auc.micro_auc, "macro_auc": auc.macro_auc}
-    videos = make_reader(cfg.prepare.layout, cfg.prepare_source)
-    names = sorted(labels)
-    types = [",".join(sorted(anomaly_types(videos.read_sidecar(n)))) for n in names]
-    results["per_anomaly_type"] = auc_by_type([scores[n] for n in names],
-                                              [labels[n] for n in names], types, job.sigma)
+    results = frame_auc_rows(cfg, {"local_patterns": scores, "frame_difference": base},
+                             labels, job.sigma, typed="local_patterns")
     results.update({"split": split, "videos": len(labels), "objects": len(x),
                     "rm_step": step, "sigma": job.sigma})
     write_summary(run_dir, f"eval_{split}", results)

@@ -35,7 +35,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tvad_jax import config as config_lib
 from tvad_jax.data.batches import array_batches
 from tvad_jax.data.files import check_output_dir
 from tvad_jax.data.object_crops import track_clips
@@ -45,11 +44,10 @@ from tvad_jax.data.tracker import track_categories, tracks_from_sidecar
 from tvad_jax.errors import DataError
 from tvad_jax.eval.baselines import baseline_scores
 from tvad_jax.eval.fusion import frame_max, fuse
-from tvad_jax.eval.metrics import auc_by_type, frame_auc
 from tvad_jax.eval.report import write_summary
-from tvad_jax.eval.s3m import anomaly_types
 from tvad_jax.infer.vqa import CropQA
-from tvad_jax.jobs.common import Report, ensure_benchmark, start_run
+from tvad_jax.jobs.common import (Report, ensure_benchmark, finished_run, frame_auc_rows,
+                                  start_run)
 from tvad_jax.jobs.config import Config, VLAVADJobConfig
 from tvad_jax.models.family import family
 from tvad_jax.models.predictors import TrackPredictor
@@ -343,14 +341,9 @@ def evaluate_vlavad_run(run_dir: str | Path, split: str | None = None, plot: boo
     baseline, beside frame difference; per anomaly type too; written to
     eval_<split>.json/.md."""
     del plot  # no figures yet
-    run_dir = Path(run_dir)
-    stats_path = run_dir / STATS_FILE
-    if not stats_path.is_file():
-        raise DataError(stats_path, "missing: not a finished run of `tvad train vlavad`")
-    cfg = config_lib.load(Config, run_dir / "config.json")
+    run_dir, cfg, stats = finished_run(run_dir, STATS_FILE, "vlavad")
     job = cfg.vlavad
     split = split or job.eval_split
-    stats = json.loads(stats_path.read_text())
     spa = SPA.from_json(stats["spa"])
     backbone = load_frozen_backbone(job.backbone or cfg.tvad.backbone)
     train_a = answers_of(cfg, backbone, job.train_split, spa.prompts, run_dir, report)
@@ -378,15 +371,8 @@ def evaluate_vlavad_run(run_dir: str | Path, split: str | None = None, plot: boo
     if set(base) != set(lengths):
         raise DataError(cfg.prepare_source, f"split {split!r}: the stored answers and the "
                                             "videos name different sets of videos")
-    results: dict[str, Any] = {}
-    for method, method_scores in (*scores.items(), ("frame_difference", base)):
-        auc = frame_auc(method_scores, labels, job.sigma)
-        results[method] = {"micro_auc": auc.micro_auc, "macro_auc": auc.macro_auc}
-    videos = make_reader(cfg.prepare.layout, cfg.prepare_source)
-    names = sorted(labels)
-    types = [",".join(sorted(anomaly_types(videos.read_sidecar(n)))) for n in names]
-    results["per_anomaly_type"] = auc_by_type([scores["vlavad"][n] for n in names],
-                                              [labels[n] for n in names], types, job.sigma)
+    results = frame_auc_rows(cfg, {**scores, "frame_difference": base}, labels, job.sigma,
+                             typed="vlavad")
     seen = {p: set(spa.counts[p]) for p in spa.prompts}
     results["answers"] = {
         p: {"distinct": len({normalize_answer(x) for x in a.answers[p]}),
