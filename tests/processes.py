@@ -1,4 +1,5 @@
-"""Killing a subprocess at a chosen moment (the kill -9 resume tests)."""
+"""Subprocesses in tests: killing one at a chosen moment (the kill -9 resume tests), running
+the processes of one multi-process job together."""
 from __future__ import annotations
 
 import os
@@ -25,3 +26,19 @@ def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], what: str,
             proc.kill()
             proc.wait()
         proc.stderr.close()
+
+
+def run_together(commands: list[tuple[list[str], dict]], cwd, timeout: float) -> None:
+    """Start every (command, environment) at once (the processes of one multi-process job),
+    wait for all and fail with the output of any that exits non-zero; none outlives it."""
+    procs = [subprocess.Popen(cmd, env=env, cwd=cwd, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT) for cmd, env in commands]
+    try:
+        outputs = [p.communicate(timeout=timeout)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out[-4000:]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import portpicker
 import pytest
-from processes import kill_when
+from processes import kill_when, run_together
 
 import experiments
 from tvad_jax import config as config_lib
@@ -169,25 +169,16 @@ def test_a_sweep_on_two_processes_writes_the_one_process_table(tiny_prepared, tm
     assert main(_sweep_cmd("baselines", cfg, reference, *args)) == 0
     pod = tmp_path / "pod"
     port = portpicker.pick_unused_port()
-    procs = []
+    commands = []
     for pid in range(2):
         env = dict(os.environ, JAX_PLATFORMS="cpu", TVAD_NUM_PROCESSES="2",
                    TVAD_PROCESS_ID=str(pid), TVAD_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
                    XLA_FLAGS="--xla_force_host_platform_device_count=1",
                    PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "tvad_jax.cli",
-             *_sweep_cmd("baselines", cfg, pod, *args, "s3m.train.mesh.data=2")],
-            cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
-    try:
-        outputs = [p.communicate(timeout=600)[0] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for p, out in zip(procs, outputs):
-        assert p.returncode == 0, out[-4000:]
+        commands.append(([sys.executable, "-m", "tvad_jax.cli",
+                          *_sweep_cmd("baselines", cfg, pod, *args, "s3m.train.mesh.data=2")],
+                         env))
+    run_together(commands, REPO, timeout=600)
     summary = json.loads((pod / "S3M-boxes" / "seed0" / "run" / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["mesh"]["data"] == 2
     assert (pod / "table.md").read_text() == (reference / "table.md").read_text()

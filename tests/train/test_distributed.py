@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 import portpicker
-from processes import kill_when
+from processes import kill_when, run_together
 from train_helpers import (REPO, WORKER, load_params, run_toy, subprocess_env, toy_command,
                            train_lines)
 
@@ -50,24 +50,13 @@ def test_two_processes_match_one_process(reference_run, tmp_path):
     loading half of every global batch, reproduce the single-process loss trajectory."""
     port = portpicker.pick_unused_port()
     run_dir = tmp_path / "run"
-    procs = []
-    for pid in range(2):
-        cmd = toy_command(run_dir, "--params-out", str(tmp_path / "params.npz"),
-                          "train.mesh.data=2", "train.mesh.tensor=2",
-                          f"train.distributed.coordinator_address=127.0.0.1:{port}",
-                          "train.distributed.num_processes=2",
-                          f"train.distributed.process_id={pid}")
-        procs.append(subprocess.Popen(cmd, env=subprocess_env(2), cwd=REPO, text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
-    try:
-        outputs = [p.communicate(timeout=150)[0] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for p, out in zip(procs, outputs):
-        assert p.returncode == 0, out[-4000:]
+    commands = [(toy_command(run_dir, "--params-out", str(tmp_path / "params.npz"),
+                             "train.mesh.data=2", "train.mesh.tensor=2",
+                             f"train.distributed.coordinator_address=127.0.0.1:{port}",
+                             "train.distributed.num_processes=2",
+                             f"train.distributed.process_id={pid}"), subprocess_env(2))
+                for pid in range(2)]
+    run_together(commands, REPO, timeout=150)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["devices"] == 4
     assert summary["mesh"] == {"data": 2, "fsdp": 1, "tensor": 2}
