@@ -28,17 +28,19 @@ def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], what: str,
         proc.stderr.close()
 
 
-def run_together(commands: list[tuple[list[str], dict]], cwd, timeout: float) -> None:
+def run_together(commands: list[tuple[list[str], dict]], cwd, timeout: float) -> list[str]:
     """Start every (command, environment) at once (the processes of one multi-process job),
-    wait for all and fail with the output of any that exits non-zero; none outlives it."""
+    wait for all and fail with the output of any that exits non-zero; none outlives it.
+    Returns their standard outputs."""
     procs = [subprocess.Popen(cmd, env=env, cwd=cwd, text=True, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT) for cmd, env in commands]
+                              stderr=subprocess.PIPE) for cmd, env in commands]
     try:
-        outputs = [p.communicate(timeout=timeout)[0] for p in procs]
+        outputs = [p.communicate(timeout=timeout) for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    for p, out in zip(procs, outputs):
-        assert p.returncode == 0, out[-4000:]
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, (out + err)[-4000:]
+    return [out for out, _ in outputs]

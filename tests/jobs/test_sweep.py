@@ -185,6 +185,47 @@ def test_a_sweep_on_two_processes_writes_the_one_process_table(tiny_prepared, tm
     assert not list(pod.rglob(".*.tmp"))
 
 
+def test_a_claimed_run_is_held_until_its_process_lets_go(tmp_path):
+    with sweep._claim(tmp_path / "run") as first:
+        with sweep._claim(tmp_path / "run") as second:
+            assert first and not second
+    with sweep._claim(tmp_path / "run") as again:
+        assert again
+
+
+def test_parallel_runs_refuse_a_coordinator(monkeypatch, tmp_path):
+    monkeypatch.setenv("TVAD_COORDINATOR_ADDRESS", "127.0.0.1:1234")
+    with pytest.raises(ConfigError, match="independent processes"):
+        sweep.run_sweep(_family(), (0,), sweep_dir=tmp_path, parallel_runs=True)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_parallel_runs_on_two_processes_share_the_runs_and_the_table(tiny_prepared, tmp_path):
+    """`tvad sweep --parallel-runs` from 2 independent processes on one sweep folder: every
+    run is computed by exactly one of them, reused models are waited for, and the table
+    equals a one-process sweep's."""
+    cfg, _ = tiny_prepared
+    args = ("--seeds", "0,1", "--only", "S3M (boxes), sigma 3", "s3m.sigma=3")
+    reference = tmp_path / "reference"
+    assert main(_sweep_cmd("baselines", cfg, reference, *args)) == 0
+    shared = tmp_path / "shared"
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    for key in ("TVAD_COORDINATOR_ADDRESS", "TVAD_NUM_PROCESSES", "TVAD_PROCESS_ID"):
+        env.pop(key, None)
+    command = [sys.executable, "-m", "tvad_jax.cli",
+               *_sweep_cmd("baselines", cfg, shared, *args, "--parallel-runs")]
+    outputs = run_together([(command, env)] * 2, REPO, timeout=600)
+    family = config_lib.get("baselines", "sweep")
+    folders = [run.folder for run in sweep.plan_runs(family, (0, 1), ("S3M (boxes), sigma 3",),
+                                                     ("s3m.sigma=3",), "tiny")]
+    for folder in folders:          # each run started by exactly one process
+        assert sum(out.count(f"sweep baselines: {folder}\n") for out in outputs) == 1, folder
+    assert len(sweep.finished_runs(family, shared)) == len(folders) == 4
+    assert (shared / "table.md").read_text() == (reference / "table.md").read_text()
+
+
 @pytest.mark.slow
 def test_tvad_table4_three_seeds_killed_and_relaunched(tiny_backbone, tmp_path):
     """The issue's check: `tvad sweep tvad_table4 --seeds 0,1,2` on the tiny config, killed

@@ -6,6 +6,7 @@
     tvad sweep FAMILY --dry-run [...]      # the runs and their config overrides, nothing run
     tvad sweep FAMILY --report [...]       # rebuild sweep.json, table.md and the PNGs
     tvad sweep FAMILY --report --readme README.md [...]   # and the README's results section
+    tvad sweep FAMILY --parallel-runs [...]   # one of several independent processes
 
 The families are defined in `experiments/<family>.py` (paper-table rows as settings). A sweep
 folder (default `<runs_dir>/sweep-<family>`) holds one folder per run; a relaunch of the same
@@ -14,6 +15,11 @@ killed anywhere (even with kill -9) ends with the table of an uninterrupted one.
 overrides apply to every run after the family's own. `--readme FILE` writes the table, the
 command and the runs' total time between the lines `<!-- results:FAMILY -->` and
 `<!-- /results:FAMILY -->` of FILE (the README's Results section is made this way).
+
+On several processes: the processes of one job (TVAD_COORDINATOR_ADDRESS, TVAD_NUM_PROCESSES,
+TVAD_PROCESS_ID) run every run together over the global mesh (the default); with
+`--parallel-runs`, independent processes (no coordinator; each sees its own devices) launched
+on the same sweep folder each take the next unclaimed run, so different settings run at once.
 """
 from __future__ import annotations
 
@@ -47,6 +53,9 @@ def add_parser(subparsers) -> None:
                         help="print the runs and their overrides, run nothing")
     parser.add_argument("--report", action="store_true",
                         help="rebuild the table from the finished runs, run nothing")
+    parser.add_argument("--parallel-runs", action="store_true",
+                        help="share the sweep folder with other independent processes, each "
+                             "running the next unclaimed run on its own devices")
     parser.add_argument("--readme", type=Path, metavar="FILE",
                         help="also write the table and the command into FILE's results "
                              "section for the family (between its results markers)")
@@ -90,7 +99,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         runs = sweep_lib.plan_runs(family, args.seeds, only, overrides, base)
         folder = sweep_lib.sweep_folder(family, runs, args.sweep_dir)
     else:
-        folder = sweep_lib.run_sweep(family, args.seeds, only, overrides, args.sweep_dir, base)
+        folder = sweep_lib.run_sweep(family, args.seeds, only, overrides, args.sweep_dir, base,
+                                     parallel_runs=args.parallel_runs)
     summary = sweep_lib.aggregate(family, folder, report=lambda msg: None)
     if args.readme:
         sweep_lib.write_readme_section(args.readme, family, sweep_lib.readme_section(

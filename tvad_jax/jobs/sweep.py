@@ -17,15 +17,24 @@ none is lost. What several runs need is shared: the benchmark, its shards and th
 caches (keyed by their inputs), and trained models (`Setting.reuse`: a T-VAD setting takes
 the AHD of another setting's run with the same seed, an S3M setting evaluates its model).
 
-Multi-host: every process runs the same runs in the same order over the global mesh (one run
-at a time on all devices); process 0 writes the results and the table.
+Multi-host, two ways. By default every process of the job (TVAD_COORDINATOR_ADDRESS & co.)
+runs the same runs in the same order over the global mesh (one run at a time on all devices);
+process 0 writes the results and the table. With `parallel_runs`, independent processes
+(each its own JAX runtime over its own devices: a host, or a device subset chosen with
+CUDA_VISIBLE_DEVICES / TPU_VISIBLE_CHIPS) share the sweep folder and each takes the next
+unclaimed run: a run is claimed by an OS lock on its folder, held while it runs and released
+when its process ends, even by kill -9, so no run is computed twice and a relaunch with any
+number of processes picks up the rest. A run that reuses another setting's model waits for it.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import re
+import socket
 import time
 from pathlib import Path
 from typing import Callable
@@ -197,35 +206,109 @@ def plan_runs(family: Family, seeds: tuple[int, ...], only: tuple[str, ...] = ()
 
 def run_sweep(family: Family, seeds: tuple[int, ...], only: tuple[str, ...] = (),
               overrides: tuple[str, ...] = (), sweep_dir: str | Path | None = None,
-              config: str = "", report: Report = print) -> Path:
+              config: str = "", report: Report = print, parallel_runs: bool = False,
+              poll_s: float = 5.0) -> Path:
     """Run every unfinished run of the sweep (`plan_runs`), then write its table; returns
-    the sweep folder (`<runs_dir>/sweep-<family>` by default, so a relaunch finds it)."""
+    the sweep folder (`<runs_dir>/sweep-<family>` by default, so a relaunch finds it).
+    `parallel_runs`: this process is one of several independent ones sharing the folder
+    (see the module docstring); it polls every `poll_s` s for runs others hold."""
     runs = plan_runs(family, seeds, only, overrides, config)
     base = runs[0].config
-    distributed.initialize()          # on a pod: from TVAD_COORDINATOR_ADDRESS & co.
+    if parallel_runs and distributed.configured():
+        raise ConfigError("--parallel-runs starts independent processes that share the sweep "
+                          "folder; unset TVAD_COORDINATOR_ADDRESS & co. (they join the "
+                          "processes into one job, which is the default mode)")
+    if not parallel_runs:
+        distributed.initialize()      # on a pod: from TVAD_COORDINATOR_ADDRESS & co.
     sweep_dir = sweep_folder(family, runs, sweep_dir)
     check_output_dir(sweep_dir)
     for run in runs:                   # every refusal before any run starts
         _check_run_folder(sweep_dir / run.folder, run)
-    if jax.process_index() == 0:       # one writer of the shared benchmark and shards
-        ensure_prepared(base, report)
+    with _sweep_lock(sweep_dir, parallel_runs):
+        if jax.process_index() == 0:   # one writer of the shared benchmark and shards
+            ensure_prepared(base, report)
     distributed.barrier("sweep-prepared")
-    todo = [r for r in runs if not (sweep_dir / r.folder / RESULT).is_file()]
+    todo = [r for r in runs if not _finished(sweep_dir, r)]
     report(f"[tvad] sweep {family.name}: {len(runs)} runs, {len(runs) - len(todo)} finished, "
            f"in {sweep_dir}")
-    for run in progress(todo, f"sweep {family.name}", len(todo), "run"):
-        folder = sweep_dir / run.folder
-        report(f"[tvad] sweep {family.name}: {run.folder}")
-        _write_json(folder / RUN, _run_record(run))
-        start = time.perf_counter()
-        attention.set_default(run.config.attention)
-        metrics = METHODS[run.setting.method](run, folder, sweep_dir, family.splits, report)
-        _write_json(folder / RESULT, {"setting": run.setting.name, "seed": run.seed,
-                                      "metrics": metrics,
-                                      "wall_s": round(time.perf_counter() - start, 1)})
-    aggregate(family, sweep_dir, report)
+    if parallel_runs:
+        _run_claimed(family, todo, sweep_dir, report, poll_s)
+    else:
+        for run in progress(todo, f"sweep {family.name}", len(todo), "run"):
+            _execute(family, run, sweep_dir, report)
+    with _sweep_lock(sweep_dir, parallel_runs):
+        aggregate(family, sweep_dir, report)
     distributed.barrier("sweep-done")  # no process leaves while another still writes
     return sweep_dir
+
+
+def _finished(sweep_dir: Path, run: PlannedRun) -> bool:
+    return (sweep_dir / run.folder / RESULT).is_file()
+
+
+def _execute(family: Family, run: PlannedRun, sweep_dir: Path, report: Report) -> None:
+    """Run one (setting, seed) into its folder; result.json is written last, atomically."""
+    folder = sweep_dir / run.folder
+    report(f"[tvad] sweep {family.name}: {run.folder}")
+    _write_json(folder / RUN, _run_record(run))
+    start = time.perf_counter()
+    attention.set_default(run.config.attention)
+    metrics = METHODS[run.setting.method](run, folder, sweep_dir, family.splits, report)
+    _write_json(folder / RESULT, {"setting": run.setting.name, "seed": run.seed,
+                                  "metrics": metrics,
+                                  "wall_s": round(time.perf_counter() - start, 1),
+                                  "host": f"{socket.gethostname()}:{os.getpid()}"})
+
+
+def _run_claimed(family: Family, todo: list[PlannedRun], sweep_dir: Path, report: Report,
+                 poll_s: float) -> None:
+    """`parallel_runs`: pass over the runs, running each one this process can claim and whose
+    lender has finished, until every run is finished (here or elsewhere)."""
+    pending = list(todo)
+    bar = progress(None, f"sweep {family.name} (runs finished anywhere)", len(todo), "run")
+    while pending:
+        ran = False
+        for run in list(pending):
+            lender = _lender(run, sweep_dir)
+            if not _finished(sweep_dir, run) and (lender is None
+                                                  or (lender.parent / RESULT).is_file()):
+                with _claim(sweep_dir / run.folder) as mine:
+                    if mine and not _finished(sweep_dir, run):
+                        _execute(family, run, sweep_dir, report)
+                        ran = True
+            if _finished(sweep_dir, run):
+                pending.remove(run)
+                bar.update(1)
+        if pending and not ran:
+            time.sleep(poll_s)         # the rest are held by other processes
+    bar.close()
+
+
+@contextlib.contextmanager
+def _claim(folder: Path):
+    """Yields whether this process holds the run folder's lock (taken without waiting; the
+    OS drops it when the process dies)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / ".claim.lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
+@contextlib.contextmanager
+def _sweep_lock(sweep_dir: Path, held: bool):
+    """With `held`, wait for the sweep folder's lock (one process prepares the benchmark or
+    writes the table at a time); otherwise nothing."""
+    if not held:
+        yield
+        return
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    with (sweep_dir / ".sweep.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def sweep_folder(family: Family, runs: list[PlannedRun], sweep_dir: str | Path | None = None

@@ -62,6 +62,12 @@ def initialize(config: DistributedConfig = DistributedConfig()) -> bool:
     return False
 
 
+def configured(config: DistributedConfig = DistributedConfig()) -> bool:
+    """Whether the config or the environment names a multi-process job to join."""
+    return bool(config.coordinator_address or os.environ.get("TVAD_COORDINATOR_ADDRESS")
+                or config.auto_detect)
+
+
 def barrier(name: str) -> None:
     """Wait until every process reaches the barrier `name` (nothing with one process)."""
     if jax.process_count() > 1:
