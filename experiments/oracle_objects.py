@@ -2,7 +2,7 @@
 per-object state, scored like the heatmap decoder (frame score = max over objects).
 
     .venv/bin/python -m experiments.oracle_objects [--config NAME] [--train-split train] \
-        [--splits test_seen,test] [key=value ...]
+        [--splits test_seen,test] [--features BACKBONE_DIR [--with-true-motion]] [key=value ...]
 
 For every object and frame of a split, from its sidecar boxes and the scene's layout: class,
 ground zone (road / crossing / sidewalk / ...), box centre and size, velocity over +-2 frames,
@@ -14,6 +14,15 @@ these attributes (T-VAD's AHD on the frozen tower's patches is one), on the clos
 (`test_seen`, the training anomaly types) and the open-set one (`test`, unseen types, where a
 classifier of the training types has no reason to transfer). Prints object and frame micro
 AUC per split and per anomaly type; writes `oracle.json` into a run folder under `runs_dir`.
+
+`--features DIR` puts a frozen backbone's features in place of the state (the pixels, but the
+true boxes): the tower's feature layers (those the AHD reads) pooled under each visible
+object's box in every non-overlapping 8-frame clip (`eval.probe.object_features`), an object
+counting as acting when its anomaly window meets the clip, and each frame scoring the max over
+its clip's objects. Against the state oracle this splits T-VAD's gap in two: what the features
+under a perfect localization carry, and what the heatmap decoder loses finding the object.
+`--with-true-motion` appends the simulator's speed and direction classes to the features (what
+a tower that encoded motion would add).
 """
 from __future__ import annotations
 
@@ -27,14 +36,19 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from tvad_jax import configs  # noqa: F401  (registers the named configs)
 from tvad_jax import config as config_lib
 from tvad_jax.data.object_text import scene_of
+from tvad_jax.data.pipeline import split_names
 from tvad_jax.data.readers import make_reader
 from tvad_jax.eval.metrics import auc_by_type, frame_auc, roc_auc
+from tvad_jax.eval.probe import object_features
 from tvad_jax.eval.s3m import anomaly_types
+from tvad_jax.models import backbone_io
 from tvad_jax.runs import new_run_dir
 
 CLASSES = ("person", "car", "cyclist", "object")
 ZONES = ("road", "crossing", "sidewalk", "grass", "buildings")
 LAG = 2     # frames either side for the velocity
+CLIP_LEN = 8   # frames of the clips whose features `--features` pools
+MOTION = {"speed": ("still", "slow", "fast"), "direction": ("none", "left", "right", "up", "down")}
 
 
 def object_frames(sidecar: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -64,32 +78,72 @@ def read_split(reader, split: str) -> list[tuple[str, dict, tuple]]:
             for sc in [reader.read_sidecar(name)]]
 
 
+def clip_frames(features: dict[str, np.ndarray], labels: dict[str, list[str]],
+                clips: np.ndarray, names: list[str], with_motion: bool
+                ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """`object_features` outputs -> {video name: (features [M, F], acting [M], frame [M])}, each
+    object repeated on every frame of its clip (so a frame scores the max over its clip's
+    objects)."""
+    x = np.concatenate([features[k] for k in sorted(features)], axis=1)
+    if with_motion:
+        x = np.concatenate([x] + [np.eye(len(v))[[v.index(y) for y in labels[k]]]
+                                  for k, v in MOTION.items()], axis=1)
+    acting = np.asarray(labels["anomaly"]) == "acting"
+    out = {}
+    for v, name in enumerate(names):
+        rows = np.flatnonzero(clips[:, 0] == v).repeat(CLIP_LEN)
+        frames = clips[rows, 1] + np.tile(np.arange(CLIP_LEN), len(rows) // CLIP_LEN)
+        out[name] = (x[rows], acting[rows], frames)
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="default")
     parser.add_argument("--train-split", default="train")
     parser.add_argument("--splits", default="test_seen,test")
+    parser.add_argument("--features", metavar="BACKBONE_DIR",
+                        help="a backbone's pooled features instead of the true state")
+    parser.add_argument("--with-true-motion", action="store_true",
+                        help="with --features: append the true speed and direction classes")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
     cfg = config_lib.resolve(args.config, args.overrides)
     reader = make_reader(cfg.prepare.layout, cfg.prepare_source)
-    train = read_split(reader, args.train_split)
-    x = np.concatenate([f for *_, (f, _, _) in train])
-    y = np.concatenate([lab for *_, (_, lab, _) in train])
+    if args.features:
+        backbone = backbone_io.load_backbone(args.features, with_tokenizer=False)
+
+    def read(split: str) -> list[tuple[str, dict, tuple]]:
+        videos = read_split(reader, split)
+        if not args.features:
+            return videos
+        names = split_names(cfg.prepared_dir, split)
+        found = object_features(backbone[0], backbone[1], cfg, split, max_clips=10 ** 9,
+                                clip_len=CLIP_LEN)
+        pooled = clip_frames(*found, names, args.with_true_motion)
+        # Truth per frame stays the state's (an object acting in that very frame).
+        return [(name, sc, pooled[name] + (truth_frames(state),))
+                for name, sc, state in videos]
+
+    train = read(args.train_split)
+    x = np.concatenate([f for *_, (f, *_) in train])
+    y = np.concatenate([lab for *_, (_, lab, *_) in train])
     model = HistGradientBoostingClassifier(max_iter=300, class_weight="balanced",
                                            random_state=0).fit(x, y)
-    results = {"train_split": args.train_split, "train_object_frames": len(y),
+    results = {"source": f"features of {args.features}" if args.features else "true state",
+               "with_true_motion": args.with_true_motion,
+               "train_split": args.train_split, "train_object_frames": len(y),
                "train_abnormal_object_frames": int(y.sum())}
     for split in args.splits.split(","):
-        videos = read_split(reader, split)
+        videos = read(split)
         scores, labels, types, obj_p, obj_y = {}, {}, [], [], []
-        for name, sidecar, (feats, acting, frames) in videos:
+        for name, sidecar, (feats, acting, frames, *truth) in videos:
             p = model.predict_proba(feats)[:, 1] if len(feats) else np.zeros(0)
             score = np.zeros(int(sidecar["num_frames"]))
             np.maximum.at(score, frames, p)
-            truth = np.zeros(len(score), np.int64)
-            truth[frames[acting]] = 1
-            scores[name], labels[name] = score, truth
+            scores[name] = score
+            labels[name] = np.zeros(len(score), np.int64)
+            labels[name][truth[0] if truth else frames[acting]] = 1
             types.append(",".join(sorted(anomaly_types(sidecar))))
             obj_p.append(p)
             obj_y.append(acting)
@@ -104,6 +158,12 @@ def main(argv=None) -> int:
     print(json.dumps(results, indent=2))
     print(f"[tvad] oracle in {run_dir}", file=sys.stderr)
     return 0
+
+
+def truth_frames(state: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """The frames in which some object acts its anomaly, from `object_frames` outputs."""
+    _, acting, frames = state
+    return frames[acting]
 
 
 if __name__ == "__main__":

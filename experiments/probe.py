@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     step = args.frame_step or cfg.tvad.stage1.view.frame_step
     train = object_features(bcfg, params, cfg, args.train_split, args.clips, frame_step=step)
     test = object_features(bcfg, params, cfg, args.test_split, args.clips, frame_step=step)
-    report = probe_report(*train, *test)
+    report = probe_report(*train[:2], *test[:2])
     text = markdown_table(report)
     run_dir = new_run_dir("probe", cfg, cfg.runs_dir)
     results = {"backbone": args.backbone, "clips": args.clips, "frame_step": step,

@@ -65,3 +65,23 @@ def test_scene_zones_follow_the_layout(tiny_synth):
     assert scene.zone(scene.crossing_x, middle) == "crossing"
     assert scene.zone(far, scene.road_top - scene.sidewalk / 2) == "sidewalk"
     assert scene.zone(far, scene.road_top - scene.sidewalk - 1) == "buildings"
+
+
+def test_an_object_acts_in_a_clip_that_meets_its_anomaly_window(tiny_synth):
+    from tvad_jax.data.object_text import describe_object
+
+    _, root = tiny_synth
+    sidecar, obj = next((s, o) for s in _sidecars(root) for o in s["objects"]
+                        if o["anomaly"] is not None)
+    first, last = obj["anomaly"]
+    seen = [int(r[0]) for r in obj["boxes"]]
+    scene = scene_of(sidecar)
+
+    def acting(frames):
+        return describe_object(obj, np.asarray(frames), scene).acting
+
+    assert acting([f for f in seen if first <= f <= last][:1])
+    assert not any(acting([f]) for f in seen if not first <= f <= last)
+    normal = next(o for s in _sidecars(root) for o in s["objects"] if o["anomaly"] is None)
+    assert not describe_object(normal, np.asarray([int(r[0]) for r in normal["boxes"]]),
+                               scene).acting

@@ -48,7 +48,7 @@ def test_fit_probe_random_labels_stay_near_majority():
 
 @pytest.fixture(scope="module")
 def tiny_objects(tiny_backbone):
-    """(cfg, backbone config, features, labels) of every clip of the tiny test split."""
+    """(cfg, backbone config, features, labels, clips) of every clip of the tiny test split."""
     from tvad_jax.models.backbone_io import load_backbone
 
     cfg, directory = tiny_backbone
@@ -78,7 +78,7 @@ def _visible_objects(cfg, split: str, clip_len: int = 8) -> list:
 
 
 def test_object_features_one_row_per_visible_object(tiny_objects):
-    cfg, bcfg, features, labels = tiny_objects
+    cfg, bcfg, features, labels, clips = tiny_objects
     assert set(features) == {f"layer_{i}" for i in bcfg.vision.layer_indices}
     assert set(labels) == set(ATTRIBUTES)
     objects = _visible_objects(cfg, "test")
@@ -90,10 +90,13 @@ def test_object_features_one_row_per_visible_object(tiny_objects):
         assert x.shape == (rows, bcfg.vision.width) and x.dtype == np.float32
         assert np.isfinite(x).all()
     assert set(labels["speed"]) <= {"still", "slow", "fast"}
+    assert Counter(labels["anomaly"]) == Counter("acting" if o.acting else "not acting"
+                                                 for o in objects)
+    assert clips.shape == (rows, 2) and (np.diff(clips[:, 0]) >= 0).all()
 
 
 def test_probe_report_and_table(tiny_objects):
-    _, _, features, labels = tiny_objects
+    _, _, features, labels, _ = tiny_objects
     report = probe_report(features, labels, features, labels)
     assert list(report) == list(ATTRIBUTES)
     assert all(set(layers) == set(features) for layers in report.values())
@@ -120,3 +123,20 @@ def test_experiment_needs_prepared_benchmark(tmp_path):
 
     with pytest.raises(SystemExit, match="no prepared dataset"):
         main(["--config", "tiny", f"synth.out_dir={tmp_path / 'missing'}"])
+
+
+def test_oracle_spreads_each_clip_object_over_its_clip_frames():
+    from experiments.oracle_objects import CLIP_LEN, clip_frames
+
+    features = {"layer_1": np.asarray([[1.0], [2.0], [3.0]]), "layer_0": np.zeros((3, 1))}
+    labels = {"anomaly": ["not acting", "acting", "not acting"],
+              "speed": ["slow", "fast", "still"], "direction": ["left", "none", "up"]}
+    clips = np.asarray([[0, 0], [0, 8], [1, 0]])          # (video, first frame) per object
+    out = clip_frames(features, labels, clips, ["a", "b"], with_motion=True)
+    x, acting, frames = out["a"]
+    np.testing.assert_array_equal(frames, np.r_[np.arange(8), np.arange(8, 16)])
+    np.testing.assert_array_equal(acting, [False] * CLIP_LEN + [True] * CLIP_LEN)
+    # layers in name order, then one-hot speed (still, slow, fast), direction (none, ..., down)
+    np.testing.assert_array_equal(x[0], [0, 1, 0, 1, 0, 0, 1, 0, 0, 0])
+    np.testing.assert_array_equal(x[-1], [0, 2, 0, 0, 1, 1, 0, 0, 0, 0])
+    assert out["b"][0].shape == (CLIP_LEN, 10) and (out["b"][2] == np.arange(8)).all()

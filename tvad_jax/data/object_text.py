@@ -89,6 +89,7 @@ class ClipObject:
     attributes: tuple[int, ...]  # per ATTRIBUTE_PHRASES key, the index of its phrase, -1: none
     boxes: np.ndarray            # [clip_len, 4] float (x0, y0, x1, y1 inclusive), NaN if absent
     visible_area: float
+    acting: bool = False         # acts its anomaly (the sidecar's window) in a clip frame
 
 
 def scene_of(sidecar: dict) -> Scene:
@@ -138,7 +139,13 @@ def _describe(obj: dict, boxes: np.ndarray, seen: np.ndarray, frame_ids: np.ndar
     area = ((boxes[seen, 2] - boxes[seen, 0] + 1) * (boxes[seen, 3] - boxes[seen, 1] + 1)).sum()
     return ClipObject(obj["class"], f"{appearance} {doing} {where}", questions, zone,
                       frozenset(zones), attributes,
-                      attribute_ids(obj["class"], action, attributes, zone), boxes, float(area))
+                      attribute_ids(obj["class"], action, attributes, zone), boxes, float(area),
+                      _acting(obj.get("anomaly"), frames))
+
+
+def _acting(window: list[int] | None, frames: np.ndarray) -> bool:
+    """Whether one of `frames` lies in the inclusive anomaly `window` ([first, last] or None)."""
+    return window is not None and bool(((frames >= window[0]) & (frames <= window[1])).any())
 
 
 def attribute_ids(category: str, action: str, motion: dict, zone: str) -> tuple[int, ...]:

@@ -45,18 +45,21 @@ ATTRIBUTES = {
     "direction": lambda obj: obj.motion["direction"],
     "speed": lambda obj: obj.motion["speed"],
     "pose": lambda obj: obj.motion["pose"],
+    "anomaly": lambda obj: "acting" if obj.acting else "not acting",   # its anomaly, in the clip
 }
 
 
 # ------------------------------------------------------------------ features
 def object_features(bcfg, params, cfg, split: str, max_clips: int, clip_len: int = 8,
-                    frame_step: int = 1) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
+                    frame_step: int = 1
+                    ) -> tuple[dict[str, np.ndarray], dict[str, list[str]], np.ndarray]:
     """Pooled features and labels of every visible object of up to `max_clips` evenly spaced,
     non-overlapping clips (`clip_len` frames taken every `frame_step`) of the prepared `split`
     (a synthetic benchmark: labels come from its sidecars).
 
     Returns ({"layer_<i>": [M, D] float32} for each ViT hidden state i of
-    `bcfg.vision.feature_layers`, {attribute: M labels}); row m of each is the same object.
+    `bcfg.vision.feature_layers`, {attribute: M labels}, clips [M, 2] int: the object's video
+    index in the split and its clip's first frame); row m of each is the same object.
     Objects whose boxes cover no patch are skipped."""
     vision = bcfg.vision
     loader = dataclasses.replace(cfg.loader, clip_len=clip_len, frame_step=frame_step,
@@ -80,6 +83,7 @@ def object_features(bcfg, params, cfg, split: str, max_clips: int, clip_len: int
     layers = {f"layer_{i}": k for k, i in enumerate(vision.layer_indices)}  # repeats once
     pooled = {name: [] for name in layers}
     objects: list[ClipObject] = []
+    where: list[tuple[int, int]] = []
     for first in range(0, len(rows), loader.batch_size):
         clips = [load(r) for r in rows[first:first + loader.batch_size]]
         frames = np.stack([c["frames"] for c in clips])                 # [B, T, H, W, 3]
@@ -91,11 +95,12 @@ def object_features(bcfg, params, cfg, split: str, max_clips: int, clip_len: int
             found, weights = _visible(*video(int(clip["video_index"])), int(clip["start"]),
                                       loader, vision)
             objects += found
+            where += [(int(clip["video_index"]), int(clip["start"]))] * len(found)
             for name, k in layers.items():
                 pooled[name].append(_pool(hidden[k][b], weights))
     features = {name: np.concatenate(p).astype(np.float32) for name, p in pooled.items()}
     labels = {name: [get(obj) for obj in objects] for name, get in ATTRIBUTES.items()}
-    return features, labels
+    return features, labels, np.asarray(where, np.int64).reshape(-1, 2)
 
 
 def _visible(sidecar: dict, scene: Scene, start: int, loader: LoaderConfig,
