@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from tvad_jax.eval.fusion import frame_max, fuse, minmax
+from tvad_jax.eval.fusion import choose_weights, frame_max, fuse, minmax
+from tvad_jax.eval.metrics import frame_auc
 
 
 def test_frame_max_covers_the_span_up_to_each_row_and_takes_the_max():
@@ -40,3 +41,22 @@ def test_fuse_is_the_weighted_mean_of_the_normalized_parts():
         fuse({"s": static, "t": {"b": np.zeros(3)}}, {"s": 1, "t": 1}, "video")
     with pytest.raises(ValueError, match="weights"):
         fuse({"s": static}, {"s": 0.0}, "video")
+
+
+def test_choose_weights_finds_the_informative_detector_on_the_simplex_grid():
+    rng = np.random.default_rng(0)
+    labels = {f"v{i}": (np.arange(40) >= 30 - 5 * i).astype(np.int64) for i in range(4)}
+    good = {k: v + 1.5 * rng.random(40) for k, v in labels.items()}     # informative
+    noise = {k: rng.random(40) for k in labels}
+    other = {k: rng.random(40) for k in labels}
+    weights, auc = choose_weights({"good": good, "noise": noise, "other": other}, labels,
+                                  per="video", step=0.25)
+    assert weights == {"good": 1.0, "noise": 0.0, "other": 0.0}
+    assert auc == pytest.approx(frame_auc(minmax(good, "video"), labels).micro_auc)
+    assert 0.6 < auc < 1.0
+    # Equal AUCs: the most even weights win.
+    perfect = {k: v + 0.1 * rng.random(40) for k, v in labels.items()}
+    same, auc = choose_weights({"a": perfect, "b": perfect}, labels, per="video", step=0.5)
+    assert same == {"a": 0.5, "b": 0.5} and auc == 1.0
+    with pytest.raises(ValueError, match="step must divide 1"):
+        choose_weights({"a": good}, labels, per="video", step=0.3)

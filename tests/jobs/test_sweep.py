@@ -34,7 +34,7 @@ def _family(**kw) -> sweep.Family:
 def test_families_of_the_paper_tables_are_registered():
     names = config_lib.names("sweep")
     assert {"tvad_table4", "tvad_table3", "tvad_layers", "baselines",
-            "local_patterns_table3", "vlavad_table2"} <= set(names)
+            "local_patterns_table3", "vlavad_table2", "ensemble"} <= set(names)
     assert "003" in config_lib.get("local_patterns_table3", "sweep").description
     assert "004" in config_lib.get("vlavad_table2", "sweep").description
     table4 = config_lib.get("tvad_table4", "sweep")
@@ -64,6 +64,28 @@ def test_bad_families_are_refused():
         sweep.Setting("a", "frame_difference", reuse="b")
     with pytest.raises(ValueError, match="method"):
         sweep.Setting("a", "bogus")
+    with pytest.raises(ConfigError, match="only an ensemble, names its members"):
+        sweep.Setting("a", "s3m", members=("b",))
+    with pytest.raises(ConfigError, match="only an ensemble, names its members"):
+        sweep.Setting("a", "ensemble")
+    for members in (("S3M",), ("later",), ("frame difference",)):
+        with pytest.raises(ConfigError, match="must be an earlier seeded setting"):
+            _family(settings=(sweep.Setting("frame difference", "frame_difference",
+                                            seeded=False),
+                              sweep.Setting("S3M", "s3m"),
+                              sweep.Setting("e", "ensemble", members=members),
+                              sweep.Setting("later", "vlavad")))
+
+
+def test_an_ensemble_plans_its_members_first_and_waits_for_them():
+    family = config_lib.get("ensemble", "sweep")
+    assert all(paper in family.description for paper in ("000", "003", "004"))
+    runs = sweep.plan_runs(family, (0, 1), only=("ensemble",))
+    assert [r.folder for r in runs] == [
+        f"{sweep.slug(name)}/seed{k}" for k in (0, 1)
+        for name in ("T-VAD (AHD)", "Local patterns", "VLAVAD", "ensemble")]
+    assert sweep._prerequisites(runs[-1]) == ["T-VAD-AHD/seed1", "Local-patterns/seed1",
+                                              "VLAVAD/seed1"]
 
 
 def test_table_is_mean_and_sample_std_over_seeds_with_the_best_in_bold(tmp_path):
@@ -291,3 +313,32 @@ def test_vlavad_table2_runs_at_the_tiny_size(tiny_backbone, tmp_path):
             setting.name
         if run.is_dir() and setting.reuse:        # the full run's answers, lent
             assert (run / "answers" / "train_normal.json").read_bytes() == answers
+
+
+@pytest.mark.slow
+def test_ensemble_fuses_the_three_detectors_at_the_tiny_size(tiny_backbone, tmp_path):
+    """The ensemble family end to end on the tiny config: each detector trains once, the
+    ensemble's weights lie on the 0.1 grid, sum to 1 and fuse to a validation AUC no lower
+    than any detector alone (each is a point of the grid), and every cell is filled."""
+    from tvad_jax.eval.baselines import baseline_scores
+    from tvad_jax.eval.fusion import minmax
+    from tvad_jax.eval.metrics import frame_auc
+
+    cfg, backbone = tiny_backbone
+    sweep_dir = tmp_path / "sweep"
+    assert main(_sweep_cmd("ensemble", cfg, sweep_dir, "--seeds", "0",
+                           f"tvad.backbone={backbone}")) == 0
+    family = config_lib.get("ensemble", "sweep")
+    table = (sweep_dir / "table.md").read_text()
+    assert table.count("–") == 0 and all(f"| {s.name} |" in table for s in family.settings)
+    result = json.loads((sweep_dir / "ensemble" / "seed0" / sweep.RESULT).read_text())
+    metrics = result["metrics"]["test"]
+    weights = {m: metrics[f"weight {m}"] for m in family.setting("ensemble").members}
+    assert sum(weights.values()) == pytest.approx(1.0)
+    assert all(abs(10 * w - round(10 * w)) < 1e-9 for w in weights.values())
+    _, labels = baseline_scores(cfg, sweep.ENSEMBLE_VALIDATION)
+    for name in weights:
+        alone = sweep._member_scores(sweep_dir / sweep.slug(name) / "seed0",
+                                     sweep.ENSEMBLE_VALIDATION, report=lambda m: None)
+        auc = frame_auc(minmax(alone, "video"), labels, sigma=3.0).micro_auc
+        assert metrics["val_micro_auc"] >= auc - 1e-12, name

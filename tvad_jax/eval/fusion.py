@@ -6,6 +6,7 @@ no object covers score 0.
 
     A_s = frame_max(videos, lengths, video, frame, object_scores, span=4)  # objects -> frames
     fused = fuse({"spa": A_s, "s3m": A_t}, {"spa": 1.0, "s3m": 0.1}, per="video")
+    weights, auc = choose_weights(parts, labels, per="video")   # on a validation split
 
 VLAVAD's final score is A = Gauss_sigma(A_s + lambda A_t) with both parts min-max normalized
 per video; the Gaussian is the evaluation's (`metrics.frame_auc(sigma=...)`), so that every
@@ -17,9 +18,12 @@ padding expects them (a positive scale: no ranking changes).
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 
 import numpy as np
+
+from tvad_jax.eval.metrics import frame_auc
 
 NORMALIZATIONS = ("video", "split")
 
@@ -76,3 +80,23 @@ def fuse(parts: Mapping[str, Mapping[str, np.ndarray]], weights: Mapping[str, fl
             raise ValueError(f"{video}: the parts have different frame counts {shapes}")
         out[video] = sum(weights[k] * normalized[k][video] for k in parts) / total
     return out
+
+
+def choose_weights(parts: Mapping[str, Mapping[str, np.ndarray]],
+                   labels: Mapping[str, np.ndarray], per: str, step: float = 0.1,
+                   sigma: float = 0.0) -> tuple[dict[str, float], float]:
+    """The weights of `fuse` on the simplex grid (multiples of `step` summing to 1) with the
+    best frame micro AUC against `labels` (smoothed by `sigma`), and that AUC; of equal AUCs
+    the most even weights (largest smallest weight) win."""
+    units = round(1 / step)
+    if units < 1 or abs(units * step - 1) > 1e-9:
+        raise ValueError(f"step must divide 1, got {step}")
+    keys = sorted(parts)
+    grid = [c for c in itertools.product(range(units + 1), repeat=len(keys)) if sum(c) == units]
+    rank = {}
+    for counts in grid:
+        weights = dict(zip(keys, np.asarray(counts) / units))
+        rank[counts] = (frame_auc(fuse(parts, weights, per), labels, sigma).micro_auc,
+                        min(counts))
+    best = max(grid, key=rank.__getitem__)
+    return {k: c / units for k, c in zip(keys, best)}, rank[best][0]

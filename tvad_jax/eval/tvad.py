@@ -112,6 +112,15 @@ def heatmap_metrics(model: TVADModel, cfg, split: str, cache: FeatureCache,
     return HeatmapResult(metrics, scores, maps)
 
 
+def ahd_frame_scores(model: TVADModel, cfg, split: str, report: Callable[[str], None] = print
+                     ) -> dict[str, np.ndarray]:
+    """The AHD's frame scores ({video: [T]}, a frame's max heat) on a prepared split."""
+    cache = feature_cache(cfg, model.backbone, split, model.clip_view, report)
+    maps = video_heatmaps(model.cfg, model.params["ahd"], model.params["text"], cache)
+    _, scores = heatmap_auc(maps, cache)
+    return dict(zip(split_names(cfg.prepared_dir, split), scores))
+
+
 def references(annotations: list[dict]) -> dict[str, dict]:
     """{video: {answer type: [reference answers]}} of the dialogue turns scored."""
     out = {}

@@ -491,15 +491,12 @@ def is_local_patterns_run(run_dir: str | Path) -> bool:
     return (Path(run_dir) / "rm").is_dir() or (Path(run_dir) / "itam").is_dir()
 
 
-def evaluate_local_patterns_run(run_dir: str | Path, split: str | None = None,
-                                plot: bool = False, report: Report = print,
-                                baseline: tuple[dict, dict] | None = None) -> dict:
-    """Micro/macro frame AUC of a finished run on a split beside frame difference, per
-    anomaly type too; written to eval_<split>.json/.md in the run folder."""
-    del plot  # no figures yet
+def local_patterns_scores(run_dir: str | Path, split: str, report: Report = print
+                          ) -> tuple[dict[str, np.ndarray], dict]:
+    """A finished run's frame scores on a split ({video: [T]}) and what they came from
+    (`objects`, `rm_step`)."""
     run_dir, cfg, stats = finished_run(run_dir, STATS_FILE, "local-patterns")
     job = cfg.local
-    split = split or job.eval_split
     backbone = load_frozen_backbone(job.backbone or cfg.tvad.backbone)
     reader, tsgm = trained_stages(job, backbone, run_dir)
     objects = read_objects(cfg, backbone, split, texts=False, report=report)
@@ -509,10 +506,21 @@ def evaluate_local_patterns_run(run_dir: str | Path, split: str | None = None,
     rm_params, step = restore_params(rspec, run_dir / "rm" / "checkpoints", "latest")
     errors = np.asarray(reconstruction_errors(x, rm.apply({"params": rm_params}, x)))
     scores = frame_scores(objects, errors, stats["error_ref"], job.crop_stride)
+    return scores, {"objects": len(x), "rm_step": step}
+
+
+def evaluate_local_patterns_run(run_dir: str | Path, split: str | None = None,
+                                plot: bool = False, report: Report = print,
+                                baseline: tuple[dict, dict] | None = None) -> dict:
+    """Micro/macro frame AUC of a finished run on a split beside frame difference, per
+    anomaly type too; written to eval_<split>.json/.md in the run folder."""
+    del plot  # no figures yet
+    run_dir, cfg, _ = finished_run(run_dir, STATS_FILE, "local-patterns")
+    split = split or cfg.local.eval_split
+    scores, found = local_patterns_scores(run_dir, split, report)
     base, labels = baseline or baseline_scores(cfg, split, report)
     results = frame_auc_rows(cfg, {"local_patterns": scores, "frame_difference": base},
-                             labels, job.sigma, typed="local_patterns")
-    results.update({"split": split, "videos": len(labels), "objects": len(x),
-                    "rm_step": step, "sigma": job.sigma})
+                             labels, cfg.local.sigma, typed="local_patterns")
+    results.update({"split": split, "videos": len(labels), **found, "sigma": cfg.local.sigma})
     write_summary(run_dir, f"eval_{split}", results)
     return results

@@ -47,15 +47,17 @@ from tvad_jax.config import ConfigError
 from tvad_jax.data.files import check_output_dir
 from tvad_jax.errors import DataError
 from tvad_jax.eval.baselines import baseline_scores
+from tvad_jax.eval.fusion import choose_weights, fuse
 from tvad_jax.eval.metrics import frame_auc
 from tvad_jax.eval.report import plot_bars
-from tvad_jax.eval.tvad import evaluate_model
+from tvad_jax.eval.tvad import ahd_frame_scores, evaluate_model
 from tvad_jax.jobs.common import Report, ensure_prepared
 from tvad_jax.jobs.config import Config
-from tvad_jax.jobs.local_patterns import evaluate_local_patterns_run, train_local_patterns
+from tvad_jax.jobs.local_patterns import (evaluate_local_patterns_run, local_patterns_scores,
+                                          train_local_patterns)
 from tvad_jax.jobs.s3m import evaluate_run, train_s3m
 from tvad_jax.jobs.tvad import train_tvad
-from tvad_jax.jobs.vlavad import evaluate_vlavad_run, train_vlavad
+from tvad_jax.jobs.vlavad import evaluate_vlavad_run, train_vlavad, vlavad_scores
 from tvad_jax.models import attention
 from tvad_jax.models.tvad import load_frozen_backbone, load_model, plain_model
 from tvad_jax.runs import progress
@@ -72,7 +74,8 @@ class Setting:
       name: the row label (its run folders use a slug of it).
       method: "tvad" (train T-VAD, evaluate its model), "tvad_plain" (the frozen backbone's
         dialogue, no training), "s3m" (the box-track S3M), "local_patterns" (paper 003's
-        detector), "vlavad" (paper 004's detector) or "frame_difference".
+        detector), "vlavad" (paper 004's detector), "frame_difference" or "ensemble" (the
+        members' frame scores fused, weights chosen on the validation split).
       overrides: key=value on the family's config.
       seeded: False for a method without randomness (run once, reported with n = 1).
       reuse: the earlier setting whose run with the same seed lends its trained model:
@@ -84,6 +87,10 @@ class Setting:
       sigma: ("s3m", "frame_difference") temporal smoothing of the frame scores.
       score: ("vlavad") which of the run's scores the row reports: "vlavad" (the fusion),
         "spa", "s3m_answers" (the predictor alone) or "knn_visual" (Table 2's kNN).
+      members: ("ensemble") the earlier settings (tvad, local_patterns or vlavad, not
+        reusing another's model) whose same-seed runs' frame scores are fused: each
+        min-max normalized per video, summed with the weights (multiples of 0.1 summing
+        to 1) that give the best micro AUC on `ENSEMBLE_VALIDATION`; `sigma` smooths the sum.
     """
 
     name: str
@@ -94,10 +101,14 @@ class Setting:
     one_shot: bool = False
     sigma: float = 0.0
     score: str = "vlavad"
+    members: tuple[str, ...] = ()
 
     def __post_init__(self):
         config_lib.check_choice(self, "method", tuple(METHODS))
         config_lib.check_choice(self, "score", VLAVAD_SCORES)
+        if (self.method == "ensemble") != bool(self.members):
+            raise ConfigError(f"setting {self.name!r}: an ensemble, and only an ensemble, "
+                              "names its members")
         if self.reuse and self.method not in ("tvad", "s3m", "local_patterns", "vlavad"):
             raise ConfigError(f"setting {self.name!r}: only tvad, s3m, local_patterns and "
                               "vlavad runs can reuse another setting's model")
@@ -137,6 +148,13 @@ class Family:
                     s.method, s.seeded):
                 raise ConfigError(f"family {self.name}: {s.name!r} reuses {s.reuse!r}, a "
                                   "setting of another method or seeding")
+            for m in s.members:
+                member = self.setting(m) if m in names[:i] else None
+                if (member is None or member.method not in ENSEMBLE_MEMBERS or member.reuse
+                        or not member.seeded or not s.seeded):
+                    raise ConfigError(f"family {self.name}: ensemble {s.name!r} fuses {m!r}, "
+                                      "which must be an earlier seeded setting of "
+                                      f"{'/'.join(ENSEMBLE_MEMBERS)} that reuses nothing")
 
     def setting(self, name: str) -> Setting:
         for s in self.settings:
@@ -175,6 +193,8 @@ SEED_KEYS = {
     "vlavad": ("vlavad.train.loop.seed", "vlavad.data_seed"),
 }
 VLAVAD_SCORES = ("vlavad", "spa", "s3m_answers", "knn_visual")
+ENSEMBLE_MEMBERS = ("tvad", "local_patterns", "vlavad")
+ENSEMBLE_VALIDATION = "val"     # the split an ensemble's weights are chosen on
 
 
 def plan_runs(family: Family, seeds: tuple[int, ...], only: tuple[str, ...] = (),
@@ -186,10 +206,13 @@ def plan_runs(family: Family, seeds: tuple[int, ...], only: tuple[str, ...] = ()
     if not seeds:
         raise ConfigError("a sweep needs at least one seed")
     keep = {family.setting(name).name for name in only} or {s.name for s in family.settings}
-    for name in list(keep):
-        while family.setting(name).reuse:
-            name = family.setting(name).reuse
-            keep.add(name)
+    needed = list(keep)
+    while needed:
+        setting = family.setting(needed.pop())
+        for name in (setting.reuse, *setting.members):
+            if name and name not in keep:
+                keep.add(name)
+                needed.append(name)
     runs = []
     for k, seed in enumerate(seeds):
         for setting in family.settings:
@@ -269,9 +292,8 @@ def _run_claimed(family: Family, todo: list[PlannedRun], sweep_dir: Path, report
     while pending:
         ran = False
         for run in list(pending):
-            lender = _lender(run, sweep_dir)
-            if not _finished(sweep_dir, run) and (lender is None
-                                                  or (lender.parent / RESULT).is_file()):
+            if not _finished(sweep_dir, run) and all(
+                    (sweep_dir / f / RESULT).is_file() for f in _prerequisites(run)):
                 with _claim(sweep_dir / run.folder) as mine:
                     if mine and not _finished(sweep_dir, run):
                         _execute(family, run, sweep_dir, report)
@@ -351,6 +373,14 @@ def _scalars(results: dict) -> dict:
             if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+def _prerequisites(run: PlannedRun) -> list[str]:
+    """The run folders (relative to the sweep) that must finish before `run` starts: the
+    one it reuses a model of and the ensemble's members."""
+    seed = Path(run.folder).name
+    return [f"{slug(name)}/{seed}" for name in (run.setting.reuse, *run.setting.members)
+            if name]
+
+
 def _lender(run: PlannedRun, sweep_dir: Path) -> Path | None:
     """The method run folder of the setting this run reuses (same seed), or None."""
     if not run.setting.reuse:
@@ -418,9 +448,44 @@ def _frame_difference(run: PlannedRun, folder: Path, sweep_dir: Path, splits, re
     return out
 
 
+def _ensemble(run: PlannedRun, folder: Path, sweep_dir: Path, splits, report) -> dict:
+    """Fuse the members' frame scores (per-video min-max), weights chosen on
+    ENSEMBLE_VALIDATION; per split the fused AUCs and the weights ("weight <member>")."""
+    seed = Path(run.folder).name
+
+    def parts(split: str) -> tuple[dict, dict]:
+        _, labels = baseline_scores(run.config, split, report)
+        return {m: _member_scores(sweep_dir / slug(m) / seed, split, report)
+                for m in run.setting.members}, labels
+
+    weights, val_auc = choose_weights(*parts(ENSEMBLE_VALIDATION), per="video",
+                                      sigma=run.setting.sigma)
+    report(f"[tvad] ensemble weights (micro AUC {val_auc:.3f} on {ENSEMBLE_VALIDATION}): "
+           f"{weights}")
+    out = {}
+    for split in splits:
+        members, labels = parts(split)
+        auc = frame_auc(fuse(members, weights, "video"), labels, run.setting.sigma)
+        out[split] = {"micro_auc": auc.micro_auc, "macro_auc": auc.macro_auc,
+                      f"{ENSEMBLE_VALIDATION}_micro_auc": val_auc,
+                      **{f"weight {m}": float(w) for m, w in weights.items()}}
+    return out
+
+
+def _member_scores(run_folder: Path, split: str, report) -> dict[str, np.ndarray]:
+    """{video: [T]} frame scores of a finished member run (its run.json names its method)."""
+    record = json.loads((run_folder / RUN).read_text())
+    setting, cfg = record["setting"], config_lib.from_dict(Config, record["config"])
+    if setting["method"] == "tvad":
+        return ahd_frame_scores(load_model(run_folder / "run" / "model"), cfg, split, report)
+    if setting["method"] == "local_patterns":
+        return local_patterns_scores(run_folder / "run", split, report)[0]
+    return vlavad_scores(run_folder / "run", split, report)[0][setting["score"]]
+
+
 METHODS: dict[str, Callable] = {"tvad": _tvad, "tvad_plain": _tvad_plain, "s3m": _s3m,
                                 "local_patterns": _local_patterns, "vlavad": _vlavad,
-                                "frame_difference": _frame_difference}
+                                "frame_difference": _frame_difference, "ensemble": _ensemble}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -334,16 +334,13 @@ def is_vlavad_run(run_dir: str | Path) -> bool:
     return (Path(run_dir) / "predictor").is_dir() or (Path(run_dir) / STATS_FILE).is_file()
 
 
-def evaluate_vlavad_run(run_dir: str | Path, split: str | None = None, plot: bool = False,
-                        report: Report = print,
-                        baseline: tuple[dict, dict] | None = None) -> dict:
-    """Micro/macro frame AUC on a split of the fused score, its two halves and the kNN
-    baseline, beside frame difference; per anomaly type too; written to
-    eval_<split>.json/.md."""
-    del plot  # no figures yet
+def vlavad_scores(run_dir: str | Path, split: str, report: Report = print
+                  ) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
+    """A finished run's frame scores on a split, {score: {video: [T]}} for the fusion
+    ("vlavad"), its halves ("spa", "s3m_answers") and the kNN baseline ("knn_visual"), and
+    what they came from (the answers' statistics, counts, the chosen prompts)."""
     run_dir, cfg, stats = finished_run(run_dir, STATS_FILE, "vlavad")
     job = cfg.vlavad
-    split = split or job.eval_split
     spa = SPA.from_json(stats["spa"])
     backbone = load_frozen_backbone(job.backbone or cfg.tvad.backbone)
     train_a = answers_of(cfg, backbone, job.train_split, spa.prompts, run_dir, report)
@@ -367,21 +364,35 @@ def evaluate_vlavad_run(run_dir: str | Path, split: str | None = None, plot: boo
     }
     scores["vlavad"] = fuse({"spa": scores["spa"], "s3m": scores["s3m_answers"]},
                             {"spa": 1.0, "s3m": job.weight}, job.normalize)
+    seen = {p: set(spa.counts[p]) for p in spa.prompts}
+    found = {
+        "answers": {p: {"distinct": len({normalize_answer(x) for x in a.answers[p]}),
+                        "unseen_in_training": float(np.mean([normalize_answer(x) not in seen[p]
+                                                             for x in a.answers[p]]))}
+                    for p in spa.prompts},
+        "clips": len(a), "windows": len(w), "chosen_prompts": list(spa.prompts),
+        "predictor": job.predictor, "predictor_step": step}
+    return scores, found
+
+
+def evaluate_vlavad_run(run_dir: str | Path, split: str | None = None, plot: bool = False,
+                        report: Report = print,
+                        baseline: tuple[dict, dict] | None = None) -> dict:
+    """Micro/macro frame AUC on a split of the fused score, its two halves and the kNN
+    baseline, beside frame difference; per anomaly type too; written to
+    eval_<split>.json/.md."""
+    del plot  # no figures yet
+    run_dir, cfg, _ = finished_run(run_dir, STATS_FILE, "vlavad")
+    split = split or cfg.vlavad.eval_split
+    scores, found = vlavad_scores(run_dir, split, report)
     base, labels = baseline or baseline_scores(cfg, split, report)
-    if set(base) != set(lengths):
+    if set(base) != set(scores["vlavad"]):
         raise DataError(cfg.prepare_source, f"split {split!r}: the stored answers and the "
                                             "videos name different sets of videos")
-    results = frame_auc_rows(cfg, {**scores, "frame_difference": base}, labels, job.sigma,
-                             typed="vlavad")
-    seen = {p: set(spa.counts[p]) for p in spa.prompts}
-    results["answers"] = {
-        p: {"distinct": len({normalize_answer(x) for x in a.answers[p]}),
-            "unseen_in_training": float(np.mean([normalize_answer(x) not in seen[p]
-                                                 for x in a.answers[p]]))}
-        for p in spa.prompts}
-    results.update({"split": split, "videos": len(labels), "clips": len(a),
-                    "windows": len(w), "chosen_prompts": list(spa.prompts),
-                    "predictor": job.predictor, "predictor_step": step, "sigma": job.sigma})
+    results = frame_auc_rows(cfg, {**scores, "frame_difference": base}, labels,
+                             cfg.vlavad.sigma, typed="vlavad")
+    results.update({**found, "split": split, "videos": len(labels),
+                    "sigma": cfg.vlavad.sigma})
     write_summary(run_dir, f"eval_{split}", results)
     return results
 
