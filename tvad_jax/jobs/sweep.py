@@ -24,7 +24,8 @@ process 0 writes the results and the table. With `parallel_runs`, independent pr
 CUDA_VISIBLE_DEVICES / TPU_VISIBLE_CHIPS) share the sweep folder and each takes the next
 unclaimed run: a run is claimed by an OS lock on its folder, held while it runs and released
 when its process ends, even by kill -9, so no run is computed twice and a relaunch with any
-number of processes picks up the rest. A run that reuses another setting's model waits for it.
+number of processes picks up the rest. A run that reuses another setting's model, or fuses
+other settings' scores (an ensemble), waits for them.
 """
 from __future__ import annotations
 
@@ -286,7 +287,7 @@ def _execute(family: Family, run: PlannedRun, sweep_dir: Path, report: Report) -
 def _run_claimed(family: Family, todo: list[PlannedRun], sweep_dir: Path, report: Report,
                  poll_s: float) -> None:
     """`parallel_runs`: pass over the runs, running each one this process can claim and whose
-    lender has finished, until every run is finished (here or elsewhere)."""
+    prerequisites have finished, until every run is finished (here or elsewhere)."""
     pending = list(todo)
     bar = progress(None, f"sweep {family.name} (runs finished anywhere)", len(todo), "run")
     while pending:
