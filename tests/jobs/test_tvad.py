@@ -268,3 +268,42 @@ def test_feature_layers_choose_what_the_ahd_reads(trained, tmp_path, capsys):
                  "--stage1-from", str(tmp_path / "last" / "model"), *args]) == 2
     assert "its AHD reads vision layers" in capsys.readouterr().err
     assert not (tmp_path / "mixed").exists()
+
+
+@pytest.mark.slow
+def test_two_processes_train_the_one_process_model(trained, tmp_path):
+    """`tvad train tvad` on 2 processes on 127.0.0.1 (one CPU device each, data-parallel over
+    both, each process loading half of every batch): stage 1, then stage 2 on that AHD,
+    give the models of the one-process runs up to float summation order."""
+    import portpicker
+    from processes import run_together
+
+    args, _, ahd_dir, full_dir = trained
+    repo = Path(__file__).resolve().parents[2]
+    port = portpicker.pick_unused_port()
+
+    def both(options, *overrides):
+        commands = []
+        for pid in range(2):
+            env = dict(os.environ, JAX_PLATFORMS="cpu", TVAD_NUM_PROCESSES="2",
+                       TVAD_PROCESS_ID=str(pid), TVAD_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                       XLA_FLAGS="--xla_force_host_platform_device_count=1",
+                       PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+            commands.append(([sys.executable, "-m", "tvad_jax.cli", "train", "tvad", *options,
+                              *args, *overrides], env))
+        run_together(commands, repo, timeout=900)
+
+    both(["--run-dir", str(tmp_path / "ahd")], "tvad.model.variant=no_rae")
+    port = portpicker.pick_unused_port()
+    both(["--run-dir", str(tmp_path / "full"), "--stage1-from", str(tmp_path / "ahd" / "model")])
+    summary = json.loads((tmp_path / "ahd" / "stage1" / "summary.json").read_text())
+    assert summary["processes"] == 2
+    for one, two in ((ahd_dir, tmp_path / "ahd" / "model"),
+                     (full_dir, tmp_path / "full" / "model")):
+        a, b = load_model(one), load_model(two)
+        for tree_a, tree_b in ((a.params, b.params),
+                               (a.backbone.params["decoder"], b.backbone.params["decoder"])):
+            flat_b = _flat(tree_b)
+            for path, value in _flat(tree_a).items():
+                np.testing.assert_allclose(flat_b[path], value, rtol=1e-3, atol=1e-4,
+                                           err_msg=path)

@@ -229,6 +229,17 @@ class _Select:
         return out
 
 
+class _ProcessPart:
+    """grain transform: this process's consecutive rows of a global batch (the engine's
+    data contract in a multi-process run)."""
+
+    def __init__(self, index: int, count: int):
+        self.index, self.count = index, count
+
+    def __call__(self, batch: dict) -> dict:
+        return {k: np.split(np.asarray(v), self.count)[self.index] for k, v in batch.items()}
+
+
 class _Rows:
     """A random-access source of some rows of a cache, in a given order (repeats allowed)."""
 
@@ -248,9 +259,16 @@ def cache_stream(cache: FeatureCache, batch_size: int, keys: Sequence[str], seed
     """Batches of cache rows: endless and shuffled per epoch for training, or one ordered
     pass (last batch partial) for evaluation. `texts` maps a name to an array indexed by video
     (`[num_videos, ...]`) attached to each row; `rows` are the cache rows of one epoch (all by
-    default; repeating some oversamples them). A checkpointable grain iterator."""
+    default; repeating some oversamples them). A checkpointable grain iterator. In a
+    multi-process run a training stream yields this process's part of each global batch of
+    `batch_size` (every process shuffles alike); an evaluation pass yields whole batches."""
     ds = grain.MapDataset.source(cache if rows is None else _Rows(cache, rows))
     if shuffle:
         ds = ds.shuffle(seed=seed).repeat()
     ds = ds.map(_Select(keys, texts)).batch(batch_size, drop_remainder=shuffle)
+    if shuffle and jax.process_count() > 1:
+        if batch_size % jax.process_count():
+            raise ValueError(f"batch_size {batch_size} is not divisible by the "
+                             f"{jax.process_count()} processes")
+        ds = ds.map(_ProcessPart(jax.process_index(), jax.process_count()))
     return iter(ds.to_iter_dataset())

@@ -12,9 +12,11 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import jax
 import numpy as np
 
 from tvad_jax import config as config_lib
+from tvad_jax.config import ConfigError
 from tvad_jax.data.prepare import prepare
 from tvad_jax.data.readers import make_reader
 from tvad_jax.data.synthetic.generate import is_complete, synthesize
@@ -23,6 +25,7 @@ from tvad_jax.eval.metrics import auc_by_type, frame_auc
 from tvad_jax.eval.s3m import anomaly_types
 from tvad_jax.jobs.config import Config
 from tvad_jax.runs import new_run_dir, progress
+from tvad_jax.train import distributed
 
 Report = Callable[[str], None]
 
@@ -43,14 +46,27 @@ def ensure_prepared(cfg: Config, report: Report = print) -> Path:
     return prepare(cfg, report)
 
 
+def ensure_prepared_once(cfg: Config, report: Report = print) -> None:
+    """`ensure_prepared` by process 0 alone while the others wait (one process: the same)."""
+    if jax.process_index() == 0:
+        ensure_prepared(cfg, report)
+    distributed.barrier("prepared")
+
+
 def start_run(kind: str, cfg: Config, run_dir: str | Path | None = None) -> Path:
     """`run_dir` (created if needed) or a new `<runs_dir>/<kind>-<time>` folder, holding the
-    resolved config.json either way."""
+    resolved config.json either way. In a multi-process job process 0 writes it, and the
+    folder must be named (the processes cannot agree on a new one's time stamp)."""
     if not run_dir:
+        if jax.process_count() > 1:
+            raise ConfigError(f"a {jax.process_count()}-process {kind} run needs its run "
+                              "folder named (--run-dir)")
         return new_run_dir(kind, cfg, cfg.runs_dir)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_lib.save(cfg, run_dir / "config.json")
+    if jax.process_index() == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config_lib.save(cfg, run_dir / "config.json")
+    distributed.barrier(f"run-started-{kind}")
     return run_dir
 
 

@@ -92,7 +92,7 @@ def train_s3m(cfg: Config, run_dir: str | Path | None = None, report: Report = p
                         f"split {job.train_split!r} has no track of at least "
                         f"{job.model.past + job.model.future + 1} frames (L_p + L_f + 1)")
     primary = jax.process_index() == 0
-    run_dir = start_run("s3m", cfg, run_dir) if primary or run_dir is None else Path(run_dir)
+    run_dir = start_run("s3m", cfg, run_dir)
     report(f"[tvad] S3M: {len(windows)} training windows from {len(seqs.items)} track "
            f"segments of {len(seqs.videos)} videos ({job.train_split})")
     model, spec = make_spec(job)

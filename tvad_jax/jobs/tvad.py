@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jax
+
 from tvad_jax import config as config_lib
 from tvad_jax.config import ConfigError
 from tvad_jax.data.files import check_output_dir
@@ -20,13 +22,14 @@ from tvad_jax.eval.baselines import baseline_scores
 from tvad_jax.eval.metrics import frame_auc
 from tvad_jax.eval.report import write_summary
 from tvad_jax.eval.tvad import evaluate_model
-from tvad_jax.jobs.common import Report, ensure_prepared, start_run
+from tvad_jax.jobs.common import Report, ensure_prepared_once, start_run
 from tvad_jax.jobs.config import Config
 from tvad_jax.jobs.tvad_stages import train_stage1, train_stage2
 from tvad_jax.models import backbone_io
 from tvad_jax.models.family import LLAVA, family
 from tvad_jax.models.tvad import (MODEL_FILE, FrozenBackbone, TVADModel, load_frozen_backbone,
                                   load_model, plain_model, reading_layers, save_model)
+from tvad_jax.train import distributed
 
 
 def check_fits(backbone: FrozenBackbone, cfg: Config) -> None:
@@ -40,10 +43,12 @@ def check_fits(backbone: FrozenBackbone, cfg: Config) -> None:
 
 def tuned_backbone(backbone: FrozenBackbone, vision: dict, directory: Path) -> FrozenBackbone:
     """The backbone with its vision tower replaced, saved as a backbone folder (so that the
-    feature caches, the exported model and evaluation all see the tuned tower)."""
+    feature caches, the exported model and evaluation all see the tuned tower; by process 0)."""
     params = dict(backbone.params, vision=vision)
-    backbone_io.save_backbone(directory, backbone.cfg, params, backbone.tokenizer,
-                              text_tokenizer=backbone.text_tokenizer)
+    if jax.process_index() == 0:
+        backbone_io.save_backbone(directory, backbone.cfg, params, backbone.tokenizer,
+                                  text_tokenizer=backbone.text_tokenizer)
+    distributed.barrier("tuned-backbone-saved")
     return load_frozen_backbone(directory)
 
 
@@ -51,7 +56,11 @@ def train_tvad(cfg: Config, run_dir: str | Path | None = None,
                stage1_from: str | Path | None = None, report: Report = print) -> Path:
     """`tvad train tvad`: stage 1 (unless the variant has no AHD, or `stage1_from` names a
     T-VAD model folder whose AHD to reuse), then stage 2 (unless the variant is "no_rae");
-    the model is exported to <run>/model. Returns the model folder."""
+    the model is exported to <run>/model. Returns the model folder.
+
+    On several processes (`tvad.stage1.train.distributed` or TVAD_COORDINATOR_ADDRESS & co.)
+    every stage trains data-parallel over the global mesh, each process loading its part of
+    every batch; process 0 prepares the data and writes the run's files."""
     job = cfg.tvad
     if job.model.variant == "plain":
         raise ConfigError("tvad.model.variant=plain: the plain backbone is not trained; "
@@ -61,7 +70,8 @@ def train_tvad(cfg: Config, run_dir: str | Path | None = None,
                           "tvad.stage1.train_vision=true the clips come from the shards and "
                           "are not oversampled: set abnormal_repeat=1")
     check_output_dir(run_dir or cfg.runs_dir)
-    ensure_prepared(cfg, report)
+    distributed.initialize(job.stage1.train.distributed)
+    ensure_prepared_once(cfg, report)
     backbone = reading_layers(load_frozen_backbone(job.backbone),  # inputs checked before
                               job.model.feature_layers)            # any output
     check_fits(backbone, cfg)
@@ -93,7 +103,10 @@ def train_tvad(cfg: Config, run_dir: str | Path | None = None,
                           job.stage1.view, job.stage2.view)
     else:
         model = train_stage2(cfg, backbone, stage1, run_dir, report)
-    out = save_model(run_dir / "model", model)
+    out = run_dir / "model"
+    if jax.process_index() == 0:
+        save_model(out, model)
+    distributed.barrier("model-saved")
     report(f"[tvad] T-VAD model ({tcfg.variant}) in {out}")
     return out
 

@@ -115,7 +115,8 @@ def train_stage1(cfg: Config, backbone: FrozenBackbone, run_dir: Path,
                               frame_step=s1.view.frame_step, interleave=s1.view.interleave,
                               pad_last=s1.view.pad_last, batch_size=s1.batch_size,
                               seed=s1.train.loop.seed)
-        data = iter(make_dataset(source, lengths, loader,
+        data = iter(make_dataset(source, lengths, loader, jax.process_index(),
+                                 jax.process_count(),
                                  transform=_Keep(("frames", "tubelet_masks", "valid"))))
         encode = jax.jit(encode_fn(backbone.cfg))
     else:
