@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 
 FAMILY_MODULES = ("tvad_table4", "tvad_table3", "tvad_layers", "baselines",
-                  "local_patterns_table3", "vlavad_table2", "ensemble")
+                  "local_patterns_table3", "vlavad_table2", "ensemble", "backbones")
 
 
 def load_families() -> None:

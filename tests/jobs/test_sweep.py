@@ -34,7 +34,7 @@ def _family(**kw) -> sweep.Family:
 def test_families_of_the_paper_tables_are_registered():
     names = config_lib.names("sweep")
     assert {"tvad_table4", "tvad_table3", "tvad_layers", "baselines",
-            "local_patterns_table3", "vlavad_table2", "ensemble"} <= set(names)
+            "local_patterns_table3", "vlavad_table2", "ensemble", "backbones"} <= set(names)
     assert "003" in config_lib.get("local_patterns_table3", "sweep").description
     assert "004" in config_lib.get("vlavad_table2", "sweep").description
     table4 = config_lib.get("tvad_table4", "sweep")
@@ -68,6 +68,12 @@ def test_bad_families_are_refused():
         sweep.Setting("a", "s3m", members=("b",))
     with pytest.raises(ConfigError, match="only an ensemble, names its members"):
         sweep.Setting("a", "ensemble")
+    with pytest.raises(ConfigError, match="a backbone of its own is for a tvad setting"):
+        sweep.Setting("a", "s3m", backbone="random")
+    with pytest.raises(ConfigError, match="a backbone of its own is for a tvad setting"):
+        sweep.Setting("a", "tvad", reuse="b", backbone="random")
+    with pytest.raises(ValueError, match="backbone"):
+        sweep.Setting("a", "tvad", backbone="bogus")
     for members in (("S3M",), ("later",), ("frame difference",)):
         with pytest.raises(ConfigError, match="must be an earlier seeded setting"):
             _family(settings=(sweep.Setting("frame difference", "frame_difference",
@@ -342,3 +348,35 @@ def test_ensemble_fuses_the_three_detectors_at_the_tiny_size(tiny_backbone, tmp_
                                      sweep.ENSEMBLE_VALIDATION, report=lambda m: None)
         auc = frame_auc(minmax(alone, "video"), labels, sigma=3.0).micro_auc
         assert metrics["val_micro_auc"] >= auc - 1e-12, name
+
+
+@pytest.mark.slow
+def test_backbones_family_makes_its_backbones_once_at_the_tiny_size(tiny_backbone, tmp_path):
+    """The backbones family on the tiny config (pretraining cut to 3 steps): the random and
+    the pretrained backbones are made in their settings' folders and T-VAD trains on each."""
+    import jax
+    from flax import traverse_util
+
+    from tvad_jax.models import backbone_io
+    from tvad_jax.models.vlm import init_params
+
+    cfg, backbone = tiny_backbone
+    sweep_dir = tmp_path / "sweep"
+    assert main(_sweep_cmd("backbones", cfg, sweep_dir, "--seeds", "0",
+                           f"tvad.backbone={backbone}", "pretrain.train.loop.steps=3")) == 0
+    table = (sweep_dir / "table.md").read_text()
+    assert table.count("–") == 0
+    random_dir = sweep_dir / "random-init" / "backbone-random"
+    pretrained_dir = sweep_dir / "pretrained-100-steps" / "backbone-pretrained" / "backbone"
+    shipped = backbone_io.load_backbone(backbone, with_tokenizer=False)
+    random = backbone_io.load_backbone(random_dir, with_tokenizer=False)
+    assert random[0] == shipped[0]                    # its architecture, fresh weights:
+    fresh = init_params(shipped[0], jax.random.key(0))
+    for path, value in traverse_util.flatten_dict(fresh, sep="/").items():
+        np.testing.assert_allclose(traverse_util.flatten_dict(random[1], sep="/")[path], value,
+                                   rtol=1e-3, atol=1e-4, err_msg=path)    # stored in float16
+    assert json.loads((pretrained_dir.parent / "summary.json").read_text())["final_step"] == 3
+    for setting, used in (("shipped-v2", backbone), ("random-init", random_dir),
+                          ("pretrained-100-steps", pretrained_dir)):
+        config = json.loads((sweep_dir / setting / "seed0" / "run" / "config.json").read_text())
+        assert config["tvad"]["backbone"] == str(used), setting

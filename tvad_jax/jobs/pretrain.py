@@ -45,15 +45,17 @@ from tvad_jax.data.object_text import ATTRIBUTE_PHRASES
 from tvad_jax.data.pipeline import (LoaderConfig, clip_index, find_builder_dir, make_dataset,
                                     open_split)
 from tvad_jax.data.readers import make_reader
-from tvad_jax.jobs.common import Report, ensure_prepared
+from tvad_jax.config import ConfigError
+from tvad_jax.jobs.common import Report, ensure_prepared, start_run
 from tvad_jax.jobs.config import Config, PretrainConfig
 from tvad_jax.models import backbone_io
 from tvad_jax.models.configs import BackboneConfig, default_backbone
 from tvad_jax.models.generate import generate
 from tvad_jax.models.losses import contrastive_loss, grouped_choice_loss, lm_loss, unit_rows
 from tvad_jax.models.tokenizer import annotation_texts, train_tokenizer
-from tvad_jax.models.vlm import Backbone
-from tvad_jax.runs import new_run_dir
+from tvad_jax.models.family import LLAVA, family
+from tvad_jax.models.tvad import load_frozen_backbone
+from tvad_jax.models.vlm import Backbone, init_params
 from tvad_jax.train.loop import StageSpec, train
 from tvad_jax.train.mesh import make_mesh
 from tvad_jax.train.state import merge_params
@@ -334,13 +336,15 @@ def corpus_data(cfg: Config) -> Config:
     return dataclasses.replace(cfg, synth=synth, prepare=prepare)
 
 
-def pretrain(cfg: Config, ship: bool = False, report: Report = print) -> Path:
-    """Run the whole pretraining job; returns the run folder (with `backbone/` inside)."""
+def pretrain(cfg: Config, ship: bool = False, report: Report = print,
+             run_dir: str | Path | None = None) -> Path:
+    """Run the whole pretraining job into `run_dir` (resumed from its checkpoint) or a new
+    run folder; returns the run folder (with `backbone/` inside)."""
     cfg = corpus_data(cfg)
     pcfg = cfg.pretrain
-    check_output_dir(cfg.runs_dir)
+    check_output_dir(run_dir or cfg.runs_dir)
     ensure_prepared(cfg, report)
-    run_dir = new_run_dir("pretrain", cfg, cfg.runs_dir)
+    run_dir = start_run("pretrain", cfg, run_dir)
     annotations = sorted((find_builder_dir(cfg.prepared_dir) / "annotations").glob("*.jsonl"))
     corpus = [t for t in annotation_texts(a for a in annotations if a.stem != pcfg.eval_split)]
     loader = _loader(cfg, pcfg)
@@ -375,3 +379,15 @@ def pretrain(cfg: Config, ship: bool = False, report: Report = print) -> Path:
         report(f"[tvad] installed as the shipped default: {backbone_io.SHIPPED_DIR}")
     report(f"[tvad] pretrained backbone in {out}")
     return run_dir
+
+
+def random_backbone(like: str | Path, out: str | Path, seed: int = 0) -> Path:
+    """A backbone folder with the architecture and tokenizers of `like` and freshly
+    initialized weights (the "no pretraining" ablation); a ViT backbone only."""
+    source = load_frozen_backbone(like)
+    if family(source.cfg) is not LLAVA:
+        raise ConfigError(f"{like}: a random initialization needs a ViT backbone, this one is "
+                          f"{family(source.cfg).name}")
+    params = init_params(source.cfg, jax.random.key(seed))
+    return backbone_io.save_backbone(out, source.cfg, params, source.tokenizer,
+                                     text_tokenizer=source.text_tokenizer)

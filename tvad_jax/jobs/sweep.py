@@ -56,6 +56,7 @@ from tvad_jax.jobs.common import Report, ensure_prepared
 from tvad_jax.jobs.config import Config
 from tvad_jax.jobs.local_patterns import (evaluate_local_patterns_run, local_patterns_scores,
                                           train_local_patterns)
+from tvad_jax.jobs.pretrain import pretrain, random_backbone
 from tvad_jax.jobs.s3m import evaluate_run, train_s3m
 from tvad_jax.jobs.tvad import train_tvad
 from tvad_jax.jobs.vlavad import evaluate_vlavad_run, train_vlavad, vlavad_scores
@@ -88,6 +89,10 @@ class Setting:
       sigma: ("s3m", "frame_difference") temporal smoothing of the frame scores.
       score: ("vlavad") which of the run's scores the row reports: "vlavad" (the fusion),
         "spa", "s3m_answers" (the predictor alone) or "knn_visual" (Table 2's kNN).
+      backbone: ("tvad") "" (the config's `tvad.backbone`), "random" (that backbone's
+        architecture and tokenizers with freshly initialized weights, seed 0) or "pretrained"
+        (a backbone pretrained by `tvad pretrain` with the run's `pretrain.*` config, e.g.
+        fewer steps); either is made once per setting, in `<setting>/backbone-<kind>`.
       members: ("ensemble") the earlier settings (tvad, local_patterns or vlavad, not
         reusing another's model) whose same-seed runs' frame scores are fused: each
         min-max normalized per video, summed with the weights (multiples of 0.1 summing
@@ -102,11 +107,16 @@ class Setting:
     one_shot: bool = False
     sigma: float = 0.0
     score: str = "vlavad"
+    backbone: str = ""
     members: tuple[str, ...] = ()
 
     def __post_init__(self):
         config_lib.check_choice(self, "method", tuple(METHODS))
         config_lib.check_choice(self, "score", VLAVAD_SCORES)
+        config_lib.check_choice(self, "backbone", BACKBONES)
+        if self.backbone and (self.method != "tvad" or self.reuse):
+            raise ConfigError(f"setting {self.name!r}: a backbone of its own is for a tvad "
+                              "setting that reuses no other's model")
         if (self.method == "ensemble") != bool(self.members):
             raise ConfigError(f"setting {self.name!r}: an ensemble, and only an ensemble, "
                               "names its members")
@@ -195,6 +205,7 @@ SEED_KEYS = {
 }
 VLAVAD_SCORES = ("vlavad", "spa", "s3m_answers", "knn_visual")
 ENSEMBLE_MEMBERS = ("tvad", "local_patterns", "vlavad")
+BACKBONES = ("", "random", "pretrained")
 ENSEMBLE_VALIDATION = "val"     # the split an ensemble's weights are chosen on
 
 
@@ -248,7 +259,7 @@ def run_sweep(family: Family, seeds: tuple[int, ...], only: tuple[str, ...] = ()
     check_output_dir(sweep_dir)
     for run in runs:                   # every refusal before any run starts
         _check_run_folder(sweep_dir / run.folder, run)
-    with _sweep_lock(sweep_dir, parallel_runs):
+    with _waiting_lock(sweep_dir, parallel_runs):
         if jax.process_index() == 0:   # one writer of the shared benchmark and shards
             ensure_prepared(base, report)
     distributed.barrier("sweep-prepared")
@@ -260,7 +271,7 @@ def run_sweep(family: Family, seeds: tuple[int, ...], only: tuple[str, ...] = ()
     else:
         for run in progress(todo, f"sweep {family.name}", len(todo), "run"):
             _execute(family, run, sweep_dir, report)
-    with _sweep_lock(sweep_dir, parallel_runs):
+    with _waiting_lock(sweep_dir, parallel_runs):
         aggregate(family, sweep_dir, report)
     distributed.barrier("sweep-done")  # no process leaves while another still writes
     return sweep_dir
@@ -322,14 +333,14 @@ def _claim(folder: Path):
 
 
 @contextlib.contextmanager
-def _sweep_lock(sweep_dir: Path, held: bool):
-    """With `held`, wait for the sweep folder's lock (one process prepares the benchmark or
-    writes the table at a time); otherwise nothing."""
+def _waiting_lock(folder: Path, held: bool):
+    """With `held`, wait for the folder's lock (one process at a time prepares the benchmark,
+    writes the table or makes a setting's backbone); otherwise nothing."""
     if not held:
         yield
         return
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    with (sweep_dir / ".sweep.lock").open("w") as lock:
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / ".folder.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
@@ -391,11 +402,32 @@ def _lender(run: PlannedRun, sweep_dir: Path) -> Path | None:
 
 def _tvad(run: PlannedRun, folder: Path, sweep_dir: Path, splits, report) -> dict:
     lender = _lender(run, sweep_dir)
-    model = load_model(train_tvad(run.config, folder / "run",
+    cfg = _with_backbone(run, folder.parent, report)
+    model = load_model(train_tvad(cfg, folder / "run",
                                   stage1_from=lender / "model" if lender else None,
                                   report=report))
-    return {split: _scalars(evaluate_model(model, run.config, split, run.setting.one_shot,
+    return {split: _scalars(evaluate_model(model, cfg, split, run.setting.one_shot,
                                            report=report)) for split in splits}
+
+
+def _with_backbone(run: PlannedRun, setting_dir: Path, report) -> Config:
+    """The run's config with `tvad.backbone` set to the setting's own backbone (made here
+    by the first run that needs it, the others waiting), or unchanged."""
+    kind = run.setting.backbone
+    if not kind:
+        return run.config
+    with _waiting_lock(setting_dir, True):
+        if kind == "random":
+            path = setting_dir / "backbone-random"
+            if not (path / "config.json").is_file():
+                report(f"[tvad] a randomly initialized {run.config.tvad.backbone} in {path}")
+                random_backbone(run.config.tvad.backbone, path)
+        else:
+            path = setting_dir / "backbone-pretrained" / "backbone"
+            if not (path / "config.json").is_file():
+                pretrain(run.config, report=report, run_dir=path.parent)
+    return dataclasses.replace(run.config, tvad=dataclasses.replace(run.config.tvad,
+                                                                    backbone=str(path)))
 
 
 def _tvad_plain(run: PlannedRun, folder: Path, sweep_dir: Path, splits, report) -> dict:
