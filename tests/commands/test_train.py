@@ -100,7 +100,7 @@ def test_train_vision_refuses_oversampling(tvad, runs_dir):
 def data_ready(monkeypatch):
     """`tvad train tvad` as if the prepared shards existed: the checks that follow the data
     preparation are reached without building a benchmark."""
-    monkeypatch.setattr(tvad_jobs, "ensure_prepared", lambda cfg, report: None)
+    monkeypatch.setattr(tvad_jobs, "ensure_prepared_once", lambda cfg, report: None)
 
 
 def test_missing_backbone_fails_before_a_run_folder(tvad, runs_dir, tmp_path, data_ready):
