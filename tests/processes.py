@@ -8,6 +8,8 @@ import subprocess
 import time
 from typing import Callable
 
+from train_helpers import subprocess_env
+
 
 def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], what: str,
               timeout: float = 240.0, poll: float = 0.02) -> None:
@@ -26,6 +28,12 @@ def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], what: str,
             proc.kill()
             proc.wait()
         proc.stderr.close()
+
+
+def job_env(process_id: int, num_processes: int, port: int) -> dict:
+    """The environment of one process of a CPU job on 127.0.0.1, one device per process."""
+    return dict(subprocess_env(1), TVAD_NUM_PROCESSES=str(num_processes),
+                TVAD_PROCESS_ID=str(process_id), TVAD_COORDINATOR_ADDRESS=f"127.0.0.1:{port}")
 
 
 def run_together(commands: list[tuple[list[str], dict]], cwd, timeout: float) -> list[str]:

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import portpicker
 import pytest
-from processes import kill_when, run_together
+from processes import job_env, kill_when, run_together
+from train_helpers import subprocess_env
 
 import experiments
 from tvad_jax import config as config_lib
@@ -197,16 +198,9 @@ def test_a_sweep_on_two_processes_writes_the_one_process_table(tiny_prepared, tm
     assert main(_sweep_cmd("baselines", cfg, reference, *args)) == 0
     pod = tmp_path / "pod"
     port = portpicker.pick_unused_port()
-    commands = []
-    for pid in range(2):
-        env = dict(os.environ, JAX_PLATFORMS="cpu", TVAD_NUM_PROCESSES="2",
-                   TVAD_PROCESS_ID=str(pid), TVAD_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-                   XLA_FLAGS="--xla_force_host_platform_device_count=1",
-                   PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        commands.append(([sys.executable, "-m", "tvad_jax.cli",
-                          *_sweep_cmd("baselines", cfg, pod, *args, "s3m.train.mesh.data=2")],
-                         env))
-    run_together(commands, REPO, timeout=600)
+    command = [sys.executable, "-m", "tvad_jax.cli",
+               *_sweep_cmd("baselines", cfg, pod, *args, "s3m.train.mesh.data=2")]
+    run_together([(command, job_env(pid, 2, port)) for pid in range(2)], REPO, timeout=600)
     summary = json.loads((pod / "S3M-boxes" / "seed0" / "run" / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["mesh"]["data"] == 2
     assert (pod / "table.md").read_text() == (reference / "table.md").read_text()
@@ -238,13 +232,9 @@ def test_parallel_runs_on_two_processes_share_the_runs_and_the_table(tiny_prepar
     reference = tmp_path / "reference"
     assert main(_sweep_cmd("baselines", cfg, reference, *args)) == 0
     shared = tmp_path / "shared"
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    for key in ("TVAD_COORDINATOR_ADDRESS", "TVAD_NUM_PROCESSES", "TVAD_PROCESS_ID"):
-        env.pop(key, None)
     command = [sys.executable, "-m", "tvad_jax.cli",
                *_sweep_cmd("baselines", cfg, shared, *args, "--parallel-runs")]
-    outputs = run_together([(command, env)] * 2, REPO, timeout=600)
+    outputs = run_together([(command, subprocess_env(1))] * 2, REPO, timeout=600)
     family = config_lib.get("baselines", "sweep")
     folders = [run.folder for run in sweep.plan_runs(family, (0, 1), ("S3M (boxes), sigma 3",),
                                                      ("s3m.sigma=3",), "tiny")]

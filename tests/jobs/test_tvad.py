@@ -276,22 +276,16 @@ def test_two_processes_train_the_one_process_model(trained, tmp_path):
     both, each process loading half of every batch): stage 1, then stage 2 on that AHD,
     give the models of the one-process runs up to float summation order."""
     import portpicker
-    from processes import run_together
+    from processes import job_env, run_together
 
     args, _, ahd_dir, full_dir = trained
     repo = Path(__file__).resolve().parents[2]
     port = portpicker.pick_unused_port()
 
     def both(options, *overrides):
-        commands = []
-        for pid in range(2):
-            env = dict(os.environ, JAX_PLATFORMS="cpu", TVAD_NUM_PROCESSES="2",
-                       TVAD_PROCESS_ID=str(pid), TVAD_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-                       XLA_FLAGS="--xla_force_host_platform_device_count=1",
-                       PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-            commands.append(([sys.executable, "-m", "tvad_jax.cli", "train", "tvad", *options,
-                              *args, *overrides], env))
-        run_together(commands, repo, timeout=900)
+        command = [sys.executable, "-m", "tvad_jax.cli", "train", "tvad", *options, *args,
+                   *overrides]
+        run_together([(command, job_env(pid, 2, port)) for pid in range(2)], repo, timeout=900)
 
     both(["--run-dir", str(tmp_path / "ahd")], "tvad.model.variant=no_rae")
     port = portpicker.pick_unused_port()
