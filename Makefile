@@ -17,8 +17,8 @@ venv: $(STAMP)
 demo: $(STAMP)  ## the main job on the embedded default
 	$(BIN)/tvad demo
 
-test: $(STAMP)  ## the default test run (under 15 minutes on 2 cores)
-	$(BIN)/python -m pytest -q
+test: $(STAMP)  ## the default test run (under 15 minutes on 2 cores), two test processes
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 test-slow: $(STAMP)  ## the tests marked slow (exit 5 = none collected is fine)
 	$(BIN)/python -m pytest -q -m slow || [ $$? -eq 5 ]

@@ -1,9 +1,28 @@
-"""Shared fixtures: one tiny synthetic benchmark and its prepared shards per test session."""
+"""Shared fixtures: one tiny synthetic benchmark and its prepared shards per test session, and
+one compilation cache for the session."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
+import tempfile
 
 import pytest
+
+# Many tests (and the CLI processes they start) compile the same tiny programs: JAX's persistent
+# compilation cache, fresh for each session so that nothing carries over between runs, lets
+# every program after the first load instead of compile. Made by the session's first process
+# (pytest-xdist's workers inherit it) before JAX is imported; subprocesses inherit it too.
+_OWN_CACHE = "PYTEST_XDIST_WORKER" not in os.environ
+if _OWN_CACHE:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="tvad-test-jit-")
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
+
+def pytest_unconfigure(config):
+    if _OWN_CACHE:
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 from tvad_jax import configs  # noqa: F401  (registers the named configs)
 from tvad_jax import config as config_lib

@@ -24,6 +24,7 @@ from tvad_jax.models.tokenizer import ANOMALY_TOKENS
 QWEN = qwen_tiny_dir() / "model"
 
 
+@pytest.mark.slow   # ~2 min: T-VAD stages on the tiny Qwen2.5-VL; the imports have fast tests
 def test_import_then_train_and_detect(tvad, tiny_backbone, tmp_path):
     cfg, tokenizer_dir = tiny_backbone
     out = tmp_path / "qwen"

@@ -1,5 +1,7 @@
 import json
 
+import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -8,14 +10,19 @@ from tvad_jax import config as config_lib
 from tvad_jax import configs  # noqa: F401  (registers the named configs)
 from tvad_jax.cli import main
 from tvad_jax.config import ConfigError
-from tvad_jax.jobs.pretrain import MOTION_HEAD, corpus_data, motion_loss
+from tvad_jax.data.object_text import ATTRIBUTE_PHRASES
+from tvad_jax.jobs.config import PretrainConfig
+from tvad_jax.jobs.pretrain import (DENSE_HEADS, MOTION_HEAD, backbone_config, corpus_data,
+                                    make_spec, motion_loss)
 from tvad_jax.models.backbone_io import load_backbone
+from tvad_jax.models.vlm import abstract_params
 
 
+@pytest.mark.slow   # ~2 min of compiles; each loss and the continued start have fast tests
 def test_pretrain_end_to_end_on_the_tiny_benchmark(tmp_path, capsys):
     args = ["pretrain", "--config", "tiny", f"synth.out_dir={tmp_path / 'synth'}",
             f"runs_dir={tmp_path / 'runs'}", "pretrain.attribute_weight=1",
-            "pretrain.motion_weight=1"]
+            "pretrain.motion_weight=1", "pretrain.dense_weight=1"]
     assert main(args) == 0
     run_dir = next((tmp_path / "runs").glob("pretrain-*"))
     metrics = json.loads((run_dir / "pretrain_metrics.json").read_text())
@@ -30,12 +37,13 @@ def test_pretrain_end_to_end_on_the_tiny_benchmark(tmp_path, capsys):
     assert all(0 <= a["accuracy"] <= 1 and 0 < a["majority"] <= 1 for a in attributes.values())
     cfg, params, tokenizer = load_backbone(run_dir / "backbone")
     assert cfg.vision.image_size == 48 and cfg.decoder.vocab_size == len(tokenizer)
-    assert MOTION_HEAD not in params                  # the pretraining-only head is dropped
+    assert MOTION_HEAD not in params and DENSE_HEADS not in params   # pretraining-only heads
     assert tokenizer.convert_tokens_to_ids("<anomaly_sep>") != tokenizer.unk_token_id
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 6
     assert {"train/contrastive", "train/region", "train/lm", "train/attribute",
-            "train/attribute_top1", "train/motion", "train/motion_r2"} <= set(json.loads(lines[0]))
+            "train/attribute_top1", "train/motion", "train/motion_r2", "train/dense",
+            "train/dense_balanced_top1"} <= set(json.loads(lines[0]))
 
 
 def test_motion_loss_is_zero_for_the_true_velocities_and_ignores_invalid_rows():
@@ -65,3 +73,19 @@ def test_the_pretraining_corpus_is_a_benchmark_of_its_own():
     assert corpus_data(on_train) is on_train
     with pytest.raises(ConfigError, match="corpus_videos"):
         config_lib.resolve("default", ["pretrain.split=pretrain", "pretrain.corpus_videos=0"])
+
+
+def test_continued_pretraining_starts_from_the_given_weights_with_fresh_heads():
+    pcfg = PretrainConfig(model="tiny", dense_weight=1.0, motion_weight=1.0)
+    bcfg = backbone_config(pcfg, vocab_size=50, image_size=48)
+    rng = np.random.default_rng(0)      # values no initializer gives: only `start` can
+    start = jax.tree.map(lambda leaf: rng.normal(size=leaf.shape).astype(np.float32),
+                         abstract_params(bcfg))
+    spec = make_spec(bcfg, pcfg, np.zeros((1, 4), np.int32), start)
+    params = jax.jit(lambda key: nn.unbox(spec.init_fn(key)))(jax.random.key(0))
+    heads = {name: params.pop(name) for name in (DENSE_HEADS, MOTION_HEAD)}
+    for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(params),
+                                 jax.tree.leaves(start), strict=True):
+        np.testing.assert_array_equal(got, want, err_msg=jax.tree_util.keystr(path))
+    assert {k: v["kernel"].shape for k, v in heads[DENSE_HEADS].items()} == {
+        name: (bcfg.vision.width, len(phrases)) for name, phrases in ATTRIBUTE_PHRASES.items()}

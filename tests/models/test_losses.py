@@ -2,7 +2,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tvad_jax.models.losses import contrastive_loss, grouped_choice_loss, lm_loss
+from tvad_jax.models.losses import (balanced_region_patch_loss, contrastive_loss,
+                                    grouped_choice_loss, lm_loss)
 
 
 def test_contrastive_loss_matches_numpy_with_shared_captions():
@@ -51,3 +52,26 @@ def test_grouped_choice_loss_picks_within_each_group_and_skips_missing_labels():
         hits.append(np.mean(group.argmax(1) == labels[use, g]))
     np.testing.assert_allclose(float(loss), np.mean(expected), rtol=1e-5)
     np.testing.assert_allclose(float(accuracy), np.mean(hits), rtol=1e-6)
+
+
+def test_balanced_region_patch_loss_weighs_each_class_equally_by_coverage():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(2, 2, 3, 4))                 # [B, T, N, C]
+    coverage = rng.uniform(size=(2, 2, 2, 3))              # [B, K, T, N]
+    coverage[1, 1] = 0.0                                   # a region covering nothing
+    labels = np.array([[0, 2], [2, -1]])                   # class 2 twice, 1 and 3 absent
+    loss, accuracy = balanced_region_patch_loss(jnp.asarray(logits), jnp.asarray(coverage),
+                                                jnp.asarray(labels))
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    losses, hits = [], []
+    for c in (0, 2):                                       # the classes with covered patches
+        nll = hit = mass = 0.0
+        for b, k in zip(*np.nonzero(labels == c)):
+            w = coverage[b, k]                              # [T, N]
+            nll -= (w * logp[b, ..., c]).sum()
+            hit += (w * (logits[b].argmax(-1) == c)).sum()
+            mass += w.sum()
+        losses.append(nll / mass)
+        hits.append(hit / mass)
+    np.testing.assert_allclose(float(loss), np.mean(losses), rtol=1e-5)
+    np.testing.assert_allclose(float(accuracy), np.mean(hits), rtol=1e-5)

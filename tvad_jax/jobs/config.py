@@ -80,6 +80,12 @@ class PretrainConfig:
         attributes, `object_text.ATTRIBUTE_PHRASES`).
       motion_weight: weight of the region-motion regression (a linear head on each region's
         patch features per tubelet predicts the object's velocity from its boxes; 0: off).
+      dense_weight: weight of the dense attribute loss (a linear classifier per attribute on
+        every last-layer patch token predicts the attributes of the regions covering it:
+        class, action, speed band, direction, pose, zone; class-balanced; 0: off), so that
+        each patch token, which the AHD decodes one by one, carries them itself.
+      init: a backbone folder to continue pretraining from (its weights, architecture and
+        tokenizer; `model` and `vocab_size` are then unused); "": a fresh initialization.
       eval_clips: held-out clips for retrieval.
       model: "default" (the shipped architecture) or "tiny" (tests).
     """
@@ -105,6 +111,8 @@ class PretrainConfig:
     region_weight: float = 1.0
     attribute_weight: float = 0.0
     motion_weight: float = 0.0
+    dense_weight: float = 0.0
+    init: str = ""
     eval_clips: int = 128
     model: Literal["default", "tiny"] = "default"
 
@@ -112,7 +120,7 @@ class PretrainConfig:
         config_lib.check_at_least(self, 1, "clip_len", "clip_stride", "frame_step", "batch_size",
                                   "vocab_size", "caption_len", "qa_len", "regions", "eval_clips")
         config_lib.check_at_least(self, 0, "crop_every", "lm_weight", "region_weight",
-                                  "attribute_weight", "motion_weight")
+                                  "attribute_weight", "motion_weight", "dense_weight")
         if self.split == "pretrain":
             config_lib.check_at_least(self, 1, "corpus_videos")
 

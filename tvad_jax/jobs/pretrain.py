@@ -15,6 +15,10 @@ objects look like and do; never the anomaly annotations, never "normal" / "abnor
   features, pooled per tubelet, regresses the object's velocity (pixels per frame, from its
   boxes; Huber loss), so that the tower must encode how objects move, which no text objective
   taught it (speed stayed unreadable); the head is dropped from the saved backbone;
+* dense attributes (`dense_weight`, off by default): a linear classifier per attribute on
+  every last-layer patch token predicts the class, action, speed band, direction, pose and
+  zone of the regions covering it (class-balanced), so that every patch token carries them;
+  the heads are dropped from the saved backbone;
 * captioning / QA language modelling of the decoder: [P_V ; <s> question ; answer </s>] with
   the loss on answer tokens only: scene descriptions, counts, yes/no zone questions and, on
   crop clips (every `crop_every`-th clip, cropped around its main object), VLAVAD's
@@ -23,7 +27,8 @@ objects look like and do; never the anomaly annotations, never "normal" / "abnor
 The tokenizer is trained first (byte-level BPE on the benchmark's text). After training the run
 reports zero-shot clip<->caption and region<->description retrieval on held-out clips of
 `eval_split` and writes the backbone (`backbone/`, Hugging Face layout) into the run folder;
-`ship=True` also installs it as the package's default.
+`ship=True` also installs it as the package's default. With `init` the job continues from a
+backbone folder (its weights and tokenizer) instead of a fresh initialization.
 """
 from __future__ import annotations
 
@@ -51,7 +56,8 @@ from tvad_jax.jobs.config import Config, PretrainConfig
 from tvad_jax.models import backbone_io
 from tvad_jax.models.configs import BackboneConfig, default_backbone
 from tvad_jax.models.generate import generate
-from tvad_jax.models.losses import contrastive_loss, grouped_choice_loss, lm_loss, unit_rows
+from tvad_jax.models.losses import (balanced_region_patch_loss, contrastive_loss,
+                                    grouped_choice_loss, lm_loss, unit_rows)
 from tvad_jax.models.tokenizer import annotation_texts, train_tokenizer
 from tvad_jax.models.family import LLAVA, family
 from tvad_jax.models.tvad import load_frozen_backbone
@@ -99,11 +105,12 @@ def _forward(module: Backbone, frames, caption_ids, qa_ids, region_ids, region_w
     logits, _ = module.decode(embeds, positions)
     return {"video": video.embeds.mean(axis=1), "caption": text[:b], "region": region,
             "region_text": text[b:b + b * k].reshape(b, k, -1), "phrases": text[b + b * k:],
-            "region_tubelets": per_tubelet, "logit_scale": module.logit_scale,
+            "region_tubelets": per_tubelet, "patches": patches, "logit_scale": module.logit_scale,
             "qa_logits": logits[:, visual.shape[1]:]}
 
 
 MOTION_HEAD = "motion_head"     # the pretraining-only velocity head beside the backbone params
+DENSE_HEADS = "dense_heads"     # the pretraining-only per-patch attribute classifiers
 
 
 def motion_loss(head: dict, features: jax.Array, motion: jax.Array, valid: jax.Array
@@ -122,16 +129,35 @@ def motion_loss(head: dict, features: jax.Array, motion: jax.Array, valid: jax.A
     return loss, r2
 
 
+def dense_attribute_loss(heads: dict, patches: jax.Array, region_weights: jax.Array,
+                         region_attributes: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(loss, balanced top-1) of the per-patch attribute classifiers, averaged over the
+    attributes of ATTRIBUTE_PHRASES.
+
+    patches [B, T', N, D_v] last-layer patch tokens, region_weights [B, K, T', h, w] each
+    region's coverage of every patch, region_attributes [B, K, A] phrase indices (-1: none)."""
+    b, k = region_weights.shape[:2]
+    coverage = region_weights.reshape(b, k, *patches.shape[1:3])       # [B, K, T', N]
+    losses, hits = [], []
+    for a, name in enumerate(ATTRIBUTE_PHRASES):
+        logits = patches @ heads[name]["kernel"] + heads[name]["bias"]   # [B, T', N, C_a]
+        loss, hit = balanced_region_patch_loss(logits, coverage, region_attributes[..., a])
+        losses.append(loss)
+        hits.append(hit)
+    return jnp.mean(jnp.stack(losses)), jnp.mean(jnp.stack(hits))
+
+
 def attribute_phrase_ids(tokenizer, length: int) -> np.ndarray:
     """Token ids [P, length] of every attribute phrase, group after group."""
     return np.stack([encode_caption(tokenizer, phrase, length)
                      for phrases in ATTRIBUTE_PHRASES.values() for phrase in phrases])
 
 
-def make_spec(bcfg: BackboneConfig, pcfg: PretrainConfig, phrase_ids: np.ndarray) -> StageSpec:
+def make_spec(bcfg: BackboneConfig, pcfg: PretrainConfig, phrase_ids: np.ndarray,
+              start=None) -> StageSpec:
     """The pretraining stage: every backbone param trains. phrase_ids: `attribute_phrase_ids`
     (left out of the graph when `attribute_weight` is 0, so that the recipe without it trains
-    exactly as before it existed)."""
+    exactly as before it existed); start: backbone params to begin from (None: initialize)."""
     model = Backbone(bcfg)
     group_sizes = tuple(len(p) for p in ATTRIBUTE_PHRASES.values())
     phrase_ids = phrase_ids if pcfg.attribute_weight else None
@@ -139,14 +165,22 @@ def make_spec(bcfg: BackboneConfig, pcfg: PretrainConfig, phrase_ids: np.ndarray
     def init_fn(rng):
         frames = jnp.zeros((1, pcfg.clip_len, bcfg.vision.image_size, bcfg.vision.image_size, 3))
         params = model.init(rng, frames, jnp.zeros((1, 2), jnp.int32))["params"]
+        if start is not None:
+            params = jax.tree.map(_with_value, params, start, is_leaf=_is_boxed)
         if pcfg.motion_weight:
             params[MOTION_HEAD] = {"kernel": jnp.zeros((bcfg.vision.width, 2)),
                                    "bias": jnp.zeros(2)}
+        if pcfg.dense_weight:
+            params[DENSE_HEADS] = {
+                name: {"kernel": jnp.zeros((bcfg.vision.width, len(phrases))),
+                       "bias": jnp.zeros(len(phrases))}
+                for name, phrases in ATTRIBUTE_PHRASES.items()}
         return params
 
     def loss_fn(trainable, frozen, batch, rng):
         params = merge_params(trainable, frozen)
         head = params.pop(MOTION_HEAD, None)
+        dense_heads = params.pop(DENSE_HEADS, None)
         out = model.apply({"params": params}, batch["frames"], batch["caption_ids"],
                           batch["qa_ids"], batch["region_ids"], batch["region_weights"],
                           phrase_ids, method=_forward)
@@ -172,9 +206,24 @@ def make_spec(bcfg: BackboneConfig, pcfg: PretrainConfig, phrase_ids: np.ndarray
                 head, out["region_tubelets"], batch["region_motion"], batch["region_motion_valid"])
             loss += pcfg.motion_weight * motion
             metrics["motion"] = motion
+        if dense_heads is not None:
+            dense, metrics["dense_balanced_top1"] = dense_attribute_loss(
+                dense_heads, out["patches"], batch["region_weights"], batch["region_attributes"])
+            loss += pcfg.dense_weight * dense
+            metrics["dense"] = dense
         return loss, metrics
 
     return StageSpec(pcfg.train, init_fn, loss_fn)
+
+
+def _is_boxed(leaf) -> bool:
+    return isinstance(leaf, nn.meta.AxisMetadata)
+
+
+def _with_value(initialized, value):
+    """`value` in place of a freshly initialized param, keeping its logical axis names."""
+    value = jnp.asarray(value, jnp.float32)
+    return initialized.replace_boxed(value) if _is_boxed(initialized) else value
 
 
 # ------------------------------------------------------------------ evaluation
@@ -349,21 +398,25 @@ def pretrain(cfg: Config, ship: bool = False, report: Report = print,
     corpus = [t for t in annotation_texts(a for a in annotations if a.stem != pcfg.eval_split)]
     loader = _loader(cfg, pcfg)
     raw = _clip_texts(cfg, pcfg, pcfg.split, loader)
-    tokenizer = train_tokenizer(corpus + [text for row in raw for text in row[:4] + row[4]],
-                                pcfg.vocab_size)
+    if pcfg.init:
+        bcfg, start, tokenizer = _starting_backbone(pcfg.init, cfg.prepare.height)
+    else:
+        tokenizer = train_tokenizer(corpus + [text for row in raw for text in row[:4] + row[4]],
+                                    pcfg.vocab_size)
+        bcfg, start = backbone_config(pcfg, len(tokenizer), cfg.prepare.height), None
     texts = _encode(raw, tokenizer, pcfg)
     report(f"[tvad] tokenizer: {len(tokenizer)} tokens; {len(texts.captions)} training clips, "
            f"{len(set(texts.captions))} distinct captions")
-    bcfg = backbone_config(pcfg, len(tokenizer), cfg.prepare.height)
     source, lengths = open_split(cfg.prepared_dir, pcfg.split)
     index = clip_index(lengths, loader)
     data = iter(make_dataset(source, lengths, loader, transform=AttachText(
         texts, index, bcfg.vision.patch_size, bcfg.vision.tubelet)))
-    spec = make_spec(bcfg, pcfg, attribute_phrase_ids(tokenizer, pcfg.caption_len))
+    spec = make_spec(bcfg, pcfg, attribute_phrase_ids(tokenizer, pcfg.caption_len), start)
     result = train(spec, data=data, run_dir=run_dir,
                    mesh=make_mesh(pcfg.train.mesh))
     params = nn.meta.unbox(jax.device_get(merge_params(result.state.params, result.frozen)))
     params.pop(MOTION_HEAD, None)
+    params.pop(DENSE_HEADS, None)
     metrics = {"retrieval": retrieval(bcfg, params, cfg, pcfg, tokenizer),
                "samples": sample_captions(bcfg, params, cfg, pcfg, tokenizer),
                "train": {k: result.summary.get(k) for k in (
@@ -379,6 +432,16 @@ def pretrain(cfg: Config, ship: bool = False, report: Report = print,
         report(f"[tvad] installed as the shipped default: {backbone_io.SHIPPED_DIR}")
     report(f"[tvad] pretrained backbone in {out}")
     return run_dir
+
+
+def _starting_backbone(directory: str, image_size: int):
+    """(config, params, tokenizer) of the backbone folder pretraining continues from."""
+    bcfg, params, tokenizer = backbone_io.load_backbone(directory)
+    if family(bcfg) is not LLAVA or bcfg.vision.image_size != image_size:
+        raise ConfigError(f"pretrain.init={directory}: continuing needs a ViT backbone for "
+                          f"{image_size}-pixel frames (prepare.height); this one is "
+                          f"{family(bcfg).name} at {getattr(bcfg.vision, 'image_size', '?')}")
+    return bcfg, params, tokenizer
 
 
 def random_backbone(like: str | Path, out: str | Path, seed: int = 0) -> Path:

@@ -267,10 +267,12 @@ class ITAM(nn.Module):
 
 
 def init_params(cfg: ITAMConfig, rng: jax.Array) -> dict:
-    """Random params of an `ITAM` (float32, logical-axis boxes removed)."""
+    """Random params of an `ITAM` (float32, logical-axis boxes removed); compiled rather than
+    run op by op."""
     vision = jnp.zeros((1, 1, cfg.vision_width), jnp.float32)
     ids = jnp.full((1, 2), cfg.bos_token_id, jnp.int32)
-    return nn.meta.unbox(ITAM(cfg).init(rng, vision, ids, jnp.ones_like(ids))["params"])
+    return jax.jit(lambda r: nn.meta.unbox(
+        ITAM(cfg).init(r, vision, ids, jnp.ones_like(ids))["params"]))(rng)
 
 
 def itc_similarity(image_embeds: jax.Array, text_embeds: jax.Array) -> jax.Array:

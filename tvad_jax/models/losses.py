@@ -1,4 +1,5 @@
-"""Losses on model outputs shared by the jobs: answer-token cross-entropy and InfoNCE."""
+"""Losses on model outputs shared by the jobs: answer-token cross-entropy, InfoNCE and a
+class-balanced per-patch classification."""
 from __future__ import annotations
 
 import jax
@@ -80,3 +81,28 @@ def grouped_choice_loss(a: jax.Array, phrases: jax.Array, logit_scale: jax.Array
         losses.append(-(logp * use).sum() / count)
         hits.append(((jnp.argmax(group, axis=1) == label) * use).sum() / count)
     return jnp.mean(jnp.stack(losses)), jnp.mean(jnp.stack(hits))
+
+
+def balanced_region_patch_loss(logits: jax.Array, coverage: jax.Array, labels: jax.Array
+                               ) -> tuple[jax.Array, jax.Array]:
+    """Class-balanced cross-entropy of per-patch class logits against the labels of the regions
+    that cover each patch.
+
+    logits [B, T, N, C] per patch, coverage [B, K, T, N] the share of each patch a region
+    covers (its weight in the loss), labels [B, K] each region's class (-1: none). Each class
+    present in the batch counts equally, however few patches it covers, so that rare values
+    (a fast object, a lying person) are not traded for the common ones. Returns (loss, balanced
+    top-1 accuracy), both averaged over the classes present."""
+    num_classes = logits.shape[-1]
+    logp = jax.nn.log_softmax(logits)                                       # [B, T, N, C]
+    onehot = jax.nn.one_hot(labels, num_classes)                            # [B, K, C]; -1 -> 0
+    # per class: coverage-weighted sums of -log p(class) and of hits over its regions' patches
+    weight = jnp.einsum("bktn,bkc->btnc", coverage, onehot)                 # [B, T, N, C]
+    mass = weight.sum(axis=(0, 1, 2))                                       # [C]
+    nll = -(weight * logp).sum(axis=(0, 1, 2))                              # [C]
+    hit = jax.nn.one_hot(jnp.argmax(logits, -1), num_classes)
+    hits = (weight * hit).sum(axis=(0, 1, 2))
+    present = mass > 0
+    count = jnp.maximum(present.sum(), 1)
+    per_class = jnp.where(present, 1.0 / jnp.maximum(mass, 1e-9), 0.0)
+    return (nll * per_class).sum() / count, (hits * per_class).sum() / count

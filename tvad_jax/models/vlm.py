@@ -150,9 +150,10 @@ def _dummy_inputs(cfg: BackboneConfig):
 
 
 def init_params(cfg: BackboneConfig, rng: jax.Array) -> dict:
-    """Random params of a `Backbone` (float32, logical-axis boxes removed)."""
+    """Random params of a `Backbone` (float32, logical-axis boxes removed); compiled, since
+    running the model's forward op by op to initialize it takes ~20 s even at the tiny size."""
     pixels, ids = _dummy_inputs(cfg)
-    return nn.meta.unbox(Backbone(cfg).init(rng, pixels, ids)["params"])
+    return jax.jit(lambda r: nn.meta.unbox(Backbone(cfg).init(r, pixels, ids)["params"]))(rng)
 
 
 def abstract_params(cfg: BackboneConfig, boxed: bool = False) -> Any:
