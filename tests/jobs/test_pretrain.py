@@ -89,3 +89,12 @@ def test_continued_pretraining_starts_from_the_given_weights_with_fresh_heads():
         np.testing.assert_array_equal(got, want, err_msg=jax.tree_util.keystr(path))
     assert {k: v["kernel"].shape for k, v in heads[DENSE_HEADS].items()} == {
         name: (bcfg.vision.width, len(phrases)) for name, phrases in ATTRIBUTE_PHRASES.items()}
+
+
+def test_a_missing_starting_backbone_fails_before_anything_is_written(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    args = ["pretrain", "--config", "tiny", f"synth.out_dir={tmp_path / 'synth'}",
+            f"runs_dir={runs}", f"pretrain.init={tmp_path / 'nope'}"]
+    assert main(args) == 2
+    assert f"{tmp_path / 'nope' / 'config.json'}: missing config.json" in capsys.readouterr().err
+    assert not runs.exists() and not (tmp_path / "synth").exists()

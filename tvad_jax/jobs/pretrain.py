@@ -392,14 +392,15 @@ def pretrain(cfg: Config, ship: bool = False, report: Report = print,
     cfg = corpus_data(cfg)
     pcfg = cfg.pretrain
     check_output_dir(run_dir or cfg.runs_dir)
+    starting = _starting_backbone(pcfg.init, cfg.prepare.height) if pcfg.init else None
     ensure_prepared(cfg, report)
     run_dir = start_run("pretrain", cfg, run_dir)
     annotations = sorted((find_builder_dir(cfg.prepared_dir) / "annotations").glob("*.jsonl"))
     corpus = [t for t in annotation_texts(a for a in annotations if a.stem != pcfg.eval_split)]
     loader = _loader(cfg, pcfg)
     raw = _clip_texts(cfg, pcfg, pcfg.split, loader)
-    if pcfg.init:
-        bcfg, start, tokenizer = _starting_backbone(pcfg.init, cfg.prepare.height)
+    if starting:
+        bcfg, start, tokenizer = starting
     else:
         tokenizer = train_tokenizer(corpus + [text for row in raw for text in row[:4] + row[4]],
                                     pcfg.vocab_size)
