@@ -420,7 +420,8 @@ def _with_backbone(run: PlannedRun, setting_dir: Path, report) -> Config:
         if kind == "random":
             path = setting_dir / "backbone-random"
             if not (path / "config.json").is_file():
-                report(f"[tvad] a randomly initialized {run.config.tvad.backbone} in {path}")
+                like = run.config.tvad.backbone or "shipped backbone"
+                report(f"[tvad] a randomly initialized copy of the {like} in {path}")
                 random_backbone(run.config.tvad.backbone, path)
         else:
             path = setting_dir / "backbone-pretrained" / "backbone"
