@@ -19,13 +19,13 @@ if _OWN_CACHE:
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
+from tvad_jax import configs  # noqa: E402,F401  (registers the named configs; after the cache)
+from tvad_jax import config as config_lib  # noqa: E402
+
 
 def pytest_unconfigure(config):
     if _OWN_CACHE:
         shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
-
-from tvad_jax import configs  # noqa: F401  (registers the named configs)
-from tvad_jax import config as config_lib
 
 
 def tiny_config(tmp_path, **synth):
