@@ -8,7 +8,7 @@ from tvad_jax import configs  # noqa: F401  (registers the named configs)
 from tvad_jax import config as config_lib
 from tvad_jax.data.files import check_output_dir
 from tvad_jax.errors import DataError
-from tvad_jax.models import attention
+from tvad_jax.jobs.common import use_kernels
 
 
 def add_config_args(parser: argparse.ArgumentParser, default: str = "default") -> None:
@@ -19,9 +19,9 @@ def add_config_args(parser: argparse.ArgumentParser, default: str = "default") -
 
 
 def config_from_args(args: argparse.Namespace):
-    """The resolved config; its `attention` becomes the process's attention implementation."""
+    """The resolved config; its kernel choices become the process's (`jobs.common.use_kernels`)."""
     cfg = config_lib.resolve(args.config, args.overrides)
-    attention.set_default(cfg.attention)
+    use_kernels(cfg)
     return cfg
 
 

@@ -1,5 +1,6 @@
 """Plumbing every job shares: the benchmark and its shards, the run folder, the report line.
 
+    use_kernels(cfg)                      # the config's attention and weight-gradient forms
     ensure_prepared(cfg, report)          # render the benchmark if missing, prepare shards
     run_dir = start_run("tvad-full", cfg, run_dir)   # given or new folder, with config.json
     run_dir, cfg, stats = finished_run(run_dir, "local_stats.json", "local-patterns")
@@ -24,10 +25,18 @@ from tvad_jax.errors import DataError
 from tvad_jax.eval.metrics import auc_by_type, frame_auc
 from tvad_jax.eval.s3m import anomaly_types
 from tvad_jax.jobs.config import Config
+from tvad_jax.models import attention, layers
 from tvad_jax.runs import new_run_dir, progress
 from tvad_jax.train import distributed
 
 Report = Callable[[str], None]
+
+
+def use_kernels(cfg: Config) -> None:
+    """Make the config's kernel choices the process's: the attention implementation and how
+    linear layers differentiate their kernels."""
+    attention.set_default(cfg.attention)
+    layers.set_weight_grad(cfg.weight_grad)
 
 
 def ensure_benchmark(cfg: Config, report: Report = print) -> None:

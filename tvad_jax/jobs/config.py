@@ -17,6 +17,7 @@ from tvad_jax.data.synthetic.spec import ANOMALY_TYPES, NORMAL_BEHAVIOURS, Synth
 from tvad_jax.data.tracker import DetectionNoise, TrackerConfig
 from tvad_jax.eval.fusion import NORMALIZATIONS
 from tvad_jax.models.attention import IMPLEMENTATIONS
+from tvad_jax.models.layers import WEIGHT_GRADS
 from tvad_jax.models.configs import DTYPES
 from tvad_jax.models.local_patterns import WEIGHTS, RMConfig
 from tvad_jax.models.predictors import PREDICTORS
@@ -448,8 +449,9 @@ class VLAVADJobConfig:
 @dataclasses.dataclass(frozen=True)
 class Config:
     """The root of every config: one section per job and the data it runs on, the runs'
-    folder and the attention implementation every model uses (`models.attention`: "auto"
-    picks the platform's fastest)."""
+    folder, the attention implementation every model uses (`models.attention`: "auto"
+    picks the platform's fastest) and how linear layers differentiate their kernels
+    (`models.layers.WEIGHT_GRADS`: "autodiff" reproduces runs made before "direct")."""
 
     synth: SynthConfig = SynthConfig()
     prepare: PrepareConfig = PrepareConfig()
@@ -461,9 +463,11 @@ class Config:
     vlavad: VLAVADJobConfig = VLAVADJobConfig()
     runs_dir: str = "runs"
     attention: str = "auto"
+    weight_grad: str = "direct"
 
     def __post_init__(self):
         config_lib.check_choice(self, "attention", IMPLEMENTATIONS)
+        config_lib.check_choice(self, "weight_grad", WEIGHT_GRADS)
 
     @property
     def prepare_source(self) -> str:

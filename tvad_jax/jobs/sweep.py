@@ -52,7 +52,7 @@ from tvad_jax.eval.fusion import choose_weights, fuse
 from tvad_jax.eval.metrics import frame_auc
 from tvad_jax.eval.report import plot_bars
 from tvad_jax.eval.tvad import ahd_frame_scores, evaluate_model
-from tvad_jax.jobs.common import Report, ensure_prepared
+from tvad_jax.jobs.common import Report, ensure_prepared, use_kernels
 from tvad_jax.jobs.config import Config
 from tvad_jax.jobs.local_patterns import (evaluate_local_patterns_run, local_patterns_scores,
                                           train_local_patterns)
@@ -60,7 +60,6 @@ from tvad_jax.jobs.pretrain import pretrain, random_backbone
 from tvad_jax.jobs.s3m import evaluate_run, train_s3m
 from tvad_jax.jobs.tvad import train_tvad
 from tvad_jax.jobs.vlavad import evaluate_vlavad_run, train_vlavad, vlavad_scores
-from tvad_jax.models import attention
 from tvad_jax.models.tvad import load_frozen_backbone, load_model, plain_model
 from tvad_jax.runs import progress
 from tvad_jax.train import distributed
@@ -287,7 +286,7 @@ def _execute(family: Family, run: PlannedRun, sweep_dir: Path, report: Report) -
     report(f"[tvad] sweep {family.name}: {run.folder}")
     _write_json(folder / RUN, _run_record(run))
     start = time.perf_counter()
-    attention.set_default(run.config.attention)
+    use_kernels(run.config)
     metrics = METHODS[run.setting.method](run, folder, sweep_dir, family.splits, report)
     _write_json(folder / RESULT, {"setting": run.setting.name, "seed": run.seed,
                                   "metrics": metrics,

@@ -220,8 +220,8 @@ class AHD(nn.Module):
             raise ValueError(f"got {len(hidden)} hidden states, cfg.num_layers={cfg.num_layers}")
         text = text.astype(jnp.float32)
         if cfg.dim is not None:
-            text = nn.Dense(cfg.dim, use_bias=False, dtype=jnp.float32, param_dtype=jnp.float32,
-                            kernel_init=L.kernel_init((None, "embed")), name="text_proj")(text)
+            text = L.Dense(cfg.dim, use_bias=False, dtype=jnp.float32,
+                           kernel_init=L.kernel_init((None, "embed")), name="text_proj")(text)
         dim = text.shape[-1]
         if cfg.center_text:
             text = text - text.mean(axis=-2, keepdims=True)
@@ -233,11 +233,11 @@ class AHD(nn.Module):
             x = patch_grid(h, grid).astype(dtype)                        # B, T', h, w, D_v
             if cfg.input_norm:
                 x = L.layer_norm(1e-5, dtype, name=f"norm_{i}")(x)
-            x = nn.Dense(cfg.mlp_dim or dim, dtype=dtype, param_dtype=jnp.float32,
-                         kernel_init=L.kernel_init(("embed", "mlp")), name=f"fc1_{i}")(x)
+            x = L.Dense(cfg.mlp_dim or dim, dtype=dtype,
+                        kernel_init=L.kernel_init(("embed", "mlp")), name=f"fc1_{i}")(x)
             x = nn.gelu(x, approximate=False)
-            x = nn.Dense(dim, dtype=dtype, param_dtype=jnp.float32,
-                         kernel_init=L.kernel_init(("mlp", "embed")), name=f"fc2_{i}")(x)
+            x = L.Dense(dim, dtype=dtype, kernel_init=L.kernel_init(("mlp", "embed")),
+                        name=f"fc2_{i}")(x)
             sims.append(jnp.einsum(eq, _normalize(x), text))             # eq. 5
         per_layer = jnp.stack(sims)                                      # I, B, T', h, w, C
 

@@ -129,8 +129,7 @@ class Decoder(nn.Module):
             metadata_params={nn.PARTITION_NAME: None})(cfg, name="layers")
         self.norm = L.RMSNorm(cfg.rms_eps, self.dtype)
         if not cfg.tie_embeddings:
-            self.lm_head = nn.Dense(cfg.vocab_size, use_bias=False, dtype=self.dtype,
-                                    param_dtype=jnp.float32,
+            self.lm_head = L.Dense(cfg.vocab_size, use_bias=False, dtype=self.dtype,
                                     kernel_init=L.kernel_init(("embed", "vocab")), name="lm_head")
 
     @property

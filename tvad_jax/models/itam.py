@@ -196,7 +196,7 @@ class ITAM(nn.Module):
 
     @staticmethod
     def _dense(features: int, axes: tuple[str | None, str | None]) -> nn.Dense:
-        return nn.Dense(features, kernel_init=L.kernel_init(axes), bias_init=L.zeros(axes[1:]))
+        return L.Dense(features, kernel_init=L.kernel_init(axes), bias_init=L.zeros(axes[1:]))
 
     def _embed_text(self, ids: jax.Array) -> jax.Array:
         """ids [B, L] -> token + learned position embeddings [B, L, D]."""

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from tvad_jax import config as config_lib
+from tvad_jax.models import layers
 
 WEIGHTS = ("cosine", "dot", "softmax")
 
@@ -58,8 +59,8 @@ class ReconstructionModule(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         h = x
         for _ in range(self.config.layers - 1):
-            h = nn.relu(nn.Dense(self.config.hidden)(h))
-        return nn.Dense(x.shape[-1])(h)
+            h = nn.relu(layers.Dense(self.config.hidden)(h))
+        return layers.Dense(x.shape[-1])(h)
 
 
 def reconstruction_errors(x: jax.Array, reconstruction: jax.Array) -> jax.Array:

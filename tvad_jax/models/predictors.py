@@ -44,7 +44,7 @@ def _delta_head(cfg: S3MConfig, summary, past):
 
     Called inside a compact `__call__`; returns (..., L_f, D) with `past`'s leading dims."""
     h = nn.LayerNorm(name="norm")(summary)
-    delta = nn.Dense(cfg.future * cfg.width, kernel_init=nn.initializers.zeros,
+    delta = layers.Dense(cfg.future * cfg.width, kernel_init=nn.initializers.zeros,
                      name="head")(h)
     delta = delta.reshape(past.shape[:-2] + (cfg.future, cfg.width))  # (..., L_f, D)
     return past[..., -1:, :] + delta
@@ -128,9 +128,9 @@ class TrackPredictor(nn.Module):
 
     @nn.compact
     def __call__(self, past):  # (..., L_p, F) -> (..., L_f, F)
-        emb = nn.Dense(self.config.width, name="embed")(past)  # (..., L_p, D)
+        emb = layers.Dense(self.config.width, name="embed")(past)  # (..., L_p, D)
         out = predictor(self.kind, self.config, name=self.kind)(emb)  # (..., L_f, D)
-        delta = nn.Dense(self.features, name="readout")(out - emb[..., -1:, :])  # (..., L_f, F)
+        delta = layers.Dense(self.features, name="readout")(out - emb[..., -1:, :])  # ..., L_f, F
         return past[..., -1:, :] + delta
 
 

@@ -319,9 +319,8 @@ class VisionMLP(nn.Module):
     @nn.compact
     def __call__(self, x):
         def dense(features, axes, name):
-            return nn.Dense(features, dtype=self.dtype, param_dtype=jnp.float32,
-                            kernel_init=L.kernel_init(axes), bias_init=L.zeros(axes[1:]),
-                            name=name)
+            return L.Dense(features, dtype=self.dtype, kernel_init=L.kernel_init(axes),
+                           bias_init=L.zeros(axes[1:]), name=name)
 
         gate = dense(self.hidden, ("embed", "mlp"), "gate")(x)
         up = dense(self.hidden, ("embed", "mlp"), "up")(x)

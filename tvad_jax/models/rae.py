@@ -98,11 +98,11 @@ class _MLP2(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        x = nn.Dense(self.hidden, dtype=self.dtype, param_dtype=jnp.float32,
-                     kernel_init=L.kernel_init((None, "mlp")), name="fc1")(x)
+        x = L.Dense(self.hidden, dtype=self.dtype, kernel_init=L.kernel_init((None, "mlp")),
+                    name="fc1")(x)
         x = nn.gelu(x, approximate=False)
-        return nn.Dense(self.out, dtype=self.dtype, param_dtype=jnp.float32,
-                        kernel_init=L.kernel_init(("mlp", "embed")), name="fc2")(x)
+        return L.Dense(self.out, dtype=self.dtype, kernel_init=L.kernel_init(("mlp", "embed")),
+                       name="fc2")(x)
 
 
 class RAE(nn.Module):

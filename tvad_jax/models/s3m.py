@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from tvad_jax import config as config_lib
-from tvad_jax.models import hippo
+from tvad_jax.models import hippo, layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +67,7 @@ class SSMLayer(nn.Module):
             x = x[..., -1, :]
         else:
             y = hippo.causal_conv(h, K) + skip * h
-        return x + nn.Dense(D, name="mix")(nn.gelu(y))
+        return x + layers.Dense(D, name="mix")(nn.gelu(y))
 
 
 class S3M(nn.Module):
@@ -84,7 +84,7 @@ class S3M(nn.Module):
             x = SSMLayer(cfg.state_size, cfg.measure, cfg.method, last_only=last,
                          name=f"layer_{i}")(x)  # (..., L_p, D), the last layer (..., D)
         x = nn.LayerNorm(name="norm")(x)
-        delta = nn.Dense(cfg.future * cfg.width, kernel_init=nn.initializers.zeros,
+        delta = layers.Dense(cfg.future * cfg.width, kernel_init=nn.initializers.zeros,
                          name="head")(x)
         delta = delta.reshape(x.shape[:-1] + (cfg.future, cfg.width))  # (..., L_f, D)
         return past[..., -1:, :] + delta

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from tvad_jax.models import hippo
+from tvad_jax.models import hippo, layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,12 +92,12 @@ class SMM(nn.Module):
     def __call__(self, tokens):  # tokens (..., L, H_d) = [question ; image] -> (..., H_d)
         cfg = self.config
         init = nn.initializers.normal(cfg.init_std)
-        u = nn.Dense(cfg.channels, kernel_init=init, name="encoder")(tokens)  # (..., L, O)
+        u = layers.Dense(cfg.channels, kernel_init=init, name="encoder")(tokens)  # (..., L, O)
         state_size = cfg.channels if cfg.form == "sum" else cfg.state_size
         for i in range(cfg.num_machines):
             u = StateMachine(state_size, 1.0 / cfg.num_machines, cfg.form, cfg.measure,
                              cfg.method, cfg.init_std, name=f"machine_{i}")(u)
-        return nn.Dense(cfg.width, kernel_init=init, name="decoder")(u[..., -1, :])
+        return layers.Dense(cfg.width, kernel_init=init, name="decoder")(u[..., -1, :])
 
 
 def pair_tokens(questions, images):

@@ -71,8 +71,7 @@ class VisionTransformer(nn.Module):
             dtype=self.dtype, layout=cfg.attention)
         self.post_ln = L.layer_norm(cfg.layer_norm_eps, self.dtype)
         if self.embed_dim is not None:
-            self.proj = nn.Dense(self.embed_dim, use_bias=False, dtype=self.dtype,
-                                 param_dtype=jnp.float32,
+            self.proj = L.Dense(self.embed_dim, use_bias=False, dtype=self.dtype,
                                  kernel_init=L.kernel_init(("embed", None)), name="proj")
 
     @property

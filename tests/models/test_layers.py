@@ -1,0 +1,76 @@
+"""models/layers.py: `linear` and its weight gradient, `Dense` against `nn.Dense`."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tvad_jax.models import layers
+
+
+@pytest.fixture(params=layers.WEIGHT_GRADS)
+def weight_grad(request):
+    layers.set_weight_grad(request.param)
+    yield request.param
+    layers.set_weight_grad("direct")
+
+
+@pytest.mark.parametrize("x_shape, k_shape, in_dims", [
+    ((3, 5, 6), (6, 4), 1),                # [B, L, D] . [D, F]
+    ((2, 3, 4, 8), (4, 8, 5), 2),          # [B, L, H, Dh] . [H, Dh, D] (an output projection)
+    ((7, 6), (6, 2, 3), 1),                # [M, D] . [D, H, Dh] (a query projection)
+])
+def test_linear_value_and_gradients_match_numpy(weight_grad, x_shape, k_shape, in_dims):
+    rng = np.random.default_rng(0)
+    x, kernel = rng.standard_normal(x_shape), rng.standard_normal(k_shape)
+    out_shape = x_shape[:len(x_shape) - in_dims] + k_shape[in_dims:]
+    probe = rng.standard_normal(out_shape)            # loss = sum(probe * y): dL/dy = probe
+
+    def loss(x, kernel):
+        return jnp.sum(jnp.asarray(probe, jnp.float32) * layers.linear(x, kernel, in_dims))
+
+    x32, k32 = jnp.asarray(x, jnp.float32), jnp.asarray(kernel, jnp.float32)
+    dx, dk = jax.jit(jax.grad(loss, argnums=(0, 1)))(x32, k32)
+    # numpy: flatten to matrices, y = X K, dX = G K^T, dK = X^T G
+    X = x.reshape(-1, int(np.prod(k_shape[:in_dims])))
+    K = kernel.reshape(X.shape[1], -1)
+    G = probe.reshape(X.shape[0], -1)
+    np.testing.assert_allclose(layers.linear(x32, k32, in_dims), (X @ K).reshape(out_shape),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dx, (G @ K.T).reshape(x_shape), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dk, (X.T @ G).reshape(k_shape), rtol=1e-5, atol=1e-5)
+
+
+def test_linear_gradients_keep_input_dtypes():
+    x = jnp.ones((2, 3, 4), jnp.bfloat16)
+    kernel = jnp.ones((4, 5), jnp.bfloat16)
+    dx, dk = jax.grad(lambda x, k: layers.linear(x, k).astype(jnp.float32).sum(),
+                      argnums=(0, 1))(x, kernel)
+    assert (dx.dtype, dk.dtype) == (jnp.bfloat16, jnp.bfloat16)
+    np.testing.assert_array_equal(np.asarray(dk, np.float32), np.full((4, 5), 6.0))
+
+
+def test_dense_has_the_params_and_values_of_nn_dense():
+    x = jax.random.normal(jax.random.key(1), (2, 3, 6))
+    ours, theirs = layers.Dense(4, name="proj"), nn.Dense(4, name="proj")
+    p_ours = ours.init(jax.random.key(0), x)
+    p_theirs = theirs.init(jax.random.key(0), x)
+    assert jax.tree.structure(p_ours) == jax.tree.structure(p_theirs)
+    for a, b in zip(jax.tree.leaves(p_ours), jax.tree.leaves(p_theirs)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(ours.apply(p_ours, x), theirs.apply(p_theirs, x))
+    # auto-named inside a compact module exactly as nn.Dense is (checkpoints keep their keys)
+    assert "Dense_0" in _Wrapper(layers.Dense).init(jax.random.key(0), x)["params"]
+
+
+class _Wrapper(nn.Module):
+    dense: type
+
+    @nn.compact
+    def __call__(self, x):
+        return self.dense(3)(x)
+
+
+def test_unknown_weight_grad_is_refused():
+    with pytest.raises(ValueError, match="weight_grad 'fast'"):
+        layers.set_weight_grad("fast")
