@@ -55,6 +55,22 @@ def test_query_rows_in_blocks_equal_the_reference(monkeypatch, kw):
         np.testing.assert_allclose(g, r, atol=2e-5)
 
 
+@pytest.mark.parametrize("kw", [
+    {"is_causal": True},
+    {"is_causal": True, "key_lengths": jnp.asarray([9, 4])},
+    {"is_causal": True, "mask": jnp.asarray((np.random.default_rng(2).random((2, 4, 11, 11))
+                                             > 0.3) | np.eye(11, dtype=bool))},
+], ids=["causal", "causal+lengths", "causal+head-mask"])
+def test_causal_attention_in_query_blocks_equals_the_reference(monkeypatch, kw):
+    """11 queries in causal blocks of 4 (the last one short), each over the keys up to its
+    last query (every query sees itself: see the module docstring on rows that see none)."""
+    monkeypatch.setattr(A, "CAUSAL_BLOCK", 4)
+    (out, grads), (ref, ref_grads) = _both(*_qkv(T=11, S=11), **kw)
+    np.testing.assert_allclose(out, ref, atol=2e-6)
+    for g, r in zip(grads, ref_grads):
+        np.testing.assert_allclose(g, r, atol=2e-5)
+
+
 def test_a_row_with_no_visible_key_averages_the_values_as_the_reference_does():
     q, k, v = _qkv(B=1, T=2, S=3, N=2, K=2)
     mask = jnp.asarray([[[[True, False, True], [False, False, False]]]])   # query 1 sees none

@@ -17,7 +17,8 @@ import pytest
 from hf_helpers import hf_reads_back, random_like
 
 from tvad_jax.models.convert import CheckpointError, to_pytorch_layout, write_checkpoint
-from tvad_jax.models.decoder import Decoder, init_cache
+from tvad_jax.models import decoder
+from tvad_jax.models.decoder import Decoder, LayerCache, cache_slots, init_cache
 from tvad_jax.models.generate import generate
 from tvad_jax.models.vlm import load_llama
 
@@ -78,8 +79,11 @@ def test_logits_match_hf(llama):
     np.testing.assert_allclose(logits[1, :8], hf[1, :8], atol=ATOL)   # valid positions
 
 
-def test_kv_cache_chunks_equal_full_pass(llama):
-    """Prefill, multi-token appends and single steps, rows at different lengths."""
+@pytest.mark.parametrize("kv_block", [128, 4])
+def test_kv_cache_chunks_equal_full_pass(llama, kv_block, monkeypatch):
+    """Prefill, multi-token appends and single steps, rows at different lengths; read as one
+    block of keys and as blocks of 4 slots."""
+    monkeypatch.setattr(decoder, "KV_BLOCK", kv_block)
     full = np.asarray(llama.full32(IDS, LENGTHS))
     dec, v = llama.dec, {"params": llama.ours}
     call = jax.jit(lambda e, pos, c, n: dec.apply(v, e, pos, c, n))
@@ -99,6 +103,66 @@ def test_kv_cache_chunks_equal_full_pass(llama):
         done += n
         np.testing.assert_array_equal(cache["lengths"], done)
     assert list(done) == [10, 8]
+
+
+def _dense_attention(q, k, v, query_slot):
+    """Softmax attention of q [B, L, H, Dh] over every slot <= query_slot [B, L] of k, v
+    [B, S, K, Dh] (heads k*G .. k*G+G-1 share kv head k), in float64 numpy."""
+    q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
+    G = q.shape[2] // k.shape[2]
+    k, v = np.repeat(k, G, axis=2), np.repeat(v, G, axis=2)
+    scores = np.einsum("blhd,bshd->bhls", q, k) / np.sqrt(q.shape[-1])
+    visible = np.arange(k.shape[1])[None, None] <= np.asarray(query_slot)[:, :, None]
+    scores = np.where(visible[:, None], scores, -np.inf)
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    return np.einsum("bhls,bshd->blhd", probs, v)
+
+
+@pytest.mark.parametrize("slots", [14, 16])
+def test_cached_attention_in_blocks(slots, monkeypatch):
+    """Blocks of 4 slots over a cache of 14 (the last block overlaps) or 16 slots, rows
+    filled to different lengths, grouped-query heads: the output equals dense attention over
+    the filled slots, the new keys land in this layer's slots only, and the gradient equals
+    the dense form's."""
+    monkeypatch.setattr(decoder, "KV_BLOCK", 4)
+    rng = np.random.default_rng(0)
+    B, Lq, H, K, Dh, depth = 3, 2, 4, 2, 8, 2
+    q = rng.normal(size=(B, Lq, H, Dh)).astype(np.float32)
+    k, v = (rng.normal(size=(B, Lq, K, Dh)).astype(np.float32) for _ in range(2))
+    stack_k, stack_v = (rng.normal(size=(depth, B, slots, K, Dh)).astype(np.float32)
+                        for _ in range(2))
+    start = np.array([0, 5, 11], np.int32)                 # row 2 writes slots 11-12
+    query_slot = start[:, None] + np.arange(Lq)[None]
+    cache = LayerCache(jnp.asarray(stack_k), jnp.asarray(stack_v), jnp.asarray(1))
+    o, new = jax.jit(decoder.cached_attention)(q, k, v, cache, start)
+    want_k, want_v = stack_k.copy(), stack_v.copy()
+    for b in range(B):
+        want_k[1, b, start[b]:start[b] + Lq] = k[b]
+        want_v[1, b, start[b]:start[b] + Lq] = v[b]
+    np.testing.assert_array_equal(new.k, want_k)
+    np.testing.assert_array_equal(new.v, want_v)
+    np.testing.assert_allclose(o, _dense_attention(q, want_k[1], want_v[1], query_slot),
+                               atol=1e-5)
+
+    def blocked(q, k, v):
+        return (decoder.cached_attention(q, k, v, cache, start)[0] ** 2).sum()
+
+    def dense(q, k, v):      # the same function in one masked softmax (jax, differentiable)
+        keys = cache.k[1].at[np.arange(B)[:, None], query_slot].set(k)
+        values = cache.v[1].at[np.arange(B)[:, None], query_slot].set(v)
+        visible = jnp.arange(slots)[None, None] <= query_slot[:, :, None]
+        return (decoder.attention(q, keys, values, visible[:, None],
+                                  implementation="xla") ** 2).sum()
+
+    for got, want in zip(jax.grad(blocked, (0, 1, 2))(q, k, v),
+                         jax.grad(dense, (0, 1, 2))(q, k, v)):
+        np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_cache_capacity_buckets(monkeypatch):
+    monkeypatch.setattr(decoder, "KV_BLOCK", 8)
+    assert [cache_slots(n) for n in (1, 8, 9, 16, 17)] == [1, 8, 16, 16, 24]
 
 
 def _reference(llama, rows: list[list[int]], steps: int, temperature=0.0, rng=None):

@@ -50,6 +50,38 @@ def test_linear_gradients_keep_input_dtypes():
     np.testing.assert_array_equal(np.asarray(dk, np.float32), np.full((4, 5), 6.0))
 
 
+def _dots(fn, *args) -> int:
+    return str(jax.make_jaxpr(fn)(*args)).count("dot_general")
+
+
+def test_a_frozen_side_of_linear_is_not_differentiated():
+    """Gradient for x alone (a frozen layer): the forward and dx, no kernel gradient; for the
+    kernel alone (a first layer): no input gradient; both: three products."""
+    x, kernel = jnp.ones((2, 3, 4)), jnp.ones((4, 5))
+    loss = lambda x, k: layers.linear(x, k).sum()
+    assert _dots(jax.grad(loss, argnums=0), x, kernel) == 2
+    assert _dots(jax.grad(loss, argnums=1), x, kernel) == 2
+    assert _dots(jax.grad(loss, argnums=(0, 1)), x, kernel) == 3
+    np.testing.assert_array_equal(jax.grad(loss, argnums=1)(x, kernel), np.full((4, 5), 6.0))
+
+
+def test_linear_refuses_mixed_dtypes():
+    with pytest.raises(TypeError, match="bfloat16"):
+        layers.linear(jnp.ones((2, 4), jnp.bfloat16), jnp.ones((4, 3)))
+
+
+def test_swiglu_gradient_matches_autodiff_of_its_formula():
+    rng = np.random.default_rng(3)
+    gate, up = (jnp.asarray(rng.standard_normal((3, 7)), jnp.float32) for _ in range(2))
+    probe = jnp.asarray(rng.standard_normal((3, 7)), jnp.float32)
+    ours = jax.grad(lambda g, u: jnp.sum(probe * layers.swiglu(g, u)), argnums=(0, 1))
+    plain = jax.grad(lambda g, u: jnp.sum(probe * g / (1 + jnp.exp(-g)) * u), argnums=(0, 1))
+    np.testing.assert_allclose(layers.swiglu(gate, up), gate / (1 + np.exp(-gate)) * up,
+                               rtol=1e-6)
+    for a, b in zip(ours(gate, up), plain(gate, up)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_dense_has_the_params_and_values_of_nn_dense():
     x = jax.random.normal(jax.random.key(1), (2, 3, 6))
     ours, theirs = layers.Dense(4, name="proj"), nn.Dense(4, name="proj")

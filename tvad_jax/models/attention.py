@@ -18,7 +18,9 @@ Implementations (`implementation=`, or the process default `set_default`):
 
 "auto" (the default) picks cudnn on a GPU where its constraints hold, xla on a TPU and
 einsum elsewhere. Masked scores take the same large negative value as jax's, so a row with
-no visible key averages all values, as there.
+no visible key averages all values, as there; in causal self-attention longer than
+`CAUSAL_BLOCK` (computed in blocks of queries) such a row averages the values of the keys
+its block reads instead.
 """
 from __future__ import annotations
 
@@ -34,6 +36,9 @@ IMPLEMENTATIONS = ("auto", "einsum", "xla", "cudnn")
 # causal prefill (1 MiB) gains nothing (benchmarks/bench_attention.py).
 ROW_BLOCK = 128
 BLOCKED_ABOVE = 1 << 20
+# Causal self-attention longer than CAUSAL_BLOCK runs in blocks of that many queries, block i
+# over keys [0, (i + 1) CAUSAL_BLOCK) only: at 512 tokens 5/8 of the score matrix.
+CAUSAL_BLOCK = 128
 _default = "auto"
 
 
@@ -67,8 +72,10 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None =
     """Scaled dot-product attention (see the module docstring for shapes)."""
     chosen = resolve(implementation or _default, q)
     if chosen == "einsum":
-        return _einsum_attention(q, k, v, _combined_mask(q, k, mask, is_causal, key_lengths),
-                                 ROW_BLOCK)
+        mask = _combined_mask(q, k, mask, is_causal, key_lengths)
+        if is_causal and q.shape[1] == k.shape[1] > CAUSAL_BLOCK:
+            return _causal_blocks(q, k, v, mask, CAUSAL_BLOCK)
+        return _einsum_attention(q, k, v, mask, ROW_BLOCK)
     if chosen not in ("xla", "cudnn"):
         raise ValueError(f"attention implementation {chosen!r}: expected one of "
                          f"{', '.join(IMPLEMENTATIONS)}")
@@ -91,6 +98,19 @@ def _combined_mask(q, k, mask, is_causal, key_lengths) -> jax.Array | None:
     for part in parts[1:]:
         combined = combined & part
     return combined
+
+
+def _causal_blocks(q, k, v, mask, block: int) -> jax.Array:
+    """Causal self-attention (mask [b, N|1, T, T], causal included) in blocks of `block`
+    queries, each over the keys up to its last query: the blocks above the diagonal are
+    never computed."""
+    T = q.shape[1]
+    out = []
+    for lo in range(0, T, block):
+        hi = min(lo + block, T)
+        out.append(_einsum_attention(q[:, lo:hi], k[:, :hi], v[:, :hi],
+                                     mask[:, :, lo:hi, :hi], ROW_BLOCK))
+    return jnp.concatenate(out, axis=1)
 
 
 def _einsum_attention(q, k, v, mask, row_block: int) -> jax.Array:
@@ -118,16 +138,45 @@ def _einsum_attention(q, k, v, mask, row_block: int) -> jax.Array:
     return out.reshape(B, T, N, H).astype(q.dtype)
 
 
+@jax.custom_vjp
 def _rows(q, k, v, mask) -> jax.Array:
     """Softmax attention of query rows q [B, K, R, H] (already scaled) over k, v [B, K, S, H];
-    mask [b, K|1, R|1, S] or None -> [B, K, R, H]."""
+    mask [b, K|1, R|1, S] or None -> [B, K, R, H].
+
+    Differentiated as flash attention is: the backward pass recomputes the probabilities from
+    q, k and the rows' log-sum-exp instead of keeping the [R, S] matrix of every layer alive
+    until the backward pass (on this CPU the shipped decoder's gradient spent ~10% of its
+    time writing and reading those saved matrices)."""
+    return _rows_forward(q, k, v, mask)[0]
+
+
+def _scores(q, k, mask) -> jax.Array:
     scores = jnp.einsum("bkqh,bksh->bkqs", q, k, preferred_element_type=jnp.float32)
-    if mask is not None:
-        scores = jnp.where(mask, scores, _large_negative())
-    peak = jax.lax.stop_gradient(scores.max(axis=-1, keepdims=True))
+    return scores if mask is None else jnp.where(mask, scores, _large_negative())
+
+
+def _rows_forward(q, k, v, mask):
+    scores = _scores(q, k, mask)
+    peak = scores.max(axis=-1, keepdims=True)
     weights = jnp.exp(scores - peak)
-    probs = (weights / weights.sum(axis=-1, keepdims=True)).astype(v.dtype)
-    return jnp.einsum("bkqs,bksh->bkqh", probs, v)
+    total = weights.sum(axis=-1, keepdims=True)
+    out = jnp.einsum("bkqs,bksh->bkqh", (weights / total).astype(v.dtype), v)
+    return out, (q, k, v, mask, out, peak + jnp.log(total))
+
+
+def _rows_backward(residuals, g):
+    q, k, v, mask, out, log_total = residuals
+    probs = jnp.exp(_scores(q, k, mask) - log_total)                     # B, K, R, S f32
+    dv = jnp.einsum("bkqs,bkqh->bksh", probs.astype(v.dtype), g)
+    dprobs = jnp.einsum("bkqh,bksh->bkqs", g, v, preferred_element_type=jnp.float32)
+    row_dot = jnp.sum(g.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
+    dscores = probs * (dprobs - row_dot)
+    dq = jnp.einsum("bkqs,bksh->bkqh", dscores.astype(q.dtype), k)
+    dk = jnp.einsum("bkqs,bkqh->bksh", dscores.astype(k.dtype), q)
+    return dq, dk, dv, None
+
+
+_rows.defvjp(_rows_forward, _rows_backward)
 
 
 def _blocked_rows(q, k, v, mask, block: int) -> jax.Array:

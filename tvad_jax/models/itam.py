@@ -195,7 +195,7 @@ class ITAM(nn.Module):
         self.lm_head = self._dense(cfg.vocab_size, ("embed", "vocab"))
 
     @staticmethod
-    def _dense(features: int, axes: tuple[str | None, str | None]) -> nn.Dense:
+    def _dense(features: int, axes: tuple[str | None, str | None]) -> L.Dense:
         return L.Dense(features, kernel_init=L.kernel_init(axes), bias_init=L.zeros(axes[1:]))
 
     def _embed_text(self, ids: jax.Array) -> jax.Array:

@@ -12,6 +12,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 
 from tvad_jax.models.attention import attention
 
@@ -70,8 +71,11 @@ def set_weight_grad(method: str) -> None:
 
 
 def linear(x: jax.Array, kernel: jax.Array, in_dims: int = 1) -> jax.Array:
-    """x [..., *in] contracted with kernel [*in, *out] over the `in_dims` axes -> [..., *out]
-    (`jnp.tensordot`), differentiated as `set_weight_grad` says."""
+    """x [..., *in] contracted with kernel [*in, *out] (both of one dtype) over the `in_dims`
+    axes -> [..., *out] (`jnp.tensordot`), differentiated as `set_weight_grad` says."""
+    if x.dtype != kernel.dtype:
+        raise TypeError(f"linear: x is {x.dtype}, the kernel {kernel.dtype}; cast both to the "
+                        "compute dtype")
     if _weight_grad == "autodiff":
         return jnp.tensordot(x, kernel, axes=in_dims)
     return _linear_direct(x, kernel, in_dims)
@@ -83,20 +87,27 @@ def _linear_direct(x, kernel, in_dims):
 
 
 def _linear_forward(x, kernel, in_dims):
-    return jnp.tensordot(x, kernel, axes=in_dims), (x, kernel)
+    """Keeps x only when the kernel is differentiated and the kernel only when x is: a frozen
+    layer (LoRA's base, a frozen tower) never computes the kernel gradient it would discard."""
+    y = jnp.tensordot(x.value, kernel.value, axes=in_dims)
+    return y, (x.value if kernel.perturbed else None, kernel.value if x.perturbed else None)
 
 
 def _linear_backward(in_dims, residuals, g):
     x, kernel = residuals
-    n_batch = x.ndim - in_dims
-    out_axes = tuple(range(n_batch, g.ndim))
-    dx = jnp.tensordot(g, kernel, axes=(out_axes, tuple(range(in_dims, kernel.ndim))))
-    batch = tuple(range(n_batch))
-    dkernel = jnp.tensordot(x, g, axes=(batch, batch))                 # [*in, *out]
-    return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
+    if isinstance(g, SymbolicZero):
+        return None, None
+    dx = dkernel = None
+    if kernel is not None:                                  # g [..., *out] . kernel^T
+        out_axes = tuple(range(g.ndim - (kernel.ndim - in_dims), g.ndim))
+        dx = jnp.tensordot(g, kernel, axes=(out_axes, tuple(range(in_dims, kernel.ndim))))
+    if x is not None:                                       # x^T g over the batch axes
+        batch = tuple(range(x.ndim - in_dims))
+        dkernel = jnp.tensordot(x, g, axes=(batch, batch))                 # [*in, *out]
+    return dx, dkernel
 
 
-_linear_direct.defvjp(_linear_forward, _linear_backward)
+_linear_direct.defvjp(_linear_forward, _linear_backward, symbolic_zeros=True)
 
 
 def constrain(x: jax.Array, axes: tuple[str | None, ...]) -> jax.Array:
@@ -239,6 +250,27 @@ class MLP(nn.Module):
                      bias_init=zeros((self.out_axis,)), name="fc2")(h)
 
 
+@jax.custom_vjp
+def swiglu(gate: jax.Array, up: jax.Array) -> jax.Array:
+    """silu(gate) * up, differentiated from gate and up alone: autodiff would keep sigmoid(gate)
+    and silu(gate) as well, two more [B, L, F] tensors per layer held for the backward pass."""
+    return jax.nn.silu(gate) * up
+
+
+def _swiglu_forward(gate, up):
+    return swiglu(gate, up), (gate, up)
+
+
+def _swiglu_backward(residuals, g):
+    gate, up = residuals
+    sigmoid = jax.nn.sigmoid(gate)
+    dgate = g * up * sigmoid * (1 + gate * (1 - sigmoid))     # d silu = s + x s (1 - s)
+    return dgate, g * gate * sigmoid
+
+
+swiglu.defvjp(_swiglu_forward, _swiglu_backward)
+
+
 class GatedMLP(nn.Module):
     """Llama's SwiGLU MLP: down(silu(gate(x)) * up(x)); kernels gate|up [D, F], down [F, D]."""
 
@@ -247,11 +279,10 @@ class GatedMLP(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        dense = functools.partial(nn.Dense, use_bias=False, dtype=self.dtype,
-                                  param_dtype=jnp.float32)
+        dense = functools.partial(Dense, use_bias=False, dtype=self.dtype)
         gate = dense(self.hidden, kernel_init=kernel_init(("embed", "mlp")), name="gate")(x)
         up = dense(self.hidden, kernel_init=kernel_init(("embed", "mlp")), name="up")(x)
-        h = constrain(jax.nn.silu(gate) * up, ("batch", "length", "mlp"))
+        h = constrain(swiglu(gate, up), ("batch", "length", "mlp"))
         return dense(x.shape[-1], kernel_init=kernel_init(("mlp", "embed")), name="down")(h)
 
 
