@@ -66,7 +66,8 @@ def test_legt_is_s4_legt_with_window_2():
     for i in range(N):  # state-spaces' transition('legt'), typed element by element
         assert B[i] == pytest.approx(0.5 * R[i])
         for j in range(N):
-            assert A[i, j] == pytest.approx(-0.5 * R[i] * R[j] * ((-1.0) ** (i - j) if i < j else 1))
+            sign = (-1.0) ** (i - j) if i < j else 1
+            assert A[i, j] == pytest.approx(-0.5 * R[i] * R[j] * sign)
 
 
 def test_legs_matches_hippo_paper():

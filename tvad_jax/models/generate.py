@@ -9,8 +9,10 @@ Shapes are fixed: the prompt is [B, L, D] (right-padded, `lengths` [B] real toke
 prompt into the cache (the vocabulary projection runs for each row's last prompt token only),
 then a `lax.while_loop` samples a token from the last logits and feeds it back, up to
 max_new_tokens times (it stops once every row has emitted EOS), so on return the cache holds
-prompt + every generated token (up to and including EOS) and can take the next turn directly. After a row emits `cfg.eos_token_id`
-its remaining tokens are `cfg.pad_token_id` and its cache length stops growing.
+prompt + every generated token (up to and including EOS) and can take the next turn
+directly. After a row emits `cfg.eos_token_id` its remaining tokens are `cfg.pad_token_id`
+and its cache length stops growing. Each step costs what the cache holds, not its capacity
+(`decoder.cached_attention`).
 """
 from __future__ import annotations
 
