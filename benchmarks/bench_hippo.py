@@ -12,6 +12,12 @@ of chunks) over the measured matmul peak, and bytes of inputs plus outputs over 
 copy bandwidth. Cases whose XLA peak memory exceeds `--memory-budget`, or whose compute bound
 alone exceeds `--time-budget`, are listed as skipped with the reason. The summary gives, per
 shape, the fastest all-states mode at each length and the lengths where the winner changes.
+
+The peer, when torch is installed (never a dependency: `pip install --target DIR torch` and
+`PYTHONPATH=DIR`): the recurrence as a PyTorch user writes it, an eager loop of one batched
+matmul-add per step into a preallocated (batch, L, D, P) tensor, same inputs, same threads,
+its states checked against `scan`'s (`torch_loop` rows; the summary's
+`torch_time_over_fastest` above 1 means ours is faster).
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _machine  # noqa: E402
@@ -99,6 +106,34 @@ def _record(name, L, batch, compiled, compile_s, flops, args, machine, budgets):
     }
 
 
+def _torch_loop(Ad, Bd, u, reference, compute_bound_s, budgets) -> dict:
+    """The eager PyTorch loop on the same inputs (see the module docstring), or why not."""
+    try:
+        import torch
+    except ImportError:
+        return {"fn": "torch_loop", "skipped": "torch is not installed"}
+    if compute_bound_s > budgets["time"]:
+        return {"fn": "torch_loop", "skipped": f"compute bound {compute_bound_s:.1f} s > "
+                                               "time budget"}
+    torch.set_num_threads(os.cpu_count() or 1)
+    ad_t, bd = (torch.from_numpy(np.array(x)) for x in (jnp.transpose(Ad), Bd))
+    tu = torch.from_numpy(np.array(u))
+    batch, L, D = tu.shape
+
+    def run():
+        with torch.no_grad():
+            out = torch.empty(batch, L, D, bd.shape[0])
+            c = torch.zeros(batch, D, bd.shape[0])
+            for t in range(L):
+                c = torch.addcmul(c @ ad_t, tu[:, t, :, None], bd)
+                out[:, t] = c
+            return out
+
+    states = run()
+    return {"fn": "torch_loop", "time_s": _machine.best_time(run, repeats=3),
+            "max_abs_diff_vs_scan": float(np.max(np.abs(states.numpy() - np.array(reference))))}
+
+
 def bench_shape(batch, D, P, lengths, machine, budgets):
     Ad, Bd = hippo.discretize(*hippo.transition("legt", P, 64.0), 1.0)
     rows = []
@@ -121,6 +156,12 @@ def bench_shape(batch, D, P, lengths, machine, budgets):
                      if mode in ("scan", "chunked") else _flops(compiled))
             rows.append(_record(mode, L, batch, compiled, compile_s, flops, args, machine,
                                 budgets))
+        scan_row = next(r for r in rows if r["fn"] == "scan" and r["L"] == L)
+        if "time_s" in scan_row:
+            reference = jax.jit(hippo.linear_recurrence)(*args)
+            rows.append({"L": L, **_torch_loop(Ad, Bd, u, reference,
+                                               scan_row["compute_bound_s"], budgets)})
+            del reference
         compiled, compile_s = _compile(hippo.final_state, *args)
         rows.append(_record("final_state", L, batch, compiled, compile_s, _flops(compiled),
                             args, machine, budgets))
@@ -131,7 +172,7 @@ def bench_shape(batch, D, P, lengths, machine, budgets):
 def crossovers(rows):
     """Fastest all-states mode per length, where it changes, and how the others compare."""
     timed = [r for r in rows if "time_s" in r]
-    winners, relative, final_speedup = {}, {}, {}
+    winners, relative, final_speedup, peer_ratio = {}, {}, {}, {}
     for L in sorted({r["L"] for r in timed if r["fn"] in hippo.MODES}):
         modes = {r["fn"]: r["time_s"] for r in timed if r["L"] == L and r["fn"] in hippo.MODES}
         winners[L] = min(modes, key=modes.get)
@@ -139,6 +180,9 @@ def crossovers(rows):
         final = [r["time_s"] for r in timed if r["L"] == L and r["fn"] == "final_state"]
         if final:
             final_speedup[L] = round(modes[winners[L]] / final[0], 1)
+        peer = [r["time_s"] for r in timed if r["L"] == L and r["fn"] == "torch_loop"]
+        if peer:
+            peer_ratio[L] = round(peer[0] / modes[winners[L]], 2)
     lengths = sorted(winners)
     changes = [f"{winners[a]} -> {winners[b]} between L={a} and L={b}"
                for a, b in zip(lengths, lengths[1:]) if winners[a] != winners[b]]
@@ -149,6 +193,7 @@ def crossovers(rows):
                                       "length" if lengths else "nothing timed"],
         "all_states_time_relative_to_fastest": relative,
         "final_state_speedup_over_fastest_all_states": final_speedup,
+        "torch_time_over_fastest": peer_ratio,
         "streaming_step_ns_per_element": step[0]["ns_per_element"] if step else None,
         "final_state_ns_per_element": {r["L"]: r["ns_per_element"] for r in timed
                                        if r["fn"] == "final_state"},
