@@ -26,8 +26,8 @@ def test_the_peer_says_why_it_did_not_run(monkeypatch):
 def test_summary_sets_the_peer_against_the_fastest_mode():
     rows = [{"fn": "scan", "L": 64, "time_s": 0.4}, {"fn": "chunked", "L": 64, "time_s": 0.2},
             {"fn": "associative", "L": 64, "time_s": 0.8}, {"fn": "conv", "L": 64, "time_s": 1.6},
-            {"fn": "torch_loop", "L": 64, "time_s": 0.5}, {"fn": "final_state", "L": 64,
-                                                          "time_s": 0.01}]
+            {"fn": "torch_loop", "L": 64, "time_s": 0.5},
+            {"fn": "final_state", "L": 64, "time_s": 0.01, "ns_per_element": 100.0}]
     summary = _bench().crossovers(rows)
     assert summary["fastest_all_states_mode"] == {64: "chunked"}
     assert summary["torch_time_over_fastest"] == {64: 2.5}
