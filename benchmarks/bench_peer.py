@@ -16,7 +16,8 @@ Workloads (float32; `--tiny` shrinks every one to a few layers of width 32 for t
       forward      logits and the mean next-token cross-entropy
       gradient     the same loss and its gradient for every parameter
       train step   gradient, global-norm clipping to 1, AdamW (lr 1e-4, weight decay 1e-4),
-                   parameters and optimizer state threaded through the calls
+                   parameters and optimizer state threaded through the calls and donated
+                   (as `train.step` does; PyTorch's optimizer updates in place)
   greedy_decode    the shipped-size decoder: a 256-token prompt and 64 greedy tokens (no EOS),
                    batch 4 and batch 1: our `models.generate.generate` (one jitted call: KV
                    cache prefill + while loop) against transformers' `generate`
@@ -36,6 +37,7 @@ train step use the first form.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -154,7 +156,7 @@ def lm_workload(w: dict, peer, repeats: int, weight_grads: list[str]) -> dict:
     layers.set_weight_grad(weight_grads[0])
     forward = jax.jit(loss).lower(params, ids_j).compile()
 
-    @jax.jit
+    @functools.partial(jax.jit, donate_argnums=(0, 1))    # as the engine's step donates
     def train_step(p, state, ids):
         value, grads = jax.value_and_grad(loss)(p, ids)
         updates, state = optimizer.update(grads, state, p)
