@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from hf_helpers import hf_reads_back, random_like
 
-from tvad_jax.models.convert import CheckpointError, to_pytorch_layout, write_checkpoint
 from tvad_jax.models import decoder
+from tvad_jax.models.convert import CheckpointError, to_pytorch_layout, write_checkpoint
 from tvad_jax.models.decoder import Decoder, LayerCache, cache_slots, init_cache
 from tvad_jax.models.generate import generate
 from tvad_jax.models.vlm import load_llama
