@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import types
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -141,3 +142,60 @@ def test_input_shape_errors(ours):
     with pytest.raises(ValueError, match="max_frames"):
         jax.eval_shape(lambda: vit.apply({"params": params["vision"]},
                                          jnp.zeros((1, 10, 32, 32, 3))))
+
+
+def _conv_stride2(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """3x3 stride-2 "SAME" convolution by loops: [H, W, C_in] -> [H/2, W/2, C_out] (even H, W:
+    one row and column of zero padding after, none before)."""
+    h, w, _ = x.shape
+    padded = np.pad(x, ((0, 1), (0, 1), (0, 0)))
+    out = np.zeros((h // 2, w // 2, kernel.shape[-1]))
+    for i in range(h // 2):
+        for j in range(w // 2):
+            out[i, j] = np.einsum("abc,abcd->d", padded[2 * i:2 * i + 3, 2 * j:2 * j + 3], kernel)
+    return out + bias
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    from scipy.special import erf
+    return 0.5 * x * (1 + erf(x / np.sqrt(2)))
+
+
+def test_conv_stem_matches_loops_and_sees_motion():
+    cfg = C.tiny_vision(stem="conv")                          # P 8: 3 convs, 8 -> 16 -> 32
+    vit = VisionTransformer(cfg)
+    rng = np.random.default_rng(0)
+    still = np.repeat(rng.random((1, 1, 32, 32, 3), np.float32), 4, axis=1)
+    moving = np.stack([np.roll(still[0, 0], k, axis=1) for k in range(4)])[None]  # 1 px/frame
+    params = nn.meta.unbox(vit.init(jax.random.key(0), jnp.asarray(still))["params"])
+    params = jax.tree.map(lambda a: a + 0.1 * rng.standard_normal(a.shape).astype(np.float32),
+                          params)                            # nonzero biases too
+    tokens = np.asarray(vit.apply({"params": params}, jnp.asarray(moving),
+                                  method=VisionTransformer._patch_tokens))
+    assert tokens.shape == (1, 2, 4, 4, cfg.width)
+    frames = moving[0].astype(np.float64)
+    previous = np.concatenate([frames[:1], frames[:-1]])
+    per_frame = []
+    for frame in np.concatenate([frames, frames - previous], axis=-1):
+        x = frame
+        for i in range(3):
+            conv = params[f"stem_{i}"]
+            x = _conv_stride2(x if i == 0 else _gelu(x), np.asarray(conv["kernel"]),
+                              np.asarray(conv["bias"]))
+        per_frame.append(x)                                  # [4, 4, D]
+    per_frame = np.stack(per_frame).reshape(2, 2, 4, 4, cfg.width)     # [T', t, h, w, D]
+    tubelets = np.concatenate([per_frame[:, 0], per_frame[:, 1]], axis=-1)
+    expected = tubelets @ np.asarray(params["stem_proj"]["kernel"])
+    np.testing.assert_allclose(tokens[0], expected, rtol=1e-4, atol=1e-4)
+    # A still clip's tubelets embed alike; the same frames in motion do not.
+    still_tokens = np.asarray(vit.apply({"params": params}, jnp.asarray(still),
+                                        method=VisionTransformer._patch_tokens))
+    np.testing.assert_allclose(still_tokens[0, 0], still_tokens[0, 1], atol=1e-5)
+    assert np.abs(tokens[0, 1] - still_tokens[0, 1]).max() > 0.1
+
+
+def test_conv_stem_config_errors():
+    with pytest.raises(ValueError, match="power-of-2"):
+        C.tiny_vision(stem="conv", patch_size=14, image_size=28)
+    with pytest.raises(ValueError, match="stem"):
+        C.tiny_vision(stem="linear")

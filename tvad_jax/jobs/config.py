@@ -85,6 +85,9 @@ class PretrainConfig:
         every last-layer patch token predicts the attributes of the regions covering it:
         class, action, speed band, direction, pose, zone; class-balanced; 0: off), so that
         each patch token, which the AHD decodes one by one, carries them itself.
+      stem: the vision tower's patch embedding (`VisionConfig.stem`): "tubelet" (CLIP's and
+        Qwen's linear map) or "conv" (convolutions over each frame and its difference to the
+        previous one).
       init: a backbone folder to continue pretraining from (its weights, architecture and
         tokenizer; `model` and `vocab_size` are then unused); "": a fresh initialization.
       eval_clips: held-out clips for retrieval.
@@ -113,6 +116,7 @@ class PretrainConfig:
     attribute_weight: float = 0.0
     motion_weight: float = 0.0
     dense_weight: float = 0.0
+    stem: Literal["tubelet", "conv"] = "tubelet"
     init: str = ""
     eval_clips: int = 128
     model: Literal["default", "tiny"] = "default"

@@ -48,6 +48,11 @@ class VisionConfig:
         {1, 8, 16, 32} of 32 as fractions.
       attention: "frame": the 1+N tokens of each tubelet attend within the tubelet (what an
         image-trained CLIP expects); "joint": all T' x (1+N) tokens attend to each other.
+      stem: how pixels become patch tokens. "tubelet": one linear map of each (tubelet, P, P)
+        block (CLIP's and Qwen's patch embedding); "conv": log2(P) 3x3 stride-2 convolutions
+        (GELU between them) on each frame and its difference to the previous frame, then the
+        tubelet's frames concatenated and mapped to D (early convolutions: a small tower
+        trained from scratch learns local attributes and motion much sooner; P a power of 2).
       activation: MLP activation ("quick_gelu" for OpenAI CLIP, "gelu" exact erf GELU).
       layer_norm_eps: LayerNorm epsilon.
       dtype: compute dtype, "float32" or "bfloat16" (params are always float32).
@@ -64,12 +69,18 @@ class VisionConfig:
     max_frames: int = 64
     feature_layers: tuple[float | int, ...] = (1 / 32, 0.25, 0.5, 1.0)
     attention: str = "frame"
+    stem: str = "tubelet"
     activation: str = "quick_gelu"
     layer_norm_eps: float = 1e-5
     dtype: str = "float32"
     remat: bool = False
 
     def __post_init__(self):
+        _check(self.stem in ("tubelet", "conv"), f"stem must be 'tubelet' or 'conv', got "
+               f"{self.stem!r}")
+        _check(self.stem != "conv" or (self.patch_size >= 2
+                                       and self.patch_size & (self.patch_size - 1) == 0),
+               f"stem 'conv' needs a power-of-2 patch_size, got {self.patch_size}")
         _check(self.width % self.heads == 0, f"width {self.width} not divisible by heads "
                f"{self.heads}")
         _check(self.image_size % self.patch_size == 0,

@@ -7,13 +7,18 @@
     out.pooled   # [B, T', D] post-LN CLS of each tubelet
     out.embeds   # [B, T', E] visual projection of pooled (None without embed_dim)
 
-Tubelet embedding: a 3-D convolution with kernel and stride (tubelet, P, P) and no bias, done
-as a reshape and one einsum. Loading a 2-D CLIP patch embedding inflates it: each temporal tap
-gets weight / tubelet, so a tubelet of identical frames embeds exactly as CLIP embeds the frame.
-Each tubelet has its own CLS token; CLIP's spatial position embedding [1+N, D] is shared by all
-tubelets, plus a learnable temporal embedding [T'_max, D] (zeros at init and when loaded from
-CLIP, which has none). With attention="frame" and identical frames every tubelet's hidden
-states equal CLIP's `hidden_states` of that frame.
+Tubelet embedding (`stem="tubelet"`): a 3-D convolution with kernel and stride (tubelet, P, P)
+and no bias, done as a reshape and one einsum. Loading a 2-D CLIP patch embedding inflates it:
+each temporal tap gets weight / tubelet, so a tubelet of identical frames embeds exactly as CLIP
+embeds the frame. Each tubelet has its own CLS token; CLIP's spatial position embedding [1+N, D]
+is shared by all tubelets, plus a learnable temporal embedding [T'_max, D] (zeros at init and
+when loaded from CLIP, which has none). With attention="frame" and identical frames every
+tubelet's hidden states equal CLIP's `hidden_states` of that frame.
+
+The convolutional stem (`stem="conv"`, for towers trained from scratch) replaces the tubelet
+embedding: log2(P) 3x3 stride-2 convolutions over each frame and its difference to the previous
+frame (zero for a clip's first frame), so that motion enters as the pixels that changed, then a
+linear map of the tubelet's frames concatenated.
 """
 from __future__ import annotations
 
@@ -45,7 +50,8 @@ class VisionTransformer(nn.Module):
       cfg: the `VisionConfig`.
       embed_dim: size E of the visual projection (CLIP's `visual_projection`); None: none.
 
-    Params: patch_embed [tubelet, P, P, 3, D], cls [D], pos_embed [1+N, D],
+    Params: patch_embed [tubelet, P, P, 3, D] (stem "tubelet") or stem_i/{kernel [3, 3, C_in,
+    C_out], bias} and stem_proj [tubelet * D, D] (stem "conv"), cls [D], pos_embed [1+N, D],
     time_embed [T'_max, D], pre_ln, layers (scanned `EncoderBlock`s, leading axis depth),
     post_ln, and proj/kernel [D, E] with embed_dim.
     """
@@ -56,9 +62,15 @@ class VisionTransformer(nn.Module):
     def setup(self):
         cfg = self.cfg
         D, P = cfg.width, cfg.patch_size
-        self.patch_embed = self.param(
-            "patch_embed", L.kernel_init((None, None, None, None, "embed"), stddev=0.02),
-            (cfg.tubelet, P, P, 3, D), jnp.float32)
+        if cfg.stem == "tubelet":
+            self.patch_embed = self.param(
+                "patch_embed", L.kernel_init((None, None, None, None, "embed"), stddev=0.02),
+                (cfg.tubelet, P, P, 3, D), jnp.float32)
+        else:
+            self.stem_convs = [_Conv3x3(D >> (self.stem_depth - 1 - i), self.dtype,
+                                        name=f"stem_{i}") for i in range(self.stem_depth)]
+            self.stem_proj = L.Dense(D, use_bias=False, dtype=self.dtype,
+                                     kernel_init=L.kernel_init((None, "embed")), name="stem_proj")
         self.cls = self.param("cls", L.kernel_init(("embed",), stddev=0.02), (D,), jnp.float32)
         self.pos_embed = self.param("pos_embed", L.kernel_init(("tokens", "embed"), stddev=0.02),
                                     (1 + cfg.num_patches, D), jnp.float32)
@@ -78,6 +90,28 @@ class VisionTransformer(nn.Module):
     def dtype(self):
         return dtype_of(self.cfg.dtype)
 
+    @property
+    def stem_depth(self) -> int:
+        """Stride-2 convolutions of the "conv" stem: log2(P)."""
+        return self.cfg.patch_size.bit_length() - 1
+
+    def _patch_tokens(self, pixels: jax.Array) -> jax.Array:
+        """pixels [B, T, H, W, 3] -> patch tokens [B, T', h, w, D] (the stem)."""
+        cfg = self.cfg
+        B, T, H, W, C = pixels.shape
+        P, t = cfg.patch_size, cfg.tubelet
+        Tp, Hp, Wp = T // t, H // P, W // P
+        x = pixels.astype(self.dtype)
+        if cfg.stem == "tubelet":
+            x = x.reshape(B, Tp, t, Hp, P, Wp, P, C)
+            return jnp.einsum("btuhpwqc,upqcd->bthwd", x, self.patch_embed.astype(self.dtype))
+        previous = jnp.concatenate([x[:, :1], x[:, :-1]], axis=1)
+        x = jnp.concatenate([x, x - previous], axis=-1).reshape(B * T, H, W, 2 * C)
+        for i, conv in enumerate(self.stem_convs):
+            x = conv(x) if i == 0 else conv(nn.gelu(x, approximate=False))
+        x = x.reshape(B, Tp, t, Hp, Wp, cfg.width).transpose(0, 1, 3, 4, 2, 5)
+        return self.stem_proj(x.reshape(B, Tp, Hp, Wp, t * cfg.width))
+
     def embed(self, pixels: jax.Array) -> jax.Array:
         """pixels [B, T, H, W, 3] -> tokens [B, T', 1+N, D] after pre-LN (hidden state 0)."""
         cfg = self.cfg
@@ -89,9 +123,7 @@ class VisionTransformer(nn.Module):
         if T // t > cfg.max_tubelets:
             raise ValueError(f"{T} frames exceed max_frames={cfg.max_frames}")
         Tp, Hp, Wp = T // t, H // P, W // P
-        x = pixels.astype(self.dtype).reshape(B, Tp, t, Hp, P, Wp, P, C)
-        x = jnp.einsum("btuhpwqc,upqcd->bthwd", x, self.patch_embed.astype(self.dtype))
-        x = x.reshape(B, Tp, Hp * Wp, cfg.width)                         # B, T', N, D
+        x = self._patch_tokens(pixels).reshape(B, Tp, Hp * Wp, cfg.width)  # B, T', N, D
         cls = jnp.broadcast_to(self.cls.astype(self.dtype), (B, Tp, 1, cfg.width))
         x = jnp.concatenate([cls, x], axis=2)                            # B, T', 1+N, D
         x = x + self.pos_embed.astype(self.dtype)[None, None]
@@ -124,3 +156,19 @@ class VisionTransformer(nn.Module):
         pooled = final[:, :, 0]
         embeds = self.proj(pooled) if self.embed_dim is not None else None
         return VisionOutput(hidden=hidden, final=final, pooled=pooled, embeds=embeds)
+
+
+class _Conv3x3(nn.Module):
+    """A 3x3 stride-2 convolution with "SAME" padding: [B, H, W, C_in] -> [B, H/2, W/2, C_out]."""
+
+    features: int
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", L.kernel_init((None, None, None, None)),
+                            (3, 3, x.shape[-1], self.features), jnp.float32)
+        bias = self.param("bias", L.zeros((None,)), (self.features,), jnp.float32)
+        y = jax.lax.conv_general_dilated(x, kernel.astype(self.dtype), (2, 2), "SAME",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return y + bias.astype(self.dtype)
