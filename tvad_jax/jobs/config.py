@@ -84,10 +84,11 @@ class PretrainConfig:
       dense_weight: weight of the dense attribute loss (a linear classifier per attribute on
         every last-layer patch token predicts the attributes of the regions covering it:
         class, action, speed band, direction, pose, zone; class-balanced; 0: off), so that
-        each patch token, which the AHD decodes one by one, carries them itself.
-      stem: the vision tower's patch embedding (`VisionConfig.stem`): "tubelet" (CLIP's and
-        Qwen's linear map) or "conv" (convolutions over each frame and its difference to the
-        previous one).
+        each patch token, which the AHD decodes one by one, carries them itself. On in the
+        shipped recipe since backbone v3 (with the "conv" stem).
+      stem: the vision tower's patch embedding (`VisionConfig.stem`): "conv" (convolutions
+        over each frame and its difference to the previous one; backbone v3) or "tubelet"
+        (CLIP's and Qwen's linear map; backbones v1 and v2).
       init: a backbone folder to continue pretraining from (its weights, architecture and
         tokenizer; `model` and `vocab_size` are then unused); "": a fresh initialization.
       eval_clips: held-out clips for retrieval.
@@ -115,8 +116,8 @@ class PretrainConfig:
     region_weight: float = 1.0
     attribute_weight: float = 0.0
     motion_weight: float = 0.0
-    dense_weight: float = 0.0
-    stem: Literal["tubelet", "conv"] = "tubelet"
+    dense_weight: float = 1.0
+    stem: Literal["tubelet", "conv"] = "conv"
     init: str = ""
     eval_clips: int = 128
     model: Literal["default", "tiny"] = "default"

@@ -15,8 +15,8 @@ objects look like and do; never the anomaly annotations, never "normal" / "abnor
   features, pooled per tubelet, regresses the object's velocity (pixels per frame, from its
   boxes; Huber loss), so that the tower must encode how objects move, which no text objective
   taught it (speed stayed unreadable); the head is dropped from the saved backbone;
-* dense attributes (`dense_weight`, off by default): a linear classifier per attribute on
-  every last-layer patch token predicts the class, action, speed band, direction, pose and
+* dense attributes (`dense_weight`, on since backbone v3): a linear classifier per attribute
+  on every last-layer patch token predicts the class, action, speed band, direction, pose and
   zone of the regions covering it (class-balanced), so that every patch token carries them;
   the heads are dropped from the saved backbone;
 * captioning / QA language modelling of the decoder: [P_V ; <s> question ; answer </s>] with
@@ -24,7 +24,10 @@ objects look like and do; never the anomaly annotations, never "normal" / "abnor
   crop clips (every `crop_every`-th clip, cropped around its main object), VLAVAD's
   single-object questions (pose, behaviour or action, appearance).
 
-The tokenizer is trained first (byte-level BPE on the benchmark's text). After training the run
+The vision tower's stem is `pretrain.stem` (v3: convolutions over each frame and its difference
+to the previous one, which let the small tower learn motion that the linear tubelet embedding
+of v1 and v2 never encoded). The tokenizer is trained first (byte-level BPE on the benchmark's
+text). After training the run
 reports zero-shot clip<->caption and region<->description retrieval on held-out clips of
 `eval_split` and writes the backbone (`backbone/`, Hugging Face layout) into the run folder;
 `ship=True` also installs it as the package's default. With `init` the job continues from a

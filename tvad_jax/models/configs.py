@@ -323,12 +323,14 @@ def small_backbone(**vision_overrides) -> BackboneConfig:
 def default_backbone(vocab_size: int = 1024, image_size: int = 96) -> BackboneConfig:
     """The shipped default, sized to pretrain on 2 CPU cores: ViT 128 x 4 with joint
     space-time attention on 96 px frames and 8 px patches (12 x 12 per tubelet: a person
-    spans about one patch across and two down), 3 x 3-pooled visual tokens (16 per tubelet),
+    spans about one patch across and two down) from the convolutional stem over frames and
+    their differences (backbone v3), 3 x 3-pooled visual tokens (16 per tubelet),
     text 128 x 3 (48 tokens), decoder 192 x 3; token ids of the benchmark's BPE tokenizer
     (`tvad_jax.models.tokenizer`: pad 0, bos 1, eos 2)."""
     vision = VisionConfig(width=128, depth=4, heads=4, mlp_dim=512, patch_size=8,
                           image_size=image_size, max_frames=16,
-                          feature_layers=(0.25, 0.5, 0.75, 1.0), attention="joint")
+                          feature_layers=(0.25, 0.5, 0.75, 1.0), attention="joint",
+                          stem="conv")
     text = TextConfig(vocab_size=vocab_size, width=128, depth=3, heads=4, mlp_dim=512,
                       max_length=48, eos_token_id=2, pad_token_id=0, pool="eos")
     decoder = DecoderConfig(vocab_size=vocab_size, width=192, depth=3, heads=4, kv_heads=4,
