@@ -1,4 +1,4 @@
-"""Which backbone T-VAD stands on: the shipped backbone v2 (800 pretraining steps), the same
+"""Which backbone T-VAD stands on: the shipped backbone (v3: 800 pretraining steps), the same
 recipe for 100 steps (`tvad pretrain --config pretrain-quick`) and the same architecture with
 random weights (no pretraining at all), each under T-VAD's stage 1 and stage 2.
 
@@ -14,17 +14,17 @@ from __future__ import annotations
 from tvad_jax.config import register
 from tvad_jax.jobs.sweep import Family, Setting
 
-QUICK_STEPS = 100     # pretrain-quick's steps (the shipped v2 took 800)
+QUICK_STEPS = 100     # pretrain-quick's steps (the shipped backbone took 800)
 
 
 @register("backbones", kind="sweep")
 def backbones() -> Family:
     return Family(
         name="backbones",
-        description="Backbones under T-VAD (paper 000's method): shipped v2 vs the quick "
+        description="Backbones under T-VAD (paper 000's method): the shipped one vs the quick "
                     f"{QUICK_STEPS}-step pretraining vs random weights",
         settings=(
-            Setting("shipped v2", "tvad"),
+            Setting("shipped", "tvad"),
             Setting(f"pretrained {QUICK_STEPS} steps", "tvad",
                     (f"pretrain.train.loop.steps={QUICK_STEPS}",), backbone="pretrained"),
             Setting("random init", "tvad", backbone="random"),
