@@ -27,11 +27,11 @@ objects look like and do; never the anomaly annotations, never "normal" / "abnor
 The vision tower's stem is `pretrain.stem` (v3: convolutions over each frame and its difference
 to the previous one, which let the small tower learn motion that the linear tubelet embedding
 of v1 and v2 never encoded). The tokenizer is trained first (byte-level BPE on the benchmark's
-text). After training the run
-reports zero-shot clip<->caption and region<->description retrieval on held-out clips of
-`eval_split` and writes the backbone (`backbone/`, Hugging Face layout) into the run folder;
-`ship=True` also installs it as the package's default. With `init` the job continues from a
-backbone folder (its weights and tokenizer) instead of a fresh initialization.
+text). After training the run reports zero-shot clip<->caption and region<->description
+retrieval on held-out clips of `eval_split` and writes the backbone (`backbone/`, Hugging Face
+layout) into the run folder; `ship=True` also installs it as the package's default. With
+`init` the job continues from a backbone folder (its weights and tokenizer) instead of a fresh
+initialization.
 """
 from __future__ import annotations
 

@@ -67,8 +67,12 @@ class VisionTransformer(nn.Module):
                 "patch_embed", L.kernel_init((None, None, None, None, "embed"), stddev=0.02),
                 (cfg.tubelet, P, P, 3, D), jnp.float32)
         else:
-            self.stem_convs = [_Conv3x3(D >> (self.stem_depth - 1 - i), self.dtype,
-                                        name=f"stem_{i}") for i in range(self.stem_depth)]
+            self.stem_convs = [  # 3x3, stride 2, "SAME": [B, H, W, C] -> [B, H/2, W/2, C']
+                nn.Conv(D >> (self.stem_depth - 1 - i), (3, 3), strides=2, padding="SAME",
+                        dtype=self.dtype, param_dtype=jnp.float32,
+                        kernel_init=L.kernel_init((None, None, None, None)),
+                        bias_init=L.zeros((None,)), name=f"stem_{i}")
+                for i in range(self.stem_depth)]
             self.stem_proj = L.Dense(D, use_bias=False, dtype=self.dtype,
                                      kernel_init=L.kernel_init((None, "embed")), name="stem_proj")
         self.cls = self.param("cls", L.kernel_init(("embed",), stddev=0.02), (D,), jnp.float32)
@@ -156,19 +160,3 @@ class VisionTransformer(nn.Module):
         pooled = final[:, :, 0]
         embeds = self.proj(pooled) if self.embed_dim is not None else None
         return VisionOutput(hidden=hidden, final=final, pooled=pooled, embeds=embeds)
-
-
-class _Conv3x3(nn.Module):
-    """A 3x3 stride-2 convolution with "SAME" padding: [B, H, W, C_in] -> [B, H/2, W/2, C_out]."""
-
-    features: int
-    dtype: Any
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.param("kernel", L.kernel_init((None, None, None, None)),
-                            (3, 3, x.shape[-1], self.features), jnp.float32)
-        bias = self.param("bias", L.zeros((None,)), (self.features,), jnp.float32)
-        y = jax.lax.conv_general_dilated(x, kernel.astype(self.dtype), (2, 2), "SAME",
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        return y + bias.astype(self.dtype)
