@@ -25,12 +25,17 @@ def test_contrastive_loss_matches_numpy_with_shared_captions():
     np.testing.assert_allclose(float(loss), (xent(logits) + xent(logits.T)) / 2, rtol=1e-5)
 
 
-def test_lm_loss_averages_answer_tokens():
+def test_lm_loss_averages_answer_tokens_by_weight():
     logits = jnp.asarray(np.random.default_rng(1).normal(size=(2, 3, 5)), jnp.float32)
     targets = jnp.asarray([[-1, 2, 4], [1, -1, -1]])
     logp = jax.nn.log_softmax(logits)
     expected = -(logp[0, 1, 2] + logp[0, 2, 4] + logp[1, 0, 1]) / 3
     np.testing.assert_allclose(float(lm_loss(logits, targets)), float(expected), rtol=1e-6)
+    # weights: a weighted mean over the answer tokens; weights on non-answer positions ignored
+    weights = jnp.asarray([[9.0, 2.0, 1.0], [3.0, 7.0, 7.0]])
+    weighted = -(2 * logp[0, 1, 2] + logp[0, 2, 4] + 3 * logp[1, 0, 1]) / 6
+    np.testing.assert_allclose(float(lm_loss(logits, targets, weights)), float(weighted),
+                               rtol=1e-6)
 
 
 def test_grouped_choice_loss_picks_within_each_group_and_skips_missing_labels():

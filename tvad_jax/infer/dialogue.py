@@ -57,7 +57,7 @@ class Dialogue:
         prefix, positions, delta = self._prompt(visual, hidden)
         if example is not None:
             e_visual, e_hidden, turns = example
-            ids, _, n = dialogue_arrays(self.tokenizer, turns, example_len)
+            ids, _, _, n = dialogue_arrays(self.tokenizer, turns, example_len)
             e_ids = jnp.asarray(np.broadcast_to(ids[:n], (B, n)))
             e_prompt, e_positions, e_delta = self._prompt(
                 np.broadcast_to(e_visual, (B,) + e_visual.shape),

@@ -233,6 +233,8 @@ class Stage2Config:
       batch_size: videos per micro-batch.
       max_text_len: token budget of the dialogue text after the prompts.
       lora_layers_b: phase B adapts only the last k decoder layers (the paper: 4).
+      judgment_weight: loss weight of each token of the judgment's answer ("Yes." / "No.")
+        against 1 for every other answer token (the paper's: 1).
       The paper's LR is 2e-4 for one epoch on a 7B decoder; the small default decoder and a
       few hundred steps need 1e-3.
       dtype: decoder compute dtype in stage 2 ("bfloat16" on accelerators; float32 on CPU,
@@ -245,10 +247,12 @@ class Stage2Config:
     batch_size: int = 4
     max_text_len: int = 160
     lora_layers_b: int = 4
+    judgment_weight: float = 1.0
     dtype: str = "float32"
 
     def __post_init__(self):
         config_lib.check_at_least(self, 1, "batch_size", "max_text_len", "lora_layers_b")
+        config_lib.check_at_least(self, 0, "judgment_weight")
         config_lib.check_choice(self, "dtype", tuple(DTYPES))
 
 

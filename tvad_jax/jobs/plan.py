@@ -150,6 +150,7 @@ def stage_spec(pcfg: PlanConfig, stage: str, bcfg=None) -> StageSpec:
     example = {"visual": sds((sh.visual_tokens, dec.width), f16),
                "ids": sds((sh.text_len,), jnp.int32),
                "targets": sds((sh.text_len,), jnp.int32),
+               "weights": sds((sh.text_len,), jnp.float32),
                "lengths": sds((), jnp.int32)}
     if tcfg.anomaly_prompts:
         example["hidden"] = sds(sh.hidden, f16)

@@ -203,7 +203,7 @@ def stage2_spec(tcfg: TVADConfig, bcfg: BackboneConfig, train_cfg: TrainConfig,
         logits = text_logits(tcfg, bcfg, frozen_["decoder"], trainable.get("rae"),
                              trainable.get("special"), batch["visual"], maps, batch["ids"],
                              batch["lengths"], lora)
-        return lm_loss(logits, batch["targets"]), {}
+        return lm_loss(logits, batch["targets"], batch["weights"]), {}
 
     return StageSpec(train_cfg, init_fn, loss_fn)
 
@@ -234,7 +234,7 @@ def train_phase(cfg: Config, name: str, tcfg: TVADConfig, backbone: FrozenBackbo
             if n < s2.batch_size:
                 continue  # whole batches only: one compiled shape
             losses.append(float(eval_loss(trainable_, frozen_, batch)))
-            weights.append(float((batch["targets"] >= 0).sum()))
+            weights.append(float(batch["weights"].sum()))
         return {"val_loss": float(np.average(losses, weights=weights))}
 
     report(f"[tvad] stage 2 phase {name} ({tcfg.variant}): {len(train_cache)} videos, "
@@ -265,7 +265,7 @@ def train_stage2(cfg: Config, backbone: FrozenBackbone, stage1: dict | None, run
     for phase, part in (("A", "narratives"), ("B", "dialogue")):
         texts = tuple(dialogue_texts(backbone.tokenizer,
                                      read_annotations(cfg.prepared_dir, split), part,
-                                     s2.max_text_len)
+                                     s2.max_text_len, {"judgment": s2.judgment_weight})
                       for split in (job.train_split, job.val_split))
         init = dict(frozen, special_init=jnp.asarray(frozen["decoder"]["embed"])[ids])
         trained = train_phase(cfg, phase, tcfg, backbone, init, start, caches, texts,

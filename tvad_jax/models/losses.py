@@ -48,12 +48,15 @@ def unit_rows(x: jax.Array) -> jax.Array:
     return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-12))
 
 
-def lm_loss(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """Mean cross-entropy over answer tokens (targets >= 0)."""
-    mask = targets >= 0
+def lm_loss(logits: jax.Array, targets: jax.Array, weights: jax.Array | None = None
+            ) -> jax.Array:
+    """Cross-entropy over answer tokens (targets >= 0), averaged with `weights` (same shape
+    as targets; default: every answer token alike)."""
+    mask = (targets >= 0).astype(jnp.float32)
+    weights = mask if weights is None else weights * mask
     logp = jax.nn.log_softmax(logits.astype(jnp.float32))
     picked = jnp.take_along_axis(logp, jnp.maximum(targets, 0)[..., None], axis=-1)[..., 0]
-    return -(picked * mask).sum() / jnp.maximum(mask.sum(), 1)
+    return -(picked * weights).sum() / jnp.maximum(weights.sum(), 1e-9)
 
 
 def grouped_choice_loss(a: jax.Array, phrases: jax.Array, logit_scale: jax.Array,
