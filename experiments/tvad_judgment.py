@@ -1,0 +1,113 @@
+"""Where T-VAD's yes/no judgment comes from: video-level evidence in the heatmaps and in the
+decoder's first answer word, per split.
+
+    .venv/bin/python -m experiments.tvad_judgment MODEL_DIR [--splits train,val,test_seen,test]
+        [--config default] [key=value ...]
+
+For every video of each split (normal vs abnormal, from the annotations): the AUC of the AHD's
+highest heat over the whole video (can the heatmaps tell the videos apart at all?), and the
+AUC and balanced accuracy (at 0) of the decoder's log p("Yes") - log p("No") at the judgment
+answer's deciding token, teacher-forced after the judgment question (does the decoder read that
+evidence, and is its threshold where the classes split?). Prints one markdown table and writes
+`judgment.json` / `judgment.md` into a run folder under `runs_dir`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tvad_jax import configs  # noqa: F401  (registers the named configs)
+from tvad_jax import config as config_lib
+from tvad_jax.data.annotate import JUDGMENT_QUESTION
+from tvad_jax.data.dialogues import read_annotations, turn_tokens
+from tvad_jax.eval.metrics import roc_auc
+from tvad_jax.infer.features import feature_cache
+from tvad_jax.infer.heatmaps import video_heatmaps
+from tvad_jax.jobs.config import Config
+from tvad_jax.models.tvad import TVADModel, heatmaps, load_model, prompt_maps, text_logits
+from tvad_jax.runs import new_run_dir
+
+COLUMNS = ("max_heat_auc", "yes_no_logit_auc", "yes_no_logit_balanced_accuracy",
+           "yes_rate_abnormal", "yes_rate_normal")
+
+
+def judgment_logits(model: TVADModel):
+    """f(visual [1, S_v, D], hidden [1, ...]) -> [1]: log p(Yes) - log p(No) at the token where
+    the two answers first differ, teacher-forced after the judgment question."""
+    tokenizer = model.backbone.tokenizer
+    prompt, yes = turn_tokens(tokenizer, JUDGMENT_QUESTION, "Yes.")
+    _, no = turn_tokens(tokenizer, JUDGMENT_QUESTION, "No.")
+    decide = next(i for i, (a, b) in enumerate(zip(yes, no)) if a != b)   # first differing
+    ids = jnp.asarray(prompt + yes[:decide], jnp.int32)[None]              # [1, L]
+    cfg, params, bcfg = model.cfg, model.params, model.backbone.cfg
+
+    @jax.jit
+    def logit_gap(visual, hidden):
+        maps = None
+        if cfg.anomaly_prompts:
+            maps = prompt_maps(cfg, heatmaps(cfg, params["ahd"], hidden, params["text"]))
+        logits = text_logits(cfg, bcfg, model.backbone.params["decoder"], params.get("rae"),
+                             params.get("special"), visual, maps, ids,
+                             jnp.asarray([ids.shape[1]]))
+        logp = jax.nn.log_softmax(logits[:, -1].astype(jnp.float32))      # predicts yes[decide]
+        return logp[:, yes[decide]] - logp[:, no[decide]]
+
+    return logit_gap
+
+
+def score(model: TVADModel, cfg: Config, split: str, report) -> dict:
+    """COLUMNS on one split."""
+    abnormal = np.asarray([row["abnormal"] for row in read_annotations(cfg.prepared_dir, split)])
+    out = {}
+    if model.cfg.has_ahd:
+        cache = feature_cache(cfg, model.backbone, split, model.clip_view, report)
+        maps = video_heatmaps(model.cfg, model.params["ahd"], model.params["text"], cache)
+        out["max_heat_auc"] = roc_auc(abnormal, np.asarray([m.max() for m in maps]))
+    if model.cfg.variant != "no_rae":
+        logit_gap = judgment_logits(model)
+        videos = feature_cache(cfg, model.backbone, split, model.video_view, report)
+        gap = np.asarray([float(logit_gap(row["visual"][None], row["hidden"][None])[0])
+                          for row in (videos[i] for i in range(len(videos)))])
+        says_yes = gap > 0
+        out.update(yes_no_logit_auc=roc_auc(abnormal, gap),
+                   yes_rate_abnormal=float(says_yes[abnormal].mean()),
+                   yes_rate_normal=float(says_yes[~abnormal].mean()))
+        out["yes_no_logit_balanced_accuracy"] = (out["yes_rate_abnormal"]
+                                                 + 1 - out["yes_rate_normal"]) / 2
+    return out
+
+
+def markdown(results: dict) -> str:
+    lines = ["| split | " + " | ".join(COLUMNS) + " |", "|---" * (1 + len(COLUMNS)) + "|"]
+    for split, row in results.items():
+        cells = " | ".join(f"{row[c]:.3f}" if c in row else "–" for c in COLUMNS)
+        lines.append(f"| {split} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="a T-VAD model folder (`RUN_DIR/model`)")
+    parser.add_argument("--config", default="default")
+    parser.add_argument("--splits", default="train,val,test_seen,test")
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    args = parser.parse_args(argv)
+    cfg = config_lib.resolve(args.config, args.overrides)
+    report = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    model = load_model(args.model)
+    results = {s: score(model, cfg, s, report) for s in args.splits.split(",") if s}
+    root = new_run_dir("judgment", cfg, cfg.runs_dir)
+    (root / "judgment.json").write_text(json.dumps(results, indent=2) + "\n")
+    (root / "judgment.md").write_text(markdown(results))
+    report(f"[tvad] judgment study in {root}")
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
