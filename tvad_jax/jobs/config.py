@@ -58,11 +58,12 @@ class PretrainConfig:
 
     Attributes:
       split / eval_split: prepared splits to train on and to measure retrieval on. With
-        split "pretrain" the job reads a corpus of its own (`corpus_data`).
+        split "pretrain" (the shipped recipe since backbone v4) the job reads a corpus of its
+        own (`corpus_data`); "train" reads the benchmark's 80 training videos (v1-v3).
       corpus_videos: videos in the "pretrain" corpus: the benchmark's config with that many
         more videos of normal traffic and the training anomaly types (`synth.videos_pretrain`),
-        rendered into `<synth.out_dir>-pretrain`; only that split and `eval_split` are
-        prepared there.
+        rendered into `<synth.out_dir>-pretrain` (8 minutes here); only that split and
+        `eval_split` are prepared there. The val and test anomaly types stay unseen.
       clip_len, clip_stride: frames per clip and between clip starts.
       frame_step: frames between the clip's frames. With 4 (7.5 fps of a 30 fps video) a
         2-frame tubelet spans 4 frames and motion shows inside one patch token (a walker
@@ -96,11 +97,11 @@ class PretrainConfig:
     """
 
     train: TrainConfig = TrainConfig(
-        loop=TrainLoopConfig(steps=800, sync_every=25, log_every=5),
+        loop=TrainLoopConfig(steps=1400, sync_every=25, log_every=5),
         optim=OptimConfig(learning_rate=1e-3, warmup_ratio=0.05, lr_floor=0.05,
                           weight_decay=0.05, clip_norm=1.0),
         checkpoint=CheckpointConfig(every_steps=100, keep_last=1, keep_best=0))
-    split: str = "train"
+    split: str = "pretrain"
     eval_split: str = "test"
     corpus_videos: int = 480
     clip_len: int = 8
