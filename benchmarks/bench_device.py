@@ -229,7 +229,7 @@ def _random_batch(key: jax.Array, example: dict, batch: int, vocab: int) -> dict
             out[name] = jax.random.normal(k, shape, sds.dtype)
         elif name == "tubelet_masks":
             out[name] = (jax.random.uniform(k, shape) < 0.1).astype(sds.dtype)
-        elif name == "valid":
+        elif name in ("valid", "weights"):
             out[name] = jnp.ones(shape, sds.dtype)
         elif name in ("ids", "targets"):
             out[name] = jax.random.randint(k, shape, 3, vocab, sds.dtype)

@@ -80,7 +80,7 @@ def _random_batch(example: dict, batch: int, vocab: int, rng: np.random.Generato
             out[key] = rng.standard_normal(shape).astype(sds.dtype)
         elif key == "tubelet_masks":
             out[key] = (rng.random(shape) < 0.1).astype(sds.dtype)
-        elif key == "valid":
+        elif key in ("valid", "weights"):
             out[key] = np.ones(shape, sds.dtype)
         elif key == "ids":
             out[key] = rng.integers(3, vocab, shape).astype(sds.dtype)
