@@ -1,6 +1,7 @@
-"""Which backbone T-VAD stands on: the shipped backbone (v3: 800 pretraining steps), the same
-recipe for 100 steps (`tvad pretrain --config pretrain-quick`) and the same architecture with
-random weights (no pretraining at all), each under T-VAD's stage 1 and stage 2.
+"""Which backbone T-VAD stands on: the shipped backbone (v4: 1400 pretraining steps), the
+recipe for 100 steps on the `train` split (`tvad pretrain --config pretrain-quick`) and the
+same architecture with random weights (no pretraining at all), each under T-VAD's stage 1 and
+stage 2.
 
     tvad sweep backbones [--seeds 0,1,2] [--only "random init" ...] [key=value ...]
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 from tvad_jax.config import register
 from tvad_jax.jobs.sweep import Family, Setting
 
-QUICK_STEPS = 100     # pretrain-quick's steps (the shipped backbone took 800)
+QUICK_STEPS = 100     # pretrain-quick's steps (the shipped backbone took 1400)
 
 
 @register("backbones", kind="sweep")

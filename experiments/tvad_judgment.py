@@ -60,16 +60,16 @@ def judgment_logits(model: TVADModel):
     return logit_gap
 
 
-def score(model: TVADModel, cfg: Config, split: str, report) -> dict:
-    """COLUMNS on one split."""
+def score(model: TVADModel, cfg: Config, split: str, report, logit_gap) -> dict:
+    """COLUMNS on one split; `logit_gap` is `judgment_logits(model)` (compiled once for all
+    splits), None for a model without a dialogue."""
     abnormal = np.asarray([row["abnormal"] for row in read_annotations(cfg.prepared_dir, split)])
     out = {}
     if model.cfg.has_ahd:
         cache = feature_cache(cfg, model.backbone, split, model.clip_view, report)
         maps = video_heatmaps(model.cfg, model.params["ahd"], model.params["text"], cache)
         out["max_heat_auc"] = roc_auc(abnormal, np.asarray([m.max() for m in maps]))
-    if model.cfg.variant != "no_rae":
-        logit_gap = judgment_logits(model)
+    if logit_gap is not None:
         videos = feature_cache(cfg, model.backbone, split, model.video_view, report)
         gap = np.asarray([float(logit_gap(row["visual"][None], row["hidden"][None])[0])
                           for row in (videos[i] for i in range(len(videos)))])
@@ -100,7 +100,9 @@ def main(argv=None) -> int:
     cfg = config_lib.resolve(args.config, args.overrides)
     report = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     model = load_model(args.model)
-    results = {s: score(model, cfg, s, report) for s in args.splits.split(",") if s}
+    logit_gap = judgment_logits(model) if model.cfg.variant != "no_rae" else None
+    results = {s: score(model, cfg, s, report, logit_gap)
+               for s in args.splits.split(",") if s}
     root = new_run_dir("judgment", cfg, cfg.runs_dir)
     (root / "judgment.json").write_text(json.dumps(results, indent=2) + "\n")
     (root / "judgment.md").write_text(markdown(results))
