@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -46,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import _machine  # noqa: E402
+from _output import emit  # noqa: E402
 
 from tvad_jax.models import configs as C  # noqa: E402
 from tvad_jax.models.decoder import init_cache  # noqa: E402
@@ -223,7 +223,7 @@ def main() -> None:
     }
     if not args.no_real_scale:
         report["real_scale"] = real_scale(args.frames)
-    print(json.dumps(report, indent=2))
+    emit(report)
 
 
 if __name__ == "__main__":

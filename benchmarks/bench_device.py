@@ -64,7 +64,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
-import json
 import sys
 import time
 from pathlib import Path
@@ -79,6 +78,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import _machine  # noqa: E402
+from _output import emit  # noqa: E402
 from bench_backbone import matmul_flops  # noqa: E402
 
 from tvad_jax import config as config_lib, configs  # noqa: E402,F401  (registers the plans)
@@ -454,8 +454,7 @@ def run(opts: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     report = run(parse_args(argv))
-    print(json.dumps(report, indent=1))
-    print(markdown(report), file=sys.stderr)
+    emit(report, table=markdown(report))
     return report
 
 

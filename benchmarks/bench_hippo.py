@@ -22,7 +22,6 @@ its states checked against `scan`'s (`torch_loop` rows; the summary's
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -33,6 +32,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _machine  # noqa: E402
+from _output import emit  # noqa: E402
 
 from tvad_jax.models import hippo  # noqa: E402
 
@@ -240,11 +240,7 @@ def main(argv=None):
         "shapes": results,
         "wall_s": round(time.perf_counter() - start, 1),
     }
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

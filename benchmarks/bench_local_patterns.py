@@ -35,7 +35,6 @@ Table 6 figure (A100 GPU, batch 256) where it maps: hardware differs (A100 (pape
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -49,6 +48,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _machine  # noqa: E402
+from _output import emit  # noqa: E402
 from _compiles import TRACE_LOWER_COMPILE, CompileClock  # noqa: E402
 
 from tvad_jax.data.motion import box_histograms  # noqa: E402
@@ -56,7 +56,7 @@ from tvad_jax.data.object_crops import video_crops  # noqa: E402
 from tvad_jax.data.video_io import motion_field  # noqa: E402
 from tvad_jax.jobs.config import Config, LocalPatternsJobConfig  # noqa: E402
 from tvad_jax.jobs.local_patterns import (TSGM, ITAMReader, SplitObjects,  # noqa: E402
-                                          crop_encoder, frame_scores, in_batches, itam_config,
+                                          crop_encoder, frame_scores, itam_config,
                                           itam_spec, rm_spec, smm_spec)
 from tvad_jax.models.local_patterns import cmam, reconstruction_errors  # noqa: E402
 from tvad_jax.models.tvad import load_frozen_backbone  # noqa: E402
@@ -321,12 +321,7 @@ def main(argv=None) -> int:
         "passes_s": passes,
         "wall_s": round(time.perf_counter() - wall, 1),
     }
-    text = json.dumps(report, indent=1)
-    print(text)
-    print(markdown(report), file=sys.stderr)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    emit(report, args.out, markdown(report))
     return 0
 
 

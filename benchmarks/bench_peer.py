@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import re
 import sys
@@ -54,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import _machine  # noqa: E402
+from _output import emit  # noqa: E402
 
 from tvad_jax.models import layers  # noqa: E402
 from tvad_jax.models.decoder import Decoder  # noqa: E402
@@ -343,8 +343,7 @@ def main(argv=None) -> int:
             report["workloads"][name] = decode_workload(w, peer, args.repeats)
         else:
             report["workloads"][name] = vit_workload(w, peer, args.repeats)
-    print(json.dumps(report, indent=2))
-    print(_table(report), file=sys.stderr)
+    emit(report, table=_table(report))
     return 0
 
 

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import statistics
 import sys
 import time
@@ -58,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import _machine  # noqa: E402
+from _output import emit  # noqa: E402
 
 from tvad_jax.models import qwen_vl as Q  # noqa: E402
 from tvad_jax.models.configs import DecoderConfig  # noqa: E402
@@ -416,11 +416,7 @@ def main(argv=None) -> dict:
         "cases": results,
         "wall_s": round(time.perf_counter() - start, 1),
     }
-    text = json.dumps(report, indent=1)
-    print(text)
-    print(markdown(report), file=sys.stderr)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(report, args.out, markdown(report))
     return report
 
 

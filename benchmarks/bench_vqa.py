@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import statistics
@@ -55,12 +54,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _machine  # noqa: E402
+from _output import emit  # noqa: E402
 from _compiles import CompileClock  # noqa: E402
 
 from tvad_jax.data.object_text import CLASSES, QUESTIONS, question  # noqa: E402
@@ -392,12 +391,7 @@ def main(argv=None) -> int:
         "passes_s": passes,
         "wall_s": round(time.perf_counter() - wall, 1),
     }
-    text = json.dumps(report, indent=1)
-    print(text)
-    print(markdown(report), file=sys.stderr)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    emit(report, args.out, markdown(report))
     return 0
 
 
