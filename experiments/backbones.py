@@ -1,4 +1,4 @@
-"""Which backbone T-VAD stands on: the shipped backbone (v4: 1400 pretraining steps), the
+"""Which backbone T-VAD stands on: the shipped backbone (v5: 1400 pretraining steps), the
 recipe for 100 steps on the `train` split (`tvad pretrain --config pretrain-quick`) and the
 same architecture with random weights (no pretraining at all), each under T-VAD's stage 1 and
 stage 2.

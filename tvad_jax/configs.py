@@ -34,7 +34,8 @@ def default() -> Config:
 def pretrain_quick() -> Config:
     """The default with a ten-minute backbone pretraining (`tvad pretrain --config
     pretrain-quick`): the shipped recipe for 100 steps instead of 1400, on the benchmark's
-    `train` split instead of the 480-video corpus (whose rendering alone takes 8 minutes)."""
+    `train` split instead of the 1440-video corpus (whose rendering and preparation alone take
+    14 minutes)."""
     cfg = Config()
     train = cfg.pretrain.train
     pretrain = dataclasses.replace(

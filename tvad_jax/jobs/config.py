@@ -62,8 +62,9 @@ class PretrainConfig:
         own (`corpus_data`); "train" reads the benchmark's 80 training videos (v1-v3).
       corpus_videos: videos in the "pretrain" corpus: the benchmark's config with that many
         more videos of normal traffic and the training anomaly types (`synth.videos_pretrain`),
-        rendered into `<synth.out_dir>-pretrain` (8 minutes here); only that split and
-        `eval_split` are prepared there. The val and test anomaly types stay unseen.
+        rendered into `<synth.out_dir>-pretrain` (14 minutes here for 1440, backbone v5; v4
+        read 480); only that split and `eval_split` are prepared there. The val and test
+        anomaly types stay unseen.
       clip_len, clip_stride: frames per clip and between clip starts.
       frame_step: frames between the clip's frames. With 4 (7.5 fps of a 30 fps video) a
         2-frame tubelet spans 4 frames and motion shows inside one patch token (a walker
@@ -103,7 +104,7 @@ class PretrainConfig:
         checkpoint=CheckpointConfig(every_steps=100, keep_last=1, keep_best=0))
     split: str = "pretrain"
     eval_split: str = "test"
-    corpus_videos: int = 480
+    corpus_videos: int = 1440
     clip_len: int = 8
     clip_stride: int = 4
     frame_step: int = 1
