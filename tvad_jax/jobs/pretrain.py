@@ -1,10 +1,10 @@
 """Backbone pretraining on the synthetic benchmark (`tvad pretrain`): the shipped default.
 
 Objectives on clips of `pretrain.split` (since backbone v4 a corpus of normal traffic and
-the training anomaly types, 1440 videos since v5; v1-v3 read the benchmark's `train` split), each clip
-paired with generic text from `tvad_jax.data.captions` and `tvad_jax.data.object_text` (plain
-descriptions of what objects look like and do; never the anomaly annotations, never "normal"
-/ "abnormal"):
+the training anomaly types, 1440 videos since v5; v1-v3 read the benchmark's `train` split),
+each clip paired with generic text from `tvad_jax.data.captions` and
+`tvad_jax.data.object_text` (plain descriptions of what objects look like and do; never the
+anomaly annotations, never "normal" / "abnormal"):
 
 * clip-caption contrastive alignment of the vision and text towers: the most visible
   object's description plus a statement about a (class, zone) pair, true and often negated
