@@ -78,6 +78,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import _machine  # noqa: E402
+from _batches import random_feature_batch  # noqa: E402
 from _output import emit  # noqa: E402
 from bench_backbone import matmul_flops  # noqa: E402
 
@@ -220,28 +221,6 @@ def _bf16(tree: Any) -> Any:
                         if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
-def _random_batch(key: jax.Array, example: dict, batch: int, vocab: int) -> dict:
-    """A batch of the feature cache's shapes and dtypes (loss on the second half of the text)."""
-    out = {}
-    for i, (name, sds) in enumerate(sorted(example.items())):
-        shape, k = (batch,) + tuple(sds.shape), jax.random.fold_in(key, i)
-        if name in ("hidden", "visual"):
-            out[name] = jax.random.normal(k, shape, sds.dtype)
-        elif name == "tubelet_masks":
-            out[name] = (jax.random.uniform(k, shape) < 0.1).astype(sds.dtype)
-        elif name in ("valid", "weights"):
-            out[name] = jnp.ones(shape, sds.dtype)
-        elif name in ("ids", "targets"):
-            out[name] = jax.random.randint(k, shape, 3, vocab, sds.dtype)
-        elif name == "lengths":
-            out[name] = jnp.full(shape, example["ids"].shape[0], sds.dtype)
-        else:
-            raise KeyError(name)
-    if "targets" in out:
-        out["targets"] = out["targets"].at[:, : out["targets"].shape[1] // 2].set(-1)
-    return out
-
-
 def train_step(pcfg, stage: str, batch: int, repeats: int, abstract: bool) -> dict:
     """One T-VAD stage's train step (`tvad plan`'s spec) on a one-device mesh, measured with
     random params and a random batch. Stage 2's frozen decoder is held in bf16."""
@@ -256,7 +235,7 @@ def train_step(pcfg, stage: str, batch: int, repeats: int, abstract: bool) -> di
             trainable, frozen = split_params(params, spec.config.trainable)
             if "decoder" in frozen:
                 frozen = dict(frozen, decoder=_bf16(frozen["decoder"]))
-            data = _random_batch(_key(1), spec.example, batch, bcfg.decoder.vocab_size)
+            data = random_feature_batch(_key(1), spec.example, batch, bcfg.decoder.vocab_size)
             return init_state(trainable, engine.tx), frozen, data, engine.rng
 
         shardings = (engine.state_sharding, engine.frozen_sharding, engine.batch_sharding,

@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import jax
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _machine  # noqa: E402
+from _batches import random_feature_batch  # noqa: E402
 
 from tvad_jax import configs  # noqa: E402,F401  (registers the plan configs)
 from tvad_jax import config as config_lib  # noqa: E402
@@ -71,38 +71,14 @@ def _toy_wide() -> Case:
     return _toy_case(toy.ToyConfig(features=512, hidden=2048, batch_size=256, examples=4096))
 
 
-def _random_batch(example: dict, batch: int, vocab: int, rng: np.random.Generator) -> dict:
-    """A host batch of the feature cache's shapes and dtypes."""
-    out = {}
-    for key, sds in example.items():
-        shape = (batch,) + tuple(sds.shape)
-        if key in ("hidden", "visual"):
-            out[key] = rng.standard_normal(shape).astype(sds.dtype)
-        elif key == "tubelet_masks":
-            out[key] = (rng.random(shape) < 0.1).astype(sds.dtype)
-        elif key in ("valid", "weights"):
-            out[key] = np.ones(shape, sds.dtype)
-        elif key == "ids":
-            out[key] = rng.integers(3, vocab, shape).astype(sds.dtype)
-        elif key == "targets":  # loss on the second half of the text (the answer)
-            t = rng.integers(3, vocab, shape).astype(sds.dtype)
-            t[:, : shape[1] // 2] = -1
-            out[key] = t
-        elif key == "lengths":
-            out[key] = np.full(shape, example["ids"].shape[0], sds.dtype)
-        else:
-            raise KeyError(key)
-    return out
-
-
 def _tvad_case(stage: str, plan_name: str) -> Case:
     pcfg = config_lib.resolve(plan_name, kind="plan")
     bcfg = plan_lib.backbone_config(pcfg)
     spec = plan_lib.stage_spec(pcfg, stage, bcfg)
     example = spec.example
     batch = (pcfg.job.stage1.batch_size if stage == "stage1" else pcfg.job.stage2.batch_size)
-    rng = np.random.default_rng(0)
-    batches = [_random_batch(example, batch, bcfg.decoder.vocab_size, rng) for _ in range(4)]
+    batches = [random_feature_batch(jax.random.key(i), example, batch, bcfg.decoder.vocab_size)
+               for i in range(4)]
     count = iter(range(1 << 30))
     shapes = plan_lib.shapes(pcfg, bcfg)
     info = {"stage": stage, "backbone": pcfg.backbone, "hidden_shape": list(shapes.hidden),
