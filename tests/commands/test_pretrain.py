@@ -7,7 +7,7 @@ import pytest
 
 def test_help_names_the_arguments(tvad_help):
     text = tvad_help("pretrain")
-    for name in ("--config", "--ship", "key=value"):
+    for name in ("--config", "--ship", "--run-dir", "key=value"):
         assert name in text
 
 

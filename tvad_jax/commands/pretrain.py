@@ -1,7 +1,9 @@
-"""`tvad pretrain [--ship]`: pretrain the default backbone on the synthetic benchmark."""
+"""`tvad pretrain [--ship] [--run-dir DIR]`: pretrain the default backbone on the synthetic
+benchmark (an interrupted run resumes from its checkpoint when given its folder again)."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from tvad_jax.commands.common import add_config_args, config_from_args
 
@@ -12,6 +14,9 @@ def add_parser(subparsers) -> None:
     add_config_args(parser)
     parser.add_argument("--ship", action="store_true",
                         help="also install the result as the package's shipped default")
+    parser.add_argument("--run-dir", type=Path,
+                        help="train into (or resume) this folder instead of a new one under "
+                             "runs_dir")
     parser.set_defaults(func=run)
 
 
@@ -19,6 +24,6 @@ def run(args) -> int:
     from tvad_jax.jobs.pretrain import pretrain  # deferred: loads only when the command runs
 
     run_dir = pretrain(config_from_args(args), ship=args.ship,
-                       report=lambda msg: print(msg, file=sys.stderr))
+                       run_dir=args.run_dir, report=lambda msg: print(msg, file=sys.stderr))
     print(run_dir)
     return 0
