@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Transparent huge pages for XLA's large CPU buffers (tvad_jax/launch.py says why; the `tvad`
+# command and the benchmarks set it themselves when started some other way).
+export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 
 .PHONY: demo test test-slow bench bench-device venv clean
 

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import _machine  # noqa: E402
 
+from tvad_jax.launch import reexec_with_huge_pages  # noqa: E402
 from tvad_jax.models.attention import attention  # noqa: E402
 
 WORKLOADS = {
@@ -121,4 +122,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    reexec_with_huge_pages()
     raise SystemExit(main())

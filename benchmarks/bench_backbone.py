@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import _machine  # noqa: E402
 from _output import emit  # noqa: E402
 
+from tvad_jax.launch import reexec_with_huge_pages  # noqa: E402
 from tvad_jax.models import configs as C  # noqa: E402
 from tvad_jax.models.decoder import init_cache  # noqa: E402
 from tvad_jax.models.vlm import Backbone, abstract_params, init_params  # noqa: E402
@@ -227,4 +228,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_huge_pages()
     main()

@@ -18,6 +18,7 @@ from tvad_jax import config as config_lib
 from tvad_jax.data.pipeline import make_dataset, open_split
 from tvad_jax.data.prepare import prepare
 from tvad_jax.data.synthetic.generate import synthesize
+from tvad_jax.launch import reexec_with_huge_pages
 
 
 def main() -> None:
@@ -62,4 +63,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_huge_pages()
     main()

@@ -84,6 +84,7 @@ from bench_backbone import matmul_flops  # noqa: E402
 
 from tvad_jax import config as config_lib, configs  # noqa: E402,F401  (registers the plans)
 from tvad_jax.jobs import plan as plan_lib  # noqa: E402
+from tvad_jax.launch import reexec_with_huge_pages  # noqa: E402
 from tvad_jax.models import attention as attention_lib, qwen_vl as Q  # noqa: E402
 from tvad_jax.models.vit import VisionTransformer  # noqa: E402
 from tvad_jax.train import mesh as mesh_lib  # noqa: E402
@@ -438,4 +439,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    reexec_with_huge_pages()
     main()

@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _machine  # noqa: E402
 from _output import emit  # noqa: E402
 
+from tvad_jax.launch import reexec_with_huge_pages  # noqa: E402
 from tvad_jax.models import hippo  # noqa: E402
 
 SHAPES = {  # name: (batch, channels D, state P, lengths L)
@@ -244,4 +245,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    reexec_with_huge_pages()
     main()

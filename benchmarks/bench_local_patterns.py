@@ -58,6 +58,7 @@ from tvad_jax.jobs.config import Config, LocalPatternsJobConfig  # noqa: E402
 from tvad_jax.jobs.local_patterns import (TSGM, ITAMReader, SplitObjects,  # noqa: E402
                                           crop_encoder, frame_scores, itam_config,
                                           itam_spec, rm_spec, smm_spec)
+from tvad_jax.launch import reexec_with_huge_pages  # noqa: E402
 from tvad_jax.models.local_patterns import cmam, reconstruction_errors  # noqa: E402
 from tvad_jax.models.tvad import load_frozen_backbone  # noqa: E402
 
@@ -326,4 +327,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    reexec_with_huge_pages()
     sys.exit(main())

@@ -21,6 +21,7 @@ import numpy as np
 
 from tvad_jax.data import regions, track_files
 from tvad_jax.eval import metrics, rbdc
+from tvad_jax.launch import reexec_with_huge_pages
 
 
 def median_seconds(fn, repeats: int = 3) -> float:
@@ -116,4 +117,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_huge_pages()
     main()

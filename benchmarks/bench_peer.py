@@ -24,6 +24,13 @@ Workloads (float32; `--tiny` shrinks every one to a few layers of width 32 for t
   vit_b_frames     CLIP ViT-B/16 at 224 px (768 wide, 12 layers) on 8 frames, each frame its
                    own attention (our `VisionTransformer`, attention "frame", tubelet 1)
                    against `CLIPVisionModel` on the same frames
+  vit_joint_shipped  the shipped video tower's shape (128 wide, 4 layers, 8 px patches at
+                   96 px, convolutional stem over 2-frame tubelets, joint attention over a
+                   clip's 8 tubelets x 145 tokens) on 8 clips of 16 frames, against a
+                   `CLIPVisionModel` of the same width, depth, heads and patches on the same
+                   128 frames one by one: different architectures (random weights, nothing
+                   to check equal), so the ratio that counts is per token
+                   (`peer_time_over_ours_per_token`: the peer's seconds per token over ours)
 
 Our side loads the peer's weights through the project's own loaders (`models.vlm.load_llama`,
 `load_clip` on the peer's `save_pretrained` folder), so the outputs are checked equal
@@ -55,6 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import _machine  # noqa: E402
 from _output import emit  # noqa: E402
 
+from tvad_jax.launch import reexec_with_huge_pages  # noqa: E402
 from tvad_jax.models import layers  # noqa: E402
 from tvad_jax.models.decoder import Decoder  # noqa: E402
 from tvad_jax.models.generate import generate  # noqa: E402
@@ -71,9 +79,11 @@ WORKLOADS = {
                           new=64),
     "vit_b_frames": dict(kind="vit", hidden=768, layers=12, heads=12, mlp=3072, patch=16,
                          image=224, frames=8),
+    "vit_joint_shipped": dict(kind="vit_joint", hidden=128, layers=4, heads=4, mlp=512,
+                              patch=8, image=96, frames=16, clips=8),
 }
 TINY = dict(hidden=32, layers=2, heads=2, mlp=64, vocab=101, length=16, prompt=8, new=4,
-            image=32, patch=8, frames=2)
+            image=32, patch=8, frames=2, clips=2)
 LEARNING_RATE, WEIGHT_DECAY, CLIP_NORM = 1e-4, 1e-4, 1.0
 
 
@@ -277,6 +287,45 @@ def vit_workload(w: dict, peer, repeats: int) -> dict:
     return result
 
 
+def joint_vit_workload(w: dict, peer, repeats: int) -> dict:
+    vision = VisionConfig(width=w["hidden"], depth=w["layers"], heads=w["heads"],
+                          mlp_dim=w["mlp"], patch_size=w["patch"], image_size=w["image"],
+                          tubelet=2, max_frames=w["frames"], attention="joint", stem="conv",
+                          activation="quick_gelu", feature_layers=(1.0,))
+    params = init_params(BackboneConfig(vision=vision), jax.random.key(0))["vision"]
+    clips = np.random.default_rng(0).standard_normal(
+        (w["clips"], w["frames"], w["image"], w["image"], 3)).astype(np.float32)
+    vit = VisionTransformer(vision)
+    encode = jax.jit(lambda p, x: vit.apply({"params": p}, x).pooled)
+    tokens_per_frame = (w["image"] // w["patch"]) ** 2 + 1        # patches + class token
+    ours = {"forward_s": _machine.best_time(encode, params, jnp.asarray(clips),
+                                            repeats=repeats),
+            "tokens": w["clips"] * w["frames"] // vision.tubelet * tokens_per_frame}
+    result = {"ours": ours, "peer": None, "peer_time_over_ours": {"forward_s": None},
+              "peer_time_over_ours_per_token": None}
+    if peer is None:
+        return result
+    torch, tf = peer
+    config = tf.CLIPVisionConfig(hidden_size=w["hidden"], intermediate_size=w["mlp"],
+                                 num_hidden_layers=w["layers"], num_attention_heads=w["heads"],
+                                 image_size=w["image"], patch_size=w["patch"],
+                                 hidden_act="quick_gelu")
+    model = tf.CLIPVisionModel(config).eval()
+    pixels = torch.from_numpy(clips.reshape(-1, *clips.shape[2:]).transpose(0, 3, 1, 2).copy())
+
+    def peer_fn():
+        with torch.no_grad():
+            return model(pixel_values=pixels).pooler_output
+
+    result["peer"] = {"forward_s": _machine.best_time(peer_fn, repeats=repeats),
+                      "tokens": pixels.shape[0] * tokens_per_frame}
+    result["peer_time_over_ours"] = {"forward_s": _ratio(result["peer"]["forward_s"],
+                                                         ours["forward_s"])}
+    result["peer_time_over_ours_per_token"] = _ratio(
+        result["peer"]["forward_s"] / result["peer"]["tokens"], ours["forward_s"] / ours["tokens"])
+    return result
+
+
 def _clip_vision(w: dict, peer) -> tuple:
     """(the peer's CLIPVisionModel or None, our VisionConfig, our params), as `_llama`."""
     overrides = dict(tubelet=1, attention="frame", max_frames=w["frames"], feature_layers=(1.0,))
@@ -308,6 +357,9 @@ def _table(report: dict) -> str:
                 peer = r["peer"][key] if r["peer"] else None
                 rows.append(f"| {name} {suffix} | {key[:-2]} | {r['ours'][key]:.4f} | "
                             + (f"{peer:.4f} | {ratio:.2f} |" if peer else "– | – |"))
+            if r.get("peer_time_over_ours_per_token"):
+                rows.append(f"| {name} | per token | – | – | "
+                            f"{r['peer_time_over_ours_per_token']:.2f} |")
     return "\n".join(rows)
 
 
@@ -341,11 +393,14 @@ def main(argv=None) -> int:
             report["workloads"][name] = lm_workload(w, peer, args.repeats, weight_grads)
         elif w["kind"] == "decode":
             report["workloads"][name] = decode_workload(w, peer, args.repeats)
-        else:
+        elif w["kind"] == "vit":
             report["workloads"][name] = vit_workload(w, peer, args.repeats)
+        else:
+            report["workloads"][name] = joint_vit_workload(w, peer, args.repeats)
     emit(report, table=_table(report))
     return 0
 
 
 if __name__ == "__main__":
+    reexec_with_huge_pages()
     sys.exit(main())

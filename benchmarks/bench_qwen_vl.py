@@ -59,6 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import _machine  # noqa: E402
 from _output import emit  # noqa: E402
 
+from tvad_jax.launch import reexec_with_huge_pages  # noqa: E402
 from tvad_jax.models import qwen_vl as Q  # noqa: E402
 from tvad_jax.models.configs import DecoderConfig  # noqa: E402
 from tvad_jax.models.decoder import init_cache  # noqa: E402
@@ -421,4 +422,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
+    reexec_with_huge_pages()
     main()

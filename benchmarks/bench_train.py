@@ -42,6 +42,7 @@ from _batches import random_feature_batch  # noqa: E402
 from tvad_jax import configs  # noqa: E402,F401  (registers the plan configs)
 from tvad_jax import config as config_lib  # noqa: E402
 from tvad_jax.jobs import plan as plan_lib  # noqa: E402
+from tvad_jax.launch import reexec_with_huge_pages  # noqa: E402
 from tvad_jax.train import toy  # noqa: E402
 from tvad_jax.train import mesh as mesh_lib  # noqa: E402
 from tvad_jax.train.loop import StageSpec, build  # noqa: E402
@@ -175,4 +176,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_huge_pages()
     main()

@@ -68,6 +68,7 @@ from tvad_jax.data.synthetic.generate import is_complete  # noqa: E402
 from tvad_jax.data.tracker import track_categories, tracks_from_sidecar  # noqa: E402
 from tvad_jax.infer import vqa  # noqa: E402
 from tvad_jax.jobs.config import Config  # noqa: E402
+from tvad_jax.launch import reexec_with_huge_pages  # noqa: E402
 from tvad_jax.models.tvad import load_frozen_backbone, plain_model  # noqa: E402
 
 CATEGORY = "person"
@@ -396,4 +397,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    reexec_with_huge_pages()
     sys.exit(main())

@@ -16,7 +16,7 @@ def test_tiny_workloads_without_torch_report_our_side(monkeypatch, capsys):
     spec.loader.exec_module(bench)
     monkeypatch.setattr(bench, "_torch", lambda: None)
     assert bench.main(["--tiny", "--repeats", "1",
-                       "--only", "decoder_shipped,greedy_decode,vit_b_frames"]) == 0
+                       "--only", "decoder_shipped,greedy_decode,vit_b_frames,vit_joint_shipped"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["peer"] is None
     lm = report["workloads"]["decoder_shipped"]
@@ -28,3 +28,6 @@ def test_tiny_workloads_without_torch_report_our_side(monkeypatch, capsys):
     assert lm["peer"] is None and set(lm["peer_time_over_ours"].values()) == {None}
     assert set(report["workloads"]["greedy_decode"]) == {"batch_4", "batch_1"}
     assert report["workloads"]["vit_b_frames"]["ours"]["forward_s"] > 0
+    joint = report["workloads"]["vit_joint_shipped"]
+    assert joint["ours"]["tokens"] == 2 * 1 * (4 * 4 + 1)  # clips x tubelets x (patches + 1)
+    assert joint["peer_time_over_ours_per_token"] is None
