@@ -161,8 +161,9 @@ def _gelu(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1 + erf(x / np.sqrt(2)))
 
 
-def test_conv_stem_matches_loops_and_sees_motion():
-    cfg = C.tiny_vision(stem="conv")                          # P 8: 3 convs, 8 -> 16 -> 32
+@pytest.mark.parametrize("spans", [(1,), (1, 3)])
+def test_conv_stem_matches_loops_and_sees_motion(spans):
+    cfg = C.tiny_vision(stem="conv", motion_spans=spans)     # P 8: 3 convs, 8 -> 16 -> 32
     vit = VisionTransformer(cfg)
     rng = np.random.default_rng(0)
     still = np.repeat(rng.random((1, 1, 32, 32, 3), np.float32), 4, axis=1)
@@ -174,9 +175,9 @@ def test_conv_stem_matches_loops_and_sees_motion():
                                   method=VisionTransformer._patch_tokens))
     assert tokens.shape == (1, 2, 4, 4, cfg.width)
     frames = moving[0].astype(np.float64)
-    previous = np.concatenate([frames[:1], frames[:-1]])
+    differences = [frames - frames[[max(t - span, 0) for t in range(4)]] for span in spans]
     per_frame = []
-    for frame in np.concatenate([frames, frames - previous], axis=-1):
+    for frame in np.concatenate([frames] + differences, axis=-1):
         x = frame
         for i in range(3):
             conv = params[f"stem_{i}"]
@@ -199,3 +200,7 @@ def test_conv_stem_config_errors():
         C.tiny_vision(stem="conv", patch_size=14, image_size=28)
     with pytest.raises(ValueError, match="stem"):
         C.tiny_vision(stem="linear")
+    with pytest.raises(ValueError, match="motion_spans"):
+        C.tiny_vision(stem="conv", motion_spans=(1, 0))
+    with pytest.raises(ValueError, match="needs stem 'conv'"):
+        C.tiny_vision(motion_spans=(4,))

@@ -91,6 +91,8 @@ class PretrainConfig:
       stem: the vision tower's patch embedding (`VisionConfig.stem`): "conv" (convolutions
         over each frame and its difference to the previous one; backbone v3) or "tubelet"
         (CLIP's and Qwen's linear map; backbones v1 and v2).
+      motion_spans: the "conv" stem's frame differences (`VisionConfig.motion_spans`): (1,)
+        each frame minus the previous one (backbones v3-v5).
       init: a backbone folder to continue pretraining from (its weights, architecture and
         tokenizer; `model` and `vocab_size` are then unused); "": a fresh initialization.
       eval_clips: held-out clips for retrieval.
@@ -120,6 +122,7 @@ class PretrainConfig:
     motion_weight: float = 0.0
     dense_weight: float = 1.0
     stem: Literal["tubelet", "conv"] = "conv"
+    motion_spans: tuple[int, ...] = (1,)
     init: str = ""
     eval_clips: int = 128
     model: Literal["default", "tiny"] = "default"
@@ -129,6 +132,10 @@ class PretrainConfig:
                                   "vocab_size", "caption_len", "qa_len", "regions", "eval_clips")
         config_lib.check_at_least(self, 0, "crop_every", "lm_weight", "region_weight",
                                   "attribute_weight", "motion_weight", "dense_weight")
+        if not self.motion_spans:
+            raise ValueError("motion_spans: expected at least one span")
+        for span in self.motion_spans:
+            config_lib.at_least(span, 1)
         if self.split == "pretrain":
             config_lib.check_at_least(self, 1, "corpus_videos")
 

@@ -75,7 +75,8 @@ from tvad_jax.train.state import merge_params
 def backbone_config(pcfg: PretrainConfig, vocab_size: int, image_size: int) -> BackboneConfig:
     """The architecture to pretrain: the shipped default's, or a tiny one for tests."""
     cfg = default_backbone(vocab_size, image_size)
-    cfg = dataclasses.replace(cfg, vision=dataclasses.replace(cfg.vision, stem=pcfg.stem))
+    cfg = dataclasses.replace(cfg, vision=dataclasses.replace(
+        cfg.vision, stem=pcfg.stem, motion_spans=pcfg.motion_spans))
     if pcfg.model == "default":
         return cfg
     return dataclasses.replace(

@@ -53,6 +53,10 @@ class VisionConfig:
         (GELU between them) on each frame and its difference to the previous frame, then the
         tubelet's frames concatenated and mapped to D (early convolutions: a small tower
         trained from scratch learns local attributes and motion much sooner; P a power of 2).
+      motion_spans: the "conv" stem's differences: each frame minus the frame `s` frames
+        earlier in the clip, for each s (the clip's first frame where that is before it).
+        (1,) is backbone v3-v5's; a longer span makes slow motion visible inside one patch
+        (a walker moves ~0.4 px per frame at 96 px, a runner 1-2 px).
       activation: MLP activation ("quick_gelu" for OpenAI CLIP, "gelu" exact erf GELU).
       layer_norm_eps: LayerNorm epsilon.
       dtype: compute dtype, "float32" or "bfloat16" (params are always float32).
@@ -70,6 +74,7 @@ class VisionConfig:
     feature_layers: tuple[float | int, ...] = (1 / 32, 0.25, 0.5, 1.0)
     attention: str = "frame"
     stem: str = "tubelet"
+    motion_spans: tuple[int, ...] = (1,)
     activation: str = "quick_gelu"
     layer_norm_eps: float = 1e-5
     dtype: str = "float32"
@@ -81,6 +86,12 @@ class VisionConfig:
         _check(self.stem != "conv" or (self.patch_size >= 2
                                        and self.patch_size & (self.patch_size - 1) == 0),
                f"stem 'conv' needs a power-of-2 patch_size, got {self.patch_size}")
+        _check(len(self.motion_spans) > 0 and all(
+                   isinstance(s, int) and not isinstance(s, bool) and s >= 1
+                   for s in self.motion_spans),
+               f"motion_spans must be positive frame counts, got {self.motion_spans!r}")
+        _check(self.stem == "conv" or self.motion_spans == (1,),
+               f"motion_spans {self.motion_spans!r} needs stem 'conv'")
         _check(self.width % self.heads == 0, f"width {self.width} not divisible by heads "
                f"{self.heads}")
         _check(self.image_size % self.patch_size == 0,
@@ -136,6 +147,12 @@ class TextConfig:
     remat: bool = False
 
     def __post_init__(self):
+        _check(len(self.motion_spans) > 0 and all(
+                   isinstance(s, int) and not isinstance(s, bool) and s >= 1
+                   for s in self.motion_spans),
+               f"motion_spans must be positive frame counts, got {self.motion_spans!r}")
+        _check(self.stem == "conv" or self.motion_spans == (1,),
+               f"motion_spans {self.motion_spans!r} needs stem 'conv'")
         _check(self.width % self.heads == 0, f"width {self.width} not divisible by heads "
                f"{self.heads}")
         _check(self.pool in ("eos", "argmax"), f"pool must be 'eos' or 'argmax', got {self.pool!r}")

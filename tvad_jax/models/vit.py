@@ -16,9 +16,10 @@ when loaded from CLIP, which has none). With attention="frame" and identical fra
 tubelet's hidden states equal CLIP's `hidden_states` of that frame.
 
 The convolutional stem (`stem="conv"`, for towers trained from scratch) replaces the tubelet
-embedding: log2(P) 3x3 stride-2 convolutions over each frame and its difference to the previous
-frame (zero for a clip's first frame), so that motion enters as the pixels that changed, then a
-linear map of the tubelet's frames concatenated.
+embedding: log2(P) 3x3 stride-2 convolutions over each frame and its differences to the frames
+`motion_spans` earlier (by default the previous one; the clip's first frame where that is before
+the clip), so that motion enters as the pixels that changed, then a linear map of the tubelet's
+frames concatenated.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from tvad_jax.models import layers as L
 from tvad_jax.models.configs import VisionConfig, dtype_of, resolve_layers
@@ -109,8 +111,9 @@ class VisionTransformer(nn.Module):
         if cfg.stem == "tubelet":
             x = x.reshape(B, Tp, t, Hp, P, Wp, P, C)
             return jnp.einsum("btuhpwqc,upqcd->bthwd", x, self.patch_embed.astype(self.dtype))
-        previous = jnp.concatenate([x[:, :1], x[:, :-1]], axis=1)
-        x = jnp.concatenate([x, x - previous], axis=-1).reshape(B * T, H, W, 2 * C)
+        earlier = [x[:, np.maximum(np.arange(T) - span, 0)] for span in cfg.motion_spans]
+        x = jnp.concatenate([x] + [x - e for e in earlier], axis=-1)
+        x = x.reshape(B * T, H, W, (1 + len(earlier)) * C)
         for i, conv in enumerate(self.stem_convs):
             x = conv(x) if i == 0 else conv(nn.gelu(x, approximate=False))
         x = x.reshape(B, Tp, t, Hp, Wp, cfg.width).transpose(0, 1, 3, 4, 2, 5)
