@@ -147,12 +147,6 @@ class TextConfig:
     remat: bool = False
 
     def __post_init__(self):
-        _check(len(self.motion_spans) > 0 and all(
-                   isinstance(s, int) and not isinstance(s, bool) and s >= 1
-                   for s in self.motion_spans),
-               f"motion_spans must be positive frame counts, got {self.motion_spans!r}")
-        _check(self.stem == "conv" or self.motion_spans == (1,),
-               f"motion_spans {self.motion_spans!r} needs stem 'conv'")
         _check(self.width % self.heads == 0, f"width {self.width} not divisible by heads "
                f"{self.heads}")
         _check(self.pool in ("eos", "argmax"), f"pool must be 'eos' or 'argmax', got {self.pool!r}")
