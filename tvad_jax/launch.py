@@ -2,7 +2,7 @@
 
 XLA's CPU runtime allocates every buffer above glibc's mmap threshold (32 MiB at most) with a
 fresh `mmap` on each call, so each call pays one page fault per 4 KiB it writes: on the 2-core
-machine of the README, writing 268 MB of fresh output took 82 ms against 23 ms with huge pages,
+machine of the README, `x * 2` on a 268 MB array took 82 ms against 23 ms with huge pages,
 and the shipped decoder's gradient 274 -> 188 ms. glibc >= 2.35 backs those mappings with
 transparent huge pages when `GLIBC_TUNABLES` holds `glibc.malloc.hugetlb=1`, which it reads
 only when a process starts; so the process re-executes itself once with the tunable added.
