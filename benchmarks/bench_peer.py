@@ -288,10 +288,8 @@ def vit_workload(w: dict, peer, repeats: int) -> dict:
 
 
 def joint_vit_workload(w: dict, peer, repeats: int) -> dict:
-    vision = VisionConfig(width=w["hidden"], depth=w["layers"], heads=w["heads"],
-                          mlp_dim=w["mlp"], patch_size=w["patch"], image_size=w["image"],
-                          tubelet=2, max_frames=w["frames"], attention="joint", stem="conv",
-                          activation="quick_gelu", feature_layers=(1.0,))
+    vision = _vision_config(w, tubelet=2, max_frames=w["frames"], attention="joint",
+                            stem="conv", feature_layers=(1.0,))
     params = init_params(BackboneConfig(vision=vision), jax.random.key(0))["vision"]
     clips = np.random.default_rng(0).standard_normal(
         (w["clips"], w["frames"], w["image"], w["image"], 3)).astype(np.float32)
@@ -306,11 +304,7 @@ def joint_vit_workload(w: dict, peer, repeats: int) -> dict:
     if peer is None:
         return result
     torch, tf = peer
-    config = tf.CLIPVisionConfig(hidden_size=w["hidden"], intermediate_size=w["mlp"],
-                                 num_hidden_layers=w["layers"], num_attention_heads=w["heads"],
-                                 image_size=w["image"], patch_size=w["patch"],
-                                 hidden_act="quick_gelu")
-    model = tf.CLIPVisionModel(config).eval()
+    model = _clip_peer(tf, w)
     pixels = torch.from_numpy(clips.reshape(-1, *clips.shape[2:]).transpose(0, 3, 1, 2).copy())
 
     def peer_fn():
@@ -330,20 +324,28 @@ def _clip_vision(w: dict, peer) -> tuple:
     """(the peer's CLIPVisionModel or None, our VisionConfig, our params), as `_llama`."""
     overrides = dict(tubelet=1, attention="frame", max_frames=w["frames"], feature_layers=(1.0,))
     if peer is None:
-        vision = VisionConfig(width=w["hidden"], depth=w["layers"], heads=w["heads"],
-                              mlp_dim=w["mlp"], patch_size=w["patch"], image_size=w["image"],
-                              **overrides)
+        vision = _vision_config(w, **overrides)
         return None, vision, init_params(BackboneConfig(vision=vision),
                                          jax.random.key(0))["vision"]
-    config = peer[1].CLIPVisionConfig(hidden_size=w["hidden"], intermediate_size=w["mlp"],
-                                      num_hidden_layers=w["layers"],
-                                      num_attention_heads=w["heads"], image_size=w["image"],
-                                      patch_size=w["patch"])
-    model = peer[1].CLIPVisionModel(config).eval()
+    model = _clip_peer(peer[1], w)
     with tempfile.TemporaryDirectory() as directory:
         model.save_pretrained(directory, safe_serialization=True)
         cfg, params = load_clip(directory, **overrides)
     return model, cfg.vision, params["vision"]
+
+
+def _vision_config(w: dict, **fields) -> VisionConfig:
+    """Our vision tower of the workload's width, depth, heads, MLP and patches."""
+    return VisionConfig(width=w["hidden"], depth=w["layers"], heads=w["heads"],
+                        mlp_dim=w["mlp"], patch_size=w["patch"], image_size=w["image"], **fields)
+
+
+def _clip_peer(tf, w: dict):
+    """transformers' CLIPVisionModel of the workload's size (quick GELU), random weights."""
+    config = tf.CLIPVisionConfig(hidden_size=w["hidden"], intermediate_size=w["mlp"],
+                                 num_hidden_layers=w["layers"], num_attention_heads=w["heads"],
+                                 image_size=w["image"], patch_size=w["patch"])
+    return tf.CLIPVisionModel(config).eval()
 
 
 # ------------------------------------------------------------------ the command

@@ -15,8 +15,8 @@ def test_tiny_workloads_without_torch_report_our_side(monkeypatch, capsys):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     monkeypatch.setattr(bench, "_torch", lambda: None)
-    assert bench.main(["--tiny", "--repeats", "1",
-                       "--only", "decoder_shipped,greedy_decode,vit_b_frames,vit_joint_shipped"]) == 0
+    workloads = "decoder_shipped,greedy_decode,vit_b_frames,vit_joint_shipped"
+    assert bench.main(["--tiny", "--repeats", "1", "--only", workloads]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["peer"] is None
     lm = report["workloads"]["decoder_shipped"]
