@@ -132,6 +132,9 @@ def test_finish_mfu_and_the_fallback_count(bench):
     out = bench.finish(dict(row, flops_per_step=1e11), {"tokens": 1000}, peak=None)
     assert out["mfu_flops"] == "flops_jaxpr_matmul" and out["achieved_flops_per_s"] == 6e12
     assert out["mfu"] is None
+    # One that saw part of them (61% of the Qwen tower's on an H200) is not used either.
+    out = bench.finish(dict(row, flops_per_step=2.5e12), {"tokens": 1000}, peak=None)
+    assert out["mfu_flops"] == "flops_jaxpr_matmul"
     assert bench.finish({"lower_s": 1.0}, {"tokens": 1}, 1.0) == {"lower_s": 1.0}
 
 

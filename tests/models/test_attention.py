@@ -87,6 +87,17 @@ def test_half_precision_inputs_give_half_precision_outputs():
     np.testing.assert_allclose(out.astype(jnp.float32), ref.astype(jnp.float32), atol=3e-2)
 
 
+@pytest.mark.parametrize("shape", [(2, 1, 1, 6), (1, 6), (2, 4, 5, 6)],
+                         ids=["keys-only", "2-d", "full"])
+def test_the_mask_cudnn_gets_is_full_length_and_means_the_same(shape):
+    q, k, v = _qkv(T=5)
+    mask = jnp.asarray(np.random.default_rng(2).random(shape) > 0.3)
+    full = A._full_length_mask(mask, q, k)
+    assert full.shape[2:] == (5, 6) and full.shape[:2] == ((1,) * (4 - len(shape)) + shape)[:2]
+    np.testing.assert_array_equal(A.attention(q, k, v, full, implementation="xla"),
+                                  A.attention(q, k, v, mask, implementation="xla"))
+
+
 @pytest.mark.parametrize("backend, dtype, expected", [
     ("cpu", jnp.float32, "einsum"), ("cpu", jnp.bfloat16, "einsum"),
     ("gpu", jnp.bfloat16, "cudnn"), ("gpu", jnp.float32, "xla"), ("tpu", jnp.bfloat16, "xla")])

@@ -79,9 +79,18 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None =
     if chosen not in ("xla", "cudnn"):
         raise ValueError(f"attention implementation {chosen!r}: expected one of "
                          f"{', '.join(IMPLEMENTATIONS)}")
+    if chosen == "cudnn" and mask is not None:
+        mask = _full_length_mask(mask, q, k)
     return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal,
                                         key_value_seq_lengths=key_lengths,
                                         implementation=chosen)
+
+
+def _full_length_mask(mask, q, k) -> jax.Array:
+    """mask broadcast to [B|1, N|1, T, S]: cuDNN takes a mask only at the full query and key
+    lengths (a key-padding mask [B, 1, 1, S] is refused)."""
+    mask = mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
+    return jnp.broadcast_to(mask, mask.shape[:2] + (q.shape[1], k.shape[1]))
 
 
 def _combined_mask(q, k, mask, is_causal, key_lengths) -> jax.Array | None:
