@@ -37,6 +37,11 @@ jobs' own `stage1_spec` / `stage2_spec`), built into an engine on a one-device m
 `--scale tiny` runs the `tiny` plan's backbone (decoder 32 x 2, 8-frame clips) and a 32-wide
 Qwen tower through the same functions.
 
+Before the workloads (not with --abstract), `attention_check`: the attention forms they run
+(plain, causal with key lengths, a key-only mask) in bf16, by the implementation they use on
+this device and by XLA's, against XLA's float32 path on fresh random inputs: the relative
+error of the output and of the q/k/v gradients (report["attention_check"]).
+
 Measured per workload: lower_s and compile_s (AOT `lower` / `compile`, once), step_s (the best
 of `--repeats` timed calls after a warm-up, `_machine.best_time`; train steps thread their
 donated state through the calls), FLOPs per step, achieved FLOP/s = FLOPs / step_s, MFU =
@@ -340,6 +345,67 @@ def qwen_vision_tower(opts) -> dict:
                   {"frames": B * frames, "tokens": n}, opts.peak)
 
 
+# ------------------------------------------------------------------ attention numerics
+# The attention forms the workloads run, per scale: q [B, T, N, H], kv heads K, and what masks.
+ATTENTION_CASES = {
+    "real": {"plain (ViT-L)": (8, 577, 16, 64, 16, {}),
+             "causal + key lengths (7B decoder)": (2, 2048, 32, 128, 32,
+                                                   {"is_causal": True, "lengths": True}),
+             "key-only mask (Qwen windows)": (64, 64, 16, 80, 16, {"key_mask": True})},
+    "tiny": {"plain (ViT-L)": (2, 65, 4, 16, 4, {}),
+             "causal + key lengths (7B decoder)": (2, 96, 4, 16, 2,
+                                                   {"is_causal": True, "lengths": True}),
+             "key-only mask (Qwen windows)": (4, 16, 2, 16, 2, {"key_mask": True})},
+}
+
+
+def attention_check(scale: str, implementation: str) -> dict:
+    """The relative error (||x - ref|| / ||ref||) of the output and of the q/k/v gradients of
+    `models.attention` in bf16, for the implementation the workloads run (`implementation`,
+    resolved on this device) and for XLA's, against XLA's path in float32 on the same fresh
+    random inputs: the timed kernels must compute the function (bf16 lands near 1e-2)."""
+    rows = {}
+    for seed, (name, (B, T, N, H, K, kind)) in enumerate(ATTENTION_CASES[scale].items()):
+        keys = jax.random.split(_key(100 + seed), 5)
+        q = jax.random.normal(keys[0], (B, T, N, H))
+        k, v = (jax.random.normal(x, (B, T, K, H)) for x in keys[1:3])
+        weight = jax.random.normal(keys[3], (B, T, N, H))
+        is_causal = kind.get("is_causal", False)
+        lengths = jnp.linspace(T // 3, T, B).astype(jnp.int32) if kind.get("lengths") else None
+        mask = None
+        if kind.get("key_mask"):   # random keys masked, the first of every row kept
+            mask = (jax.random.uniform(keys[4], (B, 1, 1, T)) > 0.3).at[..., 0].set(True)
+
+        def loss_and_grad(dtype, impl):
+            def f(q, k, v, weight, mask, lengths):   # arrays as arguments, not as constants
+                o = attention_lib.attention(q, k, v, mask, is_causal=is_causal,
+                                            key_lengths=lengths, implementation=impl)
+                return jnp.sum(o.astype(jnp.float32) * weight), o
+            args = tuple(x.astype(dtype) for x in (q, k, v))
+            (_, out), grads = jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2), has_aux=True))(
+                *args, weight, mask, lengths)
+            return out.astype(jnp.float32), [g.astype(jnp.float32) for g in grads]
+
+        chosen = attention_lib.resolve(implementation, q.astype(jnp.bfloat16), k)
+        ref_out, ref_grads = loss_and_grad(jnp.float32, "xla")
+        errors = {}
+        for impl in dict.fromkeys((chosen, "xla")):
+            try:
+                out, grads = loss_and_grad(jnp.bfloat16, impl)
+            except Exception as e:  # noqa: BLE001 - a refusing kernel is a finding: record it
+                errors[impl] = {"error": f"{type(e).__name__}: {str(e).strip()[:300]}"}
+                continue
+            errors[impl] = {"out": _rel_err(out, ref_out),
+                            "grad": max(_rel_err(g, r) for g, r in zip(grads, ref_grads))}
+        rows[name] = {"shape_q": [B, T, N, H], "kv_heads": K, "implementation": chosen,
+                      "rel_err_vs_float32_xla": errors}
+    return rows
+
+
+def _rel_err(x: jax.Array, ref: jax.Array) -> float:
+    return float(jnp.linalg.norm(x - ref) / jnp.linalg.norm(ref))
+
+
 WORKLOADS: dict[str, Callable[[Any], dict]] = {
     "vit_l14_video": vit_l14_video,
     "decoder_7b_lora_step": decoder_7b_lora_step,
@@ -368,6 +434,14 @@ def markdown(report: dict) -> str:
         lines.append(f"| {name} | {r['batch']} | {r['compile_s']:.1f} | "
                      f"{1000 * r['step_s']:.2f} | {flops / 1e9:.4g} | "
                      f"{r['achieved_flops_per_s'] / 1e12:.4g} | {mfu} | {rates} |")
+    if "attention_check" in report:
+        lines += ["", "attention in bf16 against XLA's in float32 (relative error, output / "
+                      "worst gradient):"]
+        for name, r in report["attention_check"].items():
+            errors = "; ".join(f"{impl} {e['out']:.2g} / {e['grad']:.2g}" if "out" in e
+                               else f"{impl} {e['error']}"
+                               for impl, e in r["rel_err_vs_float32_xla"].items())
+            lines.append(f"- {name}, q {r['shape_q']}: {errors}")
     return "\n".join(lines)
 
 
@@ -424,6 +498,9 @@ def run(opts: argparse.Namespace) -> dict:
                    "recompute included; fused (cuDNN) attention not counted"},
         "workloads": {},
     }
+    if not opts.abstract:
+        print("[bench_device] attention numerics", file=sys.stderr)
+        report["attention_check"] = attention_check(opts.scale, opts.attention)
     for name in opts.names:
         print(f"[bench_device] {name}", file=sys.stderr)
         report["workloads"][name] = dict(WORKLOADS[name](opts),

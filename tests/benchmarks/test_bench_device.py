@@ -123,6 +123,26 @@ def test_measure_counts_every_loop_iteration_and_scales_with_batch(bench):
     assert rows[16]["flops_per_step"] == pytest.approx(2 * rows[8]["flops_per_step"], rel=0.01)
 
 
+def test_attention_check_measures_each_path_against_float32(bench, monkeypatch):
+    rows = bench.attention_check("tiny", "auto")
+    assert list(rows) == list(bench.ATTENTION_CASES["tiny"])
+    for name, row in rows.items():
+        assert row["implementation"] == "einsum", name          # "auto" on this CPU
+        for errors in row["rel_err_vs_float32_xla"].values():
+            assert 1e-4 < errors["out"] < 2e-2 and 1e-4 < errors["grad"] < 2e-2, name
+    # A bf16 path that drops the mask is caught by the masked case, not by the plain one.
+    attention = bench.attention_lib.attention
+
+    def maskless_in_bf16(q, k, v, mask=None, **kw):
+        return attention(q, k, v, None if q.dtype == jnp.bfloat16 else mask, **kw)
+
+    monkeypatch.setattr(bench.attention_lib, "attention", maskless_in_bf16)
+    broken = bench.attention_check("tiny", "auto")
+    assert broken["key-only mask (Qwen windows)"]["rel_err_vs_float32_xla"]["einsum"][
+        "out"] > 0.1
+    assert broken["plain (ViT-L)"]["rel_err_vs_float32_xla"]["einsum"]["out"] < 2e-2
+
+
 def test_finish_mfu_and_the_fallback_count(bench):
     row = {"step_s": 0.5, "flops_per_step": 4e12, "flops_jaxpr_matmul": 3e12}
     out = bench.finish(dict(row), {"tokens": 1000}, peak=989e12)

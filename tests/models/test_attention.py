@@ -92,7 +92,7 @@ def test_half_precision_inputs_give_half_precision_outputs():
 def test_the_mask_cudnn_gets_is_full_length_and_means_the_same(shape):
     q, k, v = _qkv(T=5)
     mask = jnp.asarray(np.random.default_rng(2).random(shape) > 0.3)
-    full = A._full_length_mask(mask, q, k)
+    full = A._full_length_mask(mask, 5, 6)
     assert full.shape[2:] == (5, 6) and full.shape[:2] == ((1,) * (4 - len(shape)) + shape)[:2]
     np.testing.assert_array_equal(A.attention(q, k, v, full, implementation="xla"),
                                   A.attention(q, k, v, mask, implementation="xla"))
@@ -104,8 +104,16 @@ def test_the_mask_cudnn_gets_is_full_length_and_means_the_same(shape):
 def test_auto_picks_by_backend_and_dtype(monkeypatch, backend, dtype, expected):
     monkeypatch.setattr(jax, "default_backend", lambda: backend)
     q = jnp.zeros((1, 2, 2, 8), dtype)
-    assert A.resolve("auto", q) == expected
-    assert A.resolve("xla", q) == "xla"                      # a named one is kept
+    assert A.resolve("auto", q, q) == expected
+    assert A.resolve("xla", q, q) == "xla"                   # a named one is kept
+
+
+@pytest.mark.parametrize("T, S", [(577, 577), (2, 577), (577, 2)])
+def test_auto_leaves_odd_lengths_to_xla_on_a_gpu(monkeypatch, T, S):
+    """cuDNN refuses a gradient at odd lengths (ViT-L's 577 tokens on an H200)."""
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    q, k = jnp.zeros((1, T, 2, 8), jnp.bfloat16), jnp.zeros((1, S, 2, 8), jnp.bfloat16)
+    assert A.resolve("auto", q, k) == "xla"
 
 
 def test_bad_names_and_head_counts_are_refused():

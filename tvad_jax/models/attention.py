@@ -13,7 +13,8 @@ Implementations (`implementation=`, or the process default `set_default`):
   tokens, 4 heads of 32) 2.2x faster forward and 1.6x faster forward + backward than the XLA
   path of `jax.nn.dot_product_attention` (`benchmarks/bench_attention.py`).
 * "cudnn": `jax.nn.dot_product_attention(implementation="cudnn")`, the fused flash kernel
-  (GPU; half-precision inputs and a head size that is a multiple of 8 up to 128).
+  (GPU; half-precision inputs, a head size that is a multiple of 8 up to 128, even lengths
+  for a gradient; a mask goes to it at full length [B|1, N|1, T, S]).
 * "xla": `jax.nn.dot_product_attention`'s portable reference path.
 
 "auto" (the default) picks cudnn on a GPU where its constraints hold, xla on a TPU and
@@ -51,26 +52,31 @@ def set_default(implementation: str) -> None:
     _default = implementation
 
 
-def resolve(implementation: str, q: jax.Array) -> str:
-    """The concrete implementation "auto" stands for, for queries q on this backend."""
+def resolve(implementation: str, q: jax.Array, k: jax.Array) -> str:
+    """The concrete implementation "auto" stands for, for queries q and keys k on this
+    backend."""
     if implementation != "auto":
         return implementation
     backend = jax.default_backend()
-    if backend == "gpu" and _cudnn_fits(q):
+    if backend == "gpu" and _cudnn_fits(q, k):
         return "cudnn"
     return "xla" if backend in ("gpu", "tpu") else "einsum"
 
 
-def _cudnn_fits(q: jax.Array) -> bool:
+def _cudnn_fits(q: jax.Array, k: jax.Array) -> bool:
+    """Half precision, a head size that is a multiple of 8 up to 128, and even query and key
+    lengths: on an H200 (jax 0.11.2) cuDNN ran ViT-L's 577 tokens forward but refused their
+    gradient, and "auto" cannot know whether a gradient will be taken."""
     head = q.shape[-1]
-    return q.dtype in (jnp.bfloat16, jnp.float16) and head % 8 == 0 and head <= 128
+    return (q.dtype in (jnp.bfloat16, jnp.float16) and head % 8 == 0 and head <= 128
+            and q.shape[1] % 2 == 0 and k.shape[1] % 2 == 0)
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None, *,
               is_causal: bool = False, key_lengths: jax.Array | None = None,
               implementation: str | None = None) -> jax.Array:
     """Scaled dot-product attention (see the module docstring for shapes)."""
-    chosen = resolve(implementation or _default, q)
+    chosen = resolve(implementation or _default, q, k)
     if chosen == "einsum":
         mask = _combined_mask(q, k, mask, is_causal, key_lengths)
         if is_causal and q.shape[1] == k.shape[1] > CAUSAL_BLOCK:
@@ -79,18 +85,17 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None =
     if chosen not in ("xla", "cudnn"):
         raise ValueError(f"attention implementation {chosen!r}: expected one of "
                          f"{', '.join(IMPLEMENTATIONS)}")
-    if chosen == "cudnn" and mask is not None:
-        mask = _full_length_mask(mask, q, k)
+    if chosen == "cudnn" and mask is not None:   # cuDNN refuses a key-only [B, 1, 1, S]
+        mask = _full_length_mask(mask, q.shape[1], k.shape[1])
     return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal,
                                         key_value_seq_lengths=key_lengths,
                                         implementation=chosen)
 
 
-def _full_length_mask(mask, q, k) -> jax.Array:
-    """mask broadcast to [B|1, N|1, T, S]: cuDNN takes a mask only at the full query and key
-    lengths (a key-padding mask [B, 1, 1, S] is refused)."""
+def _full_length_mask(mask, T: int, S: int) -> jax.Array:
+    """mask broadcast to [B|1, N|1, T, S]."""
     mask = mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
-    return jnp.broadcast_to(mask, mask.shape[:2] + (q.shape[1], k.shape[1]))
+    return jnp.broadcast_to(mask, mask.shape[:2] + (T, S))
 
 
 def _combined_mask(q, k, mask, is_causal, key_lengths) -> jax.Array | None:
