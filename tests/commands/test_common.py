@@ -94,4 +94,4 @@ def test_value_a_section_rejects_raises_config_error_naming_the_key(override):
 def test_config_from_args_sets_the_attention_implementation(monkeypatch):
     monkeypatch.setattr(attention, "_default", "auto")
     assert config_from_args(parse(["--config", "tiny", "attention=xla"])).attention == "xla"
-    assert attention.resolve(attention._default, None) == "xla"
+    assert attention.resolve(attention._default, None, None) == "xla"
