@@ -1,12 +1,17 @@
 import json
 
+import pytest
+
+from tvad_jax import config as config_lib, configs  # noqa: F401  (registers the configs)
 from tvad_jax.cli import main
+from tvad_jax.config import ConfigError
 
 
 def test_demo_runs_end_to_end_on_the_tiny_config(tiny_backbone, tmp_path, capsys):
     cfg, backbone = tiny_backbone
     args = ["demo", "--config", "tiny", f"synth.out_dir={cfg.synth.out_dir}",
-            f"runs_dir={tmp_path / 'runs'}", f"tvad.backbone={backbone}"]
+            f"runs_dir={tmp_path / 'runs'}", f"tvad.backbone={backbone}",
+            "demo_detectors=local-patterns,vlavad"]
     assert main(args) == 0
     err = capsys.readouterr().err
     run_dir = next((tmp_path / "runs").glob("demo-*"))
@@ -15,13 +20,17 @@ def test_demo_runs_end_to_end_on_the_tiny_config(tiny_backbone, tmp_path, capsys
     assert list(metrics["splits"]) == ["test", "test_seen"]
     heatmap = ("micro_auc", "macro_auc", "rbdc", "tbdc")
     text = ("yes_no_accuracy", "yes_no_balanced_accuracy", "bleu4_target", "bleu4_trajectory")
-    methods = ["frame difference", "S3M (VLAVAD)", "T-VAD", "T-VAD w/o RAE", "T-VAD w/o AHD"]
+    extras = ["Local patterns (003)", "VLAVAD (SPA + S3M)", "VLAVAD: SPA",
+              "VLAVAD: S3M on answers"]
+    methods = ["frame difference", "S3M (VLAVAD)", *extras, "T-VAD", "T-VAD w/o RAE",
+               "T-VAD w/o AHD"]
     baselines = ["backbone zero-shot (w/o AHD & RAE)", "backbone one-shot"]   # open set only
     assert list(metrics["splits"]["test"]) == methods + baselines
     assert list(metrics["splits"]["test_seen"]) == methods
     for split, rows in metrics["splits"].items():
         for name, row in rows.items():
-            has_heat = name in ("frame difference", "S3M (VLAVAD)", "T-VAD", "T-VAD w/o RAE")
+            has_heat = name in ("frame difference", "S3M (VLAVAD)", "T-VAD", "T-VAD w/o RAE",
+                                *extras)
             has_text = name.startswith(("T-VAD", "backbone")) and name != "T-VAD w/o RAE"
             assert all((k in row) == has_heat for k in heatmap[:2]), (split, name)
             assert all((k in row) == has_text for k in text), (split, name)
@@ -40,3 +49,11 @@ def test_demo_runs_end_to_end_on_the_tiny_config(tiny_backbone, tmp_path, capsys
     assert report.startswith("### Open-set `test` split") and "| T-VAD w/o AHD |" in report
     assert "### Closed-set `test_seen` split" in report
     assert any((run_dir / "tvad-full").glob("heatmap_*.png"))
+    assert "| Local patterns (003) |" in report and "| VLAVAD (SPA + S3M) |" in report
+    assert (run_dir / "local-patterns" / "local_stats.json").is_file()
+    assert (run_dir / "vlavad" / "config.json").is_file()
+
+
+def test_an_unknown_demo_detector_is_refused_with_the_known_ones():
+    with pytest.raises(ConfigError, match=r"demo_detectors.*'local-patterns', 'vlavad'.*ensemble"):
+        config_lib.resolve("tiny", ["demo_detectors=ensemble"])

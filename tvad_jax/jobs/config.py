@@ -467,12 +467,18 @@ class VLAVADJobConfig:
             raise ValueError(f"num_prompts {self.num_prompts} > {len(self.prompts)} prompts")
 
 
+# The detectors `tvad demo` can add (`Config.demo_detectors`): paper 003's and paper 004's.
+DEMO_DETECTORS = ("local-patterns", "vlavad")
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """The root of every config: one section per job and the data it runs on, the runs'
     folder, the attention implementation every model uses (`models.attention`: "auto"
-    picks the platform's fastest) and how linear layers differentiate their kernels
-    (`models.layers.WEIGHT_GRADS`: "autodiff" reproduces runs made before "direct")."""
+    picks the platform's fastest), how linear layers differentiate their kernels
+    (`models.layers.WEIGHT_GRADS`: "autodiff" reproduces runs made before "direct") and the
+    detectors `tvad demo` adds to its default ones (`DEMO_DETECTORS`; each takes longer than
+    the default demo as a whole: 15-20 minutes for local patterns, about 35 for VLAVAD)."""
 
     synth: SynthConfig = SynthConfig()
     prepare: PrepareConfig = PrepareConfig()
@@ -485,10 +491,15 @@ class Config:
     runs_dir: str = "runs"
     attention: str = "auto"
     weight_grad: str = "direct"
+    demo_detectors: tuple[str, ...] = ()
 
     def __post_init__(self):
         config_lib.check_choice(self, "attention", IMPLEMENTATIONS)
         config_lib.check_choice(self, "weight_grad", WEIGHT_GRADS)
+        unknown = sorted(set(self.demo_detectors) - set(DEMO_DETECTORS))
+        if unknown:
+            raise ValueError(f"demo_detectors: expected some of {list(DEMO_DETECTORS)}, "
+                             f"got {unknown}")
 
     @property
     def prepare_source(self) -> str:

@@ -6,7 +6,8 @@ Detectors: the model-free frame-difference baseline; VLAVAD's S3M on object trac
 (paper 000) on the shipped backbone - stage 1 (AHD), stage 2 (RAE + LoRA, phases A and B) -
 with the ablations of its Table 4 (w/o RAE: heatmaps only; w/o AHD: stage 2 without anomaly
 prompts) and the plain backbone zero-shot and one-shot (Table 3's protocol, on the open-set
-split only).
+split only). On request (`demo_detectors=local-patterns,vlavad`; each longer than the rest
+of the demo): paper 003's local patterns and paper 004's VLAVAD with its two halves.
 
 Report folder: report.md (one comparison table per split and the run facts), metrics.json
 (`{"splits": {split: {method: {metric: value}}}, ...}`), ROC curves and heatmap overlays
@@ -28,8 +29,10 @@ from tvad_jax.eval.report import comparison_table
 from tvad_jax.eval.tvad import HEATMAP_METRICS, QUESTIONS, evaluate_model
 from tvad_jax.jobs.common import Report, ensure_prepared, start_run
 from tvad_jax.jobs.config import Config
+from tvad_jax.jobs.local_patterns import local_patterns_scores, train_local_patterns
 from tvad_jax.jobs.s3m import evaluate_run, train_s3m
 from tvad_jax.jobs.tvad import train_tvad
+from tvad_jax.jobs.vlavad import train_vlavad, vlavad_scores
 from tvad_jax.models.tvad import load_model, plain_model
 
 # The open-set test split (unseen anomaly types) and the closed-set one (training types).
@@ -50,6 +53,8 @@ def run_demo(cfg: Config, report: Report = print) -> Path:
     report(f"[tvad] prepared shards in {ensure_prepared(cfg, report)}")
     run_dir = start_run("demo", cfg)
     s3m_dir = train_s3m(cfg, run_dir / "s3m", report)
+    extra_dirs = {name: TRAINERS[name](cfg, run_dir / name, report=report)
+                  for name in cfg.demo_detectors}
     full = load_model(train_tvad(_variant(cfg, "full"), run_dir / "tvad-full", report=report))
     no_ahd = load_model(train_tvad(_variant(cfg, "no_ahd"), run_dir / "tvad-no_ahd",
                                    report=report))
@@ -66,6 +71,8 @@ def run_demo(cfg: Config, report: Report = print) -> Path:
         diff = frame_auc(base, labels)
         rows = {"frame difference": {"micro_auc": diff.micro_auc, "macro_auc": diff.macro_auc},
                 "S3M (VLAVAD)": s3m["s3m_sigma0"]}
+        for name, folder in extra_dirs.items():
+            rows.update(extra_rows(name, folder, split, labels, report))
         for name, model, one_shot, plots in variants:
             if model is plain and split != SPLITS[0]:
                 continue      # Table 3's backbone baselines: the open-set split only
@@ -91,6 +98,26 @@ def run_demo(cfg: Config, report: Report = print) -> Path:
     report("\n\n".join(tables))
     report(f"[tvad] demo report in {run_dir}")
     return run_dir
+
+
+# Per optional detector: its trainer and its demo rows (row name -> score name of its run).
+TRAINERS = {"local-patterns": train_local_patterns, "vlavad": train_vlavad}
+ROWS = {"local-patterns": {"Local patterns (003)": "local_patterns"},
+        "vlavad": {"VLAVAD (SPA + S3M)": "vlavad", "VLAVAD: SPA": "spa",
+                   "VLAVAD: S3M on answers": "s3m_answers"}}
+
+
+def extra_rows(name: str, run_dir: Path, split: str, labels: dict, report: Report) -> dict:
+    """The demo rows (unsmoothed micro/macro frame AUC) of an optional detector's run."""
+    if name == "local-patterns":
+        scores = {"local_patterns": local_patterns_scores(run_dir, split, report)[0]}
+    else:
+        scores = vlavad_scores(run_dir, split, report)[0]
+    rows = {}
+    for row, key in ROWS[name].items():
+        auc = frame_auc(scores[key], labels)
+        rows[row] = {"micro_auc": auc.micro_auc, "macro_auc": auc.macro_auc}
+    return rows
 
 
 def _variant(cfg: Config, variant: str) -> Config:
