@@ -53,7 +53,7 @@ def run_demo(cfg: Config, report: Report = print) -> Path:
     report(f"[tvad] prepared shards in {ensure_prepared(cfg, report)}")
     run_dir = start_run("demo", cfg)
     s3m_dir = train_s3m(cfg, run_dir / "s3m", report)
-    extra_dirs = {name: TRAINERS[name](cfg, run_dir / name, report=report)
+    extra_dirs = {name: DETECTORS[name][0](cfg, run_dir / name, report=report)
                   for name in cfg.demo_detectors}
     full = load_model(train_tvad(_variant(cfg, "full"), run_dir / "tvad-full", report=report))
     no_ahd = load_model(train_tvad(_variant(cfg, "no_ahd"), run_dir / "tvad-no_ahd",
@@ -100,24 +100,32 @@ def run_demo(cfg: Config, report: Report = print) -> Path:
     return run_dir
 
 
-# Per optional detector: its trainer and its demo rows (row name -> score name of its run).
-TRAINERS = {"local-patterns": train_local_patterns, "vlavad": train_vlavad}
-ROWS = {"local-patterns": {"Local patterns (003)": "local_patterns"},
-        "vlavad": {"VLAVAD (SPA + S3M)": "vlavad", "VLAVAD: SPA": "spa",
-                   "VLAVAD: S3M on answers": "s3m_answers"}}
+def _local_patterns_scores(run_dir: Path, split: str, report: Report) -> dict:
+    return {"local_patterns": local_patterns_scores(run_dir, split, report)[0]}
+
+
+def _vlavad_scores(run_dir: Path, split: str, report: Report) -> dict:
+    return vlavad_scores(run_dir, split, report)[0]
+
+
+# Per optional detector: its trainer, its scores ({score: {video: [T]}}) and its demo rows
+# (row name -> score).
+DETECTORS = {
+    "local-patterns": (train_local_patterns, _local_patterns_scores,
+                       {"Local patterns (003)": "local_patterns"}),
+    "vlavad": (train_vlavad, _vlavad_scores,
+               {"VLAVAD (SPA + S3M)": "vlavad", "VLAVAD: SPA": "spa",
+                "VLAVAD: S3M on answers": "s3m_answers"}),
+}
 
 
 def extra_rows(name: str, run_dir: Path, split: str, labels: dict, report: Report) -> dict:
     """The demo rows (unsmoothed micro/macro frame AUC) of an optional detector's run."""
-    if name == "local-patterns":
-        scores = {"local_patterns": local_patterns_scores(run_dir, split, report)[0]}
-    else:
-        scores = vlavad_scores(run_dir, split, report)[0]
-    rows = {}
-    for row, key in ROWS[name].items():
-        auc = frame_auc(scores[key], labels)
-        rows[row] = {"micro_auc": auc.micro_auc, "macro_auc": auc.macro_auc}
-    return rows
+    _, scorer, rows = DETECTORS[name]
+    scores = scorer(run_dir, split, report)
+    aucs = {row: frame_auc(scores[key], labels) for row, key in rows.items()}
+    return {row: {"micro_auc": a.micro_auc, "macro_auc": a.macro_auc}
+            for row, a in aucs.items()}
 
 
 def _variant(cfg: Config, variant: str) -> Config:
