@@ -303,7 +303,8 @@ def test_vlavad_table2_runs_at_the_tiny_size(tiny_backbone, tmp_path):
     for setting in family.settings:
         assert f"| {setting.name} |" in table, setting.name
         run = sweep_dir / sweep.slug(setting.name) / "seed0" / "run"
-        trains = any(o.startswith(("vlavad.predictor=", "vlavad.tracks=", "vlavad.prompts="))
+        trains = any(o.startswith(("vlavad.predictor=", "vlavad.tracks=",
+                                   "vlavad.skip_saturated="))
                      for o in setting.overrides)
         assert run.is_dir() == (not setting.reuse or (trains and setting.score == "vlavad")), \
             setting.name

@@ -1,6 +1,7 @@
 """Paper 004's detector as a job: train and evaluate end to end through the CLI (tiny config,
 random tiny backbone), the answers' track windows, the kNN baseline, bad input."""
 import contextlib
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -11,8 +12,12 @@ import pytest
 from tvad_jax import config as config_lib
 from tvad_jax.cli import main
 from tvad_jax.errors import DataError
-from tvad_jax.jobs.vlavad import (SplitAnswers, evaluate_vlavad_run, knn_distance,
-                                  track_windows)
+from tvad_jax.jobs.config import Config
+from tvad_jax.eval.fusion import fuse
+from tvad_jax.jobs.vlavad import (SplitAnswers, answers_of, evaluate_vlavad_run, knn_distance,
+                                  track_windows, vlavad_aucs, vlavad_scores)
+from tvad_jax.models.tvad import load_frozen_backbone
+from tvad_jax.models.spa import normalize_answer
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +40,16 @@ def test_train_then_eval_through_the_cli(tiny_run, capsys):
     stats = json.loads((run_dir / "vlavad_stats.json").read_text())
     spa = stats["spa"]
     assert len(spa["prompts"]) == 1 and spa["prompts"][0] in ("pose", "behaviour", "appearance")
-    # the chosen prompt is the most concentrated one
-    assert spa["concentrations"][spa["prompts"][0]] == max(spa["concentrations"].values())
     stored = json.loads((run_dir / "answers/train_normal.json").read_text())
     assert set(stored["answers"]) == {"pose", "behaviour", "appearance"}
+    # the chosen prompt is the most concentrated one among those with more than top_k
+    # distinct answers (all of them if none has)
+    distinct = {p: len({normalize_answer(x) for x in a}) for p, a in stored["answers"].items()}
+    assert stats["distinct_answers"] == distinct
+    open_prompts = [p for p in distinct if distinct[p] > spa["top_k"]] or list(distinct)
+    assert spa["concentrations"][spa["prompts"][0]] == max(spa["concentrations"][p]
+                                                           for p in open_prompts)
+    assert spa["prompts"][0] in open_prompts
     assert sum(spa["counts"][spa["prompts"][0]].values()) == len(stored["frame"])
     assert stats["train_windows"] > 0 and stats["error_ref"] >= 0
     capsys.readouterr()
@@ -51,6 +62,41 @@ def test_train_then_eval_through_the_cli(tiny_run, capsys):
     # the test split's answers are stored, to the chosen prompt only
     test_answers = json.loads((run_dir / "answers/test.json").read_text())["answers"]
     assert set(test_answers) == set(spa["prompts"])
+
+
+def test_scoring_overrides_fuse_and_smooth_the_run_differently(tiny_run):
+    _, run_dir = tiny_run
+    quiet = lambda *args: None  # noqa: E731
+    job = config_lib.load(Config, run_dir / "config.json").vlavad
+    scores, _ = vlavad_scores(run_dir, "test", quiet)
+    lambda_1 = dataclasses.replace(job, weight=1.0, normalize="split", sigma=0.0)
+    again, _ = vlavad_scores(run_dir, "test", quiet, scoring=lambda_1)
+    halves = {"spa": scores["spa"], "s3m": scores["s3m_answers"]}
+    own = fuse(halves, {"spa": 1.0, "s3m": job.weight}, job.normalize)
+    overridden = fuse(halves, {"spa": 1.0, "s3m": 1.0}, "split")
+    for video in own:
+        np.testing.assert_allclose(scores["vlavad"][video], own[video])
+        np.testing.assert_allclose(again["vlavad"][video], overridden[video])
+    files = lambda: {p.name: p.read_bytes() for p in run_dir.glob("eval_*")}  # noqa: E731
+    before = files()
+    aucs = vlavad_aucs(run_dir, "test", quiet, scoring=lambda_1)
+    assert (aucs["weight"], aucs["normalize"], aucs["sigma"]) == (1.0, "split", 0.0)
+    assert files() == before                     # the run's own evaluations stay as they were
+
+
+def test_asking_another_prompt_keeps_the_answers_already_stored(tiny_run):
+    _, run_dir = tiny_run
+    cfg = config_lib.load(Config, run_dir / "config.json")
+    backbone = load_frozen_backbone(cfg.vlavad.backbone)
+    quiet = lambda *args: None  # noqa: E731
+    pose = answers_of(cfg, backbone, "val", ("pose",), run_dir, quiet)
+    behaviour = answers_of(cfg, backbone, "val", ("behaviour",), run_dir, quiet)
+    assert behaviour.answers["pose"] == pose.answers["pose"]
+    assert len(behaviour.answers["behaviour"]) == len(pose)
+    stored = json.loads((run_dir / "answers/val.json").read_text())
+    assert set(stored["answers"]) == {"pose", "behaviour"}
+    again = answers_of(cfg, backbone, "val", ("pose", "behaviour"), run_dir, quiet)  # read back
+    assert again.answers == behaviour.answers
 
 
 def test_track_windows_follow_each_track_and_restart_at_a_gap():

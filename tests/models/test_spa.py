@@ -21,12 +21,25 @@ def test_fit_spa_chooses_the_most_concentrated_prompts_and_counts_their_answers(
     answers = {"pose": ["up", "up", "up", "up"],                    # concentration 1.0
                "behaviour": ["walk", "walk", "run", "stand"],        # 0.5 at k = 1
                "appearance": ["red", "blue", "green", "pink"]}       # 0.25
-    spa = fit_spa(answers, top_k=1)
+    spa = fit_spa(answers, top_k=1, skip_saturated=False)     # the paper's rule
     assert spa.prompts == ("pose",)
     assert spa.concentrations == pytest.approx({"pose": 1.0, "behaviour": 0.5,
                                                 "appearance": 0.25})
-    assert fit_spa(answers, top_k=1, num_prompts=2).prompts == ("pose", "behaviour")
-    assert dict(fit_spa(answers, 1, 2).counts["behaviour"]) == {"walk": 2, "run": 1, "stand": 1}
+    two = fit_spa(answers, top_k=1, num_prompts=2, skip_saturated=False)
+    assert two.prompts == ("pose", "behaviour")
+    assert dict(two.counts["behaviour"]) == {"walk": 2, "run": 1, "stand": 1}
+
+
+def test_saturated_prompts_come_after_every_other_prompt():
+    answers = {"pose": ["up", "up", "up", "down"],                  # 2 distinct: 1.0 at k = 2
+               "behaviour": ["walk", "walk", "run", "stand"],        # 0.75
+               "appearance": ["red", "blue", "green", "pink"]}       # 0.5
+    assert fit_spa(answers, top_k=2).prompts == ("behaviour",)
+    assert fit_spa(answers, top_k=2, num_prompts=3).prompts == ("behaviour", "appearance",
+                                                                 "pose")
+    assert fit_spa(answers, top_k=1).prompts == ("pose",)           # 2 distinct > k = 1
+    everything_saturated = {"pose": ["up", "up", "down"], "behaviour": ["walk", "walk"]}
+    assert fit_spa(everything_saturated, top_k=2).prompts == ("pose",)   # 1.0 each: order
 
 
 def test_scores_are_reciprocal_counts_summed_over_the_chosen_prompts():

@@ -412,7 +412,9 @@ class VLAVADJobConfig:
       clip_len: frames of each crop clip (t - clip_len + 1 .. t; pretraining's 8).
       prompts: VLAVAD's pool (`data.object_text.QUESTIONS`) that SPA chooses from; top_k: SPA's
         concentration statistic (the paper does not give k); num_prompts: how many SPA keeps
-        (the scores of several add up).
+        (the scores of several add up); skip_saturated: rank prompts whose normal answers
+        take at most top_k values (concentration 1 by construction) after the others (not
+        in the paper: `models.spa`).
       max_new_tokens: answer budget; vqa_batch: crops per encoder and decoder call.
       predictor: "s3m" (the paper), "transformer" or "rnn" (Table 2's alternatives, same
         width and depth, `models.predictors`); model: its sizes (width D, to which the
@@ -437,6 +439,7 @@ class VLAVADJobConfig:
     prompts: tuple[str, ...] = ("pose", "behaviour", "appearance")
     top_k: int = 5
     num_prompts: int = 1
+    skip_saturated: bool = True
     max_new_tokens: int = 16
     vqa_batch: int = 64
     predictor: str = "s3m"

@@ -59,7 +59,7 @@ from tvad_jax.jobs.local_patterns import (evaluate_local_patterns_run, local_pat
 from tvad_jax.jobs.pretrain import pretrain, random_backbone
 from tvad_jax.jobs.s3m import evaluate_run, train_s3m
 from tvad_jax.jobs.tvad import train_tvad
-from tvad_jax.jobs.vlavad import evaluate_vlavad_run, train_vlavad, vlavad_scores
+from tvad_jax.jobs.vlavad import evaluate_vlavad_run, train_vlavad, vlavad_aucs, vlavad_scores
 from tvad_jax.models.tvad import load_frozen_backbone, load_model, plain_model
 from tvad_jax.runs import progress
 from tvad_jax.train import distributed
@@ -82,8 +82,8 @@ class Setting:
       reuse: the earlier setting whose run with the same seed lends its trained model:
         "tvad" takes its AHD (stage 1; e.g. w/o RAE from the full model), "s3m" evaluates
         its S3M (e.g. another smoothing), "local_patterns" takes its trained ITAM,
-        "vlavad" evaluates its run when only the scoring differs (score, weight, sigma,
-        normalization) and otherwise takes its stored answers.
+        "vlavad" scores its run with this row's scoring when only the scoring differs
+        (score, weight, sigma, normalization) and otherwise takes its stored answers.
       one_shot: ("tvad", "tvad_plain") the dialogue with the in-context example (Table 3).
       sigma: ("s3m", "frame_difference") temporal smoothing of the frame scores.
       score: ("vlavad") which of the run's scores the row reports: "vlavad" (the fusion),
@@ -457,11 +457,13 @@ def _local_patterns(run: PlannedRun, folder: Path, sweep_dir: Path, splits, repo
 
 def _vlavad(run: PlannedRun, folder: Path, sweep_dir: Path, splits, report) -> dict:
     lender = _lender(run, sweep_dir)
+    score = run.setting.score
     if lender and _trained_alike(config_lib.load(Config, lender / "config.json"), run.config):
-        run_dir = lender                      # only the scoring differs: evaluate its run
-    else:
-        run_dir = train_vlavad(run.config, folder / "run", answers_from=lender, report=report)
-    return {split: evaluate_vlavad_run(run_dir, split, report=report)[run.setting.score]
+        # only the scoring differs: the lender's run, scored as this row says
+        return {split: vlavad_aucs(lender, split, report, scoring=run.config.vlavad)[score]
+                for split in splits}
+    run_dir = train_vlavad(run.config, folder / "run", answers_from=lender, report=report)
+    return {split: evaluate_vlavad_run(run_dir, split, report=report)[score]
             for split in splits}
 
 

@@ -6,12 +6,13 @@ from them) every `answer_stride`-th frame t it is seen: a square clip of frames
 t - clip_len + 1 .. t around it (`data.object_crops.track_clips`, as pretraining cuts its
 single-object question clips), which the frozen backbone's decoder answers each prompt of the
 pool about (`infer.vqa`, greedy). On the normal training split, SPA (`models.spa`) keeps the
-prompt whose answers concentrate most in their top-k and counts them; a test object's static
-score is 1 / (count of its answer + 1). The text tower embeds each answer (mean-pooled, unit
-norm: E_i(t)); along each track the predictor (`models.predictors`: S3M by default) learns on
-the normal tracks to predict the next L_f embeddings from the past L_p; its prediction error
-is the temporal score. A frame's score is the max over the objects covering it (an answer at
-t covers frames t - answer_stride + 1 .. t; 0 without objects), and the detector's score is
+prompt whose answers concentrate most in their top-k (prompts with at most k distinct answers
+last) and counts them; a test object's static score is 1 / (count of its answer + 1). The
+text tower embeds each answer (mean-pooled, unit norm: E_i(t)); along each track the
+predictor (`models.predictors`: S3M by default) learns on the normal tracks to predict the
+next L_f embeddings from the past L_p; its prediction error is the temporal score. A frame's
+score is the max over the objects covering it (an answer at t covers frames
+t - answer_stride + 1 .. t; 0 without objects), and the detector's score is
 A = minmax(A_s) + lambda minmax(A_t) (`eval.fusion`, per video as the paper; divided by
 1 + lambda), Gaussian-smoothed at evaluation. Table 2's kNN baseline (the distance of the
 tower's pooled crop feature to the nearest normal training crop) is scored beside it.
@@ -86,7 +87,8 @@ class SplitAnswers:
 def answers_of(cfg: Config, backbone: FrozenBackbone, split: str, prompts: tuple[str, ...],
                run_dir: Path, report: Report = print) -> SplitAnswers:
     """The split's answers to `prompts`, read from run_dir/answers/ when an earlier call
-    stored answers to all of them, else computed (every clip encoded and asked) and stored."""
+    stored answers to all of them, else computed (every clip encoded, the prompts not stored
+    yet asked) and stored beside the answers to the other prompts already there."""
     path = run_dir / ANSWERS / f"{split}.json"
     stored = _load_answers(path) if path.is_file() else None
     if stored is not None and set(prompts) <= set(stored.answers):
@@ -123,14 +125,23 @@ def answers_of(cfg: Config, backbone: FrozenBackbone, split: str, prompts: tuple
     joined = {k: np.concatenate([p[k] for p in parts])
               for k in ("video", "frame", "object", "visual", "pooled")}
     category = [c for p in parts for c in p["category"]]
-    answers = {}
-    for prompt in prompts:
-        report(f"[tvad] VLAVAD: asking {len(category)} object clips ({split}): {prompt}")
-        answers[prompt] = qa.answers(joined["visual"], category, prompt)
     result = SplitAnswers(videos, labels, joined["video"], joined["frame"], joined["object"],
-                          category, answers, joined["pooled"])
+                          category, {}, joined["pooled"])
+    if stored is not None and _same_clips(stored, result):
+        result.answers = dict(stored.answers)     # kept; only the missing prompts are asked
+    for prompt in prompts:
+        if prompt not in result.answers:
+            report(f"[tvad] VLAVAD: asking {len(category)} object clips ({split}): {prompt}")
+            result.answers[prompt] = qa.answers(joined["visual"], category, prompt)
     _store_answers(path, result)
     return result
+
+
+def _same_clips(a: SplitAnswers, b: SplitAnswers) -> bool:
+    """Whether two answer tables list the same clips in the same order."""
+    return (a.videos == b.videos and a.category == b.category
+            and all(np.array_equal(getattr(a, k), getattr(b, k))
+                    for k in ("video", "frame", "object")))
 
 
 def _store_answers(path: Path, a: SplitAnswers) -> None:
@@ -279,7 +290,8 @@ def train_vlavad(cfg: Config, run_dir: str | Path | None = None,
         _lend_answers(Path(answers_from), run_dir)
     backbone = load_frozen_backbone(job.backbone or cfg.tvad.backbone)
     a = answers_of(cfg, backbone, job.train_split, job.prompts, run_dir, report)
-    spa = fit_spa({p: a.answers[p] for p in job.prompts}, job.top_k, job.num_prompts)
+    spa = fit_spa({p: a.answers[p] for p in job.prompts}, job.top_k, job.num_prompts,
+                  job.skip_saturated)
     report(f"[tvad] SPA: concentration (top {job.top_k}) "
            + ", ".join(f"{p} {c:.3f}" for p, c in spa.concentrations.items())
            + f"; chosen: {', '.join(spa.prompts)}")
@@ -334,13 +346,16 @@ def is_vlavad_run(run_dir: str | Path) -> bool:
     return (Path(run_dir) / "predictor").is_dir() or (Path(run_dir) / STATS_FILE).is_file()
 
 
-def vlavad_scores(run_dir: str | Path, split: str, report: Report = print
+def vlavad_scores(run_dir: str | Path, split: str, report: Report = print,
+                  scoring: VLAVADJobConfig | None = None
                   ) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
     """A finished run's frame scores on a split, {score: {video: [T]}} for the fusion
     ("vlavad"), its halves ("spa", "s3m_answers") and the kNN baseline ("knn_visual"), and
-    what they came from (the answers' statistics, counts, the chosen prompts)."""
+    what they came from (the answers' statistics, counts, the chosen prompts). `scoring`: a
+    `vlavad` section whose fusion (weight, normalize) replaces the run's own."""
     run_dir, cfg, stats = finished_run(run_dir, STATS_FILE, "vlavad")
     job = cfg.vlavad
+    fusion = scoring or job
     spa = SPA.from_json(stats["spa"])
     backbone = load_frozen_backbone(job.backbone or cfg.tvad.backbone)
     train_a = answers_of(cfg, backbone, job.train_split, spa.prompts, run_dir, report)
@@ -363,7 +378,7 @@ def vlavad_scores(run_dir: str | Path, split: str, report: Report = print
                                 knn_distance(train_a.pooled, a.pooled) / 2.0, stride),
     }
     scores["vlavad"] = fuse({"spa": scores["spa"], "s3m": scores["s3m_answers"]},
-                            {"spa": 1.0, "s3m": job.weight}, job.normalize)
+                            {"spa": 1.0, "s3m": fusion.weight}, fusion.normalize)
     seen = {p: set(spa.counts[p]) for p in spa.prompts}
     found = {
         "answers": {p: {"distinct": len({normalize_answer(x) for x in a.answers[p]}),
@@ -375,25 +390,35 @@ def vlavad_scores(run_dir: str | Path, split: str, report: Report = print
     return scores, found
 
 
-def evaluate_vlavad_run(run_dir: str | Path, split: str | None = None, plot: bool = False,
-                        report: Report = print,
-                        baseline: tuple[dict, dict] | None = None) -> dict:
+def vlavad_aucs(run_dir: str | Path, split: str | None = None, report: Report = print,
+                baseline: tuple[dict, dict] | None = None,
+                scoring: VLAVADJobConfig | None = None) -> dict:
     """Micro/macro frame AUC on a split of the fused score, its two halves and the kNN
-    baseline, beside frame difference; per anomaly type too; written to
-    eval_<split>.json/.md."""
-    del plot  # no figures yet
+    baseline, beside frame difference; per anomaly type too. `scoring`: a `vlavad` section
+    whose fusion and smoothing (weight, normalize, sigma) replace the run's own (a sweep row
+    that scores another row's run differently). Nothing is written."""
     run_dir, cfg, _ = finished_run(run_dir, STATS_FILE, "vlavad")
+    scoring = scoring or cfg.vlavad
     split = split or cfg.vlavad.eval_split
-    scores, found = vlavad_scores(run_dir, split, report)
+    scores, found = vlavad_scores(run_dir, split, report, scoring)
     base, labels = baseline or baseline_scores(cfg, split, report)
     if set(base) != set(scores["vlavad"]):
         raise DataError(cfg.prepare_source, f"split {split!r}: the stored answers and the "
                                             "videos name different sets of videos")
     results = frame_auc_rows(cfg, {**scores, "frame_difference": base}, labels,
-                             cfg.vlavad.sigma, typed="vlavad")
-    results.update({**found, "split": split, "videos": len(labels),
-                    "sigma": cfg.vlavad.sigma})
-    write_summary(run_dir, f"eval_{split}", results)
+                             scoring.sigma, typed="vlavad")
+    results.update({**found, "split": split, "videos": len(labels), "sigma": scoring.sigma,
+                    "weight": scoring.weight, "normalize": scoring.normalize})
+    return results
+
+
+def evaluate_vlavad_run(run_dir: str | Path, split: str | None = None, plot: bool = False,
+                        report: Report = print,
+                        baseline: tuple[dict, dict] | None = None) -> dict:
+    """`vlavad_aucs` of the run as configured, written to its eval_<split>.json/.md."""
+    del plot  # no figures yet
+    results = vlavad_aucs(run_dir, split, report, baseline)
+    write_summary(Path(run_dir), f"eval_{results['split']}", results)
     return results
 
 

@@ -8,9 +8,13 @@ objects most tightly, and how rare a test object's answer is under it.
 Answers are compared after `normalize_answer` (lowercase, punctuation dropped, spaces
 collapsed) so that "Walking." and "walking" count as one. A prompt's concentration is the
 share of the normal training answers that fall on its `top_k` most frequent answers (F_topk /
-F_t of the paper); the paper does not give k. An object's score under a chosen prompt is the
-reciprocal of (the number of normal training objects that gave its answer + 1): an answer
-never seen in training scores 1, the commonest answer scores least.
+F_t of the paper); the paper does not give k. A prompt whose normal answers take at most k
+distinct values is "saturated": its concentration is 1 by construction and says nothing about
+how its answers pack (on the synthetic benchmark the pose question's answers only name the
+object's class: 3 values). Not in the paper, whose BLIP-2 answers are far more varied:
+`skip_saturated` ranks saturated prompts after every other one. An object's score under a
+chosen prompt is the reciprocal of (the number of normal training objects that gave its
+answer + 1): an answer never seen in training scores 1, the commonest answer scores least.
 """
 from __future__ import annotations
 
@@ -75,16 +79,19 @@ class SPA:
                    int(data["top_k"]))
 
 
-def fit_spa(answers: Mapping[str, Sequence[str]], top_k: int, num_prompts: int = 1) -> SPA:
+def fit_spa(answers: Mapping[str, Sequence[str]], top_k: int, num_prompts: int = 1,
+            skip_saturated: bool = True) -> SPA:
     """Choose the `num_prompts` prompts whose normal answers concentrate most (ties: the
-    earlier prompt) and keep their answer counts."""
+    earlier prompt; with `skip_saturated`, prompts with at most `top_k` distinct answers come
+    last) and keep their answer counts."""
     if not answers:
         raise ValueError("no prompts to choose from")
     if top_k < 1 or not 1 <= num_prompts <= len(answers):
         raise ValueError(f"top_k {top_k} must be >= 1 and num_prompts {num_prompts} in "
                          f"1..{len(answers)}")
     conc = {p: concentration(a, top_k) for p, a in answers.items()}
-    order = sorted(answers, key=lambda p: -conc[p])     # stable: ties keep the given order
+    counts = {p: Counter(normalize_answer(a) for a in answers[p]) for p in answers}
+    saturated = {p: skip_saturated and len(counts[p]) <= top_k for p in answers}
+    order = sorted(answers, key=lambda p: (saturated[p], -conc[p]))   # stable: ties keep order
     chosen = tuple(order[:num_prompts])
-    counts = {p: dict(Counter(normalize_answer(a) for a in answers[p])) for p in chosen}
-    return SPA(chosen, counts, conc, top_k)
+    return SPA(chosen, {p: dict(counts[p]) for p in chosen}, conc, top_k)
