@@ -22,14 +22,14 @@ def test_demo_runs_end_to_end_on_the_tiny_config(tiny_backbone, tmp_path, capsys
     text = ("yes_no_accuracy", "yes_no_balanced_accuracy", "bleu4_target", "bleu4_trajectory")
     extras = ["Local patterns (003)", "VLAVAD (SPA + S3M)", "VLAVAD: SPA",
               "VLAVAD: S3M on answers"]
-    methods = ["frame difference", "S3M (VLAVAD)", *extras, "T-VAD", "T-VAD w/o RAE",
+    methods = ["frame difference", "S3M on box tracks", *extras, "T-VAD", "T-VAD w/o RAE",
                "T-VAD w/o AHD"]
     baselines = ["backbone zero-shot (w/o AHD & RAE)", "backbone one-shot"]   # open set only
     assert list(metrics["splits"]["test"]) == methods + baselines
     assert list(metrics["splits"]["test_seen"]) == methods
     for split, rows in metrics["splits"].items():
         for name, row in rows.items():
-            has_heat = name in ("frame difference", "S3M (VLAVAD)", "T-VAD", "T-VAD w/o RAE",
+            has_heat = name in ("frame difference", "S3M on box tracks", "T-VAD", "T-VAD w/o RAE",
                                 *extras)
             has_text = name.startswith(("T-VAD", "backbone")) and name != "T-VAD w/o RAE"
             assert all((k in row) == has_heat for k in heatmap[:2]), (split, name)

@@ -70,7 +70,7 @@ def run_demo(cfg: Config, report: Report = print) -> Path:
         s3m = evaluate_run(s3m_dir, split, plot=True, report=report, baseline=(base, labels))
         diff = frame_auc(base, labels)
         rows = {"frame difference": {"micro_auc": diff.micro_auc, "macro_auc": diff.macro_auc},
-                "S3M (VLAVAD)": s3m["s3m_sigma0"]}
+                "S3M on box tracks": s3m["s3m_sigma0"]}
         for name, folder in extra_dirs.items():
             rows.update(extra_rows(name, folder, split, labels, report))
         for name, model, one_shot, plots in variants:
