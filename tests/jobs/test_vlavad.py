@@ -12,12 +12,12 @@ import pytest
 from tvad_jax import config as config_lib
 from tvad_jax.cli import main
 from tvad_jax.errors import DataError
-from tvad_jax.jobs.config import Config
 from tvad_jax.eval.fusion import fuse
+from tvad_jax.jobs.config import Config
 from tvad_jax.jobs.vlavad import (SplitAnswers, answers_of, evaluate_vlavad_run, knn_distance,
                                   track_windows, vlavad_aucs, vlavad_scores)
-from tvad_jax.models.tvad import load_frozen_backbone
 from tvad_jax.models.spa import normalize_answer
+from tvad_jax.models.tvad import load_frozen_backbone
 
 
 @pytest.fixture(scope="module")
