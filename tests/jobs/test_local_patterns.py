@@ -76,12 +76,19 @@ def test_tsgm_keeps_a_tracks_sentence_while_the_smm_says_yes():
             asked.append(list(previous))
             return np.asarray([s == "A" for s in previous])
 
-    captions = ["A", "B", "C", "E", "D"]
-    out = StubTSGM().sentences(objects, np.zeros((5, 1)), captions)
+    captions, captioned = np.array(["A", "B", "C", "E", "D"]), []
+
+    def caption(rows):
+        captioned.append(rows.tolist())
+        return captions[rows].tolist()
+
+    out = StubTSGM().sentences(objects, np.zeros((5, 1)), caption)
     # object 1 keeps "A" over the captions "B" and "E"; object 2 is new at t = 3 (its caption
     # "C"), and "C" does not hold at t = 5, so the caption "D" replaces it
     assert out == ["A", "A", "C", "A", "D"]
     assert asked == [["A"], ["A", "C"]]
+    # the captioner reads only the crops whose sentence is not kept: rows 0, 2 and 4
+    assert captioned == [[0], [2], [4]]
 
 
 def test_eval_of_an_unfinished_run_names_the_missing_file(tmp_path):

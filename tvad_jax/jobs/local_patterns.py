@@ -29,7 +29,7 @@ import json
 import math
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -261,8 +261,10 @@ def patterns(job: LocalPatternsJobConfig, reader: ITAMReader | None, tsgm: TSGM 
     image = reader.image_tokens(tokens)
     if job.pattern == "itam":
         return image.mean(1)
-    captions = reader.captions(tokens)
-    sentences = tsgm.sentences(objects, image, captions) if tsgm is not None else captions
+    if tsgm is None:
+        sentences = reader.captions(tokens)
+    else:
+        sentences = tsgm.sentences(objects, image, lambda rows: reader.captions(tokens[rows]))
     sentence = reader.text_features(sentences)[:, 0]
     if job.pattern == "text":
         return sentence
@@ -281,7 +283,8 @@ class TSGM:
     """Temporal sentence generation (paper 003 §3.4): along each track, the SMM reads the
     previous sentence turned into a question (F^T of `to_question`) beside the current image
     tokens F^I and answers whether that sentence still holds; "yes" keeps it, "no" (or a new
-    track) takes the captioner's caption of the current crop."""
+    track) takes the captioner's caption of the current crop, so only those crops are
+    captioned."""
 
     def __init__(self, model: SMM, params: Any, reader: ITAMReader):
         self.reader = reader
@@ -293,21 +296,28 @@ class TSGM:
         questions = self.reader.text_features([to_question(s) for s in previous])
         return in_batches(self._p_yes, self.reader.job.encode_batch, questions, image) > 0.5
 
-    def sentences(self, objects: SplitObjects, image: np.ndarray, captions: list[str]
-                  ) -> list[str]:
+    def sentences(self, objects: SplitObjects, image: np.ndarray,
+                  caption: Callable[[np.ndarray], list[str]]) -> list[str]:
         """The sentence S_i(t) of every crop: frame after frame, every video's tracks at once
-        (one SMM call per frame index of the split)."""
-        out = list(captions)
+        (one SMM call, then one captioner call for the crops it did not keep, per frame index
+        of the split). caption(rows) -> the captioner's sentences of those crops."""
+        out = [""] * len(objects)
         last: dict[tuple[int, int], str] = {}           # (video, object) -> latest sentence
         track = list(zip(objects.video.tolist(), objects.object.tolist()))
         for t in np.unique(objects.frame):
             now = np.flatnonzero(objects.frame == t)
             known = [r for r in now if track[r] in last]
+            kept = set()
             if known:
                 previous = [last[track[r]] for r in known]
                 for r, sentence, keep in zip(known, previous, self.keeps(previous, image[known])):
                     if keep:
                         out[r] = sentence
+                        kept.add(r)
+            new = np.asarray([r for r in now if r not in kept], np.int64)
+            if len(new):
+                for r, sentence in zip(new, caption(new)):
+                    out[r] = sentence
             last.update((track[r], out[r]) for r in now)
         return out
 
