@@ -11,9 +11,11 @@ each module timed over the whole video:
   tracking/crops         `video_crops` (the tracks are given: our stand-in for YOLO and the
                          IoU tracker costs only the crops: boxes grown, cut, resized)
   backbone + ITAM        `crop_encoder` (the shipped frozen tower) + `ITAMReader.image_tokens`
-  TSGM (IGTG captioner)  `ITAMReader.captions` (greedy decoding, up to `local.text_len` tokens)
+  TSGM (IGTG captioner)  `ITAMReader.captions` of every crop (greedy decoding, up to
+                         `local.text_len` tokens; the job captions only the crops whose
+                         sentence the SMM does not keep, so this is its upper bound)
   TSGM (SMM)             `TSGM.sentences` (per crop frame: the questions' text features, then
-                         the SMM's yes/no)
+                         the SMM's yes/no; the captions looked up from the row above)
   CMAM                   `ITAMReader.text_features` of the sentences (F^T[0]) + `cmam` (eq. 1)
   TME                    `motion_field` (H.264 re-encode, motion vectors) + `box_histograms`
   RM                     standardize [G ; M], RM forward, reconstruction errors, `frame_scores`
@@ -161,8 +163,9 @@ class Pipeline:
                 videos=["synthetic"], labels={"synthetic": np.zeros(len(frames), np.int64)},
                 video=np.zeros(len(c), np.int64), frame=c.frame, object=c.object,
                 tokens=state["tokens"], motion=np.zeros((len(c), 8), np.float32), texts=[])
+            captions = np.asarray(state["captions"])
             state["sentences"] = self.tsgm.sentences(state["objects"], state["image"],
-                                                     state["captions"])
+                                                     lambda rows: captions[rows].tolist())
 
         def cmam_step():
             start = time.perf_counter()
