@@ -481,7 +481,7 @@ class Config:
     picks the platform's fastest), how linear layers differentiate their kernels
     (`models.layers.WEIGHT_GRADS`: "autodiff" reproduces runs made before "direct") and the
     detectors `tvad demo` adds to its default ones (`DEMO_DETECTORS`; each takes longer than
-    the default demo as a whole: 15-20 minutes for local patterns, about 35 for VLAVAD)."""
+    the default demo as a whole: about 12 minutes for local patterns, 35 for VLAVAD)."""
 
     synth: SynthConfig = SynthConfig()
     prepare: PrepareConfig = PrepareConfig()
