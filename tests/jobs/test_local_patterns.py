@@ -1,6 +1,7 @@
 """Paper 003's detector as a job: train and evaluate end to end through the CLI (tiny config,
 random tiny backbone), the frame scores of object errors, bad input."""
 import contextlib
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -8,10 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tvad_jax import config as config_lib
 from tvad_jax.cli import main
 from tvad_jax.errors import DataError
+from tvad_jax.jobs.config import Config
 from tvad_jax.jobs.local_patterns import (TSGM, SplitObjects, evaluate_local_patterns_run,
-                                         frame_scores)
+                                         frame_scores, read_objects, split_objects)
+from tvad_jax.models.tvad import load_frozen_backbone
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +46,31 @@ def test_train_then_eval_through_the_cli(tiny_run, capsys):
     for method in ("local_patterns", "frame_difference"):
         assert 0.0 <= summary[method]["micro_auc"] <= 1.0
     assert json.loads((run_dir / "eval_test.json").read_text()) == summary
+
+
+def test_split_objects_are_read_once_then_come_from_the_cache(tiny_run, tmp_path):
+    cfg = config_lib.load(Config, tiny_run[1] / "config.json")
+    cfg = dataclasses.replace(cfg, local=dataclasses.replace(cfg.local, cache_dir=str(tmp_path)))
+    backbone = load_frozen_backbone(cfg.local.backbone)
+    said = []
+    first = split_objects(cfg, backbone, "test", said.append)
+    second = split_objects(cfg, backbone, "test", said.append)
+    assert [m.split(":")[0] for m in said if "object cache" in m] == [
+        "[tvad] object cache written", "[tvad] object cache hit"]
+    fresh = read_objects(cfg, backbone, "test", said.append)
+    assert len(fresh) > 0 and len(fresh.texts) == len(fresh)
+    for objects in (first, second):
+        assert objects.videos == fresh.videos and objects.texts == fresh.texts
+        for name in ("video", "frame", "object", "tokens", "motion"):
+            np.testing.assert_array_equal(getattr(objects, name), getattr(fresh, name))
+            assert getattr(objects, name).dtype == getattr(fresh, name).dtype
+        for video in fresh.videos:
+            np.testing.assert_array_equal(objects.labels[video], fresh.labels[video])
+    # another crop setting is read anew into a file of its own; nothing half-written is left
+    wider = dataclasses.replace(cfg, local=dataclasses.replace(cfg.local, expand=0.25))
+    split_objects(wider, backbone, "test", said.append)
+    assert said[-1].startswith("[tvad] object cache written")
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".npz", ".npz"]
 
 
 def test_frame_scores_take_the_max_over_the_crops_covering_each_frame():

@@ -340,6 +340,10 @@ class LocalPatternsJobConfig:
         run on backbone v5, micro AUC at sigma 0 / 1 / 3 / 6 / 12: 0.584 / 0.595 / 0.608 /
         0.602 / 0.564).
       encode_batch: crops per frozen-tower call (fixed shape; the last batch padded).
+      cache_dir: root of the object cache (every split's crops read by the frozen tower, their
+        motion histograms and descriptions, one .npz per split, reused by every run and
+        evaluation with the same backbone, source files and crop settings); "" =
+        <prepared_dir>/objects.
       data_seed: shuffling of the ITAM and RM batches.
     """
 
@@ -382,6 +386,7 @@ class LocalPatternsJobConfig:
     eval_split: str = "test"
     sigma: float = 3.0
     encode_batch: int = 64
+    cache_dir: str = ""
     data_seed: int = 0
 
     def __post_init__(self):

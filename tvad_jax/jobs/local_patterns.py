@@ -13,7 +13,8 @@ vectors for the paper's HEVC). RM (`models.local_patterns`) learns to reconstruc
 standardized [G ; M] of normal objects (`train_normal`); an object's score is its
 reconstruction error e, mapped to e / (e + e_ref) with e_ref the training median (monotone),
 and a frame's score is the max over the crops covering it (0 where no object is: the paper
-does not say).
+does not say). A split's crops as the frozen tower reads them, with their motion histograms
+and descriptions, are cached on disk (`split_objects`) for every later run and evaluation.
 
     tvad train local-patterns [--run-dir DIR] [local.pattern=cmam local.motion=true ...]
     tvad eval run RUN_DIR [--split test]
@@ -25,8 +26,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable
@@ -42,6 +45,7 @@ from tvad_jax.data.motion import box_histograms
 from tvad_jax.data.object_crops import sidecar_tracks, video_crops
 from tvad_jax.data.object_text import describe_object, scene_of
 from tvad_jax.data.pipeline import CLIP_MEAN, CLIP_STD
+from tvad_jax.data.prepare import source_fingerprint
 from tvad_jax.data.readers import iter_records, make_reader
 from tvad_jax.data.video_io import motion_field
 from tvad_jax.config import ConfigError
@@ -65,6 +69,7 @@ from tvad_jax.train.state import merge_params
 KIND = "local-patterns"
 STATS_FILE = "local_stats.json"
 TEXT_WINDOW = 4     # a crop's description covers its frame +- this many (steadier motion words)
+OBJECTS_VERSION = 1  # of the object cache's contents: a change of read_objects bumps it
 
 
 # ----------------------------------------------------------------------------- objects
@@ -82,13 +87,53 @@ class SplitObjects:
     object: np.ndarray                # [K] the object's track id
     tokens: np.ndarray                # [K, 1+N', D_v] float16, the tower's last AHD layer
     motion: np.ndarray                # [K, 8] float32 TME histograms
-    texts: list[str]                  # [K] descriptions ([] when not asked for)
+    texts: list[str]                  # [K] descriptions
 
     def __len__(self) -> int:
         return len(self.frame)
 
+    def save(self, path: Path) -> None:
+        """One .npz, written beside `path` and renamed into place (never read half-written)."""
+        lengths = [len(self.labels[name]) for name in self.videos]
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, videos=np.asarray(self.videos, str), lengths=np.asarray(lengths),
+                 labels=np.concatenate([self.labels[name] for name in self.videos]),
+                 video=self.video, frame=self.frame, object=self.object, tokens=self.tokens,
+                 motion=self.motion, texts=np.asarray(self.texts, str))
+        tmp.replace(path)
 
-def read_objects(cfg: Config, backbone: FrozenBackbone, split: str, texts: bool,
+    @classmethod
+    def load(cls, path: Path) -> "SplitObjects":
+        with np.load(path) as z:
+            videos = z["videos"].tolist()
+            labels = dict(zip(videos, np.split(z["labels"], np.cumsum(z["lengths"])[:-1])))
+            return cls(videos, labels, z["video"], z["frame"], z["object"], z["tokens"],
+                       z["motion"], z["texts"].tolist())
+
+
+def split_objects(cfg: Config, backbone: FrozenBackbone, split: str,
+                  report: Report = print) -> SplitObjects:
+    """`read_objects` of `split` through the object cache: <cache_dir>/<split>-<key>.npz, key
+    a digest of what the objects depend on (the backbone's weights, every source file's name,
+    size and modification time, the crop settings), so a change lands in a new file."""
+    job = cfg.local
+    payload = {"version": OBJECTS_VERSION, "backbone": backbone.digest, "split": split,
+               "source": source_fingerprint(cfg, {}), "skip_bad": cfg.prepare.skip_bad,
+               "crops": [job.crop_stride, job.expand, job.token_pool]}
+    key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+    root = Path(job.cache_dir or Path(cfg.prepared_dir) / "objects")
+    path = root / f"{split}-{key}.npz"
+    if path.is_file():
+        report(f"[tvad] object cache hit: {path}")
+        return SplitObjects.load(path)
+    objects = read_objects(cfg, backbone, split, report)
+    root.mkdir(parents=True, exist_ok=True)
+    objects.save(path)
+    report(f"[tvad] object cache written: {path}")
+    return objects
+
+
+def read_objects(cfg: Config, backbone: FrozenBackbone, split: str,
                  report: Report = print) -> SplitObjects:
     """Crop, encode and describe every object of every video of `split`."""
     job = cfg.local
@@ -112,16 +157,14 @@ def read_objects(cfg: Config, backbone: FrozenBackbone, split: str, texts: bool,
             flow = motion_field(record.frames, record.source)
             part = {"video": np.full(len(crops), len(videos)), "frame": crops.frame,
                     "object": crops.object, "tokens": encode(crops.pixels),
-                    "motion": box_histograms(flow, np.column_stack([crops.frame, crops.box]))}
-            if texts:
-                part["texts"] = describe_crops(record.sidecar, crops.object, crops.frame)
+                    "motion": box_histograms(flow, np.column_stack([crops.frame, crops.box])),
+                    "texts": describe_crops(record.sidecar, crops.object, crops.frame)}
             parts.append(part)
         videos.append(record.name)
         labels[record.name] = record.labels.astype(np.int64)
     joined = {k: np.concatenate([p[k] for p in parts])
               for k in ("video", "frame", "object", "tokens", "motion")}
-    return SplitObjects(videos, labels, texts=[t for p in parts for t in p.get("texts", [])],
-                        **joined)
+    return SplitObjects(videos, labels, texts=[t for p in parts for t in p["texts"]], **joined)
 
 
 def describe_crops(sidecar: dict, objects: np.ndarray, frames: np.ndarray) -> list[str]:
@@ -409,11 +452,10 @@ def train_local_patterns(cfg: Config, run_dir: str | Path | None = None,
         shutil.copytree(lent, run_dir / "itam.tmp", dirs_exist_ok=True)
         (run_dir / "itam.tmp").replace(run_dir / "itam")
     backbone = load_frozen_backbone(job.backbone or cfg.tvad.backbone)
-    shared = uses_itam(job) and job.itam_split == job.train_split
-    objects = read_objects(cfg, backbone, job.train_split, texts=shared, report=report)
+    objects = split_objects(cfg, backbone, job.train_split, report)
     if uses_itam(job):
-        described = objects if shared else read_objects(cfg, backbone, job.itam_split,
-                                                        texts=True, report=report)
+        described = (objects if job.itam_split == job.train_split
+                     else split_objects(cfg, backbone, job.itam_split, report))
         if not itam_from:
             train_itam(job, backbone, described, run_dir, report)
         if uses_smm(job):
@@ -509,7 +551,7 @@ def local_patterns_scores(run_dir: str | Path, split: str, report: Report = prin
     job = cfg.local
     backbone = load_frozen_backbone(job.backbone or cfg.tvad.backbone)
     reader, tsgm = trained_stages(job, backbone, run_dir)
-    objects = read_objects(cfg, backbone, split, texts=False, report=report)
+    objects = split_objects(cfg, backbone, split, report)
     x = (object_features(job, reader, tsgm, objects) - np.asarray(stats["mean"])) / \
         np.asarray(stats["std"])
     rm, rspec = rm_spec(job, x.shape[1])
