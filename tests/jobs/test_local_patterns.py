@@ -73,6 +73,13 @@ def test_split_objects_are_read_once_then_come_from_the_cache(tiny_run, tmp_path
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".npz", ".npz"]
 
 
+def test_an_unreadable_object_cache_is_a_named_error(tmp_path):
+    broken = tmp_path / "test-0123.npz"
+    broken.write_bytes(b"not a zip archive")
+    with pytest.raises(DataError, match="test-0123.npz.*not a readable object cache"):
+        SplitObjects.load(broken)
+
+
 def test_frame_scores_take_the_max_over_the_crops_covering_each_frame():
     # video "a", stride 2: crops at t = 1 (frames 0, 1) and t = 3 (frames 2, 3), two objects
     # at t = 3;

@@ -31,6 +31,7 @@ import json
 import math
 import os
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -104,11 +105,16 @@ class SplitObjects:
 
     @classmethod
     def load(cls, path: Path) -> "SplitObjects":
-        with np.load(path) as z:
-            videos = z["videos"].tolist()
-            labels = dict(zip(videos, np.split(z["labels"], np.cumsum(z["lengths"])[:-1])))
-            return cls(videos, labels, z["video"], z["frame"], z["object"], z["tokens"],
-                       z["motion"], z["texts"].tolist())
+        """What `save` wrote; a DataError naming the file if it cannot be read."""
+        try:
+            with np.load(path) as z:
+                videos = z["videos"].tolist()
+                labels = dict(zip(videos, np.split(z["labels"], np.cumsum(z["lengths"])[:-1])))
+                return cls(videos, labels, z["video"], z["frame"], z["object"], z["tokens"],
+                           z["motion"], z["texts"].tolist())
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+            raise DataError(path, f"not a readable object cache ({err}); delete it and the "
+                                  "next run reads the split anew") from err
 
 
 def split_objects(cfg: Config, backbone: FrozenBackbone, split: str,
