@@ -162,7 +162,8 @@ class Pipeline:
             state["objects"] = SplitObjects(
                 videos=["synthetic"], labels={"synthetic": np.zeros(len(frames), np.int64)},
                 video=np.zeros(len(c), np.int64), frame=c.frame, object=c.object,
-                tokens=state["tokens"], motion=np.zeros((len(c), 8), np.float32), texts=[])
+                tokens=state["tokens"], motion=np.zeros((len(c), 8), np.float32), texts=[],
+                acting=[])
             captions = np.asarray(state["captions"])
             state["sentences"] = self.tsgm.sentences(state["objects"], state["image"],
                                                      lambda rows: captions[rows].tolist())

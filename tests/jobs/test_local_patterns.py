@@ -13,8 +13,9 @@ from tvad_jax import config as config_lib
 from tvad_jax.cli import main
 from tvad_jax.errors import DataError
 from tvad_jax.jobs.config import Config
-from tvad_jax.jobs.local_patterns import (TSGM, SplitObjects, evaluate_local_patterns_run,
-                                         frame_scores, read_objects, split_objects)
+from tvad_jax.jobs.local_patterns import (TSGM, SplitObjects, acted_anomalies, crop_aucs,
+                                         evaluate_local_patterns_run, frame_scores,
+                                         read_objects, split_objects)
 from tvad_jax.models.tvad import load_frozen_backbone
 
 
@@ -45,6 +46,8 @@ def test_train_then_eval_through_the_cli(tiny_run, capsys):
     assert summary["split"] == "test" and summary["objects"] > 0
     for method in ("local_patterns", "frame_difference"):
         assert 0.0 <= summary[method]["micro_auc"] <= 1.0
+    # the object scores alone against the crops whose object acts an anomaly, per type too
+    assert 0.0 <= summary["crop_auc"]["all"] <= 1.0 and summary["crop_auc"]["per_anomaly_type"]
     assert json.loads((run_dir / "eval_test.json").read_text()) == summary
 
 
@@ -61,6 +64,7 @@ def test_split_objects_are_read_once_then_come_from_the_cache(tiny_run, tmp_path
     assert len(fresh) > 0 and len(fresh.texts) == len(fresh)
     for objects in (first, second):
         assert objects.videos == fresh.videos and objects.texts == fresh.texts
+        assert objects.acting == fresh.acting
         for name in ("video", "frame", "object", "tokens", "motion"):
             np.testing.assert_array_equal(getattr(objects, name), getattr(fresh, name))
             assert getattr(objects, name).dtype == getattr(fresh, name).dtype
@@ -71,6 +75,28 @@ def test_split_objects_are_read_once_then_come_from_the_cache(tiny_run, tmp_path
     split_objects(wider, backbone, "test", said.append)
     assert said[-1].startswith("[tvad] object cache written")
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".npz", ".npz"]
+
+
+def test_crops_are_labelled_by_the_anomaly_their_object_acts():
+    sidecar = {"objects": [{"id": 1, "anomaly": [4, 6], "anomaly_type": "falling"},
+                           {"id": 2, "anomaly": None, "anomaly_type": None}]}
+    # a crop at t holds frames t-1 and t: t = 4 and 7 touch the span [4, 6] by one frame,
+    # t = 3 and 8 miss it
+    frames = np.array([3, 4, 5, 7, 8, 5])
+    objects = np.array([1, 1, 1, 1, 1, 2])
+    assert acted_anomalies(sidecar, objects, frames) == ["", "falling", "falling", "falling",
+                                                         "", ""]
+
+
+def test_crop_aucs_rank_each_types_crops_against_the_normal_ones():
+    acting = ["", "", "", "falling", "falling", "fighting"]
+    errors = np.array([0.1, 0.4, 0.2, 0.3, 0.5, 0.05])
+    out = crop_aucs(acting, errors)
+    # falling: positives 0.3, 0.5 against normals 0.1, 0.4, 0.2: 5 of 6 pairs ordered
+    assert out["per_anomaly_type"] == pytest.approx({"falling": 5 / 6, "fighting": 0.0})
+    # all: the 3 positives against the 3 normals, 5 of 9 pairs ordered
+    assert out["all"] == pytest.approx(5 / 9)
+    assert crop_aucs(["", ""], np.array([0.1, 0.2])) == {}
 
 
 def test_an_unreadable_object_cache_is_a_named_error(tmp_path):
@@ -87,7 +113,7 @@ def test_frame_scores_take_the_max_over_the_crops_covering_each_frame():
     objects = SplitObjects(videos=["a", "b"], labels={"a": np.zeros(5), "b": np.zeros(3)},
                            video=np.array([0, 0, 0]), frame=np.array([1, 3, 3]),
                            object=np.array([1, 1, 2]), tokens=np.zeros((3, 1, 1)),
-                           motion=np.zeros((3, 8)), texts=[])
+                           motion=np.zeros((3, 8)), texts=[], acting=[])
     scores = frame_scores(objects, np.array([1.0, 3.0, 1.0]), error_ref=1.0, stride=2)
     np.testing.assert_allclose(scores["a"], [0.5, 0.5, 0.75, 0.75, 0.0])
     np.testing.assert_allclose(scores["b"], [0.0, 0.0, 0.0])
@@ -101,7 +127,8 @@ def test_tsgm_keeps_a_tracks_sentence_while_the_smm_says_yes():
     # says "yes" to sentence "A" only
     objects = SplitObjects(videos=["v"], labels={"v": np.zeros(6)}, video=np.zeros(5, int),
                            frame=np.array([1, 3, 3, 5, 5]), object=np.array([1, 1, 2, 1, 2]),
-                           tokens=np.zeros((5, 1, 1)), motion=np.zeros((5, 8)), texts=[])
+                           tokens=np.zeros((5, 1, 1)), motion=np.zeros((5, 8)), texts=[],
+                           acting=[])
     asked = []
 
     class StubTSGM(TSGM):

@@ -53,6 +53,7 @@ from tvad_jax.config import ConfigError
 from tvad_jax.errors import DataError
 from tvad_jax.eval.baselines import baseline_scores
 from tvad_jax.eval.fusion import frame_max
+from tvad_jax.eval.metrics import roc_auc
 from tvad_jax.eval.report import write_summary
 from tvad_jax.infer.features import make_encoder
 from tvad_jax.jobs.common import (Report, ensure_benchmark, finished_run, frame_auc_rows,
@@ -70,7 +71,7 @@ from tvad_jax.train.state import merge_params
 KIND = "local-patterns"
 STATS_FILE = "local_stats.json"
 TEXT_WINDOW = 4     # a crop's description covers its frame +- this many (steadier motion words)
-OBJECTS_VERSION = 1  # of the object cache's contents: a change of read_objects bumps it
+OBJECTS_VERSION = 2  # of the object cache's contents: a change of read_objects bumps it
 
 
 # ----------------------------------------------------------------------------- objects
@@ -89,6 +90,7 @@ class SplitObjects:
     tokens: np.ndarray                # [K, 1+N', D_v] float16, the tower's last AHD layer
     motion: np.ndarray                # [K, 8] float32 TME histograms
     texts: list[str]                  # [K] descriptions
+    acting: list[str]                 # [K] the anomaly type the object acts on the crop, or ""
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -100,7 +102,8 @@ class SplitObjects:
         np.savez(tmp, videos=np.asarray(self.videos, str), lengths=np.asarray(lengths),
                  labels=np.concatenate([self.labels[name] for name in self.videos]),
                  video=self.video, frame=self.frame, object=self.object, tokens=self.tokens,
-                 motion=self.motion, texts=np.asarray(self.texts, str))
+                 motion=self.motion, texts=np.asarray(self.texts, str),
+                 acting=np.asarray(self.acting, str))
         tmp.replace(path)
 
     @classmethod
@@ -111,7 +114,7 @@ class SplitObjects:
                 videos = z["videos"].tolist()
                 labels = dict(zip(videos, np.split(z["labels"], np.cumsum(z["lengths"])[:-1])))
                 return cls(videos, labels, z["video"], z["frame"], z["object"], z["tokens"],
-                           z["motion"], z["texts"].tolist())
+                           z["motion"], z["texts"].tolist(), z["acting"].tolist())
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
             raise DataError(path, f"not a readable object cache ({err}); delete it and the "
                                   "next run reads the split anew") from err
@@ -164,13 +167,15 @@ def read_objects(cfg: Config, backbone: FrozenBackbone, split: str,
             part = {"video": np.full(len(crops), len(videos)), "frame": crops.frame,
                     "object": crops.object, "tokens": encode(crops.pixels),
                     "motion": box_histograms(flow, np.column_stack([crops.frame, crops.box])),
-                    "texts": describe_crops(record.sidecar, crops.object, crops.frame)}
+                    "texts": describe_crops(record.sidecar, crops.object, crops.frame),
+                    "acting": acted_anomalies(record.sidecar, crops.object, crops.frame)}
             parts.append(part)
         videos.append(record.name)
         labels[record.name] = record.labels.astype(np.int64)
     joined = {k: np.concatenate([p[k] for p in parts])
               for k in ("video", "frame", "object", "tokens", "motion")}
-    return SplitObjects(videos, labels, texts=[t for p in parts for t in p["texts"]], **joined)
+    return SplitObjects(videos, labels, texts=[t for p in parts for t in p["texts"]],
+                        acting=[a for p in parts for a in p["acting"]], **joined)
 
 
 def describe_crops(sidecar: dict, objects: np.ndarray, frames: np.ndarray) -> list[str]:
@@ -184,6 +189,31 @@ def describe_crops(sidecar: dict, objects: np.ndarray, frames: np.ndarray) -> li
         window = np.arange(max(t - TEXT_WINDOW, 0), min(t + TEXT_WINDOW, last) + 1)
         out.append(describe_object(by_id[int(obj)], window, scene).description)
     return out
+
+
+def acted_anomalies(sidecar: dict, objects: np.ndarray, frames: np.ndarray) -> list[str]:
+    """Per crop, the anomaly type its object acts on the crop's frames (t-1, t), from the
+    sidecar's per-object anomaly span; "" where it acts none."""
+    by_id = {int(o["id"]): o for o in sidecar["objects"]}
+    out = []
+    for obj, t in zip(objects, frames):
+        span, kind = by_id[int(obj)].get("anomaly"), by_id[int(obj)].get("anomaly_type")
+        out.append(kind if span is not None and span[0] <= t and t - 1 <= span[1] else "")
+    return out
+
+
+def crop_aucs(acting: list[str], errors: np.ndarray) -> dict[str, Any]:
+    """How well the object scores alone find the anomalous objects: ROC-AUC of `errors` [K]
+    with the crops whose object acts an anomaly as positives ("all"), and per anomaly type
+    against every crop that acts none; {} when the split has no such crop."""
+    kinds = np.asarray(acting, str)
+    normal = kinds == ""
+    if normal.all() or not normal.any():
+        return {}
+    per_type = {kind: roc_auc(kinds[normal | (kinds == kind)] != "",
+                              errors[normal | (kinds == kind)])
+                for kind in sorted(set(acting) - {""})}
+    return {"all": roc_auc(~normal, errors), "per_anomaly_type": per_type}
 
 
 def crop_encoder(backbone: FrozenBackbone, batch: int, pool: int):
@@ -552,7 +582,8 @@ def is_local_patterns_run(run_dir: str | Path) -> bool:
 def local_patterns_scores(run_dir: str | Path, split: str, report: Report = print
                           ) -> tuple[dict[str, np.ndarray], dict]:
     """A finished run's frame scores on a split ({video: [T]}) and what they came from
-    (`objects`, `rm_step`)."""
+    (`objects`, `rm_step`, `crop_auc`: the object scores alone against which objects act an
+    anomaly, `crop_aucs`)."""
     run_dir, cfg, stats = finished_run(run_dir, STATS_FILE, "local-patterns")
     job = cfg.local
     backbone = load_frozen_backbone(job.backbone or cfg.tvad.backbone)
@@ -564,7 +595,8 @@ def local_patterns_scores(run_dir: str | Path, split: str, report: Report = prin
     rm_params, step = restore_params(rspec, run_dir / "rm" / "checkpoints", "latest")
     errors = np.asarray(reconstruction_errors(x, rm.apply({"params": rm_params}, x)))
     scores = frame_scores(objects, errors, stats["error_ref"], job.crop_stride)
-    return scores, {"objects": len(x), "rm_step": step}
+    return scores, {"objects": len(x), "rm_step": step,
+                    "crop_auc": crop_aucs(objects.acting, errors)}
 
 
 def evaluate_local_patterns_run(run_dir: str | Path, split: str | None = None,
