@@ -80,7 +80,8 @@ OBJECTS_VERSION = 2  # of the object cache's contents: a change of read_objects 
 @dataclasses.dataclass
 class SplitObjects:
     """Every object crop of a split, read once: the frozen tower's tokens, the motion histogram
-    and (synthetic videos) the object's plain description. Rows are crops."""
+    and, from the sidecar, the object's plain description and the anomaly it acts (if any).
+    Rows are crops."""
 
     videos: list[str]
     labels: dict[str, np.ndarray]     # video -> [T] frame labels
