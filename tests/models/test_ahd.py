@@ -22,6 +22,19 @@ def _gelu(x):
     return 0.5 * x * (1 + erf(x / np.sqrt(2)))
 
 
+def _numpy_depthwise(x, kernel, bias):
+    """Zero-padded depthwise convolution over axes 1..3, output position by output position."""
+    out = np.zeros_like(x)
+    kt, kh, kw = kernel.shape[:3]
+    _, T_, H_, W_, _ = x.shape
+    for t, h, w in np.ndindex(T_, H_, W_):
+        for a, b, c in np.ndindex(kt, kh, kw):
+            u, v, z = t + a - kt // 2, h + b - kh // 2, w + c - kw // 2
+            if 0 <= u < T_ and 0 <= v < H_ and 0 <= z < W_:
+                out[:, t, h, w] += x[:, u, v, z] * kernel[a, b, c]
+    return out + bias
+
+
 def _numpy_ahd(params, hidden, text, cfg):
     """Eqs. 3-7 in float64 from the module's params."""
     p = jax.tree.map(lambda x: np.asarray(x, np.float64), params)
@@ -39,6 +52,9 @@ def _numpy_ahd(params, hidden, text, cfg):
             x = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5)
             x = x * n["scale"] + n["bias"]
         x = _gelu(x @ p[f"fc1_{i}"]["kernel"] + p[f"fc1_{i}"]["bias"])
+        if cfg.context:
+            c = p[f"context_{i}"]
+            x = x + _gelu(_numpy_depthwise(x, c["kernel"], c["bias"]))
         x = x @ p[f"fc2_{i}"]["kernel"] + p[f"fc2_{i}"]["bias"]
         x = x / np.linalg.norm(x, axis=-1, keepdims=True)
         sims.append(np.einsum("bthwd,cd->bthwc", x, t))
@@ -53,7 +69,8 @@ def _numpy_ahd(params, hidden, text, cfg):
 @pytest.mark.parametrize("cfg", [ahd.AHDConfig(num_layers=2),
                                  ahd.AHDConfig(num_layers=3, dim=6, mlp_dim=5,
                                                layer_weighting="free", input_norm=False,
-                                               center_text=False)])
+                                               center_text=False),
+                                 ahd.AHDConfig(num_layers=2, mlp_dim=5, context=3)])
 def test_ahd_matches_numpy(cfg):
     hidden = _hidden(cfg.num_layers)
     text = rng.standard_normal((2, DT)).astype(np.float32)
@@ -75,6 +92,22 @@ def test_ahd_matches_numpy(cfg):
     # batched text [B, 2, D_t] with identical rows gives the same maps
     out_b = apply({"params": params}, hidden, jnp.broadcast_to(text, (B, 2, DT)))
     np.testing.assert_allclose(out_b.probs, out.probs, atol=1e-6)
+
+
+def test_context_reaches_the_neighbouring_tubelets_and_patches_only():
+    """With context k = 3 a heatmap cell depends on its 3 x 3 x 3 neighbourhood of patches;
+    without it, on its own patch alone (the paper)."""
+    hidden, text = _hidden(2), rng.standard_normal((2, DT)).astype(np.float32)
+    for context, reach in ((0, 0), (3, 1)):
+        model = ahd.AHD(ahd.AHDConfig(num_layers=2, context=context))
+        params = model.init(jax.random.key(0), hidden, text)["params"]
+        cell = lambda h: model.apply({"params": params}, h, text).heatmap[0, 1, 1, 1]  # noqa: E731
+        grads = jax.grad(cell)(hidden)[0][0, :, 1:].reshape(T, G, G, DV)
+        touched = np.argwhere(np.abs(np.asarray(grads)).sum(-1) > 0)
+        np.testing.assert_array_equal(touched.min(0), [1 - reach] * 3)
+        np.testing.assert_array_equal(touched.max(0), [1 + reach] * 3)
+    with pytest.raises(ValueError, match="odd size"):
+        ahd.AHDConfig(context=2)
 
 
 def test_layer_weighting_selects_layers():

@@ -1,4 +1,5 @@
-"""models/layers.py: `linear` and its weight gradient, `Dense` against `nn.Dense`."""
+"""models/layers.py: `linear` and its weight gradient, `Dense` against `nn.Dense`,
+`DepthwiseConv` against the grouped convolution."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -101,6 +102,30 @@ class _Wrapper(nn.Module):
     @nn.compact
     def __call__(self, x):
         return self.dense(3)(x)
+
+
+def test_depthwise_conv_is_the_grouped_convolution():
+    """Values and gradients against XLA's grouped convolution ("SAME", one group per channel)."""
+    x = jax.random.normal(jax.random.key(0), (2, 3, 4, 5, 6))
+    conv = layers.DepthwiseConv((3, 1, 3))
+    params = nn.unbox(conv.init(jax.random.key(1), x)["params"])
+    assert params["kernel"].shape == (3, 1, 3, 6) and params["bias"].shape == (6,)
+
+    def ours(p, x):
+        return jnp.sum(jnp.sin(conv.apply({"params": p}, x)))
+
+    def grouped(p, x):
+        y = jax.lax.conv_general_dilated(x, p["kernel"][..., None, :], (1, 1, 1), "SAME",
+                                         dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
+                                         feature_group_count=6) + p["bias"]
+        return jnp.sum(jnp.sin(y))
+
+    np.testing.assert_allclose(ours(params, x), grouped(params, x), rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(jax.grad(ours, (0, 1))(params, x)),
+                    jax.tree.leaves(jax.grad(grouped, (0, 1))(params, x))):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    with pytest.raises(ValueError, match="odd kernel_size"):
+        layers.DepthwiseConv((2, 3, 3)).init(jax.random.key(1), x)
 
 
 def test_unknown_weight_grad_is_refused():

@@ -31,6 +31,9 @@ Choices the paper leaves open (all in `AHDConfig`):
   text tower maps "X occurs" and "X not occurs" to nearly the same mean-pooled feature (cosine
   0.999998 between the two class features of the shipped backbone), and cosines against two
   such vectors cannot separate the classes however the visual MLPs are trained.
+- `context`: each layer's MLP also sees its neighbours in time and space (a depthwise
+  k x 3 x 3 convolution on the hidden features), so that a patch can read how a feature moved
+  between tubelets. Not in the paper (every patch on its own); off by default.
 """
 from __future__ import annotations
 
@@ -144,6 +147,9 @@ class AHDConfig:
       center_text: centre the class features over the classes before normalizing.
       temperature: initial 1 / logit scale (CLIP's 0.07); max_logit_scale clips exp(log_scale).
       dtype: compute dtype ("float32" or "bfloat16"); similarities and softmax are float32.
+      context: temporal size k of a depthwise k x 3 x 3 (tubelets x patch rows x columns)
+        convolution inside each layer's MLP, added to its hidden features; 0 = none (the
+        paper: every patch on its own).
     """
 
     num_layers: int = 4
@@ -155,10 +161,13 @@ class AHDConfig:
     temperature: float = 0.07
     max_logit_scale: float = 100.0
     dtype: str = "float32"
+    context: int = 0
 
     def __post_init__(self):
         if self.num_layers < 1:
             raise ValueError("num_layers must be >= 1")
+        if self.context < 0 or (self.context and self.context % 2 == 0):
+            raise ValueError(f"context must be 0 or an odd size, got {self.context}")
         if self.layer_weighting not in ("softmax", "free"):
             raise ValueError(f"layer_weighting must be 'softmax' or 'free', "
                              f"got {self.layer_weighting!r}")
@@ -236,6 +245,10 @@ class AHD(nn.Module):
             x = L.Dense(cfg.mlp_dim or dim, dtype=dtype,
                         kernel_init=L.kernel_init(("embed", "mlp")), name=f"fc1_{i}")(x)
             x = nn.gelu(x, approximate=False)
+            if cfg.context:
+                near = L.DepthwiseConv((cfg.context, 3, 3), dtype=dtype,
+                                       name=f"context_{i}")(x)
+                x = x + nn.gelu(near, approximate=False)
             x = L.Dense(dim, dtype=dtype, kernel_init=L.kernel_init(("mlp", "embed")),
                         name=f"fc2_{i}")(x)
             sims.append(jnp.einsum(eq, _normalize(x), text))             # eq. 5
