@@ -13,7 +13,9 @@ def add_parser(subparsers) -> None:
         "pretrain", help="pretrain the small default backbone on the synthetic benchmark")
     add_config_args(parser)
     parser.add_argument("--ship", action="store_true",
-                        help="also install the result as the package's shipped default")
+                        help="the shipped recipe: this config's run, then its continuation "
+                             "(jobs.pretrain.SHIPPED_CONTINUATION), installed as the package's "
+                             "default backbone")
     parser.add_argument("--run-dir", type=Path,
                         help="train into (or resume) this folder instead of a new one under "
                              "runs_dir")
@@ -21,9 +23,10 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from tvad_jax.jobs.pretrain import pretrain  # deferred: loads only when the command runs
+    from tvad_jax.jobs.pretrain import pretrain, pretrain_shipped  # deferred: loads on use
 
-    run_dir = pretrain(config_from_args(args), ship=args.ship,
-                       run_dir=args.run_dir, report=lambda msg: print(msg, file=sys.stderr))
+    job = pretrain_shipped if args.ship else pretrain
+    run_dir = job(config_from_args(args), run_dir=args.run_dir,
+                  report=lambda msg: print(msg, file=sys.stderr))
     print(run_dir)
     return 0
