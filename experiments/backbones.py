@@ -1,4 +1,5 @@
-"""Which backbone T-VAD stands on: the shipped backbone (v5: 1400 pretraining steps), the
+"""Which backbone T-VAD stands on: the shipped backbone (v6: v5's 1400 pretraining steps and
+600 more with the dense attributes weighted 4x), the
 recipe for 100 steps on the `train` split (`tvad pretrain --config pretrain-quick`) and the
 same architecture with random weights (no pretraining at all), each under T-VAD's stage 1 and
 stage 2.
@@ -15,7 +16,7 @@ from __future__ import annotations
 from tvad_jax.config import register
 from tvad_jax.jobs.sweep import Family, Setting
 
-QUICK_STEPS = 100     # pretrain-quick's steps (the shipped backbone took 1400)
+QUICK_STEPS = 100     # pretrain-quick's steps (the shipped backbone took 1400 + 600)
 
 
 @register("backbones", kind="sweep")
