@@ -367,7 +367,7 @@ def test_backbones_family_makes_its_backbones_once_at_the_tiny_size(tiny_backbon
         np.testing.assert_allclose(traverse_util.flatten_dict(random[1], sep="/")[path], value,
                                    rtol=1e-3, atol=1e-4, err_msg=path)    # stored in float16
     assert json.loads((pretrained_dir.parent / "summary.json").read_text())["final_step"] == 3
-    for setting, used in (("shipped-v2", backbone), ("random-init", random_dir),
+    for setting, used in (("shipped", backbone), ("random-init", random_dir),
                           ("pretrained-100-steps", pretrained_dir)):
         config = json.loads((sweep_dir / setting / "seed0" / "run" / "config.json").read_text())
         assert config["tvad"]["backbone"] == str(used), setting
