@@ -416,7 +416,7 @@ def pretrain_shipped(cfg: Config, report: Report = print, run_dir: str | Path | 
     `<run_dir>/continued` (each resumed from its checkpoint when rerun), then the result
     installed as the package's default backbone; returns the run folder."""
     check_output_dir(run_dir or cfg.runs_dir)
-    second = continuation_config(cfg, Path("base"), continuation)  # checked before any work
+    continuation_config(cfg, Path("base"), continuation)   # bad overrides fail before any work
     run_dir = start_run("pretrain-ship", cfg, run_dir)
     base = pretrain(cfg, report, run_dir / "base")
     second = continuation_config(cfg, base / "backbone", continuation)
