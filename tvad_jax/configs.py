@@ -16,7 +16,6 @@ from tvad_jax.jobs.config import (Config, LocalPatternsJobConfig, PlanConfig, Pr
                                   PretrainConfig, S3MJobConfig, Stage1Config, Stage2Config,
                                   TVADJobConfig, VLAVADJobConfig)
 from tvad_jax.models.local_patterns import RMConfig
-from tvad_jax.models.rae import RAEConfig
 from tvad_jax.models.s3m import S3MConfig
 from tvad_jax.models.tvad import ClipView
 from tvad_jax.train.checkpoint import CheckpointConfig
@@ -68,8 +67,9 @@ def tiny() -> Config:
                 optim=OptimConfig(learning_rate=3e-3, warmup_ratio=0.1),
                 checkpoint=CheckpointConfig(every_steps=0, keep_last=1, keep_best=0))),
         tvad=TVADJobConfig(
-            model=dataclasses.replace(TVADJobConfig().model, rae=RAEConfig(hidden=8, num_base=2),
-                                      lora_rank=4),
+            model=dataclasses.replace(
+                TVADJobConfig().model, lora_rank=4,
+                rae=dataclasses.replace(TVADJobConfig().model.rae, hidden=8, num_base=2)),
             stage1=Stage1Config(train=_tiny_train(6, "val_score", "max", accumulate=2),
                                 view=ClipView(clip_len=8, clip_stride=8), batch_size=2),
             stage2=Stage2Config(phase_a=_tiny_train(4, "val_loss", "min"),

@@ -52,6 +52,21 @@ def test_rae_shapes_and_motion():
     np.testing.assert_allclose(rae.motion(maps), maps[:, 1:] - maps[:, :-1])
 
 
+def test_rae_level_sees_the_heat_beside_its_change():
+    """`level=True`: each step also reads its later tubelet's maps, so a constant offset of
+    the heat (invisible to eq. 8) changes the prompts."""
+    cfg = rae.RAEConfig(dim=16, hidden=8, num_base=2, level=True)
+    maps = jnp.asarray(rng.random((2, 4, 5, 7, 2)), jnp.float32)
+    model = rae.RAE(cfg)
+    params = nn.unbox(model.init(jax.random.key(0), maps)["params"])
+    assert params["conv_0"]["kernel"].shape == (3, 3, 4, 8)
+    np.testing.assert_allclose(rae.motion(maps, level=True)[..., :2], rae.motion(maps))
+    np.testing.assert_allclose(rae.motion(maps, level=True)[..., 2:], maps[:, 1:])
+    out = model.apply({"params": params}, maps)
+    shifted = model.apply({"params": params}, maps + 0.5)
+    assert np.abs(np.asarray(shifted - out))[:, :, 2:].min() > 0   # every non-base prompt moves
+
+
 def test_rae_regions_and_global_from_numpy():
     """Eqs. 10-11 from the conv features: region MLP of each 3x3 bin, global MLP of the mean."""
     cfg = rae.RAEConfig(dim=6, hidden=4, conv_layers=1, num_base=1)

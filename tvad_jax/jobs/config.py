@@ -243,7 +243,9 @@ class Stage2Config:
       max_text_len: token budget of the dialogue text after the prompts.
       lora_layers_b: phase B adapts only the last k decoder layers (the paper: 4).
       judgment_weight: loss weight of each token of the judgment's answer ("Yes." / "No.")
-        against 1 for every other answer token (the paper's: 1).
+        against 1 for every other answer token (the paper's: 1; at 1 the small decoder
+        answers "No." to every training video: the deciding word is one of ~54 answer tokens
+        of an abnormal video's dialogue).
       The paper's LR is 2e-4 for one epoch on a 7B decoder; the small default decoder and a
       few hundred steps need 1e-3.
       dtype: decoder compute dtype in stage 2 ("bfloat16" on accelerators; float32 on CPU,
@@ -256,7 +258,7 @@ class Stage2Config:
     batch_size: int = 4
     max_text_len: int = 160
     lora_layers_b: int = 4
-    judgment_weight: float = 1.0
+    judgment_weight: float = 4.0
     dtype: str = "float32"
 
     def __post_init__(self):

@@ -8,6 +8,10 @@ Letters: B batch, T' tubelets, h, w the patch grid, C_h conv width, D decoder wi
 K = N_base + 9 + 1 prompts per step, G = 3 the region grid.
 
 Eq. 8: X = maps[:, 1:] - maps[:, :-1], T'-1 difference maps of the 2-channel AHD output.
+A difference keeps what changes and drops the heat's level: an anomalous object lit through
+the whole clip leaves nothing in X. `level=True` (not in the paper) also feeds each step the
+maps of its later tubelet, maps[:, 1:], as two more channels: the evidence of a yes/no
+judgment.
 Eq. 9: `conv_layers` 3x3 SAME convolutions, each followed by GELU, on every step.
 Eq. 10: 3x3 adaptive average pooling (PyTorch's AdaptiveAvgPool2d bins: bin i of n covers
 [floor(i*h/n), ceil((i+1)*h/n)), so bins overlap when h is not a multiple of n), regions in
@@ -43,6 +47,8 @@ class RAEConfig:
       grid: regions per side (3: 9 region prompts).
       num_base: N_base, learnable base prompts per step.
       mlp_dim: hidden size of the region and global MLPs; None: dim.
+      level: also feed the heat level beside its temporal difference (see the module
+        docstring; False: eq. 8 as printed).
       dtype: compute dtype; params are float32.
     """
 
@@ -53,6 +59,7 @@ class RAEConfig:
     grid: int = 3
     num_base: int = 4
     mlp_dim: int | None = None
+    level: bool = False
     dtype: str = "float32"
 
     def __post_init__(self):
@@ -84,11 +91,13 @@ def adaptive_avg_pool(x: jax.Array, bins: tuple[int, int]) -> jax.Array:
     return jnp.einsum("ih,jw,...hwc->...ijc", ph, pw, x.astype(jnp.float32))
 
 
-def motion(maps: jax.Array) -> jax.Array:
-    """Eq. 8: [B, T', h, w, 2] -> [B, T'-1, h, w, 2], maps[t+1] - maps[t]."""
+def motion(maps: jax.Array, level: bool = False) -> jax.Array:
+    """Eq. 8: [B, T', h, w, 2] -> [B, T'-1, h, w, 2], maps[t+1] - maps[t]; with `level`
+    [B, T'-1, h, w, 4], the difference and maps[t+1]."""
     if maps.shape[1] < 2:
         raise ValueError(f"need at least 2 tubelets for the temporal difference, got {maps.shape}")
-    return maps[:, 1:] - maps[:, :-1]
+    diff = maps[:, 1:] - maps[:, :-1]
+    return jnp.concatenate([diff, maps[:, 1:]], axis=-1) if level else diff
 
 
 class _MLP2(nn.Module):
@@ -113,7 +122,7 @@ class RAE(nn.Module):
 
     Params: conv_<i> (kernel [k, k, C_in, C_h], bias), region (fc1, fc2), global (fc1, fc2),
     base [N_base, D].
-    Call: maps [B, T', h, w, 2] -> P_An [B, T'-1, N_base + grid^2 + 1, D].
+    Call: maps [B, T', h, w, 2] (with `level`, conv_0 reads 4 channels) -> P_An [B, T'-1, N_base + grid^2 + 1, D].
     """
 
     cfg: RAEConfig
@@ -122,7 +131,7 @@ class RAE(nn.Module):
     def __call__(self, maps: jax.Array) -> jax.Array:
         cfg = self.cfg
         dtype = dtype_of(cfg.dtype)
-        x = motion(maps.astype(jnp.float32))                             # B, T'-1, h, w, 2
+        x = motion(maps.astype(jnp.float32), cfg.level)                  # B, T'-1, h, w, c
         B, S, h, w, c = x.shape
         x = x.reshape(B * S, h, w, c).astype(dtype)
         for i in range(cfg.conv_layers):                                 # eq. 9
