@@ -14,8 +14,9 @@ from tvad_jax.config import ConfigError
 from tvad_jax.data.object_text import ATTRIBUTE_PHRASES
 from tvad_jax.jobs.config import PretrainConfig
 from tvad_jax.jobs import pretrain as pretrain_lib
-from tvad_jax.jobs.pretrain import (DENSE_HEADS, MOTION_HEAD, backbone_config,
-                                    continuation_config, corpus_data, make_spec, motion_loss)
+from tvad_jax.jobs.pretrain import (DENSE_HEADS, MOTION_HEAD, SHIPPED_CONTINUATIONS,
+                                    backbone_config, continuation_config, corpus_data,
+                                    make_spec, motion_loss)
 from tvad_jax.models import backbone_io
 from tvad_jax.models.backbone_io import load_backbone
 from tvad_jax.models.vlm import abstract_params
@@ -49,36 +50,43 @@ def test_pretrain_end_to_end_on_the_tiny_benchmark(tmp_path, capsys):
             "train/dense_balanced_top1"} <= set(json.loads(lines[0]))
 
 
-def test_the_shipped_recipe_continues_the_default_run_with_heavier_dense_attributes():
+def test_the_shipped_recipe_continues_with_ever_heavier_dense_attributes():
     cfg = config_lib.resolve("default", [])
-    second = continuation_config(cfg, "runs/x/base/backbone")
-    assert second.pretrain.init == "runs/x/base/backbone"
-    assert (second.pretrain.dense_weight, second.pretrain.corpus_videos) == (4.0, 480)
-    assert second.pretrain.train.loop.steps == 600
-    assert second.pretrain.train.optim.learning_rate == 5e-4
-    changed = {f.name for f in dataclasses.fields(PretrainConfig)
-               if getattr(second.pretrain, f.name) != getattr(cfg.pretrain, f.name)}
-    assert changed == {"init", "dense_weight", "corpus_videos", "train"}
-    assert dataclasses.replace(second, pretrain=cfg.pretrain) == cfg   # nothing else moves
+    weights = []
+    for continuation in SHIPPED_CONTINUATIONS:
+        second = continuation_config(cfg, "runs/x/base/backbone", continuation)
+        assert second.pretrain.init == "runs/x/base/backbone"
+        assert second.pretrain.corpus_videos == 480
+        assert second.pretrain.train.loop.steps == 600
+        assert second.pretrain.train.optim.learning_rate == 5e-4
+        changed = {f.name for f in dataclasses.fields(PretrainConfig)
+                   if getattr(second.pretrain, f.name) != getattr(cfg.pretrain, f.name)}
+        assert changed == {"init", "dense_weight", "corpus_videos", "train"}
+        assert dataclasses.replace(second, pretrain=cfg.pretrain) == cfg   # nothing else moves
+        weights.append(second.pretrain.dense_weight)
+    assert weights == [4.0, 8.0, 16.0]
 
 
-@pytest.mark.slow   # two tiny pretraining runs
-def test_ship_runs_both_phases_and_installs_the_second(tmp_path, monkeypatch):
+@pytest.mark.slow   # three tiny pretraining runs
+def test_ship_runs_every_continuation_from_the_last_and_installs_the_final(tmp_path,
+                                                                          monkeypatch):
     shipped = tmp_path / "installed"
     monkeypatch.setattr(backbone_io, "SHIPPED_DIR", shipped)
     cfg = config_lib.resolve("tiny", [f"synth.out_dir={tmp_path / 'synth'}",
                                       f"runs_dir={tmp_path / 'runs'}"])
-    run_dir = pretrain_lib.pretrain_shipped(cfg, report=lambda m: None,
-                                            run_dir=tmp_path / "ship",
-                                            continuation=("pretrain.dense_weight=4",))
-    second = json.loads((run_dir / "continued" / "config.json").read_text())
-    assert second["pretrain"]["init"] == str(run_dir / "base" / "backbone")
-    assert second["pretrain"]["dense_weight"] == 4.0
-    installed, continued, base = (jax.tree.leaves(load_backbone(d)[1]) for d in (
-        shipped, run_dir / "continued" / "backbone", run_dir / "base" / "backbone"))
-    for a, b in zip(installed, continued, strict=True):
+    run_dir = pretrain_lib.pretrain_shipped(
+        cfg, report=lambda m: None, run_dir=tmp_path / "ship",
+        continuations=(("pretrain.dense_weight=4",), ("pretrain.dense_weight=8",)))
+    first, second = (json.loads((run_dir / f"continued-{i}" / "config.json").read_text())
+                     for i in (1, 2))
+    assert first["pretrain"]["init"] == str(run_dir / "base" / "backbone")
+    assert second["pretrain"]["init"] == str(run_dir / "continued-1" / "backbone")
+    assert (first["pretrain"]["dense_weight"], second["pretrain"]["dense_weight"]) == (4.0, 8.0)
+    installed, last, before = (jax.tree.leaves(load_backbone(d)[1]) for d in (
+        shipped, run_dir / "continued-2" / "backbone", run_dir / "continued-1" / "backbone"))
+    for a, b in zip(installed, last, strict=True):
         np.testing.assert_array_equal(a, b)
-    assert any(not np.array_equal(a, b) for a, b in zip(installed, base))   # it trained on
+    assert any(not np.array_equal(a, b) for a, b in zip(installed, before))   # it trained on
 
 
 def test_motion_loss_is_zero_for_the_true_velocities_and_ignores_invalid_rows():

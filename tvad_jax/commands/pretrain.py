@@ -13,9 +13,9 @@ def add_parser(subparsers) -> None:
         "pretrain", help="pretrain the small default backbone on the synthetic benchmark")
     add_config_args(parser)
     parser.add_argument("--ship", action="store_true",
-                        help="the shipped recipe: this config's run, then its continuation "
-                             "(jobs.pretrain.SHIPPED_CONTINUATION), installed as the package's "
-                             "default backbone")
+                        help="the shipped recipe: this config's run, then its continuations "
+                             "(jobs.pretrain.SHIPPED_CONTINUATIONS), the last installed as the "
+                             "package's default backbone")
     parser.add_argument("--run-dir", type=Path,
                         help="train into (or resume) this folder instead of a new one under "
                              "runs_dir")

@@ -32,8 +32,8 @@ of v1 and v2 never encoded). The tokenizer is trained first (byte-level BPE on t
 text). After training the run reports zero-shot clip<->caption and region<->description
 retrieval on held-out clips of `eval_split` and writes the backbone (`backbone/`, Hugging Face
 layout) into the run folder. With `init` the job continues from a backbone folder (its
-weights and tokenizer) instead of a fresh initialization. The shipped default (v6) is the
-default recipe followed by one such continuation (`SHIPPED_CONTINUATION`), which
+weights and tokenizer) instead of a fresh initialization. The shipped default (v8) is the
+default recipe followed by such continuations (`SHIPPED_CONTINUATIONS`), which
 `pretrain_shipped` (`tvad pretrain --ship`) runs and installs.
 """
 from __future__ import annotations
@@ -394,33 +394,41 @@ def corpus_data(cfg: Config) -> Config:
     return dataclasses.replace(cfg, synth=synth, prepare=prepare)
 
 
-# The shipped backbone (v6) is two runs: the config's own recipe (v5's for the default), then
-# this continuation of its result, which weighs the dense per-patch attributes 4 times and
-# reads a 480-video corpus at half the learning rate (twenty-second session: every heatmap
-# number of the demo rose; README, "The shipped backbone").
-SHIPPED_CONTINUATION = ("pretrain.dense_weight=4", "pretrain.corpus_videos=480",
-                        "pretrain.train.loop.steps=600",
-                        "pretrain.train.optim.learning_rate=5e-4")
+# The shipped backbone (v8) is four runs: the config's own recipe (v5's for the default), then
+# these continuations, each from the previous run's backbone: 600 steps on a 480-video corpus
+# at half the learning rate, the dense per-patch attributes weighted ever more (x4, x8, x16:
+# v6, v7, v8; each step raised every heatmap number of the demo: README, "The shipped
+# backbone"), a new clip order each time.
+_CONTINUE = ("pretrain.corpus_videos=480", "pretrain.train.loop.steps=600",
+             "pretrain.train.optim.learning_rate=5e-4")
+SHIPPED_CONTINUATIONS: tuple[tuple[str, ...], ...] = (
+    ("pretrain.dense_weight=4", *_CONTINUE),
+    ("pretrain.dense_weight=8", *_CONTINUE, "pretrain.train.loop.seed=1"),
+    ("pretrain.dense_weight=16", *_CONTINUE, "pretrain.train.loop.seed=2"),
+)
 
 
-def continuation_config(cfg: Config, base: Path,
-                        continuation: tuple[str, ...] = SHIPPED_CONTINUATION) -> Config:
-    """The second run of the shipped recipe: `cfg` with `continuation`, starting from the
-    backbone folder `base`."""
-    return config_lib.apply_overrides(cfg, [*continuation, f"pretrain.init={base}"])
+def continuation_config(cfg: Config, start: str | Path, continuation: tuple[str, ...]) -> Config:
+    """One continuation of the shipped recipe: `cfg` with `continuation`, starting from the
+    backbone folder `start`."""
+    return config_lib.apply_overrides(cfg, [*continuation, f"pretrain.init={start}"])
 
 
 def pretrain_shipped(cfg: Config, report: Report = print, run_dir: str | Path | None = None,
-                     continuation: tuple[str, ...] = SHIPPED_CONTINUATION) -> Path:
-    """`tvad pretrain --ship`: `cfg`'s run into `<run_dir>/base`, its continuation into
-    `<run_dir>/continued` (each resumed from its checkpoint when rerun), then the result
-    installed as the package's default backbone; returns the run folder."""
+                     continuations: tuple[tuple[str, ...], ...] = SHIPPED_CONTINUATIONS
+                     ) -> Path:
+    """`tvad pretrain --ship`: `cfg`'s run into `<run_dir>/base`, then each continuation into
+    `<run_dir>/continued-<i>` from the previous backbone (every run resumed from its
+    checkpoint when rerun), and the last one installed as the package's default backbone;
+    returns the run folder."""
     check_output_dir(run_dir or cfg.runs_dir)
-    continuation_config(cfg, Path("base"), continuation)   # bad overrides fail before any work
+    for continuation in continuations:   # bad overrides fail before any work
+        continuation_config(cfg, "base", continuation)
     run_dir = start_run("pretrain-ship", cfg, run_dir)
-    base = pretrain(cfg, report, run_dir / "base")
-    second = continuation_config(cfg, base / "backbone", continuation)
-    out = pretrain(second, report, run_dir / "continued") / "backbone"
+    out = pretrain(cfg, report, run_dir / "base") / "backbone"
+    for i, continuation in enumerate(continuations, 1):
+        out = pretrain(continuation_config(cfg, out, continuation), report,
+                       run_dir / f"continued-{i}") / "backbone"
     shutil.rmtree(backbone_io.SHIPPED_DIR, ignore_errors=True)
     shutil.copytree(out, backbone_io.SHIPPED_DIR)
     report(f"[tvad] installed as the shipped default: {backbone_io.SHIPPED_DIR}")
