@@ -64,7 +64,7 @@ def test_the_shipped_recipe_continues_with_ever_heavier_dense_attributes():
         assert changed == {"init", "dense_weight", "corpus_videos", "train"}
         assert dataclasses.replace(second, pretrain=cfg.pretrain) == cfg   # nothing else moves
         weights.append(second.pretrain.dense_weight)
-    assert weights == [4.0, 8.0, 16.0]
+    assert weights == [4.0, 8.0, 16.0, 32.0]
 
 
 @pytest.mark.slow   # three tiny pretraining runs

@@ -32,7 +32,7 @@ of v1 and v2 never encoded). The tokenizer is trained first (byte-level BPE on t
 text). After training the run reports zero-shot clip<->caption and region<->description
 retrieval on held-out clips of `eval_split` and writes the backbone (`backbone/`, Hugging Face
 layout) into the run folder. With `init` the job continues from a backbone folder (its
-weights and tokenizer) instead of a fresh initialization. The shipped default (v8) is the
+weights and tokenizer) instead of a fresh initialization. The shipped default (v9) is the
 default recipe followed by such continuations (`SHIPPED_CONTINUATIONS`), which
 `pretrain_shipped` (`tvad pretrain --ship`) runs and installs.
 """
@@ -394,10 +394,10 @@ def corpus_data(cfg: Config) -> Config:
     return dataclasses.replace(cfg, synth=synth, prepare=prepare)
 
 
-# The shipped backbone (v8) is four runs: the config's own recipe (v5's for the default), then
+# The shipped backbone (v9) is five runs: the config's own recipe (v5's for the default), then
 # these continuations, each from the previous run's backbone: 600 steps on a 480-video corpus
-# at half the learning rate, the dense per-patch attributes weighted ever more (x4, x8, x16:
-# v6, v7, v8; each step raised every heatmap number of the demo: README, "The shipped
+# at half the learning rate, the dense per-patch attributes weighted ever more (x4 .. x32:
+# v6 .. v9; each step raised every heatmap number of the demo: README, "The shipped
 # backbone"), a new clip order each time.
 _CONTINUE = ("pretrain.corpus_videos=480", "pretrain.train.loop.steps=600",
              "pretrain.train.optim.learning_rate=5e-4")
@@ -405,6 +405,7 @@ SHIPPED_CONTINUATIONS: tuple[tuple[str, ...], ...] = (
     ("pretrain.dense_weight=4", *_CONTINUE),
     ("pretrain.dense_weight=8", *_CONTINUE, "pretrain.train.loop.seed=1"),
     ("pretrain.dense_weight=16", *_CONTINUE, "pretrain.train.loop.seed=2"),
+    ("pretrain.dense_weight=32", *_CONTINUE, "pretrain.train.loop.seed=3"),
 )
 
 
