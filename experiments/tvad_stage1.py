@@ -37,6 +37,8 @@ SETTINGS = {
     "max": ["target=max", "abnormal_weight=1", "focal_gamma=0", "abnormal_repeat=1"],
     "balanced": ["target=max", "abnormal_weight=10", "focal_gamma=0", "abnormal_repeat=1"],
     "focal": ["target=max", "abnormal_weight=10", "focal_gamma=2", "abnormal_repeat=1"],
+    "frame": ["target=max", "abnormal_weight=10", "focal_gamma=2", "abnormal_repeat=1",
+              "frame_weight=1"],
     "oversampled": ["target=max", "abnormal_weight=4", "focal_gamma=0", "abnormal_repeat=4"],
     "balanced-acc2": ["target=max", "abnormal_weight=10", "focal_gamma=0", "abnormal_repeat=1",
                       "train.optim.accumulation_steps=2"],

@@ -178,6 +178,22 @@ def test_patch_targets_and_loss():
                                focal.mean(), rtol=1e-5)
 
 
+
+def test_frame_loss_scores_each_tubelets_warmest_cell():
+    logits = rng.standard_normal((2, 3, 2, 2, 2)).astype(np.float32)
+    targets = np.zeros((2, 3, 2, 2), np.float32)
+    targets[0, 1, 1, 0] = 0.25                     # any abnormal share makes the tubelet abnormal
+    targets[1, 2] = 1.0
+    p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    top = p[..., 1].reshape(2, 3, -1).max(-1)      # the frame score: the warmest cell
+    y = np.array([[0, 1, 0], [0, 0, 1]], np.float32)
+    ce = -(y * np.log(top) + (1 - y) * np.log(1 - top))
+    np.testing.assert_allclose(ahd.frame_loss(logits, targets), ce.mean(), rtol=1e-5)
+    valid = np.array([[1, 1, 0], [1, 0, 0]], np.float32)[:, :, None, None]
+    np.testing.assert_allclose(ahd.frame_loss(logits, targets, valid),
+                               ce[valid[..., 0, 0] > 0].mean(), rtol=1e-5)
+
+
 def test_upsample():
     hm = jnp.asarray(rng.random((1, 2, 3, 3)), jnp.float32)
     up = ahd.upsample(hm, (12, 12), tubelet=2)

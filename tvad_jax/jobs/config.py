@@ -194,6 +194,8 @@ class Stage1Config:
         training clips (train micro AUC 0.43) and no heat ever reaches 0.5 (no region).
       abnormal_repeat: clips with abnormal cells appear this many times per epoch
         (oversampling; 1 = none).
+      frame_weight: weight of `models.ahd.frame_loss` (each tubelet's warmest cell against
+        whether it holds an anomaly) beside the pixel loss; 0 (default): the pixel loss alone.
       rbdc_weight: checkpoint selection by val_score = val_micro_auc + rbdc_weight x val_rbdc
         (validation RBDC of the heatmaps binarized at 0.5).
       train_vision: an upper bound for diagnosis, never the paper's method: the vision tower
@@ -214,12 +216,14 @@ class Stage1Config:
     abnormal_weight: float = 10.0
     focal_gamma: float = 2.0
     abnormal_repeat: int = 1
+    frame_weight: float = 0.0
     rbdc_weight: float = 1.0
     train_vision: bool = False
 
     def __post_init__(self):
         config_lib.check_at_least(self, 1, "batch_size", "abnormal_repeat")
-        config_lib.check_at_least(self, 0, "abnormal_weight", "focal_gamma", "rbdc_weight")
+        config_lib.check_at_least(self, 0, "abnormal_weight", "focal_gamma", "frame_weight",
+                                  "rbdc_weight")
 
 
 # One SFT phase's engine settings (phases A and B start equal; override each by its path).

@@ -31,7 +31,7 @@ from tvad_jax.infer.heatmaps import video_heatmaps
 from tvad_jax.jobs.common import Report
 from tvad_jax.jobs.config import Config, Stage1Config, Stage2Config
 from tvad_jax.models import lora as lora_lib
-from tvad_jax.models.ahd import AHD, patch_targets, pixel_loss
+from tvad_jax.models.ahd import AHD, frame_loss, patch_targets, pixel_loss
 from tvad_jax.models.configs import BackboneConfig
 from tvad_jax.models.losses import lm_loss
 from tvad_jax.models.rae import RAE
@@ -73,6 +73,8 @@ def stage1_spec(tcfg: TVADConfig, s1: Stage1Config, text_fn: Callable[[], Any],
         B, T = batch["valid"].shape
         valid = batch["valid"].reshape(B, T // 2, 2).any(-1)[:, :, None, None]
         loss = pixel_loss(out.logits, targets, valid, s1.abnormal_weight, s1.focal_gamma)
+        if s1.frame_weight:
+            loss += s1.frame_weight * frame_loss(out.logits, targets, valid)
         return loss, {"mean_heat": out.heatmap.mean(), "target_share": targets.mean()}
 
     config = s1.train

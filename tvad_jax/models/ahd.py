@@ -7,7 +7,8 @@
     out = ahd.apply({"params": p}, vision_out.hidden, S)
     out.probs     # [B, T', h, w, 2] softmax over (normal, abnormal)   (eq. 7)
     out.heatmap   # [B, T', h, w] the abnormal channel H
-    loss = pixel_loss(out.logits, patch_targets(batch["tubelet_masks"], (h, w)))
+    targets = patch_targets(batch["tubelet_masks"], (h, w))
+    loss = pixel_loss(out.logits, targets) + frame_weight * frame_loss(out.logits, targets)
 
 Letters: B batch, T' tubelets, N = h*w patches, h, w the patch grid, D_v ViT width, D_t text
 width, D the shared width, C = 2 classes (0 normal, 1 abnormal), S sentences, L tokens.
@@ -46,6 +47,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from tvad_jax.models import layers as L
 from tvad_jax.models.configs import dtype_of
@@ -326,4 +328,24 @@ def pixel_loss(logits: jax.Array, targets: jax.Array, valid: jax.Array | None = 
     if valid is None:
         return ce.mean()
     v = jnp.broadcast_to(valid.astype(jnp.float32), ce.shape)
+    return (ce * v).sum() / jnp.maximum(v.sum(), 1.0)
+
+
+def frame_loss(logits: jax.Array, targets: jax.Array, valid: jax.Array | None = None
+               ) -> jax.Array:
+    """Cross-entropy of each tubelet's warmest cell against whether any of its cells is
+    abnormal, averaged over tubelets. Not in the paper: the frame score every evaluation
+    ranks is the heat's maximum over the frame, which the per-cell loss never sees (a normal
+    video's warmest patch may sit at an anomalous object's level).
+
+    logits [B, T', h, w, 2], targets [B, T', h, w] in [0, 1], valid: optional mask
+    broadcastable to [B, T', 1, 1] (as for `pixel_loss`).
+    """
+    x = logits.astype(jnp.float32)
+    odds = (x[..., 1] - x[..., 0]).reshape(*x.shape[:2], -1).max(-1)      # [B, T'] log-odds
+    y = (targets.reshape(*targets.shape[:2], -1).max(-1) > 0).astype(jnp.float32)
+    ce = optax.sigmoid_binary_cross_entropy(odds, y)                     # -log p of the max
+    if valid is None:
+        return ce.mean()
+    v = jnp.broadcast_to(valid.astype(jnp.float32), ce.shape + (1, 1)).reshape(ce.shape)
     return (ce * v).sum() / jnp.maximum(v.sum(), 1.0)
