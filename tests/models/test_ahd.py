@@ -178,7 +178,6 @@ def test_patch_targets_and_loss():
                                focal.mean(), rtol=1e-5)
 
 
-
 def test_frame_loss_scores_each_tubelets_warmest_cell():
     logits = rng.standard_normal((2, 3, 2, 2, 2)).astype(np.float32)
     targets = np.zeros((2, 3, 2, 2), np.float32)
