@@ -324,11 +324,7 @@ def pixel_loss(logits: jax.Array, targets: jax.Array, valid: jax.Array | None = 
     positive, negative = y * logp[..., 1], (1.0 - y) * logp[..., 0]
     if focal_gamma:
         positive, negative = (1.0 - p) ** focal_gamma * positive, p ** focal_gamma * negative
-    ce = -(abnormal_weight * positive + negative)
-    if valid is None:
-        return ce.mean()
-    v = jnp.broadcast_to(valid.astype(jnp.float32), ce.shape)
-    return (ce * v).sum() / jnp.maximum(v.sum(), 1.0)
+    return _valid_mean(-(abnormal_weight * positive + negative), valid)
 
 
 def frame_loss(logits: jax.Array, targets: jax.Array, valid: jax.Array | None = None
@@ -345,7 +341,13 @@ def frame_loss(logits: jax.Array, targets: jax.Array, valid: jax.Array | None = 
     odds = (x[..., 1] - x[..., 0]).reshape(*x.shape[:2], -1).max(-1)      # [B, T'] log-odds
     y = (targets.reshape(*targets.shape[:2], -1).max(-1) > 0).astype(jnp.float32)
     ce = optax.sigmoid_binary_cross_entropy(odds, y)                     # -log p of the max
+    return _valid_mean(ce[..., None, None], valid)
+
+
+def _valid_mean(x: jax.Array, valid: jax.Array | None) -> jax.Array:
+    """Mean of x over the entries where `valid` (broadcast to x's shape) is set; all of x
+    without it."""
     if valid is None:
-        return ce.mean()
-    v = jnp.broadcast_to(valid.astype(jnp.float32), ce.shape + (1, 1)).reshape(ce.shape)
-    return (ce * v).sum() / jnp.maximum(v.sum(), 1.0)
+        return x.mean()
+    v = jnp.broadcast_to(valid.astype(jnp.float32), x.shape)
+    return (x * v).sum() / jnp.maximum(v.sum(), 1.0)
