@@ -16,7 +16,7 @@ def random_feature_batch(key: jax.Array, example: dict, batch: int, vocab: int) 
     out = {}
     for i, (name, sds) in enumerate(sorted(example.items())):
         shape, k = (batch,) + tuple(sds.shape), jax.random.fold_in(key, i)
-        if name in ("hidden", "visual"):
+        if name in ("hidden", "visual", "maps"):
             out[name] = jax.random.normal(k, shape, sds.dtype)
         elif name == "tubelet_masks":
             out[name] = (jax.random.uniform(k, shape) < 0.1).astype(sds.dtype)

@@ -27,9 +27,9 @@ from tvad_jax.data.annotate import JUDGMENT_QUESTION
 from tvad_jax.data.dialogues import read_annotations, turn_tokens
 from tvad_jax.eval.metrics import roc_auc
 from tvad_jax.infer.features import feature_cache
-from tvad_jax.infer.heatmaps import video_heatmaps
+from tvad_jax.infer.heatmaps import decoder_view, video_heatmaps
 from tvad_jax.jobs.config import Config
-from tvad_jax.models.tvad import TVADModel, heatmaps, load_model, prompt_maps, text_logits
+from tvad_jax.models.tvad import TVADModel, load_model, text_logits
 from tvad_jax.runs import new_run_dir
 
 COLUMNS = ("max_heat_auc", "yes_no_logit_auc", "yes_no_logit_balanced_accuracy",
@@ -37,8 +37,9 @@ COLUMNS = ("max_heat_auc", "yes_no_logit_auc", "yes_no_logit_balanced_accuracy",
 
 
 def judgment_logits(model: TVADModel):
-    """f(visual [1, S_v, D], hidden [1, ...]) -> [1]: log p(Yes) - log p(No) at the token where
-    the two answers first differ, teacher-forced after the judgment question."""
+    """f(visual [1, S_v, D], maps [1, T', h, w, 2] or None) -> [1]: log p(Yes) - log p(No) at
+    the token where the two answers first differ, teacher-forced after the judgment
+    question."""
     tokenizer = model.backbone.tokenizer
     prompt, yes = turn_tokens(tokenizer, JUDGMENT_QUESTION, "Yes.")
     _, no = turn_tokens(tokenizer, JUDGMENT_QUESTION, "No.")
@@ -47,10 +48,7 @@ def judgment_logits(model: TVADModel):
     cfg, params, bcfg = model.cfg, model.params, model.backbone.cfg
 
     @jax.jit
-    def logit_gap(visual, hidden):
-        maps = None
-        if cfg.anomaly_prompts:
-            maps = prompt_maps(cfg, heatmaps(cfg, params["ahd"], hidden, params["text"]))
+    def logit_gap(visual, maps):
         logits = text_logits(cfg, bcfg, model.backbone.params["decoder"], params.get("rae"),
                              params.get("special"), visual, maps, ids,
                              jnp.asarray([ids.shape[1]]))
@@ -70,9 +68,11 @@ def score(model: TVADModel, cfg: Config, split: str, report, logit_gap) -> dict:
         maps = video_heatmaps(model.cfg, model.params["ahd"], model.params["text"], cache)
         out["max_heat_auc"] = roc_auc(abnormal, np.asarray([m.max() for m in maps]))
     if logit_gap is not None:
-        videos = feature_cache(cfg, model.backbone, split, model.video_view, report)
-        gap = np.asarray([float(logit_gap(row["visual"][None], row["hidden"][None])[0])
-                          for row in (videos[i] for i in range(len(videos)))])
+        videos = decoder_view(model, cfg, split, report)
+        rows = (videos[i] for i in range(len(videos)))
+        gap = np.asarray([float(logit_gap(row["visual"][None],
+                                          row["maps"][None] if "maps" in row else None)[0])
+                          for row in rows])
         says_yes = gap > 0
         out.update(yes_no_logit_auc=roc_auc(abnormal, gap),
                    yes_rate_abnormal=float(says_yes[abnormal].mean()),

@@ -20,8 +20,8 @@ from tvad_jax.data.video_io import read_video
 from tvad_jax.infer.dialogue import Dialogue
 from tvad_jax.models.decoder import Decoder
 from tvad_jax.models.generate import generate
-from tvad_jax.models.tvad import (class_text_features, load_frozen_backbone, load_model,
-                                  special_token_ids)
+from tvad_jax.models.tvad import (class_text_features, clip_prompt_maps, load_frozen_backbone,
+                                  load_model, special_token_ids)
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,8 @@ def test_dialogue_reuses_the_cache_like_a_full_recomputation(trained):
     from tvad_jax.infer.features import make_encoder
 
     hidden, visual = (np.asarray(a) for a in make_encoder(bcfg, model.backbone.params)(clip))
-    chat = Dialogue(model, visual, hidden, max_turns=2, max_new_tokens=6, question_len=32)
+    maps = clip_prompt_maps(model.cfg, model.params["ahd"], hidden, model.params["text"])
+    chat = Dialogue(model, visual, maps, max_turns=2, max_new_tokens=6, question_len=32)
     q1, q2 = "Is there any anomaly in this video?", "How does the anomalous target move?"
     chat.ask(q1)
     tokens1 = np.asarray(chat.last_tokens)[0]

@@ -30,7 +30,7 @@ from tvad_jax.eval.report import plot_heatmap_overlay, plot_roc
 from tvad_jax.eval.text_metrics import text_scores
 from tvad_jax.infer.dialogue import Dialogue
 from tvad_jax.infer.features import FeatureCache, feature_cache
-from tvad_jax.infer.heatmaps import video_heatmaps
+from tvad_jax.infer.heatmaps import decoder_view, video_heatmaps
 from tvad_jax.models.ahd import upsample
 from tvad_jax.models.tvad import TVADModel
 
@@ -136,11 +136,12 @@ def references(annotations: list[dict]) -> dict[str, dict]:
     return out
 
 
-def dialogue_answers(model: TVADModel, cache: FeatureCache, batch_size: int,
+def dialogue_answers(model: TVADModel, cache, batch_size: int,
                      max_new_tokens: int, example: tuple | None = None) -> list[dict]:
-    """The four-turn dialogue with every video of a (one clip per video) cache, in order."""
+    """The four-turn dialogue with every video of a (one clip per video) `decoder_view`, in
+    order."""
     if len(cache) != len(cache.meta["lengths"]):
-        raise ValueError(f"{cache.directory}: dialogue needs one clip per video")
+        raise ValueError(f"{cache.meta['split']}: dialogue needs one clip per video")
     tokenizer = model.backbone.tokenizer
     question_len = max(len(turn_tokens(tokenizer, q, None)[0]) for _, q in QUESTIONS)
     answers: list[dict] = []
@@ -149,8 +150,8 @@ def dialogue_answers(model: TVADModel, cache: FeatureCache, batch_size: int,
         n = len(rows)
         rows += [rows[-1]] * (batch_size - n)     # one compiled shape; extra rows dropped
         visual = np.stack([r["visual"] for r in rows])
-        hidden = np.stack([r["hidden"] for r in rows]) if model.cfg.anomaly_prompts else None
-        chat = Dialogue(model, visual, hidden, example=example, max_turns=len(QUESTIONS),
+        maps = np.stack([r["maps"] for r in rows]) if model.cfg.anomaly_prompts else None
+        chat = Dialogue(model, visual, maps, example=example, max_turns=len(QUESTIONS),
                         max_new_tokens=max_new_tokens, question_len=question_len)
         per_turn = {kind: chat.ask(question) for kind, question in QUESTIONS}
         answers += [{kind: per_turn[kind][i] for kind in per_turn} for i in range(n)]
@@ -161,19 +162,19 @@ def one_shot_example(model: TVADModel, cfg, report: Callable[[str], None] = prin
     """The in-context example: the first abnormal video of the training split with its
     reference dialogue."""
     job = cfg.tvad
-    cache = feature_cache(cfg, model.backbone, job.train_split, model.video_view, report)
+    cache = decoder_view(model, cfg, job.train_split, report)
     annotations = read_annotations(cfg.prepared_dir, job.train_split)
     row = next(i for i, a in enumerate(annotations) if a["abnormal"])
     clip = cache[row]
-    hidden = clip["hidden"] if model.cfg.anomaly_prompts else None
-    return clip["visual"], hidden, annotations[row]["dialogue"]
+    maps = clip["maps"] if model.cfg.anomaly_prompts else None
+    return clip["visual"], maps, annotations[row]["dialogue"]
 
 
 def text_metrics(model: TVADModel, cfg, split: str, one_shot: bool = False,
                  report: Callable[[str], None] = print) -> tuple[dict, dict]:
     """(scores, transcript {video: {answer type: answer}}) of the dialogue on a split."""
     job = cfg.tvad
-    cache = feature_cache(cfg, model.backbone, split, model.video_view, report)
+    cache = decoder_view(model, cfg, split, report)
     example = one_shot_example(model, cfg, report) if one_shot else None
     answers = dialogue_answers(model, cache, job.eval_batch, job.max_new_tokens, example)
     names = split_names(cfg.prepared_dir, split)

@@ -12,7 +12,7 @@
 Frames are resized to the backbone's input size and normalized like the training clips. The
 AHD scores clips cut as `model.clip_view` says (heatmaps averaged where clips overlap); the
 decoder sees the whole-video view `model.video_view` (frames start, start + step, ...; the
-last frame repeated when the video is shorter). No threshold is set by the user anywhere:
+last frame repeated when the video is shorter), its RAE the AHD's maps pooled onto it. No threshold is set by the user anywhere:
 the decoder's yes/no is the argmax of its own words, and `heatmap_judgment` is the argmax of
 the AHD's two classes (some pixel more abnormal than normal, i.e. heat > 0.5).
 """
@@ -30,12 +30,13 @@ import numpy as np
 
 from tvad_jax.data.annotate import JUDGMENT_QUESTION
 from tvad_jax.data.files import save_npy
-from tvad_jax.data.pipeline import CLIP_MEAN, CLIP_STD, clip_starts, scatter_clips
+from tvad_jax.data.pipeline import CLIP_MEAN, CLIP_STD, clip_starts
 from tvad_jax.data.video_io import read_video, write_video
 from tvad_jax.infer.dialogue import Dialogue, normalize_yes_no
 from tvad_jax.infer.features import make_encoder
+from tvad_jax.infer.heatmaps import per_frame, pool_to_view
 from tvad_jax.models.ahd import upsample
-from tvad_jax.models.tvad import TVADModel, abnormal_heatmap
+from tvad_jax.models.tvad import TVADModel, abnormal_heatmap, clip_prompt_maps
 from tvad_jax.runs import progress
 
 CHAT_QUESTION_LEN = 64      # tokens per typed question in `tvad chat`
@@ -47,8 +48,8 @@ class VideoFeatures:
 
     clip_hidden: np.ndarray       # [C, I, T', 1+N, D_v] AHD input of each clip
     clip_starts: np.ndarray       # [C]
-    video_hidden: np.ndarray      # [I, T', 1+N, D_v] the whole-video view
-    video_visual: np.ndarray      # [S_v, D] its visual tokens P_V
+    video_visual: np.ndarray      # [S_v, D] visual tokens P_V of the whole-video view
+    video_maps: np.ndarray | None  # [T'_v, h, w, 2] the RAE's input on it (anomaly prompts)
     num_frames: int
     size: tuple[int, int]         # (H, W) of the original frames
 
@@ -109,19 +110,26 @@ class Detector:
             hidden.append(np.asarray(self.encode(chunk)[0])[:m])
         vv = self.model.video_view
         video = x[np.minimum(np.arange(vv.clip_len) * vv.frame_step, n - 1)]
-        v_hidden, v_visual = (np.asarray(a)[0] for a in self.encode(video[None]))
-        return VideoFeatures(np.concatenate(hidden), np.asarray(starts), v_hidden, v_visual,
-                             n, tuple(frames.shape[1:3]))
+        v_visual = np.asarray(self.encode(video[None])[1])[0]
+        hidden, starts = np.concatenate(hidden), np.asarray(starts)
+        maps = None
+        if self.model.cfg.anomaly_prompts:
+            p = self.model.params
+            maps = self._per_frame(clip_prompt_maps(self.model.cfg, p["ahd"], hidden, p["text"]),
+                                   starts, n)
+            maps = pool_to_view(maps, 0, vv, self.model.clip_view.clip_len // hidden.shape[2])
+        return VideoFeatures(hidden, starts, v_visual, maps, n, tuple(frames.shape[1:3]))
+
+    def _per_frame(self, clip_maps: jax.Array, starts: np.ndarray, n: int) -> np.ndarray:
+        return per_frame(np.asarray(clip_maps), np.zeros(len(starts), np.int64), starts, [n],
+                         self.model.clip_view)[0]
 
     def heatmaps(self, feats: VideoFeatures) -> np.ndarray:
         """[T, H, W] abnormal probability per pixel at the video's resolution."""
         p = self.model.params
-        maps = np.asarray(abnormal_heatmap(self.model.cfg, p["ahd"], feats.clip_hidden,
-                                           p["text"]))
-        view = self.model.clip_view
-        per_frame = scatter_clips(maps, np.zeros(len(maps), np.int64), feats.clip_starts,
-                                  [feats.num_frames], frame_step=view.frame_step)[0]
-        return np.asarray(upsample(jnp.asarray(per_frame), feats.size))
+        maps = abnormal_heatmap(self.model.cfg, p["ahd"], feats.clip_hidden, p["text"])
+        frames = self._per_frame(maps, feats.clip_starts, feats.num_frames)
+        return np.asarray(upsample(jnp.asarray(frames), feats.size))
 
     def __call__(self, frames: np.ndarray, name: str = "video") -> Detection:
         feats = self.features(frames)
@@ -132,7 +140,7 @@ class Detector:
             heat_judgment = "yes" if scores.max() > 0.5 else "no"
         answer = None
         if self.model.cfg.variant != "no_rae":
-            chat = Dialogue(self.model, feats.video_visual[None], feats.video_hidden[None],
+            chat = Dialogue(self.model, feats.video_visual[None], _batch(feats.video_maps),
                             max_turns=1, max_new_tokens=self.max_new_tokens)
             answer = chat.ask(JUDGMENT_QUESTION)[0]
         if scores is None:
@@ -191,7 +199,7 @@ def chat_about_video(model: TVADModel, path: Path, ask: Callable[[], str], max_t
     turns run as the result is iterated. The video is read here, at the call, so that a bad
     one fails before the caller makes any output."""
     feats = Detector(model).features(read_video(path))
-    chat = Dialogue(model, feats.video_visual[None], feats.video_hidden[None],
+    chat = Dialogue(model, feats.video_visual[None], _batch(feats.video_maps),
                     max_turns=max_turns, max_new_tokens=max_new_tokens,
                     question_len=CHAT_QUESTION_LEN)
     return _turns(chat, ask, max_turns)
@@ -207,3 +215,7 @@ def _turns(chat: Dialogue, ask: Callable[[], str], max_turns: int) -> Iterator[t
         if not question:
             return
         yield question, chat.ask(question)[0]
+
+
+def _batch(maps: np.ndarray | None) -> np.ndarray | None:
+    return None if maps is None else maps[None]

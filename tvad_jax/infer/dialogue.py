@@ -1,7 +1,7 @@
 """Batched multi-turn dialogue about B videos with one KV cache (paper 000 §4.2's flow:
 judgment -> target appearance -> trajectory -> time).
 
-    chat = Dialogue(model, visual, hidden)           # prompts of B videos, nothing run yet
+    chat = Dialogue(model, visual, maps)             # prompts of B videos, nothing run yet
     chat.ask("Is there any anomaly in this video?")  # -> B answers; the cache keeps them
     chat.ask("What does the anomalous target look like?")
 
@@ -11,7 +11,8 @@ earlier prompts, questions and generated answers (up to each row's `</s>`): no r
 Questions are right-padded to `question_len` tokens so that every later turn reuses one
 compiled program.
 
-One-shot (Table 3's protocol): `example=(visual, hidden, turns)` puts one annotated video and
+`maps` are the RAE's input on the decoder's view (`infer.heatmaps.with_decoder_view_maps`).
+One-shot (Table 3's protocol): `example=(visual, maps, turns)` puts one annotated video and
 its whole reference dialogue before each test video.
 """
 from __future__ import annotations
@@ -32,16 +33,16 @@ from tvad_jax.models.configs import DecoderConfig
 from tvad_jax.models.decoder import Decoder, init_cache
 from tvad_jax.models.generate import generate
 from tvad_jax.models.family import family
-from tvad_jax.models.tvad import decoder_inputs, heatmaps, prompt_maps, prompt_positions
+from tvad_jax.models.tvad import decoder_inputs, prompt_positions
 
 QUESTION_LEN = 24       # tokens per question turn (right-padded: one compiled program)
 
 
 class Dialogue:
-    """One conversation per row of `visual` [B, S_v, D] (and `hidden` [B, I, T', 1+N, D_v]
-    where the model uses anomaly prompts)."""
+    """One conversation per row of `visual` [B, S_v, D] (and the RAE's input `maps`
+    [B, T', h, w, 2] where the model uses anomaly prompts)."""
 
-    def __init__(self, model, visual: np.ndarray, hidden: np.ndarray | None = None,
+    def __init__(self, model, visual: np.ndarray, maps: np.ndarray | None = None,
                  example: tuple | None = None, max_turns: int = 4, max_new_tokens: int = 48,
                  question_len: int = QUESTION_LEN, example_len: int = 160, seed: int = 0):
         self.model = model
@@ -54,14 +55,14 @@ class Dialogue:
         self.max_turns = max_turns
         self.rng = jax.random.key(seed)
         B = len(visual)
-        prefix, positions, delta = self._prompt(visual, hidden)
+        prefix, positions, delta = self._prompt(visual, maps)
         if example is not None:
-            e_visual, e_hidden, turns = example
+            e_visual, e_maps, turns = example
             ids, _, _, n = dialogue_arrays(self.tokenizer, turns, example_len)
             e_ids = jnp.asarray(np.broadcast_to(ids[:n], (B, n)))
             e_prompt, e_positions, e_delta = self._prompt(
                 np.broadcast_to(e_visual, (B,) + e_visual.shape),
-                None if e_hidden is None else np.broadcast_to(e_hidden, (B,) + e_hidden.shape),
+                None if e_maps is None else np.broadcast_to(e_maps, (B,) + e_maps.shape),
                 e_ids)
             prefix = jnp.concatenate([e_prompt, prefix], axis=1)
             # the test video's prompt continues where the example's positions end
@@ -75,13 +76,13 @@ class Dialogue:
         self.turns = 0
         self.last_tokens: np.ndarray | None = None      # [B, max_new_tokens] of the last turn
 
-    def _prompt(self, visual, hidden, text_ids=None) -> tuple[jax.Array, np.ndarray, int]:
+    def _prompt(self, visual, maps, text_ids=None) -> tuple[jax.Array, np.ndarray, int]:
         """(embeddings [B, S, D], decoder positions, delta) of one video's prompt."""
         cfg, params = self.model.cfg, self.model.params
-        maps = None
         if cfg.anomaly_prompts:
-            maps = prompt_maps(cfg, heatmaps(cfg, params["ahd"], jnp.asarray(hidden),
-                                             params["text"]))
+            if maps is None:
+                raise ValueError("this model's decoder reads anomaly prompts: pass their maps")
+            maps = jnp.asarray(maps)
         if text_ids is None:
             text_ids = jnp.zeros((len(visual), 0), jnp.int32)
         bcfg = self.model.backbone.cfg

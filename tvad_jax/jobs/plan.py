@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from typing import Callable, Sequence
 
@@ -29,7 +30,6 @@ from tvad_jax.infer.features import encode_fn
 from tvad_jax.jobs.config import PlanConfig
 from tvad_jax.jobs.tvad_stages import phase_config, stage1_spec, stage2_spec
 from tvad_jax.models import backbone_io, configs as mc, qwen_backbone, qwen_vl
-from tvad_jax.models.ahd import AHD
 from tvad_jax.models.convert import read_config
 from tvad_jax.models.family import LLAVA, family
 from tvad_jax.models.rae import prompt_length
@@ -74,6 +74,7 @@ class Shapes:
     """The per-example shapes a plan implies."""
 
     hidden: tuple[int, ...]        # one clip's cached ViT layers [I, T', 1+N, D_v]
+    maps: tuple[int, ...]          # one video's RAE input [T', h, w, 2]
     tubelets: int                  # T'
     visual_tokens: int             # S_v (the decoder's visual block may add a few around them)
     prompt_tokens: int             # anomaly prompts incl. start/sep/end (0 without)
@@ -89,6 +90,8 @@ def shapes(pcfg: PlanConfig, bcfg=None) -> Shapes:
     v = bcfg.vision
     tubelets = pcfg.frames // v.tubelet
     hidden = (len(v.layer_indices), tubelets, 1 + v.num_patches, v.width)
+    grid = math.isqrt(v.num_patches)
+    maps = (tubelets, grid, grid, 2)
     if fam is not LLAVA:
         per_tubelet = v.tokens_per_tubelet
     elif bcfg.vision_feature_select == "patch":
@@ -104,7 +107,7 @@ def shapes(pcfg: PlanConfig, bcfg=None) -> Shapes:
     if text < 1:
         raise ConfigError(f"max_seq_len={pcfg.max_seq_len} leaves no text after {block} "
                           f"visual and {prompts} prompt tokens")
-    return Shapes(hidden, tubelets, visual, prompts, text, block + prompts + text)
+    return Shapes(hidden, maps, tubelets, visual, prompts, text, block + prompts + text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,26 +137,19 @@ def stage_spec(pcfg: PlanConfig, stage: str, bcfg=None) -> StageSpec:
     dec = bcfg.decoder
 
     def frozen_fn(rng):
-        r_dec, r_ahd = jax.random.split(rng)
         embeds = jnp.zeros((1, 1, dec.width), jnp.float32)
-        out = {"decoder": fam.decoder(bcfg, dec).init(
-                   r_dec, embeds, jnp.zeros((1, 1), jnp.int32))["params"],
-               "special_init": jnp.zeros((3, dec.width), jnp.float32)}
-        if tcfg.anomaly_prompts:
-            text = jnp.zeros((2, d_t), jnp.float32)
-            hidden = [jnp.zeros((1,) + sh.hidden[1:], jnp.float32)] * sh.hidden[0]
-            out["ahd"] = AHD(tcfg.ahd).init(r_ahd, hidden, text)["params"]
-            out["text"] = text
-        return out
+        return {"decoder": fam.decoder(bcfg, dec).init(
+                    rng, embeds, jnp.zeros((1, 1), jnp.int32))["params"],
+                "special_init": jnp.zeros((3, dec.width), jnp.float32)}
 
-    spec = stage2_spec(tcfg, bcfg, train, frozen_fn, sh.hidden, layers)
+    spec = stage2_spec(tcfg, bcfg, train, frozen_fn, sh.maps, layers)
     example = {"visual": sds((sh.visual_tokens, dec.width), f16),
                "ids": sds((sh.text_len,), jnp.int32),
                "targets": sds((sh.text_len,), jnp.int32),
                "weights": sds((sh.text_len,), jnp.float32),
                "lengths": sds((), jnp.int32)}
     if tcfg.anomaly_prompts:
-        example["hidden"] = sds(sh.hidden, f16)
+        example["maps"] = sds(sh.maps, jnp.float32)
     return dataclasses.replace(spec, example=example)
 
 

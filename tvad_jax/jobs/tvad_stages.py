@@ -5,6 +5,8 @@ resolution), AdamW with warmup-cosine, accumulation, selection by validation mic
 Stage 2 trains the RAE, the three anomaly prompt-token embeddings and LoRA on the decoder's
 q/v projections: phase A on the all-object narratives, phase B on the anomaly-focused
 dialogues with LoRA only on the last `lora_layers_b` layers; the loss is on answer tokens only;
+the RAE reads the frozen AHD's maps of the clip view pooled onto the decoder's tubelets,
+computed once before the phases (`infer.heatmaps.with_decoder_view_maps`);
 after each phase the best checkpoint by validation loss is merged into the decoder (LoRA into
 q/v, the special embeddings into the embedding table), and phase B starts from that
 self-contained decoder. `stage1_spec` / `stage2_spec` are also what `tvad plan` compiles at
@@ -25,9 +27,8 @@ import numpy as np
 from tvad_jax.data.dialogues import dialogue_texts, read_annotations
 from tvad_jax.data.pipeline import LoaderConfig, make_dataset, open_split
 from tvad_jax.eval.tvad import RegionScorer, heatmap_auc
-from tvad_jax.infer.features import (FeatureCache, cache_stream, encode_fn, encode_split,
-                                     feature_cache)
-from tvad_jax.infer.heatmaps import video_heatmaps
+from tvad_jax.infer.features import cache_stream, encode_fn, encode_split, feature_cache
+from tvad_jax.infer.heatmaps import video_heatmaps, with_decoder_view_maps
 from tvad_jax.jobs.common import Report
 from tvad_jax.jobs.config import Config, Stage1Config, Stage2Config
 from tvad_jax.models import lora as lora_lib
@@ -36,7 +37,7 @@ from tvad_jax.models.configs import BackboneConfig
 from tvad_jax.models.losses import lm_loss
 from tvad_jax.models.rae import RAE
 from tvad_jax.models.tvad import (FrozenBackbone, TVADConfig, TVADModel, class_text_features,
-                                  heatmaps, merge_stage2, prompt_maps, special_token_ids,
+                                  heatmaps, merge_stage2, special_token_ids,
                                   text_logits)
 from tvad_jax.models.vit import VisionTransformer
 from tvad_jax.train.loop import StageSpec, TrainConfig, restore_params, train
@@ -166,15 +167,15 @@ def phase_config(s2: Stage2Config, phase: str, tcfg: TVADConfig, depth: int
 
 
 def stage2_spec(tcfg: TVADConfig, bcfg: BackboneConfig, train_cfg: TrainConfig,
-                frozen_fn: Callable[[jax.Array], dict], hidden_shape: tuple[int, ...],
+                frozen_fn: Callable[[jax.Array], dict], maps_shape: tuple[int, ...],
                 lora_layers: int | None, start: dict | None = None) -> StageSpec:
     """One stage-2 phase.
 
-    frozen_fn(rng) gives the frozen params: {"decoder", "special_init" [3, D], and with
-    anomaly prompts "ahd", "text"} (constants when training; an abstract init for planning).
-    start: trainable values to start from ({"rae", "special"} of the previous phase), or
-    None to initialize them. Trainable: "lora" (fresh, b = 0), and with anomaly prompts "rae"
-    and "special". hidden_shape: one clip's cached ViT layers [I, T', 1+N, D_v].
+    frozen_fn(rng) gives the frozen params: {"decoder", "special_init" [3, D]} (constants
+    when training; an abstract init for planning). start: trainable values to start from
+    ({"rae", "special"} of the previous phase), or None to initialize them. Trainable: "lora"
+    (fresh, b = 0), and with anomaly prompts "rae" and "special", whose input is the batch's
+    "maps". maps_shape: one video's RAE input [T', h, w, 2].
     """
     depth = bcfg.decoder.depth
 
@@ -188,17 +189,13 @@ def stage2_spec(tcfg: TVADConfig, bcfg: BackboneConfig, train_cfg: TrainConfig,
             if start:
                 params["rae"], params["special"] = start["rae"], start["special"]
             else:
-                hidden = jnp.zeros((1,) + tuple(hidden_shape), jnp.float32)
-                out = heatmaps(tcfg, nn.unbox(params["ahd"]), hidden, nn.unbox(params["text"]))
-                params["rae"] = RAE(tcfg.rae).init(r_rae, prompt_maps(tcfg, out))["params"]
+                maps = jnp.zeros((1,) + tuple(maps_shape), jnp.float32)
+                params["rae"] = RAE(tcfg.rae).init(r_rae, maps)["params"]
                 params["special"] = special_init
         return params
 
     def loss_fn(trainable, frozen_, batch, rng):
-        maps = None
-        if tcfg.anomaly_prompts:
-            out = heatmaps(tcfg, frozen_["ahd"], batch["hidden"], frozen_["text"])
-            maps = prompt_maps(tcfg, out)
+        maps = batch["maps"] if tcfg.anomaly_prompts else None
         adapters = lora_lib.from_tree(trainable["lora"])
         lora = lora_lib.decoder_lora(adapters, depth, tcfg.lora_alpha, tcfg.lora_rank,
                                      rate=tcfg.lora_dropout, rng=rng, layers=lora_layers)
@@ -211,20 +208,22 @@ def stage2_spec(tcfg: TVADConfig, bcfg: BackboneConfig, train_cfg: TrainConfig,
 
 
 def train_phase(cfg: Config, name: str, tcfg: TVADConfig, backbone: FrozenBackbone,
-                frozen: dict, start: dict, caches: tuple[FeatureCache, FeatureCache],
+                frozen: dict, start: dict, sources: tuple,
                 texts: tuple[dict, dict], run_dir: Path, report: Report) -> dict:
-    """One SFT phase; returns the trainable params of its best checkpoint (host arrays)."""
+    """One SFT phase on the decoder's view of the train and val splits (feature caches, with
+    the RAE's "maps" where the model has anomaly prompts); returns the trainable params of its best
+    checkpoint (host arrays)."""
     s2 = cfg.tvad.stage2
     train_cfg, layers = phase_config(s2, name, tcfg, backbone.cfg.decoder.depth)
     bcfg = stage2_decoder_cfg(backbone.cfg, s2.dtype)
-    train_cache, val_cache = caches
-    hidden_shape = train_cache[0]["hidden"].shape
-    spec = stage2_spec(tcfg, bcfg, train_cfg, lambda rng: frozen, hidden_shape, layers, start)
-    keys = ("hidden", "visual") if tcfg.anomaly_prompts else ("visual",)
+    train_cache, val_cache = sources
+    maps_shape = train_cache[0]["maps"].shape if tcfg.anomaly_prompts else ()
+    spec = stage2_spec(tcfg, bcfg, train_cfg, lambda rng: frozen, maps_shape, layers, start)
+    keys = ("maps", "visual") if tcfg.anomaly_prompts else ("visual",)
     data = cache_stream(train_cache, s2.batch_size, keys + ("video_index",),
                         seed=train_cfg.loop.seed, texts=texts[0])
     no_dropout = dataclasses.replace(tcfg, lora_dropout=0.0)
-    eval_spec = stage2_spec(no_dropout, bcfg, train_cfg, lambda rng: frozen, hidden_shape,
+    eval_spec = stage2_spec(no_dropout, bcfg, train_cfg, lambda rng: frozen, maps_shape,
                             layers, start)
     eval_loss = jax.jit(lambda t, f, b: eval_spec.loss_fn(t, f, b, jax.random.key(0))[0])
 
@@ -254,15 +253,18 @@ def train_stage2(cfg: Config, backbone: FrozenBackbone, stage1: dict | None, run
     job = cfg.tvad
     s2 = job.stage2
     tcfg = job.model.for_backbone(backbone.cfg)
-    caches = tuple(feature_cache(cfg, backbone, split, s2.view, report)
-                   for split in (job.train_split, job.val_split))
+    if tcfg.anomaly_prompts and stage1 is None:
+        raise ValueError(f"variant {tcfg.variant!r} needs the stage-1 AHD")
+    sources = []
+    for split in (job.train_split, job.val_split):
+        source = feature_cache(cfg, backbone, split, s2.view, report)
+        if tcfg.anomaly_prompts:
+            source = with_decoder_view_maps(
+                tcfg, stage1["ahd"], stage1["text"],
+                feature_cache(cfg, backbone, split, job.stage1.view, report), source)
+        sources.append(source)
     ids = special_token_ids(backbone.tokenizer)
-    decoder = backbone.params["decoder"]
-    frozen = {"decoder": decoder}
-    if tcfg.anomaly_prompts:
-        if stage1 is None:
-            raise ValueError(f"variant {tcfg.variant!r} needs the stage-1 AHD")
-        frozen.update(ahd=stage1["ahd"], text=stage1["text"])
+    frozen = {"decoder": backbone.params["decoder"]}
     start: dict = {}
     for phase, part in (("A", "narratives"), ("B", "dialogue")):
         texts = tuple(dialogue_texts(backbone.tokenizer,
@@ -270,7 +272,7 @@ def train_stage2(cfg: Config, backbone: FrozenBackbone, stage1: dict | None, run
                                      s2.max_text_len, {"judgment": s2.judgment_weight})
                       for split in (job.train_split, job.val_split))
         init = dict(frozen, special_init=jnp.asarray(frozen["decoder"]["embed"])[ids])
-        trained = train_phase(cfg, phase, tcfg, backbone, init, start, caches, texts,
+        trained = train_phase(cfg, phase, tcfg, backbone, init, start, tuple(sources), texts,
                               run_dir / f"stage2-{phase}", report)
         frozen["decoder"] = jax.device_get(merge_stage2(
             tcfg, frozen["decoder"], lora_lib.from_tree(trained["lora"]), trained.get("special"),

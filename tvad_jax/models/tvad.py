@@ -148,6 +148,15 @@ def prompt_maps(cfg: TVADConfig, out: AHDOutput) -> jax.Array:
     return jax.lax.stop_gradient(getattr(out, cfg.prompt_maps))
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def clip_prompt_maps(cfg: TVADConfig, ahd_params, hidden: jax.Array, text: jax.Array
+                     ) -> jax.Array:
+    """`prompt_maps` [B, T', h, w, 2] of clips of the AHD's view, jitted like
+    `abnormal_heatmap` (`infer.heatmaps.with_decoder_view_maps` pools them onto the
+    decoder's view)."""
+    return prompt_maps(cfg, heatmaps(cfg, ahd_params, hidden, text))
+
+
 def decoder_inputs(cfg: TVADConfig, bcfg, decoder_params, rae_params,
                    special: jax.Array | None, visual: jax.Array, maps: jax.Array | None,
                    text_ids: jax.Array) -> tuple[jax.Array, int]:
