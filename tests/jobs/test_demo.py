@@ -52,6 +52,13 @@ def test_demo_runs_end_to_end_on_the_tiny_config(tiny_backbone, tmp_path, capsys
     assert "| Local patterns (003) |" in report and "| VLAVAD (SPA + S3M) |" in report
     assert (run_dir / "local-patterns" / "local_stats.json").is_file()
     assert (run_dir / "vlavad" / "config.json").is_file()
+    # the baseline rows are what `tvad eval backbone` gives on its own
+    capsys.readouterr()
+    assert main(["eval", "backbone", *args[1:-1]]) == 0
+    alone = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    zero_shot = metrics["splits"]["test"]["backbone zero-shot (w/o AHD & RAE)"]
+    for key in text:
+        assert zero_shot[key] == pytest.approx(alone[key]), key
 
 
 def test_an_unknown_demo_detector_is_refused_with_the_known_ones():

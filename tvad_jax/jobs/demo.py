@@ -33,7 +33,7 @@ from tvad_jax.jobs.local_patterns import local_patterns_scores, train_local_patt
 from tvad_jax.jobs.s3m import evaluate_run, train_s3m
 from tvad_jax.jobs.tvad import train_tvad
 from tvad_jax.jobs.vlavad import train_vlavad, vlavad_scores
-from tvad_jax.models.tvad import load_model, plain_model
+from tvad_jax.models.tvad import load_frozen_backbone, load_model, plain_model
 
 # The open-set test split (unseen anomaly types) and the closed-set one (training types).
 SPLITS = ("test", "test_seen")
@@ -58,8 +58,9 @@ def run_demo(cfg: Config, report: Report = print) -> Path:
     full = load_model(train_tvad(_variant(cfg, "full"), run_dir / "tvad-full", report=report))
     no_ahd = load_model(train_tvad(_variant(cfg, "no_ahd"), run_dir / "tvad-no_ahd",
                                    report=report))
-    plain = plain_model(full.backbone, cfg.tvad.model, cfg.tvad.stage1.view,
-                        cfg.tvad.stage2.view)
+    # the frozen backbone: `full.backbone` holds the decoder stage 2 adapted
+    plain = plain_model(load_frozen_backbone(cfg.tvad.backbone), cfg.tvad.model,
+                        cfg.tvad.stage1.view, cfg.tvad.stage2.view)
     variants = (("T-VAD", full, False, run_dir / "tvad-full"),
                 ("T-VAD w/o AHD", no_ahd, False, None),
                 ("backbone zero-shot (w/o AHD & RAE)", plain, False, None),
