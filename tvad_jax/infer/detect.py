@@ -12,9 +12,10 @@
 Frames are resized to the backbone's input size and normalized like the training clips. The
 AHD scores clips cut as `model.clip_view` says (heatmaps averaged where clips overlap); the
 decoder sees the whole-video view `model.video_view` (frames start, start + step, ...; the
-last frame repeated when the video is shorter), its RAE the AHD's maps pooled onto it. No threshold is set by the user anywhere:
-the decoder's yes/no is the argmax of its own words, and `heatmap_judgment` is the argmax of
-the AHD's two classes (some pixel more abnormal than normal, i.e. heat > 0.5).
+last frame repeated when the video is shorter), its RAE the AHD's maps pooled onto it. No
+threshold is set by the user anywhere: the decoder's yes/no is the argmax of its own words,
+and `heatmap_judgment` is the argmax of the AHD's two classes (some pixel more abnormal than
+normal, i.e. heat > 0.5).
 """
 from __future__ import annotations
 
