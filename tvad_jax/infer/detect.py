@@ -35,7 +35,7 @@ from tvad_jax.data.pipeline import CLIP_MEAN, CLIP_STD, clip_starts
 from tvad_jax.data.video_io import read_video, write_video
 from tvad_jax.infer.dialogue import Dialogue, normalize_yes_no
 from tvad_jax.infer.features import make_encoder
-from tvad_jax.infer.heatmaps import per_frame, pool_to_view
+from tvad_jax.infer.heatmaps import maps_on_view, per_frame
 from tvad_jax.models.ahd import upsample
 from tvad_jax.models.tvad import TVADModel, abnormal_heatmap, clip_prompt_maps
 from tvad_jax.runs import progress
@@ -116,20 +116,17 @@ class Detector:
         maps = None
         if self.model.cfg.anomaly_prompts:
             p = self.model.params
-            maps = self._per_frame(clip_prompt_maps(self.model.cfg, p["ahd"], hidden, p["text"]),
-                                   starts, n)
-            maps = pool_to_view(maps, 0, vv, self.model.clip_view.clip_len // hidden.shape[2])
+            clip_maps = clip_prompt_maps(self.model.cfg, p["ahd"], hidden, p["text"])
+            maps = maps_on_view(np.asarray(clip_maps), self.model.clip_view,
+                                np.zeros(len(starts), np.int64), starts, [n], vv, [(0, 0)])[0]
         return VideoFeatures(hidden, starts, v_visual, maps, n, tuple(frames.shape[1:3]))
-
-    def _per_frame(self, clip_maps: jax.Array, starts: np.ndarray, n: int) -> np.ndarray:
-        return per_frame(np.asarray(clip_maps), np.zeros(len(starts), np.int64), starts, [n],
-                         self.model.clip_view)[0]
 
     def heatmaps(self, feats: VideoFeatures) -> np.ndarray:
         """[T, H, W] abnormal probability per pixel at the video's resolution."""
         p = self.model.params
         maps = abnormal_heatmap(self.model.cfg, p["ahd"], feats.clip_hidden, p["text"])
-        frames = self._per_frame(maps, feats.clip_starts, feats.num_frames)
+        frames = per_frame(np.asarray(maps), np.zeros(len(maps), np.int64), feats.clip_starts,
+                           [feats.num_frames], self.model.clip_view)[0]
         return np.asarray(upsample(jnp.asarray(frames), feats.size))
 
     def __call__(self, frames: np.ndarray, name: str = "video") -> Detection:

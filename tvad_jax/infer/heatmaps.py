@@ -52,16 +52,12 @@ def per_frame(clip_maps: np.ndarray, video_index, starts, lengths, view: ClipVie
                          tubelet=view.clip_len // clip_maps.shape[1], frame_step=view.frame_step)
 
 
-def _per_video(clip_maps: np.ndarray, cache: FeatureCache) -> list[np.ndarray]:
-    return per_frame(clip_maps, cache.column("video_index"), cache.column("start"),
-                     cache.meta["lengths"], ClipView(**cache.meta["view"]))
-
-
 def video_heatmaps(tcfg: TVADConfig, ahd_params, text, cache: FeatureCache
                    ) -> list[np.ndarray]:
     """Per-video patch heatmaps [n, h, w] of a cached split (clips averaged where they
     overlap)."""
-    return _per_video(clip_heatmaps(tcfg, ahd_params, text, cache), cache)
+    return per_frame(clip_heatmaps(tcfg, ahd_params, text, cache), cache.column("video_index"),
+                     cache.column("start"), cache.meta["lengths"], ClipView(**cache.meta["view"]))
 
 
 def pool_to_view(frame_maps: np.ndarray, start: int, view: ClipView, tubelet: int
@@ -74,6 +70,15 @@ def pool_to_view(frame_maps: np.ndarray, start: int, view: ClipView, tubelet: in
     span = tubelet * view.frame_step
     firsts = [min(int(start) + k * span, n - 1) for k in range(view.clip_len // tubelet)]
     return np.stack([frame_maps[f:min(f + span, n)].mean(axis=0) for f in firsts])
+
+
+def maps_on_view(clip_maps: np.ndarray, clip_view: ClipView, video_index, starts, lengths,
+                 view: ClipView, rows) -> np.ndarray:
+    """Per-clip tubelet outputs [C, T', ...] of `clip_view` clips -> [R, T'_v, ...] on the
+    `view` clips `rows` ((video, start) pairs): `per_frame`, then `pool_to_view`."""
+    frames = per_frame(clip_maps, video_index, starts, lengths, clip_view)
+    tubelet = clip_view.clip_len // clip_maps.shape[1]
+    return np.stack([pool_to_view(frames[v], s, view, tubelet) for v, s in rows])
 
 
 class WithColumns:
@@ -98,11 +103,10 @@ def with_decoder_view_maps(tcfg: TVADConfig, ahd_params, text, clip_cache: Featu
     RAE's input, `prompt_maps` of the AHD on `clip_cache` (its own view of the same split),
     per frame, pooled onto each row's tubelets (`pool_to_view`)."""
     clip_maps = _per_clip(lambda h: clip_prompt_maps(tcfg, ahd_params, h, text), clip_cache, 16)
-    frames = _per_video(clip_maps, clip_cache)
-    view = ClipView(**video_cache.meta["view"])
-    tubelet = clip_cache.meta["view"]["clip_len"] // clip_maps.shape[1]
-    maps = np.stack([pool_to_view(frames[v], s, view, tubelet) for v, s in
-                     zip(video_cache.column("video_index"), video_cache.column("start"))])
+    maps = maps_on_view(clip_maps, ClipView(**clip_cache.meta["view"]),
+                        clip_cache.column("video_index"), clip_cache.column("start"),
+                        clip_cache.meta["lengths"], ClipView(**video_cache.meta["view"]),
+                        zip(video_cache.column("video_index"), video_cache.column("start")))
     return WithColumns(video_cache, {"maps": maps})
 
 
