@@ -67,9 +67,11 @@ def test_rae_level_sees_the_heat_beside_its_change():
     assert np.abs(np.asarray(shifted - out))[:, :, 2:].min() > 0   # every non-base prompt moves
 
 
-def test_rae_regions_and_global_from_numpy():
-    """Eqs. 10-11 from the conv features: region MLP of each 3x3 bin, global MLP of the mean."""
-    cfg = rae.RAEConfig(dim=6, hidden=4, conv_layers=1, num_base=1)
+@pytest.mark.parametrize("pool", ["mean", "max"])
+def test_rae_regions_and_global_from_numpy(pool):
+    """Eqs. 10-11 from the conv features: region MLP of each 3x3 bin, global MLP of the mean
+    (or, with `global_pool="max"`, of the maximum)."""
+    cfg = rae.RAEConfig(dim=6, hidden=4, conv_layers=1, num_base=1, global_pool=pool)
     B, T, h, w = 1, 2, 4, 5
     maps = rng.standard_normal((B, T, h, w, 2)).astype(np.float32)
     model = rae.RAE(cfg)
@@ -90,9 +92,14 @@ def test_rae_regions_and_global_from_numpy():
         hid = gelu(v @ q["fc1"]["kernel"] + q["fc1"]["bias"])
         return hid @ q["fc2"]["kernel"] + q["fc2"]["bias"]
     regions = mlp(pn["region"], numpy_adaptive_pool(f, (3, 3)).reshape(9, 4))
-    glob = mlp(pn["global"], f.mean((0, 1)))
+    glob = mlp(pn["global"], f.mean((0, 1)) if pool == "mean" else f.max((0, 1)))
     np.testing.assert_allclose(out[0, 0, 1:10], regions, atol=1e-5)
     np.testing.assert_allclose(out[0, 0, 10], glob, atol=1e-5)
+
+
+def test_rae_config_rejects_an_unknown_global_pool():
+    with pytest.raises(ValueError, match="global_pool"):
+        rae.RAEConfig(global_pool="median")
 
 
 @pytest.mark.parametrize("with_special", [False, True])

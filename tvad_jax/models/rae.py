@@ -16,7 +16,8 @@ Eq. 9: `conv_layers` 3x3 SAME convolutions, each followed by GELU, on every step
 Eq. 10: 3x3 adaptive average pooling (PyTorch's AdaptiveAvgPool2d bins: bin i of n covers
 [floor(i*h/n), ceil((i+1)*h/n)), so bins overlap when h is not a multiple of n), regions in
 row-major order (top-left, top-centre, ..., bottom-right), then a 2-layer MLP shared by the
-9 regions. Eq. 11: the spatial mean, then another 2-layer MLP. Eq. 12: a learnable base
+9 regions. Eq. 11: the spatial mean, then another 2-layer MLP (`global_pool="max"`, not in the
+paper: the spatial maximum, so that one hot patch of the grid is not averaged away). Eq. 12: a learnable base
 prompt [N_base, D] repeated on every step; per step the prompts are [base, 9 regions, global].
 
 Which 2-channel map feeds eq. 8 is the caller's choice: the paper writes H_c (eq. 6, before
@@ -31,8 +32,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tvad_jax import config as config_lib
 from tvad_jax.models import layers as L
 from tvad_jax.models.configs import dtype_of
+
+
+# Eq. 11's pooling of the conv features over the grid: the paper's mean, or the maximum.
+GLOBAL_POOLS = {"mean": jnp.mean, "max": jnp.max}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +55,8 @@ class RAEConfig:
       mlp_dim: hidden size of the region and global MLPs; None: dim.
       level: also feed the heat level beside its temporal difference (see the module
         docstring; False: eq. 8 as printed).
+      global_pool: how eq. 11 pools the conv features over the grid, "mean" (the paper)
+        or "max" (see the module docstring).
       dtype: compute dtype; params are float32.
     """
 
@@ -60,11 +68,13 @@ class RAEConfig:
     num_base: int = 4
     mlp_dim: int | None = None
     level: bool = False
+    global_pool: str = "mean"
     dtype: str = "float32"
 
     def __post_init__(self):
         if self.conv_layers < 1 or self.grid < 1 or self.num_base < 0:
             raise ValueError("conv_layers and grid must be >= 1, num_base >= 0")
+        config_lib.check_choice(self, "global_pool", GLOBAL_POOLS)
 
     @property
     def prompts_per_step(self) -> int:
@@ -143,7 +153,8 @@ class RAE(nn.Module):
         grid = grid.reshape(B, S, cfg.grid ** 2, cfg.hidden).astype(dtype)
         mlp_dim = cfg.mlp_dim or cfg.dim
         region = _MLP2(mlp_dim, cfg.dim, dtype, name="region")(grid)     # eq. 10
-        pooled = feats.astype(jnp.float32).mean(axis=(2, 3))[:, :, None].astype(dtype)
+        pooled = GLOBAL_POOLS[cfg.global_pool](feats.astype(jnp.float32), axis=(2, 3))
+        pooled = pooled[:, :, None].astype(dtype)
         glob = _MLP2(mlp_dim, cfg.dim, dtype, name="global")(pooled)     # eq. 11
         base = self.param("base", L.kernel_init((None, "embed"), stddev=0.02),
                           (cfg.num_base, cfg.dim), jnp.float32)
