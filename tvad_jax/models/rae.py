@@ -16,9 +16,10 @@ Eq. 9: `conv_layers` 3x3 SAME convolutions, each followed by GELU, on every step
 Eq. 10: 3x3 adaptive average pooling (PyTorch's AdaptiveAvgPool2d bins: bin i of n covers
 [floor(i*h/n), ceil((i+1)*h/n)), so bins overlap when h is not a multiple of n), regions in
 row-major order (top-left, top-centre, ..., bottom-right), then a 2-layer MLP shared by the
-9 regions. Eq. 11: the spatial mean, then another 2-layer MLP (`global_pool="max"`, not in the
-paper: the spatial maximum, so that one hot patch of the grid is not averaged away). Eq. 12: a learnable base
-prompt [N_base, D] repeated on every step; per step the prompts are [base, 9 regions, global].
+9 regions. Eq. 11: the spatial mean, then another 2-layer MLP (`global_pool="max"`, not in
+the paper: the spatial maximum, so that one hot patch of the grid is not averaged away).
+Eq. 12: a learnable base prompt [N_base, D] repeated on every step; per step the prompts are
+[base, 9 regions, global].
 
 Which 2-channel map feeds eq. 8 is the caller's choice: the paper writes H_c (eq. 6, before
 the softmax; `AHDOutput.similarity` or `.logits`); `AHDOutput.probs` works the same way.
@@ -26,6 +27,7 @@ the softmax; `AHDOutput.similarity` or `.logits`); `AHDOutput.probs` works the s
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 import flax.linen as nn
 import jax
@@ -68,13 +70,13 @@ class RAEConfig:
     num_base: int = 4
     mlp_dim: int | None = None
     level: bool = False
-    global_pool: str = "mean"
+    global_pool: Literal["mean", "max"] = "mean"
     dtype: str = "float32"
 
     def __post_init__(self):
         if self.conv_layers < 1 or self.grid < 1 or self.num_base < 0:
             raise ValueError("conv_layers and grid must be >= 1, num_base >= 0")
-        config_lib.check_choice(self, "global_pool", GLOBAL_POOLS)
+        config_lib.check_choice(self, "global_pool", tuple(GLOBAL_POOLS))
 
     @property
     def prompts_per_step(self) -> int:
@@ -132,7 +134,8 @@ class RAE(nn.Module):
 
     Params: conv_<i> (kernel [k, k, C_in, C_h], bias), region (fc1, fc2), global (fc1, fc2),
     base [N_base, D].
-    Call: maps [B, T', h, w, 2] (with `level`, conv_0 reads 4 channels) -> P_An [B, T'-1, N_base + grid^2 + 1, D].
+    Call: maps [B, T', h, w, 2] (with `level`, conv_0 reads 4 channels)
+    -> P_An [B, T'-1, N_base + grid^2 + 1, D].
     """
 
     cfg: RAEConfig
