@@ -124,6 +124,38 @@ def test_masks_decide_what_each_path_sees(params):
     assert not same(other_vision["multimodal"][1], base["multimodal"][1])
 
 
+def test_the_cached_captioner_reads_what_the_whole_itg_pass_reads(params):
+    """caption_step, one text position at a time through the KV cache, gives the logits of
+    the prefix-LM pass over the whole sequence (`lm_logits`); `caption` writes their greedy
+    argmax position by position, pad after a row's eos."""
+    vision = jnp.asarray(VISION)
+    ones = jnp.ones_like(IDS)
+
+    @jax.jit
+    def cached_and_whole(params):
+        apply = functools.partial(MODEL.apply, {"params": params})
+        prefix = apply(vision, method=itam.ITAM.caption_prefix)
+        empty = jnp.zeros((4, CFG.max_text_len, CFG.heads, CFG.width // CFG.heads))
+        cache, steps = [(empty, empty)] * CFG.depth, []
+        for position in range(CFG.max_text_len):
+            logits, cache = apply(IDS[:, position], position, prefix, cache,
+                                  method=itam.ITAM.caption_step)
+            steps.append(logits)
+        return jnp.stack(steps, 1), apply(vision, IDS, ones, method=itam.ITAM.lm_logits)
+
+    cached, whole = cached_and_whole(params)
+    np.testing.assert_allclose(cached, whole, rtol=1e-5, atol=1e-5)
+    ids = np.asarray(itam.caption(MODEL, params, vision, max_len=CFG.max_text_len))
+    assert (ids[:, 0] == BOS).all()
+    greedy = np.asarray(MODEL.apply({"params": params}, vision, ids, ones,
+                                    method=itam.ITAM.lm_logits)).argmax(-1)
+    for row, want in zip(ids, greedy):
+        ended = np.flatnonzero(row == EOS)
+        stop = ended[0] if len(ended) else CFG.max_text_len - 1
+        np.testing.assert_array_equal(row[1:stop + 1], want[:stop])
+        assert (row[stop + 1:] == PAD).all()
+
+
 def test_itc_similarity_is_the_best_query_cosine():
     rng = np.random.default_rng(1)
     image, text = rng.normal(size=(3, 5, 7)), rng.normal(size=(4, 7))

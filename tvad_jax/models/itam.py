@@ -162,6 +162,29 @@ class QFormerLayer(nn.Module):
             text = text + self.text_mlp(self.text_ln(text))
         return queries, text
 
+    def query_pass(self, queries, context):
+        """The query positions alone, as under "prefix_lm" (they see only each other):
+        queries [B, N, D], context [B, S_d, D] -> (queries, the (k, v) [B, N, H, Dh] that a
+        text position's self-attention reads of them)."""
+        q, k, v = self.self_attn.qkv(self.self_ln(queries))
+        queries = queries + self.self_attn.output(attention(q, k, v))
+        if self.cross_attention:
+            queries = queries + self.cross_attn(self.cross_ln(queries), context)
+        return queries + self.query_mlp(self.query_ln(queries)), (k, v)
+
+    def text_step(self, token, position, prefix, cache):
+        """Text position `position` alone, as under "prefix_lm": token [B, 1, D] reads the
+        queries' (k, v) `prefix` and the text positions <= its own of `cache` ((k, v) [B, L,
+        H, Dh], written up to position - 1) -> (token, cache with its own (k, v) written)."""
+        q, k, v = self.self_attn.qkv(self.self_ln(token))
+        cache = tuple(jax.lax.dynamic_update_slice_in_dim(c, new, position, axis=1)
+                      for c, new in zip(cache, (k, v)))
+        keys, values = (jnp.concatenate([p, c], axis=1) for p, c in zip(prefix, cache))
+        sees = jnp.concatenate([jnp.ones(prefix[0].shape[1], bool),
+                                jnp.arange(cache[0].shape[1]) <= position])
+        token = token + self.self_attn.output(attention(q, keys, values, sees[None, None, None]))
+        return token + self.text_mlp(self.text_ln(token)), cache
+
 
 class ITAM(nn.Module):
     """BLIP-2's Q-Former (see the module docstring for the modes).
@@ -243,6 +266,30 @@ class ITAM(nn.Module):
         """LM head: text outputs [B, L, D] -> logits [B, L, V], position i predicting token
         i + 1."""
         return self.lm_head(text)
+
+    def caption_prefix(self, vision_tokens: jax.Array) -> list:
+        """What every captioning step reads of the image: per layer, the (k, v) [B, N, H, Dh]
+        of the query positions (`QFormerLayer.query_pass`)."""
+        B = vision_tokens.shape[0]
+        queries = jnp.broadcast_to(self.queries, (B,) + self.queries.shape)
+        context = self.vision_proj(self.vision_ln(vision_tokens))
+        prefix = []
+        for layer in self.layers:
+            queries, kv = layer.query_pass(queries, context)
+            prefix.append(kv)
+        return prefix
+
+    def caption_step(self, ids: jax.Array, position, prefix: list, cache: list):
+        """ITG one token at a time: ids [B] at text position `position` -> (logits [B, V] of
+        the next token, `cache` (per layer the text (k, v)) with this position written).
+        Equals `lm_logits(...)[:, position]` for a prefix written that far."""
+        x = (jnp.take(self.token_embed, ids, axis=0)
+             + jax.lax.dynamic_index_in_dim(self.pos_embed, position, keepdims=False))[:, None]
+        new = []
+        for layer, kv, layer_cache in zip(self.layers, prefix, cache):
+            x, layer_cache = layer.text_step(x, position, kv, layer_cache)
+            new.append(layer_cache)
+        return self.next_token_logits(self.final_ln(x))[:, 0], new
 
     def itm_logits(self, vision_tokens, ids, mask) -> jax.Array:
         """ITM: match logits [B, 2] of a "multimodal" pass."""
@@ -346,27 +393,32 @@ def caption(model: ITAM, params, vision_tokens: jax.Array, max_len: int = 32) ->
     [B, max_len]: bos, then the argmax token at each position until the row emits eos, pad
     after it (the layout `text_features` takes).
 
-    Every step reruns the ITG pass over the whole [queries ; max_len] sequence (positions not
-    yet written are pad, invisible to earlier ones under the prefix-LM mask) instead of
-    keeping a KV cache: at ITAM's sizes this is cheap. Stops once every row has emitted eos.
+    The query positions run once (`ITAM.caption_prefix`), then one text position per step
+    through a KV cache (`ITAM.caption_step`): the ITG pass's logits, ~max_len times less work
+    than rerunning it over the whole sequence. Stops once every row has emitted eos.
     """
     cfg = model.cfg
     if not 2 <= max_len <= cfg.max_text_len:
         raise ValueError(f"max_len={max_len}: expected 2..max_text_len={cfg.max_text_len}")
     B = vision_tokens.shape[0]
     ids = jnp.full((B, max_len), cfg.pad_token_id, jnp.int32).at[:, 0].set(cfg.bos_token_id)
-    mask = jnp.ones_like(ids)
+    run = functools.partial(model.apply, {"params": params})
+    prefix = run(vision_tokens, method=ITAM.caption_prefix)
+    empty = jnp.zeros((B, max_len) + prefix[0][0].shape[2:], prefix[0][0].dtype)
+    cache = [(empty, empty) for _ in prefix]                        # per layer [B, L, H, Dh]
 
     def unfinished(carry):
-        position, _, done = carry
+        position, _, done, _ = carry
         return (position < max_len) & ~done.all()
 
     def step(carry):
-        position, ids, done = carry
-        logits = model.apply({"params": params}, vision_tokens, ids, mask, method=ITAM.lm_logits)
-        token = jax.lax.dynamic_index_in_dim(logits, position - 1, axis=1, keepdims=False)
-        token = jnp.where(done, cfg.pad_token_id, token.argmax(-1).astype(jnp.int32))
-        return position + 1, ids.at[:, position].set(token), done | (token == cfg.eos_token_id)
+        position, ids, done, cache = carry
+        logits, cache = run(ids[:, position - 1], position - 1, prefix, cache,
+                            method=ITAM.caption_step)
+        token = jnp.where(done, cfg.pad_token_id, logits.argmax(-1).astype(jnp.int32))
+        return (position + 1, ids.at[:, position].set(token),
+                done | (token == cfg.eos_token_id), cache)
 
-    _, ids, _ = jax.lax.while_loop(unfinished, step, (1, ids, jnp.zeros((B,), bool)))
+    _, ids, _, _ = jax.lax.while_loop(unfinished, step,
+                                      (1, ids, jnp.zeros((B,), bool), cache))
     return ids
