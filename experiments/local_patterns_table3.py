@@ -7,7 +7,9 @@ tower's pooled crop feature alone (1) [71.9]; ITAM's image tokens, stage 1 alone
 which is also "w/o text tokens" (5) [80.7] here; stages 1 + 2 with the SMM (3) [86.4]; the
 caption's sentence feature alone, "w/o image tokens" (4) [79.2]; + TME, the full method (6)
 [88.9]; w/o SMM (7) [87.6]; TME alone (8) [84.1]; N_SMM 1 and 5 (9, 10) [88.6, 88.9]. Every
-row after the stage-1 one takes that run's ITAM (same seed) instead of training its own.
+row reads the backbone's pretrained ITAM (the default `local.itam=backbone`); with
+`local.itam=train`, every row after the stage-1 one takes that run's ITAM (same seed) instead
+of training its own.
 """
 from __future__ import annotations
 

@@ -78,8 +78,8 @@ def tiny() -> Config:
                                               pad_last=False),
                                 batch_size=2, max_text_len=96),
             eval_batch=4, max_new_tokens=12),
-        local=LocalPatternsJobConfig(
-            itam_width=16, itam_depth=2, itam_heads=2, num_queries=4, text_len=24,
+        local=LocalPatternsJobConfig(      # a random tiny backbone has no pretrained ITAM
+            itam="train", itam_width=16, itam_depth=2, itam_heads=2, num_queries=4, text_len=24,
             itam_train=_tiny_train(4, "", ""), itam_batch=8, smm_channels=8, smm_batch=4,
             smm_train=_tiny_train(4, "", ""), rm=RMConfig(hidden=16),
             rm_train=_tiny_train(6, "", ""), rm_batch=8, encode_batch=16),

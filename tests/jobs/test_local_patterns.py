@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tvad_jax import config as config_lib
+from tvad_jax import config as config_lib, configs  # noqa: F401  (registers the configs)
 from tvad_jax.cli import main
+from tvad_jax.config import ConfigError
 from tvad_jax.errors import DataError
 from tvad_jax.jobs.config import Config
 from tvad_jax.jobs.local_patterns import (TSGM, SplitObjects, acted_anomalies, crop_aucs,
                                          evaluate_local_patterns_run, frame_scores,
+                                         itam_config, itam_reader, pretrained_itam,
                                          read_objects, split_objects)
 from tvad_jax.models.tvad import load_frozen_backbone
 
@@ -157,3 +159,21 @@ def test_tsgm_keeps_a_tracks_sentence_while_the_smm_says_yes():
 def test_eval_of_an_unfinished_run_names_the_missing_file(tmp_path):
     with pytest.raises(DataError, match="local_stats.json.*not a finished run"):
         evaluate_local_patterns_run(tmp_path)
+
+
+def test_a_run_with_its_own_itam_is_never_read_with_the_backbones(tiny_run):
+    """A run trained before `local.itam` existed loads with the default "backbone": a named
+    error, not a silent swap of its ITAM."""
+    cfg = config_lib.load(Config, tiny_run[1] / "config.json")
+    assert cfg.local.itam == "train" and (tiny_run[1] / "itam").is_dir()
+    job = dataclasses.replace(cfg.local, itam="backbone")
+    with pytest.raises(ConfigError, match=r"trained an ITAM of its own.*\"itam\": \"train\""):
+        itam_reader(job, load_frozen_backbone(cfg.local.backbone), tiny_run[1])
+
+
+def test_the_shipped_backbone_carries_the_itam_the_default_job_reads():
+    cfg = config_lib.resolve("default", [])
+    assert cfg.local.itam == "backbone"
+    backbone = load_frozen_backbone()
+    params = pretrained_itam(itam_config(cfg.local, backbone), backbone)   # sizes checked
+    assert params["token_embed"].shape == (len(backbone.tokenizer), cfg.local.itam_width)

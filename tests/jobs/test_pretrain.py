@@ -1,5 +1,8 @@
 import dataclasses
 import json
+import re
+import shutil
+from pathlib import Path
 
 import flax.linen as nn
 import jax
@@ -18,7 +21,7 @@ from tvad_jax.jobs.pretrain import (DENSE_HEADS, MOTION_HEAD, SHIPPED_CONTINUATI
                                     backbone_config, continuation_config, corpus_data,
                                     make_spec, motion_loss)
 from tvad_jax.models import backbone_io
-from tvad_jax.models.backbone_io import load_backbone
+from tvad_jax.models.backbone_io import checkpoint_digest, load_backbone, load_itam
 from tvad_jax.models.vlm import abstract_params
 
 
@@ -67,7 +70,7 @@ def test_the_shipped_recipe_continues_with_ever_heavier_dense_attributes():
     assert weights == [4.0, 8.0, 16.0, 32.0]
 
 
-@pytest.mark.slow   # three tiny pretraining runs
+@pytest.mark.slow   # three tiny pretraining runs and an ITAM
 def test_ship_runs_every_continuation_from_the_last_and_installs_the_final(tmp_path,
                                                                           monkeypatch):
     shipped = tmp_path / "installed"
@@ -76,7 +79,7 @@ def test_ship_runs_every_continuation_from_the_last_and_installs_the_final(tmp_p
                                       f"runs_dir={tmp_path / 'runs'}"])
     run_dir = pretrain_lib.pretrain_shipped(
         cfg, report=lambda m: None, run_dir=tmp_path / "ship",
-        continuations=(("pretrain.dense_weight=4",), ("pretrain.dense_weight=8",)))
+        continuations=(("pretrain.dense_weight=4",), ("pretrain.dense_weight=8",)), itam=())
     first, second = (json.loads((run_dir / f"continued-{i}" / "config.json").read_text())
                      for i in (1, 2))
     assert first["pretrain"]["init"] == str(run_dir / "base" / "backbone")
@@ -87,6 +90,10 @@ def test_ship_runs_every_continuation_from_the_last_and_installs_the_final(tmp_p
     for a, b in zip(installed, last, strict=True):
         np.testing.assert_array_equal(a, b)
     assert any(not np.array_equal(a, b) for a, b in zip(installed, before))   # it trained on
+    # then the installed backbone's ITAM, trained on its crop tokens
+    assert load_itam(shipped)[0] == load_itam(run_dir / "itam" / "pretrained")[0]
+    itam_run = json.loads((run_dir / "itam" / "config.json").read_text())
+    assert itam_run["local"]["backbone"] == str(shipped)
 
 
 def test_motion_loss_is_zero_for_the_true_velocities_and_ignores_invalid_rows():
@@ -141,3 +148,37 @@ def test_a_missing_starting_backbone_fails_before_anything_is_written(tmp_path, 
     assert main(args) == 2
     assert f"{tmp_path / 'nope' / 'config.json'}: missing config.json" in capsys.readouterr().err
     assert not runs.exists() and not (tmp_path / "synth").exists()
+
+
+def test_pretrain_itam_installs_the_itam_local_patterns_then_reads(tiny_backbone, tmp_path,
+                                                                   capsys):
+    cfg, backbone = tiny_backbone
+    copy = shutil.copytree(backbone, tmp_path / "backbone")
+    common = ["--config", "tiny", f"synth.out_dir={cfg.synth.out_dir}",
+              f"runs_dir={tmp_path / 'runs'}", f"local.backbone={copy}"]
+    assert main(["pretrain", "--itam", "--install", "--run-dir", str(tmp_path / "itam-run"),
+                 *common]) == 0
+    steps = cfg.local.itam_train.loop.steps
+    assert len((tmp_path / "itam-run" / "itam" / "metrics.jsonl").read_text().splitlines()) \
+        == steps
+    pretrained, installed = (load_itam(d) for d in (tmp_path / "itam-run" / "pretrained", copy))
+    assert pretrained[0] == installed[0] and pretrained[0].width == cfg.local.itam_width
+    for a, b in zip(jax.tree.leaves(pretrained[1]), jax.tree.leaves(installed[1]), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert checkpoint_digest(copy) == checkpoint_digest(backbone)   # feature caches still hit
+    capsys.readouterr()
+    # local patterns with the backbone's ITAM: no ITAM of its own, the SMM and RM trained
+    assert main(["train", "local-patterns", *common, "local.itam=backbone"]) == 0
+    run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert not (run_dir / "itam").exists()
+    assert (run_dir / "smm" / "metrics.jsonl").is_file()
+    assert (run_dir / "local_stats.json").is_file()
+    # an ITAM of other sizes, or none, fails before any output
+    for override, message in (("local.itam_width=32", "width 16 .the job's 32."),
+                              (f"local.backbone={backbone}", "has no pretrained ITAM")):
+        runs = tmp_path / "refused"
+        assert main(["train", "local-patterns", *common, "local.itam=backbone", override,
+                     f"runs_dir={runs}"]) == 2
+        assert re.search(message, capsys.readouterr().err) and not runs.exists()
+    assert main(["pretrain", "--install", *common]) == 2
+    assert "--install goes with --itam" in capsys.readouterr().err

@@ -5,8 +5,10 @@ import jax
 import numpy as np
 import pytest
 
+from tvad_jax.models import itam
 from tvad_jax.models.backbone_io import (SHIPPED_DIR, config_from_dict, config_to_dict,
-                                         load_backbone, read_tree, save_backbone, write_tree)
+                                         load_backbone, load_itam, read_tree, save_backbone,
+                                         save_itam, write_tree)
 from tvad_jax.models.configs import default_backbone, tiny_backbone
 from tvad_jax.models.convert import CheckpointError
 from tvad_jax.models.tokenizer import train_tokenizer
@@ -46,6 +48,42 @@ def test_bad_backbone_directories(tmp_path):
     (tmp_path / "bb" / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="is not 'tvad_backbone'"):
         load_backbone(tmp_path / "bb", with_tokenizer=False)
+
+
+TINY_ITAM = itam.ITAMConfig(vision_width=8, vocab_size=20, bos_token_id=1, eos_token_id=2,
+                            pad_token_id=0, width=16, depth=2, heads=2, mlp_dim=32,
+                            num_queries=2, max_text_len=6, embed_dim=8)
+
+
+def test_an_itam_saved_beside_a_backbone_loads_back_in_float16(tmp_path):
+    params = itam.init_params(TINY_ITAM, jax.random.key(0))
+    out = save_itam(tmp_path / "bb", TINY_ITAM, params)
+    assert out == tmp_path / "bb" / "itam" and not list((tmp_path / "bb").glob(".*tmp*"))
+    cfg, loaded = load_itam(tmp_path / "bb")
+    assert cfg == TINY_ITAM
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(loaded), strict=True):
+        np.testing.assert_allclose(np.asarray(a), b, rtol=1e-3, atol=1e-4)
+        assert b.dtype == np.float32
+
+
+def test_bad_itam_folders_are_named_errors(tmp_path):
+    with pytest.raises(CheckpointError, match=f"{tmp_path / 'itam' / 'config.json'}: missing"):
+        load_itam(tmp_path)
+    save_itam(tmp_path, TINY_ITAM, itam.init_params(TINY_ITAM, jax.random.key(0)))
+    path = tmp_path / "itam" / "config.json"
+    config = json.loads(path.read_text())
+    config["itam"]["width"] = 32                       # the weights say 16
+    path.write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="wrong shapes"):
+        load_itam(tmp_path)
+    config["itam"]["queries"] = config["itam"].pop("num_queries")
+    path.write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=f"{path}: not an ITAM config"):
+        load_itam(tmp_path)
+    config["model_type"] = "tvad_backbone"
+    path.write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="is not 'tvad_itam'"):
+        load_itam(tmp_path)
 
 
 def test_shipped_default_loads_and_runs():

@@ -317,10 +317,14 @@ class LocalPatternsJobConfig:
         ITAM reads them (the CLS token kept): 2 turns the shipped tower's 12 x 12 grid into
         6 x 6, which makes ITAM's cross-attention and the stored tokens ~4x smaller on CPU
         (BLIP-2 reads all 257; 1 = all here too).
+      itam: where the frozen ITAM comes from. "backbone": the one pretrained with the
+        backbone on its corpus's object crops and their plain descriptions (`<backbone>/itam`,
+        made by `tvad pretrain itam`), as paper 003's default "D. 1" takes BLIP-2's Q-Former
+        pretrained on BLIP-2's data; "train": trained in the run on `itam_split` (its "D. 2").
       itam_width / itam_depth / itam_heads / num_queries / text_len: ITAM's H_d, layers,
-        heads, N_q and S_l (paper 768 / 6 / 12 / 32 / 32).
-      itam_split: the split whose object crops and plain descriptions train ITAM (paper 003's
-        "D. 2": the benchmark's normal training videos).
+        heads, N_q and S_l (paper 768 / 6 / 12 / 32 / 32); a pretrained ITAM must have them.
+      itam_split: the split whose object crops and plain descriptions train the SMM and,
+        with `itam=train`, ITAM (the benchmark's normal training videos, as "D. 2").
       itam_train: the engine section of ITAM's training (BLIP-2's three losses).
       itam_batch: crops per ITAM batch.
       smm: TSGM with the SMM (False: the captioner's caption of every frame, Table 3's "w/o
@@ -357,6 +361,7 @@ class LocalPatternsJobConfig:
     crop_stride: int = 2
     expand: float = 0.5
     token_pool: int = 2
+    itam: Literal["backbone", "train"] = "backbone"
     itam_width: int = 128
     itam_depth: int = 2
     itam_heads: int = 4
@@ -481,7 +486,8 @@ class VLAVADJobConfig:
             raise ValueError(f"num_prompts {self.num_prompts} > {len(self.prompts)} prompts")
 
 
-# The detectors `tvad demo` can add (`Config.demo_detectors`): paper 003's and paper 004's.
+# The detectors `tvad demo` can run beside its own (`Config.demo_detectors`): paper 003's and
+# paper 004's.
 DEMO_DETECTORS = ("local-patterns", "vlavad")
 
 
@@ -491,8 +497,9 @@ class Config:
     folder, the attention implementation every model uses (`models.attention`: "auto"
     picks the platform's fastest), how linear layers differentiate their kernels
     (`models.layers.WEIGHT_GRADS`: "autodiff" reproduces runs made before "direct") and the
-    detectors `tvad demo` adds to its default ones (`DEMO_DETECTORS`; each takes longer than
-    the default demo as a whole: about 12 minutes for local patterns, 35 for VLAVAD)."""
+    detectors `tvad demo` runs beside frame difference, S3M and T-VAD (`DEMO_DETECTORS`:
+    paper 003's local patterns by default, about 5 minutes of the demo here; paper 004's
+    VLAVAD on request, about 35 more)."""
 
     synth: SynthConfig = SynthConfig()
     prepare: PrepareConfig = PrepareConfig()
@@ -505,7 +512,7 @@ class Config:
     runs_dir: str = "runs"
     attention: str = "auto"
     weight_grad: str = "direct"
-    demo_detectors: tuple[str, ...] = ()
+    demo_detectors: tuple[str, ...] = ("local-patterns",)
 
     def __post_init__(self):
         config_lib.check_choice(self, "attention", IMPLEMENTATIONS)

@@ -6,8 +6,9 @@ Detectors: the model-free frame-difference baseline; VLAVAD's S3M on object trac
 (paper 000) on the shipped backbone - stage 1 (AHD), stage 2 (RAE + LoRA, phases A and B) -
 with the ablations of its Table 4 (w/o RAE: heatmaps only; w/o AHD: stage 2 without anomaly
 prompts) and the plain backbone zero-shot and one-shot (Table 3's protocol, on the open-set
-split only). On request (`demo_detectors=local-patterns,vlavad`; each longer than the rest
-of the demo): paper 003's local patterns and paper 004's VLAVAD with its two halves.
+split only); and `demo_detectors`: paper 003's local patterns by default and, on request
+(`demo_detectors=local-patterns,vlavad`; longer than the rest of the demo), paper 004's
+VLAVAD with its two halves.
 
 Report folder: report.md (one comparison table per split and the run facts), metrics.json
 (`{"splits": {split: {method: {metric: value}}}, ...}`), ROC curves and heatmap overlays

@@ -3,9 +3,12 @@
 Every tracked object every other frame: its box grown by half its size on each side is cropped
 (`data.object_crops`; the simulator's tracks stand in for YOLO and the IoU tracker; a crop
 at t holds frames t-1 and t and speaks for the `crop_stride` frames up to t) and read by
-the frozen vision tower; ITAM (`models.itam`, a BLIP-2 Q-Former trained here with BLIP-2's
-three losses on crops of the normal training videos and their plain descriptions: the paper's
-"D. 2" setting) turns the tower's tokens into N_q image tokens F^I; its captioner writes a
+the frozen vision tower; the frozen ITAM (`models.itam`, a BLIP-2 Q-Former trained with
+BLIP-2's three losses on object crops and their plain descriptions: by default the one
+pretrained with the backbone on its corpus, `<backbone>/itam` from `tvad pretrain --itam`, as
+paper 003 takes BLIP-2's pretrained Q-Former, its "D. 1"; with `local.itam=train`, trained in
+the run on the normal training videos, its "D. 2") turns the tower's tokens into N_q image
+tokens F^I; its captioner writes a
 caption, whose sentence feature F^T[0] weights the image tokens into the local pattern
 G = (F^T[0] F^I^T) F^I (CMAM, eq. 1); TME adds the box's 8-bin histogram of motion-vector
 magnitudes by orientation (`data.motion`, from an H.264 re-encode: FFmpeg exports no motion
@@ -19,8 +22,9 @@ and descriptions, are cached on disk (`split_objects`) for every later run and e
     tvad train local-patterns [--run-dir DIR] [local.pattern=cmam local.motion=true ...]
     tvad eval run RUN_DIR [--split test]
 
-Run folder: config.json, itam/, smm/ and rm/ (engine runs: checkpoints, metrics.jsonl),
-local_stats.json (feature statistics, e_ref, counts; written last), eval_<split>.json/.md.
+Run folder: config.json, itam/ (`local.itam=train`), smm/ and rm/ (engine runs: checkpoints,
+metrics.jsonl), local_stats.json (feature statistics, e_ref, counts; written last),
+eval_<split>.json/.md.
 """
 from __future__ import annotations
 
@@ -59,7 +63,7 @@ from tvad_jax.infer.features import make_encoder
 from tvad_jax.jobs.common import (Report, ensure_benchmark, finished_run, frame_auc_rows,
                                   start_run)
 from tvad_jax.jobs.config import Config, LocalPatternsJobConfig
-from tvad_jax.models import itam as itam_lib
+from tvad_jax.models import backbone_io, itam as itam_lib
 from tvad_jax.models.local_patterns import ReconstructionModule, cmam, reconstruction_errors
 from tvad_jax.models.smm import (SMM, SMMConfig, pair_tokens, to_question, yes_no_loss,
                                  yes_probability)
@@ -475,26 +479,30 @@ def frame_scores(objects: SplitObjects, errors: np.ndarray, error_ref: float, st
 
 def train_local_patterns(cfg: Config, run_dir: str | Path | None = None,
                          itam_from: str | Path | None = None, report: Report = print) -> Path:
-    """Train ITAM and the SMM on described crops, then RM on the normal training objects;
-    returns the run folder. `itam_from`: a run folder whose trained ITAM (same ITAM settings)
-    this run takes instead of training its own (the sweeps' settings that share it)."""
+    """Train the SMM (and, with `local.itam=train`, ITAM) on described crops, then RM on the
+    normal training objects; returns the run folder. `itam_from`: a run folder whose trained
+    ITAM (same ITAM settings) a `local.itam=train` run takes instead of training its own (the
+    sweeps' settings that share it)."""
     job = cfg.local
     check_output_dir(run_dir or cfg.runs_dir)
+    backbone = load_frozen_backbone(job.backbone or cfg.tvad.backbone)
+    trains_itam = uses_itam(job) and job.itam == "train"
+    if uses_itam(job) and not trains_itam:
+        pretrained_itam(itam_config(job, backbone), backbone)      # fails before any output
     ensure_benchmark(cfg, report)
     run_dir = start_run(KIND, cfg, run_dir)
-    if itam_from and not (run_dir / "itam").exists():
+    if trains_itam and itam_from and not (run_dir / "itam").exists():
         lent = Path(itam_from) / "itam"
         if not (lent / "checkpoints").is_dir():
             raise DataError(lent, "no trained ITAM to reuse")
         shutil.copytree(lent, run_dir / "itam.tmp", dirs_exist_ok=True)
         (run_dir / "itam.tmp").replace(run_dir / "itam")
-    backbone = load_frozen_backbone(job.backbone or cfg.tvad.backbone)
     objects = split_objects(cfg, backbone, job.train_split, report)
     if uses_itam(job):
         described = (objects if job.itam_split == job.train_split
                      else split_objects(cfg, backbone, job.itam_split, report))
-        if not itam_from:
-            train_itam(job, backbone, described, run_dir, report)
+        if trains_itam and not itam_from:
+            train_itam(job, backbone, described, job.itam_split, run_dir, report)
         if uses_smm(job):
             train_smm(job, itam_reader(job, backbone, run_dir), described, run_dir, report)
     reader, tsgm = trained_stages(job, backbone, run_dir)
@@ -529,12 +537,12 @@ def uses_smm(job: LocalPatternsJobConfig) -> bool:
 
 
 def train_itam(job: LocalPatternsJobConfig, backbone: FrozenBackbone, described: SplitObjects,
-               run_dir: Path, report: Report) -> None:
+               split: str, run_dir: Path, report: Report) -> None:
     """ITAM with BLIP-2's losses on the crops and their descriptions, into run_dir/itam."""
     icfg = itam_config(job, backbone)
     _, spec = itam_spec(job, icfg)
     report(f"[tvad] ITAM: {len(described)} object crops of {len(described.videos)} videos "
-           f"({job.itam_split}), {len(set(described.texts))} distinct descriptions")
+           f"({split}), {len(set(described.texts))} distinct descriptions")
     ids = text_ids(described.texts, backbone.tokenizer, job.text_len)
     data = array_batches({"tokens": described.tokens, "ids": ids,
                           "mask": ids != icfg.pad_token_id}, job.itam_batch, job.data_seed)
@@ -557,9 +565,37 @@ def train_smm(job: LocalPatternsJobConfig, reader: ITAMReader, described: SplitO
 
 def itam_reader(job: LocalPatternsJobConfig, backbone: FrozenBackbone, run_dir: Path
                 ) -> ITAMReader:
-    model, spec = itam_spec(job, itam_config(job, backbone))
-    params, _ = restore_params(spec, run_dir / "itam" / "checkpoints", "latest")
+    """The run's frozen ITAM: the backbone's pretrained one (`local.itam=backbone`) or the one
+    trained into run_dir/itam."""
+    icfg = itam_config(job, backbone)
+    model, spec = itam_spec(job, icfg)
+    if job.itam == "backbone":
+        if (run_dir / "itam").is_dir():     # a run from before `local.itam` (then "train")
+            raise ConfigError(f"{run_dir / 'itam'}: the run trained an ITAM of its own, its "
+                              "config reads the backbone's; set \"itam\": \"train\" in the "
+                              f"local section of {run_dir / 'config.json'}")
+        params = pretrained_itam(icfg, backbone)
+    else:
+        params, _ = restore_params(spec, run_dir / "itam" / "checkpoints", "latest")
     return ITAMReader(model, params, backbone.tokenizer, job)
+
+
+def pretrained_itam(icfg: itam_lib.ITAMConfig, backbone: FrozenBackbone) -> Any:
+    """The params of the ITAM pretrained with `backbone` (`tvad pretrain itam`); a ConfigError
+    when it has none or its sizes are not the job's."""
+    path = backbone.path / backbone_io.ITAM_DIR
+    if not path.is_dir():
+        raise ConfigError(f"{path}: the backbone has no pretrained ITAM; make one with "
+                          "`tvad pretrain itam --install` or train one in the run with "
+                          "local.itam=train")
+    cfg, params = backbone_io.load_itam(backbone.path)
+    differ = [f"{f.name} {getattr(cfg, f.name)} (the job's {getattr(icfg, f.name)})"
+              for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(icfg, f.name)]
+    if differ:
+        raise ConfigError(f"{path}/config.json: the pretrained ITAM does not fit this job and "
+                          f"backbone: {'; '.join(differ)}; set local.itam_* to its sizes or "
+                          "local.itam=train")
+    return params
 
 
 def trained_stages(job: LocalPatternsJobConfig, backbone: FrozenBackbone, run_dir: Path

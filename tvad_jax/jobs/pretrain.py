@@ -34,7 +34,9 @@ retrieval on held-out clips of `eval_split` and writes the backbone (`backbone/`
 layout) into the run folder. With `init` the job continues from a backbone folder (its
 weights and tokenizer) instead of a fresh initialization. The shipped default (v9) is the
 default recipe followed by such continuations (`SHIPPED_CONTINUATIONS`), which
-`pretrain_shipped` (`tvad pretrain --ship`) runs and installs.
+`pretrain_shipped` (`tvad pretrain --ship`) runs and installs, followed by the backbone's ITAM
+for paper 003's detector (`pretrain_itam`, `tvad pretrain --itam`: BLIP-2's Q-Former trained
+on the corpus's object crops and their plain descriptions).
 """
 from __future__ import annotations
 
@@ -58,8 +60,9 @@ from tvad_jax.data.pipeline import (LoaderConfig, clip_index, find_builder_dir, 
 from tvad_jax.data.readers import make_reader
 from tvad_jax import config as config_lib
 from tvad_jax.config import ConfigError
-from tvad_jax.jobs.common import Report, ensure_prepared, start_run
+from tvad_jax.jobs.common import Report, ensure_benchmark, ensure_prepared, start_run
 from tvad_jax.jobs.config import Config, PretrainConfig
+from tvad_jax.jobs.local_patterns import itam_config, itam_reader, split_objects, train_itam
 from tvad_jax.models import backbone_io
 from tvad_jax.models.configs import BackboneConfig, default_backbone
 from tvad_jax.models.generate import generate
@@ -415,16 +418,25 @@ def continuation_config(cfg: Config, start: str | Path, continuation: tuple[str,
     return config_lib.apply_overrides(cfg, [*continuation, f"pretrain.init={start}"])
 
 
+# The shipped backbone's ITAM (`tvad pretrain --itam`, run last by `--ship`): every 4th
+# frame's object crops of the 480-video corpus (~48k crops), 1200 steps of 64.
+SHIPPED_ITAM: tuple[str, ...] = ("pretrain.corpus_videos=480", "local.crop_stride=4",
+                                 "local.itam_train.loop.steps=1200")
+
+
 def pretrain_shipped(cfg: Config, report: Report = print, run_dir: str | Path | None = None,
-                     continuations: tuple[tuple[str, ...], ...] = SHIPPED_CONTINUATIONS
-                     ) -> Path:
+                     continuations: tuple[tuple[str, ...], ...] = SHIPPED_CONTINUATIONS,
+                     itam: tuple[str, ...] = SHIPPED_ITAM) -> Path:
     """`tvad pretrain --ship`: `cfg`'s run into `<run_dir>/base`, then each continuation into
     `<run_dir>/continued-<i>` from the previous backbone (every run resumed from its
-    checkpoint when rerun), and the last one installed as the package's default backbone;
-    returns the run folder."""
+    checkpoint when rerun), the last one installed as the package's default backbone, then
+    its ITAM (`pretrain_itam` with the overrides `itam`, into `<run_dir>/itam`) installed
+    beside it; returns the run folder."""
     check_output_dir(run_dir or cfg.runs_dir)
     for continuation in continuations:   # bad overrides fail before any work
         continuation_config(cfg, "base", continuation)
+    itam_cfg = config_lib.apply_overrides(
+        cfg, [*itam, f"local.backbone={backbone_io.SHIPPED_DIR}"])
     run_dir = start_run("pretrain-ship", cfg, run_dir)
     out = pretrain(cfg, report, run_dir / "base") / "backbone"
     for i, continuation in enumerate(continuations, 1):
@@ -433,6 +445,36 @@ def pretrain_shipped(cfg: Config, report: Report = print, run_dir: str | Path | 
     shutil.rmtree(backbone_io.SHIPPED_DIR, ignore_errors=True)
     shutil.copytree(out, backbone_io.SHIPPED_DIR)
     report(f"[tvad] installed as the shipped default: {backbone_io.SHIPPED_DIR}")
+    pretrain_itam(itam_cfg, report, run_dir / "itam", install=True)
+    return run_dir
+
+
+def pretrain_itam(cfg: Config, report: Report = print, run_dir: str | Path | None = None,
+                  install: bool = False) -> Path:
+    """`tvad pretrain --itam`: an ITAM (paper 003's Q-Former, `models.itam`) for the backbone
+    `local.backbone` (else `tvad.backbone`), trained with BLIP-2's three losses on the object
+    crops of the pretraining corpus (`pretrain.split`, read as `pretrain` reads it; crops
+    every `local.crop_stride`-th frame) and their plain descriptions: our stand-in for the
+    Q-Former BLIP-2 pretrained on its own data, which paper 003 keeps frozen (its default
+    "D. 1"). Writes the engine's run into `<run>/itam` and the ITAM into `<run>/pretrained/
+    itam`; with `install`, also into the backbone's folder, where `local.itam=backbone` finds
+    it. Returns the run folder."""
+    corpus = corpus_data(cfg)
+    job = cfg.local
+    check_output_dir(run_dir or cfg.runs_dir)
+    backbone = load_frozen_backbone(job.backbone or cfg.tvad.backbone)
+    ensure_benchmark(corpus, report)
+    run_dir = start_run("pretrain-itam", cfg, run_dir)
+    split = cfg.pretrain.split
+    train_itam(job, backbone, split_objects(corpus, backbone, split, report), split, run_dir,
+               report)
+    params = itam_reader(dataclasses.replace(job, itam="train"), backbone, run_dir).params
+    icfg = itam_config(job, backbone)
+    out = backbone_io.save_itam(run_dir / "pretrained", icfg, params)
+    report(f"[tvad] pretrained ITAM in {out}")
+    if install:
+        report(f"[tvad] installed beside the backbone: "
+               f"{backbone_io.save_itam(backbone.path, icfg, params)}")
     return run_dir
 
 

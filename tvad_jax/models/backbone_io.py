@@ -5,7 +5,8 @@ is not "llava" (`models.family`) and the family's config: `BackboneConfig` or
 `QwenBackboneConfig`),
 `model.safetensors` (our param paths joined with "/", stored as float16 to keep the shipped
 default small; loaded back as float32) and the tokenizer files. `load_backbone` checks every
-path and shape against the model built from the config.
+path and shape against the model built from the config. A folder may also hold `itam/`, an
+ITAM (paper 003's Q-Former) pretrained on the backbone's crop tokens (`save_itam`).
 
 The shipped default lives in `tvad_jax/assets/backbone` and is what every default command
 loads; `tvad pretrain --ship` re-creates it.
@@ -30,6 +31,7 @@ from tvad_jax.models import qwen_backbone
 from tvad_jax.models.configs import BackboneConfig, DecoderConfig, TextConfig, VisionConfig
 from tvad_jax.models.convert import CheckpointError, check_shapes, read_config, read_weights
 from tvad_jax.models.family import FAMILIES, family as family_of
+from tvad_jax.models.itam import ITAMConfig, init_params
 from tvad_jax.models.qwen_backbone import QwenBackboneConfig
 from tvad_jax.models.tokenizer import load_tokenizer
 
@@ -101,6 +103,44 @@ def load_backbone(directory: str | Path = SHIPPED_DIR, with_tokenizer: bool = Tr
     check_shapes(params, FAMILIES[name].abstract_params(cfg), source=str(directory))
     tokenizer = load_tokenizer(directory) if with_tokenizer else None
     return cfg, params, tokenizer
+
+
+ITAM_DIR, ITAM_TYPE = "itam", "tvad_itam"
+
+
+def save_itam(backbone_dir: str | Path, cfg: ITAMConfig, params: Any) -> Path:
+    """Write a pretrained ITAM (paper 003's Q-Former) into `<backbone_dir>/itam`: config and
+    float16 weights, complete or not at all (written beside it, then renamed). It reads the
+    backbone's crop tokens and its tokenizer, so it lives in the backbone's folder (outside
+    `checkpoint_digest`, which covers the folder's top-level files only)."""
+    directory = Path(backbone_dir) / ITAM_DIR
+    tmp = directory.with_name(f".{directory.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write_tree(tmp / "model.safetensors", params, np.float16)
+    config = {"model_type": ITAM_TYPE, "itam": dataclasses.asdict(cfg)}
+    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    shutil.rmtree(directory, ignore_errors=True)
+    tmp.rename(directory)
+    return directory
+
+
+def load_itam(backbone_dir: str | Path) -> tuple[ITAMConfig, dict]:
+    """(config, float32 params) of the ITAM `save_itam` wrote into a backbone folder; a missing
+    or bad file is a CheckpointError naming it."""
+    directory = Path(backbone_dir) / ITAM_DIR
+    config = read_config(directory)
+    if config.get("model_type") != ITAM_TYPE:
+        raise CheckpointError(f"{directory}/config.json: model_type "
+                              f"{config.get('model_type')!r} is not {ITAM_TYPE!r}")
+    try:
+        cfg = ITAMConfig(**config["itam"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{directory}/config.json: not an ITAM config ({err})") from None
+    params = read_tree(directory / "model.safetensors")
+    check_shapes(params, jax.eval_shape(lambda: init_params(cfg, jax.random.key(0))),
+                 source=str(directory))
+    return cfg, params
 
 
 def load_text_tokenizer(directory: str | Path):
