@@ -319,7 +319,7 @@ class LocalPatternsJobConfig:
         (BLIP-2 reads all 257; 1 = all here too).
       itam: where the frozen ITAM comes from. "backbone": the one pretrained with the
         backbone on its corpus's object crops and their plain descriptions (`<backbone>/itam`,
-        made by `tvad pretrain itam`), as paper 003's default "D. 1" takes BLIP-2's Q-Former
+        made by `tvad pretrain --itam`), as paper 003's default "D. 1" takes BLIP-2's Q-Former
         pretrained on BLIP-2's data; "train": trained in the run on `itam_split` (its "D. 2").
       itam_width / itam_depth / itam_heads / num_queries / text_len: ITAM's H_d, layers,
         heads, N_q and S_l (paper 768 / 6 / 12 / 32 / 32); a pretrained ITAM must have them.

@@ -8,16 +8,16 @@ BLIP-2's three losses on object crops and their plain descriptions: by default t
 pretrained with the backbone on its corpus, `<backbone>/itam` from `tvad pretrain --itam`, as
 paper 003 takes BLIP-2's pretrained Q-Former, its "D. 1"; with `local.itam=train`, trained in
 the run on the normal training videos, its "D. 2") turns the tower's tokens into N_q image
-tokens F^I; its captioner writes a
-caption, whose sentence feature F^T[0] weights the image tokens into the local pattern
-G = (F^T[0] F^I^T) F^I (CMAM, eq. 1); TME adds the box's 8-bin histogram of motion-vector
-magnitudes by orientation (`data.motion`, from an H.264 re-encode: FFmpeg exports no motion
-vectors for the paper's HEVC). RM (`models.local_patterns`) learns to reconstruct the
-standardized [G ; M] of normal objects (`train_normal`); an object's score is its
-reconstruction error e, mapped to e / (e + e_ref) with e_ref the training median (monotone),
-and a frame's score is the max over the crops covering it (0 where no object is: the paper
-does not say). A split's crops as the frozen tower reads them, with their motion histograms
-and descriptions, are cached on disk (`split_objects`) for every later run and evaluation.
+tokens F^I; its captioner writes a caption, whose sentence feature F^T[0] weights the image
+tokens into the local pattern G = (F^T[0] F^I^T) F^I (CMAM, eq. 1); TME adds the box's
+8-bin histogram of motion-vector magnitudes by orientation (`data.motion`, from an H.264
+re-encode: FFmpeg exports no motion vectors for the paper's HEVC). RM
+(`models.local_patterns`) learns to reconstruct the standardized [G ; M] of normal objects
+(`train_normal`); an object's score is its reconstruction error e, mapped to e / (e + e_ref)
+with e_ref the training median (monotone), and a frame's score is the max over the crops
+covering it (0 where no object is: the paper does not say). A split's crops as the frozen
+tower reads them, with their motion histograms and descriptions, are cached on disk
+(`split_objects`) for every later run and evaluation.
 
     tvad train local-patterns [--run-dir DIR] [local.pattern=cmam local.motion=true ...]
     tvad eval run RUN_DIR [--split test]
@@ -581,12 +581,12 @@ def itam_reader(job: LocalPatternsJobConfig, backbone: FrozenBackbone, run_dir: 
 
 
 def pretrained_itam(icfg: itam_lib.ITAMConfig, backbone: FrozenBackbone) -> Any:
-    """The params of the ITAM pretrained with `backbone` (`tvad pretrain itam`); a ConfigError
+    """The params of the ITAM pretrained with `backbone` (`tvad pretrain --itam`); a ConfigError
     when it has none or its sizes are not the job's."""
     path = backbone.path / backbone_io.ITAM_DIR
     if not path.is_dir():
         raise ConfigError(f"{path}: the backbone has no pretrained ITAM; make one with "
-                          "`tvad pretrain itam --install` or train one in the run with "
+                          "`tvad pretrain --itam --install` or train one in the run with "
                           "local.itam=train")
     cfg, params = backbone_io.load_itam(backbone.path)
     differ = [f"{f.name} {getattr(cfg, f.name)} (the job's {getattr(icfg, f.name)})"

@@ -419,7 +419,7 @@ def continuation_config(cfg: Config, start: str | Path, continuation: tuple[str,
 
 
 # The shipped backbone's ITAM (`tvad pretrain --itam`, run last by `--ship`): every 4th
-# frame's object crops of the 480-video corpus (~48k crops), 1200 steps of 64.
+# frame's object crops of the 480-video corpus (52,330 crops), 1200 steps of 64.
 SHIPPED_ITAM: tuple[str, ...] = ("pretrain.corpus_videos=480", "local.crop_stride=4",
                                  "local.itam_train.loop.steps=1200")
 
