@@ -13,6 +13,7 @@ loads; `tvad pretrain --ship` re-creates it.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -63,22 +64,30 @@ def save_backbone(directory: str | Path, cfg: BackboneConfig | QwenBackboneConfi
     """Write config, weights (float16), tokenizer and, where the text tower has its own, the
     text tokenizer (`text_tokenizer/`); the directory appears complete or not at all (written
     beside it, then renamed)."""
-    directory = Path(directory)
+    name = family_of(cfg).name
+    config = {"model_type": MODEL_TYPE, **({"family": name} if name != "llava" else {}),
+              "backbone": config_to_dict(cfg), **(extra or {})}
+    with _published(Path(directory), config, params) as tmp:
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+        if text_tokenizer is not None:
+            text_tokenizer.save_pretrained(str(tmp / TEXT_TOKENIZER))
+    return Path(directory)
+
+
+@contextlib.contextmanager
+def _published(directory: Path, config: dict, params: Any):
+    """A folder with config.json and float16 model.safetensors, filled further by the caller
+    in the block, that appears at `directory` complete or not at all (written beside it,
+    then renamed over it)."""
     tmp = directory.with_name(f".{directory.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     write_tree(tmp / "model.safetensors", params, np.float16)
-    name = family_of(cfg).name
-    config = {"model_type": MODEL_TYPE, **({"family": name} if name != "llava" else {}),
-              "backbone": config_to_dict(cfg), **(extra or {})}
     (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    if tokenizer is not None:
-        tokenizer.save_pretrained(str(tmp))
-    if text_tokenizer is not None:
-        text_tokenizer.save_pretrained(str(tmp / TEXT_TOKENIZER))
+    yield tmp
     shutil.rmtree(directory, ignore_errors=True)
     tmp.rename(directory)
-    return directory
 
 
 def load_backbone(directory: str | Path = SHIPPED_DIR, with_tokenizer: bool = True):
@@ -114,14 +123,9 @@ def save_itam(backbone_dir: str | Path, cfg: ITAMConfig, params: Any) -> Path:
     backbone's crop tokens and its tokenizer, so it lives in the backbone's folder (outside
     `checkpoint_digest`, which covers the folder's top-level files only)."""
     directory = Path(backbone_dir) / ITAM_DIR
-    tmp = directory.with_name(f".{directory.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write_tree(tmp / "model.safetensors", params, np.float16)
-    config = {"model_type": ITAM_TYPE, "itam": dataclasses.asdict(cfg)}
-    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    shutil.rmtree(directory, ignore_errors=True)
-    tmp.rename(directory)
+    with _published(directory, {"model_type": ITAM_TYPE, "itam": dataclasses.asdict(cfg)},
+                    params):
+        pass
     return directory
 
 
