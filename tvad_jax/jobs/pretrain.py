@@ -400,8 +400,8 @@ def corpus_data(cfg: Config) -> Config:
 # The shipped backbone (v9) is five runs: the config's own recipe (v5's for the default), then
 # these continuations, each from the previous run's backbone: 600 steps on a 480-video corpus
 # at half the learning rate, the dense per-patch attributes weighted ever more (x4 .. x32:
-# v6 .. v9; each step raised every heatmap number of the demo: README, "The shipped
-# backbone"), a new clip order each time.
+# v6 .. v9; each step raised every heatmap number of the demo: docs/studies/backbones.md),
+# a new clip order each time.
 _CONTINUE = ("pretrain.corpus_videos=480", "pretrain.train.loop.steps=600",
              "pretrain.train.optim.learning_rate=5e-4")
 SHIPPED_CONTINUATIONS: tuple[tuple[str, ...], ...] = (

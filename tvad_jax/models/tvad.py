@@ -61,7 +61,8 @@ class TVADConfig:
       variant: which parts exist (see the module docstring).
       ahd, rae: module sizes; `rae.dim` must equal the decoder width (`for_backbone` sets it).
         `rae.level` is on by default (the paper's eq. 8 feeds only the heat's temporal
-        difference, which leaves the yes/no judgment without the heat itself; README).
+        difference, which leaves the yes/no judgment without the heat itself;
+        docs/studies/tvad_judgment.md).
       prompt_maps: which 2-channel AHD map feeds the RAE: "logits" (scaled H_c, eq. 6),
         "similarity" (H_c unscaled) or "probs" (eq. 7).
       lora_rank, lora_alpha, lora_dropout: stage-2 LoRA on the decoder's q/v projections.
