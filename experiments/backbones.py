@@ -1,8 +1,8 @@
-"""Which backbone T-VAD stands on: the shipped backbone (v6: v5's 1400 pretraining steps and
-600 more with the dense attributes weighted 4x), the
-recipe for 100 steps on the `train` split (`tvad pretrain --config pretrain-quick`) and the
-same architecture with random weights (no pretraining at all), each under T-VAD's stage 1 and
-stage 2.
+"""Which backbone T-VAD stands on: the shipped backbone (v9: v5's 1400 pretraining steps on
+the corpus, then four continuations of 600 steps with the dense attributes weighted 4, 8, 16
+and 32x), the recipe for 100 steps on the `train` split (what `tvad pretrain --config
+pretrain-quick` makes) and the same architecture with random weights (no pretraining at all),
+each under T-VAD's stage 1 and stage 2.
 
     tvad sweep backbones [--seeds 0,1,2] [--only "random init" ...] [key=value ...]
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 from tvad_jax.config import register
 from tvad_jax.jobs.sweep import Family, Setting
 
-QUICK_STEPS = 100     # pretrain-quick's steps (the shipped backbone took 1400 + 600)
+QUICK_STEPS = 100     # pretrain-quick's steps (the shipped backbone took 1400 + 4 x 600)
 
 
 @register("backbones", kind="sweep")
@@ -28,7 +28,8 @@ def backbones() -> Family:
         settings=(
             Setting("shipped", "tvad"),
             Setting(f"pretrained {QUICK_STEPS} steps", "tvad",
-                    (f"pretrain.train.loop.steps={QUICK_STEPS}",), backbone="pretrained"),
+                    (f"pretrain.train.loop.steps={QUICK_STEPS}", "pretrain.split=train"),
+                    backbone="pretrained"),
             Setting("random init", "tvad", backbone="random"),
         ),
         splits=("test", "test_seen"),
