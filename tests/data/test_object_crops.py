@@ -1,8 +1,11 @@
 """Object crops for paper 003: expanded, clipped boxes cut from frames (t-1, t) and resized."""
+import types
+
 import numpy as np
 import pytest
 
-from tvad_jax.data.object_crops import expand_box, sidecar_tracks, track_clips, video_crops
+from tvad_jax.data.object_crops import (expand_box, record_sidecar, sidecar_tracks,
+                                         track_clips, video_crops)
 from tvad_jax.errors import DataError
 
 
@@ -55,6 +58,16 @@ def test_sidecar_tracks_are_the_objects_box_rows():
     assert [obj for obj, _ in tracks] == [4, 9]
     assert tracks[0][1].tolist() == [[0, 1, 2, 3, 4], [1, 2, 2, 4, 4]]
     assert tracks[1][1].shape == (0, 5)
+
+
+def test_a_record_without_a_sidecar_is_an_error_naming_the_video_and_the_method():
+    """Real videos have no simulator tracks: the methods that need boxes say so, naming the
+    video, instead of scoring it 0."""
+    bare = types.SimpleNamespace(sidecar=None, source="Scene1/clip.avi")
+    with pytest.raises(DataError, match=r"Scene1/clip\.avi.*no object tracks: VLAVAD needs"):
+        record_sidecar(bare, "VLAVAD")
+    sidecar = {"objects": []}
+    assert record_sidecar(types.SimpleNamespace(sidecar=sidecar, source="x"), "VLAVAD") is sidecar
 
 
 def test_track_clips_end_at_each_stride_frame_and_follow_the_object():

@@ -6,6 +6,7 @@ from frames (t-1, t) and resized to the vision tower's square input. Two frames 
 shipped tower's unit is a 2-frame tubelet (frame 0 is repeated); with `stride` 2 the crops'
 tubelets cover every frame once.
 
+    sidecar = record_sidecar(record, "paper 003")   # or a DataError naming the video
     tracks = sidecar_tracks(sidecar)                  # [(object id, rows [n, 5]), ...]
     crops = video_crops(frames, tracks, size=96, stride=2, expand=0.5, source=name)
     crops.pixels   # [K, 2, 96, 96, 3] uint8
@@ -38,6 +39,16 @@ class Crops:
 
     def __len__(self) -> int:
         return len(self.frame)
+
+
+def record_sidecar(record, method: str) -> dict:
+    """A video record's sidecar (the simulator's per-object boxes and tracks, which stand in for
+    a detector and tracker); a DataError on the record's source where it has none, saying that
+    `method` needs them."""
+    if record.sidecar is None:
+        raise DataError(record.source, f"no object tracks: {method} needs per-object boxes, "
+                                       "which only the synthetic benchmark's sidecars provide")
+    return record.sidecar
 
 
 def sidecar_tracks(sidecar: dict) -> list[tuple[int, np.ndarray]]:

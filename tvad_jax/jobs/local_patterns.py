@@ -47,7 +47,7 @@ from tvad_jax.data.batches import array_batches
 from tvad_jax.data.clip_texts import encode_caption
 from tvad_jax.data.files import check_output_dir
 from tvad_jax.data.motion import box_histograms
-from tvad_jax.data.object_crops import sidecar_tracks, video_crops
+from tvad_jax.data.object_crops import record_sidecar, sidecar_tracks, video_crops
 from tvad_jax.data.object_text import describe_object, scene_of
 from tvad_jax.data.pipeline import CLIP_MEAN, CLIP_STD
 from tvad_jax.data.prepare import source_fingerprint
@@ -158,11 +158,8 @@ def read_objects(cfg: Config, backbone: FrozenBackbone, split: str,
     records = iter_records(reader, split, cfg.prepare.skip_bad, report)
     for record in progress(records, f"local patterns: objects ({split})",
                            len(reader.video_names(split)), "video"):
-        if record.sidecar is None:
-            raise DataError(record.source, "no object tracks: paper 003's detector needs "
-                                           "per-object boxes, which only the synthetic "
-                                           "benchmark's sidecars provide")
-        tracks = sidecar_tracks(record.sidecar)
+        sidecar = record_sidecar(record, "paper 003's detector")
+        tracks = sidecar_tracks(sidecar)
         if not tracks:
             raise DataError(record.source, "the sidecar lists no objects")
         crops = video_crops(record.frames, tracks, size, job.crop_stride, job.expand,
@@ -172,8 +169,8 @@ def read_objects(cfg: Config, backbone: FrozenBackbone, split: str,
             part = {"video": np.full(len(crops), len(videos)), "frame": crops.frame,
                     "object": crops.object, "tokens": encode(crops.pixels),
                     "motion": box_histograms(flow, np.column_stack([crops.frame, crops.box])),
-                    "texts": describe_crops(record.sidecar, crops.object, crops.frame),
-                    "acting": acted_anomalies(record.sidecar, crops.object, crops.frame)}
+                    "texts": describe_crops(sidecar, crops.object, crops.frame),
+                    "acting": acted_anomalies(sidecar, crops.object, crops.frame)}
             parts.append(part)
         videos.append(record.name)
         labels[record.name] = record.labels.astype(np.int64)

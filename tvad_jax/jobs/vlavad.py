@@ -38,7 +38,7 @@ import numpy as np
 
 from tvad_jax.data.batches import array_batches
 from tvad_jax.data.files import check_output_dir
-from tvad_jax.data.object_crops import track_clips
+from tvad_jax.data.object_crops import record_sidecar, track_clips
 from tvad_jax.data.readers import iter_records, make_reader
 from tvad_jax.data.track_windows import clips
 from tvad_jax.data.tracker import track_categories, tracks_from_sidecar
@@ -101,14 +101,11 @@ def answers_of(cfg: Config, backbone: FrozenBackbone, split: str, prompts: tuple
     records = iter_records(reader, split, cfg.prepare.skip_bad, report)
     for record in progress(records, f"vlavad: answers ({split})",
                            len(reader.video_names(split)), "video"):
-        if record.sidecar is None:
-            raise DataError(record.source, "no object tracks: VLAVAD needs per-object boxes, "
-                                           "which only the synthetic benchmark's sidecars "
-                                           "provide")
+        sidecar = record_sidecar(record, "VLAVAD")
         noise = job.detections if job.tracks == "tracker" else None
-        tracks = tracks_from_sidecar(record.sidecar, str(record.source), noise, job.tracker,
+        tracks = tracks_from_sidecar(sidecar, str(record.source), noise, job.tracker,
                                      job.data_seed)
-        categories = track_categories(tracks, record.sidecar)
+        categories = track_categories(tracks, sidecar)
         crops = track_clips(record.frames, tracks, job.clip_len, job.answer_stride,
                             backbone.cfg.vision.image_size, str(record.source))
         if len(crops):
