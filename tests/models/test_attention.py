@@ -71,6 +71,18 @@ def test_causal_attention_in_query_blocks_equals_the_reference(monkeypatch, kw):
         np.testing.assert_allclose(g, r, atol=2e-5)
 
 
+def test_causal_blocks_whose_rows_go_in_row_blocks_equal_the_reference(monkeypatch):
+    """Causal blocks of 4 queries (8 rows per key/value head) read in row blocks of 3."""
+    monkeypatch.setattr(A, "CAUSAL_BLOCK", 4)
+    monkeypatch.setattr(A, "ROW_BLOCK", 3)
+    monkeypatch.setattr(A, "BLOCKED_ABOVE", 0)
+    (out, grads), (ref, ref_grads) = _both(*_qkv(T=11, S=11), is_causal=True,
+                                           key_lengths=jnp.asarray([9, 11]))
+    np.testing.assert_allclose(out, ref, atol=2e-6)
+    for g, r in zip(grads, ref_grads):
+        np.testing.assert_allclose(g, r, atol=2e-5)
+
+
 def test_a_row_with_no_visible_key_averages_the_values_as_the_reference_does():
     q, k, v = _qkv(B=1, T=2, S=3, N=2, K=2)
     mask = jnp.asarray([[[[True, False, True], [False, False, False]]]])   # query 1 sees none

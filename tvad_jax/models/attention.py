@@ -79,9 +79,8 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None =
     chosen = resolve(implementation or _default, q, k)
     if chosen == "einsum":
         mask = _combined_mask(q, k, mask, is_causal, key_lengths)
-        if is_causal and q.shape[1] == k.shape[1] > CAUSAL_BLOCK:
-            return _causal_blocks(q, k, v, mask, CAUSAL_BLOCK)
-        return _einsum_attention(q, k, v, mask, ROW_BLOCK)
+        causal = is_causal and q.shape[1] == k.shape[1] > CAUSAL_BLOCK
+        return _einsum_attention(q, k, v, mask, ROW_BLOCK, CAUSAL_BLOCK if causal else None)
     if chosen not in ("xla", "cudnn"):
         raise ValueError(f"attention implementation {chosen!r}: expected one of "
                          f"{', '.join(IMPLEMENTATIONS)}")
@@ -114,42 +113,67 @@ def _combined_mask(q, k, mask, is_causal, key_lengths) -> jax.Array | None:
     return combined
 
 
-def _causal_blocks(q, k, v, mask, block: int) -> jax.Array:
-    """Causal self-attention (mask [b, N|1, T, T], causal included) in blocks of `block`
-    queries, each over the keys up to its last query: the blocks above the diagonal are
-    never computed."""
-    T = q.shape[1]
-    out = []
-    for lo in range(0, T, block):
-        hi = min(lo + block, T)
-        out.append(_einsum_attention(q[:, lo:hi], k[:, :hi], v[:, :hi],
-                                     mask[:, :, lo:hi, :hi], ROW_BLOCK))
-    return jnp.concatenate(out, axis=1)
-
-
-def _einsum_attention(q, k, v, mask, row_block: int) -> jax.Array:
+def _einsum_attention(q, k, v, mask, row_block: int, causal_block: int | None = None
+                      ) -> jax.Array:
     """The plain form with the heads (and a query group) ahead of the sequence axes, so that
     both products write their natural layout and the score matrix is never transposed; a
-    large score matrix goes in blocks of `row_block` query rows (`_blocked_rows`)."""
+    large score matrix goes in blocks of `row_block` query rows (`_blocked_rows`). With
+    `causal_block` (causal self-attention, mask [b, N|1, T, T] with the causal part in it)
+    the queries go in blocks of that many, each over the keys up to its last query, so the
+    blocks above the diagonal are never computed; q, k and v are laid out once for all of
+    them."""
     B, T, N, H = q.shape
     S, K = k.shape[1], k.shape[2]
     if N % K:
         raise ValueError(f"{N} query heads are not a multiple of {K} key/value heads")
     G = N // K
-    q = (q * (1.0 / math.sqrt(H))).reshape(B, T, K, G, H)
-    q = q.transpose(0, 2, 3, 1, 4).reshape(B, K, G * T, H)        # a group's queries in a row
-    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)       # B, K, S, H
-    if mask is not None and G > 1 and mask.shape[1:3] != (1, 1):  # rows are (group, query)
-        b, heads = mask.shape[:2]
-        kv_heads = K if heads == N else 1
-        mask = jnp.broadcast_to(mask, (b, heads, T, S)).reshape(b, kv_heads, -1, T, S)
-        mask = jnp.broadcast_to(mask, (b, kv_heads, G, T, S)).reshape(b, kv_heads, G * T, S)
-    if G * T * S > BLOCKED_ABOVE and G * T > row_block:
-        out = _blocked_rows(q, k, v, mask, row_block)
-    else:
-        out = _rows(q, k, v, mask)                                # B, K, G T, H
-    out = out.reshape(B, K, G, T, H).transpose(0, 3, 1, 2, 4)
-    return out.reshape(B, T, N, H).astype(q.dtype)
+    q = (q * (1.0 / math.sqrt(H))).reshape(B, T, K, G, H).transpose(0, 2, 3, 1, 4)  # B K G T H
+    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)                        # B, K, S, H
+    mask = None if mask is None else _grouped_mask(mask, K, G)
+    spans = ([(lo, min(lo + causal_block, T)) for lo in range(0, T, causal_block)]
+             if causal_block else [(0, T)])
+    out = []
+    for lo, hi in spans:
+        keys = hi if causal_block else S
+        rows = q[:, :, :, lo:hi].reshape(B, K, G * (hi - lo), H)   # a group's queries in a row
+        block = _attend_rows(rows, k[:, :, :keys], v[:, :, :keys],
+                             _row_mask(mask, lo, hi, keys, G), row_block)
+        out.append(block.reshape(B, K, G, hi - lo, H))
+    out = out[0] if len(out) == 1 else jnp.concatenate(out, axis=3)              # B K G T H
+    return out.transpose(0, 3, 1, 2, 4).reshape(B, T, N, H).astype(q.dtype)
+
+
+def _grouped_mask(mask: jax.Array, K: int, G: int) -> jax.Array:
+    """A bool mask [b, N|1, T|1, S] as [b, K|1, G|1, T|1, S]: query head n = (kv head, group)."""
+    b, heads, T, S = mask.shape
+    if heads == 1:
+        return mask.reshape(b, 1, 1, T, S)
+    if heads != K * G:
+        raise ValueError(f"a mask over {heads} heads for {K * G} query heads")
+    return mask.reshape(b, K, G, T, S)
+
+
+def _row_mask(mask: jax.Array | None, lo: int, hi: int, keys: int, G: int
+              ) -> jax.Array | None:
+    """The part of a grouped mask [b, K|1, G|1, T|1, S] for queries lo..hi-1 and the first
+    `keys` keys, in the rows' layout [b, K|1, G (hi - lo) | 1, keys] (row = group, query)."""
+    if mask is None:
+        return None
+    b, kv, groups, T, _ = mask.shape
+    part = mask[:, :, :, lo:hi, :keys] if T > 1 else mask[..., :keys]
+    if groups == 1 and (T == 1 or G == 1):          # one row for all, or one per query
+        return part.reshape(b, kv, part.shape[3], keys)
+    part = jnp.broadcast_to(part, (b, kv, G, hi - lo, keys))
+    return part.reshape(b, kv, G * (hi - lo), keys)
+
+
+def _attend_rows(q, k, v, mask, row_block: int) -> jax.Array:
+    """`_rows`, in blocks of `row_block` rows (`_blocked_rows`) once a head's score matrix
+    would pass BLOCKED_ABOVE elements."""
+    R, S = q.shape[2], k.shape[2]
+    if R * S > BLOCKED_ABOVE and R > row_block:
+        return _blocked_rows(q, k, v, mask, row_block)
+    return _rows(q, k, v, mask)
 
 
 @jax.custom_vjp
