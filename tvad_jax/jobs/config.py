@@ -499,7 +499,7 @@ class Config:
     (`models.layers.WEIGHT_GRADS`: "autodiff" reproduces runs made before "direct") and the
     detectors `tvad demo` runs beside frame difference, S3M and T-VAD (`DEMO_DETECTORS`:
     paper 003's local patterns by default, about 5 minutes of the demo here; paper 004's
-    VLAVAD on request, about 35 more)."""
+    VLAVAD on request, about 25 more, most of it the frozen tower on crop clips)."""
 
     synth: SynthConfig = SynthConfig()
     prepare: PrepareConfig = PrepareConfig()
