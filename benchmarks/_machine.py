@@ -12,6 +12,8 @@ import time
 import jax
 import jax.numpy as jnp
 
+from tvad_jax.runs import host_cpu
+
 
 def best_time(fn, *args, repeats: int = 5) -> float:
     """Fastest wall time of `fn(*args)` in seconds, after one warm-up call."""
@@ -61,6 +63,7 @@ def machine_info() -> dict:
         "devices": jax.device_count(),
         "device_kind": jax.devices()[0].device_kind,
         "cpu_count": os.cpu_count(),
+        **host_cpu(),           # the CPU model and vector extensions: XLA's CPU code differs
         "python": platform.python_version(),
         "jax": jax.__version__,
     }

@@ -26,7 +26,7 @@ from tvad_jax.eval.metrics import auc_by_type, frame_auc
 from tvad_jax.eval.s3m import anomaly_types
 from tvad_jax.jobs.config import Config
 from tvad_jax.models import attention, layers
-from tvad_jax.runs import new_run_dir, progress
+from tvad_jax.runs import new_run_dir, progress, write_run_files
 from tvad_jax.train import distributed
 
 Report = Callable[[str], None]
@@ -64,7 +64,7 @@ def ensure_prepared_once(cfg: Config, report: Report = print) -> None:
 
 def start_run(kind: str, cfg: Config, run_dir: str | Path | None = None) -> Path:
     """`run_dir` (created if needed) or a new `<runs_dir>/<kind>-<time>` folder, holding the
-    resolved config.json either way. In a multi-process job process 0 writes it, and the
+    resolved config.json and environment.json either way. In a multi-process job process 0 writes it, and the
     folder must be named (the processes cannot agree on a new one's time stamp)."""
     if not run_dir:
         if jax.process_count() > 1:
@@ -74,7 +74,7 @@ def start_run(kind: str, cfg: Config, run_dir: str | Path | None = None) -> Path
     run_dir = Path(run_dir)
     if jax.process_index() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        config_lib.save(cfg, run_dir / "config.json")
+        write_run_files(run_dir, cfg)
     distributed.barrier(f"run-started-{kind}")
     return run_dir
 
