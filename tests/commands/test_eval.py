@@ -90,7 +90,8 @@ def test_frame_auc(tmp_path, capsys):
     assert result["macro_auc"] == pytest.approx((1.0 + 2.5 / 3 + 0.75) / 3)
     run_dir, = (tmp_path / "runs").iterdir()
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "config.json", "eval_frame_auc.json", "eval_frame_auc.md", "roc.png"]
+        "config.json", "environment.json", "eval_frame_auc.json", "eval_frame_auc.md",
+        "roc.png"]
 
 
 def test_text(tmp_path, capsys):

@@ -15,13 +15,23 @@ Implementations (`implementation=`, or the process default `set_default`):
 * "cudnn": `jax.nn.dot_product_attention(implementation="cudnn")`, the fused flash kernel
   (GPU; half-precision inputs, a head size that is a multiple of 8 up to 128, even lengths
   for a gradient; a mask goes to it at full length [B|1, N|1, T, S]).
+* "pallas": the Pallas TPU flash-attention kernels (`jax.experimental.pallas.ops.tpu.
+  flash_attention`, forward and backward; causal blocks above the diagonal skipped). Lengths
+  are padded to whole tiles of `PALLAS_BLOCK`; padding, key lengths and a keys-only mask
+  become key segment ids, any other mask an additive bias [B, N, T, S] (materialized, as the
+  kernel takes it); grouped key/value heads are repeated. Off a TPU it runs only under Pallas'
+  TPU interpreter (`jax.experimental.pallas.tpu.force_tpu_interpret_mode()`, as the tests
+  check it). Named only: no TPU has run it in this project yet, and the kernel has no rule
+  for splitting itself across a sharded mesh (XLA would gather its inputs), so "auto" does
+  not pick it.
 * "xla": `jax.nn.dot_product_attention`'s portable reference path.
 
 "auto" (the default) picks cudnn on a GPU where its constraints hold, xla on a TPU and
 einsum elsewhere. Masked scores take the same large negative value as jax's, so a row with
 no visible key averages all values, as there; in causal self-attention longer than
 `CAUSAL_BLOCK` (computed in blocks of queries) such a row averages the values of the keys
-its block reads instead.
+its block reads instead, and with pallas a row whose keys are all masked by key lengths or
+a keys-only mask averages the values of its padded key tiles, the padding as zeros.
 """
 from __future__ import annotations
 
@@ -30,7 +40,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-IMPLEMENTATIONS = ("auto", "einsum", "xla", "cudnn")
+IMPLEMENTATIONS = ("auto", "einsum", "xla", "cudnn", "pallas")
 # "einsum" runs blocks of ROW_BLOCK query rows (`_blocked_rows`) once a head's float32 score
 # matrix would pass BLOCKED_ABOVE elements (4 MiB): on this project's CPU the shipped ViT's
 # joint attention (1160 x 1160 per head) runs 1.4x faster forward in blocks of 128, a 512-token
@@ -40,6 +50,9 @@ BLOCKED_ABOVE = 1 << 20
 # Causal self-attention longer than CAUSAL_BLOCK runs in blocks of that many queries, block i
 # over keys [0, (i + 1) CAUSAL_BLOCK) only: at 512 tokens 5/8 of the score matrix.
 CAUSAL_BLOCK = 128
+# "pallas": query and key tiles of the TPU kernels (their default); sequences are padded to a
+# multiple of it.
+PALLAS_BLOCK = 128
 _default = "auto"
 
 
@@ -81,6 +94,8 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None =
         mask = _combined_mask(q, k, mask, is_causal, key_lengths)
         causal = is_causal and q.shape[1] == k.shape[1] > CAUSAL_BLOCK
         return _einsum_attention(q, k, v, mask, ROW_BLOCK, CAUSAL_BLOCK if causal else None)
+    if chosen == "pallas":
+        return _pallas_attention(q, k, v, mask, is_causal, key_lengths)
     if chosen not in ("xla", "cudnn"):
         raise ValueError(f"attention implementation {chosen!r}: expected one of "
                          f"{', '.join(IMPLEMENTATIONS)}")
@@ -89,6 +104,53 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None =
     return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal,
                                         key_value_seq_lengths=key_lengths,
                                         implementation=chosen)
+
+
+def _pallas_attention(q, k, v, mask, is_causal: bool, key_lengths) -> jax.Array:
+    """The TPU flash kernel on [B, N, T, H] (see the module docstring)."""
+    # Deferred: Pallas' TPU modules take ~0.2 s to import, and only this route needs them.
+    from jax.experimental.pallas.ops.tpu import flash_attention as tpu_flash
+    B, T, N, H = q.shape
+    S, K = k.shape[1], k.shape[2]
+    if N % K:
+        raise ValueError(f"{N} query heads are not a multiple of {K} key/value heads")
+    Tp, Sp = _pallas_length(T), _pallas_length(S)
+
+    def heads_first(x, length, repeat):           # [B, L, heads, H] -> [B, N, Lp, H]
+        x = jnp.pad(x, ((0, 0), (0, length - x.shape[1]), (0, 0), (0, 0)))
+        return jnp.repeat(x, repeat, axis=2).transpose(0, 2, 1, 3)
+
+    mask = None if mask is None else mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
+    keys_only = mask is not None and mask.shape[1] == mask.shape[2] == 1
+    valid = jnp.broadcast_to(jnp.arange(Sp) < S, (B, Sp))                         # B, Sp
+    if key_lengths is not None:
+        valid = valid & (jnp.arange(Sp)[None] < key_lengths[:, None])
+    if keys_only:
+        valid = valid & jnp.pad(jnp.broadcast_to(mask[:, 0, 0], (B, S)), ((0, 0), (0, Sp - S)))
+    segments = None
+    if Sp > S or key_lengths is not None or keys_only:
+        segments = tpu_flash.SegmentIds(q=jnp.ones((B, Tp), jnp.int32),
+                                        kv=valid.astype(jnp.int32))
+    bias = None
+    if mask is not None and not keys_only:
+        full = jnp.broadcast_to(mask, (B, N, T, S))
+        bias = jnp.pad(jnp.where(full, 0.0, tpu_flash.DEFAULT_MASK_VALUE).astype(jnp.float32),
+                       ((0, 0), (0, 0), (0, Tp - T), (0, Sp - S)))
+    tile = PALLAS_BLOCK
+    blocks = tpu_flash.BlockSizes(
+        block_q=tile, block_k_major=tile, block_k=tile, block_b=1,
+        block_q_major_dkv=tile, block_k_major_dkv=tile, block_k_dkv=tile, block_q_dkv=tile,
+        block_k_major_dq=tile, block_k_dq=tile, block_q_dq=tile)
+    out = tpu_flash.flash_attention(
+        heads_first(q, Tp, 1), heads_first(k, Sp, N // K), heads_first(v, Sp, N // K),
+        bias, segments, causal=is_causal, sm_scale=1.0 / math.sqrt(H), block_sizes=blocks)
+    return out[:, :, :T].transpose(0, 2, 1, 3).astype(q.dtype)                 # B, T, N, H
+
+
+def _pallas_length(length: int) -> int:
+    """A sequence length in whole tiles of PALLAS_BLOCK (the kernel's backward pass broadcasts
+    its row statistics across 128 lanes, so a shorter tile fails there)."""
+    return -(-length // PALLAS_BLOCK) * PALLAS_BLOCK
 
 
 def _full_length_mask(mask, T: int, S: int) -> jax.Array:
