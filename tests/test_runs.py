@@ -51,3 +51,14 @@ def test_new_run_dir_writes_config_and_environment(tmp_path, capsys):
     assert env["backend"] == jax.default_backend()
     assert env["devices"] == jax.device_count()
     assert isinstance(env["host"]["vector_extensions"], list)
+
+
+def test_machine_summary_names_the_cpu_or_the_devices():
+    env = {"backend": "cpu", "device_kind": "cpu", "devices": 1, "packages": {"jax": "9.9"},
+           "host": {"cpu": "Some CPU", "cpu_count": 2,
+                    "vector_extensions": ["amx_tile", "avx", "avx2", "avx512f", "fma"]}}
+    assert runs.machine_summary(env) == "Some CPU (2 cores; avx2, avx512f, amx_tile), jax 9.9"
+    env["host"]["vector_extensions"] = []
+    assert runs.machine_summary(env) == "Some CPU (2 cores), jax 9.9"
+    env.update(backend="gpu", device_kind="NVIDIA H100", devices=8)
+    assert runs.machine_summary(env) == "8 x NVIDIA H100 (gpu), jax 9.9"

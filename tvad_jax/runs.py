@@ -71,6 +71,20 @@ def environment() -> dict:
                      "cpu_count": os.cpu_count(), **host_cpu()}}
 
 
+def machine_summary(env: dict) -> str:
+    """One line for reports: the devices, or on a CPU backend the host CPU, its cores and its
+    widest vector extensions, and JAX's version."""
+    host = env["host"]
+    if env["backend"] != "cpu":
+        where = f"{env['devices']} x {env['device_kind']} ({env['backend']})"
+    else:
+        wide = [f for f in ("avx2", "avx512f", "amx_tile", "asimd", "sve")
+                if f in host["vector_extensions"]]
+        where = f"{host['cpu']} ({host['cpu_count']} cores{'; ' if wide else ''}" \
+                f"{', '.join(wide)})"
+    return f"{where}, jax {env['packages']['jax']}"
+
+
 def host_cpu(cpuinfo: str | Path = "/proc/cpuinfo") -> dict:
     """{"cpu": model name, "vector_extensions": sorted flags} from a Linux cpuinfo file; the
     platform's processor string and no flags where there is none."""

@@ -1,5 +1,6 @@
 import json
 
+import jax
 import pytest
 
 from tvad_jax import config as config_lib, configs  # noqa: F401  (registers the configs)
@@ -48,6 +49,7 @@ def test_demo_runs_end_to_end_on_the_tiny_config(tiny_backbone, tmp_path, capsys
     report = (run_dir / "report.md").read_text()
     assert report.startswith("### Open-set `test` split") and "| T-VAD w/o AHD |" in report
     assert "### Closed-set `test_seen` split" in report
+    assert f"jax {jax.__version__} (environment.json)" in report
     assert any((run_dir / "tvad-full").glob("heatmap_*.png"))
     assert "| Local patterns (003) |" in report and "| VLAVAD (SPA + S3M) |" in report
     assert (run_dir / "local-patterns" / "local_stats.json").is_file()

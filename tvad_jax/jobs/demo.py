@@ -35,6 +35,7 @@ from tvad_jax.jobs.s3m import evaluate_run, train_s3m
 from tvad_jax.jobs.tvad import train_tvad
 from tvad_jax.jobs.vlavad import train_vlavad, vlavad_scores
 from tvad_jax.models.tvad import load_frozen_backbone, load_model, plain_model
+from tvad_jax.runs import environment, machine_summary
 
 # The open-set test split (unseen anomaly types) and the closed-set one (training types).
 SPLITS = ("test", "test_seen")
@@ -93,7 +94,8 @@ def run_demo(cfg: Config, report: Report = print) -> Path:
               for split, rows in splits.items()]
     notes = ("\nFrame AUC without smoothing; RBDC/TBDC of heatmaps binarized at 0.5; Yes/No "
              "accuracies in %, BLEU-4 on sacrebleu's 0-100 scale (best reference, macro over "
-             f"abnormal videos); – = not applicable. Wall time {results['wall_s']:.0f} s.\n")
+             f"abnormal videos); – = not applicable. Wall time {results['wall_s']:.0f} s on "
+             f"{machine_summary(environment())} (environment.json).\n")
     (run_dir / "report.md").write_text("\n\n".join(tables) + notes)
     for split in SPLITS:
         write_dialogue_markdown(run_dir, cfg, split)
