@@ -64,8 +64,9 @@ def ensure_prepared_once(cfg: Config, report: Report = print) -> None:
 
 def start_run(kind: str, cfg: Config, run_dir: str | Path | None = None) -> Path:
     """`run_dir` (created if needed) or a new `<runs_dir>/<kind>-<time>` folder, holding the
-    resolved config.json and environment.json either way. In a multi-process job process 0 writes it, and the
-    folder must be named (the processes cannot agree on a new one's time stamp)."""
+    resolved config.json and environment.json either way. In a multi-process job process 0
+    writes them, and the folder must be named (the processes cannot agree on a new one's time
+    stamp)."""
     if not run_dir:
         if jax.process_count() > 1:
             raise ConfigError(f"a {jax.process_count()}-process {kind} run needs its run "
