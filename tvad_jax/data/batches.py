@@ -1,4 +1,5 @@
-"""Training batches of in-memory arrays for the engine: shuffled, repeated, process-sliced.
+"""Training batches of in-memory arrays for the engine: shuffled anew each epoch, repeated,
+process-sliced.
 
     ds = array_batches({"x": x, "y": y}, batch_size=256, seed=0)   # rows along axis 0
     batch = next(iter(ds))        # {"x": x[idx], "y": y[idx]}, this process's rows
