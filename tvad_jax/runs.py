@@ -2,7 +2,7 @@
 
 Every run writes its resolved config (`config.json`), what it ran on (`environment.json`: the
 package versions, the accelerators, the host CPU and its vector extensions, since XLA's CPU
-code and so the last digits of trained models differ between CPU models) and its outputs into
+code, and with it a trained model's last digits, can differ between CPU models) and its outputs into
 one folder (`<root>/<kind>-<UTC timestamp>[-n]`) and prints where that is.
 """
 from __future__ import annotations
