@@ -120,15 +120,16 @@ def _pallas_attention(q, k, v, mask, is_causal: bool, key_lengths) -> jax.Array:
         x = jnp.pad(x, ((0, 0), (0, length - x.shape[1]), (0, 0), (0, 0)))
         return jnp.repeat(x, repeat, axis=2).transpose(0, 2, 1, 3)
 
-    mask = None if mask is None else mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
+    mask = None if mask is None else _four_d(mask)
     keys_only = mask is not None and mask.shape[1] == mask.shape[2] == 1
-    valid = jnp.broadcast_to(jnp.arange(Sp) < S, (B, Sp))                         # B, Sp
-    if key_lengths is not None:
-        valid = valid & (jnp.arange(Sp)[None] < key_lengths[:, None])
-    if keys_only:
-        valid = valid & jnp.pad(jnp.broadcast_to(mask[:, 0, 0], (B, S)), ((0, 0), (0, Sp - S)))
     segments = None
     if Sp > S or key_lengths is not None or keys_only:
+        valid = jnp.broadcast_to(jnp.arange(Sp) < S, (B, Sp))                     # B, Sp
+        if key_lengths is not None:
+            valid = valid & (jnp.arange(Sp)[None] < key_lengths[:, None])
+        if keys_only:
+            valid = valid & jnp.pad(jnp.broadcast_to(mask[:, 0, 0], (B, S)),
+                                    ((0, 0), (0, Sp - S)))
         segments = tpu_flash.SegmentIds(q=jnp.ones((B, Tp), jnp.int32),
                                         kv=valid.astype(jnp.int32))
     bias = None
@@ -153,16 +154,21 @@ def _pallas_length(length: int) -> int:
     return -(-length // PALLAS_BLOCK) * PALLAS_BLOCK
 
 
+def _four_d(mask: jax.Array) -> jax.Array:
+    """A mask broadcastable to [B, N, T, S] with its leading axes made explicit (size 1)."""
+    return mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
+
+
 def _full_length_mask(mask, T: int, S: int) -> jax.Array:
     """mask broadcast to [B|1, N|1, T, S]."""
-    mask = mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
+    mask = _four_d(mask)
     return jnp.broadcast_to(mask, mask.shape[:2] + (T, S))
 
 
 def _combined_mask(q, k, mask, is_causal, key_lengths) -> jax.Array | None:
     """One bool mask [B|1, N|1, T, S] from the three ways of giving one (None: no mask)."""
     T, S = q.shape[1], k.shape[1]
-    parts = [] if mask is None else [mask.reshape((1,) * (4 - mask.ndim) + mask.shape)]
+    parts = [] if mask is None else [_four_d(mask)]
     if is_causal:
         parts.append((jnp.arange(S)[None, :] <= jnp.arange(T)[:, None])[None, None])
     if key_lengths is not None:
