@@ -78,10 +78,9 @@ def machine_summary(env: dict) -> str:
     if env["backend"] != "cpu":
         where = f"{env['devices']} x {env['device_kind']} ({env['backend']})"
     else:
-        wide = [f for f in ("avx2", "avx512f", "amx_tile", "asimd", "sve")
-                if f in host["vector_extensions"]]
-        where = f"{host['cpu']} ({host['cpu_count']} cores{'; ' if wide else ''}" \
-                f"{', '.join(wide)})"
+        wide = ", ".join(f for f in ("avx2", "avx512f", "amx_tile", "asimd", "sve")
+                         if f in host["vector_extensions"])
+        where = f"{host['cpu']} ({host['cpu_count']} cores{'; ' + wide if wide else ''})"
     return f"{where}, jax {env['packages']['jax']}"
 
 
