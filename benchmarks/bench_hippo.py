@@ -1,4 +1,4 @@
-"""Throughput of the HiPPO recurrence: four all-states modes, `final_state` and streaming `step`.
+"""Throughput of the HiPPO recurrence: five all-states modes, `final_state` and streaming `step`.
 
     .venv/bin/python benchmarks/bench_hippo.py [--quick] [--only SHAPE] [--out FILE]
 
