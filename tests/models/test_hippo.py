@@ -218,6 +218,12 @@ def test_chunked_equals_scan_in_value_and_gradient(measure, batch, L, chunk):
     np.testing.assert_allclose(grad_u("chunked"), expected, atol=2e-5 * np.abs(expected).max())
 
 
+@pytest.mark.parametrize("mode", hippo.MODES)
+def test_modes_keep_the_shape_of_an_empty_sequence(mode):
+    Ad, Bd = discretize(*hippo.transition("legt", 4, 8.0), 1.0)
+    assert all_states(Ad, Bd, jnp.zeros((2, 0, 3)), mode).shape == (2, 0, 3, 4)
+
+
 @pytest.mark.parametrize("chunk", [0, -4, 2.5, True])
 def test_chunked_refuses_bad_chunk_size(chunk):
     Ad, Bd = discretize(*hippo.transition("legt", 4, 8.0), 1.0)

@@ -273,5 +273,5 @@ def _toeplitz(Ad, Bd, u):
     K = kernel(Ad, Bd, L)  # (L m, P)
     padded = jnp.pad(u, [(0, 0)] * len(batch) + [(L, 0), (0, 0)])  # u(l - m) at l - m + L
     index = np.arange(L)[:, None] - np.arange(L) + L  # (L l, L m)
-    T = jnp.take(padded, index, axis=-2)  # (..., L l, L m, D)
+    T = padded[..., index, :]  # (..., L l, L m, D)
     return jnp.einsum("...lmd,mp->...ldp", T, K)
