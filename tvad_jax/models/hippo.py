@@ -265,10 +265,10 @@ def _chunked(Ad, Bd, u, C):
 
 
 def _toeplitz(Ad, Bd, u):
-    # State l is sum_{m <= l} K[m] u(l - m): row (l, d) of the input's Toeplitz matrix
-    # T[..., l, d, m] = u(l - m) (0 for m > l) times the kernel K (L, P). T is gathered with
-    # its rows already in the output's (..., L, D) order, so the GEMM writes (..., L, D, P)
-    # directly; it holds L x D x L values per sequence, as many as the states when L = P.
+    # State l is sum_{m <= l} K[m] u(l - m): the inputs' Toeplitz matrix T[..., l, m, d] =
+    # u(l - m) (0 for m > l) contracted with the kernel K (L, P) over m. T keeps (l, d) in the
+    # output's order, so the GEMM writes (..., L, D, P) directly; it holds L x L x D values
+    # per sequence, as many as the states when L = P.
     *batch, L, D = u.shape
     K = kernel(Ad, Bd, L)  # (L m, P)
     padded = jnp.pad(u, [(0, 0)] * len(batch) + [(L, 0), (0, 0)])  # u(l - m) at l - m + L
