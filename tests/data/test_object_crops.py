@@ -32,6 +32,11 @@ def test_video_crops_cut_frames_t_minus_1_and_t_every_stride():
     for k, t in enumerate(crops.frame):
         assert (crops.pixels[k, 0] == 10 * t).all() and (crops.pixels[k, 1] == 10 * (t + 1)).all()
     assert crops.box.tolist() == [[4, 4, 7, 7]] * 3
+    # without pixels (tokens read from whole frames): the same rows, no crop cut
+    where = video_crops(frames, [(7, rows)], size=8, stride=2, expand=0.0, pixels=False)
+    assert where.pixels.shape == (3, 0)
+    for name in ("frame", "object", "box"):
+        np.testing.assert_array_equal(getattr(where, name), getattr(crops, name))
 
 
 def test_video_crops_order_rows_by_frame_then_object():

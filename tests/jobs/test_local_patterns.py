@@ -14,10 +14,13 @@ from tvad_jax.cli import main
 from tvad_jax.config import ConfigError
 from tvad_jax.errors import DataError
 from tvad_jax.jobs.config import Config
+from tvad_jax.data.object_crops import resize_frames
+from tvad_jax.data.pipeline import CLIP_MEAN, CLIP_STD
+from tvad_jax.infer.features import make_encoder
 from tvad_jax.jobs.local_patterns import (TSGM, SplitObjects, acted_anomalies, crop_aucs,
                                          evaluate_local_patterns_run, frame_scores,
                                          itam_config, itam_reader, pretrained_itam,
-                                         read_objects, split_objects)
+                                         read_objects, region_encoder, split_objects)
 from tvad_jax.models.tvad import load_frozen_backbone
 
 
@@ -76,7 +79,15 @@ def test_split_objects_are_read_once_then_come_from_the_cache(tiny_run, tmp_path
     wider = dataclasses.replace(cfg, local=dataclasses.replace(cfg.local, expand=0.25))
     split_objects(wider, backbone, "test", said.append)
     assert said[-1].startswith("[tvad] object cache written")
-    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".npz", ".npz"]
+    # tokens read in context: the same crops' frames and boxes, tokens of the same shape
+    region = dataclasses.replace(cfg, local=dataclasses.replace(cfg.local, tokens="region"))
+    in_context = split_objects(region, backbone, "test", said.append)
+    assert said[-1].startswith("[tvad] object cache written")
+    for name in ("video", "frame", "object", "motion"):
+        np.testing.assert_array_equal(getattr(in_context, name), getattr(fresh, name))
+    assert in_context.tokens.shape == fresh.tokens.shape
+    assert not np.allclose(in_context.tokens, fresh.tokens)
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".npz"] * 3
 
 
 def test_crops_are_labelled_by_the_anomaly_their_object_acts():
@@ -99,6 +110,41 @@ def test_crop_aucs_rank_each_types_crops_against_the_normal_ones():
     # all: the 3 positives against the 3 normals, 5 of 9 pairs ordered
     assert out["all"] == pytest.approx(5 / 9)
     assert crop_aucs(["", ""], np.array([0.1, 0.2])) == {}
+
+
+def test_region_tokens_sample_the_last_layers_grid_of_the_tubelet_over_each_box(tiny_backbone):
+    _, directory = tiny_backbone
+    backbone = load_frozen_backbone(directory)
+    vision = backbone.cfg.vision
+    S, P = vision.image_size, vision.patch_size
+    g = S // P                                                    # 6 x 6 patches of 8 px
+    frames = np.random.default_rng(0).integers(0, 256, (6, S, S, 3), np.uint8)
+    # the tower's own last layer on clips of 4 frames, the second padded with the last frame
+    clips = np.concatenate([frames, frames[[5, 5]]]).reshape(2, 4, S, S, 3)
+    mean, std = np.asarray(CLIP_MEAN, np.float32), np.asarray(CLIP_STD, np.float32)
+    hidden, _ = make_encoder(backbone.cfg, backbone.params)((clips / 255.0 - mean) / std)
+    grids = np.asarray(hidden[:, -1, :, 1:], np.float32).reshape(4, g, g, -1)   # T', g, g, D
+    whole, patch = [0, 0, S - 1, S - 1], [3 * P, 2 * P, 4 * P - 1, 3 * P - 1]   # row 2, col 3
+    t = np.array([1, 5, 5])                                       # tubelets 0, 2, 2
+    boxes = np.array([whole, whole, patch])
+    full = region_encoder(backbone, clip_len=4, pool=1)(frames, t, boxes)
+    assert full.shape == (3, 1 + g * g, vision.width) and full.dtype == np.float16
+    for k, tubelet in enumerate([0, 2]):
+        # the whole frame's g x g samples fall on the patch centres: the grid itself, row-major;
+        # its centre between the four middle patches: their mean
+        np.testing.assert_allclose(full[k, 1:], grids[tubelet].reshape(g * g, -1), atol=2e-3)
+        middle = grids[tubelet, g // 2 - 1:g // 2 + 1, g // 2 - 1:g // 2 + 1].mean(axis=(0, 1))
+        np.testing.assert_allclose(full[k, 0], middle, atol=2e-3)
+    # one patch's box, pooled to one cell: centre and cell both sample that patch
+    one = region_encoder(backbone, clip_len=4, pool=g)(frames, t[2:], boxes[2:])
+    np.testing.assert_allclose(one[0], grids[2, [2, 2], [3, 3]], atol=2e-3)
+    # frames wider than the tower's input are resized to it, and the boxes with them
+    wide = np.repeat(frames, 2, axis=2)                            # S x 2S, each column twice
+    wide_box = np.array([[6 * P, 2 * P, 8 * P - 1, 3 * P - 1]])    # = patch, in wide pixels
+    np.testing.assert_allclose(
+        region_encoder(backbone, clip_len=4, pool=g)(wide, t[2:], wide_box)[0],
+        region_encoder(backbone, clip_len=4, pool=g)(resize_frames(wide, S), t[2:],
+                                                     boxes[2:])[0], atol=2e-3)
 
 
 def test_an_unreadable_object_cache_is_a_named_error(tmp_path):
@@ -175,5 +221,10 @@ def test_the_shipped_backbone_carries_the_itam_the_default_job_reads():
     cfg = config_lib.resolve("default", [])
     assert cfg.local.itam == "backbone"
     backbone = load_frozen_backbone()
-    params = pretrained_itam(itam_config(cfg.local, backbone), backbone)   # sizes checked
+    icfg = itam_config(cfg.local, backbone)
+    params = pretrained_itam(icfg, backbone, cfg.local.tokens)        # sizes checked
     assert params["token_embed"].shape == (len(backbone.tokenizer), cfg.local.itam_width)
+    # it read crops: a job reading tokens in context is told so, not handed it silently
+    with pytest.raises(ConfigError, match=r"itam/config.json.*tokens crop \(the job's "
+                                          r"local.tokens region\)"):
+        pretrained_itam(icfg, backbone, "region")

@@ -7,8 +7,8 @@ import pytest
 
 from tvad_jax.models import itam
 from tvad_jax.models.backbone_io import (SHIPPED_DIR, config_from_dict, config_to_dict,
-                                         load_backbone, load_itam, read_tree, save_backbone,
-                                         save_itam, write_tree)
+                                         itam_tokens, load_backbone, load_itam, read_tree,
+                                         save_backbone, save_itam, write_tree)
 from tvad_jax.models.configs import default_backbone, tiny_backbone
 from tvad_jax.models.convert import CheckpointError
 from tvad_jax.models.tokenizer import train_tokenizer
@@ -60,7 +60,9 @@ def test_an_itam_saved_beside_a_backbone_loads_back_in_float16(tmp_path):
     out = save_itam(tmp_path / "bb", TINY_ITAM, params)
     assert out == tmp_path / "bb" / "itam" and not list((tmp_path / "bb").glob(".*tmp*"))
     cfg, loaded = load_itam(tmp_path / "bb")
-    assert cfg == TINY_ITAM
+    assert cfg == TINY_ITAM and itam_tokens(tmp_path / "bb") == "crop"
+    save_itam(tmp_path / "bb", TINY_ITAM, params, tokens="region")     # replaces it whole
+    assert itam_tokens(tmp_path / "bb") == "region"
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(loaded), strict=True):
         np.testing.assert_allclose(np.asarray(a), b, rtol=1e-3, atol=1e-4)
         assert b.dtype == np.float32

@@ -69,12 +69,14 @@ def expand_box(box, expand: float, width: int, height: int) -> np.ndarray:
 
 
 def video_crops(frames: np.ndarray, tracks: list[tuple[int, np.ndarray]], size: int,
-                stride: int = 2, expand: float = 0.5, source: str = "<video>") -> Crops:
+                stride: int = 2, expand: float = 0.5, source: str = "<video>",
+                pixels: bool = True) -> Crops:
     """Crops [K, 2, size, size, 3] of every object at frames t = stride-1, 2 stride-1, ...
-    (see the module docstring). A box that lies outside the frame is a DataError naming the
-    video, the frame and the object."""
+    (see the module docstring; `pixels=False`: their frames and boxes only, pixels [K, 0]). A
+    box that lies outside the frame is a DataError naming the video, the frame and the
+    object."""
     T, H, W, _ = frames.shape
-    pixels, frame_ids, objects, boxes = [], [], [], []
+    cut, frame_ids, objects, boxes = [], [], [], []
     for obj, rows in tracks:
         for t, *box in rows[rows[:, 0] % stride == stride - 1]:
             if not 0 <= t < T:
@@ -83,24 +85,25 @@ def video_crops(frames: np.ndarray, tracks: list[tuple[int, np.ndarray]], size: 
             if x1 < x0 or y1 < y0:
                 raise DataError(source, f"frame {t}: object {obj}'s box {list(box)} lies "
                                         f"outside the {W}x{H} frame")
-            pair = frames[[max(t - 1, 0), t], y0:y1 + 1, x0:x1 + 1]
-            pixels.append(_resize(pair, size))
+            if pixels:
+                cut.append(resize_frames(frames[[max(t - 1, 0), t], y0:y1 + 1, x0:x1 + 1],
+                                         size))
             frame_ids.append(t)
             objects.append(obj)
             boxes.append((x0, y0, x1, y1))
     order = np.lexsort((objects, frame_ids))
-    if not pixels:
-        return Crops(np.zeros((0, TUBELET, size, size, 3), np.uint8), np.zeros(0, np.int64),
-                     np.zeros(0, np.int64), np.zeros((0, 4), np.int64))
-    return Crops(np.stack(pixels)[order], np.asarray(frame_ids, np.int64)[order],
-                 np.asarray(objects, np.int64)[order], np.asarray(boxes, np.int64)[order])
+    shape = (TUBELET, size, size, 3) if pixels else (0,)
+    cut = np.stack(cut)[order] if cut else np.zeros((len(order),) + shape, np.uint8)
+    return Crops(cut, np.asarray(frame_ids, np.int64)[order],
+                 np.asarray(objects, np.int64)[order],
+                 np.asarray(boxes, np.int64).reshape(-1, 4)[order])
 
 
-def _resize(pair: np.ndarray, size: int) -> np.ndarray:
-    """[2, h, w, 3] uint8 -> [2, size, size, 3] (bilinear, aspect not kept, as BLIP-2's
+def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """[n, h, w, 3] uint8 -> [n, size, size, 3] (bilinear, aspect not kept, as BLIP-2's
     processor resizes)."""
     return np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BILINEAR))
-                     for f in pair])
+                     for f in frames])
 
 
 def track_clips(frames: np.ndarray, tracks: list[tuple[int, np.ndarray]], clip_len: int,

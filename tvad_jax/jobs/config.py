@@ -302,6 +302,7 @@ class TVADJobConfig:
 
 
 PATTERNS = ("cmam", "itam", "text", "backbone", "none")
+TOKEN_SOURCES = ("crop", "region")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -317,6 +318,15 @@ class LocalPatternsJobConfig:
         ITAM reads them (the CLS token kept): 2 turns the shipped tower's 12 x 12 grid into
         6 x 6, which makes ITAM's cross-attention and the stored tokens ~4x smaller on CPU
         (BLIP-2 reads all 257; 1 = all here too).
+      tokens: where an object's tower tokens come from. "crop": its grown box cut from
+        frames (t-1, t), resized to the tower's input and read alone (the paper's way with
+        BLIP-2's ViT); "region": the tower reads the whole video in clips of `region_clip`
+        frames and the object's tokens are its last layer's patch grid sampled bilinearly over
+        the grown box at the crop path's pooled grid size, the first token sampled at the
+        box's centre (in place of a crop's CLS). The shipped tower was pretrained on whole
+        frames, aligning patch features pooled under object boxes with their descriptions;
+        a crop of an 8-pixel person blown up to 96 pixels is an input it rarely saw.
+      region_clip: frames per clip of the whole-video pass (`tokens=region`; pretraining's 8).
       itam: where the frozen ITAM comes from. "backbone": the one pretrained with the
         backbone on its corpus's object crops and their plain descriptions (`<backbone>/itam`,
         made by `tvad pretrain --itam`), as paper 003's default "D. 1" takes BLIP-2's Q-Former
@@ -361,6 +371,8 @@ class LocalPatternsJobConfig:
     crop_stride: int = 2
     expand: float = 0.5
     token_pool: int = 2
+    tokens: str = "crop"
+    region_clip: int = 8
     itam: Literal["backbone", "train"] = "backbone"
     itam_width: int = 128
     itam_depth: int = 2
@@ -404,9 +416,10 @@ class LocalPatternsJobConfig:
         config_lib.check_at_least(self, 1, "crop_stride", "token_pool", "itam_width",
                                   "itam_depth", "itam_heads", "num_queries", "text_len",
                                   "itam_batch", "smm_channels", "smm_machines", "smm_batch",
-                                  "rm_batch", "encode_batch")
+                                  "rm_batch", "encode_batch", "region_clip")
         config_lib.check_at_least(self, 0, "expand", "sigma")
         config_lib.check_choice(self, "pattern", PATTERNS)
+        config_lib.check_choice(self, "tokens", TOKEN_SOURCES)
         config_lib.check_choice(self, "cmam_weights", WEIGHTS)
         config_lib.check_choice(self, "smm_yes_no", YES_NO_FORMS)
         if self.pattern == "none" and not self.motion:

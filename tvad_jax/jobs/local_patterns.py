@@ -1,23 +1,24 @@
 """Paper 003 ("Local patterns generalize better") as a detector on the shared stack.
 
 Every tracked object every other frame: its box grown by half its size on each side is cropped
-(`data.object_crops`; the simulator's tracks stand in for YOLO and the IoU tracker; a crop
-at t holds frames t-1 and t and speaks for the `crop_stride` frames up to t) and read by
-the frozen vision tower; the frozen ITAM (`models.itam`, a BLIP-2 Q-Former trained with
-BLIP-2's three losses on object crops and their plain descriptions: by default the one
-pretrained with the backbone on its corpus, `<backbone>/itam` from `tvad pretrain --itam`, as
-paper 003 takes BLIP-2's pretrained Q-Former, its "D. 1"; with `local.itam=train`, trained in
-the run on the normal training videos, its "D. 2") turns the tower's tokens into N_q image
-tokens F^I; its captioner writes a caption, whose sentence feature F^T[0] weights the image
-tokens into the local pattern G = (F^T[0] F^I^T) F^I (CMAM, eq. 1); TME adds the box's
-8-bin histogram of motion-vector magnitudes by orientation (`data.motion`, from an H.264
-re-encode: FFmpeg exports no motion vectors for the paper's HEVC). RM
-(`models.local_patterns`) learns to reconstruct the standardized [G ; M] of normal objects
-(`train_normal`); an object's score is its reconstruction error e, mapped to e / (e + e_ref)
-with e_ref the training median (monotone), and a frame's score is the max over the crops
-covering it (0 where no object is: the paper does not say). A split's crops as the frozen
-tower reads them, with their motion histograms and descriptions, are cached on disk
-(`split_objects`) for every later run and evaluation.
+(`data.object_crops`; the simulator's tracks stand in for YOLO and the IoU tracker; a crop at t
+holds frames t-1 and t and speaks for the `crop_stride` frames up to t) and read by the frozen
+vision tower (or, with `local.tokens=region`, the tower reads the whole video and the object's
+tokens are sampled from its patch grid under the grown box); the frozen ITAM (`models.itam`, a
+BLIP-2 Q-Former trained with BLIP-2's three losses on object crops and their plain
+descriptions: by default the one pretrained with the backbone on its corpus, `<backbone>/itam`
+from `tvad pretrain --itam`, as paper 003 takes BLIP-2's pretrained Q-Former, its "D. 1"; with
+`local.itam=train`, trained in the run on the normal training videos, its "D. 2") turns the
+tower's tokens into N_q image tokens F^I; its captioner writes a caption, whose sentence
+feature F^T[0] weights the image tokens into the local pattern G = (F^T[0] F^I^T) F^I (CMAM,
+eq. 1); TME adds the box's 8-bin histogram of motion-vector magnitudes by orientation
+(`data.motion`, from an H.264 re-encode: FFmpeg exports no motion vectors for the paper's
+HEVC). RM (`models.local_patterns`) learns to reconstruct the standardized [G ; M] of normal
+objects (`train_normal`); an object's score is its reconstruction error e, mapped to e / (e +
+e_ref) with e_ref the training median (monotone), and a frame's score is the max over the crops
+covering it (0 where no object is: the paper does not say). A split's crops as the frozen tower
+reads them, with their motion histograms and descriptions, are cached on disk (`split_objects`)
+for every later run and evaluation.
 
     tvad train local-patterns [--run-dir DIR] [local.pattern=cmam local.motion=true ...]
     tvad eval run RUN_DIR [--split test]
@@ -47,7 +48,8 @@ from tvad_jax.data.batches import array_batches
 from tvad_jax.data.clip_texts import encode_caption
 from tvad_jax.data.files import check_output_dir
 from tvad_jax.data.motion import box_histograms
-from tvad_jax.data.object_crops import record_sidecar, sidecar_tracks, video_crops
+from tvad_jax.data.object_crops import (record_sidecar, resize_frames, sidecar_tracks,
+                                        video_crops)
 from tvad_jax.data.object_text import describe_object, scene_of
 from tvad_jax.data.pipeline import CLIP_MEAN, CLIP_STD
 from tvad_jax.data.prepare import source_fingerprint
@@ -133,7 +135,8 @@ def split_objects(cfg: Config, backbone: FrozenBackbone, split: str,
     job = cfg.local
     payload = {"version": OBJECTS_VERSION, "backbone": backbone.digest, "split": split,
                "source": source_fingerprint(cfg, {}), "skip_bad": cfg.prepare.skip_bad,
-               "crops": [job.crop_stride, job.expand, job.token_pool]}
+               "crops": [job.crop_stride, job.expand, job.token_pool],
+               **({"region_clip": job.region_clip} if job.tokens == "region" else {})}
     key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
     root = Path(job.cache_dir or Path(cfg.prepared_dir) / "objects")
     path = root / f"{split}-{key}.npz"
@@ -149,10 +152,12 @@ def split_objects(cfg: Config, backbone: FrozenBackbone, split: str,
 
 def read_objects(cfg: Config, backbone: FrozenBackbone, split: str,
                  report: Report = print) -> SplitObjects:
-    """Crop, encode and describe every object of every video of `split`."""
+    """Crop (or find in its whole frame: `local.tokens`), encode and describe every object of
+    every video of `split`."""
     job = cfg.local
     reader = make_reader(cfg.prepare.layout, cfg.prepare_source)
-    encode = crop_encoder(backbone, job.encode_batch, job.token_pool)
+    encode = (crop_encoder(backbone, job.encode_batch, job.token_pool) if job.tokens == "crop"
+              else region_encoder(backbone, job.region_clip, job.token_pool))
     size = backbone.cfg.vision.image_size
     videos, labels, parts = [], {}, []
     records = iter_records(reader, split, cfg.prepare.skip_bad, report)
@@ -163,11 +168,13 @@ def read_objects(cfg: Config, backbone: FrozenBackbone, split: str,
         if not tracks:
             raise DataError(record.source, "the sidecar lists no objects")
         crops = video_crops(record.frames, tracks, size, job.crop_stride, job.expand,
-                            record.source)
+                            record.source, pixels=job.tokens == "crop")
         if len(crops):      # none: objects seen on no crop frame; the video's frames score 0
             flow = motion_field(record.frames, record.source)
+            tokens = (encode(crops.pixels) if job.tokens == "crop" else
+                      encode(record.frames, crops.frame, crops.box))
             part = {"video": np.full(len(crops), len(videos)), "frame": crops.frame,
-                    "object": crops.object, "tokens": encode(crops.pixels),
+                    "object": crops.object, "tokens": tokens,
                     "motion": box_histograms(flow, np.column_stack([crops.frame, crops.box])),
                     "texts": describe_crops(sidecar, crops.object, crops.frame),
                     "acting": acted_anomalies(sidecar, crops.object, crops.frame)}
@@ -236,6 +243,77 @@ def crop_encoder(backbone: FrozenBackbone, batch: int, pool: int):
         return np.concatenate([hidden[:, :1], grid.reshape(k, -1, d)], 1).astype(np.float16)
 
     return lambda pixels: in_batches(last_layer, batch, pixels)
+
+
+REGION_BATCH = 8   # clips per whole-video tower call (one compiled shape)
+
+
+def region_encoder(backbone: FrozenBackbone, clip_len: int, pool: int):
+    """(a video's frames [T, H, W, 3] uint8, frame t [K], grown boxes [K, 4] inclusive) ->
+    [K, 1+N/pool^2, D_v] float16 (`local.tokens=region`): the tower reads the whole video in
+    clips of `clip_len` frames (the last one padded with the final frame), and each object's
+    tokens are the last AHD layer's patch grid of the tubelet holding frame t, sampled
+    bilinearly at the centres of a (g/pool) x (g/pool) grid over its box, after one sample at
+    the box's centre (the slot a crop's CLS token holds)."""
+    encode = make_encoder(backbone.cfg, backbone.params)
+    vision = backbone.cfg.vision
+    size, patch, tubelet = vision.image_size, vision.patch_size, vision.tubelet
+    grid = size // patch
+    if grid % pool:
+        raise ConfigError(f"local.token_pool {pool} does not divide the tower's {grid} x {grid} "
+                          "patch grid")
+    if clip_len % tubelet:
+        raise ConfigError(f"local.region_clip {clip_len} is not a multiple of the tower's "
+                          f"{tubelet}-frame tubelet")
+    mean, std = np.asarray(CLIP_MEAN, np.float32), np.asarray(CLIP_STD, np.float32)
+
+    def last_layer(clips: np.ndarray) -> np.ndarray:                  # [B, clip_len, S, S, 3]
+        hidden, _ = encode((clips.astype(np.float32) / 255.0 - mean) / std)
+        return np.asarray(hidden[:, -1, :, 1:], np.float32)          # B, T'_c, N, D_v
+
+    def tokens(frames: np.ndarray, t: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        frames, boxes = _tower_sized(frames, boxes, size)
+        T = len(frames)
+        padded = np.concatenate([frames, np.repeat(frames[-1:], -T % clip_len, axis=0)])
+        clips = padded.reshape(-1, clip_len, size, size, 3)
+        hidden = in_batches(last_layer, REGION_BATCH, clips)         # C, T'_c, N, D_v
+        hidden = hidden.reshape(-1, grid, grid, hidden.shape[-1])    # T', g, g, D_v
+        x0, y0, x1, y1 = (boxes[:, i, None].astype(np.float32) for i in range(4))
+        m = grid // pool
+        steps = (np.arange(m, dtype=np.float32) + 0.5) / m           # cell centres in [0, 1]
+        xs = np.concatenate([(x0 + x1 + 1) / 2, x0 + steps * (x1 + 1 - x0)], axis=1)
+        ys = np.concatenate([(y0 + y1 + 1) / 2, y0 + steps * (y1 + 1 - y0)], axis=1)
+        ys = np.concatenate([ys[:, :1], np.repeat(ys[:, 1:], m, axis=1)], axis=1)
+        xs = np.concatenate([xs[:, :1], np.tile(xs[:, 1:], m)], axis=1)   # K, 1 + m^2 points
+        return _bilinear(hidden[t // tubelet], xs / patch - 0.5,
+                         ys / patch - 0.5).astype(np.float16)
+
+    return tokens
+
+
+def _tower_sized(frames: np.ndarray, boxes: np.ndarray, size: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Frames resized to the tower's square input (bilinear, aspect not kept) and the
+    inclusive boxes mapped onto them."""
+    T, H, W, _ = frames.shape
+    if (H, W) == (size, size):
+        return frames, boxes
+    frames = resize_frames(frames, size)
+    scale = np.asarray([size / W, size / H] * 2)
+    return frames, (boxes + (0, 0, 1, 1)) * scale - (0, 0, 1, 1)
+
+
+def _bilinear(grids: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """grids [K, g, g, D] sampled at [K, P] points of column u and row v (grid units, cell
+    centres at integers, clamped to the grid) -> [K, P, D]."""
+    g = grids.shape[1]
+    u, v = np.clip(u, 0, g - 1), np.clip(v, 0, g - 1)
+    u0, v0 = np.minimum(u.astype(int), g - 2), np.minimum(v.astype(int), g - 2)
+    fu, fv = (u - u0)[..., None], (v - v0)[..., None]
+    k = np.arange(len(grids))[:, None]
+    top = grids[k, v0, u0] * (1 - fu) + grids[k, v0, u0 + 1] * fu
+    bottom = grids[k, v0 + 1, u0] * (1 - fu) + grids[k, v0 + 1, u0 + 1] * fu
+    return top * (1 - fv) + bottom * fv
 
 
 # ----------------------------------------------------------------------------- ITAM
@@ -485,7 +563,7 @@ def train_local_patterns(cfg: Config, run_dir: str | Path | None = None,
     backbone = load_frozen_backbone(job.backbone or cfg.tvad.backbone)
     trains_itam = uses_itam(job) and job.itam == "train"
     if uses_itam(job) and not trains_itam:
-        pretrained_itam(itam_config(job, backbone), backbone)      # fails before any output
+        pretrained_itam(itam_config(job, backbone), backbone, job.tokens)   # fails early
     ensure_benchmark(cfg, report)
     run_dir = start_run(KIND, cfg, run_dir)
     if trains_itam and itam_from and not (run_dir / "itam").exists():
@@ -571,15 +649,16 @@ def itam_reader(job: LocalPatternsJobConfig, backbone: FrozenBackbone, run_dir: 
             raise ConfigError(f"{run_dir / 'itam'}: the run trained an ITAM of its own, its "
                               "config reads the backbone's; set \"itam\": \"train\" in the "
                               f"local section of {run_dir / 'config.json'}")
-        params = pretrained_itam(icfg, backbone)
+        params = pretrained_itam(icfg, backbone, job.tokens)
     else:
         params, _ = restore_params(spec, run_dir / "itam" / "checkpoints", "latest")
     return ITAMReader(model, params, backbone.tokenizer, job)
 
 
-def pretrained_itam(icfg: itam_lib.ITAMConfig, backbone: FrozenBackbone) -> Any:
+def pretrained_itam(icfg: itam_lib.ITAMConfig, backbone: FrozenBackbone, tokens: str) -> Any:
     """The params of the ITAM pretrained with `backbone` (`tvad pretrain --itam`); a ConfigError
-    when it has none or its sizes are not the job's."""
+    when it has none, or its sizes or the object tokens it read (`local.tokens`) are not the
+    job's."""
     path = backbone.path / backbone_io.ITAM_DIR
     if not path.is_dir():
         raise ConfigError(f"{path}: the backbone has no pretrained ITAM; make one with "
@@ -588,6 +667,9 @@ def pretrained_itam(icfg: itam_lib.ITAMConfig, backbone: FrozenBackbone) -> Any:
     cfg, params = backbone_io.load_itam(backbone.path)
     differ = [f"{f.name} {getattr(cfg, f.name)} (the job's {getattr(icfg, f.name)})"
               for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(icfg, f.name)]
+    trained_on = backbone_io.itam_tokens(backbone.path)
+    if trained_on != tokens:
+        differ.append(f"tokens {trained_on} (the job's local.tokens {tokens})")
     if differ:
         raise ConfigError(f"{path}/config.json: the pretrained ITAM does not fit this job and "
                           f"backbone: {'; '.join(differ)}; set local.itam_* to its sizes or "

@@ -470,11 +470,11 @@ def pretrain_itam(cfg: Config, report: Report = print, run_dir: str | Path | Non
                report)
     params = itam_reader(dataclasses.replace(job, itam="train"), backbone, run_dir).params
     icfg = itam_config(job, backbone)
-    out = backbone_io.save_itam(run_dir / "pretrained", icfg, params)
+    out = backbone_io.save_itam(run_dir / "pretrained", icfg, params, job.tokens)
     report(f"[tvad] pretrained ITAM in {out}")
     if install:
         report(f"[tvad] installed beside the backbone: "
-               f"{backbone_io.save_itam(backbone.path, icfg, params)}")
+               f"{backbone_io.save_itam(backbone.path, icfg, params, job.tokens)}")
     return run_dir
 
 

@@ -6,7 +6,7 @@ is not "llava" (`models.family`) and the family's config: `BackboneConfig` or
 `model.safetensors` (our param paths joined with "/", stored as float16 to keep the shipped
 default small; loaded back as float32) and the tokenizer files. `load_backbone` checks every
 path and shape against the model built from the config. A folder may also hold `itam/`, an
-ITAM (paper 003's Q-Former) pretrained on the backbone's crop tokens (`save_itam`).
+ITAM (paper 003's Q-Former) pretrained on the backbone's object tokens (`save_itam`).
 
 The shipped default lives in `tvad_jax/assets/backbone` and is what every default command
 loads; `tvad pretrain --ship` re-creates it.
@@ -117,16 +117,24 @@ def load_backbone(directory: str | Path = SHIPPED_DIR, with_tokenizer: bool = Tr
 ITAM_DIR, ITAM_TYPE = "itam", "tvad_itam"
 
 
-def save_itam(backbone_dir: str | Path, cfg: ITAMConfig, params: Any) -> Path:
-    """Write a pretrained ITAM (paper 003's Q-Former) into `<backbone_dir>/itam`: config and
-    float16 weights, complete or not at all (written beside it, then renamed). It reads the
-    backbone's crop tokens and its tokenizer, so it lives in the backbone's folder (outside
+def save_itam(backbone_dir: str | Path, cfg: ITAMConfig, params: Any, tokens: str = "crop"
+              ) -> Path:
+    """Write a pretrained ITAM (paper 003's Q-Former) into `<backbone_dir>/itam`: config,
+    float16 weights and which of the backbone's object tokens it was trained on (`tokens`, as
+    `local.tokens`), complete or not at all (written beside it, then renamed). It reads the
+    backbone's tokens and its tokenizer, so it lives in the backbone's folder (outside
     `checkpoint_digest`, which covers the folder's top-level files only)."""
     directory = Path(backbone_dir) / ITAM_DIR
-    with _published(directory, {"model_type": ITAM_TYPE, "itam": dataclasses.asdict(cfg)},
-                    params):
+    with _published(directory, {"model_type": ITAM_TYPE, "itam": dataclasses.asdict(cfg),
+                                "tokens": tokens}, params):
         pass
     return directory
+
+
+def itam_tokens(backbone_dir: str | Path) -> str:
+    """The object tokens the backbone's ITAM was trained on (`save_itam`'s `tokens`); "crop"
+    for one saved before the choice existed, which read crops."""
+    return read_config(Path(backbone_dir) / ITAM_DIR).get("tokens", "crop")
 
 
 def load_itam(backbone_dir: str | Path) -> tuple[ITAMConfig, dict]:
