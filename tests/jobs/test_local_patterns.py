@@ -145,6 +145,10 @@ def test_region_tokens_sample_the_last_layers_grid_of_the_tubelet_over_each_box(
         region_encoder(backbone, clip_len=4, pool=g)(wide, t[2:], wide_box)[0],
         region_encoder(backbone, clip_len=4, pool=g)(resize_frames(wide, S), t[2:],
                                                      boxes[2:])[0], atol=2e-3)
+    # clips the tower cannot read are refused by name before any frame is read
+    for clip_len in (3, vision.max_frames + 2):
+        with pytest.raises(ConfigError, match=f"local.region_clip {clip_len}: the tower"):
+            region_encoder(backbone, clip_len=clip_len, pool=1)
 
 
 def test_an_unreadable_object_cache_is_a_named_error(tmp_path):

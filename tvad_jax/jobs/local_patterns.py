@@ -262,9 +262,9 @@ def region_encoder(backbone: FrozenBackbone, clip_len: int, pool: int):
     if grid % pool:
         raise ConfigError(f"local.token_pool {pool} does not divide the tower's {grid} x {grid} "
                           "patch grid")
-    if clip_len % tubelet:
-        raise ConfigError(f"local.region_clip {clip_len} is not a multiple of the tower's "
-                          f"{tubelet}-frame tubelet")
+    if clip_len % tubelet or clip_len > vision.max_frames:
+        raise ConfigError(f"local.region_clip {clip_len}: the tower reads clips of up to "
+                          f"{vision.max_frames} frames in {tubelet}-frame tubelets")
     mean, std = np.asarray(CLIP_MEAN, np.float32), np.asarray(CLIP_STD, np.float32)
 
     def last_layer(clips: np.ndarray) -> np.ndarray:                  # [B, clip_len, S, S, 3]
