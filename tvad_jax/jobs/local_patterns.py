@@ -136,7 +136,7 @@ def split_objects(cfg: Config, backbone: FrozenBackbone, split: str,
     payload = {"version": OBJECTS_VERSION, "backbone": backbone.digest, "split": split,
                "source": source_fingerprint(cfg, {}), "skip_bad": cfg.prepare.skip_bad,
                "crops": [job.crop_stride, job.expand, job.token_pool],
-               **({"region_clip": job.region_clip} if job.tokens == "region" else {})}
+               **({"tokens": [job.tokens, job.region_clip]} if job.tokens != "crop" else {})}
     key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
     root = Path(job.cache_dir or Path(cfg.prepared_dir) / "objects")
     path = root / f"{split}-{key}.npz"
