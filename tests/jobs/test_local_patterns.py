@@ -12,15 +12,15 @@ import pytest
 from tvad_jax import config as config_lib, configs  # noqa: F401  (registers the configs)
 from tvad_jax.cli import main
 from tvad_jax.config import ConfigError
-from tvad_jax.errors import DataError
-from tvad_jax.jobs.config import Config
 from tvad_jax.data.object_crops import resize_frames
 from tvad_jax.data.pipeline import CLIP_MEAN, CLIP_STD
+from tvad_jax.errors import DataError
 from tvad_jax.infer.features import make_encoder
+from tvad_jax.jobs.config import Config
 from tvad_jax.jobs.local_patterns import (TSGM, SplitObjects, acted_anomalies, crop_aucs,
-                                         evaluate_local_patterns_run, frame_scores,
-                                         itam_config, itam_reader, pretrained_itam,
-                                         read_objects, region_encoder, split_objects)
+                                          evaluate_local_patterns_run, frame_scores, itam_config,
+                                          itam_reader, pretrained_itam, read_objects,
+                                          region_encoder, split_objects)
 from tvad_jax.models.tvad import load_frozen_backbone
 
 
