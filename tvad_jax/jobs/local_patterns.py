@@ -229,20 +229,29 @@ def crop_encoder(backbone: FrozenBackbone, batch: int, pool: int):
     """crops [K, 2, S, S, 3] uint8 -> the tower's last AHD layer [K, 1+N/pool^2, D_v] float16:
     the CLS token, then the patch grid average-pooled pool x pool."""
     encode = make_encoder(backbone.cfg, backbone.params)
-    mean, std = np.asarray(CLIP_MEAN, np.float32), np.asarray(CLIP_STD, np.float32)
 
     def last_layer(pixels: np.ndarray) -> np.ndarray:
-        hidden, _ = encode((pixels.astype(np.float32) / 255.0 - mean) / std)
+        hidden, _ = encode(_tower_input(pixels))
         hidden = np.asarray(hidden, np.float32)[:, -1, 0]            # K, 1+N, D_v
         k, n, d = hidden.shape
         g = math.isqrt(n - 1)
-        if g % pool:
-            raise ConfigError(f"local.token_pool {pool} does not divide the tower's {g} x {g} "
-                              "patch grid")
+        _check_pool(g, pool)
         grid = hidden[:, 1:].reshape(k, g // pool, pool, g // pool, pool, d).mean(axis=(2, 4))
         return np.concatenate([hidden[:, :1], grid.reshape(k, -1, d)], 1).astype(np.float16)
 
     return lambda pixels: in_batches(last_layer, batch, pixels)
+
+
+def _tower_input(pixels: np.ndarray) -> np.ndarray:
+    """uint8 frames -> the tower's normalized float32 input."""
+    mean, std = np.asarray(CLIP_MEAN, np.float32), np.asarray(CLIP_STD, np.float32)
+    return (pixels.astype(np.float32) / 255.0 - mean) / std
+
+
+def _check_pool(grid: int, pool: int) -> None:
+    if grid % pool:
+        raise ConfigError(f"local.token_pool {pool} does not divide the tower's {grid} x {grid} "
+                          "patch grid")
 
 
 REGION_BATCH = 8   # clips per whole-video tower call (one compiled shape)
@@ -259,16 +268,13 @@ def region_encoder(backbone: FrozenBackbone, clip_len: int, pool: int):
     vision = backbone.cfg.vision
     size, patch, tubelet = vision.image_size, vision.patch_size, vision.tubelet
     grid = size // patch
-    if grid % pool:
-        raise ConfigError(f"local.token_pool {pool} does not divide the tower's {grid} x {grid} "
-                          "patch grid")
+    _check_pool(grid, pool)
     if clip_len % tubelet or clip_len > vision.max_frames:
         raise ConfigError(f"local.region_clip {clip_len}: the tower reads clips of up to "
                           f"{vision.max_frames} frames in {tubelet}-frame tubelets")
-    mean, std = np.asarray(CLIP_MEAN, np.float32), np.asarray(CLIP_STD, np.float32)
 
     def last_layer(clips: np.ndarray) -> np.ndarray:                  # [B, clip_len, S, S, 3]
-        hidden, _ = encode((clips.astype(np.float32) / 255.0 - mean) / std)
+        hidden, _ = encode(_tower_input(clips))
         return np.asarray(hidden[:, -1, :, 1:], np.float32)          # B, T'_c, N, D_v
 
     def tokens(frames: np.ndarray, t: np.ndarray, boxes: np.ndarray) -> np.ndarray:
