@@ -4,6 +4,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +15,15 @@ from tvad_jax.cli import main
 from tvad_jax.config import ConfigError
 from tvad_jax.data.object_crops import resize_frames
 from tvad_jax.data.pipeline import CLIP_MEAN, CLIP_STD
+from tvad_jax.data.readers import make_reader
 from tvad_jax.errors import DataError
 from tvad_jax.infer.features import make_encoder
 from tvad_jax.jobs.config import Config
-from tvad_jax.jobs.local_patterns import (TSGM, SplitObjects, acted_anomalies, crop_aucs,
-                                          evaluate_local_patterns_run, frame_scores, itam_config,
-                                          itam_reader, pretrained_itam, read_objects,
-                                          region_encoder, split_objects)
+from tvad_jax.jobs.local_patterns import (ROWS, TSGM, SplitObjects, acted_anomalies,
+                                          crop_aucs, evaluate_local_patterns_run, frame_scores,
+                                          itam_config, itam_reader, pretrained_itam,
+                                          read_objects, region_encoder, split_objects)
+from tvad_jax.jobs.shares import join_shares
 from tvad_jax.models.tvad import load_frozen_backbone
 
 
@@ -67,7 +70,15 @@ def test_split_objects_are_read_once_then_come_from_the_cache(tiny_run, tmp_path
         "[tvad] object cache written", "[tvad] object cache hit"]
     fresh = read_objects(cfg, backbone, "test", said.append)
     assert len(fresh) > 0 and len(fresh.texts) == len(fresh)
-    for objects in (first, second):
+    # the shares of several processes (every 2nd video; a share with no video at all), joined
+    # in any order, are the split as one process reads it
+    videos = len(fresh.videos)
+    shares = [read_objects(cfg, backbone, "test", said.append, share)
+              for share in ((1, 2), (videos, videos + 1), (0, 2))]
+    assert len(shares[0].videos) == videos // 2 and not shares[1].videos
+    order = make_reader(cfg.prepare.layout, cfg.prepare_source).video_names("test")
+    joined = join_shares(shares, order, ROWS)
+    for objects in (first, second, joined):
         assert objects.videos == fresh.videos and objects.texts == fresh.texts
         assert objects.acting == fresh.acting
         for name in ("video", "frame", "object", "tokens", "motion"):
@@ -232,3 +243,27 @@ def test_the_shipped_backbone_carries_the_itam_the_default_job_reads():
     with pytest.raises(ConfigError, match=r"itam/config.json.*tokens crop \(the job's "
                                           r"local.tokens region\)"):
         pretrained_itam(icfg, backbone, "region")
+
+
+@pytest.mark.slow
+def test_two_processes_train_the_one_process_run(tiny_backbone, tiny_run, tmp_path):
+    """`tvad train local-patterns` on 2 processes on 127.0.0.1 (one CPU device each): each
+    reads half of every split's videos into a fresh object cache, ITAM, the SMM and RM train
+    data-parallel; the statistics the run ends with (the features' mean and std, which pass
+    through ITAM and TSGM, and RM's median error) are the one-process run's."""
+    import portpicker
+    from processes import job_env, run_together
+
+    cfg, one = tiny_run
+    repo = Path(__file__).resolve().parents[2]
+    port = portpicker.pick_unused_port()
+    command = [sys.executable, "-m", "tvad_jax.cli", "train", "local-patterns", "--config",
+               "tiny", "--run-dir", str(tmp_path / "run"), f"synth.out_dir={cfg.synth.out_dir}",
+               f"local.backbone={tiny_backbone[1]}", f"local.cache_dir={tmp_path / 'cache'}"]
+    run_together([(command, job_env(pid, 2, port)) for pid in range(2)], repo, timeout=900)
+    a, b = (json.loads((run / "local_stats.json").read_text()) for run in (one, tmp_path / "run"))
+    assert a["train_objects"] == b["train_objects"] > 0
+    for key in ("mean", "std", "error_ref"):
+        np.testing.assert_allclose(b[key], a[key], rtol=1e-3, atol=1e-4, err_msg=key)
+    # the joined cache of train_normal (RM's split and ITAM's), no share left behind
+    assert [p.name.split("-")[0] for p in (tmp_path / "cache").iterdir()] == ["train_normal"]

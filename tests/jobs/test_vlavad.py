@@ -4,6 +4,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,10 @@ from tvad_jax.cli import main
 from tvad_jax.errors import DataError
 from tvad_jax.eval.fusion import fuse
 from tvad_jax.jobs.config import Config
-from tvad_jax.jobs.vlavad import (SplitAnswers, answers_of, evaluate_vlavad_run, knn_distance,
-                                  track_windows, vlavad_aucs, vlavad_scores)
+from tvad_jax.data.readers import make_reader
+from tvad_jax.jobs.shares import join_shares
+from tvad_jax.jobs.vlavad import (ROWS, SplitAnswers, answers_of, ask_share, evaluate_vlavad_run,
+                                  knn_distance, track_windows, vlavad_aucs, vlavad_scores)
 from tvad_jax.models.spa import normalize_answer
 from tvad_jax.models.tvad import load_frozen_backbone
 
@@ -99,6 +102,28 @@ def test_asking_another_prompt_keeps_the_answers_already_stored(tiny_run):
     assert again.answers == behaviour.answers
 
 
+def test_the_shares_of_several_processes_join_into_the_one_process_answers(tiny_run):
+    _, run_dir = tiny_run
+    cfg = config_lib.load(Config, run_dir / "config.json")
+    backbone = load_frozen_backbone(cfg.vlavad.backbone)
+    said = []
+    whole = ask_share(cfg, backbone, "val", ("pose",), None, (0, 1), said.append)
+    n = len(whole.videos)
+    # every 2nd video, and a share with no video at all, in any order
+    shares = [ask_share(cfg, backbone, "val", ("pose",), None, share, said.append)
+              for share in ((1, 2), (n, n + 1), (0, 2))]
+    joined = join_shares(shares, make_reader(cfg.prepare.layout, cfg.prepare_source)
+                         .video_names("val"), ROWS)
+    assert joined.videos == whole.videos and joined.category == whole.category
+    assert joined.answers == whole.answers and len(whole) > 0
+    for name in ("video", "frame", "object", "pooled"):
+        np.testing.assert_array_equal(getattr(joined, name), getattr(whole, name))
+    # a share keeps its rows of the stored answers and asks nothing again
+    said.clear()
+    kept = ask_share(cfg, backbone, "val", ("pose",), whole, (1, 2), said.append)
+    assert kept.answers == shares[0].answers and not [m for m in said if "asking" in m]
+
+
 def test_track_windows_follow_each_track_and_restart_at_a_gap():
     job = config_lib.resolve("tiny", ["vlavad.answer_stride=4"]).vlavad   # L_p 2 -> L_f 1
     frames = np.array([3, 7, 11, 15, 23, 27, 31, 3, 7, 11])   # object 1 skips frame 19
@@ -124,3 +149,28 @@ def test_knn_distance_is_one_minus_the_nearest_cosine():
 def test_eval_of_an_unfinished_run_names_the_missing_file(tmp_path):
     with pytest.raises(DataError, match="vlavad_stats.json"):
         evaluate_vlavad_run(tmp_path)
+
+
+@pytest.mark.slow
+def test_two_processes_train_the_one_process_run(tiny_backbone, tiny_run, tmp_path):
+    """`tvad train vlavad` on 2 processes on 127.0.0.1 (one CPU device each): each asks about
+    half of the videos, the predictor trains data-parallel; the stored answers are the
+    one-process run's and so are SPA's choice and the predictor's median error."""
+    import portpicker
+    from processes import job_env, run_together
+
+    cfg, one = tiny_run
+    repo = Path(__file__).resolve().parents[2]
+    port = portpicker.pick_unused_port()
+    command = [sys.executable, "-m", "tvad_jax.cli", "train", "vlavad", "--config", "tiny",
+               "--run-dir", str(tmp_path / "run"), f"synth.out_dir={cfg.synth.out_dir}",
+               f"vlavad.backbone={tiny_backbone[1]}"]
+    run_together([(command, job_env(pid, 2, port)) for pid in range(2)], repo, timeout=900)
+    stored = [json.loads((run / "answers/train_normal.json").read_text())
+              for run in (one, tmp_path / "run")]
+    assert stored[0] == stored[1]
+    a, b = (json.loads((run / "vlavad_stats.json").read_text()) for run in (one, tmp_path / "run"))
+    assert a["spa"] == b["spa"] and a["train_windows"] == b["train_windows"]
+    np.testing.assert_allclose(b["error_ref"], a["error_ref"], rtol=1e-3, atol=1e-5)
+    assert sorted(p.name for p in (tmp_path / "run" / "answers").iterdir()) == [
+        "train_normal.json", "train_normal.npy"]     # no share left behind

@@ -373,10 +373,12 @@ def make_reader(layout: str, root: str | Path, **options):
                           "shanghaitech")
 
 
-def iter_records(reader, split: str, skip_bad: bool = False,
-                 report=print) -> Iterator[VideoRecord]:
-    """Read every video of a split; with `skip_bad`, report bad inputs and go on."""
-    for name in reader.video_names(split):
+def iter_records(reader, split: str, skip_bad: bool = False, report=print,
+                 share: tuple[int, int] = (0, 1)) -> Iterator[VideoRecord]:
+    """Read every video of a split (with share (i, n), every n-th from the i-th: one process's
+    part); with `skip_bad`, report bad inputs and go on."""
+    index, count = share
+    for name in reader.video_names(split)[index::count]:
         try:
             yield reader.read(name)
         except InputError as err:

@@ -48,6 +48,13 @@ def ensure_benchmark(cfg: Config, report: Report = print) -> None:
         synthesize(cfg.synth, lambda it, total: progress(it, "synth", total, "video"))
 
 
+def ensure_benchmark_once(cfg: Config, report: Report = print) -> None:
+    """`ensure_benchmark` by process 0 alone while the others wait (one process: the same)."""
+    if jax.process_index() == 0:
+        ensure_benchmark(cfg, report)
+    distributed.barrier("benchmark")
+
+
 def ensure_prepared(cfg: Config, report: Report = print) -> Path:
     """The benchmark (rendered if missing) prepared into shards (reused when they exist);
     returns the builder folder."""

@@ -47,7 +47,7 @@ import numpy as np
 from tvad_jax.data.batches import array_batches
 from tvad_jax.data.clip_texts import encode_caption
 from tvad_jax.data.files import check_output_dir
-from tvad_jax.data.motion import box_histograms
+from tvad_jax.data.motion import BINS, box_histograms
 from tvad_jax.data.object_crops import (record_sidecar, resize_frames, sidecar_tracks,
                                         video_crops)
 from tvad_jax.data.object_text import describe_object, scene_of
@@ -62,15 +62,17 @@ from tvad_jax.eval.fusion import frame_max
 from tvad_jax.eval.metrics import roc_auc
 from tvad_jax.eval.report import write_summary
 from tvad_jax.infer.features import make_encoder
-from tvad_jax.jobs.common import (Report, ensure_benchmark, finished_run, frame_auc_rows,
+from tvad_jax.jobs.common import (Report, ensure_benchmark_once, finished_run, frame_auc_rows,
                                   start_run)
 from tvad_jax.jobs.config import Config, LocalPatternsJobConfig
+from tvad_jax.jobs.shares import join_shares, read_in_shares
 from tvad_jax.models import backbone_io, itam as itam_lib
 from tvad_jax.models.local_patterns import ReconstructionModule, cmam, reconstruction_errors
 from tvad_jax.models.smm import (SMM, SMMConfig, pair_tokens, to_question, yes_no_loss,
                                  yes_probability)
 from tvad_jax.models.tvad import FrozenBackbone, load_frozen_backbone
 from tvad_jax.runs import progress
+from tvad_jax.train import distributed
 from tvad_jax.train.loop import StageSpec, restore_params, train
 from tvad_jax.train.state import merge_params
 
@@ -127,6 +129,9 @@ class SplitObjects:
                                   "next run reads the split anew") from err
 
 
+ROWS = ("frame", "object", "tokens", "motion", "texts", "acting")   # SplitObjects' row fields
+
+
 def split_objects(cfg: Config, backbone: FrozenBackbone, split: str,
                   report: Report = print) -> SplitObjects:
     """`read_objects` of `split` through the object cache: <cache_dir>/<split>-<key>.npz, key
@@ -143,26 +148,34 @@ def split_objects(cfg: Config, backbone: FrozenBackbone, split: str,
     if path.is_file():
         report(f"[tvad] object cache hit: {path}")
         return SplitObjects.load(path)
-    objects = read_objects(cfg, backbone, split, report)
     root.mkdir(parents=True, exist_ok=True)
-    objects.save(path)
+    if jax.process_count() == 1:
+        objects = read_objects(cfg, backbone, split, report)
+        objects.save(path)
+    else:
+        order = make_reader(cfg.prepare.layout, cfg.prepare_source).video_names(split)
+        read_in_shares(path.with_name(f"incomplete-{path.stem}"), ".npz",
+                       lambda share: read_objects(cfg, backbone, split, report, share),
+                       SplitObjects.save, SplitObjects.load,
+                       lambda shares: join_shares(shares, order, ROWS).save(path))
+        objects = SplitObjects.load(path)
     report(f"[tvad] object cache written: {path}")
     return objects
 
 
-def read_objects(cfg: Config, backbone: FrozenBackbone, split: str,
-                 report: Report = print) -> SplitObjects:
+def read_objects(cfg: Config, backbone: FrozenBackbone, split: str, report: Report = print,
+                 share: tuple[int, int] = (0, 1)) -> SplitObjects:
     """Crop (or find in its whole frame: `local.tokens`), encode and describe every object of
-    every video of `split`."""
+    every video of `split` (with share (i, n), of every n-th video from the i-th)."""
     job = cfg.local
     reader = make_reader(cfg.prepare.layout, cfg.prepare_source)
     encode = (crop_encoder(backbone, job.encode_batch, job.token_pool) if job.tokens == "crop"
               else region_encoder(backbone, job.region_clip, job.token_pool))
     size = backbone.cfg.vision.image_size
     videos, labels, parts = [], {}, []
-    records = iter_records(reader, split, cfg.prepare.skip_bad, report)
+    records = iter_records(reader, split, cfg.prepare.skip_bad, report, share)
     for record in progress(records, f"local patterns: objects ({split})",
-                           len(reader.video_names(split)), "video"):
+                           len(reader.video_names(split)[share[0]::share[1]]), "video"):
         sidecar = record_sidecar(record, "paper 003's detector")
         tracks = sidecar_tracks(sidecar)
         if not tracks:
@@ -181,6 +194,10 @@ def read_objects(cfg: Config, backbone: FrozenBackbone, split: str,
             parts.append(part)
         videos.append(record.name)
         labels[record.name] = record.labels.astype(np.int64)
+    if not parts:       # no object on any crop frame (a share may be that small)
+        parts = [{"video": np.zeros(0, np.int64), "frame": np.zeros(0, np.int64),
+                  "object": np.zeros(0, np.int64), "tokens": np.zeros((0, 0, 0), np.float16),
+                  "motion": np.zeros((0, BINS), np.float32), "texts": [], "acting": []}]
     joined = {k: np.concatenate([p[k] for p in parts])
               for k in ("video", "frame", "object", "tokens", "motion")}
     return SplitObjects(videos, labels, texts=[t for p in parts for t in p["texts"]],
@@ -563,21 +580,23 @@ def train_local_patterns(cfg: Config, run_dir: str | Path | None = None,
     """Train the SMM (and, with `local.itam=train`, ITAM) on described crops, then RM on the
     normal training objects; returns the run folder. `itam_from`: a run folder whose trained
     ITAM (same ITAM settings) a `local.itam=train` run takes instead of training its own (the
-    sweeps' settings that share it)."""
+    sweeps' settings that share it).
+
+    On several processes (`local.rm_train.distributed` or TVAD_COORDINATOR_ADDRESS & co.) each
+    reads its share of a split's objects into the object cache (`read_in_shares`), every
+    stage trains data-parallel over the global mesh, each process loading its part of every
+    batch, and process 0 writes the run's files."""
     job = cfg.local
     check_output_dir(run_dir or cfg.runs_dir)
+    distributed.initialize(job.rm_train.distributed)
     backbone = load_frozen_backbone(job.backbone or cfg.tvad.backbone)
     trains_itam = uses_itam(job) and job.itam == "train"
     if uses_itam(job) and not trains_itam:
         pretrained_itam(itam_config(job, backbone), backbone, job.tokens)   # fails early
-    ensure_benchmark(cfg, report)
+    ensure_benchmark_once(cfg, report)
     run_dir = start_run(KIND, cfg, run_dir)
-    if trains_itam and itam_from and not (run_dir / "itam").exists():
-        lent = Path(itam_from) / "itam"
-        if not (lent / "checkpoints").is_dir():
-            raise DataError(lent, "no trained ITAM to reuse")
-        shutil.copytree(lent, run_dir / "itam.tmp", dirs_exist_ok=True)
-        (run_dir / "itam.tmp").replace(run_dir / "itam")
+    if trains_itam and itam_from:
+        lend_itam(Path(itam_from) / "itam", run_dir / "itam")
     objects = split_objects(cfg, backbone, job.train_split, report)
     if uses_itam(job):
         described = (objects if job.itam_split == job.train_split
@@ -602,11 +621,24 @@ def train_local_patterns(cfg: Config, run_dir: str | Path | None = None,
              "train_videos": len(objects.videos), "train_split": job.train_split,
              "rm_epochs": job.rm_train.loop.steps * job.rm_batch / len(x),
              "features": x.shape[1]}
-    tmp = run_dir / (STATS_FILE + ".tmp")
-    tmp.write_text(json.dumps(stats, indent=2) + "\n")
-    tmp.replace(run_dir / STATS_FILE)
+    if jax.process_index() == 0:
+        tmp = run_dir / (STATS_FILE + ".tmp")
+        tmp.write_text(json.dumps(stats, indent=2) + "\n")
+        tmp.replace(run_dir / STATS_FILE)
+    distributed.barrier("local-stats")      # the run is finished for every process, not just 0
     report(f"[tvad] local patterns trained: {run_dir}")
     return run_dir
+
+
+def lend_itam(lent: Path, into: Path) -> None:
+    """A copy of another run's trained ITAM as this run's (process 0 copies, renamed into
+    place: never half there)."""
+    if not into.exists() and not (lent / "checkpoints").is_dir():
+        raise DataError(lent, "no trained ITAM to reuse")
+    if jax.process_index() == 0 and not into.exists():
+        shutil.copytree(lent, into.with_name(into.name + ".tmp"), dirs_exist_ok=True)
+        into.with_name(into.name + ".tmp").replace(into)
+    distributed.barrier("itam-lent")
 
 
 def uses_itam(job: LocalPatternsJobConfig) -> bool:

@@ -8,9 +8,9 @@ sidecar `{name}.json`) stand in for the detector + tracker and the per-frame emb
 object's box geometry and motion (`data.track_windows`); VLAVAD itself, on the answers'
 embeddings, is `jobs.vlavad`. The model is `models.predictors.TrackPredictor`: it embeds the
 features linearly to S3M's width, runs S3M and reads the predicted change back out, added to
-the last observed step (an untrained model predicts "nothing changes"). Scores: `eval.s3m`. Gaussian smoothing
-(`sigma`, frames) is applied per video by `eval.metrics.frame_auc`, exactly as for the
-frame-difference baseline beside it.
+the last observed step (an untrained model predicts "nothing changes"). Scores: `eval.s3m`.
+Gaussian smoothing (`sigma`, frames) is applied per video by `eval.metrics.frame_auc`, exactly
+as for the frame-difference baseline beside it.
 
     tvad train s3m [--config NAME] [--run-dir DIR] [key=value ...]   -> run folder
     tvad eval run RUN_DIR [--split test] [--plot]                     -> eval_<split>.json/.md
@@ -39,7 +39,7 @@ from tvad_jax.eval.baselines import baseline_scores
 from tvad_jax.eval.metrics import frame_auc, micro_roc_curve
 from tvad_jax.eval.report import plot_roc, write_summary
 from tvad_jax.eval.s3m import anomaly_types, score_videos, window_errors
-from tvad_jax.jobs.common import Report, ensure_benchmark, start_run
+from tvad_jax.jobs.common import Report, ensure_benchmark_once, start_run
 from tvad_jax.jobs.config import Config, S3MJobConfig
 from tvad_jax.models import s3m
 from tvad_jax.models.predictors import TrackPredictor
@@ -81,7 +81,7 @@ def train_s3m(cfg: Config, run_dir: str | Path | None = None, report: Report = p
     job = cfg.s3m
     check_output_dir(run_dir or cfg.runs_dir)
     distributed.initialize(job.train.distributed)
-    ensure_benchmark(cfg, report)
+    ensure_benchmark_once(cfg, report)
     seqs = sequences(read_sidecars(cfg, job.train_split))
     if not seqs.items:
         raise DataError(cfg.prepare_source, f"split {job.train_split!r} has no object tracks")
@@ -188,7 +188,7 @@ def evaluate_run(run_dir: str | Path, split: str | None = None, plot: bool = Fal
         for sigma in sigmas:
             auc = frame_auc(method_scores, labels, sigma)
             results[f"{method}_sigma{sigma:g}"] = {"micro_auc": auc.micro_auc,
-                                                    "macro_auc": auc.macro_auc}
+                                                   "macro_auc": auc.macro_auc}
             if plot and sigma == sigmas[-1]:
                 fpr, tpr = micro_roc_curve(method_scores, labels, sigma)
                 curves[f"{method} (sigma {sigma:g})"] = (fpr, tpr, auc.micro_auc)
@@ -224,4 +224,3 @@ def evaluate_run(run_dir: str | Path, split: str | None = None, plot: bool = Fal
     if plot:
         plot_roc(curves, run.path / f"roc_{split}.png", title=f"Frame-level ROC ({split})")
     return results
-

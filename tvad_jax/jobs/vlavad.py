@@ -47,15 +47,17 @@ from tvad_jax.eval.baselines import baseline_scores
 from tvad_jax.eval.fusion import frame_max, fuse
 from tvad_jax.eval.report import write_summary
 from tvad_jax.infer.vqa import CropQA
-from tvad_jax.jobs.common import (Report, ensure_benchmark, finished_run, frame_auc_rows,
+from tvad_jax.jobs.common import (Report, ensure_benchmark_once, finished_run, frame_auc_rows,
                                   start_run)
 from tvad_jax.jobs.config import Config, VLAVADJobConfig
+from tvad_jax.jobs.shares import join_shares, read_in_shares
 from tvad_jax.models.family import family
 from tvad_jax.models.predictors import TrackPredictor
 from tvad_jax.models.spa import SPA, fit_spa, normalize_answer
 from tvad_jax.models.text import mean_pool
 from tvad_jax.models.tvad import FrozenBackbone, load_frozen_backbone, plain_model
 from tvad_jax.runs import progress
+from tvad_jax.train import distributed
 from tvad_jax.train.loop import StageSpec, restore_params, train
 from tvad_jax.train.state import merge_params
 
@@ -84,23 +86,50 @@ class SplitAnswers:
         return len(self.frame)
 
 
+ROWS = ("frame", "object", "category", "answers", "pooled")   # SplitAnswers' row fields
+
+
 def answers_of(cfg: Config, backbone: FrozenBackbone, split: str, prompts: tuple[str, ...],
                run_dir: Path, report: Report = print) -> SplitAnswers:
     """The split's answers to `prompts`, read from run_dir/answers/ when an earlier call
     stored answers to all of them, else computed (every clip encoded, the prompts not stored
-    yet asked) and stored beside the answers to the other prompts already there."""
+    yet asked) and stored beside the answers to the other prompts already there. On several
+    processes each asks about its share of the videos (`jobs.shares`)."""
     path = run_dir / ANSWERS / f"{split}.json"
     stored = _load_answers(path) if path.is_file() else None
-    if stored is not None and set(prompts) <= set(stored.answers):
-        return stored
+    if stored is None or not set(prompts) <= set(stored.answers):
+        def ask(share):
+            return ask_share(cfg, backbone, split, prompts, stored, share, report)
+
+        if jax.process_count() == 1:
+            _store_answers(ask((0, 1)), path)
+        else:
+            order = make_reader(cfg.prepare.layout, cfg.prepare_source).video_names(split)
+            read_in_shares(path.with_name(f"incomplete-{split}"), ".json", ask,
+                           _store_answers, _load_answers,
+                           lambda shares: _store_answers(join_shares(shares, order, ROWS),
+                                                         path))
+        stored = _load_answers(path)
+    if not len(stored):
+        raise DataError(cfg.prepare_source, f"split {split!r}: no object is seen on an "
+                                            "answer frame")
+    return stored
+
+
+def ask_share(cfg: Config, backbone: FrozenBackbone, split: str, prompts: tuple[str, ...],
+              stored: SplitAnswers | None, share: tuple[int, int], report: Report
+              ) -> SplitAnswers:
+    """Every object clip of the share's videos (share (i, n): every n-th video of the split
+    from the i-th) encoded and asked `prompts`; the stored answers of the same clips kept, and
+    their prompts not asked again."""
     job = cfg.vlavad
     qa = CropQA(plain_model(backbone, cfg.tvad.model, cfg.tvad.stage1.view,
                             cfg.tvad.stage2.view), job.vqa_batch, job.max_new_tokens)
     reader = make_reader(cfg.prepare.layout, cfg.prepare_source)
     videos, labels, parts = [], {}, []
-    records = iter_records(reader, split, cfg.prepare.skip_bad, report)
+    records = iter_records(reader, split, cfg.prepare.skip_bad, report, share)
     for record in progress(records, f"vlavad: answers ({split})",
-                           len(reader.video_names(split)), "video"):
+                           len(reader.video_names(split)[share[0]::share[1]]), "video"):
         sidecar = record_sidecar(record, "VLAVAD")
         noise = job.detections if job.tracks == "tracker" else None
         tracks = tracks_from_sidecar(sidecar, str(record.source), noise, job.tracker,
@@ -116,22 +145,37 @@ def answers_of(cfg: Config, backbone: FrozenBackbone, split: str, prompts: tuple
             parts.append(part)
         videos.append(record.name)
         labels[record.name] = record.labels.astype(np.int64)
-    if not parts:
-        raise DataError(cfg.prepare_source, f"split {split!r}: no object is seen on an "
-                                            "answer frame")
+    if not parts:       # no clip in the share: an empty table (a share may be that small)
+        return SplitAnswers(videos, labels, *(np.zeros(0, np.int64),) * 3, [],
+                            {p: [] for p in prompts}, np.zeros((0, 0), np.float32))
     joined = {k: np.concatenate([p[k] for p in parts])
               for k in ("video", "frame", "object", "visual", "pooled")}
     category = [c for p in parts for c in p["category"]]
     result = SplitAnswers(videos, labels, joined["video"], joined["frame"], joined["object"],
                           category, {}, joined["pooled"])
-    if stored is not None and _same_clips(stored, result):
-        result.answers = dict(stored.answers)     # kept; only the missing prompts are asked
+    if stored is not None:
+        kept = _rows_of(stored, videos)
+        if _same_clips(kept, result):
+            result.answers = dict(kept.answers)  # kept; only the missing prompts are asked
     for prompt in prompts:
         if prompt not in result.answers:
             report(f"[tvad] VLAVAD: asking {len(category)} object clips ({split}): {prompt}")
             result.answers[prompt] = qa.answers(joined["visual"], category, prompt)
-    _store_answers(path, result)
     return result
+
+
+def _rows_of(a: SplitAnswers, videos: list[str]) -> SplitAnswers:
+    """The rows of `a` that belong to `videos` (which must be among a's; else nothing)."""
+    if not set(videos) <= set(a.videos):
+        return dataclasses.replace(a, videos=[])
+    index = np.asarray([a.videos.index(v) for v in videos])
+    rows = np.flatnonzero(np.isin(a.video, index))
+    remap = np.full(len(a.videos), -1)
+    remap[index] = np.arange(len(videos))
+    return SplitAnswers(list(videos), {v: a.labels[v] for v in videos}, remap[a.video[rows]],
+                        a.frame[rows], a.object[rows], [a.category[i] for i in rows],
+                        {p: [x[i] for i in rows] for p, x in a.answers.items()},
+                        a.pooled[rows])
 
 
 def _same_clips(a: SplitAnswers, b: SplitAnswers) -> bool:
@@ -141,7 +185,7 @@ def _same_clips(a: SplitAnswers, b: SplitAnswers) -> bool:
                     for k in ("video", "frame", "object")))
 
 
-def _store_answers(path: Path, a: SplitAnswers) -> None:
+def _store_answers(a: SplitAnswers, path: Path) -> None:
     """answers/<split>.json (rows, answers, labels) and answers/<split>.npy (pooled), each
     written under a temporary name and renamed (the .npy first, the .json marks completion)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -278,13 +322,21 @@ def train_vlavad(cfg: Config, run_dir: str | Path | None = None,
     """Answers on the normal training split, SPA fitted on them, the predictor trained on
     their embeddings; returns the run folder. `answers_from`: a run folder whose stored
     answers (same backbone, tracks and clips) this run reads instead of asking again (the
-    sweeps' settings that differ only downstream)."""
+    sweeps' settings that differ only downstream).
+
+    On several processes (`vlavad.train.distributed` or TVAD_COORDINATOR_ADDRESS & co.) each
+    asks about its share of a split's videos, the predictor trains data-parallel over the
+    global mesh, each process loading its part of every batch, and process 0 writes the
+    run's files."""
     job = cfg.vlavad
     check_output_dir(run_dir or cfg.runs_dir)
-    ensure_benchmark(cfg, report)
+    distributed.initialize(job.train.distributed)
+    ensure_benchmark_once(cfg, report)
     run_dir = start_run(KIND, cfg, run_dir)
     if answers_from:
-        _lend_answers(Path(answers_from), run_dir)
+        if jax.process_index() == 0:
+            _lend_answers(Path(answers_from), run_dir)
+        distributed.barrier("answers-lent")
     backbone = load_frozen_backbone(job.backbone or cfg.tvad.backbone)
     a = answers_of(cfg, backbone, job.train_split, job.prompts, run_dir, report)
     spa = fit_spa({p: a.answers[p] for p in job.prompts}, job.top_k, job.num_prompts,
@@ -311,9 +363,11 @@ def train_vlavad(cfg: Config, run_dir: str | Path | None = None,
              "train_split": job.train_split,
              "distinct_answers": {p: len({normalize_answer(x) for x in a.answers[p]})
                                   for p in job.prompts}}
-    tmp = run_dir / (STATS_FILE + ".tmp")
-    tmp.write_text(json.dumps(stats, indent=2) + "\n")
-    tmp.replace(run_dir / STATS_FILE)
+    if jax.process_index() == 0:
+        tmp = run_dir / (STATS_FILE + ".tmp")
+        tmp.write_text(json.dumps(stats, indent=2) + "\n")
+        tmp.replace(run_dir / STATS_FILE)
+    distributed.barrier("vlavad-stats")     # the run is finished for every process, not just 0
     report(f"[tvad] VLAVAD trained: {run_dir}")
     return run_dir
 
