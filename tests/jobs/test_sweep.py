@@ -316,7 +316,8 @@ def test_vlavad_table2_runs_at_the_tiny_size(tiny_backbone, tmp_path):
 def test_ensemble_fuses_the_three_detectors_at_the_tiny_size(tiny_backbone, tmp_path):
     """The ensemble family end to end on the tiny config: each detector trains once, the
     ensemble's weights lie on the 0.1 grid, sum to 1 and fuse to a validation AUC no lower
-    than any detector alone (each is a point of the grid), and every cell is filled."""
+    than any detector alone (each is a point of the grid), and every cell is filled; on 2
+    processes the same sweep writes the same table."""
     from tvad_jax.eval.baselines import baseline_scores
     from tvad_jax.eval.fusion import minmax
     from tvad_jax.eval.metrics import frame_auc
@@ -339,6 +340,17 @@ def test_ensemble_fuses_the_three_detectors_at_the_tiny_size(tiny_backbone, tmp_
                                      sweep.ENSEMBLE_VALIDATION, report=lambda m: None)
         auc = frame_auc(minmax(alone, "video"), labels, sigma=3.0).micro_auc
         assert metrics["val_micro_auc"] >= auc - 1e-12, name
+    # on a pod: the three detectors train and score on 2 processes (one CPU device each),
+    # each reading its share of the videos, and the table is the one-process sweep's
+    pod = tmp_path / "pod"
+    command = [sys.executable, "-m", "tvad_jax.cli",
+               *_sweep_cmd("ensemble", cfg, pod, "--seeds", "0", f"tvad.backbone={backbone}")]
+    port = portpicker.pick_unused_port()
+    run_together([(command, job_env(pid, 2, port)) for pid in range(2)], REPO, timeout=900)
+    for engine_run in ("T-VAD-AHD/seed0/run/stage1", "Local-patterns/seed0/run/rm",
+                       "VLAVAD/seed0/run/predictor"):
+        assert json.loads((pod / engine_run / "summary.json").read_text())["processes"] == 2
+    assert (pod / "table.md").read_text() == table
 
 
 @pytest.mark.slow
