@@ -64,10 +64,10 @@ from _output import emit  # noqa: E402
 
 from tvad_jax.launch import reexec_with_huge_pages  # noqa: E402
 from tvad_jax.models import layers  # noqa: E402
+from tvad_jax.models.configs import BackboneConfig, DecoderConfig, VisionConfig  # noqa: E402
 from tvad_jax.models.decoder import Decoder  # noqa: E402
 from tvad_jax.models.generate import generate  # noqa: E402
 from tvad_jax.models.vit import VisionTransformer  # noqa: E402
-from tvad_jax.models.configs import BackboneConfig, DecoderConfig, VisionConfig  # noqa: E402
 from tvad_jax.models.vlm import init_params, load_clip, load_llama  # noqa: E402
 
 SHIPPED_DECODER = dict(hidden=192, layers=3, heads=4, mlp=512, vocab=723)

@@ -59,8 +59,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _machine  # noqa: E402
-from _output import emit  # noqa: E402
 from _compiles import CompileClock  # noqa: E402
+from _output import emit  # noqa: E402
 
 from tvad_jax.data.object_text import CLASSES, QUESTIONS, question  # noqa: E402
 from tvad_jax.data.readers import make_reader  # noqa: E402

@@ -119,8 +119,8 @@ def _f16(tree):
 @pytest.fixture(scope="module")
 def hf_dirs(tmp_path_factory):
     """Tiny CLIP, LLaVA-1.5 (transformers >= 4.52 layout) and Llama directories."""
-    from transformers import (CLIPConfig, FlaxCLIPModel, FlaxCLIPVisionModel,
-                              FlaxLlamaForCausalLM, LlavaConfig)
+    from transformers import (CLIPConfig, FlaxCLIPModel, FlaxCLIPVisionModel, FlaxLlamaForCausalLM,
+                              LlavaConfig)
 
     root = tmp_path_factory.mktemp("hf")
     llama_words = ("<unk>", "<s>", "</s>")

@@ -4,8 +4,8 @@ import types
 import numpy as np
 import pytest
 
-from tvad_jax.data.object_crops import (expand_box, record_sidecar, sidecar_tracks,
-                                         track_clips, video_crops)
+from tvad_jax.data.object_crops import (expand_box, record_sidecar, sidecar_tracks, track_clips,
+                                        video_crops)
 from tvad_jax.errors import DataError
 
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tvad_jax.data.object_text import (ATTRIBUTE_PHRASES, STATEMENTS, ZONES, clip_objects,
-                                       scene_of, zone_question, zone_statement)
+from tvad_jax.data.object_text import (ATTRIBUTE_PHRASES, STATEMENTS, ZONES, clip_objects, scene_of,
+                                       zone_question, zone_statement)
 
 
 def _sidecars(root):

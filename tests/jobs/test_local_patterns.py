@@ -19,10 +19,10 @@ from tvad_jax.data.readers import make_reader
 from tvad_jax.errors import DataError
 from tvad_jax.infer.features import make_encoder
 from tvad_jax.jobs.config import Config
-from tvad_jax.jobs.local_patterns import (ROWS, TSGM, SplitObjects, acted_anomalies,
-                                          crop_aucs, evaluate_local_patterns_run, frame_scores,
-                                          itam_config, itam_reader, pretrained_itam,
-                                          read_objects, region_encoder, split_objects)
+from tvad_jax.jobs.local_patterns import (ROWS, TSGM, SplitObjects, acted_anomalies, crop_aucs,
+                                          evaluate_local_patterns_run, frame_scores, itam_config,
+                                          itam_reader, pretrained_itam, read_objects,
+                                          region_encoder, split_objects)
 from tvad_jax.jobs.shares import join_shares
 from tvad_jax.models.tvad import load_frozen_backbone
 

@@ -10,16 +10,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tvad_jax import config as config_lib
 from tvad_jax import configs  # noqa: F401  (registers the named configs)
+from tvad_jax import config as config_lib
 from tvad_jax.cli import main
 from tvad_jax.config import ConfigError
 from tvad_jax.data.object_text import ATTRIBUTE_PHRASES
-from tvad_jax.jobs.config import PretrainConfig
 from tvad_jax.jobs import pretrain as pretrain_lib
+from tvad_jax.jobs.config import PretrainConfig
 from tvad_jax.jobs.pretrain import (DENSE_HEADS, MOTION_HEAD, SHIPPED_CONTINUATIONS,
-                                    backbone_config, continuation_config, corpus_data,
-                                    make_spec, motion_loss)
+                                    backbone_config, continuation_config, corpus_data, make_spec,
+                                    motion_loss)
 from tvad_jax.models import backbone_io
 from tvad_jax.models.backbone_io import checkpoint_digest, load_backbone, load_itam
 from tvad_jax.models.vlm import abstract_params

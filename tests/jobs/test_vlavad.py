@@ -12,10 +12,10 @@ import pytest
 
 from tvad_jax import config as config_lib
 from tvad_jax.cli import main
+from tvad_jax.data.readers import make_reader
 from tvad_jax.errors import DataError
 from tvad_jax.eval.fusion import fuse
 from tvad_jax.jobs.config import Config
-from tvad_jax.data.readers import make_reader
 from tvad_jax.jobs.shares import join_shares
 from tvad_jax.jobs.vlavad import (ROWS, SplitAnswers, answers_of, ask_share, evaluate_vlavad_run,
                                   knn_distance, track_windows, vlavad_aucs, vlavad_scores)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from tvad_jax.models import itam
-from tvad_jax.models.backbone_io import (SHIPPED_DIR, config_from_dict, config_to_dict,
-                                         itam_tokens, load_backbone, load_itam, read_tree,
-                                         save_backbone, save_itam, write_tree)
+from tvad_jax.models.backbone_io import (SHIPPED_DIR, config_from_dict, config_to_dict, itam_tokens,
+                                         load_backbone, load_itam, read_tree, save_backbone,
+                                         save_itam, write_tree)
 from tvad_jax.models.configs import default_backbone, tiny_backbone
 from tvad_jax.models.convert import CheckpointError
 from tvad_jax.models.tokenizer import train_tokenizer

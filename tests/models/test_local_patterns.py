@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tvad_jax.models.local_patterns import (RMConfig, ReconstructionModule, cmam,
+from tvad_jax.models.local_patterns import (ReconstructionModule, RMConfig, cmam,
                                             reconstruction_errors)
 
 

@@ -75,7 +75,6 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 def run_sweep_command(args: argparse.Namespace) -> int:
     import experiments  # deferred: the families import JAX
-
     from tvad_jax.jobs import sweep as sweep_lib  # deferred: JAX
 
     experiments.load_families()

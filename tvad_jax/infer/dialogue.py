@@ -31,8 +31,8 @@ from tvad_jax.data.files import text_lines
 from tvad_jax.errors import DataError
 from tvad_jax.models.configs import DecoderConfig
 from tvad_jax.models.decoder import Decoder, init_cache
-from tvad_jax.models.generate import generate
 from tvad_jax.models.family import family
+from tvad_jax.models.generate import generate
 from tvad_jax.models.tvad import decoder_inputs, prompt_positions
 
 QUESTION_LEN = 24       # tokens per question turn (right-padded: one compiled program)

@@ -20,8 +20,7 @@ import numpy as np
 
 from tvad_jax.data.pipeline import scatter_clips
 from tvad_jax.infer.features import FeatureCache, cache_stream, feature_cache
-from tvad_jax.models.tvad import (ClipView, TVADConfig, TVADModel, abnormal_heatmap,
-                                  clip_prompt_maps)
+from tvad_jax.models.tvad import ClipView, TVADConfig, TVADModel, abnormal_heatmap, clip_prompt_maps
 
 
 def _per_clip(fn: Callable[[np.ndarray], jax.Array], cache: FeatureCache,

@@ -24,6 +24,7 @@ from tvad_jax.infer.dialogue import QUESTION_LEN, Dialogue
 from tvad_jax.infer.features import make_encoder
 from tvad_jax.models.tvad import TVADModel
 
+
 class CropQA:
     """A model without anomaly prompts (`models.tvad.plain_model`: the frozen backbone)
     answering questions about crop clips."""

@@ -17,8 +17,8 @@ from tvad_jax.data.synthetic.spec import ANOMALY_TYPES, NORMAL_BEHAVIOURS, Synth
 from tvad_jax.data.tracker import DetectionNoise, TrackerConfig
 from tvad_jax.eval.fusion import NORMALIZATIONS
 from tvad_jax.models.attention import IMPLEMENTATIONS
-from tvad_jax.models.layers import WEIGHT_GRADS
 from tvad_jax.models.configs import DTYPES
+from tvad_jax.models.layers import WEIGHT_GRADS
 from tvad_jax.models.local_patterns import WEIGHTS, RMConfig
 from tvad_jax.models.predictors import PREDICTORS
 from tvad_jax.models.s3m import S3MConfig

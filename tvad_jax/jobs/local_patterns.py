@@ -44,18 +44,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tvad_jax.config import ConfigError
 from tvad_jax.data.batches import array_batches
 from tvad_jax.data.clip_texts import encode_caption
 from tvad_jax.data.files import check_output_dir
 from tvad_jax.data.motion import BINS, box_histograms
-from tvad_jax.data.object_crops import (record_sidecar, resize_frames, sidecar_tracks,
-                                        video_crops)
+from tvad_jax.data.object_crops import record_sidecar, resize_frames, sidecar_tracks, video_crops
 from tvad_jax.data.object_text import describe_object, scene_of
 from tvad_jax.data.pipeline import CLIP_MEAN, CLIP_STD
 from tvad_jax.data.prepare import source_fingerprint
 from tvad_jax.data.readers import iter_records, make_reader
 from tvad_jax.data.video_io import motion_field
-from tvad_jax.config import ConfigError
 from tvad_jax.errors import DataError
 from tvad_jax.eval.baselines import baseline_scores
 from tvad_jax.eval.fusion import frame_max

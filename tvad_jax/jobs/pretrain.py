@@ -51,6 +51,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from tvad_jax import config as config_lib
+from tvad_jax.config import ConfigError
 from tvad_jax.data.clip_texts import (DESCRIBE, AttachText, ClipText, ClipTexts, clip_texts,
                                       encode_caption, encode_texts)
 from tvad_jax.data.files import check_output_dir
@@ -58,18 +60,16 @@ from tvad_jax.data.object_text import ATTRIBUTE_PHRASES
 from tvad_jax.data.pipeline import (LoaderConfig, clip_index, find_builder_dir, make_dataset,
                                     open_split)
 from tvad_jax.data.readers import make_reader
-from tvad_jax import config as config_lib
-from tvad_jax.config import ConfigError
 from tvad_jax.jobs.common import Report, ensure_benchmark, ensure_prepared, start_run
 from tvad_jax.jobs.config import Config, PretrainConfig
 from tvad_jax.jobs.local_patterns import itam_config, itam_reader, split_objects, train_itam
 from tvad_jax.models import backbone_io
 from tvad_jax.models.configs import BackboneConfig, default_backbone
+from tvad_jax.models.family import LLAVA, family
 from tvad_jax.models.generate import generate
 from tvad_jax.models.losses import (balanced_region_patch_loss, contrastive_loss,
                                     grouped_choice_loss, lm_loss, unit_rows)
 from tvad_jax.models.tokenizer import annotation_texts, train_tokenizer
-from tvad_jax.models.family import LLAVA, family
 from tvad_jax.models.tvad import load_frozen_backbone
 from tvad_jax.models.vlm import Backbone, init_params
 from tvad_jax.train.loop import StageSpec, train

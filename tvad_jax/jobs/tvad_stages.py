@@ -37,8 +37,7 @@ from tvad_jax.models.configs import BackboneConfig
 from tvad_jax.models.losses import lm_loss
 from tvad_jax.models.rae import RAE
 from tvad_jax.models.tvad import (FrozenBackbone, TVADConfig, TVADModel, class_text_features,
-                                  heatmaps, merge_stage2, special_token_ids,
-                                  text_logits)
+                                  heatmaps, merge_stage2, special_token_ids, text_logits)
 from tvad_jax.models.vit import VisionTransformer
 from tvad_jax.train.loop import StageSpec, TrainConfig, restore_params, train
 

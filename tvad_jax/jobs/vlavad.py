@@ -96,24 +96,31 @@ def answers_of(cfg: Config, backbone: FrozenBackbone, split: str, prompts: tuple
     yet asked) and stored beside the answers to the other prompts already there. On several
     processes each asks about its share of the videos (`jobs.shares`)."""
     path = run_dir / ANSWERS / f"{split}.json"
-    stored = _load_answers(path) if path.is_file() else None
-    if stored is None or not set(prompts) <= set(stored.answers):
-        def ask(share):
-            return ask_share(cfg, backbone, split, prompts, stored, share, report)
+    earlier = _load_answers(path) if path.is_file() else None
+    if earlier is not None and set(prompts) <= set(earlier.answers):
+        return earlier
 
-        if jax.process_count() == 1:
-            _store_answers(ask((0, 1)), path)
+    def publish(answers: SplitAnswers) -> None:     # never an empty table: an error instead
+        if len(answers):
+            _store_answers(answers, path)
         else:
-            order = make_reader(cfg.prepare.layout, cfg.prepare_source).video_names(split)
-            read_in_shares(path.with_name(f"incomplete-{split}"), ".json", ask,
-                           _store_answers, _load_answers,
-                           lambda shares: _store_answers(join_shares(shares, order, ROWS),
-                                                         path))
-        stored = _load_answers(path)
-    if not len(stored):
+            path.unlink(missing_ok=True)
+
+    if jax.process_count() == 1:
+        answers = ask_share(cfg, backbone, split, prompts, earlier, (0, 1), report)
+        publish(answers)
+    else:
+        order = make_reader(cfg.prepare.layout, cfg.prepare_source).video_names(split)
+        read_in_shares(path.with_name(f"incomplete-{split}"), ".json",
+                       lambda share: ask_share(cfg, backbone, split, prompts, earlier, share,
+                                               report),
+                       _store_answers, _load_answers,
+                       lambda shares: publish(join_shares(shares, order, ROWS)))
+        answers = _load_answers(path) if path.is_file() else None
+    if answers is None or not len(answers):
         raise DataError(cfg.prepare_source, f"split {split!r}: no object is seen on an "
                                             "answer frame")
-    return stored
+    return answers
 
 
 def ask_share(cfg: Config, backbone: FrozenBackbone, split: str, prompts: tuple[str, ...],

@@ -44,7 +44,6 @@ from tvad_jax.models.attention import attention
 from tvad_jax.models.configs import DecoderConfig, dtype_of
 from tvad_jax.models.lora import lora_branch
 
-
 # Cache slots per block of cached attention; also the capacity bucket of `init_cache`. On this
 # project's CPU, greedy decoding with the shipped decoder (256-token prompt + 64, 1024 slots)
 # takes 101 / 33 ms at batch 4 / 1 in blocks of 128, within 15% for blocks of 32 to 512.

@@ -45,8 +45,8 @@ import numpy as np
 from tvad_jax import config as config_lib
 from tvad_jax.models import layers as L
 from tvad_jax.models.attention import attention
-from tvad_jax.models.losses import (
-    lm_loss, logit_scale_factor, same_rows, similarity_contrastive_loss, unit_rows)
+from tvad_jax.models.losses import (lm_loss, logit_scale_factor, same_rows,
+                                    similarity_contrastive_loss, unit_rows)
 
 LAYER_NORM_EPS = 1e-5
 MODES = ("unimodal", "multimodal", "prefix_lm")

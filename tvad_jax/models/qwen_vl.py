@@ -45,10 +45,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from tvad_jax.models import hf_tables as tables, layers as L
+from tvad_jax.models.attention import attention
 from tvad_jax.models.configs import DTYPES, DecoderConfig, dtype_of
 from tvad_jax.models.convert import (CheckpointError, Rule, apply_rules, check_shapes, read_config,
                                      read_pytorch_layout, reshape, transpose)
-from tvad_jax.models.attention import attention
 from tvad_jax.models.decoder import (Decoder, DecoderLayer, adapt_with_lora, cached_attention,
                                      init_cache)
 from tvad_jax.models.generate import sample

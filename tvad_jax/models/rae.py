@@ -38,7 +38,6 @@ from tvad_jax import config as config_lib
 from tvad_jax.models import layers as L
 from tvad_jax.models.configs import dtype_of
 
-
 # Eq. 11's pooling of the conv features over the grid: the paper's mean, or the maximum.
 GLOBAL_POOLS = {"mean": jnp.mean, "max": jnp.max}
 
