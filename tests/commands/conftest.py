@@ -64,4 +64,3 @@ def runs_dir(tmp_path):
     path = tmp_path / "runs"
     path.mkdir()
     return path
-

@@ -88,6 +88,7 @@ def test_rae_regions_and_global_from_numpy(pool):
         for j in range(w):
             f[i, j] = np.einsum("abc,abco->o", x[i:i + 3, j:j + 3], k)
     f = gelu(f + pn["conv_0"]["bias"])
+
     def mlp(q, v):
         hid = gelu(v @ q["fc1"]["kernel"] + q["fc1"]["bias"])
         return hid @ q["fc2"]["kernel"] + q["fc2"]["bias"]

@@ -10,8 +10,8 @@ With `--run-dir DIR` the JSON and a markdown table are also written there
 (`eval_<name>.json`, `eval_<name>.md`); `--plot` adds PNG curves there (a new run folder
 under `--runs-root` is made when no `--run-dir` is given). The markdown table goes to stderr.
 
-`run` evaluates a finished training run (`tvad train s3m`, `tvad`, `local-patterns`,
-`vlavad`) on a split of its dataset, beside the frame-difference baseline on the same videos, and writes
+`run` evaluates a finished training run (`tvad train s3m`, `tvad`, `local-patterns`, `vlavad`)
+on a split of its dataset, beside the frame-difference baseline on the same videos, and writes
 `eval_<split>.json`, `eval_<split>.md` (and `roc_<split>.png` with `--plot`) into that run
 folder; for T-VAD also the dialogue transcript. `backbone` evaluates the plain frozen backbone
 (no AHD, no RAE) on the dialogue, zero-shot or with one in-context example (`--one-shot`).

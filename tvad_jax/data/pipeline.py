@@ -2,11 +2,12 @@
 
 A clip is `clip_len` frames taken every `frame_step` frames from a start; starts are every
 `clip_stride` frames (with `interleave`, each start also brings the frame_step - 1 starts after
-it, so that sparse clips together still cover every frame). Clips running past a video's end are padded (repeating the last frame)
-and flagged by `valid`. Masks and labels are also merged pairwise in time (logical OR) to
-match the backbone's 2-frame tubelets. The sequence of clips is shuffled per epoch with one
-seed shared by all processes; each process loads its contiguous block of rows of every global
-batch, so hosts see disjoint data and together exactly what one process would. The iterator is a grain `DatasetIterator`: `get_state`/`set_state` make it
+it, so that sparse clips together still cover every frame). Clips running past a video's end are
+padded (repeating the last frame) and flagged by `valid`. Masks and labels are also merged
+pairwise in time (logical OR) to match the backbone's 2-frame tubelets. The sequence of clips is
+shuffled per epoch with one seed shared by all processes; each process loads its contiguous
+block of rows of every global batch, so hosts see disjoint data and together exactly what one
+process would. The iterator is a grain `DatasetIterator`: `get_state`/`set_state` make it
 checkpointable.
 
     batch["frames"]        [B, T, H, W, 3] float32, normalized

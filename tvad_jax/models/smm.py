@@ -190,4 +190,3 @@ def to_question(sentence: str) -> str:
                 return " ".join(words) + "?"
             return " ".join([word.capitalize(), first] + words[1:i] + words[i + 1:]) + "?"
     return " ".join(["Is it true that", first] + words[1:]) + "?"
-

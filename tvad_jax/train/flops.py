@@ -181,8 +181,6 @@ def hlo_matmul_flops(text: str) -> dict:
             "loops": loops, "unknown_trip_counts": unknown}
 
 
-
-
 def step_flops(compiled) -> tuple[float | None, float | None, dict | None]:
     """(loop-corrected FLOPs, XLA's own figure, the HLO count or None) of a compiled
     executable; None where the backend gives no cost analysis."""

@@ -114,4 +114,3 @@ def param_axes(tree: Any) -> dict[str, tuple]:
         else:
             out[path] = (tuple(leaf.shape), leaf.dtype, None)
     return out
-
