@@ -255,6 +255,53 @@ def test_greedy_generation_matches_transformers(qwen, kind):
     np.testing.assert_array_equal(out, golden[f"{kind}_greedy_8"])
 
 
+def _padded_batch(golden, left: bool = True):
+    """The image prompt (35 tokens) and the video prompt (43) as one batch: the image row
+    padded to 43 on the left (transformers' batched generation) or the right, with its mask."""
+    image, video = golden["image_input_ids"][0], golden["video_input_ids"][0]
+    pad = np.full(len(video) - len(image), 7)                  # any id: the mask hides it
+    tokens, padding = np.ones_like(image), np.zeros_like(pad)
+    ids = np.stack([np.concatenate((pad, image) if left else (image, pad)), video])
+    mask = np.stack([np.concatenate((padding, tokens) if left else (tokens, padding)),
+                     np.ones_like(video)])
+    inputs = {**_prompt_inputs(golden, "image"), **_prompt_inputs(golden, "video")}
+    return ids, mask, inputs, (mask[0] == 1)
+
+
+@pytest.mark.parametrize("left", [True, False])
+def test_a_padded_batch_gives_each_prompts_own_logits_and_tokens(qwen, left):
+    """transformers' batched inputs: prompts of different lengths, padded, with an
+    attention_mask: every row's positions, logits and greedy tokens are those of its prompt
+    alone (the golden references)."""
+    golden = qwen.golden
+    ids, mask, inputs, image_cols = _padded_batch(golden, left)
+    seconds = inputs.pop("second_per_grid_ts")
+    positions, deltas = Q.rope_index(qwen.cfg, ids, golden["image_grid_thw"],
+                                     golden["video_grid_thw"], seconds, attention_mask=mask)
+    np.testing.assert_array_equal(positions[:, 0, image_cols], golden["image_position_ids"][:, 0])
+    np.testing.assert_array_equal(positions[:, 0, ~image_cols], 1)        # as transformers
+    np.testing.assert_array_equal(positions[:, 1], golden["video_position_ids"][:, 0])
+    np.testing.assert_array_equal(deltas, [[-18 - 8], [-28]])
+    out = Q.logits(qwen.params, qwen.cfg, ids, second_per_grid_ts=seconds,
+                   attention_mask=mask, **inputs)
+    np.testing.assert_allclose(out[0, image_cols], golden["image_logits"][0], atol=ATOL)
+    np.testing.assert_array_equal(out[0, ~image_cols], 0.0)
+    np.testing.assert_allclose(out[1], golden["video_logits"][0], atol=ATOL)
+    new = Q.generate(qwen.params, qwen.cfg, ids, max_new_tokens=8, attention_mask=mask,
+                     second_per_grid_ts=seconds, **inputs)
+    np.testing.assert_array_equal(new[:, :ids.shape[1]], ids)
+    np.testing.assert_array_equal(new[0, ids.shape[1]:], golden["image_greedy_8"][0, -8:])
+    np.testing.assert_array_equal(new[1], golden["video_greedy_8"][0])
+
+
+def test_a_bad_attention_mask_is_refused(qwen):
+    ids = qwen.golden["image_input_ids"]
+    with pytest.raises(ValueError, match="0/1 of the input_ids' shape"):
+        Q.rope_index(qwen.cfg, ids, attention_mask=np.ones((1, 3)))
+    with pytest.raises(ValueError, match=r"rows \[0\] attend to no token"):
+        Q.rope_index(qwen.cfg, ids, attention_mask=np.zeros_like(ids))
+
+
 def test_bfloat16_and_remat(qwen):
     """bf16 compute stays near the float32 reference; remat recomputes each block in the
     backward pass (more matmuls in the gradient's jaxpr, traced only)."""

@@ -26,7 +26,9 @@ order of the prompt's placeholder tokens.
 Decoder: the project's Llama decoder (`decoder.Decoder`, its KV cache and scanned layers) with
 Qwen2 attention (q/k/v biases, no output bias, grouped-query) and M-RoPE: the rotary channels
 are split into `mrope_section` (temporal, height, width) sections, each rotated by its own
-position axis; positions are [3, B, L] (`rope_index`).
+position axis; positions are [3, B, L] (`rope_index`). A padded batch (`attention_mask`, as
+transformers takes it, padding on either side) runs with each row's tokens packed to its front,
+the decoder's right padding (per-row lengths, one KV cache).
 
 Letters: N patches, M merged tokens (N / merge^2), S padded slots, W slots per window, D width,
 H heads, K kv heads, Dh head size, B batch, L length, V vocabulary.
@@ -562,7 +564,7 @@ def _grids(grid_thw, seconds, default: float) -> list:
 
 
 def rope_index(cfg: QwenVLConfig, input_ids, image_grid_thw=None, video_grid_thw=None,
-               second_per_grid_ts=None) -> tuple[np.ndarray, np.ndarray]:
+               second_per_grid_ts=None, attention_mask=None) -> tuple[np.ndarray, np.ndarray]:
     """transformers' `get_rope_index`: input_ids [B, L] -> (position_ids [3, B, L],
     rope_deltas [B, 1]), numpy int64.
 
@@ -571,14 +573,47 @@ def rope_index(cfg: QwenVLConfig, input_ids, image_grid_thw=None, video_grid_thw
     (0 for images; second_per_grid_ts defaults to 1 per video), height s + row, width
     s + column on the merged grid; text after it continues from the largest position + 1.
     rope_deltas = max position + 1 - L: a token decoded at cache slot p gets position
-    p + rope_deltas on every axis.
+    p + rope_deltas on every axis. With `attention_mask` [B, L] (1 = token, 0 = padding)
+    each row counts its tokens only and its padding gets position 1, as transformers does.
     """
     ids = np.asarray(input_ids, np.int64)
+    mask = _attention_mask(ids, attention_mask)
     images = _grids(image_grid_thw, None, 0.0)
     videos = _grids(video_grid_thw, second_per_grid_ts, 1.0)
-    positions = np.stack([_row_positions(cfg, row, images, videos) for row in ids], axis=1)
+    positions = np.ones((3,) + ids.shape, np.int64)
+    for b, (row, keep) in enumerate(zip(ids, mask)):
+        positions[:, b, keep] = _row_positions(cfg, row[keep], images, videos)
     deltas = positions.max(axis=(0, 2)) + 1 - ids.shape[1]                     # B
     return positions, deltas[:, None]
+
+
+def _attention_mask(ids: np.ndarray, attention_mask) -> np.ndarray:
+    """The mask [B, L] bool of the prompt's tokens (all of them when None); a ValueError for
+    a mask of another shape, values other than 0 / 1, or a row without tokens."""
+    if attention_mask is None:
+        return np.ones(ids.shape, bool)
+    mask = np.asarray(attention_mask)
+    if mask.shape != ids.shape or not np.isin(mask, (0, 1)).all():
+        raise ValueError(f"attention_mask must be 0/1 of the input_ids' shape {ids.shape}, "
+                         f"got shape {mask.shape}")
+    if not mask.any(axis=1).all():
+        raise ValueError(f"attention_mask rows {np.flatnonzero(~mask.any(axis=1)).tolist()} "
+                         "attend to no token")
+    return mask.astype(bool)
+
+
+def _packed(cfg: QwenVLConfig, input_ids, attention_mask
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's tokens moved to its front in order, as the decoder's right padding wants:
+    (ids [B, L] padded with the pad id, mask [B, L], lengths [B], columns [B, L]: the input
+    column each packed token came from)."""
+    ids = np.asarray(input_ids, np.int64)
+    mask = _attention_mask(ids, attention_mask)
+    order = np.argsort(~mask, axis=1, kind="stable")                # tokens first, in order
+    lengths = mask.sum(axis=1)
+    packed_mask = np.arange(ids.shape[1]) < lengths[:, None]
+    packed = np.where(packed_mask, np.take_along_axis(ids, order, 1), cfg.text.pad_token_id)
+    return packed, packed_mask, lengths, order
 
 
 # ------------------------------------------------------------------ full model
@@ -617,31 +652,38 @@ def input_embeds(params: dict, cfg: QwenVLConfig, input_ids, pixel_values=None,
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
-def _logits(params, cfg: QwenVLConfig, embeds, positions):
-    out, _ = _decoder(cfg).apply({"params": params}, embeds, positions)
+def _logits(params, cfg: QwenVLConfig, embeds, positions, lengths):
+    out, _ = _decoder(cfg).apply({"params": params}, embeds, positions, lengths=lengths)
     return out
 
 
 def logits(params: dict, cfg: QwenVLConfig, input_ids, pixel_values=None, image_grid_thw=None,
-           pixel_values_videos=None, video_grid_thw=None, second_per_grid_ts=None
-           ) -> jax.Array:
+           pixel_values_videos=None, video_grid_thw=None, second_per_grid_ts=None,
+           attention_mask=None) -> jax.Array:
     """transformers' `Qwen2_5_VLForConditionalGeneration(...).logits`: [B, L, V] float32 of a
-    full causal pass over input_ids with the images/videos in place."""
-    positions, _ = rope_index(cfg, input_ids, image_grid_thw, video_grid_thw,
-                              second_per_grid_ts)
-    embeds = input_embeds(params, cfg, input_ids, pixel_values, image_grid_thw,
+    full causal pass over input_ids with the images/videos in place. With `attention_mask`
+    [B, L] (padding on either side) the rows are packed to the front and run with their
+    lengths; the logits of the tokens come back to their columns, padding columns hold 0."""
+    ids, mask, lengths, columns = _packed(cfg, input_ids, attention_mask)
+    positions, _ = rope_index(cfg, ids, image_grid_thw, video_grid_thw, second_per_grid_ts,
+                              mask)
+    embeds = input_embeds(params, cfg, ids, pixel_values, image_grid_thw,
                           pixel_values_videos, video_grid_thw)
-    return _logits(params["text"], cfg, embeds, jnp.asarray(positions, jnp.int32))
+    out = _logits(params["text"], cfg, embeds, jnp.asarray(positions, jnp.int32),
+                  jnp.asarray(lengths, jnp.int32))
+    rows = np.arange(len(ids))[:, None]
+    return jnp.zeros_like(out).at[rows, columns].set(jnp.where(mask[..., None], out, 0.0))
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens"))
-def _decode(params, cfg: QwenVLConfig, embeds, positions, deltas, max_new_tokens: int, rng,
-            temperature):
-    """Prefill the cache with the prompt, then sample max_new_tokens tokens: [B, new]."""
+def _decode(params, cfg: QwenVLConfig, embeds, positions, lengths, deltas, max_new_tokens: int,
+            rng, temperature):
+    """Prefill the cache with the prompt (right-padded, `lengths` [B] tokens per row), then
+    sample max_new_tokens tokens: [B, new]."""
     model, variables = _decoder(cfg), {"params": params}
     B, Lp = embeds.shape[:2]
     cache = init_cache(cfg.text, B, Lp + max_new_tokens)
-    out, cache = model.apply(variables, embeds, positions, cache)
+    out, cache = model.apply(variables, embeds, positions, cache, lengths)
     eos = -1 if cfg.text.eos_token_id is None else cfg.text.eos_token_id
 
     def step(carry, i):
@@ -653,7 +695,7 @@ def _decode(params, cfg: QwenVLConfig, embeds, positions, deltas, max_new_tokens
         out, cache = model.apply(variables, new, position, cache)
         return (cache, out[:, 0], done | (token == eos)), token
 
-    carry = (cache, out[:, -1], jnp.zeros((B,), bool))
+    carry = (cache, out[jnp.arange(B), lengths - 1], jnp.zeros((B,), bool))
     _, tokens = jax.lax.scan(step, carry, jnp.arange(max_new_tokens))
     return tokens.T
 
@@ -661,18 +703,21 @@ def _decode(params, cfg: QwenVLConfig, embeds, positions, deltas, max_new_tokens
 def generate(params: dict, cfg: QwenVLConfig, input_ids, pixel_values=None,
              image_grid_thw=None, pixel_values_videos=None, video_grid_thw=None,
              second_per_grid_ts=None, max_new_tokens: int = 32, temperature: float = 0.0,
-             rng: jax.Array | None = None) -> jax.Array:
+             rng: jax.Array | None = None, attention_mask=None) -> jax.Array:
     """transformers' `generate` (greedy by default, KV cache): the prompt input_ids [B, L]
     followed by max_new_tokens new ids, [B, L + max_new_tokens] int32; after a row's EOS
     its tokens are the pad id. A token decoded at cache slot p has M-RoPE position
-    p + rope_deltas on every axis."""
-    positions, deltas = rope_index(cfg, input_ids, image_grid_thw, video_grid_thw,
-                                   second_per_grid_ts)
-    embeds = input_embeds(params, cfg, input_ids, pixel_values, image_grid_thw,
+    p + rope_deltas on every axis. With `attention_mask` [B, L] (a batch of prompts padded
+    on either side) each row runs packed to the front, its new tokens following its own."""
+    ids, mask, lengths, _ = _packed(cfg, input_ids, attention_mask)
+    positions, deltas = rope_index(cfg, ids, image_grid_thw, video_grid_thw,
+                                   second_per_grid_ts, mask)
+    deltas = deltas + ids.shape[1] - lengths[:, None]     # the next slot of a row is its length
+    embeds = input_embeds(params, cfg, ids, pixel_values, image_grid_thw,
                           pixel_values_videos, video_grid_thw)
     new = _decode(params["text"], cfg, embeds, jnp.asarray(positions, jnp.int32),
-                  jnp.asarray(deltas, jnp.int32), max_new_tokens,
-                  jax.random.key(0) if rng is None else rng, temperature)
+                  jnp.asarray(lengths, jnp.int32), jnp.asarray(deltas, jnp.int32),
+                  max_new_tokens, jax.random.key(0) if rng is None else rng, temperature)
     return jnp.concatenate([jnp.asarray(input_ids, jnp.int32), new], axis=1)
 
 
