@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tvad_jax.data.video_io import read_frame_dir, read_video, write_video
+from tvad_jax.data.video_io import read_frame_dir, read_video, resize_frames, write_video
 from tvad_jax.errors import DataError
 
 
@@ -94,3 +94,13 @@ def test_frame_folder_numbers(tmp_path):
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / name)
     with pytest.raises(DataError, match="a second image for frame 1"):
         read_frame_dir(tmp_path)
+
+
+def test_resize_frames_scales_each_frame_and_leaves_a_matching_size_alone():
+    checker = np.array([[[0, 0, 0], [255, 255, 255]], [[255, 255, 255], [0, 0, 0]]], np.uint8)
+    frames = np.stack([checker, 255 - checker])                           # [2, 2, 2, 3]
+    nearest = resize_frames(frames, 4, 6, Image.NEAREST)                  # rows x2, columns x3
+    np.testing.assert_array_equal(nearest, frames.repeat(2, axis=1).repeat(3, axis=2))
+    flat = np.full((1, 5, 7, 3), 77, np.uint8)
+    np.testing.assert_array_equal(resize_frames(flat, 3, 9), np.full((1, 3, 9, 3), 77))
+    assert resize_frames(frames, 2, 2) is frames

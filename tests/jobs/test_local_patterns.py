@@ -13,9 +13,9 @@ import pytest
 from tvad_jax import config as config_lib, configs  # noqa: F401  (registers the configs)
 from tvad_jax.cli import main
 from tvad_jax.config import ConfigError
-from tvad_jax.data.object_crops import resize_frames
 from tvad_jax.data.pipeline import CLIP_MEAN, CLIP_STD
 from tvad_jax.data.readers import make_reader
+from tvad_jax.data.video_io import resize_frames
 from tvad_jax.errors import DataError
 from tvad_jax.infer.features import make_encoder
 from tvad_jax.jobs.config import Config
@@ -154,7 +154,7 @@ def test_region_tokens_sample_the_last_layers_grid_of_the_tubelet_over_each_box(
     wide_box = np.array([[6 * P, 2 * P, 8 * P - 1, 3 * P - 1]])    # = patch, in wide pixels
     np.testing.assert_allclose(
         region_encoder(backbone, clip_len=4, pool=g)(wide, t[2:], wide_box)[0],
-        region_encoder(backbone, clip_len=4, pool=g)(resize_frames(wide, S), t[2:],
+        region_encoder(backbone, clip_len=4, pool=g)(resize_frames(wide, S, S), t[2:],
                                                      boxes[2:])[0], atol=2e-3)
     # clips the tower cannot read are refused by name before any frame is read
     for clip_len in (3, vision.max_frames + 2):

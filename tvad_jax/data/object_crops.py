@@ -20,9 +20,9 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from PIL import Image
 
 from tvad_jax.data.object_boxes import crop_box, crop_frames
+from tvad_jax.data.video_io import resize_frames
 from tvad_jax.errors import DataError
 
 TUBELET = 2     # frames per crop: (t-1, t)
@@ -85,9 +85,9 @@ def video_crops(frames: np.ndarray, tracks: list[tuple[int, np.ndarray]], size: 
             if x1 < x0 or y1 < y0:
                 raise DataError(source, f"frame {t}: object {obj}'s box {list(box)} lies "
                                         f"outside the {W}x{H} frame")
-            if pixels:
+            if pixels:      # bilinear, aspect not kept, as BLIP-2's processor resizes
                 cut.append(resize_frames(frames[[max(t - 1, 0), t], y0:y1 + 1, x0:x1 + 1],
-                                         size))
+                                         size, size))
             frame_ids.append(t)
             objects.append(obj)
             boxes.append((x0, y0, x1, y1))
@@ -97,13 +97,6 @@ def video_crops(frames: np.ndarray, tracks: list[tuple[int, np.ndarray]], size: 
     return Crops(cut, np.asarray(frame_ids, np.int64)[order],
                  np.asarray(objects, np.int64)[order],
                  np.asarray(boxes, np.int64).reshape(-1, 4)[order])
-
-
-def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
-    """[n, h, w, 3] uint8 -> [n, size, size, 3] (bilinear, aspect not kept, as BLIP-2's
-    processor resizes)."""
-    return np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BILINEAR))
-                     for f in frames])
 
 
 def track_clips(frames: np.ndarray, tracks: list[tuple[int, np.ndarray]], clip_len: int,

@@ -24,6 +24,7 @@ from PIL import Image
 from tensorflow_datasets.core import shuffle as tfds_shuffle
 
 from tvad_jax.data.readers import VideoRecord, iter_records, make_reader
+from tvad_jax.data.video_io import resize_frames
 from tvad_jax.errors import DataError
 
 VERSION = "1.0.0"
@@ -133,11 +134,3 @@ def to_example(record: VideoRecord, height: int, width: int) -> dict:
         "tracks": record.tracks.astype(np.int64).reshape(-1, 6),
         "source_size": np.asarray(record.frames.shape[1:3], np.int64),
     }
-
-
-def resize_frames(frames: np.ndarray, height: int, width: int, resample) -> np.ndarray:
-    """Resize [T, H, W(, C)] uint8 frames; a no-op when the size already matches."""
-    if frames.shape[1:3] == (height, width):
-        return frames
-    return np.stack([np.asarray(Image.fromarray(f).resize((width, height), resample))
-                     for f in frames])

@@ -1,5 +1,5 @@
-"""Video decoding and encoding (the only module that imports PyAV), frame folders, and the
-motion vectors of an H.264 re-encode (`motion_field`, for `motion.py`).
+"""Video decoding and encoding (the only module that imports PyAV), frame folders, frame
+resizing, and the motion vectors of an H.264 re-encode (`motion_field`, for `motion.py`).
 
 Frames are uint8 arrays shaped [T, H, W, 3] (RGB). Writes are atomic: the file appears
 under its final name only once it is complete.
@@ -20,6 +20,16 @@ from tvad_jax.errors import DataError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 _IMAGE_FORMATS = ("image2", "apng", "gif", "webp")
+
+
+def resize_frames(frames: np.ndarray, height: int, width: int,
+                  resample=Image.BILINEAR) -> np.ndarray:
+    """[T, H, W(, C)] uint8 frames resized by PIL (aspect not kept); the frames themselves
+    when the size already matches."""
+    if frames.shape[1:3] == (height, width):
+        return frames
+    return np.stack([np.asarray(Image.fromarray(f).resize((width, height), resample))
+                     for f in frames])
 
 
 def read_video(path: str | Path, conceal_errors: bool = False) -> np.ndarray:

@@ -49,12 +49,12 @@ from tvad_jax.data.batches import array_batches
 from tvad_jax.data.clip_texts import encode_caption
 from tvad_jax.data.files import check_output_dir
 from tvad_jax.data.motion import BINS, box_histograms
-from tvad_jax.data.object_crops import record_sidecar, resize_frames, sidecar_tracks, video_crops
+from tvad_jax.data.object_crops import record_sidecar, sidecar_tracks, video_crops
 from tvad_jax.data.object_text import describe_object, scene_of
 from tvad_jax.data.pipeline import CLIP_MEAN, CLIP_STD
 from tvad_jax.data.prepare import source_fingerprint
 from tvad_jax.data.readers import iter_records, make_reader
-from tvad_jax.data.video_io import motion_field
+from tvad_jax.data.video_io import motion_field, resize_frames
 from tvad_jax.errors import DataError
 from tvad_jax.eval.baselines import baseline_scores
 from tvad_jax.eval.fusion import frame_max
@@ -320,7 +320,7 @@ def _tower_sized(frames: np.ndarray, boxes: np.ndarray, size: int
     T, H, W, _ = frames.shape
     if (H, W) == (size, size):
         return frames, boxes
-    frames = resize_frames(frames, size)
+    frames = resize_frames(frames, size, size)
     scale = np.asarray([size / W, size / H] * 2)
     return frames, (boxes + (0, 0, 1, 1)) * scale - (0, 0, 1, 1)
 
