@@ -57,9 +57,9 @@ from tvad_jax.data.motion import box_histograms  # noqa: E402
 from tvad_jax.data.object_crops import video_crops  # noqa: E402
 from tvad_jax.data.video_io import motion_field  # noqa: E402
 from tvad_jax.jobs.config import Config, LocalPatternsJobConfig  # noqa: E402
-from tvad_jax.jobs.local_patterns import (TSGM, ITAMReader, SplitObjects,  # noqa: E402
-                                          crop_encoder, frame_scores, itam_config, itam_spec,
-                                          rm_spec, smm_spec)
+from tvad_jax.jobs.local_objects import SplitObjects, crop_encoder  # noqa: E402
+from tvad_jax.jobs.local_patterns import (TSGM, ITAMReader, frame_scores, itam_config,  # noqa: E402
+                                          itam_spec, rm_spec, smm_spec)
 from tvad_jax.launch import reexec_with_huge_pages  # noqa: E402
 from tvad_jax.models.local_patterns import cmam, reconstruction_errors  # noqa: E402
 from tvad_jax.models.tvad import load_frozen_backbone  # noqa: E402

@@ -1,5 +1,6 @@
 """Paper 003's detector as a job: train and evaluate end to end through the CLI (tiny config,
-random tiny backbone), the frame scores of object errors, bad input."""
+random tiny backbone), the frame scores of object errors, TSGM, the ITAM it reads, bad input,
+2 processes. Its objects: test_local_objects.py."""
 import contextlib
 import dataclasses
 import io
@@ -13,17 +14,11 @@ import pytest
 from tvad_jax import config as config_lib, configs  # noqa: F401  (registers the configs)
 from tvad_jax.cli import main
 from tvad_jax.config import ConfigError
-from tvad_jax.data.pipeline import CLIP_MEAN, CLIP_STD
-from tvad_jax.data.readers import make_reader
-from tvad_jax.data.video_io import resize_frames
 from tvad_jax.errors import DataError
-from tvad_jax.infer.features import make_encoder
 from tvad_jax.jobs.config import Config
-from tvad_jax.jobs.local_patterns import (ROWS, TSGM, SplitObjects, acted_anomalies, crop_aucs,
-                                          evaluate_local_patterns_run, frame_scores, itam_config,
-                                          itam_reader, pretrained_itam, read_objects,
-                                          region_encoder, split_objects)
-from tvad_jax.jobs.shares import join_shares
+from tvad_jax.jobs.local_objects import SplitObjects
+from tvad_jax.jobs.local_patterns import (TSGM, crop_aucs, evaluate_local_patterns_run,
+                                          frame_scores, itam_config, itam_reader, pretrained_itam)
 from tvad_jax.models.tvad import load_frozen_backbone
 
 
@@ -59,59 +54,6 @@ def test_train_then_eval_through_the_cli(tiny_run, capsys):
     assert json.loads((run_dir / "eval_test.json").read_text()) == summary
 
 
-def test_split_objects_are_read_once_then_come_from_the_cache(tiny_run, tmp_path):
-    cfg = config_lib.load(Config, tiny_run[1] / "config.json")
-    cfg = dataclasses.replace(cfg, local=dataclasses.replace(cfg.local, cache_dir=str(tmp_path)))
-    backbone = load_frozen_backbone(cfg.local.backbone)
-    said = []
-    first = split_objects(cfg, backbone, "test", said.append)
-    second = split_objects(cfg, backbone, "test", said.append)
-    assert [m.split(":")[0] for m in said if "object cache" in m] == [
-        "[tvad] object cache written", "[tvad] object cache hit"]
-    fresh = read_objects(cfg, backbone, "test", said.append)
-    assert len(fresh) > 0 and len(fresh.texts) == len(fresh)
-    # the shares of several processes (every 2nd video; a share with no video at all), joined
-    # in any order, are the split as one process reads it
-    videos = len(fresh.videos)
-    shares = [read_objects(cfg, backbone, "test", said.append, share)
-              for share in ((1, 2), (videos, videos + 1), (0, 2))]
-    assert len(shares[0].videos) == videos // 2 and not shares[1].videos
-    order = make_reader(cfg.prepare.layout, cfg.prepare_source).video_names("test")
-    joined = join_shares(shares, order, ROWS)
-    for objects in (first, second, joined):
-        assert objects.videos == fresh.videos and objects.texts == fresh.texts
-        assert objects.acting == fresh.acting
-        for name in ("video", "frame", "object", "tokens", "motion"):
-            np.testing.assert_array_equal(getattr(objects, name), getattr(fresh, name))
-            assert getattr(objects, name).dtype == getattr(fresh, name).dtype
-        for video in fresh.videos:
-            np.testing.assert_array_equal(objects.labels[video], fresh.labels[video])
-    # another crop setting is read anew into a file of its own; nothing half-written is left
-    wider = dataclasses.replace(cfg, local=dataclasses.replace(cfg.local, expand=0.25))
-    split_objects(wider, backbone, "test", said.append)
-    assert said[-1].startswith("[tvad] object cache written")
-    # tokens read in context: the same crops' frames and boxes, tokens of the same shape
-    region = dataclasses.replace(cfg, local=dataclasses.replace(cfg.local, tokens="region"))
-    in_context = split_objects(region, backbone, "test", said.append)
-    assert said[-1].startswith("[tvad] object cache written")
-    for name in ("video", "frame", "object", "motion"):
-        np.testing.assert_array_equal(getattr(in_context, name), getattr(fresh, name))
-    assert in_context.tokens.shape == fresh.tokens.shape
-    assert not np.allclose(in_context.tokens, fresh.tokens)
-    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".npz"] * 3
-
-
-def test_crops_are_labelled_by_the_anomaly_their_object_acts():
-    sidecar = {"objects": [{"id": 1, "anomaly": [4, 6], "anomaly_type": "falling"},
-                           {"id": 2, "anomaly": None, "anomaly_type": None}]}
-    # a crop at t holds frames t-1 and t: t = 4 and 7 touch the span [4, 6] by one frame,
-    # t = 3 and 8 miss it
-    frames = np.array([3, 4, 5, 7, 8, 5])
-    objects = np.array([1, 1, 1, 1, 1, 2])
-    assert acted_anomalies(sidecar, objects, frames) == ["", "falling", "falling", "falling",
-                                                         "", ""]
-
-
 def test_crop_aucs_rank_each_types_crops_against_the_normal_ones():
     acting = ["", "", "", "falling", "falling", "fighting"]
     errors = np.array([0.1, 0.4, 0.2, 0.3, 0.5, 0.05])
@@ -121,52 +63,6 @@ def test_crop_aucs_rank_each_types_crops_against_the_normal_ones():
     # all: the 3 positives against the 3 normals, 5 of 9 pairs ordered
     assert out["all"] == pytest.approx(5 / 9)
     assert crop_aucs(["", ""], np.array([0.1, 0.2])) == {}
-
-
-def test_region_tokens_sample_the_last_layers_grid_of_the_tubelet_over_each_box(tiny_backbone):
-    _, directory = tiny_backbone
-    backbone = load_frozen_backbone(directory)
-    vision = backbone.cfg.vision
-    S, P = vision.image_size, vision.patch_size
-    g = S // P                                                    # 6 x 6 patches of 8 px
-    frames = np.random.default_rng(0).integers(0, 256, (6, S, S, 3), np.uint8)
-    # the tower's own last layer on clips of 4 frames, the second padded with the last frame
-    clips = np.concatenate([frames, frames[[5, 5]]]).reshape(2, 4, S, S, 3)
-    mean, std = np.asarray(CLIP_MEAN, np.float32), np.asarray(CLIP_STD, np.float32)
-    hidden, _ = make_encoder(backbone.cfg, backbone.params)((clips / 255.0 - mean) / std)
-    grids = np.asarray(hidden[:, -1, :, 1:], np.float32).reshape(4, g, g, -1)   # T', g, g, D
-    whole, patch = [0, 0, S - 1, S - 1], [3 * P, 2 * P, 4 * P - 1, 3 * P - 1]   # row 2, col 3
-    t = np.array([1, 5, 5])                                       # tubelets 0, 2, 2
-    boxes = np.array([whole, whole, patch])
-    full = region_encoder(backbone, clip_len=4, pool=1)(frames, t, boxes)
-    assert full.shape == (3, 1 + g * g, vision.width) and full.dtype == np.float16
-    for k, tubelet in enumerate([0, 2]):
-        # the whole frame's g x g samples fall on the patch centres: the grid itself, row-major;
-        # its centre between the four middle patches: their mean
-        np.testing.assert_allclose(full[k, 1:], grids[tubelet].reshape(g * g, -1), atol=2e-3)
-        middle = grids[tubelet, g // 2 - 1:g // 2 + 1, g // 2 - 1:g // 2 + 1].mean(axis=(0, 1))
-        np.testing.assert_allclose(full[k, 0], middle, atol=2e-3)
-    # one patch's box, pooled to one cell: centre and cell both sample that patch
-    one = region_encoder(backbone, clip_len=4, pool=g)(frames, t[2:], boxes[2:])
-    np.testing.assert_allclose(one[0], grids[2, [2, 2], [3, 3]], atol=2e-3)
-    # frames wider than the tower's input are resized to it, and the boxes with them
-    wide = np.repeat(frames, 2, axis=2)                            # S x 2S, each column twice
-    wide_box = np.array([[6 * P, 2 * P, 8 * P - 1, 3 * P - 1]])    # = patch, in wide pixels
-    np.testing.assert_allclose(
-        region_encoder(backbone, clip_len=4, pool=g)(wide, t[2:], wide_box)[0],
-        region_encoder(backbone, clip_len=4, pool=g)(resize_frames(wide, S, S), t[2:],
-                                                     boxes[2:])[0], atol=2e-3)
-    # clips the tower cannot read are refused by name before any frame is read
-    for clip_len in (3, vision.max_frames + 2):
-        with pytest.raises(ConfigError, match=f"local.region_clip {clip_len}: the tower"):
-            region_encoder(backbone, clip_len=clip_len, pool=1)
-
-
-def test_an_unreadable_object_cache_is_a_named_error(tmp_path):
-    broken = tmp_path / "test-0123.npz"
-    broken.write_bytes(b"not a zip archive")
-    with pytest.raises(DataError, match="test-0123.npz.*not a readable object cache"):
-        SplitObjects.load(broken)
 
 
 def test_frame_scores_take_the_max_over_the_crops_covering_each_frame():

@@ -62,7 +62,8 @@ from tvad_jax.data.pipeline import (LoaderConfig, clip_index, find_builder_dir, 
 from tvad_jax.data.readers import make_reader
 from tvad_jax.jobs.common import Report, ensure_benchmark, ensure_prepared, start_run
 from tvad_jax.jobs.config import Config, PretrainConfig
-from tvad_jax.jobs.local_patterns import itam_config, itam_reader, split_objects, train_itam
+from tvad_jax.jobs.local_objects import split_objects
+from tvad_jax.jobs.local_patterns import itam_config, itam_reader, train_itam
 from tvad_jax.models import backbone_io
 from tvad_jax.models.configs import BackboneConfig, default_backbone
 from tvad_jax.models.family import LLAVA, family

@@ -1,0 +1,294 @@
+"""Paper 003's objects: every tracked object of a split read once by the frozen vision tower,
+with its motion histogram, plain description and the anomaly it acts, cached on disk.
+
+    objects = split_objects(cfg, backbone, "train_normal")     # SplitObjects, rows = crops
+
+Every tracked object every `local.crop_stride`-th frame: its box grown by `local.expand` of its
+size on each side is cut from frames (t-1, t) and read alone by the tower (`crop_encoder`, the
+paper's way), or, with `local.tokens=region`, the tower reads the whole video and the object's
+tokens are sampled from its patch grid under the grown box (`region_encoder`). The cache file
+of a split is keyed by what its rows depend on; on several processes each reads its share of
+the videos (`jobs.shares`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import zipfile
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from tvad_jax.config import ConfigError
+from tvad_jax.data.motion import BINS, box_histograms
+from tvad_jax.data.object_crops import record_sidecar, sidecar_tracks, video_crops
+from tvad_jax.data.object_text import describe_object, scene_of
+from tvad_jax.data.pipeline import CLIP_MEAN, CLIP_STD
+from tvad_jax.data.prepare import source_fingerprint
+from tvad_jax.data.readers import iter_records, make_reader
+from tvad_jax.data.video_io import motion_field, resize_frames
+from tvad_jax.errors import DataError
+from tvad_jax.infer.features import make_encoder
+from tvad_jax.jobs.common import Report
+from tvad_jax.jobs.config import Config
+from tvad_jax.jobs.shares import join_shares, read_in_shares
+from tvad_jax.models.tvad import FrozenBackbone
+from tvad_jax.runs import progress
+
+TEXT_WINDOW = 4     # a crop's description covers its frame +- this many (steadier motion words)
+OBJECTS_VERSION = 2  # of the object cache's contents: a change of read_objects bumps it
+
+
+@dataclasses.dataclass
+class SplitObjects:
+    """Every object crop of a split, read once: the frozen tower's tokens, the motion histogram
+    and, from the sidecar, the object's plain description and the anomaly it acts (if any).
+    Rows are crops."""
+
+    videos: list[str]
+    labels: dict[str, np.ndarray]     # video -> [T] frame labels
+    video: np.ndarray                 # [K] index into videos
+    frame: np.ndarray                 # [K] t: the crop covers frames t-1 and t
+    object: np.ndarray                # [K] the object's track id
+    tokens: np.ndarray                # [K, 1+N', D_v] float16, the tower's last AHD layer
+    motion: np.ndarray                # [K, 8] float32 TME histograms
+    texts: list[str]                  # [K] descriptions
+    acting: list[str]                 # [K] the anomaly type the object acts on the crop, or ""
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def save(self, path: Path) -> None:
+        """One .npz, written beside `path` and renamed into place (never read half-written)."""
+        lengths = [len(self.labels[name]) for name in self.videos]
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, videos=np.asarray(self.videos, str), lengths=np.asarray(lengths),
+                 labels=np.concatenate([self.labels[name] for name in self.videos]),
+                 video=self.video, frame=self.frame, object=self.object, tokens=self.tokens,
+                 motion=self.motion, texts=np.asarray(self.texts, str),
+                 acting=np.asarray(self.acting, str))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> "SplitObjects":
+        """What `save` wrote; a DataError naming the file if it cannot be read."""
+        try:
+            with np.load(path) as z:
+                videos = z["videos"].tolist()
+                labels = dict(zip(videos, np.split(z["labels"], np.cumsum(z["lengths"])[:-1])))
+                return cls(videos, labels, z["video"], z["frame"], z["object"], z["tokens"],
+                           z["motion"], z["texts"].tolist(), z["acting"].tolist())
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+            raise DataError(path, f"not a readable object cache ({err}); delete it and the "
+                                  "next run reads the split anew") from err
+
+
+ROWS = ("frame", "object", "tokens", "motion", "texts", "acting")   # SplitObjects' row fields
+
+
+def split_objects(cfg: Config, backbone: FrozenBackbone, split: str,
+                  report: Report = print) -> SplitObjects:
+    """`read_objects` of `split` through the object cache: <cache_dir>/<split>-<key>.npz, key
+    a digest of what the objects depend on (the backbone's weights, every source file's name,
+    size and modification time, the crop settings), so a change lands in a new file."""
+    job = cfg.local
+    payload = {"version": OBJECTS_VERSION, "backbone": backbone.digest, "split": split,
+               "source": source_fingerprint(cfg, {}), "skip_bad": cfg.prepare.skip_bad,
+               "crops": [job.crop_stride, job.expand, job.token_pool],
+               **({"tokens": [job.tokens, job.region_clip]} if job.tokens != "crop" else {})}
+    key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+    root = Path(job.cache_dir or Path(cfg.prepared_dir) / "objects")
+    path = root / f"{split}-{key}.npz"
+    if path.is_file():
+        report(f"[tvad] object cache hit: {path}")
+        return SplitObjects.load(path)
+    root.mkdir(parents=True, exist_ok=True)
+    if jax.process_count() == 1:
+        objects = read_objects(cfg, backbone, split, report)
+        objects.save(path)
+    else:
+        order = make_reader(cfg.prepare.layout, cfg.prepare_source).video_names(split)
+        read_in_shares(path.with_name(f"incomplete-{path.stem}"), ".npz",
+                       lambda share: read_objects(cfg, backbone, split, report, share),
+                       SplitObjects.save, SplitObjects.load,
+                       lambda shares: join_shares(shares, order, ROWS).save(path))
+        objects = SplitObjects.load(path)
+    report(f"[tvad] object cache written: {path}")
+    return objects
+
+
+def read_objects(cfg: Config, backbone: FrozenBackbone, split: str, report: Report = print,
+                 share: tuple[int, int] = (0, 1)) -> SplitObjects:
+    """Crop (or find in its whole frame: `local.tokens`), encode and describe every object of
+    every video of `split` (with share (i, n), of every n-th video from the i-th)."""
+    job = cfg.local
+    reader = make_reader(cfg.prepare.layout, cfg.prepare_source)
+    encode = (crop_encoder(backbone, job.encode_batch, job.token_pool) if job.tokens == "crop"
+              else region_encoder(backbone, job.region_clip, job.token_pool))
+    size = backbone.cfg.vision.image_size
+    videos, labels, parts = [], {}, []
+    records = iter_records(reader, split, cfg.prepare.skip_bad, report, share)
+    for record in progress(records, f"local patterns: objects ({split})",
+                           len(reader.video_names(split)[share[0]::share[1]]), "video"):
+        sidecar = record_sidecar(record, "paper 003's detector")
+        tracks = sidecar_tracks(sidecar)
+        if not tracks:
+            raise DataError(record.source, "the sidecar lists no objects")
+        crops = video_crops(record.frames, tracks, size, job.crop_stride, job.expand,
+                            record.source, pixels=job.tokens == "crop")
+        if len(crops):      # none: objects seen on no crop frame; the video's frames score 0
+            flow = motion_field(record.frames, record.source)
+            tokens = (encode(crops.pixels) if job.tokens == "crop" else
+                      encode(record.frames, crops.frame, crops.box))
+            part = {"video": np.full(len(crops), len(videos)), "frame": crops.frame,
+                    "object": crops.object, "tokens": tokens,
+                    "motion": box_histograms(flow, np.column_stack([crops.frame, crops.box])),
+                    "texts": describe_crops(sidecar, crops.object, crops.frame),
+                    "acting": acted_anomalies(sidecar, crops.object, crops.frame)}
+            parts.append(part)
+        videos.append(record.name)
+        labels[record.name] = record.labels.astype(np.int64)
+    if not parts:       # no object on any crop frame (a share may be that small)
+        parts = [{"video": np.zeros(0, np.int64), "frame": np.zeros(0, np.int64),
+                  "object": np.zeros(0, np.int64), "tokens": np.zeros((0, 0, 0), np.float16),
+                  "motion": np.zeros((0, BINS), np.float32), "texts": [], "acting": []}]
+    joined = {k: np.concatenate([p[k] for p in parts])
+              for k in ("video", "frame", "object", "tokens", "motion")}
+    return SplitObjects(videos, labels, texts=[t for p in parts for t in p["texts"]],
+                        acting=[a for p in parts for a in p["acting"]], **joined)
+
+
+def describe_crops(sidecar: dict, objects: np.ndarray, frames: np.ndarray) -> list[str]:
+    """The plain description (class, look, action, speed, direction, zone) of each crop's
+    object over its frame +- TEXT_WINDOW."""
+    scene = scene_of(sidecar)
+    by_id = {int(o["id"]): o for o in sidecar["objects"]}
+    last = int(sidecar["num_frames"]) - 1
+    out = []
+    for obj, t in zip(objects, frames):
+        window = np.arange(max(t - TEXT_WINDOW, 0), min(t + TEXT_WINDOW, last) + 1)
+        out.append(describe_object(by_id[int(obj)], window, scene).description)
+    return out
+
+
+def acted_anomalies(sidecar: dict, objects: np.ndarray, frames: np.ndarray) -> list[str]:
+    """Per crop, the anomaly type its object acts on the crop's frames (t-1, t), from the
+    sidecar's per-object anomaly span; "" where it acts none."""
+    by_id = {int(o["id"]): o for o in sidecar["objects"]}
+    out = []
+    for obj, t in zip(objects, frames):
+        span, kind = by_id[int(obj)].get("anomaly"), by_id[int(obj)].get("anomaly_type")
+        out.append(kind if span is not None and span[0] <= t and t - 1 <= span[1] else "")
+    return out
+
+
+def crop_encoder(backbone: FrozenBackbone, batch: int, pool: int):
+    """crops [K, 2, S, S, 3] uint8 -> the tower's last AHD layer [K, 1+N/pool^2, D_v] float16:
+    the CLS token, then the patch grid average-pooled pool x pool."""
+    encode = make_encoder(backbone.cfg, backbone.params)
+
+    def last_layer(pixels: np.ndarray) -> np.ndarray:
+        hidden, _ = encode(_tower_input(pixels))
+        hidden = np.asarray(hidden, np.float32)[:, -1, 0]            # K, 1+N, D_v
+        k, n, d = hidden.shape
+        g = math.isqrt(n - 1)
+        _check_pool(g, pool)
+        grid = hidden[:, 1:].reshape(k, g // pool, pool, g // pool, pool, d).mean(axis=(2, 4))
+        return np.concatenate([hidden[:, :1], grid.reshape(k, -1, d)], 1).astype(np.float16)
+
+    return lambda pixels: in_batches(last_layer, batch, pixels)
+
+
+def _tower_input(pixels: np.ndarray) -> np.ndarray:
+    """uint8 frames -> the tower's normalized float32 input."""
+    mean, std = np.asarray(CLIP_MEAN, np.float32), np.asarray(CLIP_STD, np.float32)
+    return (pixels.astype(np.float32) / 255.0 - mean) / std
+
+
+def _check_pool(grid: int, pool: int) -> None:
+    if grid % pool:
+        raise ConfigError(f"local.token_pool {pool} does not divide the tower's {grid} x {grid} "
+                          "patch grid")
+
+
+REGION_BATCH = 8   # clips per whole-video tower call (one compiled shape)
+
+
+def region_encoder(backbone: FrozenBackbone, clip_len: int, pool: int):
+    """(a video's frames [T, H, W, 3] uint8, frame t [K], grown boxes [K, 4] inclusive) ->
+    [K, 1+N/pool^2, D_v] float16 (`local.tokens=region`): the tower reads the whole video in
+    clips of `clip_len` frames (the last one padded with the final frame), and each object's
+    tokens are the last AHD layer's patch grid of the tubelet holding frame t, sampled
+    bilinearly at the centres of a (g/pool) x (g/pool) grid over its box, after one sample at
+    the box's centre (the slot a crop's CLS token holds)."""
+    encode = make_encoder(backbone.cfg, backbone.params)
+    vision = backbone.cfg.vision
+    size, patch, tubelet = vision.image_size, vision.patch_size, vision.tubelet
+    grid = size // patch
+    _check_pool(grid, pool)
+    if clip_len % tubelet or clip_len > vision.max_frames:
+        raise ConfigError(f"local.region_clip {clip_len}: the tower reads clips of up to "
+                          f"{vision.max_frames} frames in {tubelet}-frame tubelets")
+
+    def last_layer(clips: np.ndarray) -> np.ndarray:                  # [B, clip_len, S, S, 3]
+        hidden, _ = encode(_tower_input(clips))
+        return np.asarray(hidden[:, -1, :, 1:], np.float32)          # B, T'_c, N, D_v
+
+    def tokens(frames: np.ndarray, t: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        frames, boxes = _tower_sized(frames, boxes, size)
+        T = len(frames)
+        padded = np.concatenate([frames, np.repeat(frames[-1:], -T % clip_len, axis=0)])
+        clips = padded.reshape(-1, clip_len, size, size, 3)
+        hidden = in_batches(last_layer, REGION_BATCH, clips)         # C, T'_c, N, D_v
+        hidden = hidden.reshape(-1, grid, grid, hidden.shape[-1])    # T', g, g, D_v
+        x0, y0, x1, y1 = (boxes[:, i, None].astype(np.float32) for i in range(4))
+        m = grid // pool
+        steps = (np.arange(m, dtype=np.float32) + 0.5) / m           # cell centres in [0, 1]
+        xs = np.concatenate([(x0 + x1 + 1) / 2, x0 + steps * (x1 + 1 - x0)], axis=1)
+        ys = np.concatenate([(y0 + y1 + 1) / 2, y0 + steps * (y1 + 1 - y0)], axis=1)
+        ys = np.concatenate([ys[:, :1], np.repeat(ys[:, 1:], m, axis=1)], axis=1)
+        xs = np.concatenate([xs[:, :1], np.tile(xs[:, 1:], m)], axis=1)   # K, 1 + m^2 points
+        return _bilinear(hidden[t // tubelet], xs / patch - 0.5,
+                         ys / patch - 0.5).astype(np.float16)
+
+    return tokens
+
+
+def _tower_sized(frames: np.ndarray, boxes: np.ndarray, size: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Frames resized to the tower's square input (bilinear, aspect not kept) and the
+    inclusive boxes mapped onto them."""
+    T, H, W, _ = frames.shape
+    if (H, W) == (size, size):
+        return frames, boxes
+    frames = resize_frames(frames, size, size)
+    scale = np.asarray([size / W, size / H] * 2)
+    return frames, (boxes + (0, 0, 1, 1)) * scale - (0, 0, 1, 1)
+
+
+def _bilinear(grids: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """grids [K, g, g, D] sampled at [K, P] points of column u and row v (grid units, cell
+    centres at integers, clamped to the grid) -> [K, P, D]."""
+    g = grids.shape[1]
+    u, v = np.clip(u, 0, g - 1), np.clip(v, 0, g - 1)
+    u0, v0 = np.minimum(u.astype(int), g - 2), np.minimum(v.astype(int), g - 2)
+    fu, fv = (u - u0)[..., None], (v - v0)[..., None]
+    k = np.arange(len(grids))[:, None]
+    top = grids[k, v0, u0] * (1 - fu) + grids[k, v0, u0 + 1] * fu
+    bottom = grids[k, v0 + 1, u0] * (1 - fu) + grids[k, v0 + 1, u0 + 1] * fu
+    return top * (1 - fv) + bottom * fv
+
+
+def in_batches(fn, batch: int, *arrays: np.ndarray) -> np.ndarray:
+    """fn over rows of `arrays` in fixed-size batches (one compiled shape; the last padded)."""
+    out = []
+    for lo in range(0, len(arrays[0]), batch):
+        chunks = [a[lo:lo + batch] for a in arrays]
+        n = len(chunks[0])
+        chunks = [np.pad(c, ((0, batch - n),) + ((0, 0),) * (c.ndim - 1)) for c in chunks]
+        out.append(np.asarray(fn(*chunks))[:n])
+    return np.concatenate(out)
