@@ -67,7 +67,8 @@ class SplitObjects:
         lengths = [len(self.labels[name]) for name in self.videos]
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
         np.savez(tmp, videos=np.asarray(self.videos, str), lengths=np.asarray(lengths),
-                 labels=np.concatenate([self.labels[name] for name in self.videos]),
+                 labels=np.concatenate([self.labels[name] for name in self.videos]
+                                       or [np.zeros(0, np.int64)]),   # a share may hold none
                  video=self.video, frame=self.frame, object=self.object, tokens=self.tokens,
                  motion=self.motion, texts=np.asarray(self.texts, str),
                  acting=np.asarray(self.acting, str))
