@@ -118,10 +118,13 @@ def test_the_shares_of_several_processes_join_into_the_one_process_answers(tiny_
     assert joined.answers == whole.answers and len(whole) > 0
     for name in ("video", "frame", "object", "pooled"):
         np.testing.assert_array_equal(getattr(joined, name), getattr(whole, name))
-    # a share keeps its rows of the stored answers and asks nothing again
+    # a share keeps its rows of the stored answers and asks nothing again, an empty one too
     said.clear()
     kept = ask_share(cfg, backbone, "val", ("pose",), whole, (1, 2), said.append)
     assert kept.answers == shares[0].answers and not [m for m in said if "asking" in m]
+    stored = dataclasses.replace(whole, answers={**whole.answers, "mood": ["?"] * len(whole)})
+    empty = ask_share(cfg, backbone, "val", ("pose",), stored, (n, n + 1), said.append)
+    assert empty.answers == {"pose": [], "mood": []} and not [m for m in said if "asking" in m]
 
 
 def test_track_windows_follow_each_track_and_restart_at_a_gap():

@@ -152,11 +152,12 @@ def ask_share(cfg: Config, backbone: FrozenBackbone, split: str, prompts: tuple[
             parts.append(part)
         videos.append(record.name)
         labels[record.name] = record.labels.astype(np.int64)
-    if not parts:       # no clip in the share: an empty table (a share may be that small)
-        return SplitAnswers(videos, labels, *(np.zeros(0, np.int64),) * 3, [],
-                            {p: [] for p in prompts}, np.zeros((0, 0), np.float32))
-    joined = {k: np.concatenate([p[k] for p in parts])
-              for k in ("video", "frame", "object", "visual", "pooled")}
+    if parts:
+        joined = {k: np.concatenate([p[k] for p in parts])
+                  for k in ("video", "frame", "object", "visual", "pooled")}
+    else:               # no clip in the share: an empty table (a share may be that small)
+        joined = {**{k: np.zeros(0, np.int64) for k in ("video", "frame", "object")},
+                  "visual": None, "pooled": np.zeros((0, 0), np.float32)}
     category = [c for p in parts for c in p["category"]]
     result = SplitAnswers(videos, labels, joined["video"], joined["frame"], joined["object"],
                           category, {}, joined["pooled"])
@@ -167,7 +168,8 @@ def ask_share(cfg: Config, backbone: FrozenBackbone, split: str, prompts: tuple[
     for prompt in prompts:
         if prompt not in result.answers:
             report(f"[tvad] VLAVAD: asking {len(category)} object clips ({split}): {prompt}")
-            result.answers[prompt] = qa.answers(joined["visual"], category, prompt)
+            result.answers[prompt] = (qa.answers(joined["visual"], category, prompt)
+                                      if category else [])
     return result
 
 
@@ -175,7 +177,7 @@ def _rows_of(a: SplitAnswers, videos: list[str]) -> SplitAnswers:
     """The rows of `a` that belong to `videos` (which must be among a's; else nothing)."""
     if not set(videos) <= set(a.videos):
         return dataclasses.replace(a, videos=[])
-    index = np.asarray([a.videos.index(v) for v in videos])
+    index = np.asarray([a.videos.index(v) for v in videos], np.int64)
     rows = np.flatnonzero(np.isin(a.video, index))
     remap = np.full(len(a.videos), -1)
     remap[index] = np.arange(len(videos))
