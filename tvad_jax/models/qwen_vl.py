@@ -669,8 +669,11 @@ def logits(params: dict, cfg: QwenVLConfig, input_ids, pixel_values=None, image_
                               mask)
     embeds = input_embeds(params, cfg, ids, pixel_values, image_grid_thw,
                           pixel_values_videos, video_grid_thw)
+    padded = not mask.all()
     out = _logits(params["text"], cfg, embeds, jnp.asarray(positions, jnp.int32),
-                  jnp.asarray(lengths, jnp.int32))
+                  jnp.asarray(lengths, jnp.int32) if padded else None)
+    if not padded:      # nothing moved: no second [B, L, V] buffer
+        return out
     rows = np.arange(len(ids))[:, None]
     return jnp.zeros_like(out).at[rows, columns].set(jnp.where(mask[..., None], out, 0.0))
 
