@@ -10,8 +10,9 @@ alone; the fusion with lambda 1; SPA's rule as printed, without setting aside th
 whose answers take at most k values (on the synthetic benchmark every class answers the pose
 question the same way on normal videos, so the printed rule picks it); and the full model on
 tracks that the IoU tracker recovers from noisy detections instead of the simulator's exact
-tracks. Every row but the last takes
-the full run's stored answers (same seed): the backbone answers once per seed.
+tracks. Every row but the last reads the full run's answers from the answer cache, and so
+does every seed: the backbone answers once for the exact tracks and once per seed for the
+tracker's (its noisy detections are seeded).
 """
 from __future__ import annotations
 

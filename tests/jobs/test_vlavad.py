@@ -17,8 +17,9 @@ from tvad_jax.errors import DataError
 from tvad_jax.eval.fusion import fuse
 from tvad_jax.jobs.config import Config
 from tvad_jax.jobs.shares import join_shares
-from tvad_jax.jobs.vlavad import (ROWS, SplitAnswers, answers_of, ask_share, evaluate_vlavad_run,
-                                  knn_distance, track_windows, vlavad_aucs, vlavad_scores)
+from tvad_jax.jobs.vlavad import (ROWS, SplitAnswers, answers_of, answers_path, ask_share,
+                                  evaluate_vlavad_run, knn_distance, track_windows, vlavad_aucs,
+                                  vlavad_scores)
 from tvad_jax.models.spa import normalize_answer
 from tvad_jax.models.tvad import load_frozen_backbone
 
@@ -35,15 +36,25 @@ def tiny_run(tiny_backbone, tmp_path_factory):
     return cfg, Path(out.getvalue().strip().splitlines()[-1])
 
 
+def _cached(run_dir: Path, split: str, **vlavad) -> Path:
+    """The run's answer file of `split` in the answer cache (its `vlavad` section changed)."""
+    cfg = config_lib.load(Config, run_dir / "config.json")
+    cfg = dataclasses.replace(cfg, vlavad=dataclasses.replace(cfg.vlavad, **vlavad))
+    return answers_path(cfg, load_frozen_backbone(cfg.vlavad.backbone), split)
+
+
 def test_train_then_eval_through_the_cli(tiny_run, capsys):
     cfg, run_dir = tiny_run
-    for name in ("config.json", "vlavad_stats.json", "predictor/metrics.jsonl",
-                 "answers/train_normal.json", "answers/train_normal.npy"):
+    for name in ("config.json", "vlavad_stats.json", "predictor/metrics.jsonl"):
         assert (run_dir / name).is_file(), name
+    cached = _cached(run_dir, "train_normal")
+    assert cached.is_file() and cached.with_suffix(".npy").is_file()
+    assert cached.parent == Path(cfg.prepared_dir) / "answers"
     stats = json.loads((run_dir / "vlavad_stats.json").read_text())
+    assert stats["train_answers"] == str(cached)
     spa = stats["spa"]
     assert len(spa["prompts"]) == 1 and spa["prompts"][0] in ("pose", "behaviour", "appearance")
-    stored = json.loads((run_dir / "answers/train_normal.json").read_text())
+    stored = json.loads(cached.read_text())
     assert set(stored["answers"]) == {"pose", "behaviour", "appearance"}
     # the chosen prompt is the most concentrated one among those with more than top_k
     # distinct answers (all of them if none has)
@@ -62,9 +73,28 @@ def test_train_then_eval_through_the_cli(tiny_run, capsys):
     for method in ("vlavad", "spa", "s3m_answers", "knn_visual", "frame_difference"):
         assert 0.0 <= summary[method]["micro_auc"] <= 1.0, method
     assert json.loads((run_dir / "eval_test.json").read_text()) == summary
-    # the test split's answers are stored, to the chosen prompt only
-    test_answers = json.loads((run_dir / "answers/test.json").read_text())["answers"]
-    assert set(test_answers) == set(spa["prompts"])
+    # the test split's answers are cached, to the chosen prompt at least (another run on
+    # the same inputs may have asked more)
+    test_answers = json.loads(_cached(run_dir, "test").read_text())["answers"]
+    assert set(spa["prompts"]) <= set(test_answers)
+
+
+def test_the_answer_cache_key_follows_what_the_answers_depend_on(tiny_run):
+    _, run_dir = tiny_run
+    same = _cached(run_dir, "val")
+    # the run's seeds, the predictor and the scoring leave the answers as they are
+    assert _cached(run_dir, "val", data_seed=5, predictor="rnn", weight=1.0, top_k=2) == same
+    assert _cached(run_dir, "val", cache_dir="/elsewhere").name == same.name
+    # the split, the clips, the decoding and the tracks do not
+    job = config_lib.load(Config, run_dir / "config.json").vlavad
+    others = [_cached(run_dir, "test"), _cached(run_dir, "val", clip_len=job.clip_len + 1),
+              _cached(run_dir, "val", answer_stride=job.answer_stride + 1),
+              _cached(run_dir, "val", max_new_tokens=job.max_new_tokens + 1),
+              _cached(run_dir, "val", tracks="tracker")]
+    assert len({same, *others}) == 6
+    # tracks from noisy detections depend on the seed of the noise
+    assert (_cached(run_dir, "val", tracks="tracker", data_seed=1)
+            != _cached(run_dir, "val", tracks="tracker"))
 
 
 def test_scoring_overrides_fuse_and_smooth_the_run_differently(tiny_run):
@@ -87,19 +117,26 @@ def test_scoring_overrides_fuse_and_smooth_the_run_differently(tiny_run):
     assert files() == before                     # the run's own evaluations stay as they were
 
 
-def test_asking_another_prompt_keeps_the_answers_already_stored(tiny_run):
+def test_asking_another_prompt_keeps_the_answers_already_stored(tiny_run, tmp_path):
     _, run_dir = tiny_run
     cfg = config_lib.load(Config, run_dir / "config.json")
+    cfg = dataclasses.replace(cfg, vlavad=dataclasses.replace(cfg.vlavad,
+                                                              cache_dir=str(tmp_path)))
     backbone = load_frozen_backbone(cfg.vlavad.backbone)
-    quiet = lambda *args: None  # noqa: E731
-    pose = answers_of(cfg, backbone, "val", ("pose",), run_dir, quiet)
-    behaviour = answers_of(cfg, backbone, "val", ("behaviour",), run_dir, quiet)
+    said = []
+    pose = answers_of(cfg, backbone, "val", ("pose",), said.append)
+    behaviour = answers_of(cfg, backbone, "val", ("behaviour",), said.append)
     assert behaviour.answers["pose"] == pose.answers["pose"]
     assert len(behaviour.answers["behaviour"]) == len(pose)
-    stored = json.loads((run_dir / "answers/val.json").read_text())
+    asked = [m for m in said if "VLAVAD: asking" in m]
+    assert len(asked) == 2 and "pose" in asked[0] and "behaviour" in asked[1]
+    stored = json.loads(answers_path(cfg, backbone, "val").read_text())
     assert set(stored["answers"]) == {"pose", "behaviour"}
-    again = answers_of(cfg, backbone, "val", ("pose", "behaviour"), run_dir, quiet)  # read back
+    said.clear()
+    again = answers_of(cfg, backbone, "val", ("pose", "behaviour"), said.append)  # read back
     assert again.answers == behaviour.answers
+    assert not [m for m in said if "VLAVAD: asking" in m] and "answer cache hit" in said[0]
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".npy"]  # no temporary
 
 
 def test_the_shares_of_several_processes_join_into_the_one_process_answers(tiny_run):
@@ -165,15 +202,17 @@ def test_two_processes_train_the_one_process_run(tiny_backbone, tiny_run, tmp_pa
     cfg, one = tiny_run
     repo = Path(__file__).resolve().parents[2]
     port = portpicker.pick_unused_port()
+    cache = tmp_path / "answers"          # not the one-process run's cache: ask anew
     command = [sys.executable, "-m", "tvad_jax.cli", "train", "vlavad", "--config", "tiny",
                "--run-dir", str(tmp_path / "run"), f"synth.out_dir={cfg.synth.out_dir}",
-               f"vlavad.backbone={tiny_backbone[1]}"]
+               f"vlavad.backbone={tiny_backbone[1]}", f"vlavad.cache_dir={cache}"]
     run_together([(command, job_env(pid, 2, port)) for pid in range(2)], repo, timeout=900)
-    stored = [json.loads((run / "answers/train_normal.json").read_text())
-              for run in (one, tmp_path / "run")]
+    ours = _cached(tmp_path / "run", "train_normal")
+    assert ours.parent == cache
+    stored = [json.loads(path.read_text()) for path in (_cached(one, "train_normal"), ours)]
     assert stored[0] == stored[1]
     a, b = (json.loads((run / "vlavad_stats.json").read_text()) for run in (one, tmp_path / "run"))
     assert a["spa"] == b["spa"] and a["train_windows"] == b["train_windows"]
     np.testing.assert_allclose(b["error_ref"], a["error_ref"], rtol=1e-3, atol=1e-5)
-    assert sorted(p.name for p in (tmp_path / "run" / "answers").iterdir()) == [
-        "train_normal.json", "train_normal.npy"]     # no share left behind
+    assert sorted(p.name for p in cache.iterdir()) == [
+        ours.name, ours.with_suffix(".npy").name]     # no share left behind

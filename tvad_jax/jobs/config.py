@@ -457,6 +457,8 @@ class VLAVADJobConfig:
       train_split / eval_split: the normal-only split SPA and S3M learn from; the split eval
         scores.
       data_seed: shuffling of the training windows and the detection noise.
+      cache_dir: root of the answer cache (every split's clips answered by the frozen
+        backbone, shared by the runs that would ask alike); "" = <prepared_dir>/answers.
     """
 
     backbone: str = ""
@@ -484,6 +486,7 @@ class VLAVADJobConfig:
     train_split: str = "train_normal"
     eval_split: str = "test"
     data_seed: int = 0
+    cache_dir: str = ""
 
     def __post_init__(self):
         config_lib.check_at_least(self, 1, "answer_stride", "clip_len", "top_k",

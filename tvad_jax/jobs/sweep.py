@@ -83,7 +83,8 @@ class Setting:
         "tvad" takes its AHD (stage 1; e.g. w/o RAE from the full model), "s3m" evaluates
         its S3M (e.g. another smoothing), "local_patterns" takes its trained ITAM,
         "vlavad" scores its run with this row's scoring when only the scoring differs
-        (score, weight, sigma, normalization) and otherwise takes its stored answers.
+        (score, weight, sigma, normalization) and otherwise trains anew (the answers come
+        from the answer cache every VLAVAD run shares, `jobs.vlavad.answers_path`).
       one_shot: ("tvad", "tvad_plain") the dialogue with the in-context example (Table 3).
       sigma: ("s3m", "frame_difference") temporal smoothing of the frame scores.
       score: ("vlavad") which of the run's scores the row reports: "vlavad" (the fusion),
@@ -462,7 +463,7 @@ def _vlavad(run: PlannedRun, folder: Path, sweep_dir: Path, splits, report) -> d
         # only the scoring differs: the lender's run, scored as this row says
         return {split: vlavad_aucs(lender, split, report, scoring=run.config.vlavad)[score]
                 for split in splits}
-    run_dir = train_vlavad(run.config, folder / "run", answers_from=lender, report=report)
+    run_dir = train_vlavad(run.config, folder / "run", report=report)
     return {split: evaluate_vlavad_run(run_dir, split, report=report)[score]
             for split in splits}
 

@@ -20,15 +20,20 @@ tower's pooled crop feature to the nearest normal training crop) is scored besid
     tvad train vlavad [--run-dir DIR] [vlavad.tracks=tracker vlavad.predictor=rnn ...]
     tvad eval run RUN_DIR [--split test]
 
-Run folder: config.json, answers/<split>.json + answers/<split>.npy (every crop's answers and
-pooled feature, computed once per split and reused), predictor/ (engine run: checkpoints,
-metrics.jsonl), vlavad_stats.json (SPA, error scale, counts; written last),
-eval_<split>.json/.md.
+Run folder: config.json, predictor/ (engine run: checkpoints, metrics.jsonl),
+vlavad_stats.json (SPA, error scale, counts, the answer files read; written last),
+eval_<split>.json/.md. Every clip's answers and pooled feature live in the answer cache,
+<vlavad.cache_dir or prepared_dir/answers>/<split>-<key>.json + .npy, key a digest of what
+they depend on (the backbone, the benchmark's files, the tracks, the clips, the decoding):
+the answers do not depend on a run's seed, so a sweep's seeds and settings, a demo run
+again, and the evaluation of any run on the same inputs ask the backbone once.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +44,7 @@ import numpy as np
 from tvad_jax.data.batches import array_batches
 from tvad_jax.data.files import check_output_dir
 from tvad_jax.data.object_crops import record_sidecar, track_clips
+from tvad_jax.data.prepare import source_fingerprint
 from tvad_jax.data.readers import iter_records, make_reader
 from tvad_jax.data.track_windows import clips
 from tvad_jax.data.tracker import track_categories, tracks_from_sidecar
@@ -63,7 +69,7 @@ from tvad_jax.train.state import merge_params
 
 KIND = "vlavad"
 STATS_FILE = "vlavad_stats.json"
-ANSWERS = "answers"
+ANSWERS_VERSION = 1  # of the answer cache's contents: a change of ask_share bumps it
 
 
 # ----------------------------------------------------------------------------- answers
@@ -89,15 +95,36 @@ class SplitAnswers:
 ROWS = ("frame", "object", "category", "answers", "pooled")   # SplitAnswers' row fields
 
 
+def answers_path(cfg: Config, backbone: FrozenBackbone, split: str) -> Path:
+    """The split's file in the answer cache: <cache_dir>/<split>-<key>.json, key a digest of
+    what the answers depend on (the backbone's weights and tokenizer, every source file's
+    name, size and modification time, the tracks and their noise, the clips, the decoding
+    budget, the model section the plain backbone is built with); not the run's seed, except
+    for tracks made from seeded noisy detections."""
+    job = cfg.vlavad
+    tracks: dict[str, Any] = {"tracks": job.tracks}
+    if job.tracks == "tracker":
+        tracks.update(detections=dataclasses.asdict(job.detections),
+                      tracker=dataclasses.asdict(job.tracker), seed=job.data_seed)
+    payload = {"version": ANSWERS_VERSION, "backbone": backbone.digest, "split": split,
+               "source": source_fingerprint(cfg, {}), "skip_bad": cfg.prepare.skip_bad,
+               "clips": [job.clip_len, job.answer_stride], "tokens": job.max_new_tokens,
+               "model": dataclasses.asdict(cfg.tvad.model), **tracks}
+    key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode())
+    root = Path(job.cache_dir or Path(cfg.prepared_dir) / "answers")
+    return root / f"{split}-{key.hexdigest()[:20]}.json"
+
+
 def answers_of(cfg: Config, backbone: FrozenBackbone, split: str, prompts: tuple[str, ...],
-               run_dir: Path, report: Report = print) -> SplitAnswers:
-    """The split's answers to `prompts`, read from run_dir/answers/ when an earlier call
-    stored answers to all of them, else computed (every clip encoded, the prompts not stored
-    yet asked) and stored beside the answers to the other prompts already there. On several
-    processes each asks about its share of the videos (`jobs.shares`)."""
-    path = run_dir / ANSWERS / f"{split}.json"
+               report: Report = print) -> SplitAnswers:
+    """The split's answers to `prompts`, read from the answer cache (`answers_path`) when an
+    earlier call stored answers to all of them, else computed (every clip encoded, the
+    prompts not stored yet asked) and stored beside the answers to the other prompts already
+    there. On several processes each asks about its share of the videos (`jobs.shares`)."""
+    path = answers_path(cfg, backbone, split)
     earlier = _load_answers(path) if path.is_file() else None
     if earlier is not None and set(prompts) <= set(earlier.answers):
+        report(f"[tvad] answer cache hit: {path}")
         return earlier
 
     def publish(answers: SplitAnswers) -> None:     # never an empty table: an error instead
@@ -111,7 +138,7 @@ def answers_of(cfg: Config, backbone: FrozenBackbone, split: str, prompts: tuple
         publish(answers)
     else:
         order = make_reader(cfg.prepare.layout, cfg.prepare_source).video_names(split)
-        read_in_shares(path.with_name(f"incomplete-{split}"), ".json",
+        read_in_shares(path.with_name(f"incomplete-{path.stem}"), ".json",
                        lambda share: ask_share(cfg, backbone, split, prompts, earlier, share,
                                                report),
                        _store_answers, _load_answers,
@@ -120,6 +147,7 @@ def answers_of(cfg: Config, backbone: FrozenBackbone, split: str, prompts: tuple
     if answers is None or not len(answers):
         raise DataError(cfg.prepare_source, f"split {split!r}: no object is seen on an "
                                             "answer frame")
+    report(f"[tvad] answer cache written: {path}")
     return answers
 
 
@@ -195,16 +223,17 @@ def _same_clips(a: SplitAnswers, b: SplitAnswers) -> bool:
 
 
 def _store_answers(a: SplitAnswers, path: Path) -> None:
-    """answers/<split>.json (rows, answers, labels) and answers/<split>.npy (pooled), each
-    written under a temporary name and renamed (the .npy first, the .json marks completion)."""
+    """<name>.json (rows, answers, labels) and <name>.npy (pooled), each written under a
+    temporary name of this process and renamed (the .npy first, the .json marks completion),
+    so that runs sharing the cache at the same time never read a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
     np.save(tmp, a.pooled.astype(np.float16))
     tmp.replace(path.with_suffix(".npy"))
     data = {"videos": a.videos, "labels": {k: v.tolist() for k, v in a.labels.items()},
             "video": a.video.tolist(), "frame": a.frame.tolist(), "object": a.object.tolist(),
             "category": a.category, "answers": a.answers}
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data) + "\n")
     tmp.replace(path)
 
@@ -327,11 +356,9 @@ def step_errors(model: TrackPredictor, params: Any, w: Windows, batch: int = 102
 
 
 def train_vlavad(cfg: Config, run_dir: str | Path | None = None,
-                 answers_from: str | Path | None = None, report: Report = print) -> Path:
+                 report: Report = print) -> Path:
     """Answers on the normal training split, SPA fitted on them, the predictor trained on
-    their embeddings; returns the run folder. `answers_from`: a run folder whose stored
-    answers (same backbone, tracks and clips) this run reads instead of asking again (the
-    sweeps' settings that differ only downstream).
+    their embeddings; returns the run folder.
 
     On several processes (`vlavad.train.distributed` or TVAD_COORDINATOR_ADDRESS & co.) each
     asks about its share of a split's videos, the predictor trains data-parallel over the
@@ -342,12 +369,8 @@ def train_vlavad(cfg: Config, run_dir: str | Path | None = None,
     distributed.initialize(job.train.distributed)
     ensure_benchmark_once(cfg, report)
     run_dir = start_run(KIND, cfg, run_dir)
-    if answers_from:
-        if jax.process_index() == 0:
-            _lend_answers(Path(answers_from), run_dir)
-        distributed.barrier("answers-lent")
     backbone = load_frozen_backbone(job.backbone or cfg.tvad.backbone)
-    a = answers_of(cfg, backbone, job.train_split, job.prompts, run_dir, report)
+    a = answers_of(cfg, backbone, job.train_split, job.prompts, report)
     spa = fit_spa({p: a.answers[p] for p in job.prompts}, job.top_k, job.num_prompts,
                   job.skip_saturated)
     report(f"[tvad] SPA: concentration (top {job.top_k}) "
@@ -370,6 +393,7 @@ def train_vlavad(cfg: Config, run_dir: str | Path | None = None,
              "train_error_mean": float(errors.mean()), "train_windows": len(w),
              "train_clips": len(a), "train_videos": len(a.videos),
              "train_split": job.train_split,
+             "train_answers": str(answers_path(cfg, backbone, job.train_split)),
              "distinct_answers": {p: len({normalize_answer(x) for x in a.answers[p]})
                                   for p in job.prompts}}
     if jax.process_index() == 0:
@@ -379,21 +403,6 @@ def train_vlavad(cfg: Config, run_dir: str | Path | None = None,
     distributed.barrier("vlavad-stats")     # the run is finished for every process, not just 0
     report(f"[tvad] VLAVAD trained: {run_dir}")
     return run_dir
-
-
-def _lend_answers(lender: Path, run_dir: Path) -> None:
-    """Copy another run's stored answers (every split it has) into this run."""
-    source = lender / ANSWERS
-    if not source.is_dir():
-        raise DataError(source, "no stored answers to reuse")
-    target = run_dir / ANSWERS
-    target.mkdir(exist_ok=True)
-    # the .npy files first: a split's .json marks its answers complete
-    for path in sorted(source.glob("*.npy")) + sorted(source.glob("*.json")):
-        if not (target / path.name).exists():
-            tmp = target / (path.name + ".tmp")
-            tmp.write_bytes(path.read_bytes())
-            tmp.replace(target / path.name)
 
 
 def embeddings(backbone: FrozenBackbone, a: SplitAnswers, spa: SPA) -> np.ndarray:
@@ -418,8 +427,8 @@ def vlavad_scores(run_dir: str | Path, split: str, report: Report = print,
     fusion = scoring or job
     spa = SPA.from_json(stats["spa"])
     backbone = load_frozen_backbone(job.backbone or cfg.tvad.backbone)
-    train_a = answers_of(cfg, backbone, job.train_split, spa.prompts, run_dir, report)
-    a = answers_of(cfg, backbone, split, spa.prompts, run_dir, report)
+    train_a = answers_of(cfg, backbone, job.train_split, spa.prompts, report)
+    a = answers_of(cfg, backbone, split, spa.prompts, report)
     lengths = {name: len(a.labels[name]) for name in a.videos}
     stride = job.answer_stride
 
