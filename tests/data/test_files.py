@@ -1,13 +1,18 @@
-"""Strict edge readers: text, numbers, JSON, .npy, numbered files, output folders (the seeded
-fuzz of every format is tests/data/test_fuzz.py)."""
+"""Strict edge readers: text, numbers, JSON, .npy, numbered files, output folders, the cache
+lock (the seeded fuzz of every format is tests/data/test_fuzz.py)."""
+import fcntl
 import io
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tvad_jax.data.files import (check_output_dir, load_npy, numbered_files, parse_int,
-                                 parse_number, read_json, read_text, save_npy)
+                                 parse_number, read_json, read_text, save_npy, waiting_lock)
 from tvad_jax.errors import DataError
 
 
@@ -117,3 +122,27 @@ def test_save_npy_appears_complete_or_not_at_all(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         save_npy(tmp_path / "b.scores.npy", np.zeros(3))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.scores.npy"]
+
+
+def test_waiting_lock_waits_for_its_holder_and_dies_with_it(tmp_path):
+    lock = tmp_path / "cache" / ".split.lock"
+    with waiting_lock(lock):
+        with lock.open("w") as other, pytest.raises(BlockingIOError):   # held: a try fails
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with lock.open("w") as other:                                        # released
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    # a holder killed with -9 leaves nothing held behind
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from tvad_jax.data.files import waiting_lock\n"
+        "with waiting_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)"),
+        str(lock)], stdout=subprocess.PIPE, text=True,
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2])))
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with lock.open("w") as other, pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        holder.kill()
+        holder.wait()
+    with waiting_lock(lock):
+        pass

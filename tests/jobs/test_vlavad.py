@@ -4,7 +4,9 @@ import contextlib
 import dataclasses
 import io
 import json
+import shutil
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ import pytest
 
 from tvad_jax import config as config_lib
 from tvad_jax.cli import main
+from tvad_jax.data.files import waiting_lock
 from tvad_jax.data.readers import make_reader
 from tvad_jax.errors import DataError
 from tvad_jax.eval.fusion import fuse
@@ -136,7 +139,34 @@ def test_asking_another_prompt_keeps_the_answers_already_stored(tiny_run, tmp_pa
     again = answers_of(cfg, backbone, "val", ("pose", "behaviour"), said.append)  # read back
     assert again.answers == behaviour.answers
     assert not [m for m in said if "VLAVAD: asking" in m] and "answer cache hit" in said[0]
-    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".npy"]  # no temporary
+    assert sorted(p.suffix for p in tmp_path.iterdir()
+                  if not p.name.startswith(".")) == [".json", ".npy"]
+    assert not list(tmp_path.glob(".*tmp*"))                    # no temporary file left
+
+
+def test_a_process_waits_for_the_one_asking_and_reads_its_answers(tiny_run, tmp_path):
+    """Independent processes sharing the answer cache (a sweep's --parallel-runs): while one
+    holds a split's lock the other waits, then reads what the first stored, asking nothing."""
+    _, run_dir = tiny_run
+    cfg = config_lib.load(Config, run_dir / "config.json")
+    backbone = load_frozen_backbone(cfg.vlavad.backbone)
+    shared, first = tmp_path / "shared", tmp_path / "first"
+    in_dir = lambda d: dataclasses.replace(  # noqa: E731
+        cfg, vlavad=dataclasses.replace(cfg.vlavad, cache_dir=str(d)))
+    asked = answers_of(in_dir(first), backbone, "val", ("pose",), lambda m: None)
+    path = answers_path(in_dir(shared), backbone, "val")
+    said, result = [], {}
+    with waiting_lock(path.with_name(f".{path.stem}.lock")):    # "the first process"
+        reader = threading.Thread(target=lambda: result.update(a=answers_of(
+            in_dir(shared), backbone, "val", ("pose",), said.append)))
+        reader.start()
+        reader.join(timeout=1.0)
+        assert reader.is_alive() and not said                    # waiting, asking nothing
+        for name in (path.with_suffix(".npy").name, path.name):  # it stores its answers
+            shutil.copyfile(first / name, shared / name)
+    reader.join(timeout=60)
+    assert not reader.is_alive() and result["a"].answers == asked.answers
+    assert not [m for m in said if "VLAVAD: asking" in m]
 
 
 def test_the_shares_of_several_processes_join_into_the_one_process_answers(tiny_run):

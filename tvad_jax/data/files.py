@@ -1,5 +1,6 @@
 """Strict reading of the small files at the data layer's edges: text, numbers in text, JSON,
-`.npy` arrays and numbered file sequences; and the check of an output folder before any work.
+`.npy` arrays and numbered file sequences; the check of an output folder before any work, and
+the lock that lets one process at a time fill a cache other processes share.
 
 Every violation is a `DataError` naming the file (and line or frame) and what was expected,
 so that bad input never reaches the readers as a traceback or as quietly wrong data. A UTF-8
@@ -7,11 +8,14 @@ byte-order mark and CRLF line endings are legitimate variants and read correctly
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
 import tokenize
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -139,6 +143,18 @@ def check_output_dir(path: str | Path) -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise DataError(existing, "folder is not writable")
     return path
+
+
+@contextlib.contextmanager
+def waiting_lock(path: str | Path) -> Iterator[None]:
+    """Hold the exclusive lock of the file `path` (made if missing) for the block, waiting
+    for any other process that holds it; the OS drops a lock whose process dies, so a killed
+    run never leaves one behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def save_npy(path: str | Path, array: np.ndarray) -> Path:

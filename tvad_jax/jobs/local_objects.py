@@ -24,6 +24,7 @@ import jax
 import numpy as np
 
 from tvad_jax.config import ConfigError
+from tvad_jax.data.files import waiting_lock
 from tvad_jax.data.motion import BINS, box_histograms
 from tvad_jax.data.object_crops import record_sidecar, sidecar_tracks, video_crops
 from tvad_jax.data.object_text import describe_object, scene_of
@@ -95,7 +96,9 @@ def split_objects(cfg: Config, backbone: FrozenBackbone, split: str,
                   report: Report = print) -> SplitObjects:
     """`read_objects` of `split` through the object cache: <cache_dir>/<split>-<key>.npz, key
     a digest of what the objects depend on (the backbone's weights, every source file's name,
-    size and modification time, the crop settings), so a change lands in a new file."""
+    size and modification time, the crop settings), so a change lands in a new file.
+    Independent processes sharing the cache read a split one at a time; the processes of one
+    job each read their share of its videos (`jobs.shares`)."""
     job = cfg.local
     payload = {"version": OBJECTS_VERSION, "backbone": backbone.digest, "split": split,
                "source": source_fingerprint(cfg, {}), "skip_bad": cfg.prepare.skip_bad,
@@ -109,8 +112,12 @@ def split_objects(cfg: Config, backbone: FrozenBackbone, split: str,
         return SplitObjects.load(path)
     root.mkdir(parents=True, exist_ok=True)
     if jax.process_count() == 1:
-        objects = read_objects(cfg, backbone, split, report)
-        objects.save(path)
+        with waiting_lock(path.with_name(f".{path.stem}.lock")):
+            if path.is_file():          # another process read the split meanwhile
+                report(f"[tvad] object cache hit: {path}")
+                return SplitObjects.load(path)
+            objects = read_objects(cfg, backbone, split, report)
+            objects.save(path)
     else:
         order = make_reader(cfg.prepare.layout, cfg.prepare_source).video_names(split)
         read_in_shares(path.with_name(f"incomplete-{path.stem}"), ".npz",

@@ -45,7 +45,7 @@ import numpy as np
 
 from tvad_jax import config as config_lib
 from tvad_jax.config import ConfigError
-from tvad_jax.data.files import check_output_dir
+from tvad_jax.data.files import check_output_dir, waiting_lock
 from tvad_jax.errors import DataError
 from tvad_jax.eval.baselines import baseline_scores
 from tvad_jax.eval.fusion import choose_weights, fuse
@@ -339,9 +339,7 @@ def _waiting_lock(folder: Path, held: bool):
     if not held:
         yield
         return
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / ".folder.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with waiting_lock(folder / ".folder.lock"):
         yield
 
 

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tvad_jax.data.batches import array_batches
-from tvad_jax.data.files import check_output_dir
+from tvad_jax.data.files import check_output_dir, save_npy, waiting_lock
 from tvad_jax.data.object_crops import record_sidecar, track_clips
 from tvad_jax.data.prepare import source_fingerprint
 from tvad_jax.data.readers import iter_records, make_reader
@@ -120,10 +120,17 @@ def answers_of(cfg: Config, backbone: FrozenBackbone, split: str, prompts: tuple
     """The split's answers to `prompts`, read from the answer cache (`answers_path`) when an
     earlier call stored answers to all of them, else computed (every clip encoded, the
     prompts not stored yet asked) and stored beside the answers to the other prompts already
-    there. On several processes each asks about its share of the videos (`jobs.shares`)."""
+    there. Independent processes sharing the cache (`tvad sweep --parallel-runs`) ask one at a
+    time, the others reading what it stored; the processes of one job (`jobs.shares`) each
+    ask about their share of the videos."""
     path = answers_path(cfg, backbone, split)
-    earlier = _load_answers(path) if path.is_file() else None
-    if earlier is not None and set(prompts) <= set(earlier.answers):
+
+    def cached() -> tuple[SplitAnswers | None, bool]:
+        earlier = _load_answers(path) if path.is_file() else None
+        return earlier, earlier is not None and set(prompts) <= set(earlier.answers)
+
+    earlier, hit = cached()
+    if hit:
         report(f"[tvad] answer cache hit: {path}")
         return earlier
 
@@ -134,8 +141,10 @@ def answers_of(cfg: Config, backbone: FrozenBackbone, split: str, prompts: tuple
             path.unlink(missing_ok=True)
 
     if jax.process_count() == 1:
-        answers = ask_share(cfg, backbone, split, prompts, earlier, (0, 1), report)
-        publish(answers)
+        with waiting_lock(path.with_name(f".{path.stem}.lock")):
+            earlier, hit = cached()         # another process may have asked meanwhile
+            if not hit:
+                publish(ask_share(cfg, backbone, split, prompts, earlier, (0, 1), report))
     else:
         order = make_reader(cfg.prepare.layout, cfg.prepare_source).video_names(split)
         read_in_shares(path.with_name(f"incomplete-{path.stem}"), ".json",
@@ -143,11 +152,12 @@ def answers_of(cfg: Config, backbone: FrozenBackbone, split: str, prompts: tuple
                                                report),
                        _store_answers, _load_answers,
                        lambda shares: publish(join_shares(shares, order, ROWS)))
-        answers = _load_answers(path) if path.is_file() else None
+    # read back: the first run and every later one see the same stored (float16) features
+    answers = _load_answers(path) if path.is_file() else None
     if answers is None or not len(answers):
         raise DataError(cfg.prepare_source, f"split {split!r}: no object is seen on an "
                                             "answer frame")
-    report(f"[tvad] answer cache written: {path}")
+    report(f"[tvad] answer cache: {path}")
     return answers
 
 
@@ -227,13 +237,11 @@ def _store_answers(a: SplitAnswers, path: Path) -> None:
     temporary name of this process and renamed (the .npy first, the .json marks completion),
     so that runs sharing the cache at the same time never read a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-    np.save(tmp, a.pooled.astype(np.float16))
-    tmp.replace(path.with_suffix(".npy"))
+    save_npy(path.with_suffix(".npy"), a.pooled.astype(np.float16))
     data = {"videos": a.videos, "labels": {k: v.tolist() for k, v in a.labels.items()},
             "video": a.video.tolist(), "frame": a.frame.tolist(), "object": a.object.tolist(),
             "category": a.category, "answers": a.answers}
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(json.dumps(data) + "\n")
     tmp.replace(path)
 
