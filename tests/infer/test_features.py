@@ -1,10 +1,13 @@
 """The feature cache: a hit skips the backbone, keys invalidate, an interrupted build is never
-read."""
+read, processes sharing it build a split once."""
 import json
+import shutil
+import threading
 
 import numpy as np
 import pytest
 
+from tvad_jax.data.files import waiting_lock
 from tvad_jax.data.pipeline import LoaderConfig, make_dataset, open_split
 from tvad_jax.errors import DataError
 from tvad_jax.infer.features import FeatureCache, build_cache, make_encoder
@@ -60,9 +63,31 @@ def test_an_interrupted_cache_build_is_never_read(tiny_backbone, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         build_cache(bcfg, params, cfg.prepared_dir, "val", ClipView(8, 8), tmp_path, "d",
                     encoder=crash, report=lambda m: None)
-    assert [p.name.startswith("incomplete-") for p in tmp_path.iterdir()] == [True]
+    left = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]  # but for the lock
+    assert [p.name.startswith("incomplete-") for p in left] == [True]
     with pytest.raises(DataError, match="not a feature cache"):
-        FeatureCache(next(tmp_path.iterdir()))
+        FeatureCache(left[0])
     cache = build_cache(bcfg, params, cfg.prepared_dir, "val", ClipView(8, 8), tmp_path, "d",
                         report=lambda m: None)
     assert json.loads((cache.directory / "meta.json").read_text())["clips"] == len(cache)
+
+
+def test_a_process_waits_for_the_one_building_and_opens_its_cache(tiny_backbone, tmp_path):
+    """Independent processes sharing the cache root (a sweep's --parallel-runs): while one
+    builds a split the other waits, then opens what the first published, encoding nothing."""
+    cfg, directory = tiny_backbone
+    bcfg, params, _ = load_backbone(directory)
+    args = (bcfg, params, cfg.prepared_dir, "val", ClipView(8, 8))
+    built = build_cache(*args, tmp_path / "first", "d", report=lambda m: None)
+    final = tmp_path / "shared" / built.directory.name
+    calls, said, result = [], [], {}
+    with waiting_lock(final.with_name(f".{final.name}.lock")):      # "the first process"
+        waiter = threading.Thread(target=lambda: result.update(cache=build_cache(
+            *args, final.parent, "d", encoder=calls.append, report=said.append)))
+        waiter.start()
+        waiter.join(timeout=1.0)
+        assert waiter.is_alive() and not said and not calls       # waiting, encoding nothing
+        shutil.copytree(built.directory, final)                    # it publishes the split
+    waiter.join(timeout=60)
+    assert not waiter.is_alive() and not calls and "feature cache hit" in said[0]
+    assert result["cache"].directory == final and len(result["cache"]) == len(built)

@@ -18,6 +18,7 @@ interrupted build is never read. In a multi-process run each process encodes the
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -30,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tvad_jax.data.files import waiting_lock
 from tvad_jax.data.pipeline import (LoaderConfig, clip_index, find_builder_dir, make_dataset,
                                     open_split)
 from tvad_jax.errors import DataError
@@ -113,47 +115,53 @@ def build_cache(bcfg, params, prepared_dir: str | Path, split: str,
                 shard_clips: int = 256, encoder: Callable | None = None,
                 report: Callable[[str], None] = print) -> FeatureCache:
     """The cache of `split` under `root`: opened if it exists (the backbone does not run),
-    else computed with `encoder` (default `make_encoder(bcfg, params)`) and published."""
+    else computed with `encoder` (default `make_encoder(bcfg, params)`) and published.
+    Independent processes sharing the root (`tvad sweep --parallel-runs`) build a split one
+    at a time, the others opening what it published; the processes of one job each encode
+    every count-th shard."""
     builder_dir = find_builder_dir(prepared_dir)
     key = cache_key(bcfg, checkpoint_id, builder_dir, split, view)
     final = Path(root) / f"{split}-{key}"
-    if (final / "meta.json").is_file():
-        report(f"[tvad] feature cache hit: {final}")
+    one_job = jax.process_count() > 1       # its processes build together, below
+    with contextlib.nullcontext() if one_job else waiting_lock(
+            final.with_name(f".{final.name}.lock")):
+        if (final / "meta.json").is_file():   # published before, or while this one waited
+            report(f"[tvad] feature cache hit: {final}")
+            return FeatureCache(final)
+        source, lengths = open_split(prepared_dir, split)
+        loader = LoaderConfig(clip_len=view.clip_len, clip_stride=view.clip_stride,
+                              frame_step=view.frame_step, interleave=view.interleave,
+                              pad_last=view.pad_last,
+                              batch_size=shard_clips, shuffle=False, num_epochs=1,
+                              drop_remainder=False)
+        pid, count = jax.process_index(), jax.process_count()
+        work = Path(root) / f"incomplete-{split}-{key}"
+        if pid == 0:
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+        barrier("feature-cache-start")
+        encode = encoder or make_encoder(bcfg, params)
+        clips = len(clip_index(lengths, loader))
+        dataset = make_dataset(source, lengths, loader)
+        for n, shard in enumerate(progress(dataset, f"features {split}", unit="shard",
+                                           total=-(-clips // shard_clips))):
+            if n % count != pid:
+                continue
+            out = _encode_shard(encode, shard, batch_size)
+            tmp = work / f"shard-{n:05d}"
+            tmp.mkdir()
+            for name in ARRAYS:
+                np.save(tmp / f"{name}.npy", out[name])
+        barrier("feature-cache-shards")
+        if pid == 0:
+            meta = {"clips": clips, "shard_clips": shard_clips, "split": split, "key": key,
+                    "view": dataclasses.asdict(view), "checkpoint": checkpoint_id,
+                    "prepared": str(builder_dir), "lengths": [int(n) for n in lengths]}
+            (work / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+            work.rename(final)
+            report(f"[tvad] feature cache written: {final} ({clips} clips)")
+        barrier("feature-cache-done")
         return FeatureCache(final)
-    source, lengths = open_split(prepared_dir, split)
-    loader = LoaderConfig(clip_len=view.clip_len, clip_stride=view.clip_stride,
-                          frame_step=view.frame_step, interleave=view.interleave,
-                          pad_last=view.pad_last,
-                          batch_size=shard_clips, shuffle=False, num_epochs=1,
-                          drop_remainder=False)
-    pid, count = jax.process_index(), jax.process_count()
-    work = Path(root) / f"incomplete-{split}-{key}"
-    if pid == 0:
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-    barrier("feature-cache-start")
-    encode = encoder or make_encoder(bcfg, params)
-    clips = len(clip_index(lengths, loader))
-    dataset = make_dataset(source, lengths, loader)
-    for n, shard in enumerate(progress(dataset, f"features {split}", unit="shard",
-                                       total=-(-clips // shard_clips))):
-        if n % count != pid:
-            continue
-        out = _encode_shard(encode, shard, batch_size)
-        tmp = work / f"shard-{n:05d}"
-        tmp.mkdir()
-        for name in ARRAYS:
-            np.save(tmp / f"{name}.npy", out[name])
-    barrier("feature-cache-shards")
-    if pid == 0:
-        meta = {"clips": clips, "shard_clips": shard_clips, "split": split, "key": key,
-                "view": dataclasses.asdict(view), "checkpoint": checkpoint_id,
-                "prepared": str(builder_dir), "lengths": [int(n) for n in lengths]}
-        (work / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        work.rename(final)
-        report(f"[tvad] feature cache written: {final} ({clips} clips)")
-    barrier("feature-cache-done")
-    return FeatureCache(final)
 
 
 class MemoryFeatures:
