@@ -1,5 +1,5 @@
-"""Strict edge readers: text, numbers, JSON, .npy, numbered files, output folders, the cache
-lock (the seeded fuzz of every format is tests/data/test_fuzz.py)."""
+"""Strict edge readers: text, numbers, JSON, .npy, numbered files, output folders, atomic
+text writes, the cache lock (the seeded fuzz of every format is tests/data/test_fuzz.py)."""
 import fcntl
 import io
 import os
@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from tvad_jax.data.files import (check_output_dir, load_npy, numbered_files, parse_int,
-                                 parse_number, read_json, read_text, save_npy, waiting_lock)
+                                 parse_number, read_json, read_text, save_npy, waiting_lock,
+                                 write_text_atomic)
 from tvad_jax.errors import DataError
 
 
@@ -122,6 +123,23 @@ def test_save_npy_appears_complete_or_not_at_all(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         save_npy(tmp_path / "b.scores.npy", np.zeros(3))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.scores.npy"]
+
+
+def test_write_text_atomic_replaces_whole_or_not_at_all(tmp_path, monkeypatch):
+    path = write_text_atomic(tmp_path / "stats.json", '{"a": 1}\n')
+    write_text_atomic(path, '{"a": 2}\n')
+    assert path.read_text() == '{"a": 2}\n'
+
+    def fail_midway(self, text):
+        Path.write_bytes(self, text[:3].encode())
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "write_text", fail_midway)
+    with pytest.raises(OSError, match="disk full"):
+        write_text_atomic(path, '{"a": 3}\n')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stats.json"]   # no temporary
+    monkeypatch.undo()
+    assert path.read_text() == '{"a": 2}\n'                                 # the old file
 
 
 def test_waiting_lock_waits_for_its_holder_and_dies_with_it(tmp_path):

@@ -157,6 +157,19 @@ def waiting_lock(path: str | Path) -> Iterator[None]:
         yield
 
 
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """`text` into `path` under a temporary name of this process, then renamed: readers see
+    the whole new file or the old one, never a half-written one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def save_npy(path: str | Path, array: np.ndarray) -> Path:
     """`np.save` under a temporary name, then renamed: the file appears complete or not at
     all (a killed run leaves no truncated `.npy` that a later read would take)."""

@@ -18,6 +18,7 @@ import numpy as np
 
 from tvad_jax import config as config_lib
 from tvad_jax.config import ConfigError
+from tvad_jax.data.files import write_text_atomic
 from tvad_jax.data.prepare import prepare
 from tvad_jax.data.readers import make_reader
 from tvad_jax.data.synthetic.generate import is_complete, synthesize
@@ -85,6 +86,14 @@ def start_run(kind: str, cfg: Config, run_dir: str | Path | None = None) -> Path
         write_run_files(run_dir, cfg)
     distributed.barrier(f"run-started-{kind}")
     return run_dir
+
+
+def finish_run(run_dir: Path, stats_file: str, stats: dict) -> None:
+    """Write the run's statistics file, last and whole (process 0), and wait until every
+    process gets here: when this returns, the run is finished for all of them."""
+    if jax.process_index() == 0:
+        write_text_atomic(run_dir / stats_file, json.dumps(stats, indent=2) + "\n")
+    distributed.barrier(f"finished-{stats_file}")
 
 
 def finished_run(run_dir: str | Path, stats_file: str, command: str

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import shutil
 from pathlib import Path
 from typing import Any, Callable
@@ -49,8 +48,8 @@ from tvad_jax.eval.baselines import baseline_scores
 from tvad_jax.eval.fusion import frame_max
 from tvad_jax.eval.metrics import roc_auc
 from tvad_jax.eval.report import write_summary
-from tvad_jax.jobs.common import (Report, ensure_benchmark_once, finished_run, frame_auc_rows,
-                                  start_run)
+from tvad_jax.jobs.common import (Report, ensure_benchmark_once, finish_run, finished_run,
+                                  frame_auc_rows, start_run)
 from tvad_jax.jobs.config import Config, LocalPatternsJobConfig
 from tvad_jax.jobs.local_objects import SplitObjects, in_batches, split_objects
 from tvad_jax.models import backbone_io, itam as itam_lib
@@ -354,11 +353,7 @@ def train_local_patterns(cfg: Config, run_dir: str | Path | None = None,
              "train_videos": len(objects.videos), "train_split": job.train_split,
              "rm_epochs": job.rm_train.loop.steps * job.rm_batch / len(x),
              "features": x.shape[1]}
-    if jax.process_index() == 0:
-        tmp = run_dir / (STATS_FILE + ".tmp")
-        tmp.write_text(json.dumps(stats, indent=2) + "\n")
-        tmp.replace(run_dir / STATS_FILE)
-    distributed.barrier("local-stats")      # the run is finished for every process, not just 0
+    finish_run(run_dir, STATS_FILE, stats)
     report(f"[tvad] local patterns trained: {run_dir}")
     return run_dir
 

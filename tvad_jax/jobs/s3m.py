@@ -26,7 +26,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -39,7 +38,7 @@ from tvad_jax.eval.baselines import baseline_scores
 from tvad_jax.eval.metrics import frame_auc, micro_roc_curve
 from tvad_jax.eval.report import plot_roc, write_summary
 from tvad_jax.eval.s3m import anomaly_types, score_videos, window_errors
-from tvad_jax.jobs.common import Report, ensure_benchmark_once, start_run
+from tvad_jax.jobs.common import Report, ensure_benchmark_once, finish_run, start_run
 from tvad_jax.jobs.config import Config, S3MJobConfig
 from tvad_jax.models import s3m
 from tvad_jax.models.predictors import TrackPredictor
@@ -91,7 +90,6 @@ def train_s3m(cfg: Config, run_dir: str | Path | None = None, report: Report = p
         raise DataError(cfg.prepare_source,
                         f"split {job.train_split!r} has no track of at least "
                         f"{job.model.past + job.model.future + 1} frames (L_p + L_f + 1)")
-    primary = jax.process_index() == 0
     run_dir = start_run("s3m", cfg, run_dir)
     report(f"[tvad] S3M: {len(windows)} training windows from {len(seqs.items)} track "
            f"segments of {len(seqs.videos)} videos ({job.train_split})")
@@ -111,11 +109,7 @@ def train_s3m(cfg: Config, run_dir: str | Path | None = None, report: Report = p
         "train_videos": len(seqs.videos),
         "train_split": job.train_split,
     }
-    if primary:
-        tmp = run_dir / (STATS_FILE + ".tmp")
-        tmp.write_text(json.dumps(stats, indent=2) + "\n")
-        tmp.replace(run_dir / STATS_FILE)
-    distributed.barrier("s3m-stats")   # the run is finished for every process, not just 0
+    finish_run(run_dir, STATS_FILE, stats)
     return run_dir
 
 

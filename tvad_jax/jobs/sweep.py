@@ -45,7 +45,7 @@ import numpy as np
 
 from tvad_jax import config as config_lib
 from tvad_jax.config import ConfigError
-from tvad_jax.data.files import check_output_dir, waiting_lock
+from tvad_jax.data.files import check_output_dir, waiting_lock, write_text_atomic
 from tvad_jax.errors import DataError
 from tvad_jax.eval.baselines import baseline_scores
 from tvad_jax.eval.fusion import choose_weights, fuse
@@ -370,9 +370,7 @@ def _write_json(path: Path, data: dict) -> None:
     if jax.process_index() != 0:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -597,9 +595,7 @@ def write_readme_section(path: str | Path, family: Family, section: str) -> None
                               f"the {family.name} results go between them")
     head, rest = text.split(start)
     _, tail = rest.split(end)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(f"{head}{start}\n{section.rstrip()}\n{end}{tail}")
-    os.replace(tmp, path)
+    write_text_atomic(path, f"{head}{start}\n{section.rstrip()}\n{end}{tail}")
 
 
 def table_markdown(family: Family, rows: dict) -> str:

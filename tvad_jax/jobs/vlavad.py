@@ -33,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tvad_jax.data.batches import array_batches
-from tvad_jax.data.files import check_output_dir, save_npy, waiting_lock
+from tvad_jax.data.files import check_output_dir, save_npy, waiting_lock, write_text_atomic
 from tvad_jax.data.object_crops import record_sidecar, track_clips
 from tvad_jax.data.prepare import source_fingerprint
 from tvad_jax.data.readers import iter_records, make_reader
@@ -53,8 +52,8 @@ from tvad_jax.eval.baselines import baseline_scores
 from tvad_jax.eval.fusion import frame_max, fuse
 from tvad_jax.eval.report import write_summary
 from tvad_jax.infer.vqa import CropQA
-from tvad_jax.jobs.common import (Report, ensure_benchmark_once, finished_run, frame_auc_rows,
-                                  start_run)
+from tvad_jax.jobs.common import (Report, ensure_benchmark_once, finish_run, finished_run,
+                                  frame_auc_rows, start_run)
 from tvad_jax.jobs.config import Config, VLAVADJobConfig
 from tvad_jax.jobs.shares import join_shares, read_in_shares
 from tvad_jax.models.family import family
@@ -241,9 +240,7 @@ def _store_answers(a: SplitAnswers, path: Path) -> None:
     data = {"videos": a.videos, "labels": {k: v.tolist() for k, v in a.labels.items()},
             "video": a.video.tolist(), "frame": a.frame.tolist(), "object": a.object.tolist(),
             "category": a.category, "answers": a.answers}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data) + "\n")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(data) + "\n")
 
 
 def _load_answers(path: Path) -> SplitAnswers:
@@ -404,11 +401,7 @@ def train_vlavad(cfg: Config, run_dir: str | Path | None = None,
              "train_answers": str(answers_path(cfg, backbone, job.train_split)),
              "distinct_answers": {p: len({normalize_answer(x) for x in a.answers[p]})
                                   for p in job.prompts}}
-    if jax.process_index() == 0:
-        tmp = run_dir / (STATS_FILE + ".tmp")
-        tmp.write_text(json.dumps(stats, indent=2) + "\n")
-        tmp.replace(run_dir / STATS_FILE)
-    distributed.barrier("vlavad-stats")     # the run is finished for every process, not just 0
+    finish_run(run_dir, STATS_FILE, stats)
     report(f"[tvad] VLAVAD trained: {run_dir}")
     return run_dir
 

@@ -24,6 +24,7 @@ from PIL import Image
 from scipy import ndimage
 
 from tvad_jax import config as config_lib
+from tvad_jax.data.files import write_text_atomic
 from tvad_jax.data.synthetic import nuisances as nz
 from tvad_jax.data.synthetic.agents import Agent, Planner
 from tvad_jax.data.synthetic.raster import Canvas
@@ -184,14 +185,14 @@ def write_video_files(video: SynthVideo, root: Path, cfg: SynthConfig) -> dict:
     write_video(scene_dir / f"{video.name}.mp4", video.frames, fps=cfg.fps, crf=cfg.crf)
     tracks_path = scene_dir / f"{video.name}_tracks.txt"
     if video.tracks:
-        _atomic_write(tracks_path, "".join(f"{i},{s},{e}\n" for i, s, e in video.tracks))
+        write_text_atomic(tracks_path, "".join(f"{i},{s},{e}\n" for i, s, e in video.tracks))
     sidecar = {
         "video": video.name, "scene": video.scene, "split": video.split, "seed": video.seed,
         "num_frames": int(video.frames.shape[0]), "height": int(video.frames.shape[1]),
         "width": int(video.frames.shape[2]), "fps": cfg.fps,
         "nuisances": dataclasses.asdict(video.nuisances), "objects": video.objects,
     }
-    _atomic_write(scene_dir / f"{video.name}.json", json.dumps(sidecar) + "\n")
+    write_text_atomic(scene_dir / f"{video.name}.json", json.dumps(sidecar) + "\n")
     labels = np.zeros(video.frames.shape[0], bool)
     for _, s, e in video.tracks:
         labels[s:e + 1] = True
@@ -199,12 +200,6 @@ def write_video_files(video: SynthVideo, root: Path, cfg: SynthConfig) -> dict:
             "anomaly_types": sorted({o["anomaly_type"] for o in video.objects
                                      if o["anomaly_type"]}),
             "abnormal_frames": int(labels.sum())}
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _make_one(args) -> dict:
@@ -233,10 +228,10 @@ def synthesize(cfg: SynthConfig, progress=None) -> Path:
     split_dir = root / "splits"
     split_dir.mkdir(exist_ok=True)
     for split in SPLITS:
-        _atomic_write(split_dir / f"{split}.txt",
-                      "".join(e["name"] + "\n" for e in entries if e["split"] == split))
+        write_text_atomic(split_dir / f"{split}.txt",
+                          "".join(e["name"] + "\n" for e in entries if e["split"] == split))
     manifest = {"config": config_lib.to_dict(cfg), "videos": entries}
-    _atomic_write(manifest_path, json.dumps(manifest, indent=1) + "\n")
+    write_text_atomic(manifest_path, json.dumps(manifest, indent=1) + "\n")
     return manifest_path
 
 
