@@ -11,8 +11,8 @@ import pytest
 
 from tvad_jax.data.pipeline import (LoaderConfig, clip_index, clip_starts, find_builder_dir,
                                     make_dataset, open_split, scatter_clips)
-from tvad_jax.data.prepare import parse_split_files, prepare
-from tvad_jax.data.readers import make_reader
+from tvad_jax.data.prepare import prepare
+from tvad_jax.data.readers import make_reader, parse_split_files
 from tvad_jax.errors import DataError
 
 

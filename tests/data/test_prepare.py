@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from tvad_jax.data.pipeline import find_builder_dir, open_split, split_names
-from tvad_jax.data.prepare import _exclusive, prepare, reader_options, source_fingerprint
-from tvad_jax.data.readers import make_reader
+from tvad_jax.data.prepare import _exclusive, prepare, source_fingerprint
+from tvad_jax.data.readers import make_reader, reader_options
 from tvad_jax.errors import DataError
 
 

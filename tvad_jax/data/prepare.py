@@ -12,36 +12,9 @@ from pathlib import Path
 from tvad_jax import config as config_lib
 from tvad_jax.data.annotate import annotate_video
 from tvad_jax.data.files import check_output_dir
-from tvad_jax.data.readers import make_reader
+from tvad_jax.data.readers import reader_options, source_reader
 from tvad_jax.data.tfds_builders import INCOMPLETE_PREFIX, TvadVideos
 from tvad_jax.errors import DataError, InputError
-
-
-def reader_options(cfg) -> dict:
-    """Reader keyword arguments from a PrepareConfig."""
-    options = {}
-    if cfg.prepare.split_files:
-        options["split_files"] = parse_split_files(cfg.prepare.split_files)
-    if cfg.prepare.tracks_dir:
-        options["tracks_dir"] = cfg.prepare.tracks_dir
-    if cfg.prepare.conceal_errors:
-        options["conceal_errors"] = True
-    return options
-
-
-def parse_split_files(spec: str) -> dict[str, list[str]]:
-    """'train=a.txt+b.txt;test=c.txt' -> {'train': ['a.txt', 'b.txt'], 'test': ['c.txt']};
-    ValueError naming a part that is not split=file[+file...] or a split given twice."""
-    out = {}
-    for part in filter(None, (p.strip() for p in spec.split(";"))):
-        split, sep, files = (s.strip() for s in part.partition("="))
-        names = [f.strip() for f in files.split("+")]
-        if not sep or not split or not all(names):
-            raise ValueError(f"{part!r} is not split=file[+file...]")
-        if split in out:
-            raise ValueError(f"split {split!r} given twice")
-        out[split] = names
-    return out
 
 
 def prepare(cfg, report=print) -> Path:
@@ -131,7 +104,7 @@ def write_annotations(cfg, out_dir: Path, report=print) -> None:
         report("[tvad] text annotations need per-frame instance records; the real layouts "
                "have none here, so none were written")
         return
-    reader = make_reader(cfg.prepare.layout, cfg.prepare_source, **reader_options(cfg))
+    reader = source_reader(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     for split in cfg.prepare.splits:
         path = out_dir / f"{split}.jsonl"

@@ -11,6 +11,9 @@ ShanghaiTech: `training/videos/{SS}_{NNN}.avi` (normal); `testing/frames/{vid}/*
 `testing/test_frame_mask/{vid}.npy` (per-frame 0/1), `testing/test_pixel_mask/{vid}.npy`
 (T x H x W). Tracks come from a folder of community track files when given, else from the
 pixel masks (components linked by IoU 0.1).
+
+`source_reader(cfg)` is the configured dataset's reader with the `prepare` section's options
+(split lists, tracks folder): the one reader `tvad data prepare` and every job use.
 """
 from __future__ import annotations
 
@@ -371,6 +374,41 @@ def make_reader(layout: str, root: str | Path, **options):
         return ShanghaiTechReader(root, options.get("tracks_dir"), conceal)
     raise DataError(root, f"unknown layout {layout!r}; expected synthetic, ubnormal or "
                           "shanghaitech")
+
+
+def reader_options(cfg) -> dict:
+    """Reader keyword arguments from the config's `prepare` section (split lists, tracks
+    folder, concealed errors)."""
+    options = {}
+    if cfg.prepare.split_files:
+        options["split_files"] = parse_split_files(cfg.prepare.split_files)
+    if cfg.prepare.tracks_dir:
+        options["tracks_dir"] = cfg.prepare.tracks_dir
+    if cfg.prepare.conceal_errors:
+        options["conceal_errors"] = True
+    return options
+
+
+def parse_split_files(spec: str) -> dict[str, list[str]]:
+    """'train=a.txt+b.txt;test=c.txt' -> {'train': ['a.txt', 'b.txt'], 'test': ['c.txt']};
+    ValueError naming a part that is not split=file[+file...] or a split given twice."""
+    out = {}
+    for part in filter(None, (p.strip() for p in spec.split(";"))):
+        split, sep, files = (s.strip() for s in part.partition("="))
+        names = [f.strip() for f in files.split("+")]
+        if not sep or not split or not all(names):
+            raise ValueError(f"{part!r} is not split=file[+file...]")
+        if split in out:
+            raise ValueError(f"split {split!r} given twice")
+        out[split] = names
+    return out
+
+
+def source_reader(cfg):
+    """The reader of the configured source (`prepare.layout`, `prepare.source`) with the
+    configured options: what `tvad data prepare` reads, and so what every job that reads
+    the videos themselves reads (baselines, S3M, local patterns, VLAVAD, pretraining)."""
+    return make_reader(cfg.prepare.layout, cfg.prepare_source, **reader_options(cfg))
 
 
 def iter_records(reader, split: str, skip_bad: bool = False, report=print,

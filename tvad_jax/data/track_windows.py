@@ -25,7 +25,7 @@ import grain
 import numpy as np
 
 from tvad_jax.data.batches import array_batches
-from tvad_jax.data.readers import make_reader
+from tvad_jax.data.readers import source_reader
 from tvad_jax.errors import DataError
 
 FEATURES = ("cx", "cy", "w", "h", "vx", "vy")
@@ -74,7 +74,7 @@ class Sequences:
 
 def read_sidecars(cfg, split: str) -> list[tuple[str, dict]]:
     """(video name, sidecar) of every video of a split; the object tracks come from these."""
-    reader = make_reader(cfg.prepare.layout, cfg.prepare_source)
+    reader = source_reader(cfg)
     if not hasattr(reader, "read_sidecar"):
         raise DataError(cfg.prepare_source, "the S3M job needs per-object tracks, which only "
                                             "the synthetic benchmark's sidecars provide")

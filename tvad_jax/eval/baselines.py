@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tvad_jax.data.readers import iter_records, make_reader
+from tvad_jax.data.readers import iter_records, source_reader
 from tvad_jax.runs import progress
 
 # ITU-R BT.601 luma weights.
@@ -25,7 +25,7 @@ def frame_difference_scores(frames: np.ndarray) -> np.ndarray:
 def baseline_scores(cfg, split: str, report=print):
     """Frame-difference scores and frame labels ({video: [T]} each) of a split of the
     configured dataset, read through its reader (full-resolution frames)."""
-    reader = make_reader(cfg.prepare.layout, cfg.prepare_source)
+    reader = source_reader(cfg)
     scores, labels = {}, {}
     records = iter_records(reader, split, cfg.prepare.skip_bad, report)
     for record in progress(records, f"frame difference ({split})",

@@ -31,7 +31,7 @@ from scipy.special import logsumexp
 from tvad_jax.data.object_boxes import box_coverage
 from tvad_jax.data.object_text import ClipObject, clip_objects, scene_of
 from tvad_jax.data.pipeline import ClipLoader, LoaderConfig, clip_index, open_split, split_names
-from tvad_jax.data.readers import make_reader
+from tvad_jax.data.readers import source_reader
 from tvad_jax.models.vlm import Backbone
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def object_features(bcfg, params, cfg, split: str, max_clips: int, clip_len: int
     rows = np.linspace(0, len(index), min(max_clips, len(index)), endpoint=False).astype(int)
     load = ClipLoader(source, index, loader)
     names = split_names(cfg.prepared_dir, split)
-    reader = make_reader(cfg.prepare.layout, cfg.prepare_source)
+    reader = source_reader(cfg)
 
     @functools.cache
     def video(v: int) -> tuple[dict, Scene]:

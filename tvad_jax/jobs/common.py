@@ -20,7 +20,7 @@ from tvad_jax import config as config_lib
 from tvad_jax.config import ConfigError
 from tvad_jax.data.files import write_text_atomic
 from tvad_jax.data.prepare import prepare
-from tvad_jax.data.readers import make_reader
+from tvad_jax.data.readers import source_reader
 from tvad_jax.data.synthetic.generate import is_complete, synthesize
 from tvad_jax.errors import DataError
 from tvad_jax.eval.metrics import auc_by_type, frame_auc
@@ -118,7 +118,7 @@ def frame_auc_rows(cfg: Config, methods: Mapping[str, Mapping[str, np.ndarray]],
     for method, scores in methods.items():
         auc = frame_auc(scores, labels, sigma)
         results[method] = {"micro_auc": auc.micro_auc, "macro_auc": auc.macro_auc}
-    reader = make_reader(cfg.prepare.layout, cfg.prepare_source)
+    reader = source_reader(cfg)
     names = sorted(labels)
     types = [",".join(sorted(anomaly_types(reader.read_sidecar(n)))) for n in names]
     results["per_anomaly_type"] = auc_by_type([methods[typed][n] for n in names],

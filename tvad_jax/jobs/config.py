@@ -12,7 +12,7 @@ from typing import Literal
 from tvad_jax import config as config_lib
 from tvad_jax.data.object_text import QUESTIONS
 from tvad_jax.data.pipeline import LoaderConfig
-from tvad_jax.data.prepare import parse_split_files
+from tvad_jax.data.readers import parse_split_files
 from tvad_jax.data.synthetic.spec import ANOMALY_TYPES, NORMAL_BEHAVIOURS, SynthConfig
 from tvad_jax.data.tracker import DetectionNoise, TrackerConfig
 from tvad_jax.eval.fusion import NORMALIZATIONS

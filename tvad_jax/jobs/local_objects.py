@@ -30,7 +30,7 @@ from tvad_jax.data.object_crops import record_sidecar, sidecar_tracks, video_cro
 from tvad_jax.data.object_text import describe_object, scene_of
 from tvad_jax.data.pipeline import CLIP_MEAN, CLIP_STD
 from tvad_jax.data.prepare import source_fingerprint
-from tvad_jax.data.readers import iter_records, make_reader
+from tvad_jax.data.readers import iter_records, reader_options, source_reader
 from tvad_jax.data.video_io import motion_field, resize_frames
 from tvad_jax.errors import DataError
 from tvad_jax.infer.features import make_encoder
@@ -101,7 +101,8 @@ def split_objects(cfg: Config, backbone: FrozenBackbone, split: str,
     job each read their share of its videos (`jobs.shares`)."""
     job = cfg.local
     payload = {"version": OBJECTS_VERSION, "backbone": backbone.digest, "split": split,
-               "source": source_fingerprint(cfg, {}), "skip_bad": cfg.prepare.skip_bad,
+               "source": source_fingerprint(cfg, reader_options(cfg)),
+               "skip_bad": cfg.prepare.skip_bad,
                "crops": [job.crop_stride, job.expand, job.token_pool],
                **({"tokens": [job.tokens, job.region_clip]} if job.tokens != "crop" else {})}
     key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
@@ -119,7 +120,7 @@ def split_objects(cfg: Config, backbone: FrozenBackbone, split: str,
             objects = read_objects(cfg, backbone, split, report)
             objects.save(path)
     else:
-        order = make_reader(cfg.prepare.layout, cfg.prepare_source).video_names(split)
+        order = source_reader(cfg).video_names(split)
         read_in_shares(path.with_name(f"incomplete-{path.stem}"), ".npz",
                        lambda share: read_objects(cfg, backbone, split, report, share),
                        SplitObjects.save, SplitObjects.load,
@@ -134,7 +135,7 @@ def read_objects(cfg: Config, backbone: FrozenBackbone, split: str, report: Repo
     """Crop (or find in its whole frame: `local.tokens`), encode and describe every object of
     every video of `split` (with share (i, n), of every n-th video from the i-th)."""
     job = cfg.local
-    reader = make_reader(cfg.prepare.layout, cfg.prepare_source)
+    reader = source_reader(cfg)
     encode = (crop_encoder(backbone, job.encode_batch, job.token_pool) if job.tokens == "crop"
               else region_encoder(backbone, job.region_clip, job.token_pool))
     size = backbone.cfg.vision.image_size

@@ -59,7 +59,7 @@ from tvad_jax.data.files import check_output_dir
 from tvad_jax.data.object_text import ATTRIBUTE_PHRASES
 from tvad_jax.data.pipeline import (LoaderConfig, clip_index, find_builder_dir, make_dataset,
                                     open_split)
-from tvad_jax.data.readers import make_reader
+from tvad_jax.data.readers import source_reader
 from tvad_jax.jobs.common import Report, ensure_benchmark, ensure_prepared, start_run
 from tvad_jax.jobs.config import Config, PretrainConfig
 from tvad_jax.jobs.local_objects import split_objects
@@ -369,7 +369,7 @@ def sample_captions(bcfg: BackboneConfig, params, cfg: Config, pcfg: PretrainCon
 # ------------------------------------------------------------------ the job
 def _clip_texts(cfg: Config, pcfg: PretrainConfig, split: str, loader: LoaderConfig,
                 crops: bool = True) -> list[ClipText]:
-    reader = make_reader(cfg.prepare.layout, cfg.prepare_source)
+    reader = source_reader(cfg)
     return clip_texts(cfg.prepared_dir, reader, split, loader, pcfg.regions,
                       pcfg.crop_every if crops else 0)
 

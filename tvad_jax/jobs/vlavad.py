@@ -44,7 +44,7 @@ from tvad_jax.data.batches import array_batches
 from tvad_jax.data.files import check_output_dir, save_npy, waiting_lock, write_text_atomic
 from tvad_jax.data.object_crops import record_sidecar, track_clips
 from tvad_jax.data.prepare import source_fingerprint
-from tvad_jax.data.readers import iter_records, make_reader
+from tvad_jax.data.readers import iter_records, reader_options, source_reader
 from tvad_jax.data.track_windows import clips
 from tvad_jax.data.tracker import track_categories, tracks_from_sidecar
 from tvad_jax.errors import DataError
@@ -106,7 +106,8 @@ def answers_path(cfg: Config, backbone: FrozenBackbone, split: str) -> Path:
         tracks.update(detections=dataclasses.asdict(job.detections),
                       tracker=dataclasses.asdict(job.tracker), seed=job.data_seed)
     payload = {"version": ANSWERS_VERSION, "backbone": backbone.digest, "split": split,
-               "source": source_fingerprint(cfg, {}), "skip_bad": cfg.prepare.skip_bad,
+               "source": source_fingerprint(cfg, reader_options(cfg)),
+               "skip_bad": cfg.prepare.skip_bad,
                "clips": [job.clip_len, job.answer_stride], "tokens": job.max_new_tokens,
                "model": dataclasses.asdict(cfg.tvad.model), **tracks}
     key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode())
@@ -145,7 +146,7 @@ def answers_of(cfg: Config, backbone: FrozenBackbone, split: str, prompts: tuple
             if not hit:
                 publish(ask_share(cfg, backbone, split, prompts, earlier, (0, 1), report))
     else:
-        order = make_reader(cfg.prepare.layout, cfg.prepare_source).video_names(split)
+        order = source_reader(cfg).video_names(split)
         read_in_shares(path.with_name(f"incomplete-{path.stem}"), ".json",
                        lambda share: ask_share(cfg, backbone, split, prompts, earlier, share,
                                                report),
@@ -169,7 +170,7 @@ def ask_share(cfg: Config, backbone: FrozenBackbone, split: str, prompts: tuple[
     job = cfg.vlavad
     qa = CropQA(plain_model(backbone, cfg.tvad.model, cfg.tvad.stage1.view,
                             cfg.tvad.stage2.view), job.vqa_batch, job.max_new_tokens)
-    reader = make_reader(cfg.prepare.layout, cfg.prepare_source)
+    reader = source_reader(cfg)
     videos, labels, parts = [], {}, []
     records = iter_records(reader, split, cfg.prepare.skip_bad, report, share)
     for record in progress(records, f"vlavad: answers ({split})",
