@@ -24,7 +24,7 @@ import numpy as np
 from tvad_jax import configs  # noqa: F401  (registers the named configs)
 from tvad_jax import config as config_lib
 from tvad_jax.data.annotate import JUDGMENT_QUESTION
-from tvad_jax.data.dialogues import read_annotations, turn_tokens
+from tvad_jax.data.dialogues import chat_format, read_annotations, turn_tokens
 from tvad_jax.eval.metrics import roc_auc
 from tvad_jax.infer.features import feature_cache
 from tvad_jax.infer.heatmaps import decoder_view, video_heatmaps
@@ -44,6 +44,7 @@ def judgment_logits(model: TVADModel):
     prompt, yes = turn_tokens(tokenizer, JUDGMENT_QUESTION, "Yes.")
     _, no = turn_tokens(tokenizer, JUDGMENT_QUESTION, "No.")
     decide = next(i for i, (a, b) in enumerate(zip(yes, no)) if a != b)   # first differing
+    prefix = chat_format(tokenizer).prefix
     ids = jnp.asarray(prompt + yes[:decide], jnp.int32)[None]              # [1, L]
     cfg, params, bcfg = model.cfg, model.params, model.backbone.cfg
 
@@ -51,7 +52,7 @@ def judgment_logits(model: TVADModel):
     def logit_gap(visual, maps):
         logits = text_logits(cfg, bcfg, model.backbone.params["decoder"], params.get("rae"),
                              params.get("special"), visual, maps, ids,
-                             jnp.asarray([ids.shape[1]]))
+                             jnp.asarray([ids.shape[1]]), prefix=prefix)
         logp = jax.nn.log_softmax(logits[:, -1].astype(jnp.float32))      # predicts yes[decide]
         return logp[:, yes[decide]] - logp[:, no[decide]]
 

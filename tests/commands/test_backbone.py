@@ -1,8 +1,9 @@
-"""`tvad backbone import` end to end on the shared tiny Qwen2.5-VL checkpoint: import, then
-`tvad train tvad` (stage 1, stage 2 with LoRA on q/v) and `tvad detect` on the imported
-folder; bad sources fail in one line before anything is written. LLaVA-1.5 + CLIP and CLIP +
-Llama on tiny random directories: vision tower, E_t, prompt tokens and greedy decoding of the
-imported folder against the loaders and transformers' CLIP text tower."""
+"""`tvad backbone import` end to end on the shared tiny Qwen2.5-VL checkpoint: import (with a
+chat template), then `tvad train tvad` (stage 1, stage 2 with LoRA on q/v) and `tvad detect`
+on the imported folder; a chat template kept or refused; bad sources fail in one line before
+anything is written. LLaVA-1.5 + CLIP and CLIP + Llama on tiny random directories: vision
+tower, E_t, prompt tokens and greedy decoding of the imported folder against the loaders and
+transformers' CLIP text tower."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,13 +14,15 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from byte_tokenizers import CHATML, VIDEO, byte_tokenizer, chatml, chatml_tokenizer
 from hf_helpers import random_like
 from shared_data import qwen_tiny_dir
 
+from tvad_jax.data.dialogues import chat_format
 from tvad_jax.models import backbone_io, vlm
 from tvad_jax.models.convert import to_pytorch_layout, write_checkpoint
 from tvad_jax.models.qwen_backbone import QwenBackboneConfig
-from tvad_jax.models.tokenizer import ANOMALY_TOKENS
+from tvad_jax.models.tokenizer import ANOMALY_TOKENS, VIDEO_TOKEN, load_tokenizer
 
 QWEN = qwen_tiny_dir() / "model"
 
@@ -27,8 +30,11 @@ QWEN = qwen_tiny_dir() / "model"
 @pytest.mark.slow   # ~2 min: T-VAD stages on the tiny Qwen2.5-VL; the imports have fast tests
 def test_import_then_train_and_detect(tvad, tiny_backbone, tmp_path):
     cfg, tokenizer_dir = tiny_backbone
+    tokenizer = load_tokenizer(tokenizer_dir)       # speaking ChatML with its own markers
+    tokenizer.chat_template = chatml("<s>", "</s>", VIDEO_TOKEN)
+    tokenizer.save_pretrained(str(tmp_path / "chat"))
     out = tmp_path / "qwen"
-    result = tvad("backbone", "import", QWEN, out, "--tokenizer", tokenizer_dir,
+    result = tvad("backbone", "import", QWEN, out, "--tokenizer", tmp_path / "chat",
                   "--image-size", 48)
     assert result.code == 0, result.err
     bcfg, params, tokenizer = backbone_io.load_backbone(out)
@@ -36,6 +42,7 @@ def test_import_then_train_and_detect(tvad, tiny_backbone, tmp_path):
     assert bcfg.decoder.vocab_size == len(tokenizer) > 160          # the table grew
     assert bcfg.decoder.eos_token_id == tokenizer.eos_token_id
     assert all(t in tokenizer.get_vocab() for t in ANOMALY_TOKENS)
+    assert chat_format(tokenizer).prefix                            # the template's
     np.testing.assert_allclose(params["decoder"]["embed"][160:],     # new rows: the mean row
                                np.broadcast_to(params["decoder"]["embed"][:160].mean(0),
                                                (len(tokenizer) - 160, 48)), atol=1e-3)
@@ -69,12 +76,41 @@ def test_bad_sources_fail_in_one_line_and_write_nothing(tvad, tmp_path):
     tvad("backbone", "import", QWEN, out).failed_with(str(out), "exists")
 
 
+def test_import_keeps_a_chat_template_it_can_read_and_refuses_one_it_cannot(tvad, tmp_path):
+    """A ChatML tokenizer's template survives the import and gives the dialogue its turns; a
+    template without a video item fails in one line naming the tokenizer, nothing written,
+    and imports with --no-chat-template as plain turns."""
+    chatml_tokenizer(directory=tmp_path / "chatml")
+    out = tmp_path / "qwen"
+    result = tvad("backbone", "import", QWEN, out, "--tokenizer", tmp_path / "chatml",
+                  "--image-size", 32)
+    assert result.code == 0, result.err
+    assert "dialogue in the chat template" in result.out
+    tokenizer = backbone_io.load_backbone(out)[2]
+    fmt = chat_format(tokenizer)
+    assert tokenizer.decode(list(fmt.prefix)) == \
+        "<|im_start|>system\nAnswer briefly.<|im_end|>\n<|im_start|>user\n"
+    assert tokenizer.decode(list(fmt.end)) == "<|im_end|>"
+
+    chatml_tokenizer(CHATML.replace(VIDEO, ""), directory=tmp_path / "textonly")
+    out = tmp_path / "plain"
+    tvad("backbone", "import", QWEN, out, "--tokenizer", tmp_path / "textonly",
+         "--image-size", 32).failed_with(str(tmp_path / "textonly"), "--no-chat-template")
+    assert not out.exists()
+    result = tvad("backbone", "import", QWEN, out, "--tokenizer", tmp_path / "textonly",
+                  "--image-size", 32, "--no-chat-template")
+    assert result.code == 0, result.err
+    tokenizer = backbone_io.load_backbone(out)[2]
+    assert tokenizer.chat_template is None
+    assert chat_format(tokenizer).opening == (tokenizer.bos_token_id,)   # <|im_start|>
+
+
 # ------------------------------------------------------------------ LLaVA + CLIP, CLIP + Llama
 # Tiny random Hugging Face directories written like tests/models/test_vlm.py's (transformers'
 # Flax models, PyTorch layout), each with a byte-level tokenizer laid out like the real one:
-# Llama's <unk> <s> </s> first (LLaVA-1.5 adds <image> and <pad> at the end of a padded
-# table), CLIP's <|startoftext|> <|endoftext|> last with its legacy config ids (bos 0, eos 2,
-# pad 1) as in openai/clip-vit-*.
+# Llama's <unk> <s> </s> first, <s> written before every text (LLaVA-1.5 adds <image> and <pad>
+# at the end of a padded table), CLIP's <|startoftext|> <|endoftext|> last with its legacy
+# config ids (bos 0, eos 2, pad 1) as in openai/clip-vit-*.
 
 FRAMES = np.random.default_rng(5).standard_normal((1, 2, 32, 32, 3)).astype(np.float32)
 VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
@@ -90,27 +126,6 @@ def _llama_config(vocab_size: int):
                        architectures=["LlamaForCausalLM"])
 
 
-def _tokenizer(directory, first=(), last=(), template=None, **special):
-    """A byte-level BPE without merges: `first` + the 256 byte symbols + `last`, saved in
-    `directory`; `template` (bos, eos) adds them around every sentence as CLIP's does."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {t: i for i, t in enumerate([*first, *sorted(pre_tokenizers.ByteLevel.alphabet()),
-                                         *last])}
-    tok = Tokenizer(models.BPE(vocab, [], unk_token=special.get("unk_token")))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens([*first, *last])
-    if template:
-        bos, eos = template
-        tok.post_processor = processors.TemplateProcessing(
-            single=f"{bos} $A {eos}", special_tokens=[(bos, vocab[bos]), (eos, vocab[eos])])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **special)
-    fast.save_pretrained(str(directory))
-    return fast
-
-
 def _f16(tree):
     """What a backbone folder stores (float16) read back as float32."""
     return jax.tree.map(lambda x: np.asarray(x).astype(np.float16).astype(np.float32), tree)
@@ -124,10 +139,10 @@ def hf_dirs(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("hf")
     llama_words = ("<unk>", "<s>", "</s>")
-    clip_tok = _tokenizer(root / "clip", last=("<|startoftext|>", "<|endoftext|>"),
-                          template=("<|startoftext|>", "<|endoftext|>"),
-                          bos_token="<|startoftext|>", eos_token="<|endoftext|>",
-                          pad_token="<|endoftext|>", unk_token="<|endoftext|>")
+    clip_tok = byte_tokenizer(last=("<|startoftext|>", "<|endoftext|>"),
+                              ends=("<|startoftext|>", "<|endoftext|>"), directory=root / "clip",
+                              bos_token="<|startoftext|>", eos_token="<|endoftext|>",
+                              pad_token="<|endoftext|>", unk_token="<|endoftext|>")
     clip_cfg = CLIPConfig(vision_config=VISION, projection_dim=16, text_config=dict(
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
         vocab_size=len(clip_tok), max_position_embeddings=96, bos_token_id=0, eos_token_id=2,
@@ -136,16 +151,16 @@ def hf_dirs(tmp_path_factory):
     clip_params = random_like(clip.params_shape_tree, 1)
     write_checkpoint(root / "clip", to_pytorch_layout(clip_params), clip_cfg.to_dict())
 
-    llama_tok = _tokenizer(root / "llama", first=llama_words, unk_token="<unk>",
-                           bos_token="<s>", eos_token="</s>")
+    llama_tok = byte_tokenizer(llama_words, ends=("<s>", None), directory=root / "llama",
+                               unk_token="<unk>", bos_token="<s>", eos_token="</s>")
     llama_cfg = _llama_config(len(llama_tok))             # the table grows for the new tokens
     llama = FlaxLlamaForCausalLM(llama_cfg, _do_init=False)
     write_checkpoint(root / "llama", to_pytorch_layout(random_like(llama.params_shape_tree, 2)),
                      llama_cfg.to_dict())
 
-    llava_tok = _tokenizer(root / "llava", first=llama_words, last=("<image>", "<pad>"),
-                           unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-                           pad_token="<pad>")
+    llava_tok = byte_tokenizer(llama_words, ("<image>", "<pad>"), ends=("<s>", None),
+                               directory=root / "llava", unk_token="<unk>", bos_token="<s>",
+                               eos_token="</s>", pad_token="<pad>")
     text_cfg = _llama_config(len(llava_tok) + 8)           # padded: room for the new tokens
     vision = FlaxCLIPVisionModel(clip_cfg.vision_config, _do_init=False)
     lm = FlaxLlamaForCausalLM(text_cfg, _do_init=False)

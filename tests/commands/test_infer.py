@@ -66,10 +66,10 @@ def test_folder_that_is_not_a_model_fails_in_one_line(tvad, runs_dir, tmp_path, 
 class _WordTokenizer:
     """One token per word: enough to count question lengths."""
 
-    bos_token_id = 1
+    bos_token_id, eos_token_id, chat_template = 1, 2, None
 
-    def __call__(self, text):
-        return {"input_ids": [2] * len(text.split())}
+    def __call__(self, text, add_special_tokens=True):
+        return {"input_ids": [3] * len(text.split())}
 
 
 @pytest.fixture

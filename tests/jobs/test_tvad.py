@@ -1,6 +1,7 @@
 """T-VAD end to end on the tiny benchmark with a tiny random backbone: stage 1 alone
 (variant no_rae), then stage 2 on top of that AHD (--stage1-from), evaluation, detection,
 dialogue. Asserts what the stages must guarantee, not what a tiny model learns."""
+import dataclasses
 import json
 import os
 import random
@@ -12,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from byte_tokenizers import chatml_tokenizer
 from flax import traverse_util
 from processes import kill_when
 
@@ -20,8 +22,8 @@ from tvad_jax.data.video_io import read_video
 from tvad_jax.infer.dialogue import Dialogue
 from tvad_jax.models.decoder import Decoder
 from tvad_jax.models.generate import generate
-from tvad_jax.models.tvad import (class_text_features, clip_prompt_maps, load_frozen_backbone,
-                                  load_model, special_token_ids)
+from tvad_jax.models.tvad import (class_text_features, clip_prompt_maps, decoder_inputs,
+                                  load_frozen_backbone, load_model, special_token_ids)
 
 
 @pytest.fixture(scope="module")
@@ -117,39 +119,81 @@ def test_chat_from_a_questions_file(trained, tiny_prepared, tmp_path, capsys):
     assert [t["question"] for t in transcript] == questions.read_text().splitlines()
 
 
+def _one_clip(model) -> tuple[np.ndarray, np.ndarray]:
+    """(visual tokens, RAE maps) of one random clip."""
+    from tvad_jax.infer.features import make_encoder
+
+    clip = np.random.default_rng(0).normal(size=(1, 8, 48, 48, 3)).astype(np.float32)
+    hidden, visual = (np.asarray(a) for a in make_encoder(model.backbone.cfg,
+                                                          model.backbone.params)(clip))
+    return visual, clip_prompt_maps(model.cfg, model.params["ahd"], hidden, model.params["text"])
+
+
+def _two_turns(model, visual, maps) -> tuple[list[int], str]:
+    """(turn 1's generated ids through </s>, turn 2's answer) of a cached `Dialogue`."""
+    chat = Dialogue(model, visual, maps, max_turns=2, max_new_tokens=6, question_len=64)
+    chat.ask(Q1)
+    reply = [int(t) for t in np.asarray(chat.last_tokens)[0]]
+    answer2 = chat.ask(Q2)[0]
+    with pytest.raises(ValueError, match="holds 2 turns"):   # the cache is full
+        chat.ask(Q1)
+    eos = model.backbone.cfg.decoder.eos_token_id
+    return (reply[:reply.index(eos) + 1] if eos in reply else reply), answer2
+
+
+def _greedy_from_scratch(model, before: list[int], embeds) -> str:
+    """The answer greedy decoding gives from scratch after the ids `before` and `embeds`."""
+    dec, params = model.backbone.cfg.decoder, model.backbone.params["decoder"]
+    if before:
+        words = Decoder(dec).apply({"params": params}, jnp.asarray([before]),
+                                   method=Decoder.embed)
+        embeds = jnp.concatenate([words.astype(embeds.dtype), embeds], axis=1)
+    tokens, _ = generate(params, dec, embeds, None, 6, jax.random.key(0))
+    ids = [int(t) for t in np.asarray(tokens)[0]]
+    ids = ids[:ids.index(dec.eos_token_id)] if dec.eos_token_id in ids else ids
+    return model.backbone.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+Q1, Q2 = "Is there any anomaly in this video?", "How does the anomalous target move?"
+
+
 def test_dialogue_reuses_the_cache_like_a_full_recomputation(trained):
     """Turn 2 decoded from the KV cache == greedy decoding of the whole history from
     scratch (prefix, question 1, the generated answer 1 and </s>, question 2)."""
     model = load_model(trained[3])
-    rng = np.random.default_rng(0)
-    bcfg = model.backbone.cfg
-    clip = rng.normal(size=(1, 8, 48, 48, 3)).astype(np.float32)
-    from tvad_jax.infer.features import make_encoder
+    visual, maps = _one_clip(model)
+    reply, answer2 = _two_turns(model, visual, maps)
+    tok = model.backbone.tokenizer
+    history = ([tok.bos_token_id, *tok(Q1)["input_ids"]] + reply +
+               [tok.bos_token_id, *tok(Q2)["input_ids"]])
+    embeds, _ = decoder_inputs(model.cfg, model.backbone.cfg, model.backbone.params["decoder"],
+                               model.params["rae"], model.params["special"], jnp.asarray(visual),
+                               maps, jnp.asarray([history]))
+    assert answer2 == _greedy_from_scratch(model, [], embeds)
 
-    hidden, visual = (np.asarray(a) for a in make_encoder(bcfg, model.backbone.params)(clip))
-    maps = clip_prompt_maps(model.cfg, model.params["ahd"], hidden, model.params["text"])
-    chat = Dialogue(model, visual, maps, max_turns=2, max_new_tokens=6, question_len=32)
-    q1, q2 = "Is there any anomaly in this video?", "How does the anomalous target move?"
-    chat.ask(q1)
-    tokens1 = np.asarray(chat.last_tokens)[0]
-    answer2 = chat.ask(q2)[0]
 
-    tok, dec = model.backbone.tokenizer, bcfg.decoder
-    eos = dec.eos_token_id
-    reply = [int(t) for t in tokens1]
-    reply = reply[:reply.index(eos) + 1] if eos in reply else reply
-    history = ([tok.bos_token_id, *tok(q1)["input_ids"]] + reply +
-               [tok.bos_token_id, *tok(q2)["input_ids"]])
-    params = model.backbone.params["decoder"]
-    words = Decoder(dec).apply({"params": params}, jnp.asarray([history]),
-                               method=Decoder.embed)
-    embeds = jnp.concatenate([chat.prefix, words], axis=1)
-    tokens2, _ = generate(params, dec, embeds, None, 6, jax.random.key(0))
-    ids = [int(t) for t in np.asarray(tokens2)[0]]
-    ids = ids[:ids.index(eos)] if eos in ids else ids
-    assert answer2 == tok.decode(ids, skip_special_tokens=True).strip()
-    with pytest.raises(ValueError, match="holds 2 turns"):   # the cache is full
-        chat.ask(q1)
+def test_dialogue_in_a_chat_template_is_the_templates_conversation(trained):
+    """With a ChatML tokenizer (ids 0-2 as the tiny one's pad, bos, eos) turn 2 decoded from
+    the cache == greedy decoding from scratch of the conversation as the template writes it:
+    the system and user openings before the video block, `<|im_end|>` and the assistant's
+    opening after each question, the generated answer through `<|im_end|>`, then the next
+    user turn."""
+    model = load_model(trained[3])
+    model.backbone = dataclasses.replace(model.backbone, tokenizer=chatml_tokenizer())
+    visual, maps = _one_clip(model)
+    reply, answer2 = _two_turns(model, visual, maps)
+    tok = model.backbone.tokenizer
+
+    def ids(text):
+        return tok(text, add_special_tokens=False)["input_ids"]
+
+    before = ids("<|im_start|>system\nAnswer briefly.<|im_end|>\n<|im_start|>user\n")
+    after = (ids(Q1 + "<|im_end|>\n<|im_start|>assistant\n") + reply +
+             ids("\n<|im_start|>user\n" + Q2 + "<|im_end|>\n<|im_start|>assistant\n"))
+    embeds, _ = decoder_inputs(model.cfg, model.backbone.cfg, model.backbone.params["decoder"],
+                               model.params["rae"], model.params["special"], jnp.asarray(visual),
+                               maps, jnp.asarray([after]))
+    assert answer2 == _greedy_from_scratch(model, before, embeds)
 
 
 def test_eval_backbone_one_shot(trained, capsys):

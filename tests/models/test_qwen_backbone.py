@@ -1,6 +1,7 @@
 """Qwen2.5-VL as a T-VAD backbone on the shared tiny checkpoint: the AHD's patch grid against
 transformers' block outputs, E_t against its hidden states, the prompt positions against the
-M-RoPE rule written out here."""
+M-RoPE rule written out here, and a prompt with text before the video (the chat format's
+prefix) against transformers' positions and logits."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,6 +12,7 @@ import pytest
 from shared_data import qwen_tiny_dir
 
 from tvad_jax.models import qwen_backbone as qb, qwen_vl
+from tvad_jax.models.tvad import TVADConfig, prompt_positions, text_logits
 
 TINY = qwen_tiny_dir()
 
@@ -68,3 +70,22 @@ def test_prompt_positions_follow_mrope(qwen):
     assert delta == rest[-1] + 1 - 14
     with pytest.raises(ValueError, match="whole tubelets"):
         qb.prompt_positions(bcfg, visual_tokens=7, length=14)
+
+
+def test_a_prefix_before_the_video_block_gives_transformers_positions_and_logits(qwen):
+    """transformers' video prompt is 5 text ids, the video block, 4 text ids: T-VAD's prompt
+    with those 5 ids as the prefix, the tower's tokens and the 4 ids as text matches its
+    M-RoPE positions, rope delta and logits."""
+    cfg, params, g = qwen
+    bcfg = qb.backbone_config(cfg, image_size=32)
+    ids = g["video_input_ids"][0]
+    start, end = np.flatnonzero(ids == 150)[0], np.flatnonzero(ids == 151)[0]
+    prefix, text = tuple(int(i) for i in ids[:start]), ids[None, end + 1:]
+    visual = g["vision_video_embeds"][None]                                # 1, 32, 48
+    positions, delta = prompt_positions(bcfg, visual.shape[1], len(ids), len(prefix))
+    np.testing.assert_array_equal(positions, g["video_position_ids"])
+    assert delta == g["video_rope_deltas"][0, 0]
+    tcfg = TVADConfig(variant="plain").for_backbone(bcfg)
+    logits = text_logits(tcfg, bcfg, params["decoder"], None, None, visual, None, text,
+                         np.asarray([text.shape[1]]), prefix=prefix)
+    np.testing.assert_allclose(logits, g["video_logits"][:, end + 1:], atol=1e-4)

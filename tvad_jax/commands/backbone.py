@@ -2,6 +2,7 @@
 command takes with `tvad.backbone=OUT`.
 
     tvad backbone import QWEN_DIR OUT [--image-size 336] [--text-layer 0.5] [--tokenizer DIR]
+                         [--no-chat-template]
     tvad backbone import LLAVA_DIR CLIP_DIR OUT [--token-pool 2]
     tvad backbone import CLIP_DIR LLAMA_DIR OUT [--token-pool 2] [--seed 0]
 
@@ -15,6 +16,13 @@ the data at that size); --text-layer: the decoder layer of Qwen's E_t (a fractio
 an index; 0 = the token embeddings); --token-pool: LLaVA-family visual tokens per tubelet =
 patches / token_pool^2; --tokenizer: the decoder's tokenizer from another directory (default:
 the decoder's own).
+
+The dialogue speaks the tokenizer's chat template where it has one (Qwen2.5-VL-Instruct's
+ChatML: system prompt, user and assistant turns around the video, as the checkpoint was
+instruction-tuned), else the plain format `<s> question answer </s>`. A template is checked at
+import (it must place a video or image item and end answers with the eos); --no-chat-template
+saves the tokenizer without it, for the plain format (a base model, or a template that cannot
+be read as turns).
 """
 from __future__ import annotations
 
@@ -54,11 +62,14 @@ def add_parser(subparsers) -> None:
     imp.add_argument("--token-pool", type=number_at_least(1), default=2,
                      help="LLaVA-family token pooling per side (default 2)")
     imp.add_argument("--seed", type=int, default=0, help="CLIP + Llama: projector init seed")
+    imp.add_argument("--no-chat-template", action="store_true",
+                     help="drop the tokenizer's chat template: plain dialogue turns")
     imp.set_defaults(func=run_import)
 
 
 def run_import(args) -> int:
     # Imports deferred: the command's heavy modules load only when it runs.
+    from tvad_jax.data.dialogues import ChatTemplateError, chat_format
     from tvad_jax.models import backbone_io
     from tvad_jax.models.backbone_import import describe, import_backbone
 
@@ -67,9 +78,17 @@ def run_import(args) -> int:
     cfg, params, tokenizer, text_tokenizer = import_backbone(
         args.sources, args.tokenizer, args.image_size, args.text_layer, args.token_pool,
         args.seed)
+    if args.no_chat_template:
+        tokenizer.chat_template = None
+    try:
+        chat_format(tokenizer)
+    except ChatTemplateError as err:
+        raise DataError(Path(tokenizer.name_or_path), f"{err} (import with --no-chat-template "
+                        "for plain dialogue turns)") from None
     extra = {"imported_from": [str(p.resolve()) for p in args.sources]}
     out = backbone_io.save_backbone(args.out, cfg, params, tokenizer, extra,
                                     text_tokenizer=text_tokenizer)
-    print(f"[tvad] backbone: {describe(cfg)}")
+    print(f"[tvad] backbone: {describe(cfg)}; dialogue in "
+          f"{'the chat template' if tokenizer.chat_template else 'plain turns'}")
     print(f"[tvad] backbone folder: {out} (use it with tvad.backbone={out})")
     return 0

@@ -18,6 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from tvad_jax.data.captions import clip_caption, clip_questions, clip_timelines
+from tvad_jax.data.dialogues import turn_tokens
 from tvad_jax.data.object_boxes import box_coverage, box_velocity, crop_box, crop_frames
 from tvad_jax.data.object_text import (ATTRIBUTE_PHRASES, clip_objects, scene_of, zone_question,
                                        zone_statement)
@@ -132,10 +133,10 @@ def encode_caption(tokenizer, text: str, length: int) -> np.ndarray:
 
 
 def qa_sequence(tokenizer, question: str, answer: str, length: int):
-    """(ids, targets) of `<s> question answer </s>` padded to `length`; targets[i] is ids[i+1]
-    where that is an answer token (or the closing </s>), else -1."""
-    prompt = [tokenizer.bos_token_id, *tokenizer(question)["input_ids"]]
-    reply = [*tokenizer(" " + answer)["input_ids"], tokenizer.eos_token_id]
+    """(ids, targets) of a dialogue turn (`<s> question answer </s>`, as the dialogue will ask)
+    padded to `length`; targets[i] is ids[i+1] where that is an answer token (or the closing
+    </s>), else -1."""
+    prompt, reply = turn_tokens(tokenizer, question, answer)
     ids = (prompt + reply)[:length]
     targets = np.full(length, -1, np.int32)
     for i in range(len(prompt) - 1, len(ids) - 1):

@@ -21,7 +21,7 @@ import numpy as np
 
 from tvad_jax.data.annotate import (APPEARANCE_QUESTION, JUDGMENT_QUESTION, TIME_QUESTION,
                                     TRAJECTORY_QUESTION)
-from tvad_jax.data.dialogues import read_annotations, turn_tokens
+from tvad_jax.data.dialogues import question_length, read_annotations
 from tvad_jax.data.pipeline import open_split, scatter_clips, split_names
 from tvad_jax.data.regions import heatmap_regions, scale_boxes
 from tvad_jax.eval import rbdc as rbdc_lib
@@ -143,7 +143,7 @@ def dialogue_answers(model: TVADModel, cache, batch_size: int,
     if len(cache) != len(cache.meta["lengths"]):
         raise ValueError(f"{cache.meta['split']}: dialogue needs one clip per video")
     tokenizer = model.backbone.tokenizer
-    question_len = max(len(turn_tokens(tokenizer, q, None)[0]) for _, q in QUESTIONS)
+    question_len = max(question_length(tokenizer, q) for _, q in QUESTIONS)
     answers: list[dict] = []
     for lo in range(0, len(cache), batch_size):
         rows = [cache[i] for i in range(lo, min(lo + batch_size, len(cache)))]

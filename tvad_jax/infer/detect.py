@@ -30,10 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from tvad_jax.data.annotate import JUDGMENT_QUESTION
+from tvad_jax.data.dialogues import question_length
 from tvad_jax.data.files import save_npy
 from tvad_jax.data.pipeline import CLIP_MEAN, CLIP_STD, clip_starts
 from tvad_jax.data.video_io import read_video, write_video
-from tvad_jax.infer.dialogue import Dialogue, normalize_yes_no
+from tvad_jax.infer.dialogue import QUESTION_LEN, Dialogue, normalize_yes_no
 from tvad_jax.infer.features import make_encoder
 from tvad_jax.infer.heatmaps import maps_on_view, per_frame
 from tvad_jax.models.ahd import upsample
@@ -138,8 +139,11 @@ class Detector:
             heat_judgment = "yes" if scores.max() > 0.5 else "no"
         answer = None
         if self.model.cfg.variant != "no_rae":
+            question_len = max(QUESTION_LEN, question_length(self.model.backbone.tokenizer,
+                                                             JUDGMENT_QUESTION))
             chat = Dialogue(self.model, feats.video_visual[None], _batch(feats.video_maps),
-                            max_turns=1, max_new_tokens=self.max_new_tokens)
+                            max_turns=1, max_new_tokens=self.max_new_tokens,
+                            question_len=question_len)
             answer = chat.ask(JUDGMENT_QUESTION)[0]
         if scores is None:
             scores = np.zeros(feats.num_frames, np.float32)

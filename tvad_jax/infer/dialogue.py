@@ -8,8 +8,10 @@ judgment -> target appearance -> trajectory -> time).
 The first `ask` prefills [P_V, (<anomaly_start> P_An ... <anomaly_end>), <s> question] and
 decodes; every later turn appends only `<s> question` to the cache, which already holds all
 earlier prompts, questions and generated answers (up to each row's `</s>`): no recomputation.
-Questions are right-padded to `question_len` tokens so that every later turn reuses one
-compiled program.
+That is the plain format; a backbone whose tokenizer has a chat template speaks the template's
+(`data.dialogues.chat_format`: its system prefix before P_V, its turn openings and closings
+around each question, its end token ending each answer). Questions are right-padded to
+`question_len` tokens so that every later turn reuses one compiled program.
 
 `maps` are the RAE's input on the decoder's view (`infer.heatmaps.with_decoder_view_maps`).
 One-shot (Table 3's protocol): `example=(visual, maps, turns)` puts one annotated video and
@@ -26,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tvad_jax.config import ConfigError
-from tvad_jax.data.dialogues import dialogue_arrays, turn_tokens
+from tvad_jax.data.dialogues import chat_format, dialogue_arrays, question_length, turn_tokens
 from tvad_jax.data.files import text_lines
 from tvad_jax.errors import DataError
 from tvad_jax.models.configs import DecoderConfig
@@ -55,7 +57,10 @@ class Dialogue:
         self.max_turns = max_turns
         self.rng = jax.random.key(seed)
         B = len(visual)
-        prefix, positions, delta = self._prompt(visual, maps)
+        fmt = chat_format(self.tokenizer)
+        # after a one-shot example the test video comes in a later user turn
+        prefix, positions, delta = self._prompt(
+            visual, maps, prefix=fmt.prefix if example is None else fmt.video_opening)
         if example is not None:
             e_visual, e_maps, turns = example
             ids, _, _, n = dialogue_arrays(self.tokenizer, turns, example_len)
@@ -63,7 +68,7 @@ class Dialogue:
             e_prompt, e_positions, e_delta = self._prompt(
                 np.broadcast_to(e_visual, (B,) + e_visual.shape),
                 None if e_maps is None else np.broadcast_to(e_maps, (B,) + e_maps.shape),
-                e_ids)
+                e_ids, fmt.prefix)
             prefix = jnp.concatenate([e_prompt, prefix], axis=1)
             # the test video's prompt continues where the example's positions end
             positions = np.concatenate(
@@ -76,8 +81,10 @@ class Dialogue:
         self.turns = 0
         self.last_tokens: np.ndarray | None = None      # [B, max_new_tokens] of the last turn
 
-    def _prompt(self, visual, maps, text_ids=None) -> tuple[jax.Array, np.ndarray, int]:
-        """(embeddings [B, S, D], decoder positions, delta) of one video's prompt."""
+    def _prompt(self, visual, maps, text_ids=None, prefix=()
+                ) -> tuple[jax.Array, np.ndarray, int]:
+        """(embeddings [B, S, D], decoder positions, delta) of one video's prompt after the
+        `prefix` ids."""
         cfg, params = self.model.cfg, self.model.params
         if cfg.anomaly_prompts:
             if maps is None:
@@ -87,15 +94,17 @@ class Dialogue:
             text_ids = jnp.zeros((len(visual), 0), jnp.int32)
         bcfg = self.model.backbone.cfg
         embeds, _ = decoder_inputs(cfg, bcfg, self.decoder, params.get("rae"),
-                                   params.get("special"), jnp.asarray(visual), maps, text_ids)
-        positions, delta = prompt_positions(bcfg, visual.shape[1], embeds.shape[1])
+                                   params.get("special"), jnp.asarray(visual), maps, text_ids,
+                                   prefix)
+        positions, delta = prompt_positions(bcfg, visual.shape[1], embeds.shape[1],
+                                            len(prefix))
         return embeds, positions, delta
 
     def ask(self, question: str, temperature: float = 0.0) -> list[str]:
         """Ask every video the same question; returns the B decoded answers."""
         if self.turns >= self.max_turns:   # the cache was sized for max_turns
             raise ValueError(f"this dialogue holds {self.max_turns} turns; start a new one")
-        prompt, _ = turn_tokens(self.tokenizer, question, None)
+        prompt, _ = turn_tokens(self.tokenizer, question, None, first=self.turns == 0)
         if len(prompt) > self.question_len:
             raise ValueError(f"question of {len(prompt)} tokens > question_len "
                              f"{self.question_len}: {question!r}")
@@ -156,7 +165,7 @@ def read_questions(path: Path, tokenizer, max_turns: int, question_len: int = QU
 
 def question_problem(tokenizer, question: str, question_len: int = QUESTION_LEN) -> str | None:
     """Why `question` cannot be one dialogue turn (too many tokens), or None."""
-    length = len(turn_tokens(tokenizer, question, None)[0])
+    length = question_length(tokenizer, question)
     if length > question_len:
         return f"a question of {length} tokens; at most {question_len} fit a turn"
     return None

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tvad_jax.data.dialogues import turn_tokens
+from tvad_jax.data.dialogues import question_length
 from tvad_jax.data.object_text import CLASSES, QUESTIONS, question
 from tvad_jax.data.pipeline import CLIP_MEAN, CLIP_STD
 from tvad_jax.infer.dialogue import QUESTION_LEN, Dialogue
@@ -36,7 +36,7 @@ class CropQA:
         self._encode = make_encoder(model.backbone.cfg, model.backbone.params)
         # one padded question length for every wording: one compiled decoding program
         self.question_len = max(QUESTION_LEN, *(
-            len(turn_tokens(model.backbone.tokenizer, question(kind, noun), None)[0])
+            question_length(model.backbone.tokenizer, question(kind, noun))
             for kind in QUESTIONS for noun in CLASSES))
 
     def encode(self, clips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

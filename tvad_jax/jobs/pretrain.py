@@ -55,6 +55,7 @@ from tvad_jax import config as config_lib
 from tvad_jax.config import ConfigError
 from tvad_jax.data.clip_texts import (DESCRIBE, AttachText, ClipText, ClipTexts, clip_texts,
                                       encode_caption, encode_texts)
+from tvad_jax.data.dialogues import turn_tokens
 from tvad_jax.data.files import check_output_dir
 from tvad_jax.data.object_text import ATTRIBUTE_PHRASES
 from tvad_jax.data.pipeline import (LoaderConfig, clip_index, find_builder_dir, make_dataset,
@@ -347,7 +348,7 @@ def sample_captions(bcfg: BackboneConfig, params, cfg: Config, pcfg: PretrainCon
                                                                         batch_size=count))))
     model = Backbone(bcfg)
     visual = model.apply({"params": params}, batch["frames"], method=Backbone.visual_tokens)
-    prompt = [tokenizer.bos_token_id, *tokenizer(DESCRIBE)["input_ids"]]
+    prompt, _ = turn_tokens(tokenizer, DESCRIBE, None)
     words = model.apply({"params": params}, jnp.asarray([prompt] * count),
                         method=Backbone.embed_tokens)
     embeds = jnp.concatenate([visual, words], axis=1)

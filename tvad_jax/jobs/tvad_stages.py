@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tvad_jax.data.dialogues import dialogue_texts, read_annotations
+from tvad_jax.data.dialogues import chat_format, dialogue_texts, read_annotations
 from tvad_jax.data.pipeline import LoaderConfig, make_dataset, open_split
 from tvad_jax.eval.tvad import RegionScorer, heatmap_auc
 from tvad_jax.infer.features import cache_stream, encode_fn, encode_split, feature_cache
@@ -167,14 +167,16 @@ def phase_config(s2: Stage2Config, phase: str, tcfg: TVADConfig, depth: int
 
 def stage2_spec(tcfg: TVADConfig, bcfg: BackboneConfig, train_cfg: TrainConfig,
                 frozen_fn: Callable[[jax.Array], dict], maps_shape: tuple[int, ...],
-                lora_layers: int | None, start: dict | None = None) -> StageSpec:
+                lora_layers: int | None, start: dict | None = None,
+                prefix: tuple[int, ...] = ()) -> StageSpec:
     """One stage-2 phase.
 
     frozen_fn(rng) gives the frozen params: {"decoder", "special_init" [3, D]} (constants
     when training; an abstract init for planning). start: trainable values to start from
     ({"rae", "special"} of the previous phase), or None to initialize them. Trainable: "lora"
     (fresh, b = 0), and with anomaly prompts "rae" and "special", whose input is the batch's
-    "maps". maps_shape: one video's RAE input [T', h, w, 2].
+    "maps". maps_shape: one video's RAE input [T', h, w, 2]. prefix: the chat format's ids
+    before the visual block.
     """
     depth = bcfg.decoder.depth
 
@@ -200,7 +202,7 @@ def stage2_spec(tcfg: TVADConfig, bcfg: BackboneConfig, train_cfg: TrainConfig,
                                      rate=tcfg.lora_dropout, rng=rng, layers=lora_layers)
         logits = text_logits(tcfg, bcfg, frozen_["decoder"], trainable.get("rae"),
                              trainable.get("special"), batch["visual"], maps, batch["ids"],
-                             batch["lengths"], lora)
+                             batch["lengths"], lora, prefix)
         return lm_loss(logits, batch["targets"], batch["weights"]), {}
 
     return StageSpec(train_cfg, init_fn, loss_fn)
@@ -217,13 +219,15 @@ def train_phase(cfg: Config, name: str, tcfg: TVADConfig, backbone: FrozenBackbo
     bcfg = stage2_decoder_cfg(backbone.cfg, s2.dtype)
     train_cache, val_cache = sources
     maps_shape = train_cache[0]["maps"].shape if tcfg.anomaly_prompts else ()
-    spec = stage2_spec(tcfg, bcfg, train_cfg, lambda rng: frozen, maps_shape, layers, start)
+    prefix = chat_format(backbone.tokenizer).prefix
+    spec = stage2_spec(tcfg, bcfg, train_cfg, lambda rng: frozen, maps_shape, layers, start,
+                       prefix)
     keys = ("maps", "visual") if tcfg.anomaly_prompts else ("visual",)
     data = cache_stream(train_cache, s2.batch_size, keys + ("video_index",),
                         seed=train_cfg.loop.seed, texts=texts[0])
     no_dropout = dataclasses.replace(tcfg, lora_dropout=0.0)
     eval_spec = stage2_spec(no_dropout, bcfg, train_cfg, lambda rng: frozen, maps_shape,
-                            layers, start)
+                            layers, start, prefix)
     eval_loss = jax.jit(lambda t, f, b: eval_spec.loss_fn(t, f, b, jax.random.key(0))[0])
 
     def eval_fn(trainable_, frozen_):

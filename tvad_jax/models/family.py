@@ -6,14 +6,14 @@
     feats = fam.text_features(bcfg, params, ids, mask)     # [S, L, D_t] (eq. 2)
     dec = fam.decoder(bcfg)                                # the decoder module
     block = fam.visual_block(bcfg, decoder_params, visual) # P_V as the decoder sees it
-    positions, delta = fam.positions(bcfg, S_v, L)         # of [block, ..., text]
+    positions, delta = fam.positions(bcfg, S_v, L, P)      # of [P ids, block, ..., text]
 
 "llava" is the project's own composite (`vlm.Backbone`: a ViT with a CLS token, a CLIP text
 tower as E_t, a Llama decoder behind a projector; the shipped default, LLaVA-1.5 and CLIP +
 Llama imports); "qwen2_5_vl" is `models.qwen_backbone`. Positions are what the family's
-decoder takes for a prompt of length L that opens with the visual block of S_v visual tokens:
-[1, L] (RoPE) or [3, 1, L] (M-RoPE), broadcast over the batch; slot p >= L continues at
-position p + delta (0 for "llava").
+decoder takes for a prompt of length L that opens with P text ids (the chat format's prefix)
+and then the visual block of S_v visual tokens: [1, L] (RoPE) or [3, 1, L] (M-RoPE),
+broadcast over the batch; slot p >= L continues at position p + delta (0 for "llava").
 """
 from __future__ import annotations
 
@@ -71,8 +71,8 @@ class _Llava:
     def visual_block(self, bcfg: BackboneConfig, decoder_params, visual) -> jax.Array:
         return visual
 
-    def positions(self, bcfg: BackboneConfig, visual_tokens: int, length: int
-                  ) -> tuple[np.ndarray, int]:
+    def positions(self, bcfg: BackboneConfig, visual_tokens: int, length: int,
+                  prefix: int = 0) -> tuple[np.ndarray, int]:
         return np.arange(length, dtype=np.int32)[None], 0
 
     def abstract_params(self, bcfg: BackboneConfig, boxed: bool = False) -> Any:
@@ -103,8 +103,8 @@ class _Qwen:
     def visual_block(self, bcfg, decoder_params, visual):
         return qwen_backbone.visual_block(bcfg, decoder_params, visual)
 
-    def positions(self, bcfg, visual_tokens, length):
-        return qwen_backbone.prompt_positions(bcfg, visual_tokens, length)
+    def positions(self, bcfg, visual_tokens, length, prefix=0):
+        return qwen_backbone.prompt_positions(bcfg, visual_tokens, length, prefix)
 
     def abstract_params(self, bcfg, boxed=False):
         return qwen_backbone.abstract_params(bcfg, boxed)

@@ -29,9 +29,10 @@ next-token prediction; middle layers are the usual choice for sentence features 
 
 Decoder positions: the visual tokens enter as a video block, [<|vision_start|> P_V
 <|vision_end|>] (the embeddings of those two ids), with M-RoPE positions from `qwen_vl.
-rope_index` (one second per temporal grid step); everything after it (anomaly prompts, text)
-counts on from the block's largest position + 1, so slot p has position p + delta on all three
-axes, which is how generation continues.
+rope_index` (one second per temporal grid step), after the text before it (the chat format's
+system prompt and user-turn opening, counting 0, 1, ...; none in the plain format); everything
+after it (anomaly prompts, text) counts on from the block's largest position + 1, so slot p
+has position p + delta on all three axes, which is how generation continues.
 """
 from __future__ import annotations
 
@@ -250,18 +251,20 @@ def visual_block(bcfg: QwenBackboneConfig, decoder_params, visual: jax.Array) ->
     return jnp.concatenate([ends[:, :1], visual, ends[:, 1:]], axis=1)
 
 
-def prompt_positions(bcfg: QwenBackboneConfig, visual_tokens: int, length: int
-                     ) -> tuple[np.ndarray, int]:
-    """M-RoPE positions [3, 1, length] of a prompt that opens with `visual_block` of
-    `visual_tokens` tokens, and its delta (slot p >= length has position p + delta)."""
+def prompt_positions(bcfg: QwenBackboneConfig, visual_tokens: int, length: int,
+                     prefix: int = 0) -> tuple[np.ndarray, int]:
+    """M-RoPE positions [3, 1, length] of a prompt that opens with `prefix` text ids, then
+    `visual_block` of `visual_tokens` tokens, and its delta (slot p >= length has position
+    p + delta)."""
     v = bcfg.vision
     steps, rest = divmod(visual_tokens, v.tokens_per_tubelet)
-    if rest or length < visual_tokens + 2:
+    if rest or length < prefix + visual_tokens + 2:
         raise ValueError(f"{visual_tokens} visual tokens are not whole tubelets of "
-                         f"{v.tokens_per_tubelet}, or do not fit {length}")
-    ids = np.zeros((1, length), np.int64)
-    ids[0, 0], ids[0, visual_tokens + 1] = bcfg.vision_start_token_id, bcfg.vision_end_token_id
-    ids[0, 1:visual_tokens + 1] = bcfg.video_token_id
+                         f"{v.tokens_per_tubelet}, or do not fit {length} after {prefix} ids")
+    ids = np.zeros((1, length), np.int64)           # text ids: any but the vision block's
+    end = prefix + visual_tokens + 1
+    ids[0, prefix], ids[0, end] = bcfg.vision_start_token_id, bcfg.vision_end_token_id
+    ids[0, prefix + 1:end] = bcfg.video_token_id
     positions, deltas = qwen_vl.rope_index(bcfg.qwen(), ids,
                                            video_grid_thw=[[steps, v.grid, v.grid]])
     return positions.astype(np.int32), int(deltas[0, 0])

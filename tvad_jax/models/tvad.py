@@ -32,7 +32,7 @@ import functools
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -160,35 +160,47 @@ def clip_prompt_maps(cfg: TVADConfig, ahd_params, hidden: jax.Array, text: jax.A
 
 def decoder_inputs(cfg: TVADConfig, bcfg, decoder_params, rae_params,
                    special: jax.Array | None, visual: jax.Array, maps: jax.Array | None,
-                   text_ids: jax.Array) -> tuple[jax.Array, int]:
-    """Input embeddings [B, S, D] = [P_V, (<start> P_An[0] <sep> ... P_An[-1] <end>), P_Q]
-    (eq. 13; P_V as the family's visual block) and the offset of the first text token.
+                   text_ids: jax.Array, prefix: Sequence[int] = ()) -> tuple[jax.Array, int]:
+    """Input embeddings [B, S, D] = [prefix, P_V, (<start> P_An[0] <sep> ... P_An[-1] <end>),
+    P_Q] (eq. 13; P_V as the family's visual block) and the offset of the first text token.
     visual [B, S_v, D], maps [B, T', h, w, 2] (unused without anomaly prompts), text_ids
-    [B, L]."""
+    [B, L]; `prefix`: the ids before the visual block, the same for every row (the chat
+    format's system prompt and user-turn opening; none in the plain format)."""
     fam = family(bcfg)
-    p_q = fam.decoder(bcfg).apply({"params": decoder_params}, text_ids, method=Decoder.embed)
+    dec = fam.decoder(bcfg)
+    p_q = dec.apply({"params": decoder_params}, text_ids, method=Decoder.embed)
     p_v = fam.visual_block(bcfg, decoder_params, visual.astype(p_q.dtype))
-    if not cfg.anomaly_prompts:
-        return jnp.concatenate([p_v, p_q], axis=1), p_v.shape[1]
-    p_an = RAE(cfg.rae).apply({"params": rae_params}, maps)                 # B, T'-1, K, D
-    embeds = assemble_prompt(p_v, p_an, p_q, special=special)
+    if cfg.anomaly_prompts:
+        p_an = RAE(cfg.rae).apply({"params": rae_params}, maps)             # B, T'-1, K, D
+        embeds = assemble_prompt(p_v, p_an, p_q, special=special)
+    else:
+        embeds = jnp.concatenate([p_v, p_q], axis=1)
+    if prefix:
+        p_p = dec.apply({"params": decoder_params}, jnp.asarray([prefix], jnp.int32),
+                        method=Decoder.embed).astype(embeds.dtype)          # 1, P, D
+        embeds = jnp.concatenate(
+            [jnp.broadcast_to(p_p, (len(embeds),) + p_p.shape[1:]), embeds], axis=1)
     return embeds, embeds.shape[1] - p_q.shape[1]
 
 
-def prompt_positions(bcfg, visual_tokens: int, length: int) -> tuple[np.ndarray, int]:
+def prompt_positions(bcfg, visual_tokens: int, length: int, prefix: int = 0
+                     ) -> tuple[np.ndarray, int]:
     """The decoder positions of a `decoder_inputs` prompt of `length` with `visual_tokens`
-    visual tokens, and the delta of the slots after it (`family.positions`)."""
-    return family(bcfg).positions(bcfg, visual_tokens, length)
+    visual tokens after `prefix` ids, and the delta of the slots after it
+    (`family.positions`)."""
+    return family(bcfg).positions(bcfg, visual_tokens, length, prefix)
 
 
 def text_logits(cfg: TVADConfig, bcfg, decoder_params, rae_params, special,
                 visual: jax.Array, maps: jax.Array | None, text_ids: jax.Array,
-                text_lengths: jax.Array, lora: dict | None = None) -> jax.Array:
+                text_lengths: jax.Array, lora: dict | None = None,
+                prefix: Sequence[int] = ()) -> jax.Array:
     """Teacher-forced logits [B, L, V] over the text tokens (right-padded to L, real lengths
-    [B]) after the visual and anomaly prompts; `lora` is `lora.decoder_lora`'s output."""
+    [B]) after the prefix ids, the visual and the anomaly prompts; `lora` is
+    `lora.decoder_lora`'s output."""
     embeds, offset = decoder_inputs(cfg, bcfg, decoder_params, rae_params, special, visual,
-                                    maps, text_ids)
-    positions, _ = prompt_positions(bcfg, visual.shape[1], embeds.shape[1])
+                                    maps, text_ids, prefix)
+    positions, _ = prompt_positions(bcfg, visual.shape[1], embeds.shape[1], len(prefix))
     logits, _ = family(bcfg).decoder(bcfg).apply(
         {"params": decoder_params}, embeds, jnp.asarray(positions), None,
         offset + text_lengths, lora=lora)
