@@ -22,7 +22,7 @@ def test_demo_runs_end_to_end_on_the_tiny_config(tiny_backbone, tmp_path, capsys
     heatmap = ("micro_auc", "macro_auc", "rbdc", "tbdc")
     text = ("yes_no_accuracy", "yes_no_balanced_accuracy", "bleu4_target", "bleu4_trajectory")
     extras = ["Local patterns (003)", "VLAVAD (SPA + S3M)", "VLAVAD: SPA",
-              "VLAVAD: S3M on answers"]
+              "VLAVAD: S3M on answers", "Ensemble (000 + 003 + 004)"]
     methods = ["frame difference", "S3M on box tracks", *extras, "T-VAD", "T-VAD w/o RAE",
                "T-VAD w/o AHD"]
     baselines = ["backbone zero-shot (w/o AHD & RAE)", "backbone one-shot"]   # open set only
@@ -38,6 +38,10 @@ def test_demo_runs_end_to_end_on_the_tiny_config(tiny_backbone, tmp_path, capsys
             for k in heatmap + text[:2]:
                 assert k not in row or 0.0 <= row[k] <= 1.0, (split, name, k)
         assert rows["T-VAD"]["micro_auc"] == rows["T-VAD w/o RAE"]["micro_auc"]   # same AHD
+        weights = rows["Ensemble (000 + 003 + 004)"]["weights"]     # chosen once, on val
+        assert weights == metrics["splits"]["test"]["Ensemble (000 + 003 + 004)"]["weights"]
+        assert sorted(weights) == ["Local patterns (003)", "T-VAD (AHD)", "VLAVAD (SPA + S3M)"]
+        assert abs(sum(weights.values()) - 1.0) < 1e-9
         assert sum(rows["T-VAD"]["yes_no_confusion"].values()) == \
             metrics["dataset"][split]["videos"]
         assert (run_dir / "s3m" / f"roc_{split}.png").stat().st_size > 0

@@ -26,6 +26,9 @@ import numpy as np
 from tvad_jax.eval.metrics import frame_auc
 
 NORMALIZATIONS = ("video", "split")
+# The split an ensemble's weights are chosen on: the synthetic benchmark's `val`, whose anomaly
+# types are neither the training nor the test types.
+ENSEMBLE_VALIDATION = "val"
 
 
 def frame_max(videos: list[str], lengths: Mapping[str, int], video: np.ndarray,

@@ -8,7 +8,11 @@ with the ablations of its Table 4 (w/o RAE: heatmaps only; w/o AHD: stage 2 with
 prompts) and the plain backbone zero-shot and one-shot (Table 3's protocol, on the open-set
 split only); and `demo_detectors`: paper 003's local patterns by default and, on request
 (`demo_detectors=local-patterns,vlavad`; longer than the rest of the demo), paper 004's
-VLAVAD with its two halves.
+VLAVAD with its two halves. With both, an ensemble row fuses the three papers' detectors (the
+AHD's heatmaps, local patterns, VLAVAD): per-video min-max normalized frame scores summed with
+the weights (multiples of 0.1) that give the best unsmoothed frame micro AUC on `val`, whose
+anomaly types are neither the training nor the test types (the `ensemble` sweep's rule, at the
+demo's sigma 0); its row in metrics.json names the weights.
 
 Report folder: report.md (one comparison table per split and the run facts), metrics.json
 (`{"splits": {split: {method: {metric: value}}}, ...}`), ROC curves and heatmap overlays
@@ -25,9 +29,10 @@ from pathlib import Path
 from tvad_jax.data.dialogues import read_annotations
 from tvad_jax.data.files import check_output_dir
 from tvad_jax.eval.baselines import baseline_scores
+from tvad_jax.eval.fusion import ENSEMBLE_VALIDATION, choose_weights, fuse
 from tvad_jax.eval.metrics import frame_auc
 from tvad_jax.eval.report import comparison_table
-from tvad_jax.eval.tvad import HEATMAP_METRICS, QUESTIONS, evaluate_model
+from tvad_jax.eval.tvad import HEATMAP_METRICS, QUESTIONS, ahd_frame_scores, evaluate_model
 from tvad_jax.jobs.common import Report, ensure_prepared, start_run
 from tvad_jax.jobs.config import Config
 from tvad_jax.jobs.local_patterns import local_patterns_scores, train_local_patterns
@@ -39,6 +44,7 @@ from tvad_jax.runs import environment, machine_summary
 
 # The open-set test split (unseen anomaly types) and the closed-set one (training types).
 SPLITS = ("test", "test_seen")
+ENSEMBLE = "Ensemble (000 + 003 + 004)"
 TITLES = {"test": "Open-set `test` split (anomaly types unseen in training)",
           "test_seen": "Closed-set `test_seen` split (unseen videos of the training types)"}
 COLUMNS = (("micro_auc", "micro AUC"), ("macro_auc", "macro AUC"), ("rbdc", "RBDC"),
@@ -67,6 +73,15 @@ def run_demo(cfg: Config, report: Report = print) -> Path:
                 ("T-VAD w/o AHD", no_ahd, False, None),
                 ("backbone zero-shot (w/o AHD & RAE)", plain, False, None),
                 ("backbone one-shot", plain, True, None))
+    fused = set(ENSEMBLE_MEMBERS) <= set(extra_dirs)
+    if fused:
+        val = {name: DETECTORS[name][1](extra_dirs[name], ENSEMBLE_VALIDATION, report)
+               for name in ENSEMBLE_MEMBERS}
+        parts = ensemble_parts(cfg, full, val, ENSEMBLE_VALIDATION, report)
+        weights, val_auc = choose_weights(
+            parts, baseline_scores(cfg, ENSEMBLE_VALIDATION, report)[1], per="video")
+        report(f"[tvad] ensemble weights (micro AUC {val_auc:.3f} on {ENSEMBLE_VALIDATION}): "
+               f"{weights}")
     splits = {}
     for split in SPLITS:
         base, labels = baseline_scores(cfg, split, report)
@@ -74,8 +89,15 @@ def run_demo(cfg: Config, report: Report = print) -> Path:
         diff = frame_auc(base, labels)
         rows = {"frame difference": {"micro_auc": diff.micro_auc, "macro_auc": diff.macro_auc},
                 "S3M on box tracks": s3m["s3m_sigma0"]}
-        for name, folder in extra_dirs.items():
-            rows.update(extra_rows(name, folder, split, labels, report))
+        scores = {name: DETECTORS[name][1](folder, split, report)
+                  for name, folder in extra_dirs.items()}
+        for name, detector_scores in scores.items():
+            rows.update(extra_rows(name, detector_scores, labels))
+        if fused:
+            parts = ensemble_parts(cfg, full, scores, split, report)
+            auc = frame_auc(fuse(parts, weights, "video"), labels)
+            rows[ENSEMBLE] = {"micro_auc": auc.micro_auc, "macro_auc": auc.macro_auc,
+                              "weights": weights, f"{ENSEMBLE_VALIDATION}_micro_auc": val_auc}
         for name, model, one_shot, plots in variants:
             if model is plain and split != SPLITS[0]:
                 continue      # Table 3's backbone baselines: the open-set split only
@@ -123,11 +145,25 @@ DETECTORS = {
 }
 
 
-def extra_rows(name: str, run_dir: Path, split: str, labels: dict, report: Report) -> dict:
-    """The demo rows (unsmoothed micro/macro frame AUC) of an optional detector's run."""
-    _, scorer, rows = DETECTORS[name]
-    scores = scorer(run_dir, split, report)
-    aucs = {row: frame_auc(scores[key], labels) for row, key in rows.items()}
+# The ensemble's members beside the AHD: optional detectors, each by its first row (its
+# whole method).
+ENSEMBLE_MEMBERS = ("local-patterns", "vlavad")
+
+
+def ensemble_parts(cfg: Config, full, scores: dict, split: str, report: Report) -> dict:
+    """{member: {video: [T]}} of a split: the full model's AHD (its heatmaps' frame maxima)
+    and the ENSEMBLE_MEMBERS' scores, from `scores` ({detector: its scorer's output})."""
+    parts = {"T-VAD (AHD)": ahd_frame_scores(full, cfg, split, report)}
+    for name in ENSEMBLE_MEMBERS:
+        row, key = next(iter(DETECTORS[name][2].items()))
+        parts[row] = scores[name][key]
+    return parts
+
+
+def extra_rows(name: str, scores: dict, labels: dict) -> dict:
+    """The demo rows (unsmoothed micro/macro frame AUC) of an optional detector's scores
+    (its scorer's output on a split)."""
+    aucs = {row: frame_auc(scores[key], labels) for row, key in DETECTORS[name][2].items()}
     return {row: {"micro_auc": a.micro_auc, "macro_auc": a.macro_auc}
             for row, a in aucs.items()}
 

@@ -48,7 +48,7 @@ from tvad_jax.config import ConfigError
 from tvad_jax.data.files import check_output_dir, waiting_lock, write_text_atomic
 from tvad_jax.errors import DataError
 from tvad_jax.eval.baselines import baseline_scores
-from tvad_jax.eval.fusion import choose_weights, fuse
+from tvad_jax.eval.fusion import ENSEMBLE_VALIDATION, choose_weights, fuse
 from tvad_jax.eval.metrics import frame_auc
 from tvad_jax.eval.report import plot_bars
 from tvad_jax.eval.tvad import ahd_frame_scores, evaluate_model
@@ -206,7 +206,6 @@ SEED_KEYS = {
 VLAVAD_SCORES = ("vlavad", "spa", "s3m_answers", "knn_visual")
 ENSEMBLE_MEMBERS = ("tvad", "local_patterns", "vlavad")
 BACKBONES = ("", "random", "pretrained")
-ENSEMBLE_VALIDATION = "val"     # the split an ensemble's weights are chosen on
 
 
 def plan_runs(family: Family, seeds: tuple[int, ...], only: tuple[str, ...] = (),
