@@ -105,6 +105,31 @@ def test_import_keeps_a_chat_template_it_can_read_and_refuses_one_it_cannot(tvad
     assert chat_format(tokenizer).opening == (tokenizer.bos_token_id,)   # <|im_start|>
 
 
+def test_import_takes_a_processors_chat_template_only_when_given(tvad, tmp_path):
+    """A tokenizer without a template beside a processor's chat_template.json (as Hugging Face
+    repositories keep it): the import says it is not used and speaks plain turns; with
+    --chat-template it speaks it; a file that is not a template fails naming it."""
+    source = tmp_path / "tokenizer"
+    chatml_tokenizer(None, directory=source)
+    (source / "chat_template.json").write_text(json.dumps({"chat_template": CHATML}))
+    result = tvad("backbone", "import", QWEN, tmp_path / "plain", "--tokenizer", source,
+                  "--image-size", 32)
+    assert result.code == 0, result.err
+    assert f"{source / 'chat_template.json'} (a processor's) is not used" in result.out
+    assert backbone_io.load_backbone(tmp_path / "plain")[2].chat_template is None
+    result = tvad("backbone", "import", QWEN, tmp_path / "chat", "--tokenizer", source,
+                  "--image-size", 32, "--chat-template", source / "chat_template.json")
+    assert result.code == 0, result.err
+    tokenizer = backbone_io.load_backbone(tmp_path / "chat")[2]
+    assert tokenizer.decode(list(chat_format(tokenizer).closing)) == \
+        "<|im_end|>\n<|im_start|>assistant\n"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"template": CHATML}))
+    tvad("backbone", "import", QWEN, tmp_path / "none", "--tokenizer", source,
+         "--chat-template", bad).failed_with(str(bad), '{"chat_template"')
+    assert not (tmp_path / "none").exists()
+
+
 # ------------------------------------------------------------------ LLaVA + CLIP, CLIP + Llama
 # Tiny random Hugging Face directories written like tests/models/test_vlm.py's (transformers'
 # Flax models, PyTorch layout), each with a byte-level tokenizer laid out like the real one:

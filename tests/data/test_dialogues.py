@@ -1,11 +1,14 @@
 """Stage-2 dialogue token arrays: the loss on answer tokens only, whole turns that fit; the
 chat format cut from a tokenizer's template against the template's own render."""
+import json
+
 import numpy as np
 import pytest
 from byte_tokenizers import CHATML, VIDEO, byte_tokenizer, chatml_tokenizer
 
 from tvad_jax.data.dialogues import (ChatTemplateError, chat_format, dialogue_arrays,
-                                     question_length, turn_tokens)
+                                     question_length, read_chat_template, turn_tokens)
+from tvad_jax.errors import DataError
 from tvad_jax.models.tokenizer import train_tokenizer
 
 TURNS = [{"type": "judgment", "question": "Is there any anomaly?",
@@ -109,3 +112,17 @@ def test_a_tokenizer_that_adds_bos_itself_gets_one_bos_a_turn():
     prompt, reply = turn_tokens(tok, "Why?", "Because.")
     assert prompt == [tok.bos_token_id, *_ids(tok, "Why?")]
     assert reply == [*_ids(tok, " Because."), tok.eos_token_id]
+
+
+def test_chat_template_files_are_read_or_refused_by_name(tmp_path):
+    jinja, processor = tmp_path / "chat_template.jinja", tmp_path / "chat_template.json"
+    jinja.write_text(CHATML)
+    processor.write_text(json.dumps({"chat_template": CHATML}))
+    assert read_chat_template(jinja) == read_chat_template(processor) == CHATML
+    for path, text, problem in [(jinja, " \n", "an empty chat template"),
+                                (processor, "[1, 2]", '{"chat_template"'),
+                                (processor, "{", "not valid JSON")]:
+        path.write_text(text)
+        with pytest.raises(DataError, match=problem) as err:
+            read_chat_template(path)
+        assert str(path) in str(err.value)

@@ -2,7 +2,7 @@
 command takes with `tvad.backbone=OUT`.
 
     tvad backbone import QWEN_DIR OUT [--image-size 336] [--text-layer 0.5] [--tokenizer DIR]
-                         [--no-chat-template]
+                         [--chat-template FILE | --no-chat-template]
     tvad backbone import LLAVA_DIR CLIP_DIR OUT [--token-pool 2]
     tvad backbone import CLIP_DIR LLAMA_DIR OUT [--token-pool 2] [--seed 0]
 
@@ -20,9 +20,10 @@ the decoder's own).
 The dialogue speaks the tokenizer's chat template where it has one (Qwen2.5-VL-Instruct's
 ChatML: system prompt, user and assistant turns around the video, as the checkpoint was
 instruction-tuned), else the plain format `<s> question answer </s>`. A template is checked at
-import (it must place a video or image item and end answers with the eos); --no-chat-template
-saves the tokenizer without it, for the plain format (a base model, or a template that cannot
-be read as turns).
+import (it must place a video or image item and end answers with the eos); --chat-template
+FILE sets it from a processor's chat_template.json (or a .jinja file) where the tokenizer has
+none of its own; --no-chat-template saves the tokenizer without one, for the plain format (a
+base model, or a template that cannot be read as turns).
 """
 from __future__ import annotations
 
@@ -62,29 +63,39 @@ def add_parser(subparsers) -> None:
     imp.add_argument("--token-pool", type=number_at_least(1), default=2,
                      help="LLaVA-family token pooling per side (default 2)")
     imp.add_argument("--seed", type=int, default=0, help="CLIP + Llama: projector init seed")
-    imp.add_argument("--no-chat-template", action="store_true",
-                     help="drop the tokenizer's chat template: plain dialogue turns")
+    chat = imp.add_mutually_exclusive_group()
+    chat.add_argument("--chat-template", type=Path, default=None, metavar="FILE",
+                      help="the dialogue's chat template: a processor's chat_template.json "
+                           "or a .jinja file (default: the tokenizer's own)")
+    chat.add_argument("--no-chat-template", action="store_true",
+                      help="drop the tokenizer's chat template: plain dialogue turns")
     imp.set_defaults(func=run_import)
 
 
 def run_import(args) -> int:
     # Imports deferred: the command's heavy modules load only when it runs.
-    from tvad_jax.data.dialogues import ChatTemplateError, chat_format
+    from tvad_jax.data.dialogues import ChatTemplateError, chat_format, read_chat_template
     from tvad_jax.models import backbone_io
     from tvad_jax.models.backbone_import import describe, import_backbone
 
     if args.out.exists():
         raise DataError(args.out, "exists: give a new folder for the backbone")
+    template = None if args.chat_template is None else read_chat_template(args.chat_template)
     cfg, params, tokenizer, text_tokenizer = import_backbone(
         args.sources, args.tokenizer, args.image_size, args.text_layer, args.token_pool,
         args.seed)
-    if args.no_chat_template:
-        tokenizer.chat_template = None
+    if args.no_chat_template or template is not None:
+        tokenizer.chat_template = template
     try:
         chat_format(tokenizer)
     except ChatTemplateError as err:
-        raise DataError(Path(tokenizer.name_or_path), f"{err} (import with --no-chat-template "
-                        "for plain dialogue turns)") from None
+        source = args.chat_template or Path(tokenizer.name_or_path)
+        raise DataError(source, f"{err} (import with --no-chat-template for plain dialogue "
+                                "turns)") from None
+    beside = Path(tokenizer.name_or_path) / "chat_template.json"
+    if tokenizer.chat_template is None and not args.no_chat_template and beside.is_file():
+        print(f"[tvad] note: the tokenizer has no chat template; {beside} (a processor's) is "
+              "not used unless given with --chat-template")
     extra = {"imported_from": [str(p.resolve()) for p in args.sources]}
     out = backbone_io.save_backbone(args.out, cfg, params, tokenizer, extra,
                                     text_tokenizer=text_tokenizer)

@@ -32,6 +32,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from tvad_jax.data.files import read_json, read_text
 from tvad_jax.data.pipeline import find_builder_dir, split_names
 from tvad_jax.errors import DataError
 
@@ -152,6 +153,23 @@ def _template_format(tokenizer, template: str) -> ChatFormat:
                       later_opening=ids(end_later[len(end):]),
                       video_opening=ids(end_video[len(end):]), closing=ids(closing),
                       end=ids(end), answer_lead="")
+
+
+def read_chat_template(path: str | Path) -> str:
+    """A chat template from a file: a processor's `chat_template.json` (its "chat_template"
+    string) or the template's own text (`chat_template.jinja`)."""
+    path = Path(path)
+    if path.suffix != ".json":
+        template = read_text(path)
+    else:
+        template = read_json(path)
+        if isinstance(template, dict):
+            template = template.get("chat_template")
+        if not isinstance(template, str):
+            raise DataError(path, 'expected {"chat_template": "<the jinja template>"}')
+    if not template.strip():
+        raise DataError(path, "an empty chat template")
+    return template
 
 
 def _common_prefix(a: str, b: str) -> str:
