@@ -84,7 +84,7 @@ def test_patchify_is_the_processor_layout(qwen, kind):
 
 def test_preprocessing_matches_the_image_processor(qwen):
     """smart_resize, rescale + CLIP normalisation and the patch layout against transformers'
-    `Qwen2VLImageProcessor` (numpy path; no resizing, which needs PIL's bicubic filter)."""
+    `Qwen2VLImageProcessor` (numpy path, no resizing: the resize is the next test's)."""
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import (Qwen2VLImageProcessor,
                                                                         smart_resize)
 
@@ -99,6 +99,33 @@ def test_preprocessing_matches_the_image_processor(qwen):
     pixels, grid = Q.patchify(qwen.cfg.vision, Q.normalize(image)[None])
     np.testing.assert_allclose(pixels, want["pixel_values"], atol=1e-6)
     np.testing.assert_array_equal(grid, want["image_grid_thw"])
+
+
+@pytest.mark.parametrize("size", [(50, 70), (480, 856), (33, 400)])
+def test_the_processors_resize_is_pil_bicubic_to_the_smart_size(qwen, size):
+    """Frames resized by `data.video_io.resize_frames` with PIL's bicubic filter to
+    `smart_resize`'s size, then normalised and patchified, are `Qwen2VLImageProcessor`'s pixel
+    values to the bit (its own resize and size limits), for an image and for a 3-frame video
+    (the processor's deprecated video path: the frames stacked in time)."""
+    from PIL import Image
+    from transformers import Qwen2VLImageProcessor
+
+    from tvad_jax.data.video_io import resize_frames
+
+    v = qwen.cfg.vision
+    processor = Qwen2VLImageProcessor(patch_size=v.patch_size, merge_size=v.merge,
+                                      temporal_patch_size=v.temporal_patch)
+    frames = np.random.default_rng(1).integers(0, 256, (3, *size, 3), dtype=np.uint8)
+    h, w = Q.smart_resize(*size, factor=v.patch_size * v.merge,
+                          min_pixels=processor.min_pixels, max_pixels=processor.max_pixels)
+    resized = resize_frames(frames, h, w, Image.BICUBIC)
+    for ours, key, grid_key, (images, videos) in [
+            (resized[:1], "pixel_values", "image_grid_thw", ([frames[0]], None)),
+            (resized, "pixel_values_videos", "video_grid_thw", (None, [list(frames)]))]:
+        out = processor(images=images, videos=videos, return_tensors="np")
+        pixels, grid = Q.patchify(v, Q.normalize(ours))
+        np.testing.assert_array_equal(pixels, out[key])
+        np.testing.assert_array_equal(grid, out[grid_key])
 
 
 def _windows(layout, window_slots: int) -> tuple[np.ndarray, np.ndarray]:
