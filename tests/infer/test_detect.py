@@ -1,13 +1,18 @@
 """`detect_videos`: its `detections.jsonl` appears whole or not at all (the model is a stand-in:
-what is checked is the file handling, not detection)."""
+what is checked is the file handling, not detection); the frames a `Detector` feeds the tower
+are those of a prepared video."""
 import json
 
 import numpy as np
 import pytest
 
+from tvad_jax.data.pipeline import ClipLoader, LoaderConfig
+from tvad_jax.data.readers import VideoRecord
+from tvad_jax.data.tfds_builders import to_example
 from tvad_jax.data.video_io import write_video
 from tvad_jax.errors import DataError
 from tvad_jax.infer import detect
+from tvad_jax.models.tvad import load_frozen_backbone, plain_model
 
 
 @pytest.fixture
@@ -47,3 +52,21 @@ def test_a_failure_midway_leaves_no_detections_file(tmp_path, stand_in_detector)
     with pytest.raises(DataError, match=f"{bad}: "):
         list(detect.detect_videos(None, [_video(tmp_path / "a.mp4"), bad], out))
     assert sorted(p.name for p in out.iterdir()) == ["a.scores.npy"]
+
+
+def test_detect_sees_the_frames_of_a_prepared_video(tiny_backbone):
+    """A video of another size than the backbone's: what `Detector.preprocess` feeds the
+    tower equals the clip the loader makes of that video as `tvad data prepare` stores it, to
+    the bit (the same resize of the uint8 frames, the same normalization)."""
+    cfg, directory = tiny_backbone
+    backbone = load_frozen_backbone(directory)
+    model = plain_model(backbone, cfg.tvad.model, cfg.tvad.stage1.view, cfg.tvad.stage2.view)
+    frames = np.random.default_rng(0).integers(0, 256, (4, 60, 90, 3), dtype=np.uint8)
+    size = backbone.cfg.vision.image_size
+    record = VideoRecord("v", frames, np.zeros(4, np.uint8), None, np.zeros((0, 6), np.int64),
+                         "v.mp4")
+    stored = to_example(record, size, size)
+    clip = ClipLoader([stored], np.asarray([[0, 0]]), LoaderConfig(clip_len=4))(0)["frames"]
+    np.testing.assert_array_equal(detect.Detector(model).preprocess(frames), clip)
+    with pytest.raises(ValueError, match="uint8"):
+        detect.Detector(model).preprocess(frames.astype(np.float32))

@@ -82,6 +82,14 @@ def clip_index(lengths: list[int], cfg: LoaderConfig) -> np.ndarray:
     return np.asarray(rows, np.int64).reshape(-1, 2)
 
 
+def normalize_frames(frames: np.ndarray, mean: Sequence[float] = CLIP_MEAN,
+                     std: Sequence[float] = CLIP_STD) -> np.ndarray:
+    """uint8 RGB frames [..., 3] -> float32 (x / 255 - mean) / std, computed as the loader
+    feeds the towers (so that `tvad detect` sees what training and evaluation saw)."""
+    return (np.asarray(frames).astype(np.float32) - np.asarray(mean, np.float32) * 255) * \
+        (1.0 / (np.asarray(std, np.float32) * 255))
+
+
 class ClipLoader:
     """Index of a clip -> one fixed-shape example (picklable for grain worker processes)."""
 
@@ -89,8 +97,6 @@ class ClipLoader:
         if cfg.clip_len % 2:
             raise ValueError("clip_len must be even (2-frame tubelets)")
         self.source, self.index, self.cfg = source, index, cfg
-        self.mean = np.asarray(cfg.mean, np.float32) * 255
-        self.inv_std = 1.0 / (np.asarray(cfg.std, np.float32) * 255)
 
     def __call__(self, clip: int) -> dict:
         video, start = (int(v) for v in self.index[clip])
@@ -103,7 +109,7 @@ class ClipLoader:
         masks = record["masks"][frame_ids] * valid[:, None, None]
         t, h, w = masks.shape
         return {
-            "frames": (record["frames"][frame_ids].astype(np.float32) - self.mean) * self.inv_std,
+            "frames": normalize_frames(record["frames"][frame_ids], self.cfg.mean, self.cfg.std),
             "valid": valid,
             "labels": labels.astype(np.uint8),
             "masks": masks.astype(np.uint8),

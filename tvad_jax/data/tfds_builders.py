@@ -116,6 +116,9 @@ def in_memory_splits(limit: int):
         tfds_shuffle.MAX_MEM_BUFFER_SIZE = saved
 
 
+PREPARE_RESAMPLE = Image.BILINEAR       # how prepared frames are resized (PIL, uint8)
+
+
 def to_example(record: VideoRecord, height: int, width: int) -> dict:
     """Resize a record to the prepared resolution (tracks keep source pixel coordinates)."""
     if record.frames.ndim != 4 or record.frames.shape[-1] != 3:
@@ -127,7 +130,7 @@ def to_example(record: VideoRecord, height: int, width: int) -> dict:
     masks = record.masks if has_masks else np.zeros(record.frames.shape[:3], np.uint8)
     return {
         "name": record.name,
-        "frames": resize_frames(record.frames, height, width, Image.BILINEAR),
+        "frames": resize_frames(record.frames, height, width, PREPARE_RESAMPLE),
         "labels": record.labels.astype(np.uint8),
         "masks": resize_frames(masks, height, width, Image.NEAREST),
         "has_masks": has_masks,

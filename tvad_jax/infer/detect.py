@@ -25,15 +25,15 @@ import os
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from tvad_jax.data.annotate import JUDGMENT_QUESTION
 from tvad_jax.data.dialogues import question_length
 from tvad_jax.data.files import save_npy
-from tvad_jax.data.pipeline import CLIP_MEAN, CLIP_STD, clip_starts
-from tvad_jax.data.video_io import read_video, write_video
+from tvad_jax.data.pipeline import clip_starts, normalize_frames
+from tvad_jax.data.tfds_builders import PREPARE_RESAMPLE
+from tvad_jax.data.video_io import read_video, resize_frames, write_video
 from tvad_jax.infer.dialogue import QUESTION_LEN, Dialogue, normalize_yes_no
 from tvad_jax.infer.features import make_encoder
 from tvad_jax.infer.heatmaps import maps_on_view, per_frame
@@ -82,18 +82,16 @@ class Detector:
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.encode = make_encoder(bcfg, model.backbone.params)
-        self.mean = np.asarray(CLIP_MEAN, np.float32)
-        self.std = np.asarray(CLIP_STD, np.float32)
 
     def preprocess(self, frames: np.ndarray) -> np.ndarray:
-        """uint8 [T, H, W, 3] -> normalized float32 [T, S, S, 3] at the backbone's size."""
+        """uint8 [T, H, W, 3] -> normalized float32 [T, S, S, 3] at the backbone's size, resized
+        and normalized as `tvad data prepare` and the loader do (the frames of a prepared video
+        of that size, to the bit)."""
         frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"frames must be [T, H, W, 3], got {frames.shape}")
-        x = frames.astype(np.float32) / 255.0
-        if x.shape[1:3] != (self.size, self.size):
-            x = np.asarray(jax.image.resize(x, (len(x), self.size, self.size, 3), "bilinear"))
-        return (x - self.mean) / self.std
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} "
+                             f"{frames.shape}")
+        return normalize_frames(resize_frames(frames, self.size, self.size, PREPARE_RESAMPLE))
 
     def features(self, frames: np.ndarray) -> VideoFeatures:
         x = self.preprocess(frames)
