@@ -7,7 +7,8 @@ import pytest
 from byte_tokenizers import CHATML, VIDEO, byte_tokenizer, chatml_tokenizer
 
 from tvad_jax.data.dialogues import (ChatTemplateError, chat_format, dialogue_arrays,
-                                     question_length, read_chat_template, turn_tokens)
+                                     dialogue_texts, question_length, read_chat_template,
+                                     turn_tokens)
 from tvad_jax.errors import DataError
 from tvad_jax.models.tokenizer import train_tokenizer
 
@@ -32,7 +33,7 @@ def _ids(tok, text):
 def test_dialogue_arrays_put_the_loss_on_answers_only():
     tok = train_tokenizer(["Is there any anomaly?", "Yes.", "What moves?", "A red car."] * 4,
                           vocab_size=300)
-    ids, targets, weights, n = dialogue_arrays(tok, TURNS, 64, {"judgment": 5.0})
+    ids, targets, weights, n, kept = dialogue_arrays(tok, TURNS, 64, {"judgment": 5.0})
     expected, answer_positions, turn_ends = [], [], []
     for turn in TURNS:
         q = [tok.bos_token_id, *tok(turn["question"])["input_ids"]]
@@ -51,9 +52,12 @@ def test_dialogue_arrays_put_the_loss_on_answers_only():
     expected_weights[[i - 1 for i in scored]] = [5.0] * first_reply + [1.0] * (
         len(scored) - first_reply)
     np.testing.assert_array_equal(weights, expected_weights)
-    short_ids, _, _, short_n = dialogue_arrays(tok, TURNS, n - 1)  # the second turn does not fit
-    assert short_n == turn_ends[0]
+    assert kept == 2
+    short_ids, _, _, short_n, kept = dialogue_arrays(tok, TURNS, n - 1)   # the second turn
+    assert (short_n, kept) == (turn_ends[0], 1)                            # does not fit
     assert short_ids[:short_n].tolist() == expected[:short_n]
+    texts, left_out = dialogue_texts(tok, [{"dialogue": TURNS}] * 3, "dialogue", n - 1)
+    assert left_out == 3 and texts["lengths"].tolist() == [short_n] * 3
     assert chat_format(tok).prefix == ()       # no template: nothing before the visual block
 
 
@@ -63,7 +67,7 @@ def test_a_chat_templates_dialogue_is_its_own_render():
     <|im_end|>."""
     tok = chatml_tokenizer()
     fmt = chat_format(tok)
-    ids, targets, _, n = dialogue_arrays(tok, TURNS, 200)
+    ids, targets, _, n, _ = dialogue_arrays(tok, TURNS, 200)
     ours = [*fmt.prefix, *_ids(tok, VIDEO), *ids[:n].tolist()]
     conversation = [_user(TURNS[0]["question"], video=True), _assistant("Yes."),
                     _user(TURNS[1]["question"]), _assistant("A red car.")]
@@ -83,7 +87,7 @@ def test_a_second_video_in_a_later_turn_follows_the_template():
     first question, as the template writes a user turn with a second video."""
     tok = chatml_tokenizer()
     fmt = chat_format(tok)
-    example, _, _, n = dialogue_arrays(tok, TURNS[:1], 100)
+    example, _, _, n, _ = dialogue_arrays(tok, TURNS[:1], 100)
     prompt, _ = turn_tokens(tok, TURNS[1]["question"], None)
     ours = [*fmt.prefix, *_ids(tok, VIDEO), *example[:n].tolist(), *fmt.video_opening,
             *_ids(tok, VIDEO), *prompt]

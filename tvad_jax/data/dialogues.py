@@ -3,9 +3,9 @@ the dialogue token arrays.
 
     rows = read_annotations(prepared_dir, "train")
     fmt = chat_format(tokenizer)          # the ids around the texts (plain, or the template's)
-    ids, targets, weights, length = dialogue_arrays(tokenizer, turns, max_len=160)
-    texts = dialogue_texts(tokenizer, rows, "dialogue", max_len=160,  # per-video arrays
-                           turn_weights={"judgment": 8.0})
+    ids, targets, weights, length, kept = dialogue_arrays(tokenizer, turns, max_len=160)
+    texts, left_out = dialogue_texts(tokenizer, rows, "dialogue", max_len=160,  # per video
+                                     turn_weights={"judgment": 8.0})
 
 A dialogue is the SFT text of one video: its turns in order, the loss on answer tokens (and
 each turn's end) only, with the first reference answer of each turn (`answers[0]`, the
@@ -28,7 +28,7 @@ import dataclasses
 import functools
 import json
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -200,21 +200,32 @@ def _ids(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+class DialogueArrays(NamedTuple):
+    """The SFT arrays of one dialogue: ids [max_len] (right-padded), targets [max_len] (next
+    token where it belongs to an answer, else -1), weights [max_len] (each target's loss
+    weight), the real length and how many of its turns (whole, from the first) they hold."""
+
+    ids: np.ndarray
+    targets: np.ndarray
+    weights: np.ndarray
+    length: int
+    turns: int
+
+
 def dialogue_arrays(tokenizer, turns: Sequence[dict], max_len: int,
-                    turn_weights: Mapping[str, float] | None = None
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """ids [max_len] (right-padded), targets [max_len] (next token where it belongs to an
-    answer, else -1), weights [max_len] (each target's loss weight: its turn type's in
-    `turn_weights`, else 1; 0 without a target) and the real length, of the whole turns that
-    fit in max_len."""
+                    turn_weights: Mapping[str, float] | None = None) -> DialogueArrays:
+    """The `DialogueArrays` of the whole turns that fit in max_len; each target's weight is
+    its turn type's in `turn_weights`, else 1 (0 without a target)."""
     turn_weights = turn_weights or {}
     ids: list[int] = []
     targets: list[int] = []
     weights: list[float] = []
-    for n, turn in enumerate(turns):
-        prompt, reply = turn_tokens(tokenizer, turn["question"], turn["answers"][0], n == 0)
+    kept = 0
+    for turn in turns:
+        prompt, reply = turn_tokens(tokenizer, turn["question"], turn["answers"][0], kept == 0)
         if len(ids) + len(prompt) + len(reply) > max_len:
             break
+        kept += 1
         seq = prompt + reply
         # position i predicts seq[i + 1]: answer tokens start after the prompt
         targets += [-1] * (len(prompt) - 1) + reply + [-1]
@@ -225,16 +236,19 @@ def dialogue_arrays(tokenizer, turns: Sequence[dict], max_len: int,
         raise ValueError(f"max_len {max_len} holds no whole dialogue turn")
     length = len(ids)
     pad = max_len - length
-    return (np.asarray(ids + [tokenizer.pad_token_id] * pad, np.int32),
-            np.asarray(targets + [-1] * pad, np.int32),
-            np.asarray(weights + [0.0] * pad, np.float32), length)
+    return DialogueArrays(np.asarray(ids + [tokenizer.pad_token_id] * pad, np.int32),
+                          np.asarray(targets + [-1] * pad, np.int32),
+                          np.asarray(weights + [0.0] * pad, np.float32), length, kept)
 
 
 def dialogue_texts(tokenizer, annotations: Sequence[dict], part: str, max_len: int,
-                   turn_weights: Mapping[str, float] | None = None) -> dict[str, np.ndarray]:
-    """Per-video SFT arrays of a split: part "narratives" (phase A) or "dialogue" (phase B).
-    {"ids": [V, L], "targets": [V, L], "weights": [V, L], "lengths": [V]}."""
+                   turn_weights: Mapping[str, float] | None = None
+                   ) -> tuple[dict[str, np.ndarray], int]:
+    """Per-video SFT arrays of a split, part "narratives" (phase A) or "dialogue" (phase B):
+    ({"ids": [V, L], "targets": [V, L], "weights": [V, L], "lengths": [V]}, the number of
+    turns left out because they do not fit max_len)."""
     out = [dialogue_arrays(tokenizer, row[part], max_len, turn_weights) for row in annotations]
-    return {"ids": np.stack([o[0] for o in out]), "targets": np.stack([o[1] for o in out]),
-            "weights": np.stack([o[2] for o in out]),
-            "lengths": np.asarray([o[3] for o in out], np.int32)}
+    left_out = sum(len(row[part]) - o.turns for row, o in zip(annotations, out))
+    return {"ids": np.stack([o.ids for o in out]), "targets": np.stack([o.targets for o in out]),
+            "weights": np.stack([o.weights for o in out]),
+            "lengths": np.asarray([o.length for o in out], np.int32)}, left_out

@@ -63,7 +63,7 @@ class Dialogue:
             visual, maps, prefix=fmt.prefix if example is None else fmt.video_opening)
         if example is not None:
             e_visual, e_maps, turns = example
-            ids, _, _, n = dialogue_arrays(self.tokenizer, turns, example_len)
+            ids, _, _, n, _ = dialogue_arrays(self.tokenizer, turns, example_len)
             e_ids = jnp.asarray(np.broadcast_to(ids[:n], (B, n)))
             e_prompt, e_positions, e_delta = self._prompt(
                 np.broadcast_to(e_visual, (B,) + e_visual.shape),

@@ -269,11 +269,18 @@ def train_stage2(cfg: Config, backbone: FrozenBackbone, stage1: dict | None, run
     ids = special_token_ids(backbone.tokenizer)
     frozen = {"decoder": backbone.params["decoder"]}
     start: dict = {}
+    annotations = [read_annotations(cfg.prepared_dir, split)
+                   for split in (job.train_split, job.val_split)]
     for phase, part in (("A", "narratives"), ("B", "dialogue")):
-        texts = tuple(dialogue_texts(backbone.tokenizer,
-                                     read_annotations(cfg.prepared_dir, split), part,
-                                     s2.max_text_len, {"judgment": s2.judgment_weight})
-                      for split in (job.train_split, job.val_split))
+        texts, left_out = zip(*(dialogue_texts(backbone.tokenizer, rows, part, s2.max_text_len,
+                                               {"judgment": s2.judgment_weight})
+                                for rows in annotations))
+        if any(left_out):
+            counts = ", ".join(f"{n} of {sum(len(r[part]) for r in rows)} ({split})"
+                               for n, rows, split in zip(left_out, annotations,
+                                                         (job.train_split, job.val_split)))
+            report(f"[tvad] stage 2 phase {phase}: {part} turns past "
+                   f"tvad.stage2.max_text_len={s2.max_text_len} tokens are left out: {counts}")
         init = dict(frozen, special_init=jnp.asarray(frozen["decoder"]["embed"])[ids])
         trained = train_phase(cfg, phase, tcfg, backbone, init, start, tuple(sources), texts,
                               run_dir / f"stage2-{phase}", report)
