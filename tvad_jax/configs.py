@@ -146,10 +146,12 @@ def llava7b_plan() -> PlanConfig:
 def qwen25vl7b_plan() -> PlanConfig:
     """The paper's backbone: Qwen2.5-VL-7B (vision 32 blocks x 1280, decoder 28 x 3584, 4 KV
     heads, vocabulary 152,064), 336 px frames (24 x 24 patches for the AHD's blocks
-    {1, 8, 16, 32}; 144 merged tokens per tubelet, 1152 per 16-frame clip), E_t from decoder
-    layer 14; otherwise `llava7b`'s engine (sequences of 2048, micro-batch 1 + 8 accumulation
-    steps, bf16 stage 2 with remat)."""
-    return PlanConfig(backbone="qwen25vl_7b", job=_paper_job())
+    {1, 8, 16, 32}; 144 merged tokens per tubelet, 1152 per 16-frame clip; `frame_size=252,448`
+    for 16:9 video at the same count), E_t from decoder layer 14, the Instruct model's ChatML
+    prefix (14 ids: `<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n
+    <|im_start|>user\n`); otherwise `llava7b`'s engine (sequences of 2048, micro-batch 1 + 8
+    accumulation steps, bf16 stage 2 with remat)."""
+    return PlanConfig(backbone="qwen25vl_7b", prefix_len=14, job=_paper_job())
 
 
 @register("shipped", kind="plan")

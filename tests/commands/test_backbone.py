@@ -29,16 +29,19 @@ QWEN = qwen_tiny_dir() / "model"
 
 @pytest.mark.slow   # ~2 min: T-VAD stages on the tiny Qwen2.5-VL; the imports have fast tests
 def test_import_then_train_and_detect(tvad, tiny_backbone, tmp_path):
+    """Imported at 32 x 48 frames (the processor keeps a video's aspect), prepared at that
+    size: both stages, then detection on a video of another size."""
     cfg, tokenizer_dir = tiny_backbone
     tokenizer = load_tokenizer(tokenizer_dir)       # speaking ChatML with its own markers
     tokenizer.chat_template = chatml("<s>", "</s>", VIDEO_TOKEN)
     tokenizer.save_pretrained(str(tmp_path / "chat"))
     out = tmp_path / "qwen"
     result = tvad("backbone", "import", QWEN, out, "--tokenizer", tmp_path / "chat",
-                  "--image-size", 48)
+                  "--image-size", "32x48")
     assert result.code == 0, result.err
+    assert "(32x48 px frames)" in result.out
     bcfg, params, tokenizer = backbone_io.load_backbone(out)
-    assert isinstance(bcfg, QwenBackboneConfig) and bcfg.vision.image_size == 48
+    assert isinstance(bcfg, QwenBackboneConfig) and bcfg.vision.grid == (8, 12)
     assert bcfg.decoder.vocab_size == len(tokenizer) > 160          # the table grew
     assert bcfg.decoder.eos_token_id == tokenizer.eos_token_id
     assert all(t in tokenizer.get_vocab() for t in ANOMALY_TOKENS)
@@ -48,13 +51,16 @@ def test_import_then_train_and_detect(tvad, tiny_backbone, tmp_path):
                                                (len(tokenizer) - 160, 48)), atol=1e-3)
 
     args = ["--config", "tiny", f"synth.out_dir={cfg.synth.out_dir}",
-            f"runs_dir={tmp_path / 'runs'}", f"tvad.backbone={out}",
+            f"runs_dir={tmp_path / 'runs'}", f"tvad.backbone={out}", "prepare.height=32",
+            "prepare.width=48", f"prepare.out_dir={tmp_path / 'prepared'}",
             "tvad.stage1.train.loop.steps=2", "tvad.stage2.phase_a.loop.steps=2",
             "tvad.stage2.phase_b.loop.steps=2"]
     result = tvad("train", "tvad", "--run-dir", tmp_path / "run", *args)
     assert result.code == 0, result.err
     summary = json.loads((tmp_path / "run" / "stage2-B" / "summary.json").read_text())
     assert summary["status"] == "completed"
+    model = json.loads((tmp_path / "run" / "model" / "tvad.json").read_text())
+    assert model["tvad"]["ahd"]["grid"] == [8, 12]
     video = sorted(Path(cfg.synth.out_dir).glob("Scene*/*.mp4"))[0]
     result = tvad("detect", tmp_path / "run" / "model", video, "--no-overlay",
                   "--max-new-tokens", 4, "--runs-root", tmp_path / "detect")
@@ -64,13 +70,20 @@ def test_import_then_train_and_detect(tvad, tiny_backbone, tmp_path):
     assert row["frames"] == 32 and 0 <= row["max_score"] <= 1 and row["answer"] is not None
 
 
-def test_bad_sources_fail_in_one_line_and_write_nothing(tvad, tmp_path):
+def test_bad_sources_fail_in_one_line_and_write_nothing(tvad, tmp_path, capsys):
     out = tmp_path / "out"
     tvad("backbone", "import", tmp_path / "absent", out).failed_with("absent")
     tvad("backbone", "import", QWEN, QWEN, out).failed_with("a second qwen2_5_vl")
     tvad("backbone", "import", QWEN, out).failed_with(str(QWEN), "no tokenizer.json")
     tvad("backbone", "import", QWEN, out, "--tokenizer", backbone_io.SHIPPED_DIR,
          "--image-size", 50).failed_with("image_size 50 is not a multiple")
+    with pytest.raises(SystemExit) as usage:                   # argparse: exit 2, one line
+        tvad("backbone", "import", QWEN, out, "--image-size", "32x")
+    assert usage.value.code == 2
+    assert "argument --image-size: '32x' is neither a side nor HEIGHTxWIDTH" in \
+        capsys.readouterr().err
+    tvad("backbone", "import", QWEN, out, "--tokenizer", backbone_io.SHIPPED_DIR,
+         "--image-size", "32x44").failed_with("image_size (32, 44) is not a multiple")
     assert not out.exists()
     out.mkdir()
     tvad("backbone", "import", QWEN, out).failed_with(str(out), "exists")

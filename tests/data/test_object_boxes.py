@@ -37,6 +37,16 @@ def test_crop_box_is_a_square_in_the_frame_around_the_object():
     assert side == 24 and x0 + side <= 96 and y0 + side <= 96      # min side, shifted in
 
 
+def test_crop_box_of_an_aspect_keeps_it_and_fits_the_frame():
+    """aspect 2 (a 16:8 tower): the height as the square's (its width's half counts), the width
+    twice it; shrunk at the same aspect where the frame is too small."""
+    boxes = np.array([[10, 20, 15, 31], [12, 22, 17, 33]])
+    x0, y0, w, h = crop_box(boxes, width=96, height=64, aspect=2.0)
+    assert (w, h) == (56, 28) and x0 <= 10 and y0 <= 20 and x0 + w >= 18 and y0 + h >= 34
+    x0, y0, w, h = crop_box(np.array([[0, 0, 59, 9]]), width=96, height=64, aspect=2.0)
+    assert (w, h) == (96, 48) and (x0, y0) == (0, 0)         # 120 x 60 shrunk to the width
+
+
 def test_crop_frames_resizes_the_crop_to_the_frame():
     frames = np.zeros((2, 32, 32, 3), np.float32)
     frames[:, 8:16, 8:16] = 1.0                       # the crop holds only this square

@@ -101,3 +101,16 @@ def test_track_clips_repeat_frame_0_before_the_video_starts_and_skip_unseen_fram
     assert [clips.pixels[0, i].max() for i in range(4)] == [10, 10, 10, 20]   # -2, -1, 0, 1
     empty = track_clips(frames, [(1, rows[:0])], clip_len=4, stride=2, size=16)
     assert len(empty) == 0 and empty.pixels.shape == (0, 4, 16, 16, 3)
+
+
+def test_track_clips_of_a_height_and_width_cut_at_that_aspect():
+    """size (8, 16): a crop twice as wide as high around the object (48 x 24 here), resized
+    to 16 x 8 without stretching: a 12 x 12 square becomes 4 x 4, centred."""
+    frames = np.zeros((4, 32, 64, 3), np.uint8)
+    frames[:, 8:20, 20:32] = 255
+    rows = np.array([[t, 20, 8, 31, 19] for t in range(4)])
+    clips = track_clips(frames, [(1, rows)], clip_len=2, stride=2, size=(8, 16))
+    assert clips.pixels.shape == (2, 2, 8, 16, 3)
+    lit = clips.pixels[0, 0, ..., 0] > 127
+    np.testing.assert_array_equal(np.argwhere(lit.any(axis=1)).ravel(), [2, 3, 4, 5])
+    np.testing.assert_array_equal(np.argwhere(lit.any(axis=0)).ravel(), [6, 7, 8, 9])

@@ -20,6 +20,7 @@ import pytest
 from train_helpers import REPO, subprocess_env
 
 from tvad_jax import config as config_lib
+from tvad_jax.config import ConfigError
 from tvad_jax.jobs import plan as plan_lib
 from tvad_jax.train import flops as flops_lib, plan as engine_plan
 
@@ -202,3 +203,21 @@ def test_llava7b_shapes_fill_the_paper_sequence():
                                                                              2048)
     sh = plan_lib.shapes(config_lib.resolve("llava7b", ["max_seq_len=1500"], kind="plan"))
     assert sh.seq_len == 1500 and sh.text_len == 1500 - 1152 - 106
+
+
+def test_qwen25vl7b_shapes_count_the_chat_prefix_and_keep_a_frames_aspect():
+    """336 px: 24 x 24 patches of 14 px, 144 merged tokens per tubelet, the video block's two
+    ends, 14 ChatML ids before it; 252 x 448 (16:9 at the same pixel count): an 18 x 32 grid
+    and the same 144 tokens; a LLaVA plan refuses a frame size; 28 must divide each side."""
+    sh = plan_lib.shapes(config_lib.resolve("qwen25vl7b", kind="plan"))
+    assert sh.hidden == (4, 8, 1 + 24 * 24, 1280) and sh.maps == (8, 24, 24, 2)
+    assert (sh.prefix_len, sh.visual_tokens, sh.prompt_tokens) == (14, 1152, 106)
+    assert sh.seq_len == 2048 and sh.text_len == 2048 - 14 - (1152 + 2) - 106
+    sh = plan_lib.shapes(config_lib.resolve("qwen25vl7b", ["frame_size=252,448"],
+                                            kind="plan"))
+    assert sh.hidden == (4, 8, 1 + 18 * 32, 1280) and sh.maps == (8, 18, 32, 2)
+    assert sh.visual_tokens == 1152
+    with pytest.raises(ConfigError, match="frame_size is Qwen2.5-VL's"):
+        plan_lib.shapes(config_lib.resolve("llava7b", ["frame_size=252,448"], kind="plan"))
+    with pytest.raises(ConfigError, match="frame_size: image_size \\(250, 448\\) is not a "):
+        plan_lib.shapes(config_lib.resolve("qwen25vl7b", ["frame_size=250,448"], kind="plan"))

@@ -110,6 +110,32 @@ def test_context_reaches_the_neighbouring_tubelets_and_patches_only():
         ahd.AHDConfig(context=2)
 
 
+def test_a_grid_of_another_aspect_lays_the_patches_row_by_row():
+    """`grid` (h, w) (a backbone's non-square frames): each patch is mapped alone, so the heat
+    is the square layout's read row-major as h x w, and context's 3 x 3 neighbourhood of
+    patch (1, 3) on a 2 x 8 grid is rows 0-1, columns 2-4."""
+    hidden, text = _hidden(2), rng.standard_normal((2, DT)).astype(np.float32)
+    square = ahd.AHD(ahd.AHDConfig(num_layers=2))
+    params = square.init(jax.random.key(0), hidden, text)["params"]
+    wide = ahd.AHD(ahd.AHDConfig(num_layers=2, grid=(2, 8)))
+    heat = wide.apply({"params": params}, hidden, text).heatmap
+    assert heat.shape == (B, T, 2, 8)
+    np.testing.assert_array_equal(heat.reshape(B, T, -1),
+                                  square.apply({"params": params}, hidden, text)
+                                  .heatmap.reshape(B, T, -1))
+    model = ahd.AHD(ahd.AHDConfig(num_layers=2, context=3, grid=(2, 8)))
+    params = model.init(jax.random.key(0), hidden, text)["params"]
+    cell = lambda h: model.apply({"params": params}, h, text).heatmap[0, 1, 1, 3]  # noqa: E731
+    grads = jax.grad(cell)(hidden)[0][0, :, 1:].reshape(T, 2, 8, DV)
+    touched = np.argwhere(np.abs(np.asarray(grads)).sum(-1) > 0)
+    np.testing.assert_array_equal(touched.min(0), [0, 0, 2])
+    np.testing.assert_array_equal(touched.max(0), [2, 1, 4])
+    with pytest.raises(ValueError, match="not a square grid"):
+        square.apply({"params": params}, [h[:, :, :-1] for h in hidden], text)
+    with pytest.raises(ValueError, match="does not hold"):
+        ahd.AHD(ahd.AHDConfig(num_layers=2, grid=(3, 5))).apply({"params": params}, hidden, text)
+
+
 def test_layer_weighting_selects_layers():
     cfg = ahd.AHDConfig(num_layers=2)
     hidden, text = _hidden(2), rng.standard_normal((2, DT)).astype(np.float32)

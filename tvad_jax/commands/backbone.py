@@ -1,7 +1,8 @@
 """`tvad backbone import`: Hugging Face checkpoint directories -> a backbone folder that every
 command takes with `tvad.backbone=OUT`.
 
-    tvad backbone import QWEN_DIR OUT [--image-size 336] [--text-layer 0.5] [--tokenizer DIR]
+    tvad backbone import QWEN_DIR OUT [--image-size 336 | HxW] [--text-layer 0.5]
+                         [--tokenizer DIR]
                          [--chat-template FILE | --no-chat-template]
     tvad backbone import LLAVA_DIR CLIP_DIR OUT [--token-pool 2]
     tvad backbone import CLIP_DIR LLAMA_DIR OUT [--token-pool 2] [--seed 0]
@@ -11,11 +12,12 @@ text) with a Llama decoder (and a random projector). The sources are told apart 
 config.json. OUT gets config.json, model.safetensors (float16), the decoder's tokenizer with
 T-VAD's prompt tokens, and the CLIP tokenizer in text_tokenizer/ where E_t has its own. Every
 source is read and checked before OUT is written; OUT appears complete or not at all and must
-not exist yet. --image-size: Qwen's frame size (a multiple of 28 for the real model; prepare
-the data at that size); --text-layer: the decoder layer of Qwen's E_t (a fraction of depth or
-an index; 0 = the token embeddings); --token-pool: LLaVA-family visual tokens per tubelet =
-patches / token_pool^2; --tokenizer: the decoder's tokenizer from another directory (default:
-the decoder's own).
+not exist yet. --image-size: Qwen's frame size, a side or HEIGHTxWIDTH (multiples of 28 for
+the real model; its processor keeps a video's aspect: `qwen_vl.smart_resize(480, 856)` gives
+476x868, 252x448 is 16:9 at 336 x 336's pixel count; prepare the data at that size);
+--text-layer: the decoder layer of Qwen's E_t (a fraction of depth or an index; 0 = the token
+embeddings); --token-pool: LLaVA-family visual tokens per tubelet = patches / token_pool^2;
+--tokenizer: the decoder's tokenizer from another directory (default: the decoder's own).
 
 The dialogue speaks the tokenizer's chat template where it has one (Qwen2.5-VL-Instruct's
 ChatML: system prompt, user and assistant turns around the video, as the checkpoint was
@@ -43,6 +45,18 @@ def _layer(text: str) -> float | int:
             from None
 
 
+def _frame_size(text: str) -> int | tuple[int, int]:
+    """A frame size: a side ("336") or HEIGHTxWIDTH ("252x448")."""
+    parts = text.lower().split("x")
+    try:
+        sides = [int(p) for p in parts]
+    except ValueError:
+        sides = []
+    if len(sides) not in (1, 2) or min(sides) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a side nor HEIGHTxWIDTH")
+    return sides[0] if len(sides) == 1 else tuple(sides)
+
+
 def add_parser(subparsers) -> None:
     """Add the `backbone` command group (`backbone import`)."""
     group = subparsers.add_parser("backbone", help="backbone folders from Hugging Face "
@@ -56,8 +70,9 @@ def add_parser(subparsers) -> None:
     imp.add_argument("out", type=output_dir, metavar="OUT")
     imp.add_argument("--tokenizer", type=Path, default=None,
                      help="the decoder's tokenizer directory (default: the decoder's own)")
-    imp.add_argument("--image-size", type=number_at_least(1), default=336,
-                     help="Qwen2.5-VL frame size in pixels (default 336)")
+    imp.add_argument("--image-size", type=_frame_size, default=336,
+                     help="Qwen2.5-VL frame size in pixels, a side or HEIGHTxWIDTH "
+                          "(default 336)")
     imp.add_argument("--text-layer", type=_layer, default=0.5,
                      help="Qwen2.5-VL decoder layer of E_t (default 0.5: the middle)")
     imp.add_argument("--token-pool", type=number_at_least(1), default=2,

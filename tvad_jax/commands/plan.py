@@ -5,9 +5,10 @@ device needs (parameters, optimizer state, activations) and its FLOPs per step.
                      [--stage 1|2|encoder|all] [key=value ...]
 
 CONFIG is a plan config (`llava7b`: LLaVA-1.5-7B at the paper's scale; `qwen25vl7b`: the
-paper's Qwen2.5-VL-7B at 336 px; `shipped`: the shipped
-default backbone's shapes; `tiny`: for tests); overrides set its fields, e.g.
-`batch_per_device=2 phase=B remat=false job.stage1.train.optim.accumulation_steps=4`.
+paper's Qwen2.5-VL-7B at 336 px, `frame_size=252,448` for 16:9 frames, with the Instruct
+model's 14-id chat prefix; `shipped`: the shipped default backbone's shapes; `tiny`: for
+tests); overrides set its fields, e.g. `batch_per_device=2 phase=B remat=false
+job.stage1.train.optim.accumulation_steps=4`.
 --mesh gives the axis sizes (one may be -1 = the rest; unnamed axes are 1, or data=-1 when
 no axis is -1); --devices the simulated device count (default: the mesh's
 product, or 8 when an axis is -1). Stages: 1 (AHD), 2 (RAE + LoRA, phase `phase`), encoder

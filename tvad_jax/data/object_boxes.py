@@ -2,7 +2,7 @@
 
     box_coverage(boxes [K, T, 4], size, patch, tubelet) -> [K, T', g, g]  patch fractions
     box_velocity(boxes [K, T, 4], tubelet) -> [K, T', 2]                   centre motion
-    crop_box(boxes [T, 4], width, height) -> (x0, y0, side, side)          square crop
+    crop_box(boxes [T, 4], width, height[, aspect]) -> (x0, y0, w, h)      crop (square)
     crop_frames(frames [T, H, W, 3], box[, size]) -> [T, H, W, 3]          the crop, resized
 
 Boxes are (x0, y0, x1, y1) inclusive pixels; NaN rows mark frames where the object is absent.
@@ -58,22 +58,28 @@ def _nanmean(x: np.ndarray, axis: int) -> np.ndarray:
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-def crop_frames(frames: np.ndarray, box: np.ndarray, size: int | None = None) -> np.ndarray:
-    """frames [T, H, W, 3] -> the square `box` (x0, y0, side, side) resized back to [T, H, W, 3],
-    or to [T, size, size, 3] (bilinear)."""
-    x0, y0, side = int(box[0]), int(box[1]), int(box[2])
-    crop = frames[:, y0:y0 + side, x0:x0 + side]
-    h, w = frames.shape[1:3] if size is None else (size, size)
-    return ndimage.zoom(crop, (1, h / side, w / side, 1), order=1, grid_mode=True,
+def crop_frames(frames: np.ndarray, box: np.ndarray,
+                size: int | tuple[int, int] | None = None) -> np.ndarray:
+    """frames [T, H, W, 3] -> the `box` (x0, y0, w, h) resized back to [T, H, W, 3], or to
+    `size` (a side, or (height, width); bilinear)."""
+    x0, y0, bw, bh = (int(v) for v in box)
+    crop = frames[:, y0:y0 + bh, x0:x0 + bw]
+    h, w = (frames.shape[1:3] if size is None else
+            (size, size) if isinstance(size, int) else size)
+    return ndimage.zoom(crop, (1, h / bh, w / bw, 1), order=1, grid_mode=True,
                         mode="nearest").astype(frames.dtype)
 
 
-def crop_box(boxes: np.ndarray, width: int, height: int, min_side: int = 24) -> np.ndarray:
-    """A square (x0, y0, side, side) around an object's boxes over a clip ([T, 4], NaN rows
-    absent), expanded by half the object's size on each side and shifted into the frame."""
+def crop_box(boxes: np.ndarray, width: int, height: int, min_side: int = 24,
+             aspect: float = 1.0) -> np.ndarray:
+    """A crop (x0, y0, w, h) of w / h = `aspect` (square by default; the tower's frame aspect,
+    so that resizing to its frames keeps the object's shape) around an object's boxes over a
+    clip ([T, 4], NaN rows absent), expanded by half the object's size on each side, at least
+    `min_side` high, shrunk to fit the frame and shifted into it."""
     x0, y0 = np.nanmin(boxes[:, 0]), np.nanmin(boxes[:, 1])
     x1, y1 = np.nanmax(boxes[:, 2]) + 1, np.nanmax(boxes[:, 3]) + 1
-    side = int(min(max(2 * max(x1 - x0, y1 - y0), min_side), width, height))
-    left = int(np.clip(round((x0 + x1 - side) / 2), 0, width - side))
+    side = int(min(max(2 * max((x1 - x0) / aspect, y1 - y0), min_side), height, width / aspect))
+    across = side if aspect == 1 else min(int(round(side * aspect)), width)
+    left = int(np.clip(round((x0 + x1 - across) / 2), 0, width - across))
     top = int(np.clip(round((y0 + y1 - side) / 2), 0, height - side))
-    return np.asarray([left, top, side, side], np.float32)
+    return np.asarray([left, top, across, side], np.float32)

@@ -78,20 +78,20 @@ class Detector:
     def __init__(self, model: TVADModel, max_new_tokens: int = 48, batch_size: int = 8):
         self.model = model
         bcfg = model.backbone.cfg
-        self.size = bcfg.vision.image_size
+        self.frame_size = bcfg.vision.frame_size                  # (H, W) the tower takes
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.encode = make_encoder(bcfg, model.backbone.params)
 
     def preprocess(self, frames: np.ndarray) -> np.ndarray:
-        """uint8 [T, H, W, 3] -> normalized float32 [T, S, S, 3] at the backbone's size, resized
+        """uint8 [T, H, W, 3] -> normalized float32 [T, H', W', 3] at the backbone's size, resized
         and normalized as `tvad data prepare` and the loader do (the frames of a prepared video
         of that size, to the bit)."""
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} "
                              f"{frames.shape}")
-        return normalize_frames(resize_frames(frames, self.size, self.size, PREPARE_RESAMPLE))
+        return normalize_frames(resize_frames(frames, *self.frame_size, PREPARE_RESAMPLE))
 
     def features(self, frames: np.ndarray) -> VideoFeatures:
         x = self.preprocess(frames)

@@ -558,6 +558,12 @@ class PlanConfig:
         backbone's config, read from its config.json; no weights loaded) or "tiny"
         (`models.configs.tiny_backbone`).
       frames: frames per clip; T' = frames / tubelet tubelets.
+      frame_size: Qwen2.5-VL's frames, (side,) or (height, width) in pixels, multiples of
+        28 (`tvad backbone import --image-size`); () = 336 x 336. The LLaVA family's ViT
+        has its own size.
+      prefix_len: ids of the chat format before the visual block, part of max_seq_len
+        (Qwen2.5-VL-Instruct's ChatML: 14, the default system prompt and the user turn's
+        opening; 0 for plain turns).
       token_pool: visual tokens per tubelet = N / token_pool^2 (LLaVA: 1; 2 keeps 144 of 576).
       max_seq_len: decoder sequence budget (visual + anomaly prompts + text) in stage 2.
       text_len: text tokens in stage 2; 0 = whatever fills max_seq_len.
@@ -577,6 +583,8 @@ class PlanConfig:
 
     backbone: str = "llava15_7b"
     frames: int = 16
+    frame_size: tuple[int, ...] = ()
+    prefix_len: int = 0
     token_pool: int = 2
     max_seq_len: int = 2048
     text_len: int = 0
@@ -593,5 +601,8 @@ class PlanConfig:
         config_lib.check_at_least(self, 1, "frames", "batch_per_device",
                                   "encoder_batch_per_device")
         config_lib.check_at_least(self, 0, "token_pool", "max_seq_len", "text_len",
-                                  "global_batch")
+                                  "global_batch", "prefix_len")
+        if len(self.frame_size) > 2 or any(s < 1 for s in self.frame_size):
+            raise ValueError(f"frame_size: expected (side,) or (height, width), got "
+                             f"{self.frame_size}")
         config_lib.check_choice(self, "vision_dtype", tuple(DTYPES))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import zipfile
 from pathlib import Path
@@ -138,7 +137,7 @@ def read_objects(cfg: Config, backbone: FrozenBackbone, split: str, report: Repo
     reader = source_reader(cfg)
     encode = (crop_encoder(backbone, job.encode_batch, job.token_pool) if job.tokens == "crop"
               else region_encoder(backbone, job.region_clip, job.token_pool))
-    size = backbone.cfg.vision.image_size
+    size = backbone.cfg.vision.frame_size
     videos, labels, parts = [], {}, []
     records = iter_records(reader, split, cfg.prepare.skip_bad, report, share)
     for record in progress(records, f"local patterns: objects ({split})",
@@ -196,17 +195,18 @@ def acted_anomalies(sidecar: dict, objects: np.ndarray, frames: np.ndarray) -> l
 
 
 def crop_encoder(backbone: FrozenBackbone, batch: int, pool: int):
-    """crops [K, 2, S, S, 3] uint8 -> the tower's last AHD layer [K, 1+N/pool^2, D_v] float16:
-    the CLS token, then the patch grid average-pooled pool x pool."""
+    """crops [K, 2, H, W, 3] uint8 (the tower's frame size) -> the tower's last AHD layer
+    [K, 1+N/pool^2, D_v] float16: the CLS token, then the patch grid average-pooled pool x
+    pool."""
     encode = make_encoder(backbone.cfg, backbone.params)
+    h, w = backbone.cfg.vision.grid
+    _check_pool((h, w), pool)
 
     def last_layer(pixels: np.ndarray) -> np.ndarray:
         hidden, _ = encode(_tower_input(pixels))
         hidden = np.asarray(hidden, np.float32)[:, -1, 0]            # K, 1+N, D_v
-        k, n, d = hidden.shape
-        g = math.isqrt(n - 1)
-        _check_pool(g, pool)
-        grid = hidden[:, 1:].reshape(k, g // pool, pool, g // pool, pool, d).mean(axis=(2, 4))
+        k, _, d = hidden.shape
+        grid = hidden[:, 1:].reshape(k, h // pool, pool, w // pool, pool, d).mean(axis=(2, 4))
         return np.concatenate([hidden[:, :1], grid.reshape(k, -1, d)], 1).astype(np.float16)
 
     return lambda pixels: in_batches(last_layer, batch, pixels)
@@ -218,10 +218,10 @@ def _tower_input(pixels: np.ndarray) -> np.ndarray:
     return (pixels.astype(np.float32) / 255.0 - mean) / std
 
 
-def _check_pool(grid: int, pool: int) -> None:
-    if grid % pool:
-        raise ConfigError(f"local.token_pool {pool} does not divide the tower's {grid} x {grid} "
-                          "patch grid")
+def _check_pool(grid: tuple[int, int], pool: int) -> None:
+    if grid[0] % pool or grid[1] % pool:
+        raise ConfigError(f"local.token_pool {pool} does not divide the tower's {grid[0]} x "
+                          f"{grid[1]} patch grid")
 
 
 REGION_BATCH = 8   # clips per whole-video tower call (one compiled shape)
@@ -232,18 +232,18 @@ def region_encoder(backbone: FrozenBackbone, clip_len: int, pool: int):
     [K, 1+N/pool^2, D_v] float16 (`local.tokens=region`): the tower reads the whole video in
     clips of `clip_len` frames (the last one padded with the final frame), and each object's
     tokens are the last AHD layer's patch grid of the tubelet holding frame t, sampled
-    bilinearly at the centres of a (g/pool) x (g/pool) grid over its box, after one sample at
-    the box's centre (the slot a crop's CLS token holds)."""
+    bilinearly at the centres of a (h/pool) x (w/pool) grid over its box (the crop path's
+    pooled grid), after one sample at the box's centre (the slot a crop's CLS token holds)."""
     encode = make_encoder(backbone.cfg, backbone.params)
     vision = backbone.cfg.vision
-    size, patch, tubelet = vision.image_size, vision.patch_size, vision.tubelet
-    grid = size // patch
-    _check_pool(grid, pool)
+    size, patch, tubelet = vision.frame_size, vision.patch_size, vision.tubelet
+    gh, gw = vision.grid
+    _check_pool((gh, gw), pool)
     if clip_len % tubelet or clip_len > vision.max_frames:
         raise ConfigError(f"local.region_clip {clip_len}: the tower reads clips of up to "
                           f"{vision.max_frames} frames in {tubelet}-frame tubelets")
 
-    def last_layer(clips: np.ndarray) -> np.ndarray:                  # [B, clip_len, S, S, 3]
+    def last_layer(clips: np.ndarray) -> np.ndarray:                  # [B, clip_len, H, W, 3]
         hidden, _ = encode(_tower_input(clips))
         return np.asarray(hidden[:, -1, :, 1:], np.float32)          # B, T'_c, N, D_v
 
@@ -251,40 +251,41 @@ def region_encoder(backbone: FrozenBackbone, clip_len: int, pool: int):
         frames, boxes = _tower_sized(frames, boxes, size)
         T = len(frames)
         padded = np.concatenate([frames, np.repeat(frames[-1:], -T % clip_len, axis=0)])
-        clips = padded.reshape(-1, clip_len, size, size, 3)
+        clips = padded.reshape(-1, clip_len, *size, 3)
         hidden = in_batches(last_layer, REGION_BATCH, clips)         # C, T'_c, N, D_v
-        hidden = hidden.reshape(-1, grid, grid, hidden.shape[-1])    # T', g, g, D_v
+        hidden = hidden.reshape(-1, gh, gw, hidden.shape[-1])        # T', h, w, D_v
         x0, y0, x1, y1 = (boxes[:, i, None].astype(np.float32) for i in range(4))
-        m = grid // pool
-        steps = (np.arange(m, dtype=np.float32) + 0.5) / m           # cell centres in [0, 1]
-        xs = np.concatenate([(x0 + x1 + 1) / 2, x0 + steps * (x1 + 1 - x0)], axis=1)
-        ys = np.concatenate([(y0 + y1 + 1) / 2, y0 + steps * (y1 + 1 - y0)], axis=1)
-        ys = np.concatenate([ys[:, :1], np.repeat(ys[:, 1:], m, axis=1)], axis=1)
-        xs = np.concatenate([xs[:, :1], np.tile(xs[:, 1:], m)], axis=1)   # K, 1 + m^2 points
+        mh, mw = gh // pool, gw // pool
+        across = (np.arange(mw, dtype=np.float32) + 0.5) / mw        # cell centres in [0, 1]
+        down = (np.arange(mh, dtype=np.float32) + 0.5) / mh
+        xs = np.concatenate([(x0 + x1 + 1) / 2, x0 + across * (x1 + 1 - x0)], axis=1)
+        ys = np.concatenate([(y0 + y1 + 1) / 2, y0 + down * (y1 + 1 - y0)], axis=1)
+        ys = np.concatenate([ys[:, :1], np.repeat(ys[:, 1:], mw, axis=1)], axis=1)
+        xs = np.concatenate([xs[:, :1], np.tile(xs[:, 1:], mh)], axis=1)  # K, 1 + mh mw points
         return _bilinear(hidden[t // tubelet], xs / patch - 0.5,
                          ys / patch - 0.5).astype(np.float16)
 
     return tokens
 
 
-def _tower_sized(frames: np.ndarray, boxes: np.ndarray, size: int
+def _tower_sized(frames: np.ndarray, boxes: np.ndarray, size: tuple[int, int]
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Frames resized to the tower's square input (bilinear, aspect not kept) and the
+    """Frames resized to the tower's input (H', W') (bilinear, aspect not kept) and the
     inclusive boxes mapped onto them."""
     T, H, W, _ = frames.shape
-    if (H, W) == (size, size):
+    if (H, W) == size:
         return frames, boxes
-    frames = resize_frames(frames, size, size)
-    scale = np.asarray([size / W, size / H] * 2)
+    frames = resize_frames(frames, *size)
+    scale = np.asarray([size[1] / W, size[0] / H] * 2)
     return frames, (boxes + (0, 0, 1, 1)) * scale - (0, 0, 1, 1)
 
 
 def _bilinear(grids: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """grids [K, g, g, D] sampled at [K, P] points of column u and row v (grid units, cell
+    """grids [K, h, w, D] sampled at [K, P] points of column u and row v (grid units, cell
     centres at integers, clamped to the grid) -> [K, P, D]."""
-    g = grids.shape[1]
-    u, v = np.clip(u, 0, g - 1), np.clip(v, 0, g - 1)
-    u0, v0 = np.minimum(u.astype(int), g - 2), np.minimum(v.astype(int), g - 2)
+    h, w = grids.shape[1:3]
+    u, v = np.clip(u, 0, w - 1), np.clip(v, 0, h - 1)
+    u0, v0 = np.minimum(u.astype(int), w - 2), np.minimum(v.astype(int), h - 2)
     fu, fv = (u - u0)[..., None], (v - v0)[..., None]
     k = np.arange(len(grids))[:, None]
     top = grids[k, v0, u0] * (1 - fu) + grids[k, v0, u0 + 1] * fu

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from typing import Callable, Sequence
 
@@ -47,7 +46,12 @@ def backbone_config(pcfg: PlanConfig):
     if pcfg.backbone == "llava15_7b":
         bcfg = mc.llava15_7b()
     elif pcfg.backbone == "qwen25vl_7b":
-        bcfg = qwen_backbone.backbone_config(qwen_vl.qwen25vl_7b())
+        size = tuple(pcfg.frame_size) or (336,)
+        try:
+            bcfg = qwen_backbone.backbone_config(qwen_vl.qwen25vl_7b(),
+                                                 size[0] if len(size) == 1 else size)
+        except ValueError as err:
+            raise ConfigError(f"frame_size: {err}") from None
     elif pcfg.backbone == "shipped":
         bcfg = backbone_io.config_from_dict(read_config(backbone_io.SHIPPED_DIR)["backbone"])
     elif pcfg.backbone == "tiny":
@@ -55,6 +59,9 @@ def backbone_config(pcfg: PlanConfig):
     else:
         raise ConfigError(f"backbone must be 'llava15_7b', 'qwen25vl_7b', 'shipped' or 'tiny', "
                           f"got {pcfg.backbone!r}")
+    if pcfg.frame_size and family(bcfg) is LLAVA:
+        raise ConfigError(f"frame_size is Qwen2.5-VL's; {pcfg.backbone}'s ViT takes "
+                          f"{bcfg.vision.image_size} px frames")
     vision = bcfg.vision
     if pcfg.frames % vision.tubelet:
         raise ConfigError(f"frames={pcfg.frames} is not a multiple of the tubelet "
@@ -79,7 +86,8 @@ class Shapes:
     visual_tokens: int             # S_v (the decoder's visual block may add a few around them)
     prompt_tokens: int             # anomaly prompts incl. start/sep/end (0 without)
     text_len: int                  # L
-    seq_len: int                   # S_v + prompts + L
+    seq_len: int                   # prefix + S_v (+ block ends) + prompts + L
+    prefix_len: int                # the chat format's ids before the visual block
 
 
 def shapes(pcfg: PlanConfig, bcfg=None) -> Shapes:
@@ -90,8 +98,7 @@ def shapes(pcfg: PlanConfig, bcfg=None) -> Shapes:
     v = bcfg.vision
     tubelets = pcfg.frames // v.tubelet
     hidden = (len(v.layer_indices), tubelets, 1 + v.num_patches, v.width)
-    grid = math.isqrt(v.num_patches)
-    maps = (tubelets, grid, grid, 2)
+    maps = (tubelets, *v.grid, 2)
     if fam is not LLAVA:
         per_tubelet = v.tokens_per_tubelet
     elif bcfg.vision_feature_select == "patch":
@@ -103,11 +110,13 @@ def shapes(pcfg: PlanConfig, bcfg=None) -> Shapes:
     prompts = 0
     if tcfg.anomaly_prompts:
         prompts = prompt_length(0, tubelets - 1, tcfg.rae.prompts_per_step, 0, special=True)
-    text = pcfg.text_len or pcfg.max_seq_len - block - prompts
+    head = pcfg.prefix_len + block + prompts
+    text = pcfg.text_len or pcfg.max_seq_len - head
     if text < 1:
-        raise ConfigError(f"max_seq_len={pcfg.max_seq_len} leaves no text after {block} "
-                          f"visual and {prompts} prompt tokens")
-    return Shapes(hidden, maps, tubelets, visual, prompts, text, block + prompts + text)
+        raise ConfigError(f"max_seq_len={pcfg.max_seq_len} leaves no text after "
+                          f"{pcfg.prefix_len} chat prefix, {block} visual and {prompts} prompt "
+                          "tokens")
+    return Shapes(hidden, maps, tubelets, visual, prompts, text, head + text, pcfg.prefix_len)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,7 +137,7 @@ def stage_spec(pcfg: PlanConfig, stage: str, bcfg=None) -> StageSpec:
         spec = stage1_spec(tcfg, pcfg.job.stage1, lambda: jnp.zeros((2, d_t), jnp.float32),
                            sh.hidden)
         example = {"hidden": sds(sh.hidden, f16),
-                   "tubelet_masks": sds((sh.tubelets, v.image_size, v.image_size), jnp.uint8),
+                   "tubelet_masks": sds((sh.tubelets, *v.frame_size), jnp.uint8),
                    "valid": sds((pcfg.frames,), jnp.bool_)}
         return dataclasses.replace(spec, example=example)
     if stage != "stage2":
@@ -142,7 +151,8 @@ def stage_spec(pcfg: PlanConfig, stage: str, bcfg=None) -> StageSpec:
                     rng, embeds, jnp.zeros((1, 1), jnp.int32))["params"],
                 "special_init": jnp.zeros((3, dec.width), jnp.float32)}
 
-    spec = stage2_spec(tcfg, bcfg, train, frozen_fn, sh.maps, layers)
+    spec = stage2_spec(tcfg, bcfg, train, frozen_fn, sh.maps, layers,
+                       prefix=(0,) * sh.prefix_len)    # any ids: only the length matters
     example = {"visual": sds((sh.visual_tokens, dec.width), f16),
                "ids": sds((sh.text_len,), jnp.int32),
                "targets": sds((sh.text_len,), jnp.int32),
@@ -219,7 +229,7 @@ def plan_encoder(pcfg: PlanConfig, mesh: Mesh, rules=mesh_lib.LOGICAL_AXIS_RULES
     boxed = {k: boxed[k] for k in fam.encoder_parts}
     params = strip_boxes(boxed)
     n = global_batch(pcfg, mesh, pcfg.encoder_batch_per_device)
-    frames = jax.ShapeDtypeStruct((n, pcfg.frames, v.image_size, v.image_size, 3), jnp.float32)
+    frames = jax.ShapeDtypeStruct((n, pcfg.frames, *v.frame_size, 3), jnp.float32)
     with mesh_lib.mesh_context(mesh, rules):
         t0 = time.perf_counter()
         param_sh = mesh_lib.logical_to_sharding(boxed, mesh, rules)

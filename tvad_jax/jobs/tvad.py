@@ -34,11 +34,11 @@ from tvad_jax.train import distributed
 
 def check_fits(backbone: FrozenBackbone, cfg: Config) -> None:
     """The backbone must take the prepared frames as they are."""
-    size, frames = backbone.cfg.vision.image_size, (cfg.prepare.height, cfg.prepare.width)
-    if frames != (size, size):
-        raise ConfigError(f"the backbone {backbone.path} takes {size}x{size} frames, the "
-                          f"prepared data is {frames[0]}x{frames[1]}: set tvad.backbone to "
-                          "a matching checkpoint or prepare.height/width")
+    (h, w), frames = backbone.cfg.vision.frame_size, (cfg.prepare.height, cfg.prepare.width)
+    if frames != (h, w):
+        raise ConfigError(f"the backbone {backbone.path} takes {h}x{w} frames (height x "
+                          f"width), the prepared data is {frames[0]}x{frames[1]}: set "
+                          "tvad.backbone to a matching checkpoint or prepare.height/width")
 
 
 def tuned_backbone(backbone: FrozenBackbone, vision: dict, directory: Path) -> FrozenBackbone:

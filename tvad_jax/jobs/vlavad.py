@@ -181,7 +181,7 @@ def ask_share(cfg: Config, backbone: FrozenBackbone, split: str, prompts: tuple[
                                      job.data_seed)
         categories = track_categories(tracks, sidecar)
         crops = track_clips(record.frames, tracks, job.clip_len, job.answer_stride,
-                            backbone.cfg.vision.image_size, str(record.source))
+                            backbone.cfg.vision.frame_size, str(record.source))
         if len(crops):
             part = {"video": np.full(len(crops), len(videos)), "frame": crops.frame,
                     "object": crops.object,

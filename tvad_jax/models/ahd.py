@@ -152,6 +152,9 @@ class AHDConfig:
       context: temporal size k of a depthwise k x 3 x 3 (tubelets x patch rows x columns)
         convolution inside each layer's MLP, added to its hidden features; 0 = none (the
         paper: every patch on its own).
+      grid: the patch grid (h, w) each tubelet's N = h x w patches lie on; None: square
+        (`TVADConfig.for_backbone` sets the backbone's, e.g. Qwen2.5-VL's aspect-keeping
+        frames).
     """
 
     num_layers: int = 4
@@ -164,6 +167,7 @@ class AHDConfig:
     max_logit_scale: float = 100.0
     dtype: str = "float32"
     context: int = 0
+    grid: tuple[int, int] | None = None
 
     def __post_init__(self):
         if self.num_layers < 1:
@@ -216,15 +220,14 @@ class AHD(nn.Module):
 
     Params: per layer i, norm_<i> (with input_norm), fc1_<i> [D_v, F] and fc2_<i> [F, D];
     text_proj/kernel [D_t, D] when cfg.dim is set; layer_weights [num_layers]; log_scale [].
-    Call: (hidden: sequence of num_layers [B, T', 1+N, D_v], text [2, D_t] or [B, 2, D_t],
-    grid=None) -> `AHDOutput`.
+    Call: (hidden: sequence of num_layers [B, T', 1+N, D_v], text [2, D_t] or [B, 2, D_t])
+    -> `AHDOutput`.
     """
 
     cfg: AHDConfig
 
     @nn.compact
-    def __call__(self, hidden: Sequence[jax.Array], text: jax.Array,
-                 grid: tuple[int, int] | None = None) -> AHDOutput:
+    def __call__(self, hidden: Sequence[jax.Array], text: jax.Array) -> AHDOutput:
         cfg = self.cfg
         dtype = dtype_of(cfg.dtype)
         if len(hidden) != cfg.num_layers:
@@ -241,7 +244,7 @@ class AHD(nn.Module):
 
         sims = []
         for i, h in enumerate(hidden):
-            x = patch_grid(h, grid).astype(dtype)                        # B, T', h, w, D_v
+            x = patch_grid(h, cfg.grid).astype(dtype)                        # B, T', h, w, D_v
             if cfg.input_norm:
                 x = L.layer_norm(1e-5, dtype, name=f"norm_{i}")(x)
             x = L.Dense(cfg.mlp_dim or dim, dtype=dtype,

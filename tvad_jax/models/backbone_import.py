@@ -8,7 +8,7 @@
 Combinations (by each config.json's architecture, in any order):
 
 * Qwen2.5-VL alone: the "qwen2_5_vl" family (`models.qwen_backbone`): vision tower, decoder,
-  E_t from the decoder; frames of `image_size` pixels.
+  E_t from the decoder; frames of `image_size` pixels (a side or (height, width)).
 * LLaVA-1.5 + CLIP: LLaVA's vision tower, projector and decoder, the CLIP text tower as E_t
   (with CLIP's own tokenizer, saved as the text tokenizer).
 * CLIP + Llama: CLIP's vision and text towers, the Llama decoder, and a projector (vision
@@ -93,8 +93,8 @@ def fit_decoder(cfg: DecoderConfig, params: dict, tokenizer) -> tuple[DecoderCon
 
 
 def import_backbone(sources: Sequence[str | Path], tokenizer_dir: str | Path | None = None,
-                    image_size: int = 336, text_layer: float | int = 0.5, token_pool: int = 2,
-                    seed: int = 0):
+                    image_size: int | tuple[int, int] = 336, text_layer: float | int = 0.5,
+                    token_pool: int = 2, seed: int = 0):
     """(backbone config, float32 params, decoder tokenizer, text tokenizer or None) of
     Hugging Face directories (see the module docstring). `image_size` and `text_layer`:
     Qwen2.5-VL's frame size and E_t layer; `token_pool`: LLaVA-family visual tokens per
@@ -137,7 +137,8 @@ def describe(cfg) -> str:
                 f"text {cfg.text.depth} x {cfg.text.width}, decoder {cfg.decoder.depth} x "
                 f"{cfg.decoder.width} (vocabulary {cfg.decoder.vocab_size}), AHD layers "
                 f"{list(cfg.vision.layer_indices)}")
+    h, w = cfg.vision.frame_size
     return (f"Qwen2.5-VL: vision {cfg.vision.depth} x {cfg.vision.width} "
-            f"({cfg.vision.image_size} px), decoder {cfg.decoder.depth} x {cfg.decoder.width} "
+            f"({h}x{w} px frames), decoder {cfg.decoder.depth} x {cfg.decoder.width} "
             f"(vocabulary {cfg.decoder.vocab_size}), AHD blocks "
             f"{list(cfg.vision.layer_indices)}, E_t decoder layer {cfg.text_layer_index}")

@@ -104,9 +104,20 @@ class VisionConfig:
         resolve_layers(self.feature_layers, self.depth)  # validates
 
     @property
+    def frame_size(self) -> tuple[int, int]:
+        """(H, W) of the frames it takes (square)."""
+        return (self.image_size, self.image_size)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(h, w), the patch grid of a frame."""
+        side = self.image_size // self.patch_size
+        return (side, side)
+
+    @property
     def num_patches(self) -> int:
         """N, patches per frame."""
-        return (self.image_size // self.patch_size) ** 2
+        return self.grid[0] * self.grid[1]
 
     @property
     def max_tubelets(self) -> int:
@@ -240,7 +251,7 @@ class BackboneConfig:
                    "a projector needs both a vision tower and a decoder")
         if self.vision is not None:
             resolve_layers((self.vision_feature_layer,), self.vision.depth)
-            grid = self.vision.image_size // self.vision.patch_size
+            grid = self.vision.grid[0]
             _check(self.token_pool == 1 or (self.vision_feature_select == "patch" and
                                             grid % self.token_pool == 0),
                    f"token_pool {self.token_pool} needs vision_feature_select 'patch' and "

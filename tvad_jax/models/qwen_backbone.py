@@ -2,7 +2,7 @@
 read, the class text features E_t from the decoder, and the decoder's M-RoPE positions of
 T-VAD's prompts.
 
-    bcfg = backbone_config(qwen_vl_cfg, image_size=336)
+    bcfg = backbone_config(qwen_vl_cfg, image_size=(252, 448))    # or 336: square frames
     hidden, visual = encode(bcfg, params, frames)   # [B, I, T', 1+N, D_v], [B, S_v, D]
     feats = text_token_features(bcfg, params, ids, mask)                  # [S, L, D]
     positions, delta = prompt_positions(bcfg, visual_tokens=S_v, length=L)
@@ -13,7 +13,7 @@ The AHD's patch grid: the AHD reads chosen vision blocks on the patch grid *befo
 merger (`feature_layers`, as in `VisionConfig`: 0 the patch embeddings, i the output of block
 i; the default {1/32, 1/4, 1/2, 1} of depth is the paper's {1, 8, 16, 32} of 32). The blocks
 work in window order; `encode` gathers each tubelet's (= temporal patch's) h x w patches back
-into raster order (row-major, h = w = image_size / patch_size), and puts in front of them the
+into raster order (row-major; h, w = the frame's sides / patch_size), and puts in front of them the
 mean of those patches as the leading "CLS-like" token the AHD's `patch_grid` drops: a
 [T', 1 + h*w, D_v] layout like the ViT's, so that the cache, the AHD and every reader stay as
 they are. The visual tokens P_V are the merger's output (raster order per tubelet, S_v =
@@ -51,17 +51,20 @@ FAMILY = "qwen2_5_vl"
 
 @dataclasses.dataclass(frozen=True)
 class QwenVideoConfig(QwenVisionConfig):
-    """The vision tower as T-VAD uses it: square frames of `image_size` pixels (a multiple of
-    patch_size x merge) and the blocks the AHD reads (`feature_layers`)."""
+    """The vision tower as T-VAD uses it: frames of `image_size` pixels, a side (square) or
+    (height, width), each a multiple of patch_size x merge (the processor's `smart_resize`
+    keeps a video's aspect: e.g. (476, 868) for 480 x 856 frames), and the blocks the AHD
+    reads (`feature_layers`)."""
 
-    image_size: int = 336
+    image_size: int | tuple[int, int] = 336
     feature_layers: tuple[float | int, ...] = (1 / 32, 0.25, 0.5, 1.0)
 
     def __post_init__(self):
         super().__post_init__()
-        if self.image_size % (self.patch_size * self.merge):
+        unit = self.patch_size * self.merge
+        if len(self.frame_size) != 2 or any(s < unit or s % unit for s in self.frame_size):
             raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size x "
-                             f"merge = {self.patch_size * self.merge}")
+                             f"merge = {unit} (a side, or (height, width) with both sides)")
         resolve_layers(self.feature_layers, self.depth)   # validates
 
     @property
@@ -70,19 +73,25 @@ class QwenVideoConfig(QwenVisionConfig):
         return self.temporal_patch
 
     @property
-    def grid(self) -> int:
-        """Patches per side, h = w."""
-        return self.image_size // self.patch_size
+    def frame_size(self) -> tuple[int, int]:
+        """(H, W) of T-VAD's frames."""
+        size = self.image_size
+        return (size, size) if isinstance(size, int) else tuple(size)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(h, w), the patch grid of a frame (the AHD's)."""
+        return tuple(s // self.patch_size for s in self.frame_size)
 
     @property
     def num_patches(self) -> int:
-        """N = h x w, patches per tubelet (the AHD's grid)."""
-        return self.grid ** 2
+        """N = h x w, patches per tubelet."""
+        return self.grid[0] * self.grid[1]
 
     @property
     def tokens_per_tubelet(self) -> int:
         """Visual tokens per tubelet after the merger."""
-        return (self.grid // self.merge) ** 2
+        return self.num_patches // self.merge ** 2
 
     @property
     def layer_indices(self) -> tuple[int, ...]:
@@ -124,7 +133,7 @@ class QwenBackboneConfig:
                             self.vision_end_token_id)
 
 
-def backbone_config(cfg: QwenVLConfig, image_size: int = 336,
+def backbone_config(cfg: QwenVLConfig, image_size: int | tuple[int, int] = 336,
                     text_layer: float | int = 0.5, **decoder_overrides) -> QwenBackboneConfig:
     """The T-VAD backbone config of a Qwen2.5-VL config."""
     vision = QwenVideoConfig(**dataclasses.asdict(cfg.vision), image_size=image_size)
@@ -172,11 +181,11 @@ def _pixel_values(v: QwenVideoConfig, frames: jax.Array) -> jax.Array:
 def raster_slots(v: QwenVideoConfig, layout: qwen_vl.WindowLayout, clips: int) -> np.ndarray:
     """[clips * T' * h * w] the window-layout slot of every patch in raster order (clip,
     tubelet, row, column); pixel_values rows run over 2 x 2 merge blocks first."""
-    g, m = v.grid, v.merge
-    r, c = np.arange(g)[:, None], np.arange(g)[None, :]
-    within = ((r // m) * (g // m) + c // m) * m * m + (r % m) * m + c % m        # h, w
-    steps = len(layout.patch[layout.valid]) // (g * g)                           # clips * T'
-    rows = (np.arange(steps)[:, None, None] * g * g + within).reshape(-1)
+    (h, w), m = v.grid, v.merge
+    r, c = np.arange(h)[:, None], np.arange(w)[None, :]
+    within = ((r // m) * (w // m) + c // m) * m * m + (r % m) * m + c % m        # h, w
+    steps = len(layout.patch[layout.valid]) // (h * w)                           # clips * T'
+    rows = (np.arange(steps)[:, None, None] * h * w + within).reshape(-1)
     slots = np.nonzero(layout.valid)[0]
     slot_of_row = np.empty(len(slots), np.int64)
     slot_of_row[layout.patch[slots]] = slots
@@ -185,16 +194,16 @@ def raster_slots(v: QwenVideoConfig, layout: qwen_vl.WindowLayout, clips: int) -
 
 def encode(bcfg: QwenBackboneConfig, params: dict, frames: jax.Array
            ) -> tuple[jax.Array, jax.Array]:
-    """Normalised frames [B, T, H, W, 3] (H = W = image_size, T a multiple of tubelet) ->
+    """Normalised frames [B, T, H, W, 3] ((H, W) = frame_size, T a multiple of tubelet) ->
     (hidden [B, I, T', 1+N, D_v]: the AHD's blocks on the raster patch grid after a mean
     token, visual [B, S_v, D]: the merger's tokens), one vision-tower pass for both."""
     v = bcfg.vision
     B, T, H, W, _ = frames.shape
-    if (H, W) != (v.image_size, v.image_size) or T % v.tubelet:
-        raise ValueError(f"frames {frames.shape}: expected [B, T, {v.image_size}, "
-                         f"{v.image_size}, 3] with T a multiple of {v.tubelet}")
+    if (H, W) != v.frame_size or T % v.tubelet:
+        raise ValueError(f"frames {frames.shape}: expected [B, T, {v.frame_size[0]}, "
+                         f"{v.frame_size[1]}, 3] with T a multiple of {v.tubelet}")
     steps = T // v.tubelet
-    layout = qwen_vl.window_layout(v, [[steps, v.grid, v.grid]] * B)
+    layout = qwen_vl.window_layout(v, [[steps, *v.grid]] * B)
     pixels = _pixel_values(v, frames.astype(jnp.float32))
     tower = VisionTower(v, collect=True)
     variables = {"params": params["vision"]}
@@ -266,5 +275,5 @@ def prompt_positions(bcfg: QwenBackboneConfig, visual_tokens: int, length: int,
     ids[0, prefix], ids[0, end] = bcfg.vision_start_token_id, bcfg.vision_end_token_id
     ids[0, prefix + 1:end] = bcfg.video_token_id
     positions, deltas = qwen_vl.rope_index(bcfg.qwen(), ids,
-                                           video_grid_thw=[[steps, v.grid, v.grid]])
+                                           video_grid_thw=[[steps, *v.grid]])
     return positions.astype(np.int32), int(deltas[0, 0])

@@ -99,11 +99,12 @@ class TVADConfig:
         return self.variant == "full"
 
     def for_backbone(self, bcfg: BackboneConfig) -> "TVADConfig":
-        """This config sized to a backbone: AHD layers = its feature layers, RAE width = its
-        decoder width."""
-        return dataclasses.replace(
-            self, ahd=dataclasses.replace(self.ahd, num_layers=len(bcfg.vision.layer_indices)),
-            rae=dataclasses.replace(self.rae, dim=bcfg.decoder.width))
+        """This config sized to a backbone: AHD layers = its feature layers, AHD grid = its
+        patch grid, RAE width = its decoder width."""
+        vision = bcfg.vision
+        ahd = dataclasses.replace(self.ahd, num_layers=len(vision.layer_indices), grid=vision.grid)
+        return dataclasses.replace(self, ahd=ahd,
+                                   rae=dataclasses.replace(self.rae, dim=bcfg.decoder.width))
 
 
 # ---------------------------------------------------------------------------------------------
