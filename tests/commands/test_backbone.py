@@ -92,7 +92,8 @@ def test_bad_sources_fail_in_one_line_and_write_nothing(tvad, tmp_path, capsys):
 def test_import_keeps_a_chat_template_it_can_read_and_refuses_one_it_cannot(tvad, tmp_path):
     """A ChatML tokenizer's template survives the import and gives the dialogue its turns; a
     template without a video item fails in one line naming the tokenizer, nothing written,
-    and imports with --no-chat-template as plain turns."""
+    before any weight is read (a checkpoint without its weights fails on the template), and
+    imports with --no-chat-template as plain turns."""
     chatml_tokenizer(directory=tmp_path / "chatml")
     out = tmp_path / "qwen"
     result = tvad("backbone", "import", QWEN, out, "--tokenizer", tmp_path / "chatml",
@@ -110,6 +111,10 @@ def test_import_keeps_a_chat_template_it_can_read_and_refuses_one_it_cannot(tvad
     tvad("backbone", "import", QWEN, out, "--tokenizer", tmp_path / "textonly",
          "--image-size", 32).failed_with(str(tmp_path / "textonly"), "--no-chat-template")
     assert not out.exists()
+    (tmp_path / "config_only").mkdir()
+    (tmp_path / "config_only" / "config.json").write_bytes((QWEN / "config.json").read_bytes())
+    tvad("backbone", "import", tmp_path / "config_only", out, "--tokenizer",
+         tmp_path / "textonly").failed_with(str(tmp_path / "textonly"), "--no-chat-template")
     result = tvad("backbone", "import", QWEN, out, "--tokenizer", tmp_path / "textonly",
                   "--image-size", 32, "--no-chat-template")
     assert result.code == 0, result.err

@@ -91,14 +91,12 @@ def run_import(args) -> int:
     # Imports deferred: the command's heavy modules load only when it runs.
     from tvad_jax.data.dialogues import ChatTemplateError, chat_format, read_chat_template
     from tvad_jax.models import backbone_io
-    from tvad_jax.models.backbone_import import describe, import_backbone
+    from tvad_jax.models.backbone_import import describe, decoder_tokenizer, import_backbone
 
     if args.out.exists():
         raise DataError(args.out, "exists: give a new folder for the backbone")
     template = None if args.chat_template is None else read_chat_template(args.chat_template)
-    cfg, params, tokenizer, text_tokenizer = import_backbone(
-        args.sources, args.tokenizer, args.image_size, args.text_layer, args.token_pool,
-        args.seed)
+    tokenizer = decoder_tokenizer(args.sources, args.tokenizer)
     if args.no_chat_template or template is not None:
         tokenizer.chat_template = template
     try:
@@ -107,6 +105,8 @@ def run_import(args) -> int:
         source = args.chat_template or Path(tokenizer.name_or_path)
         raise DataError(source, f"{err} (import with --no-chat-template for plain dialogue "
                                 "turns)") from None
+    cfg, params, text_tokenizer = import_backbone(args.sources, tokenizer, args.image_size,
+                                                  args.text_layer, args.token_pool, args.seed)
     beside = Path(tokenizer.name_or_path) / "chat_template.json"
     if tokenizer.chat_template is None and not args.no_chat_template and beside.is_file():
         print(f"[tvad] note: the tokenizer has no chat template; {beside} (a processor's) is "

@@ -1,8 +1,9 @@
 """Hugging Face checkpoint directories -> a T-VAD backbone (`tvad backbone import`).
 
-    cfg, params, tokenizer, text_tokenizer = import_backbone([qwen_dir])
-    cfg, params, tokenizer, text_tokenizer = import_backbone([llava_dir, clip_dir])
-    cfg, params, tokenizer, text_tokenizer = import_backbone([clip_dir, llama_dir])
+    tokenizer = decoder_tokenizer([qwen_dir])     # read and checked before any weight
+    cfg, params, text_tokenizer = import_backbone([qwen_dir], tokenizer)
+    cfg, params, text_tokenizer = import_backbone([llava_dir, clip_dir], tokenizer)
+    cfg, params, text_tokenizer = import_backbone([clip_dir, llama_dir], tokenizer)
     backbone_io.save_backbone(out, cfg, params, tokenizer, text_tokenizer=text_tokenizer)
 
 Combinations (by each config.json's architecture, in any order):
@@ -92,17 +93,24 @@ def fit_decoder(cfg: DecoderConfig, params: dict, tokenizer) -> tuple[DecoderCon
     return cfg, params
 
 
-def import_backbone(sources: Sequence[str | Path], tokenizer_dir: str | Path | None = None,
+def decoder_tokenizer(sources: Sequence[str | Path], tokenizer_dir: str | Path | None = None):
+    """The decoder's tokenizer (from `tokenizer_dir`, default the decoder's directory) with
+    what T-VAD's dialogue needs (`prepare_tokenizer`); reads no weights, so that a tokenizer
+    the import cannot use fails before a 7B checkpoint is loaded."""
+    found = architectures(sources)
+    source = Path(tokenizer_dir or found.get("qwen2_5_vl") or found.get("llava")
+                  or found["llama"])
+    return prepare_tokenizer(load_tokenizer(source), str(source))
+
+
+def import_backbone(sources: Sequence[str | Path], tokenizer,
                     image_size: int | tuple[int, int] = 336, text_layer: float | int = 0.5,
                     token_pool: int = 2, seed: int = 0):
-    """(backbone config, float32 params, decoder tokenizer, text tokenizer or None) of
-    Hugging Face directories (see the module docstring). `image_size` and `text_layer`:
-    Qwen2.5-VL's frame size and E_t layer; `token_pool`: LLaVA-family visual tokens per
-    tubelet = patches / token_pool^2."""
+    """(backbone config, float32 params, text tokenizer or None) of Hugging Face directories
+    (see the module docstring), the decoder fitted to `tokenizer` (`decoder_tokenizer`'s).
+    `image_size` and `text_layer`: Qwen2.5-VL's frame size and E_t layer; `token_pool`:
+    LLaVA-family visual tokens per tubelet = patches / token_pool^2."""
     found = architectures(sources)
-    decoder_dir = found.get("qwen2_5_vl") or found.get("llava") or found["llama"]
-    tokenizer_source = Path(tokenizer_dir or decoder_dir)
-    tokenizer = prepare_tokenizer(load_tokenizer(tokenizer_source), str(tokenizer_source))
     if "qwen2_5_vl" in found:
         qcfg, params = qwen_vl.load(found["qwen2_5_vl"])
         try:
@@ -111,7 +119,7 @@ def import_backbone(sources: Sequence[str | Path], tokenizer_dir: str | Path | N
             raise CheckpointError(f"{found['qwen2_5_vl']}: {err}") from None
         decoder, dec_params = fit_decoder(bcfg.decoder, params["text"], tokenizer)
         return (dataclasses.replace(bcfg, decoder=decoder),
-                {"vision": params["vision"], "decoder": dec_params}, tokenizer, None)
+                {"vision": params["vision"], "decoder": dec_params}, None)
     clip_cfg, clip_params = vlm.load_clip(found["clip"])
     if clip_cfg.text is None:
         raise CheckpointError(f"{found['clip']}: no CLIP text tower (E_t)")
@@ -127,7 +135,7 @@ def import_backbone(sources: Sequence[str | Path], tokenizer_dir: str | Path | N
         params = dict(clip_params, decoder=dec_params, projector=projector)
     decoder, dec_params = fit_decoder(bcfg.decoder, params["decoder"], tokenizer)
     bcfg = dataclasses.replace(bcfg, decoder=decoder, token_pool=token_pool)
-    return bcfg, dict(params, decoder=dec_params), tokenizer, text_tokenizer
+    return bcfg, dict(params, decoder=dec_params), text_tokenizer
 
 
 def describe(cfg) -> str:
