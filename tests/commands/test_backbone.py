@@ -30,7 +30,8 @@ QWEN = qwen_tiny_dir() / "model"
 @pytest.mark.slow   # ~2 min: T-VAD stages on the tiny Qwen2.5-VL; the imports have fast tests
 def test_import_then_train_and_detect(tvad, tiny_backbone, tmp_path):
     """Imported at 32 x 48 frames (the processor keeps a video's aspect), prepared at that
-    size: both stages, then detection on a video of another size."""
+    size and resized bicubically as its processor does: both stages, then detection on a video
+    of another size, seen as the model's frames were."""
     cfg, tokenizer_dir = tiny_backbone
     tokenizer = load_tokenizer(tokenizer_dir)       # speaking ChatML with its own markers
     tokenizer.chat_template = chatml("<s>", "</s>", VIDEO_TOKEN)
@@ -52,7 +53,8 @@ def test_import_then_train_and_detect(tvad, tiny_backbone, tmp_path):
 
     args = ["--config", "tiny", f"synth.out_dir={cfg.synth.out_dir}",
             f"runs_dir={tmp_path / 'runs'}", f"tvad.backbone={out}", "prepare.height=32",
-            "prepare.width=48", f"prepare.out_dir={tmp_path / 'prepared'}",
+            "prepare.width=48", "prepare.resample=bicubic",
+            f"prepare.out_dir={tmp_path / 'prepared'}",
             "tvad.stage1.train.loop.steps=2", "tvad.stage2.phase_a.loop.steps=2",
             "tvad.stage2.phase_b.loop.steps=2"]
     result = tvad("train", "tvad", "--run-dir", tmp_path / "run", *args)
@@ -60,7 +62,7 @@ def test_import_then_train_and_detect(tvad, tiny_backbone, tmp_path):
     summary = json.loads((tmp_path / "run" / "stage2-B" / "summary.json").read_text())
     assert summary["status"] == "completed"
     model = json.loads((tmp_path / "run" / "model" / "tvad.json").read_text())
-    assert model["tvad"]["ahd"]["grid"] == [8, 12]
+    assert model["tvad"]["ahd"]["grid"] == [8, 12] and model["resample"] == "bicubic"
     video = sorted(Path(cfg.synth.out_dir).glob("Scene*/*.mp4"))[0]
     result = tvad("detect", tmp_path / "run" / "model", video, "--no-overlay",
                   "--max-new-tokens", 4, "--runs-root", tmp_path / "detect")

@@ -48,6 +48,9 @@ def test_options_change_the_fingerprint(small):
     assert source_fingerprint(small, options) == base
     wider = dataclasses.replace(small, prepare=dataclasses.replace(small.prepare, width=64))
     assert source_fingerprint(wider, options) != base
+    bicubic = dataclasses.replace(small, prepare=dataclasses.replace(small.prepare,
+                                                                     resample="bicubic"))
+    assert source_fingerprint(bicubic, options) != base
     assert source_fingerprint(small, {"split_files": {"test": ["a.txt"]}}) != base
 
 

@@ -54,10 +54,12 @@ def test_a_failure_midway_leaves_no_detections_file(tmp_path, stand_in_detector)
     assert sorted(p.name for p in out.iterdir()) == ["a.scores.npy"]
 
 
-def test_detect_sees_the_frames_of_a_prepared_video(tiny_backbone):
+@pytest.mark.parametrize("resample", ["bilinear", "bicubic"])
+def test_detect_sees_the_frames_of_a_prepared_video(tiny_backbone, resample):
     """A video of another size than the backbone's: what `Detector.preprocess` feeds the
-    tower equals the clip the loader makes of that video as `tvad data prepare` stores it, to
-    the bit (the same resize of the uint8 frames, the same normalization)."""
+    tower equals the clip the loader makes of that video as `tvad data prepare` stores it with
+    the model's `prepare.resample`, to the bit (the same resize of the uint8 frames, the same
+    normalization); the other resize differs."""
     cfg, directory = tiny_backbone
     backbone = load_frozen_backbone(directory)
     model = plain_model(backbone, cfg.tvad.model, cfg.tvad.stage1.view, cfg.tvad.stage2.view)
@@ -65,8 +67,11 @@ def test_detect_sees_the_frames_of_a_prepared_video(tiny_backbone):
     size = backbone.cfg.vision.image_size
     record = VideoRecord("v", frames, np.zeros(4, np.uint8), None, np.zeros((0, 6), np.int64),
                          "v.mp4")
-    stored = to_example(record, size, size)
+    stored = to_example(record, size, size, resample)
     clip = ClipLoader([stored], np.asarray([[0, 0]]), LoaderConfig(clip_len=4))(0)["frames"]
+    model.resample = resample
     np.testing.assert_array_equal(detect.Detector(model).preprocess(frames), clip)
+    model.resample = {"bilinear": "bicubic", "bicubic": "bilinear"}[resample]
+    assert np.abs(detect.Detector(model).preprocess(frames) - clip).max() > 0.1
     with pytest.raises(ValueError, match="uint8"):
         detect.Detector(model).preprocess(frames.astype(np.float32))

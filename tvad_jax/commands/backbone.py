@@ -91,7 +91,7 @@ def run_import(args) -> int:
     # Imports deferred: the command's heavy modules load only when it runs.
     from tvad_jax.data.dialogues import ChatTemplateError, chat_format, read_chat_template
     from tvad_jax.models import backbone_io
-    from tvad_jax.models.backbone_import import describe, decoder_tokenizer, import_backbone
+    from tvad_jax.models.backbone_import import decoder_tokenizer, describe, import_backbone
 
     if args.out.exists():
         raise DataError(args.out, "exists: give a new folder for the backbone")

@@ -32,8 +32,9 @@ def prepare(cfg, report=print) -> Path:
         builder = TvadVideos(layout=cfg.prepare.layout, source=source, height=cfg.prepare.height,
                              width=cfg.prepare.width, splits=cfg.prepare.splits,
                              fingerprint=source_fingerprint(cfg, options),
-                             skip_bad=cfg.prepare.skip_bad, reader_options=options,
-                             report=report, data_dir=cfg.prepared_dir)
+                             resample=cfg.prepare.resample, skip_bad=cfg.prepare.skip_bad,
+                             reader_options=options, report=report,
+                             data_dir=cfg.prepared_dir)
         builders_root = Path(cfg.prepared_dir) / TvadVideos.name
         out = Path(builder.data_dir)
         _remove([*builders_root.glob(f"*/{INCOMPLETE_PREFIX}*"),
@@ -51,8 +52,9 @@ def source_fingerprint(cfg, options: dict) -> str:
     """A digest of the options and of the name, size and modification time of every source
     file (the dataset root, split lists, tracks folder; the prepared folder left out)."""
     digest = hashlib.sha256(json.dumps(
-        [cfg.prepare.layout, cfg.prepare.height, cfg.prepare.width, list(cfg.prepare.splits),
-         cfg.prepare.skip_bad, options], sort_keys=True, default=str).encode())
+        [cfg.prepare.layout, cfg.prepare.height, cfg.prepare.width, cfg.prepare.resample,
+         list(cfg.prepare.splits), cfg.prepare.skip_bad, options],
+        sort_keys=True, default=str).encode())
     roots = [cfg.prepare_source, options.get("tracks_dir", ""),
              *(f for files in options.get("split_files", {}).values() for f in files)]
     for path in _source_files([Path(r).resolve() for r in roots if r],

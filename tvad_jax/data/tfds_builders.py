@@ -44,10 +44,10 @@ class TvadVideos(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version(VERSION)
 
     def __init__(self, *, layout: str, source: str, height: int, width: int,
-                 splits: tuple[str, ...], fingerprint: str, skip_bad: bool = False,
-                 reader_options=None, report=print, **kwargs):
+                 splits: tuple[str, ...], fingerprint: str, resample: str = "bilinear",
+                 skip_bad: bool = False, reader_options=None, report=print, **kwargs):
         self._layout, self._source = layout, source
-        self._height, self._width = height, width
+        self._height, self._width, self._resample = height, width, resample
         self._splits, self._skip_bad = tuple(splits), skip_bad
         self._reader_options = reader_options or {}
         self._report = report
@@ -94,7 +94,7 @@ class TvadVideos(tfds.core.GeneratorBasedBuilder):
         names = self.info.metadata["names"].setdefault(split, [])
         lengths = self.info.metadata["num_frames"].setdefault(split, [])
         for record in iter_records(reader, split, self._skip_bad, self._report):
-            example = to_example(record, self._height, self._width)
+            example = to_example(record, self._height, self._width, self._resample)
             names.append(record.name)
             lengths.append(record.num_frames)
             yield record.name, example
@@ -116,11 +116,15 @@ def in_memory_splits(limit: int):
         tfds_shuffle.MAX_MEM_BUFFER_SIZE = saved
 
 
-PREPARE_RESAMPLE = Image.BILINEAR       # how prepared frames are resized (PIL, uint8)
+# How prepared frames may be resized (PIL, on uint8; `prepare.resample`): bilinear, what the
+# shipped backbone was pretrained on, or bicubic, Qwen2.5-VL's and CLIP's processors'.
+RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
 
 
-def to_example(record: VideoRecord, height: int, width: int) -> dict:
-    """Resize a record to the prepared resolution (tracks keep source pixel coordinates)."""
+def to_example(record: VideoRecord, height: int, width: int,
+               resample: str = "bilinear") -> dict:
+    """Resize a record to the prepared resolution with `RESAMPLE[resample]` (masks by
+    nearest neighbour; tracks keep source pixel coordinates)."""
     if record.frames.ndim != 4 or record.frames.shape[-1] != 3:
         raise DataError(record.source, f"frames must be [T, H, W, 3], got {record.frames.shape}")
     if len(record.labels) != record.num_frames:
@@ -130,7 +134,7 @@ def to_example(record: VideoRecord, height: int, width: int) -> dict:
     masks = record.masks if has_masks else np.zeros(record.frames.shape[:3], np.uint8)
     return {
         "name": record.name,
-        "frames": resize_frames(record.frames, height, width, PREPARE_RESAMPLE),
+        "frames": resize_frames(record.frames, height, width, RESAMPLE[resample]),
         "labels": record.labels.astype(np.uint8),
         "masks": resize_frames(masks, height, width, Image.NEAREST),
         "has_masks": has_masks,

@@ -32,7 +32,7 @@ from tvad_jax.data.annotate import JUDGMENT_QUESTION
 from tvad_jax.data.dialogues import question_length
 from tvad_jax.data.files import save_npy
 from tvad_jax.data.pipeline import clip_starts, normalize_frames
-from tvad_jax.data.tfds_builders import PREPARE_RESAMPLE
+from tvad_jax.data.tfds_builders import RESAMPLE
 from tvad_jax.data.video_io import read_video, resize_frames, write_video
 from tvad_jax.infer.dialogue import QUESTION_LEN, Dialogue, normalize_yes_no
 from tvad_jax.infer.features import make_encoder
@@ -91,7 +91,8 @@ class Detector:
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} "
                              f"{frames.shape}")
-        return normalize_frames(resize_frames(frames, *self.frame_size, PREPARE_RESAMPLE))
+        resample = RESAMPLE[self.model.resample]
+        return normalize_frames(resize_frames(frames, *self.frame_size, resample))
 
     def features(self, frames: np.ndarray) -> VideoFeatures:
         x = self.preprocess(frames)

@@ -38,6 +38,8 @@ class PrepareConfig:
     out_dir: str = ""           # empty = <source>/prepared
     height: int = 96
     width: int = 96
+    resample: Literal["bilinear", "bicubic"] = "bilinear"  # the frames' resize (PIL, uint8):
+    # bilinear, what the shipped backbone was pretrained on; bicubic, Qwen2.5-VL's processor's
     splits: tuple[str, ...] = ("train", "val", "test", "train_normal", "test_seen")
     split_files: str = ""       # UBnormal: split=file1+file2;split=... (official name lists)
     tracks_dir: str = ""        # ShanghaiTech: folder of community track files

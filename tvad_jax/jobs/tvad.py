@@ -11,6 +11,7 @@ and, after evaluation, eval_<split>.json/.md.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import jax
@@ -105,7 +106,7 @@ def train_tvad(cfg: Config, run_dir: str | Path | None = None,
         model = train_stage2(cfg, backbone, stage1, run_dir, report)
     out = run_dir / "model"
     if jax.process_index() == 0:
-        save_model(out, model)
+        save_model(out, dataclasses.replace(model, resample=cfg.prepare.resample))
     distributed.barrier("model-saved")
     report(f"[tvad] T-VAD model ({tcfg.variant}) in {out}")
     return out

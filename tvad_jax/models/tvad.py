@@ -275,7 +275,9 @@ def load_frozen_backbone(path: str | Path = "") -> FrozenBackbone:
 @dataclasses.dataclass
 class TVADModel:
     """Everything inference needs. `params`: {"ahd"?, "rae"?, "special"?} plus "text" [2, D_t]
-    where the variant has an AHD; `backbone.params["decoder"]` is the stage-2 decoder."""
+    where the variant has an AHD; `backbone.params["decoder"]` is the stage-2 decoder;
+    `resample`: how its training frames were resized (`prepare.resample`), so that a new
+    video is seen alike."""
 
     cfg: TVADConfig
     backbone: FrozenBackbone
@@ -283,6 +285,7 @@ class TVADModel:
     clip_view: ClipView          # the clips the AHD scores
     video_view: ClipView         # the whole-video view the decoder sees
     path: Path | None = None
+    resample: str = "bilinear"
 
 
 MODEL_FILE, WEIGHTS_FILE = "tvad.json", "tvad.safetensors"
@@ -301,7 +304,7 @@ def save_model(directory: str | Path, model: TVADModel, extra: dict | None = Non
     backbone_io.write_tree(tmp / WEIGHTS_FILE, tree)
     meta = {"tvad": config_lib.to_dict(model.cfg), "backbone": str(model.backbone.path),
             "clip_view": dataclasses.asdict(model.clip_view),
-            "video_view": dataclasses.asdict(model.video_view),
+            "video_view": dataclasses.asdict(model.video_view), "resample": model.resample,
             "backbone_digest": model.backbone.digest, **(extra or {})}
     (tmp / MODEL_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     shutil.rmtree(directory, ignore_errors=True)
@@ -319,6 +322,7 @@ def load_model(directory: str | Path) -> TVADModel:
         meta = json.loads(meta_path.read_text())
         cfg = config_lib.from_dict(TVADConfig, meta["tvad"])
         views = ClipView(**meta["clip_view"]), ClipView(**meta["video_view"])
+        resample = meta.get("resample", "bilinear")      # models saved before it was recorded
         backbone = reading_layers(load_frozen_backbone(meta["backbone"]), cfg.feature_layers)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise DataError(meta_path, f"not a T-VAD model of this version ({err!r})") from None
@@ -328,7 +332,8 @@ def load_model(directory: str | Path) -> TVADModel:
     tree = backbone_io.read_tree(directory / WEIGHTS_FILE)
     if "decoder" in tree:
         backbone.params = dict(backbone.params, decoder=tree.pop("decoder"))
-    return TVADModel(cfg.for_backbone(backbone.cfg), backbone, tree, *views, directory)
+    return TVADModel(cfg.for_backbone(backbone.cfg), backbone, tree, *views, directory,
+                     resample)
 
 
 def plain_model(backbone: FrozenBackbone, cfg: TVADConfig, clip_view: ClipView,
