@@ -64,10 +64,14 @@ def crop_frames(frames: np.ndarray, box: np.ndarray,
     `size` (a side, or (height, width); bilinear)."""
     x0, y0, bw, bh = (int(v) for v in box)
     crop = frames[:, y0:y0 + bh, x0:x0 + bw]
-    h, w = (frames.shape[1:3] if size is None else
-            (size, size) if isinstance(size, int) else size)
+    h, w = frames.shape[1:3] if size is None else sides(size)
     return ndimage.zoom(crop, (1, h / bh, w / bw, 1), order=1, grid_mode=True,
                         mode="nearest").astype(frames.dtype)
+
+
+def sides(size: int | tuple[int, int]) -> tuple[int, int]:
+    """(height, width) of a size given as a side or as (height, width)."""
+    return (size, size) if isinstance(size, int) else tuple(size)
 
 
 def crop_box(boxes: np.ndarray, width: int, height: int, min_side: int = 24,

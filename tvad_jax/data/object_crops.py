@@ -23,7 +23,7 @@ import dataclasses
 
 import numpy as np
 
-from tvad_jax.data.object_boxes import crop_box, crop_frames
+from tvad_jax.data.object_boxes import crop_box, crop_frames, sides
 from tvad_jax.data.video_io import resize_frames
 from tvad_jax.errors import DataError
 
@@ -78,7 +78,7 @@ def video_crops(frames: np.ndarray, tracks: list[tuple[int, np.ndarray]],
     boxes only, pixels [K, 0]). A box that lies outside the frame is a DataError naming the
     video, the frame and the object."""
     T, H, W, _ = frames.shape
-    size_h, size_w = _sides(size)
+    size_h, size_w = sides(size)
     cut, frame_ids, objects, boxes = [], [], [], []
     for obj, rows in tracks:
         for t, *box in rows[rows[:, 0] % stride == stride - 1]:
@@ -112,7 +112,7 @@ def track_clips(frames: np.ndarray, tracks: list[tuple[int, np.ndarray]], clip_l
     object's own box at t. A box at a frame outside the video is a DataError naming the
     video, the frame and the object."""
     T, H, W, _ = frames.shape
-    size_h, size_w = _sides(size)
+    size_h, size_w = sides(size)
     pixels, frame_ids, objects, boxes = [], [], [], []
     for obj, rows in tracks:
         by_frame = {int(r[0]): r[1:] for r in rows}
@@ -135,8 +135,3 @@ def track_clips(frames: np.ndarray, tracks: list[tuple[int, np.ndarray]], clip_l
     order = np.lexsort((objects, frame_ids))
     return Crops(np.stack(pixels)[order], np.asarray(frame_ids, np.int64)[order],
                  np.asarray(objects, np.int64)[order], np.asarray(boxes, np.int64)[order])
-
-
-def _sides(size: int | tuple[int, int]) -> tuple[int, int]:
-    """(height, width) of a side or a (height, width)."""
-    return (size, size) if isinstance(size, int) else tuple(size)
