@@ -63,6 +63,11 @@ def test_import_then_train_and_detect(tvad, tiny_backbone, tmp_path):
     assert summary["status"] == "completed"
     model = json.loads((tmp_path / "run" / "model" / "tvad.json").read_text())
     assert model["tvad"]["ahd"]["grid"] == [8, 12] and model["resample"] == "bicubic"
+    result = tvad("eval", "run", tmp_path / "run", "--plot")       # heatmaps on 32 x 48 frames
+    assert result.code == 0, result.err
+    scores = json.loads((tmp_path / "run" / "eval_test.json").read_text())
+    assert 0 <= scores["micro_auc"] <= 1 and 0 <= scores["rbdc"] <= 1
+    assert list((tmp_path / "run").glob("heatmap_*.png"))
     video = sorted(Path(cfg.synth.out_dir).glob("Scene*/*.mp4"))[0]
     result = tvad("detect", tmp_path / "run" / "model", video, "--no-overlay",
                   "--max-new-tokens", 4, "--runs-root", tmp_path / "detect")
