@@ -2,17 +2,17 @@
 the Selective Prompt Adapter, a sequence predictor on the answers' embeddings, score fusion.
 
 Every tracked object (the simulator's tracks, or `data.tracker` over noisy detections made
-from them) every `answer_stride`-th frame t it is seen: a square clip of frames
-t - clip_len + 1 .. t around it (`data.object_crops.track_clips`, as pretraining cuts its
-single-object question clips), which the frozen backbone's decoder answers each prompt of the
-pool about (`infer.vqa`, greedy). On the normal training split, SPA (`models.spa`) keeps the
-prompt whose answers concentrate most in their top-k (prompts with at most k distinct answers
-last) and counts them; a test object's static score is 1 / (count of its answer + 1). The
-text tower embeds each answer (mean-pooled, unit norm: E_i(t)); along each track the
-predictor (`models.predictors`: S3M by default) learns on the normal tracks to predict the
-next L_f embeddings from the past L_p; its prediction error is the temporal score. A frame's
-score is the max over the objects covering it (an answer at t covers frames
-t - answer_stride + 1 .. t; 0 without objects), and the detector's score is
+from them) every `answer_stride`-th frame t it is seen: a clip of frames t - clip_len + 1 .. t
+around it at the tower's frame aspect (`data.object_crops.track_clips`; square for a square
+tower, as pretraining cuts its single-object question clips), which the frozen backbone's
+decoder answers each prompt of the pool about (`infer.vqa`, greedy). On the normal training
+split, SPA (`models.spa`) keeps the prompt whose answers concentrate most in their top-k
+(prompts with at most k distinct answers last) and counts them; a test object's static
+score is 1 / (count of its answer + 1). The text tower embeds each answer (mean-pooled, unit
+norm: E_i(t)); along each track the predictor (`models.predictors`: S3M by default) learns on
+the normal tracks to predict the next L_f embeddings from the past L_p; its prediction error
+is the temporal score. A frame's score is the max over the objects covering it (an answer at
+t covers frames t - answer_stride + 1 .. t; 0 without objects), and the detector's score is
 A = minmax(A_s) + lambda minmax(A_t) (`eval.fusion`, per video as the paper; divided by
 1 + lambda), Gaussian-smoothed at evaluation. Table 2's kNN baseline (the distance of the
 tower's pooled crop feature to the nearest normal training crop) is scored beside it.

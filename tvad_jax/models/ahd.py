@@ -200,7 +200,7 @@ def patch_grid(hidden: jax.Array, grid: tuple[int, int] | None = None) -> jax.Ar
     if grid is None:
         s = math.isqrt(N)
         if s * s != N:
-            raise ValueError(f"{N} patches are not a square grid; pass grid=(h, w)")
+            raise ValueError(f"{N} patches are not a square grid; give the AHD its grid (h, w)")
         grid = (s, s)
     if grid[0] * grid[1] != N:
         raise ValueError(f"grid {grid} does not hold {N} patches")
