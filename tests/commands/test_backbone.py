@@ -41,6 +41,7 @@ def test_import_then_train_and_detect(tvad, tiny_backbone, tmp_path):
                   "--image-size", "32x48")
     assert result.code == 0, result.err
     assert "(32x48 px frames)" in result.out
+    assert "prepare.height=32 prepare.width=48 prepare.resample=bicubic" in result.out
     bcfg, params, tokenizer = backbone_io.load_backbone(out)
     assert isinstance(bcfg, QwenBackboneConfig) and bcfg.vision.grid == (8, 12)
     assert bcfg.decoder.vocab_size == len(tokenizer) > 160          # the table grew

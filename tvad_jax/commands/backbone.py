@@ -114,7 +114,10 @@ def run_import(args) -> int:
     extra = {"imported_from": [str(p.resolve()) for p in args.sources]}
     out = backbone_io.save_backbone(args.out, cfg, params, tokenizer, extra,
                                     text_tokenizer=text_tokenizer)
+    height, width = cfg.vision.frame_size
     print(f"[tvad] backbone: {describe(cfg)}; dialogue in "
           f"{'the chat template' if tokenizer.chat_template else 'plain turns'}")
-    print(f"[tvad] backbone folder: {out} (use it with tvad.backbone={out})")
+    print(f"[tvad] backbone folder: {out} (use it with tvad.backbone={out}, on data prepared "
+          f"with prepare.height={height} prepare.width={width} prepare.resample=bicubic, "
+          "as its processor resamples)")
     return 0
