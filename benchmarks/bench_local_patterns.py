@@ -129,7 +129,7 @@ class Pipeline:
     def __init__(self, job: LocalPatternsJobConfig, seed: int = 0):
         self.job = job
         self.backbone = load_frozen_backbone(job.backbone)
-        self.size = self.backbone.cfg.vision.image_size
+        self.size = self.backbone.cfg.vision.frame_size
         self.encode = crop_encoder(self.backbone, job.encode_batch, job.token_pool)
         keys = jax.random.split(jax.random.key(seed), 3)
         itam, ispec = itam_spec(job, itam_config(job, self.backbone))
@@ -303,7 +303,7 @@ def main(argv=None) -> int:
         "captions_without_eos": int((generated == job.text_len - 1).sum()),
         "cmam_parts_ms_per_frame": {k: 1e3 * statistics.median(p[k] for p in cmam_parts)
                                     / args.frames for k in cmam_parts[0]},
-        "sizes": {"image_size": pipeline.size, "encode_batch": job.encode_batch,
+        "sizes": {"frame_size": list(pipeline.size), "encode_batch": job.encode_batch,
                   "token_pool": job.token_pool, "crop_stride": job.crop_stride,
                   "itam_width": job.itam_width, "itam_depth": job.itam_depth,
                   "num_queries": job.num_queries, "text_len": job.text_len,

@@ -108,9 +108,9 @@ def tiny_backbone(directory: str | Path, seed: int = 0) -> Path:
     return backbone_io.save_backbone(Path(directory) / "tiny", bcfg, params, tokenizer)
 
 
-def random_clips(k: int, clip_len: int, size: int, seed: int = 0) -> np.ndarray:
-    """K uniform random uint8 crop clips [K, clip_len, size, size, 3]."""
-    return np.random.default_rng(seed).integers(0, 256, (k, clip_len, size, size, 3), np.uint8)
+def random_clips(k: int, clip_len: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:
+    """K uniform random uint8 crop clips [K, clip_len, H, W, 3] of size (H, W)."""
+    return np.random.default_rng(seed).integers(0, 256, (k, clip_len, *size, 3), np.uint8)
 
 
 def generated_lengths(tokens: np.ndarray, eos: int) -> np.ndarray:
@@ -239,7 +239,8 @@ def splits_report(counts: dict | None, rows: dict) -> dict | None:
 
 def markdown(report: dict) -> str:
     m, r = report["machine"], report["rows"]
-    lines = [f"K = {report['clips']} clips of {report['clip_len']} x {report['image_size']} px, "
+    h, w = report["frame_size"]
+    lines = [f"K = {report['clips']} clips of {report['clip_len']} x {h}x{w} px, "
              f"batch {report['batch']}, max_new_tokens {report['max_new_tokens']}; median of "
              f"{report['repeats']} ({m['device_kind']}, {m['threads']} threads, load "
              f"{m['loadavg_before'][0]:.2f} -> {m['loadavg_after'][0]:.2f})", "",
@@ -328,7 +329,7 @@ def main(argv=None) -> int:
         backbone = load_frozen_backbone(path)
         model = plain_model(backbone, cfg.tvad.model, cfg.tvad.stage1.view, cfg.tvad.stage2.view)
         qa = vqa.CropQA(model, args.batch, args.max_new_tokens)
-        size = backbone.cfg.vision.image_size
+        size = backbone.cfg.vision.frame_size
         clips = random_clips(args.clips, args.clip_len, size)
         categories = [CATEGORY] * args.clips
         eos = backbone.cfg.decoder.eos_token_id
@@ -361,7 +362,7 @@ def main(argv=None) -> int:
                     "loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg())},
         "backbone": "tiny (random)" if args.tiny else (args.backbone or "shipped"),
         "backbone_digest": backbone.digest,
-        "clips": args.clips, "clip_len": args.clip_len, "image_size": size,
+        "clips": args.clips, "clip_len": args.clip_len, "frame_size": list(size),
         "batch": args.batch, "max_new_tokens": args.max_new_tokens, "repeats": args.repeats,
         "category": CATEGORY, "prompts": prompts,
         "sizes": {"vision_width": bcfg.vision.width, "vision_depth": bcfg.vision.depth,

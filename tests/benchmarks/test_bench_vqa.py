@@ -115,7 +115,7 @@ def test_tiny_run_writes_the_report(bench, tmp_path, capsys):
                                       "loadavg_before", "loadavg_after"}
     assert report["machine"]["threads"] >= 1
     assert (report["clips"], report["batch"], report["clip_len"], report["max_new_tokens"],
-            report["repeats"], report["image_size"]) == (k, batch, 4, new, 3, 48)
+            report["repeats"], report["frame_size"]) == (k, batch, 4, new, 3, [48, 48])
     assert report["prompts"] == ["pose", "behaviour", "appearance"]
     assert report["compiles_during_timed_passes"] == 0 and report["warmup_compiles"] > 0
     assert len(report["passes_s"]) == 3
