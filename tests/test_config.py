@@ -109,6 +109,18 @@ def test_save_and_load_round_trip(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_an_optional_tuple_loads_as_a_tuple(tmp_path):
+    """`tuple[int, int] | None` (the AHD's grid) comes back from JSON as the tuple it was
+    (a list would make the frozen config unhashable, and jit takes it as a static argument)."""
+    cfg = config_lib.resolve("tiny", ["tvad.model.ahd.grid=8,12"])
+    loaded = config_lib.load(Config, config_lib.save(cfg, tmp_path / "config.json"))
+    assert loaded.tvad.model.ahd.grid == (8, 12) and loaded == cfg
+    hash(loaded.tvad.model)
+    cfg = config_lib.resolve("tiny")
+    assert config_lib.load(Config, config_lib.save(cfg, tmp_path / "c.json")).tvad.model.ahd \
+        .grid is None
+
+
 def test_from_dict_rejects_unknown_fields():
     data = config_lib.to_dict(config_lib.get("tiny"))
     data["synth"]["colour"] = "red"

@@ -212,7 +212,12 @@ def _plain_number(kind: type, raw: str) -> int | float:
 
 
 def _coerce_json(field_type: Any, value: Any, key: str) -> Any:
+    """A JSON value as `field_type` holds it: lists back to tuples, also inside an optional
+    field (`tuple[int, int] | None`), so that a loaded config equals and hashes as the saved."""
     origin = typing.get_origin(field_type)
+    if origin in (typing.Union, types.UnionType) and value is not None:
+        inner = [a for a in typing.get_args(field_type) if a is not type(None)]
+        return _coerce_json(inner[0], value, key) if len(inner) == 1 else value
     if origin is tuple and isinstance(value, list):
         inner = typing.get_args(field_type)[0]
         return tuple(_coerce_json(inner, v, key) for v in value)
