@@ -11,7 +11,7 @@ RBDC/TBDC at the protocol's 0.5, and the micro AUC per anomaly type (each type's
 videos with all normal videos of the split: which types the AHD finds). Prints one markdown table and writes `stage1.json` and
 `stage1.md` into a run folder under `runs_dir`; each setting's T-VAD run sits inside it.
 Add `tvad.stage1.train_vision=true` for the upper bound with a trainable vision tower (about
-25 minutes at the default size on 2 cores, where the cached features take a minute).
+25 minutes at the default size on 2 cores, where the cached features take under a minute).
 """
 from __future__ import annotations
 
