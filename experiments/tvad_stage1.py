@@ -8,8 +8,9 @@ the abnormal probability below 0.5 almost everywhere and binarizing at 0.5 finds
 Each setting trains stage 1 (`tvad.model.variant=no_rae`) with its `tvad.stage1.*` overrides
 on the same feature cache and scores the heatmaps on every split: micro/macro frame AUC and
 RBDC/TBDC at the protocol's 0.5, and the micro AUC per anomaly type (each type's abnormal
-videos with all normal videos of the split: which types the AHD finds). Prints one markdown table and writes `stage1.json` and
-`stage1.md` into a run folder under `runs_dir`; each setting's T-VAD run sits inside it.
+videos with all normal videos of the split: which types the AHD finds). Prints one markdown
+table and writes `stage1.json` and `stage1.md` into a run folder under `runs_dir`; each
+setting's T-VAD run sits inside it.
 Add `tvad.stage1.train_vision=true` for the upper bound with a trainable vision tower (about
 25 minutes at the default size on 2 cores, where the cached features take under a minute).
 """

@@ -244,7 +244,7 @@ class AHD(nn.Module):
 
         sims = []
         for i, h in enumerate(hidden):
-            x = patch_grid(h, cfg.grid).astype(dtype)                        # B, T', h, w, D_v
+            x = patch_grid(h, cfg.grid).astype(dtype)                    # B, T', h, w, D_v
             if cfg.input_norm:
                 x = L.layer_norm(1e-5, dtype, name=f"norm_{i}")(x)
             x = L.Dense(cfg.mlp_dim or dim, dtype=dtype,
