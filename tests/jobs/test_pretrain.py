@@ -72,7 +72,7 @@ def test_the_shipped_recipe_continues_with_ever_heavier_dense_attributes():
 
 @pytest.mark.slow   # three tiny pretraining runs and an ITAM
 def test_ship_runs_every_continuation_from_the_last_and_installs_the_final(tmp_path,
-                                                                          monkeypatch):
+                                                                           monkeypatch):
     shipped = tmp_path / "installed"
     monkeypatch.setattr(backbone_io, "SHIPPED_DIR", shipped)
     cfg = config_lib.resolve("tiny", [f"synth.out_dir={tmp_path / 'synth'}",
@@ -147,6 +147,20 @@ def test_a_missing_starting_backbone_fails_before_anything_is_written(tmp_path, 
             f"runs_dir={runs}", f"pretrain.init={tmp_path / 'nope'}"]
     assert main(args) == 2
     assert f"{tmp_path / 'nope' / 'config.json'}: missing config.json" in capsys.readouterr().err
+    assert not runs.exists() and not (tmp_path / "synth").exists()
+
+
+def test_inserted_blocks_need_a_starting_backbone_whose_depth_holds_them(tiny_backbone,
+                                                                         tmp_path, capsys):
+    with pytest.raises(ValueError, match="without init"):
+        PretrainConfig(insert_blocks=(1,))
+    _, backbone = tiny_backbone
+    runs = tmp_path / "runs"
+    args = ["pretrain", "--config", "tiny", f"synth.out_dir={tmp_path / 'synth'}",
+            f"runs_dir={runs}", f"pretrain.init={backbone}", "pretrain.insert_blocks=1,5"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"pretrain.insert_blocks with init={backbone}" in err and "[1, 2]" in err
     assert not runs.exists() and not (tmp_path / "synth").exists()
 
 

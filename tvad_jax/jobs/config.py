@@ -97,6 +97,9 @@ class PretrainConfig:
         each frame minus the previous one (backbones v3-v5).
       init: a backbone folder to continue pretraining from (its weights, architecture and
         tokenizer; `model` and `vocab_size` are then unused); "": a fresh initialization.
+      insert_blocks: with `init`, vision layers (1-based) after each of which an identity
+        block is inserted before training (`models.grow`: the deeper tower starts as the
+        old one, its readers on the same blocks); (): the tower as it is.
       eval_clips: held-out clips for retrieval.
       model: "default" (the shipped architecture) or "tiny" (tests).
     """
@@ -126,6 +129,7 @@ class PretrainConfig:
     stem: Literal["tubelet", "conv"] = "conv"
     motion_spans: tuple[int, ...] = (1,)
     init: str = ""
+    insert_blocks: tuple[int, ...] = ()
     eval_clips: int = 128
     model: Literal["default", "tiny"] = "default"
 
@@ -140,6 +144,9 @@ class PretrainConfig:
             config_lib.at_least(span, 1)
         if self.split == "pretrain":
             config_lib.check_at_least(self, 1, "corpus_videos")
+        if self.insert_blocks and not self.init:
+            raise ValueError("insert_blocks deepens the backbone of init; without init there "
+                             "is none (a fresh tower takes its depth from `model`)")
 
 
 @dataclasses.dataclass(frozen=True)

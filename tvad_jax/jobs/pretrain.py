@@ -32,7 +32,8 @@ of v1 and v2 never encoded). The tokenizer is trained first (byte-level BPE on t
 text). After training the run reports zero-shot clip<->caption and region<->description
 retrieval on held-out clips of `eval_split` and writes the backbone (`backbone/`, Hugging Face
 layout) into the run folder. With `init` the job continues from a backbone folder (its
-weights and tokenizer) instead of a fresh initialization. The shipped default (v9) is the
+weights and tokenizer) instead of a fresh initialization, and with `insert_blocks` a deeper
+tower grown from it (`models.grow`). The shipped default (v9) is the
 default recipe followed by such continuations (`SHIPPED_CONTINUATIONS`), which
 `pretrain_shipped` (`tvad pretrain --ship`) runs and installs, followed by the backbone's ITAM
 for paper 003's detector (`pretrain_itam`, `tvad pretrain --itam`: BLIP-2's Q-Former trained
@@ -69,6 +70,7 @@ from tvad_jax.models import backbone_io
 from tvad_jax.models.configs import BackboneConfig, default_backbone
 from tvad_jax.models.family import LLAVA, family
 from tvad_jax.models.generate import generate
+from tvad_jax.models.grow import insert_identity_blocks
 from tvad_jax.models.losses import (balanced_region_patch_loss, contrastive_loss,
                                     grouped_choice_loss, lm_loss, unit_rows)
 from tvad_jax.models.tokenizer import annotation_texts, train_tokenizer
@@ -486,7 +488,8 @@ def pretrain(cfg: Config, report: Report = print, run_dir: str | Path | None = N
     cfg = corpus_data(cfg)
     pcfg = cfg.pretrain
     check_output_dir(run_dir or cfg.runs_dir)
-    starting = _starting_backbone(pcfg.init, cfg.prepare.height) if pcfg.init else None
+    starting = (_starting_backbone(pcfg.init, cfg.prepare.height, pcfg.insert_blocks)
+                if pcfg.init else None)
     ensure_prepared(cfg, report)
     run_dir = start_run("pretrain", cfg, run_dir)
     annotations = sorted((find_builder_dir(cfg.prepared_dir) / "annotations").glob("*.jsonl"))
@@ -525,13 +528,19 @@ def pretrain(cfg: Config, report: Report = print, run_dir: str | Path | None = N
     return run_dir
 
 
-def _starting_backbone(directory: str, image_size: int):
-    """(config, params, tokenizer) of the backbone folder pretraining continues from."""
+def _starting_backbone(directory: str, image_size: int, insert_blocks: tuple[int, ...] = ()):
+    """(config, params, tokenizer) of the backbone folder pretraining continues from, its
+    tower deepened by identity blocks after the layers `insert_blocks`."""
     bcfg, params, tokenizer = backbone_io.load_backbone(directory)
     if family(bcfg) is not LLAVA or bcfg.vision.image_size != image_size:
         raise ConfigError(f"pretrain.init={directory}: continuing needs a ViT backbone for "
                           f"{image_size}-pixel frames (prepare.height); this one is "
                           f"{family(bcfg).name} at {getattr(bcfg.vision, 'image_size', '?')}")
+    if insert_blocks:
+        try:
+            bcfg, params = insert_identity_blocks(bcfg, params, insert_blocks)
+        except ValueError as err:
+            raise ConfigError(f"pretrain.insert_blocks with init={directory}: {err}") from None
     return bcfg, params, tokenizer
 
 
