@@ -99,7 +99,7 @@ class PretrainConfig:
         tokenizer; `model` and `vocab_size` are then unused); "": a fresh initialization.
       insert_blocks: with `init`, vision layers (1-based) after each of which an identity
         block is inserted before training (`models.grow`: the deeper tower starts as the
-        old one, its readers on the same blocks); (): the tower as it is.
+        old one, its readers moved past the new blocks); (): the tower as it is.
       eval_clips: held-out clips for retrieval.
       model: "default" (the shipped architecture) or "tiny" (tests).
     """

@@ -25,6 +25,11 @@ from tvad_jax.models.configs import BackboneConfig, resolve_layers
 ZEROED = ("attn/out/", "mlp/fc2/")
 
 
+def _name(path) -> str:
+    """A pytree path as "attn/out/kernel"."""
+    return "/".join(str(getattr(k, "key", k)) for k in path)
+
+
 def _remap(index: int, after: Sequence[int]) -> int:
     """Old hidden-state index -> the new index of the last block computing it."""
     return index + sum(a <= index for a in after)
@@ -44,8 +49,7 @@ def insert_identity_blocks(cfg: BackboneConfig, params: dict[str, Any], after: S
         raise ValueError(f"insert_blocks {after}: expected increasing distinct layers in "
                          f"[1, {depth}] (the vision tower's depth)")
     layers = params["vision"]["layers"]
-    names = ["/".join(str(getattr(k, "key", k)) for k in path)
-             for path, _ in jax.tree_util.tree_leaves_with_path(layers)]
+    names = [_name(path) for path, _ in jax.tree_util.tree_leaves_with_path(layers)]
     for prefix in ZEROED:
         if not any(n.startswith(prefix) for n in names):
             raise ValueError(f"the vision blocks have no {prefix.rstrip('/')} parameters to "
@@ -55,9 +59,8 @@ def insert_identity_blocks(cfg: BackboneConfig, params: dict[str, Any], after: S
         rows.insert(a, (a - 1, True))
 
     def grow(path, leaf):
-        name = "/".join(str(getattr(k, "key", k)) for k in path)
         leaf = np.asarray(leaf)                                  # [depth, ...]
-        zero = name.startswith(ZEROED)
+        zero = _name(path).startswith(ZEROED)
         return np.stack([np.zeros_like(leaf[i]) if identity and zero else leaf[i]
                          for i, identity in rows])              # [depth + len(after), ...]
 
