@@ -16,18 +16,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
-import jax
 import numpy as np
+from flax import traverse_util
 
 from tvad_jax.models.configs import BackboneConfig, resolve_layers
 
 # The block parameters whose zeros turn a pre-LN encoder block into the identity.
 ZEROED = ("attn/out/", "mlp/fc2/")
-
-
-def _name(path) -> str:
-    """A pytree path as "attn/out/kernel"."""
-    return "/".join(str(getattr(k, "key", k)) for k in path)
 
 
 def _remap(index: int, after: Sequence[int]) -> int:
@@ -48,24 +43,20 @@ def insert_identity_blocks(cfg: BackboneConfig, params: dict[str, Any], after: S
     if not after or list(after) != sorted(set(after)) or not 1 <= after[0] <= after[-1] <= depth:
         raise ValueError(f"insert_blocks {after}: expected increasing distinct layers in "
                          f"[1, {depth}] (the vision tower's depth)")
-    layers = params["vision"]["layers"]
-    names = [_name(path) for path, _ in jax.tree_util.tree_leaves_with_path(layers)]
+    layers = traverse_util.flatten_dict(params["vision"]["layers"], sep="/")  # name: [depth, ...]
     for prefix in ZEROED:
-        if not any(n.startswith(prefix) for n in names):
+        if not any(name.startswith(prefix) for name in layers):
             raise ValueError(f"the vision blocks have no {prefix.rstrip('/')} parameters to "
-                             f"zero (found {sorted(names)})")
+                             f"zero (found {sorted(layers)})")
     rows = [(i, False) for i in range(depth)]                   # (old block, identity?)
     for a in reversed(after):
         rows.insert(a, (a - 1, True))
-
-    def grow(path, leaf):
-        leaf = np.asarray(leaf)                                  # [depth, ...]
-        zero = _name(path).startswith(ZEROED)
-        return np.stack([np.zeros_like(leaf[i]) if identity and zero else leaf[i]
-                         for i, identity in rows])              # [depth + len(after), ...]
-
+    grown_layers = {                                            # name: [depth + len(after), ...]
+        name: np.stack([np.zeros_like(leaf[i]) if identity and name.startswith(ZEROED)
+                        else leaf[i] for i, identity in rows])
+        for name, leaf in layers.items()}
     grown = {**params, "vision": {**params["vision"],
-                                  "layers": jax.tree_util.tree_map_with_path(grow, layers)}}
+                                  "layers": traverse_util.unflatten_dict(grown_layers, sep="/")}}
     new_depth = depth + len(after)
     feature_layers = tuple(_remap(i, after) for i in resolve_layers(cfg.vision.feature_layers,
                                                                     depth))
