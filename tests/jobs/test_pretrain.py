@@ -18,10 +18,11 @@ from tvad_jax.data.object_text import ATTRIBUTE_PHRASES
 from tvad_jax.jobs import pretrain as pretrain_lib
 from tvad_jax.jobs.config import PretrainConfig
 from tvad_jax.jobs.pretrain import (DENSE_HEADS, MOTION_HEAD, SHIPPED_CONTINUATIONS,
-                                    backbone_config, continuation_config, corpus_data, make_spec,
-                                    motion_loss)
+                                    backbone_config, continuation_config, corpus_data,
+                                    dense_attribute_loss, make_spec, motion_loss)
 from tvad_jax.models import backbone_io
 from tvad_jax.models.backbone_io import checkpoint_digest, load_backbone, load_itam
+from tvad_jax.models.losses import balanced_region_patch_loss
 from tvad_jax.models.vlm import abstract_params
 
 
@@ -50,7 +51,7 @@ def test_pretrain_end_to_end_on_the_tiny_benchmark(tmp_path, capsys):
     assert len(lines) == 6
     assert {"train/contrastive", "train/region", "train/lm", "train/attribute",
             "train/attribute_top1", "train/motion", "train/motion_r2", "train/dense",
-            "train/dense_balanced_top1"} <= set(json.loads(lines[0]))
+            "train/dense_balanced_top1", "train/dense_top1_speed"} <= set(json.loads(lines[0]))
 
 
 def test_the_shipped_recipe_continues_with_ever_heavier_dense_attributes():
@@ -109,6 +110,33 @@ def test_motion_loss_is_zero_for_the_true_velocities_and_ignores_invalid_rows():
     loss, r2 = motion_loss({"kernel": np.zeros((5, 2), np.float32), "bias": motion[valid].mean(0)},
                            jnp.asarray(features), jnp.asarray(motion), jnp.asarray(valid))
     assert float(loss) > 0.1 and abs(float(r2)) < 1e-5                # the mean predicts R^2 0
+
+
+def test_dense_attribute_weights_scale_each_attribute_loss_in_the_mean():
+    rng = np.random.default_rng(0)
+    width, (b, k, t, h, w) = 8, (2, 3, 2, 2, 2)
+    heads = {name: {"kernel": rng.normal(size=(width, len(phrases))).astype(np.float32),
+                    "bias": np.zeros(len(phrases), np.float32)}
+             for name, phrases in ATTRIBUTE_PHRASES.items()}
+    patches = rng.normal(size=(b, t, h * w, width)).astype(np.float32)
+    coverage = rng.uniform(size=(b, k, t, h, w)).astype(np.float32)
+    labels = np.stack([rng.integers(0, len(p), size=(b, k)) for p in ATTRIBUTE_PHRASES.values()],
+                      axis=-1)
+    each = [balanced_region_patch_loss(
+        patches @ heads[name]["kernel"], coverage.reshape(b, k, t, h * w), labels[..., a])
+        for a, name in enumerate(ATTRIBUTE_PHRASES)]
+    weights = np.arange(1.0, len(ATTRIBUTE_PHRASES) + 1)
+    plain, hits = dense_attribute_loss(heads, patches, coverage, labels)
+    weighted, _ = dense_attribute_loss(heads, patches, coverage, labels, weights)
+    np.testing.assert_allclose(plain, np.mean([loss for loss, _ in each]), rtol=1e-6)
+    np.testing.assert_allclose(weighted, np.mean([wt * loss for wt, (loss, _) in
+                                                  zip(weights, each)]), rtol=1e-6)
+    assert list(hits) == list(ATTRIBUTE_PHRASES)
+    np.testing.assert_allclose([hits[n] for n in ATTRIBUTE_PHRASES], [h for _, h in each])
+    with pytest.raises(ValueError, match="one per attribute"):
+        PretrainConfig(dense_attribute_weights=(1.0, 4.0))
+    with pytest.raises(ValueError, match=">= 0"):
+        PretrainConfig(dense_attribute_weights=(1.0, 1.0, -1.0, 1.0, 1.0, 1.0))
 
 
 def test_the_pretraining_corpus_is_a_benchmark_of_its_own():

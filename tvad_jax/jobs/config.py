@@ -10,7 +10,7 @@ import dataclasses
 from typing import Literal
 
 from tvad_jax import config as config_lib
-from tvad_jax.data.object_text import QUESTIONS
+from tvad_jax.data.object_text import ATTRIBUTE_PHRASES, QUESTIONS
 from tvad_jax.data.pipeline import LoaderConfig
 from tvad_jax.data.readers import parse_split_files
 from tvad_jax.data.synthetic.spec import ANOMALY_TYPES, NORMAL_BEHAVIOURS, SynthConfig
@@ -90,6 +90,10 @@ class PretrainConfig:
         class, action, speed band, direction, pose, zone; class-balanced; 0: off), so that
         each patch token, which the AHD decodes one by one, carries them itself. On in the
         shipped recipe since backbone v3 (with the "conv" stem).
+      dense_attribute_weights: each attribute's weight inside the dense loss, in the order
+        of `object_text.ATTRIBUTE_PHRASES` (class, action, speed, direction, pose, zone);
+        (): all 1 (the shipped recipe). The loss is the mean of the weighted per-attribute
+        losses, so "1,1,4,1,1,1" adds three more speed losses and leaves the others as they were.
       stem: the vision tower's patch embedding (`VisionConfig.stem`): "conv" (convolutions
         over each frame and its difference to the previous one; backbone v3) or "tubelet"
         (CLIP's and Qwen's linear map; backbones v1 and v2).
@@ -126,6 +130,7 @@ class PretrainConfig:
     attribute_weight: float = 0.0
     motion_weight: float = 0.0
     dense_weight: float = 1.0
+    dense_attribute_weights: tuple[float, ...] = ()
     stem: Literal["tubelet", "conv"] = "conv"
     motion_spans: tuple[int, ...] = (1,)
     init: str = ""
@@ -138,6 +143,14 @@ class PretrainConfig:
                                   "vocab_size", "caption_len", "qa_len", "regions", "eval_clips")
         config_lib.check_at_least(self, 0, "crop_every", "lm_weight", "region_weight",
                                   "attribute_weight", "motion_weight", "dense_weight")
+        if self.dense_attribute_weights:
+            if len(self.dense_attribute_weights) != len(ATTRIBUTE_PHRASES):
+                raise ValueError(
+                    f"dense_attribute_weights: expected {len(ATTRIBUTE_PHRASES)} weights, one "
+                    f"per attribute ({', '.join(ATTRIBUTE_PHRASES)}), got "
+                    f"{len(self.dense_attribute_weights)}")
+            for weight in self.dense_attribute_weights:
+                config_lib.at_least(weight, 0)
         if not self.motion_spans:
             raise ValueError("motion_spans: expected at least one span")
         for span in self.motion_spans:

@@ -146,21 +146,25 @@ def motion_loss(head: dict, features: jax.Array, motion: jax.Array, valid: jax.A
 
 
 def dense_attribute_loss(heads: dict, patches: jax.Array, region_weights: jax.Array,
-                         region_attributes: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(loss, balanced top-1) of the per-patch attribute classifiers, averaged over the
-    attributes of ATTRIBUTE_PHRASES.
+                         region_attributes: jax.Array, attribute_weights=None
+                         ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """(loss, balanced top-1 per attribute) of the per-patch attribute classifiers; the loss is
+    the mean over the attributes of ATTRIBUTE_PHRASES of each one's loss times its weight.
 
     patches [B, T', N, D_v] last-layer patch tokens, region_weights [B, K, T', h, w] each
-    region's coverage of every patch, region_attributes [B, K, A] phrase indices (-1: none)."""
+    region's coverage of every patch, region_attributes [B, K, A] phrase indices (-1: none),
+    attribute_weights [A] in ATTRIBUTE_PHRASES' order (None: all 1)."""
     b, k = region_weights.shape[:2]
     coverage = region_weights.reshape(b, k, *patches.shape[1:3])       # [B, K, T', N]
-    losses, hits = [], []
+    losses, hits = [], {}
     for a, name in enumerate(ATTRIBUTE_PHRASES):
         logits = patches @ heads[name]["kernel"] + heads[name]["bias"]   # [B, T', N, C_a]
-        loss, hit = balanced_region_patch_loss(logits, coverage, region_attributes[..., a])
+        loss, hits[name] = balanced_region_patch_loss(logits, coverage,
+                                                      region_attributes[..., a])
         losses.append(loss)
-        hits.append(hit)
-    return jnp.mean(jnp.stack(losses)), jnp.mean(jnp.stack(hits))
+    weights = jnp.ones(len(losses)) if attribute_weights is None else jnp.asarray(
+        attribute_weights, jnp.float32)
+    return jnp.mean(jnp.stack(losses) * weights), hits
 
 
 def attribute_phrase_ids(tokenizer, length: int) -> np.ndarray:
@@ -223,10 +227,13 @@ def make_spec(bcfg: BackboneConfig, pcfg: PretrainConfig, phrase_ids: np.ndarray
             loss += pcfg.motion_weight * motion
             metrics["motion"] = motion
         if dense_heads is not None:
-            dense, metrics["dense_balanced_top1"] = dense_attribute_loss(
-                dense_heads, out["patches"], batch["region_weights"], batch["region_attributes"])
+            dense, hits = dense_attribute_loss(
+                dense_heads, out["patches"], batch["region_weights"], batch["region_attributes"],
+                pcfg.dense_attribute_weights or None)
             loss += pcfg.dense_weight * dense
             metrics["dense"] = dense
+            metrics["dense_balanced_top1"] = jnp.mean(jnp.stack(list(hits.values())))
+            metrics.update({f"dense_top1_{name}": hit for name, hit in hits.items()})
         return loss, metrics
 
     return StageSpec(pcfg.train, init_fn, loss_fn)
