@@ -17,9 +17,10 @@ from tvad_jax.config import ConfigError
 from tvad_jax.data.object_text import ATTRIBUTE_PHRASES
 from tvad_jax.jobs import pretrain as pretrain_lib
 from tvad_jax.jobs.config import PretrainConfig
-from tvad_jax.jobs.pretrain import (DENSE_HEADS, MOTION_HEAD, SHIPPED_CONTINUATIONS,
-                                    backbone_config, continuation_config, corpus_data,
-                                    dense_attribute_loss, make_spec, motion_loss)
+from tvad_jax.jobs.pretrain import (DENSE_HEADS, MOTION_HEAD, PLAYBACK_HEAD,
+                                    SHIPPED_CONTINUATIONS, backbone_config,
+                                    continuation_config, corpus_data, dense_attribute_loss,
+                                    make_spec, motion_loss, playback_views)
 from tvad_jax.models import backbone_io
 from tvad_jax.models.backbone_io import checkpoint_digest, load_backbone, load_itam
 from tvad_jax.models.losses import balanced_region_patch_loss
@@ -30,7 +31,7 @@ from tvad_jax.models.vlm import abstract_params
 def test_pretrain_end_to_end_on_the_tiny_benchmark(tmp_path, capsys):
     args = ["pretrain", "--config", "tiny", f"synth.out_dir={tmp_path / 'synth'}",
             f"runs_dir={tmp_path / 'runs'}", "pretrain.attribute_weight=1",
-            "pretrain.motion_weight=1", "pretrain.dense_weight=1"]
+            "pretrain.motion_weight=1", "pretrain.dense_weight=1", "pretrain.playback_weight=1"]
     assert main(args) == 0
     run_dir = next((tmp_path / "runs").glob("pretrain-*"))
     metrics = json.loads((run_dir / "pretrain_metrics.json").read_text())
@@ -45,13 +46,14 @@ def test_pretrain_end_to_end_on_the_tiny_benchmark(tmp_path, capsys):
     assert all(0 <= a["accuracy"] <= 1 and 0 < a["majority"] <= 1 for a in attributes.values())
     cfg, params, tokenizer = load_backbone(run_dir / "backbone")
     assert cfg.vision.image_size == 48 and cfg.decoder.vocab_size == len(tokenizer)
-    assert MOTION_HEAD not in params and DENSE_HEADS not in params   # pretraining-only heads
+    assert not {MOTION_HEAD, DENSE_HEADS, PLAYBACK_HEAD} & set(params)  # pretraining-only
     assert tokenizer.convert_tokens_to_ids("<anomaly_sep>") != tokenizer.unk_token_id
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 6
     assert {"train/contrastive", "train/region", "train/lm", "train/attribute",
             "train/attribute_top1", "train/motion", "train/motion_r2", "train/dense",
-            "train/dense_balanced_top1", "train/dense_top1_speed"} <= set(json.loads(lines[0]))
+            "train/dense_balanced_top1", "train/dense_top1_speed", "train/playback",
+            "train/playback_top1"} <= set(json.loads(lines[0]))
 
 
 def test_the_shipped_recipe_continues_with_ever_heavier_dense_attributes():
@@ -137,6 +139,31 @@ def test_dense_attribute_weights_scale_each_attribute_loss_in_the_mean():
         PretrainConfig(dense_attribute_weights=(1.0, 4.0))
     with pytest.raises(ValueError, match=">= 0"):
         PretrainConfig(dense_attribute_weights=(1.0, 1.0, -1.0, 1.0, 1.0, 1.0))
+
+
+def test_playback_views_pair_each_clip_with_itself_twice_as_fast(tmp_path, capsys):
+    b, f, k, t = 1, 8, 3, 4                                  # 2-frame tubelets
+    frames = np.broadcast_to(np.arange(f, dtype=np.float32)[None, :, None, None, None],
+                             (b, f, 2, 2, 3))
+    coverage = np.zeros((b, k, t, 1, 2), np.float32)
+    coverage[0, 0, :, 0, 0] = [1.0, 0.8, 0.6, 0.4]           # a walker, 0.5 px per frame
+    coverage[0, 1, :, 0, 1] = 1.0                            # someone standing, 0.1 px per frame
+    motion = np.zeros((b, k, t, 2), np.float32)               # region 2: absent
+    motion[0, 0] = [0.3, 0.4]
+    motion[0, 1] = [0.1, 0.0]
+    valid = np.zeros((b, k, t), bool)
+    valid[0, :2] = True
+    views, cover, labels = playback_views(frames, coverage, motion, valid, tubelet=2)
+    np.testing.assert_array_equal(views[:, :, 0, 0, 0], [[0, 1, 2, 3], [0, 2, 4, 6]])
+    np.testing.assert_allclose(cover[0, 0, :, 0], [1.0, 0.8])            # own speed: tubelets 0, 1
+    np.testing.assert_allclose(cover[1, 0, :, 0], [0.9, 0.5])            # fast: (0, 1), (2, 3)
+    np.testing.assert_array_equal(labels, [[0, -1, -1], [1, -1, -1]])
+    runs = tmp_path / "runs"                                 # 6 frames: no whole halves
+    assert main(["pretrain", "--config", "tiny", "pretrain.playback_weight=1",
+                 "pretrain.clip_len=6", f"synth.out_dir={tmp_path / 'synth'}",
+                 f"runs_dir={runs}"]) == 2
+    assert "pretrain.clip_len must divide by 4" in capsys.readouterr().err
+    assert not runs.exists() and not (tmp_path / "synth").exists()
 
 
 def test_the_pretraining_corpus_is_a_benchmark_of_its_own():

@@ -90,6 +90,12 @@ class PretrainConfig:
         class, action, speed band, direction, pose, zone; class-balanced; 0: off), so that
         each patch token, which the AHD decodes one by one, carries them itself. On in the
         shipped recipe since backbone v3 (with the "conv" stem).
+      playback_weight: weight of the playback-speed task (SpeedNet's: a linear classifier on
+        every last-layer patch token under a moving object tells the clip's first half at its
+        own speed from every second frame of the whole clip; no label but the playback; 0:
+        off, the shipped recipe), so that patch features carry how fast an object moves for
+        its kind, which the speed band's labels did not teach (runners stay the closed set's
+        hardest type). Costs a second tower pass on half-length clips per step.
       dense_attribute_weights: each attribute's weight inside the dense loss, in the order
         of `object_text.ATTRIBUTE_PHRASES` (class, action, speed, direction, pose, zone);
         (): all 1 (the shipped recipe). The loss is the mean of the weighted per-attribute
@@ -130,6 +136,7 @@ class PretrainConfig:
     attribute_weight: float = 0.0
     motion_weight: float = 0.0
     dense_weight: float = 1.0
+    playback_weight: float = 0.0
     dense_attribute_weights: tuple[float, ...] = ()
     stem: Literal["tubelet", "conv"] = "conv"
     motion_spans: tuple[int, ...] = (1,)
@@ -142,7 +149,8 @@ class PretrainConfig:
         config_lib.check_at_least(self, 1, "clip_len", "clip_stride", "frame_step", "batch_size",
                                   "vocab_size", "caption_len", "qa_len", "regions", "eval_clips")
         config_lib.check_at_least(self, 0, "crop_every", "lm_weight", "region_weight",
-                                  "attribute_weight", "motion_weight", "dense_weight")
+                                  "attribute_weight", "motion_weight", "dense_weight",
+                                  "playback_weight")
         if self.dense_attribute_weights:
             if len(self.dense_attribute_weights) != len(ATTRIBUTE_PHRASES):
                 raise ValueError(

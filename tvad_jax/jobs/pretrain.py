@@ -21,6 +21,12 @@ anomaly annotations, never "normal" / "abnormal"):
   on every last-layer patch token predicts the class, action, speed band, direction, pose and
   zone of the regions covering it (class-balanced), so that every patch token carries them;
   the heads are dropped from the saved backbone;
+* playback speed (`playback_weight`, off by default; SpeedNet's self-supervised task): the
+  tower also reads each clip's first half at its own speed and every second frame of the
+  whole clip (twice as fast), and a linear classifier on every last-layer patch token under a
+  moving object tells the two apart, so that patch features carry how fast an object moves
+  for its kind (a walker at twice the speed moves like a runner), with no label but the
+  playback; the head is dropped from the saved backbone;
 * captioning / QA language modelling of the decoder: [P_V ; <s> question ; answer </s>] with
   the loss on answer tokens only: scene descriptions, counts, yes/no zone questions and, on
   crop clips (every `crop_every`-th clip, cropped around its main object), VLAVAD's
@@ -127,6 +133,9 @@ def _forward(module: Backbone, frames, caption_ids, qa_ids, region_ids, region_w
 
 MOTION_HEAD = "motion_head"     # the pretraining-only velocity head beside the backbone params
 DENSE_HEADS = "dense_heads"     # the pretraining-only per-patch attribute classifiers
+PLAYBACK_HEAD = "playback_head"  # the pretraining-only per-patch playback-speed classifier
+PLAYBACK_MIN_SPEED = 0.2        # px per frame: slower regions (a standing person) look the same
+                                # at either speed and get no playback label
 
 
 def motion_loss(head: dict, features: jax.Array, motion: jax.Array, valid: jax.Array
@@ -167,6 +176,44 @@ def dense_attribute_loss(heads: dict, patches: jax.Array, region_weights: jax.Ar
     return jnp.mean(jnp.stack(losses) * weights), hits
 
 
+def _tower_patches(module: Backbone, frames: jax.Array) -> jax.Array:
+    """Last-layer patch tokens [B, T', N, D_v] of clips [B, F, H, W, 3]."""
+    return module.encode_video(frames).final[:, :, 1:]
+
+
+def check_playback(pcfg: PretrainConfig, tubelet: int) -> None:
+    """The playback task halves each clip into whole tubelets: refuse clips it cannot."""
+    if pcfg.playback_weight and pcfg.clip_len % (2 * tubelet):
+        raise ConfigError(f"pretrain.playback_weight halves each {pcfg.clip_len}-frame clip "
+                          f"into whole {tubelet}-frame tubelets: pretrain.clip_len must "
+                          f"divide by {2 * tubelet}")
+
+
+def playback_views(frames: jax.Array, region_weights: jax.Array, region_motion: jax.Array,
+                   region_motion_valid: jax.Array, tubelet: int
+                   ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The playback-speed task's clips, region coverage and labels.
+
+    frames [B, F, H, W, 3], region_weights [B, K, T', h, w] (T' = F / tubelet), region_motion
+    [B, K, T', 2] px per frame, region_motion_valid [B, K, T'] -> frames [2B, F/2, H, W, 3]
+    (rows 0..B-1 the first F/2 frames at their own speed, rows B..2B-1 every second frame:
+    twice as fast), coverage [2B, K, T'/2, N] (the fast view's tubelet j holds frames of the
+    tubelets 2j and 2j+1, whose coverage it averages) and labels [2B, K] (0 at own speed, 1
+    twice as fast; -1 for regions absent or slower than PLAYBACK_MIN_SPEED on average).
+    F must divide by 2 x tubelet (`check_playback`)."""
+    b, f = frames.shape[:2]
+    k, t = region_weights.shape[1:3]
+    coverage = region_weights.reshape(b, k, t, -1)                          # [B, K, T', N]
+    own, fast = coverage[:, :, :t // 2], coverage.reshape(b, k, t // 2, 2, -1).mean(axis=3)
+    valid = region_motion_valid.astype(jnp.float32)
+    speed = (jnp.linalg.norm(region_motion, axis=-1) * valid).sum(-1) / jnp.maximum(
+        valid.sum(-1), 1.0)                                                 # [B, K]
+    moving = (speed >= PLAYBACK_MIN_SPEED) & (coverage.sum(axis=(2, 3)) > 0)
+    labels = jnp.concatenate([jnp.where(moving, 0, -1), jnp.where(moving, 1, -1)])
+    views = jnp.concatenate([frames[:, :f // 2], frames[:, ::2]])
+    return views, jnp.concatenate([own, fast]), labels
+
+
 def attribute_phrase_ids(tokenizer, length: int) -> np.ndarray:
     """Token ids [P, length] of every attribute phrase, group after group."""
     return np.stack([encode_caption(tokenizer, phrase, length)
@@ -190,6 +237,9 @@ def make_spec(bcfg: BackboneConfig, pcfg: PretrainConfig, phrase_ids: np.ndarray
         if pcfg.motion_weight:
             params[MOTION_HEAD] = {"kernel": jnp.zeros((bcfg.vision.width, 2)),
                                    "bias": jnp.zeros(2)}
+        if pcfg.playback_weight:
+            params[PLAYBACK_HEAD] = {"kernel": jnp.zeros((bcfg.vision.width, 2)),
+                                     "bias": jnp.zeros(2)}
         if pcfg.dense_weight:
             params[DENSE_HEADS] = {
                 name: {"kernel": jnp.zeros((bcfg.vision.width, len(phrases))),
@@ -201,6 +251,7 @@ def make_spec(bcfg: BackboneConfig, pcfg: PretrainConfig, phrase_ids: np.ndarray
         params = merge_params(trainable, frozen)
         head = params.pop(MOTION_HEAD, None)
         dense_heads = params.pop(DENSE_HEADS, None)
+        playback_head = params.pop(PLAYBACK_HEAD, None)
         out = model.apply({"params": params}, batch["frames"], batch["caption_ids"],
                           batch["qa_ids"], batch["region_ids"], batch["region_weights"],
                           phrase_ids, method=_forward)
@@ -234,6 +285,15 @@ def make_spec(bcfg: BackboneConfig, pcfg: PretrainConfig, phrase_ids: np.ndarray
             metrics["dense"] = dense
             metrics["dense_balanced_top1"] = jnp.mean(jnp.stack(list(hits.values())))
             metrics.update({f"dense_top1_{name}": hit for name, hit in hits.items()})
+        if playback_head is not None:
+            views, coverage, labels = playback_views(
+                batch["frames"], batch["region_weights"], batch["region_motion"],
+                batch["region_motion_valid"], bcfg.vision.tubelet)
+            patches = model.apply({"params": params}, views, method=_tower_patches)
+            playback, metrics["playback_top1"] = balanced_region_patch_loss(
+                patches @ playback_head["kernel"] + playback_head["bias"], coverage, labels)
+            loss += pcfg.playback_weight * playback
+            metrics["playback"] = playback
         return loss, metrics
 
     return StageSpec(pcfg.train, init_fn, loss_fn)
@@ -497,6 +557,8 @@ def pretrain(cfg: Config, report: Report = print, run_dir: str | Path | None = N
     check_output_dir(run_dir or cfg.runs_dir)
     starting = (_starting_backbone(pcfg.init, cfg.prepare.height, pcfg.insert_blocks)
                 if pcfg.init else None)
+    check_playback(pcfg, (starting[0] if starting else
+                          backbone_config(pcfg, 1, cfg.prepare.height)).vision.tubelet)
     ensure_prepared(cfg, report)
     run_dir = start_run("pretrain", cfg, run_dir)
     annotations = sorted((find_builder_dir(cfg.prepared_dir) / "annotations").glob("*.jsonl"))
@@ -520,8 +582,8 @@ def pretrain(cfg: Config, report: Report = print, run_dir: str | Path | None = N
     result = train(spec, data=data, run_dir=run_dir,
                    mesh=make_mesh(pcfg.train.mesh))
     params = nn.meta.unbox(jax.device_get(merge_params(result.state.params, result.frozen)))
-    params.pop(MOTION_HEAD, None)
-    params.pop(DENSE_HEADS, None)
+    for head in (MOTION_HEAD, DENSE_HEADS, PLAYBACK_HEAD):
+        params.pop(head, None)
     metrics = {"retrieval": retrieval(bcfg, params, cfg, pcfg, tokenizer),
                "samples": sample_captions(bcfg, params, cfg, pcfg, tokenizer),
                "train": {k: result.summary.get(k) for k in (
