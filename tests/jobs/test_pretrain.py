@@ -153,7 +153,7 @@ def test_playback_views_pair_each_clip_with_itself_twice_as_fast(tmp_path, capsy
     motion[0, 1] = [0.1, 0.0]
     valid = np.zeros((b, k, t), bool)
     valid[0, :2] = True
-    views, cover, labels = playback_views(frames, coverage, motion, valid, tubelet=2)
+    views, cover, labels = playback_views(frames, coverage, motion, valid)
     np.testing.assert_array_equal(views[:, :, 0, 0, 0], [[0, 1, 2, 3], [0, 2, 4, 6]])
     np.testing.assert_allclose(cover[0, 0, :, 0], [1.0, 0.8])            # own speed: tubelets 0, 1
     np.testing.assert_allclose(cover[1, 0, :, 0], [0.9, 0.5])            # fast: (0, 1), (2, 3)

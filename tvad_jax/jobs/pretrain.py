@@ -190,8 +190,7 @@ def check_playback(pcfg: PretrainConfig, tubelet: int) -> None:
 
 
 def playback_views(frames: jax.Array, region_weights: jax.Array, region_motion: jax.Array,
-                   region_motion_valid: jax.Array, tubelet: int
-                   ) -> tuple[jax.Array, jax.Array, jax.Array]:
+                   region_motion_valid: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """The playback-speed task's clips, region coverage and labels.
 
     frames [B, F, H, W, 3], region_weights [B, K, T', h, w] (T' = F / tubelet), region_motion
@@ -288,7 +287,7 @@ def make_spec(bcfg: BackboneConfig, pcfg: PretrainConfig, phrase_ids: np.ndarray
         if playback_head is not None:
             views, coverage, labels = playback_views(
                 batch["frames"], batch["region_weights"], batch["region_motion"],
-                batch["region_motion_valid"], bcfg.vision.tubelet)
+                batch["region_motion_valid"])
             patches = model.apply({"params": params}, views, method=_tower_patches)
             playback, metrics["playback_top1"] = balanced_region_patch_loss(
                 patches @ playback_head["kernel"] + playback_head["bias"], coverage, labels)
