@@ -59,6 +59,10 @@ def test_dialogue_arrays_put_the_loss_on_answers_only():
     texts, left_out = dialogue_texts(tok, [{"dialogue": TURNS}] * 3, "dialogue", n - 1)
     assert left_out == 3 and texts["lengths"].tolist() == [short_n] * 3
     assert chat_format(tok).prefix == ()       # no template: nothing before the visual block
+    # turn types the weights do not name at other_weight: here the judgment's answer alone
+    _, _, judgment_only, _, _ = dialogue_arrays(tok, TURNS, 64, {"judgment": 5.0}, 0.0)
+    np.testing.assert_array_equal(judgment_only, np.where(weights == 5.0, 5.0, 0.0))
+    assert (judgment_only > 0).sum() == first_reply
 
 
 def test_a_chat_templates_dialogue_is_its_own_render():

@@ -77,6 +77,18 @@ def test_train_summaries_show_the_phases(trained):
     assert "val_micro_auc" in stage1["best_checkpoint"]["metrics"]
 
 
+def test_phase_b_with_swapped_visual_tokens_trains_its_judgment(trained, tmp_path, capsys):
+    args, _, ahd_dir, _ = trained
+    assert main(["train", "tvad", "--run-dir", str(tmp_path / "swap"), "--stage1-from",
+                 str(ahd_dir), *args, "tvad.stage2.visual_swap=1",
+                 "tvad.stage2.phase_a.loop.steps=2", "tvad.stage2.phase_b.loop.steps=2"]) == 0
+    err = capsys.readouterr().err
+    assert "phase B (full): " in err and "P_V swapped in 100% of its examples" in err
+    assert "P_V swapped" not in err.split("phase B (full): ")[0]      # phase B only
+    summary = json.loads((tmp_path / "swap" / "stage2-B" / "summary.json").read_text())
+    assert summary["status"] == "completed"
+
+
 def test_eval_run_reports_heatmap_and_text_metrics(trained, capsys):
     run = trained[3].parent
     assert main(["eval", "run", str(run), "--plot"]) == 0

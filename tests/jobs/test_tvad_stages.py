@@ -1,10 +1,14 @@
-"""Stage-1 loss wiring of `jobs.tvad_stages` (the stages end to end: tests/jobs/test_tvad.py)."""
+"""Stage-1 loss wiring and stage 2's swapped visual tokens of `jobs.tvad_stages` (the stages
+end to end: tests/jobs/test_tvad.py)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from tvad_jax.jobs.config import Stage1Config
-from tvad_jax.jobs.tvad_stages import stage1_spec
+from tvad_jax import config as config_lib
+from tvad_jax.infer.features import cache_stream
+from tvad_jax.jobs.config import Stage1Config, Stage2Config
+from tvad_jax.jobs.tvad_stages import SwapVisual, stage1_spec
 from tvad_jax.models import ahd
 from tvad_jax.models.ahd import AHDConfig
 from tvad_jax.models.tvad import TVADConfig, heatmaps
@@ -32,3 +36,48 @@ def test_stage1_loss_adds_the_weighted_frame_loss_over_valid_tubelets():
                                rtol=1e-5)
     np.testing.assert_allclose(float(framed.loss_fn(params, frozen, batch, jax.random.key(1))[0]),
                                base + 3.0 * expected, rtol=1e-5)
+
+
+def _decoder_view_cache(videos: int) -> list[dict]:
+    """One row per video, as the decoder's view caches it: visual tokens that name the video."""
+    return [{"visual": np.full((2, 3), v, np.float32), "maps": np.full((2, 2), -v, np.float32),
+             "video_index": np.int32(v)} for v in range(videos)]
+
+
+def test_swapped_examples_read_another_videos_tokens_and_answer_the_judgment_only():
+    cache = _decoder_view_cache(6)
+    weights = np.arange(6 * 4, dtype=np.float32).reshape(6, 4) + 1    # every token scored
+    judgment_only = np.zeros_like(weights)
+    judgment_only[:, 0] = 9.0                                         # the answer's token
+    texts = {"weights": weights}
+
+    def examples(rate):
+        stream = cache_stream(cache, 2, ("visual", "maps", "video_index"), seed=3, texts=texts,
+                              augment=SwapVisual(cache, rate, judgment_only))
+        batches = [next(stream) for _ in range(30)]
+        return [{k: b[k][i] for k in b} for b in batches for i in range(2)]
+
+    kept = examples(0.0)
+    for e in kept:                                                    # nothing changed
+        v = int(e["video_index"])
+        assert (e["visual"] == v).all() and (e["weights"] == weights[v]).all()
+    swapped = examples(1.0)
+    assert [e["video_index"] for e in swapped] == [e["video_index"] for e in kept]
+    sources = []
+    for e in swapped:
+        v = int(e["video_index"])
+        assert (e["maps"] == -v).all()                                # its own heat ...
+        assert (e["weights"] == judgment_only[v]).all()               # ... and judgment
+        sources.append(int(e["visual"][0, 0]))
+        assert (e["visual"] == sources[-1]).all()                     # a whole cache row's
+    assert np.mean([s != int(e["video_index"]) for s, e in zip(sources, swapped)]) > 0.6
+    half = examples(0.5)
+    changed = np.mean([(e["weights"] != weights[int(e["video_index"])]).any() for e in half])
+    assert 0.3 < changed < 0.7
+    assert all((a["visual"] == b["visual"]).all() for a, b in zip(half, examples(0.5)))
+
+
+def test_visual_swap_is_a_fraction():
+    assert Stage2Config(visual_swap=0.5).visual_swap == 0.5
+    with pytest.raises(config_lib.ConfigError, match="visual_swap"):
+        config_lib.apply_overrides(Stage2Config(), ["visual_swap=1.5"])

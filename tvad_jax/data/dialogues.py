@@ -213,9 +213,10 @@ class DialogueArrays(NamedTuple):
 
 
 def dialogue_arrays(tokenizer, turns: Sequence[dict], max_len: int,
-                    turn_weights: Mapping[str, float] | None = None) -> DialogueArrays:
+                    turn_weights: Mapping[str, float] | None = None,
+                    other_weight: float = 1.0) -> DialogueArrays:
     """The `DialogueArrays` of the whole turns that fit in max_len; each target's weight is
-    its turn type's in `turn_weights`, else 1 (0 without a target)."""
+    its turn type's in `turn_weights`, else `other_weight` (0 without a target)."""
     turn_weights = turn_weights or {}
     ids: list[int] = []
     targets: list[int] = []
@@ -229,7 +230,7 @@ def dialogue_arrays(tokenizer, turns: Sequence[dict], max_len: int,
         seq = prompt + reply
         # position i predicts seq[i + 1]: answer tokens start after the prompt
         targets += [-1] * (len(prompt) - 1) + reply + [-1]
-        weight = turn_weights.get(turn.get("type", ""), 1.0)
+        weight = turn_weights.get(turn.get("type", ""), other_weight)
         weights += [0.0] * (len(prompt) - 1) + [weight] * len(reply) + [0.0]
         ids += seq
     if not ids:
@@ -242,12 +243,13 @@ def dialogue_arrays(tokenizer, turns: Sequence[dict], max_len: int,
 
 
 def dialogue_texts(tokenizer, annotations: Sequence[dict], part: str, max_len: int,
-                   turn_weights: Mapping[str, float] | None = None
+                   turn_weights: Mapping[str, float] | None = None, other_weight: float = 1.0
                    ) -> tuple[dict[str, np.ndarray], int]:
     """Per-video SFT arrays of a split, part "narratives" (phase A) or "dialogue" (phase B):
     ({"ids": [V, L], "targets": [V, L], "weights": [V, L], "lengths": [V]}, the number of
-    turns left out because they do not fit max_len)."""
-    out = [dialogue_arrays(tokenizer, row[part], max_len, turn_weights) for row in annotations]
+    turns left out because they do not fit max_len); weights as `dialogue_arrays`'."""
+    out = [dialogue_arrays(tokenizer, row[part], max_len, turn_weights, other_weight)
+           for row in annotations]
     left_out = sum(len(row[part]) - o.turns for row, o in zip(annotations, out))
     return {"ids": np.stack([o.ids for o in out]), "targets": np.stack([o.targets for o in out]),
             "weights": np.stack([o.weights for o in out]),

@@ -263,17 +263,24 @@ class _Rows:
 
 def cache_stream(cache: FeatureCache, batch_size: int, keys: Sequence[str], seed: int = 0,
                  shuffle: bool = True, texts: dict[str, np.ndarray] | None = None,
-                 rows: np.ndarray | None = None) -> grain.DatasetIterator:
+                 rows: np.ndarray | None = None,
+                 augment: Callable[[dict, np.random.Generator], dict] | None = None
+                 ) -> grain.DatasetIterator:
     """Batches of cache rows: endless and shuffled per epoch for training, or one ordered
     pass (last batch partial) for evaluation. `texts` maps a name to an array indexed by video
     (`[num_videos, ...]`) attached to each row; `rows` are the cache rows of one epoch (all by
-    default; repeating some oversamples them). A checkpointable grain iterator. In a
+    default; repeating some oversamples them); `augment(example, rng)` changes each example
+    (its generator seeded by `seed` and the example's place in the stream). A checkpointable
+    grain iterator. In a
     multi-process run a training stream yields this process's part of each global batch of
     `batch_size` (every process shuffles alike); an evaluation pass yields whole batches."""
     ds = grain.MapDataset.source(cache if rows is None else _Rows(cache, rows))
     if shuffle:
         ds = ds.shuffle(seed=seed).repeat()
-    ds = ds.map(_Select(keys, texts)).batch(batch_size, drop_remainder=shuffle)
+    ds = ds.map(_Select(keys, texts))
+    if augment is not None:
+        ds = ds.random_map(augment, seed=seed)
+    ds = ds.batch(batch_size, drop_remainder=shuffle)
     if shuffle and jax.process_count() > 1:
         if batch_size % jax.process_count():
             raise ValueError(f"batch_size {batch_size} is not divisible by the "

@@ -280,6 +280,11 @@ class Stage2Config:
         against 1 for every other answer token (the paper's: 1; at 1 the small decoder
         answers "No." to every training video: the deciding word is one of ~54 answer tokens
         of an abnormal video's dialogue).
+      visual_swap: the fraction of phase B's training dialogues whose visual tokens P_V are
+        another training video's, with the loss on the judgment's answer only (the anomaly
+        prompts and the answer stay the video's own), so that the answer cannot come from how
+        the video looks, only from the heat; models without anomaly prompts never swap. Not
+        in the paper; 0 = off (docs/studies/tvad_judgment.md).
       The paper's LR is 2e-4 for one epoch on a 7B decoder; the small default decoder and a
       few hundred steps need 1e-3.
       dtype: decoder compute dtype in stage 2 ("bfloat16" on accelerators; float32 on CPU,
@@ -293,11 +298,14 @@ class Stage2Config:
     max_text_len: int = 160
     lora_layers_b: int = 4
     judgment_weight: float = 4.0
+    visual_swap: float = 0.0
     dtype: str = "float32"
 
     def __post_init__(self):
         config_lib.check_at_least(self, 1, "batch_size", "max_text_len", "lora_layers_b")
-        config_lib.check_at_least(self, 0, "judgment_weight")
+        config_lib.check_at_least(self, 0, "judgment_weight", "visual_swap")
+        if self.visual_swap > 1:
+            raise ValueError(f"visual_swap: expected a fraction <= 1, got {self.visual_swap!r}")
         config_lib.check_choice(self, "dtype", tuple(DTYPES))
 
 

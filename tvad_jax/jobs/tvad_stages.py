@@ -208,12 +208,30 @@ def stage2_spec(tcfg: TVADConfig, bcfg: BackboneConfig, train_cfg: TrainConfig,
     return StageSpec(train_cfg, init_fn, loss_fn)
 
 
+class SwapVisual:
+    """grain random map of phase B's training stream (`Stage2Config.visual_swap`): with
+    probability `rate` an example's visual tokens become those of a random cache row (one
+    video each; now and then its own) and its loss weights `judgment_weights[video]` (the
+    judgment's answer only); its anomaly prompts and answer stay its own."""
+
+    def __init__(self, cache, rate: float, judgment_weights: np.ndarray):
+        self.cache, self.rate, self.judgment_weights = cache, rate, judgment_weights
+
+    def __call__(self, example: dict, rng: np.random.Generator) -> dict:
+        if rng.random() >= self.rate:
+            return example
+        other = self.cache[int(rng.integers(len(self.cache)))]
+        return dict(example, visual=other["visual"],
+                    weights=self.judgment_weights[int(example["video_index"])])
+
+
 def train_phase(cfg: Config, name: str, tcfg: TVADConfig, backbone: FrozenBackbone,
                 frozen: dict, start: dict, sources: tuple,
-                texts: tuple[dict, dict], run_dir: Path, report: Report) -> dict:
+                texts: tuple[dict, dict], run_dir: Path, report: Report,
+                augment: SwapVisual | None = None) -> dict:
     """One SFT phase on the decoder's view of the train and val splits (feature caches, with
-    the RAE's "maps" where the model has anomaly prompts); returns the trainable params of its best
-    checkpoint (host arrays)."""
+    the RAE's "maps" where the model has anomaly prompts; `augment` changes the training
+    examples); returns the trainable params of its best checkpoint (host arrays)."""
     s2 = cfg.tvad.stage2
     train_cfg, layers = phase_config(s2, name, tcfg, backbone.cfg.decoder.depth)
     bcfg = stage2_decoder_cfg(backbone.cfg, s2.dtype)
@@ -224,7 +242,7 @@ def train_phase(cfg: Config, name: str, tcfg: TVADConfig, backbone: FrozenBackbo
                        prefix)
     keys = ("maps", "visual") if tcfg.anomaly_prompts else ("visual",)
     data = cache_stream(train_cache, s2.batch_size, keys + ("video_index",),
-                        seed=train_cfg.loop.seed, texts=texts[0])
+                        seed=train_cfg.loop.seed, texts=texts[0], augment=augment)
     no_dropout = dataclasses.replace(tcfg, lora_dropout=0.0)
     eval_spec = stage2_spec(no_dropout, bcfg, train_cfg, lambda rng: frozen, maps_shape,
                             layers, start, prefix)
@@ -241,8 +259,10 @@ def train_phase(cfg: Config, name: str, tcfg: TVADConfig, backbone: FrozenBackbo
             weights.append(float(batch["weights"].sum()))
         return {"val_loss": float(np.average(losses, weights=weights))}
 
+    swapped = f", P_V swapped in {augment.rate:.0%} of its examples" if augment else ""
     report(f"[tvad] stage 2 phase {name} ({tcfg.variant}): {len(train_cache)} videos, "
-           f"LoRA on {'all' if layers is None else f'the last {layers}'} decoder layers")
+           f"LoRA on {'all' if layers is None else f'the last {layers}'} decoder layers"
+           f"{swapped}")
     train(spec, data=data, run_dir=run_dir, eval_fn=eval_fn)
     params, step = restore_params(spec, run_dir / "checkpoints")
     report(f"[tvad] stage 2 phase {name}: best checkpoint at step {step}")
@@ -275,6 +295,12 @@ def train_stage2(cfg: Config, backbone: FrozenBackbone, stage1: dict | None, run
         texts, left_out = zip(*(dialogue_texts(backbone.tokenizer, rows, part, s2.max_text_len,
                                                {"judgment": s2.judgment_weight})
                                 for rows in annotations))
+        augment = None
+        if phase == "B" and s2.visual_swap and tcfg.anomaly_prompts:
+            judgment_only, _ = dialogue_texts(backbone.tokenizer, annotations[0], part,
+                                              s2.max_text_len, {"judgment": s2.judgment_weight},
+                                              other_weight=0.0)
+            augment = SwapVisual(sources[0], s2.visual_swap, judgment_only["weights"])
         if any(left_out):
             counts = ", ".join(f"{n} of {sum(len(r[part]) for r in rows)} ({split})"
                                for n, rows, split in zip(left_out, annotations,
@@ -283,7 +309,7 @@ def train_stage2(cfg: Config, backbone: FrozenBackbone, stage1: dict | None, run
                    f"tvad.stage2.max_text_len={s2.max_text_len} tokens are left out: {counts}")
         init = dict(frozen, special_init=jnp.asarray(frozen["decoder"]["embed"])[ids])
         trained = train_phase(cfg, phase, tcfg, backbone, init, start, tuple(sources), texts,
-                              run_dir / f"stage2-{phase}", report)
+                              run_dir / f"stage2-{phase}", report, augment)
         frozen["decoder"] = jax.device_get(merge_stage2(
             tcfg, frozen["decoder"], lora_lib.from_tree(trained["lora"]), trained.get("special"),
             ids))
