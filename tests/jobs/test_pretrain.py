@@ -27,13 +27,19 @@ from tvad_jax.models.losses import balanced_region_patch_loss
 from tvad_jax.models.vlm import abstract_params
 
 
-@pytest.mark.slow   # ~2 min of compiles; each loss and the continued start have fast tests
+@pytest.mark.slow   # ~2 min of compiles, a rerun; each loss and the continued start: fast tests
 def test_pretrain_end_to_end_on_the_tiny_benchmark(tmp_path, capsys):
-    args = ["pretrain", "--config", "tiny", f"synth.out_dir={tmp_path / 'synth'}",
-            f"runs_dir={tmp_path / 'runs'}", "pretrain.attribute_weight=1",
-            "pretrain.motion_weight=1", "pretrain.dense_weight=1", "pretrain.playback_weight=1"]
-    assert main(args) == 0
-    run_dir = next((tmp_path / "runs").glob("pretrain-*"))
+    def pretrain_into(runs: str) -> Path:
+        assert main(["pretrain", "--config", "tiny", f"synth.out_dir={tmp_path / 'synth'}",
+                     f"runs_dir={tmp_path / runs}", "pretrain.attribute_weight=1",
+                     "pretrain.motion_weight=1", "pretrain.dense_weight=1",
+                     "pretrain.playback_weight=1"]) == 0
+        return next((tmp_path / runs).glob("pretrain-*"))
+
+    run_dir = pretrain_into("runs")
+    # the same command again (on the benchmark it made): the same backbone to the bit
+    rerun = pretrain_into("rerun")
+    assert checkpoint_digest(rerun / "backbone") == checkpoint_digest(run_dir / "backbone")
     metrics = json.loads((run_dir / "pretrain_metrics.json").read_text())
     retrieval = metrics["retrieval"]
     assert retrieval["clips"] == 8

@@ -271,9 +271,9 @@ def cache_stream(cache: FeatureCache, batch_size: int, keys: Sequence[str], seed
     (`[num_videos, ...]`) attached to each row; `rows` are the cache rows of one epoch (all by
     default; repeating some oversamples them); `augment(example, rng)` changes each example
     (its generator seeded by `seed` and the example's place in the stream). A checkpointable
-    grain iterator. In a
-    multi-process run a training stream yields this process's part of each global batch of
-    `batch_size` (every process shuffles alike); an evaluation pass yields whole batches."""
+    grain iterator. In a multi-process run a training stream yields this process's part of
+    each global batch of `batch_size` (every process shuffles alike); an evaluation pass
+    yields whole batches."""
     ds = grain.MapDataset.source(cache if rows is None else _Rows(cache, rows))
     if shuffle:
         ds = ds.shuffle(seed=seed).repeat()
