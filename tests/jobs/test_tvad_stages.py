@@ -53,7 +53,8 @@ def test_swapped_examples_read_another_videos_tokens_and_answer_the_judgment_onl
 
     def examples(rate):
         stream = cache_stream(cache, 2, ("visual", "maps", "video_index"), seed=3, texts=texts,
-                              augment=SwapVisual(cache, rate, judgment_only))
+                              augment=SwapVisual(np.stack([r["visual"] for r in cache]), rate,
+                                                 judgment_only))
         batches = [next(stream) for _ in range(30)]
         return [{k: b[k][i] for k in b} for b in batches for i in range(2)]
 

@@ -210,18 +210,18 @@ def stage2_spec(tcfg: TVADConfig, bcfg: BackboneConfig, train_cfg: TrainConfig,
 
 class SwapVisual:
     """grain random map of phase B's training stream (`Stage2Config.visual_swap`): with
-    probability `rate` an example's visual tokens become those of a random cache row (one
-    video each; now and then its own) and its loss weights `judgment_weights[video]` (the
-    judgment's answer only); its anomaly prompts and answer stay its own."""
+    probability `rate` an example's visual tokens become a random row of `visual` (the
+    cache's "visual" column, one video a row; now and then its own) and its loss weights
+    `judgment_weights[video]` (the judgment's answer only); its anomaly prompts and answer
+    stay its own."""
 
-    def __init__(self, cache, rate: float, judgment_weights: np.ndarray):
-        self.cache, self.rate, self.judgment_weights = cache, rate, judgment_weights
+    def __init__(self, visual: np.ndarray, rate: float, judgment_weights: np.ndarray):
+        self.visual, self.rate, self.judgment_weights = visual, rate, judgment_weights
 
     def __call__(self, example: dict, rng: np.random.Generator) -> dict:
         if rng.random() >= self.rate:
             return example
-        other = self.cache[int(rng.integers(len(self.cache)))]
-        return dict(example, visual=other["visual"],
+        return dict(example, visual=self.visual[int(rng.integers(len(self.visual)))],
                     weights=self.judgment_weights[int(example["video_index"])])
 
 
@@ -300,7 +300,8 @@ def train_stage2(cfg: Config, backbone: FrozenBackbone, stage1: dict | None, run
             judgment_only, _ = dialogue_texts(backbone.tokenizer, annotations[0], part,
                                               s2.max_text_len, {"judgment": s2.judgment_weight},
                                               other_weight=0.0)
-            augment = SwapVisual(sources[0], s2.visual_swap, judgment_only["weights"])
+            augment = SwapVisual(sources[0].column("visual"), s2.visual_swap,
+                                 judgment_only["weights"])
         if any(left_out):
             counts = ", ".join(f"{n} of {sum(len(r[part]) for r in rows)} ({split})"
                                for n, rows, split in zip(left_out, annotations,
