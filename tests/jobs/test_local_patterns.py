@@ -113,6 +113,19 @@ def test_tsgm_keeps_a_tracks_sentence_while_the_smm_says_yes():
     assert captioned == [[0], [2], [4]]
 
 
+def test_the_itam_reads_each_distinct_sentence_once(tiny_run):
+    cfg = config_lib.load(Config, tiny_run[1] / "config.json")
+    reader = itam_reader(cfg.local, load_frozen_backbone(cfg.local.backbone), tiny_run[1])
+    read, text = [], reader._text
+    reader._text = lambda ids: read.append(np.asarray(ids)) or text(ids)
+    features = reader.text_features(["a red car", "a person", "a red car"])
+    ids = np.concatenate(read)
+    assert (ids[:, 0] != reader.tokenizer.pad_token_id).sum() == 2     # the rest is padding
+    np.testing.assert_array_equal(features[0], features[2])
+    for i, sentence in ((0, "a red car"), (1, "a person")):
+        np.testing.assert_allclose(features[i], reader.text_features([sentence])[0], atol=1e-6)
+
+
 def test_eval_of_an_unfinished_run_names_the_missing_file(tmp_path):
     with pytest.raises(DataError, match="local_stats.json.*not a finished run"):
         evaluate_local_patterns_run(tmp_path)

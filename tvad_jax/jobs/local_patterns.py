@@ -159,9 +159,13 @@ class ITAMReader:
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
     def text_features(self, texts: list[str]) -> np.ndarray:
-        """F^T [K, S_l, H] of sentences (row 0: the sentence feature)."""
-        return in_batches(self._text, self.job.encode_batch,
-                          text_ids(texts, self.tokenizer, self.job.text_len))
+        """F^T [K, S_l, H] of sentences (row 0: the sentence feature). Each distinct sentence
+        is read once: TSGM's kept sentences and their questions repeat along the tracks."""
+        distinct = list(dict.fromkeys(texts))
+        row = {text: i for i, text in enumerate(distinct)}
+        features = in_batches(self._text, self.job.encode_batch,
+                              text_ids(distinct, self.tokenizer, self.job.text_len))
+        return features[[row[text] for text in texts]]
 
 
 def patterns(job: LocalPatternsJobConfig, reader: ITAMReader | None, tsgm: TSGM | None,
