@@ -29,6 +29,19 @@ def test_associate_recovers_two_crossing_paths_of_different_classes():
         np.testing.assert_array_equal(tl.boxes, expected)
 
 
+def test_associate_keeps_each_look_where_two_people_cross():
+    frames = range(20)
+    walkers = {PERSON: _line(0, 40, 10, frames),
+               (("bag", None), ("bottom", "black"), ("height", "short"), ("top", "green")):
+                   _line(40, 0, 11, frames)}
+    per_frame = [[Instance(t, tuple(boxes[t]), "person", look) for look, boxes in
+                  walkers.items()] for t in frames]
+    timelines = associate(per_frame)
+    assert len(timelines) == 2
+    for tl in timelines:      # where they overlap, the other's box is nearer: the look decides
+        np.testing.assert_array_equal(tl.boxes, walkers[tuple(sorted(tl.attributes.items()))])
+
+
 def test_associate_bridges_short_occlusions_only():
     boxes = _line(0, 30, 10, range(30))
     per_frame = [[] if 10 <= t < 12 or 20 <= t < 26 else

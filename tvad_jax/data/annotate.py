@@ -69,17 +69,7 @@ def associate(per_frame: list[list[Instance]], iou_threshold: float = 0.1,
         for track in open_tracks:
             (done if t - track["frames"][-1] > max_gap else still_open).append(track)
         open_tracks = still_open
-        candidates = []
-        for i, inst in enumerate(instances):
-            for j, track in enumerate(open_tracks):
-                if track["category"] != inst.category:
-                    continue
-                last = np.asarray(track["boxes"][-1])
-                iou = float(box_iou(np.asarray(inst.box, np.float64), last))
-                distance = float(np.hypot(*(_centre(inst.box) - _centre(last))))
-                same_look = track["attributes"][-1] == inst.attributes
-                if iou >= iou_threshold or distance <= max_distance:
-                    candidates.append((same_look, iou, -distance, i, j))
+        candidates = _candidates(instances, open_tracks, iou_threshold, max_distance)
         used_i, used_j = set(), set()
         for *_, i, j in sorted(candidates, reverse=True):
             if i in used_i or j in used_j:
@@ -95,8 +85,28 @@ def associate(per_frame: list[list[Instance]], iou_threshold: float = 0.1,
     return [_to_timeline(track) for track in done + open_tracks]
 
 
-def _centre(box) -> np.ndarray:
-    return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2], np.float64)
+def _candidates(instances: list[Instance], tracks: list[dict], iou_threshold: float,
+                max_distance: float) -> list[tuple[bool, float, float, int, int]]:
+    """(same look, IoU, -centre distance, i, j) of every instance i and open track j of its
+    category whose last box overlaps it or lies near enough: the affinities `associate` ranks."""
+    if not instances or not tracks:
+        return []
+    boxes = np.asarray([inst.box for inst in instances], np.float64)          # I, 4
+    last = np.asarray([track["boxes"][-1] for track in tracks], np.float64)   # J, 4
+    iou = box_iou(boxes[:, None], last[None])                                 # I, J
+    offset = _centres(boxes)[:, None] - _centres(last)[None]                  # I, J, 2
+    distance = np.hypot(offset[..., 0], offset[..., 1])
+    same_class = (np.asarray([inst.category for inst in instances])[:, None]
+                  == np.asarray([track["category"] for track in tracks])[None])
+    near = same_class & ((iou >= iou_threshold) | (distance <= max_distance))
+    return [(tracks[j]["attributes"][-1] == instances[i].attributes, float(iou[i, j]),
+             -float(distance[i, j]), int(i), int(j)) for i, j in zip(*np.nonzero(near))]
+
+
+def _centres(boxes: np.ndarray) -> np.ndarray:
+    """[..., 4] boxes -> [..., 2] centres (x, y)."""
+    return np.stack([(boxes[..., 0] + boxes[..., 2]) / 2, (boxes[..., 1] + boxes[..., 3]) / 2],
+                    axis=-1)
 
 
 def _extend(track: dict, inst: Instance) -> None:
