@@ -2,8 +2,11 @@
 
 One example per video, in reader order: frames resized to the prepared resolution, per-frame
 labels, pixel anomaly masks and GT track rows; the dataset metadata lists each split's video
-names and frame counts (so clip indices need no decoding). Frames are stored as uint8 Tensor
-features (TFDS's Image and Video features need TensorFlow). The config name carries a
+names and frame counts (so clip indices need no decoding). Frames and masks are stored as uint8
+Tensor features of raw bytes (TFDS's Image and Video features need TensorFlow; its default
+encoding would write every pixel as one int64 of a protobuf list, most of a prepare's time);
+readers take the encoding from the shards' own features.json, so shards written before read
+as they are. The config name carries a
 fingerprint of the sources and options, so changed sources build new shards. TFDS writes into
 an `incomplete.*` folder and renames it when every split is done, so an interrupted prepare
 leaves nothing a later run would read.
@@ -63,9 +66,11 @@ class TvadVideos(tfds.core.GeneratorBasedBuilder):
             description="Videos with per-frame anomaly labels, pixel masks and GT tracks.",
             features=tfds.features.FeaturesDict({
                 "name": tfds.features.Text(),
-                "frames": tfds.features.Tensor(shape=(None, h, w, 3), dtype=np.uint8),
+                "frames": tfds.features.Tensor(shape=(None, h, w, 3), dtype=np.uint8,
+                                               encoding=tfds.features.Encoding.BYTES),
                 "labels": tfds.features.Tensor(shape=(None,), dtype=np.uint8),
-                "masks": tfds.features.Tensor(shape=(None, h, w), dtype=np.uint8),
+                "masks": tfds.features.Tensor(shape=(None, h, w), dtype=np.uint8,
+                                              encoding=tfds.features.Encoding.BYTES),
                 "has_masks": tfds.features.Tensor(shape=(), dtype=np.bool_),
                 "tracks": tfds.features.Tensor(shape=(None, 6), dtype=np.int64),
                 "source_size": tfds.features.Tensor(shape=(2,), dtype=np.int64),
