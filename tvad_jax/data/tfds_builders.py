@@ -6,10 +6,9 @@ names and frame counts (so clip indices need no decoding). Frames and masks are 
 Tensor features of raw bytes (TFDS's Image and Video features need TensorFlow; its default
 encoding would write every pixel as one int64 of a protobuf list, most of a prepare's time);
 readers take the encoding from the shards' own features.json, so shards written before read
-as they are. The config name carries a
-fingerprint of the sources and options, so changed sources build new shards. TFDS writes into
-an `incomplete.*` folder and renames it when every split is done, so an interrupted prepare
-leaves nothing a later run would read.
+as they are. The config name carries a fingerprint of the sources and options, so changed
+sources build new shards. TFDS writes into an `incomplete.*` folder and renames it when every
+split is done, so an interrupted prepare leaves nothing a later run would read.
 
 TFDS holds a split's serialized examples in memory up to 1 GB and spills the rest to temporary
 files through TensorFlow's file API, which this project does not install; shuffling is off, so
