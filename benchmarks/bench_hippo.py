@@ -1,14 +1,17 @@
-"""Throughput of the HiPPO recurrence: five all-states modes, `final_state` and streaming `step`.
+"""Throughput of the HiPPO recurrence: five all-states modes in both layouts, `final_state` and
+streaming `step`.
 
-    .venv/bin/python benchmarks/bench_hippo.py [--quick] [--only SHAPE] [--out FILE]
+    .venv/bin/python benchmarks/bench_hippo.py [--quick] [--only SHAPE] [--layouts ldp,dlp]
+        [--out FILE]
 
 Prints one JSON object. For each shape (SMM: batch 256, 64 channels, state 64; S3M: batch 64,
 512 channels, state 64; and batch 1 to reach long sequences) and each length from the
 model's own (64 or 20) up to 16384, every function is compiled (compile time reported apart),
-warmed up and timed (best of several runs, `block_until_ready`). Beside each time stand its
+all-states modes once per output layout (`hippo.LAYOUTS`: (..., L, D, P) or (..., D, L, P);
+rows carry `layout`, and the summary names a `dlp` row "MODE (dlp)"), warmed up and timed (best of several runs, `block_until_ready`). Beside each time stand its
 bounds measured in the same run: FLOPs (XLA's `cost_analysis`; for the looping modes, whose
-body XLA counts once, `scan`'s step count times L and `chunked`'s GEMM count times its number
-of chunks) over the measured matmul peak, and bytes of inputs plus outputs over the measured
+body XLA counts once, `scan`'s step count times L and `chunked`'s by formula: its one GEMM
+over every chunk and the start states' GEMMs) over the measured matmul peak, and bytes of inputs plus outputs over the measured
 copy bandwidth. Cases whose XLA peak memory exceeds `--memory-budget`, or whose compute bound
 alone exceeds `--time-budget`, are listed as skipped with the reason. The summary gives, per
 shape, the fastest all-states mode at each length and the lengths where the winner changes.
@@ -72,11 +75,15 @@ def _time(compiled, *args) -> float:
 
 
 def _loop_flops(mode, batch, L, D, P, step_flops):
-    """FLOPs of a looping mode: its body's count times the number of times it runs."""
+    """FLOPs of a looping mode: `scan`'s step count times L; `chunked`'s GEMMs counted."""
     if mode == "scan":
         return L * step_flops
-    C = hippo.CHUNK
-    return batch * -(-L // C) * 2 * D * (C + P) * C * P  # one (D, C+P) x (C+P, C P) per chunk
+    C = min(hippo.CHUNK, L)
+    n = -(-L // C)
+    if n == 1:  # the Toeplitz product alone: (D, C) x (C, C P) per sequence
+        return batch * 2 * D * C * C * P
+    # (D n, C + P) x (C + P, C P) per sequence, and n - 1 start states of (C + P) P each
+    return batch * 2 * D * n * (C + P) * C * P + batch * (n - 1) * 2 * D * (C + P) * P
 
 
 def _record(name, L, batch, compiled, compile_s, flops, args, machine, budgets):
@@ -135,7 +142,7 @@ def _torch_loop(Ad, Bd, u, reference, compute_bound_s, budgets) -> dict:
             "max_abs_diff_vs_scan": float(np.max(np.abs(states.numpy() - np.array(reference))))}
 
 
-def bench_shape(batch, D, P, lengths, machine, budgets):
+def bench_shape(batch, D, P, lengths, machine, budgets, layouts=hippo.LAYOUTS):
     Ad, Bd = hippo.discretize(*hippo.transition("legt", P, 64.0), 1.0)
     rows = []
     state, u_t = jnp.zeros((batch, D, P)), jnp.full((batch, D), 0.01)
@@ -147,17 +154,21 @@ def bench_shape(batch, D, P, lengths, machine, budgets):
         args = (Ad, Bd, u)
         states_bytes = 4 * batch * L * D * P
         for mode in hippo.MODES:
-            if states_bytes > budgets["memory"]:  # not even compiled: it could not run
-                rows.append({"fn": mode, "L": L, "skipped":
-                             f"the states alone take {states_bytes / 2**30:.2f} GiB > budget"})
-                continue
-            fn = lambda Ad, Bd, u, mode=mode: hippo.linear_recurrence(Ad, Bd, u, mode)
-            compiled, compile_s = _compile(fn, *args)
-            flops = (_loop_flops(mode, batch, L, D, P, _flops(step_compiled))
-                     if mode in ("scan", "chunked") else _flops(compiled))
-            rows.append(_record(mode, L, batch, compiled, compile_s, flops, args, machine,
-                                budgets))
-        scan_row = next(r for r in rows if r["fn"] == "scan" and r["L"] == L)
+            for layout in layouts:
+                if states_bytes > budgets["memory"]:  # not even compiled: it could not run
+                    rows.append({"fn": mode, "layout": layout, "L": L, "skipped":
+                                 f"the states alone take {states_bytes / 2**30:.2f} GiB > "
+                                 "budget"})
+                    continue
+                fn = lambda Ad, Bd, u, mode=mode, layout=layout: hippo.linear_recurrence(
+                    Ad, Bd, u, mode, layout=layout)
+                compiled, compile_s = _compile(fn, *args)
+                flops = (_loop_flops(mode, batch, L, D, P, _flops(step_compiled))
+                         if mode in ("scan", "chunked") else _flops(compiled))
+                rows.append({"layout": layout} | _record(mode, L, batch, compiled, compile_s,
+                                                         flops, args, machine, budgets))
+        scan_row = next(r for r in rows if r["fn"] == "scan" and r["L"] == L
+                        and r["layout"] == layouts[0])
         if "time_s" in scan_row:
             reference = jax.jit(hippo.linear_recurrence)(*args)
             rows.append({"L": L, **_torch_loop(Ad, Bd, u, reference,
@@ -170,12 +181,19 @@ def bench_shape(batch, D, P, lengths, machine, budgets):
     return rows
 
 
+def _label(row):
+    """A mode's name in the summary: "chunked" in the `ldp` layout, "chunked (dlp)" in `dlp`."""
+    layout = row.get("layout", "ldp")
+    return row["fn"] if layout == "ldp" else f"{row['fn']} ({layout})"
+
+
 def crossovers(rows):
     """Fastest all-states mode per length, where it changes, and how the others compare."""
     timed = [r for r in rows if "time_s" in r]
     winners, relative, final_speedup, peer_ratio = {}, {}, {}, {}
     for L in sorted({r["L"] for r in timed if r["fn"] in hippo.MODES}):
-        modes = {r["fn"]: r["time_s"] for r in timed if r["L"] == L and r["fn"] in hippo.MODES}
+        modes = {_label(r): r["time_s"] for r in timed
+                 if r["L"] == L and r["fn"] in hippo.MODES}
         winners[L] = min(modes, key=modes.get)
         relative[L] = {m: round(t / modes[winners[L]], 2) for m, t in modes.items()}
         final = [r["time_s"] for r in timed if r["L"] == L and r["fn"] == "final_state"]
@@ -205,12 +223,17 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny shapes, a smoke test")
     parser.add_argument("--only", choices=sorted(SHAPES), help="run this one shape")
+    parser.add_argument("--layouts", default=",".join(hippo.LAYOUTS),
+                        help="comma-separated output layouts of the all-states modes")
     parser.add_argument("--out", help="also write the JSON here")
     parser.add_argument("--memory-budget", type=float, default=1.0, help="GiB per case")
     parser.add_argument("--time-budget", type=float, default=1.0,
                         help="skip cases whose compute bound exceeds this many seconds")
     args = parser.parse_args(argv)
     budgets = {"memory": args.memory_budget * 2**30, "time": args.time_budget}
+    layouts = tuple(args.layouts.split(","))
+    if not layouts or not set(layouts) <= set(hippo.LAYOUTS):
+        parser.error(f"--layouts takes {', '.join(hippo.LAYOUTS)}, got {args.layouts!r}")
     start = time.perf_counter()
     machine = {
         "device": str(jax.devices()[0]),
@@ -226,15 +249,15 @@ def main(argv=None):
         shapes = {args.only: shapes[args.only]}
     results = {}
     for name, (batch, D, P, lengths) in shapes.items():
-        rows = bench_shape(batch, D, P, lengths, machine, budgets)
+        rows = bench_shape(batch, D, P, lengths, machine, budgets, layouts)
         results[name] = {"batch": batch, "channels": D, "state": P, "rows": rows,
                          "summary": crossovers(rows)}
     report = {
         "benchmark": "hippo recurrences (float32, legt, bilinear)",
         "units": {"ns_per_element": "wall time / (batch * L); one element = one token of one "
                                     "sequence with all its channels",
-                  "flops": "XLA cost_analysis; scan = L x one step, chunked = chunks x "
-                           "one chunk's GEMM",
+                  "flops": "XLA cost_analysis; scan = L x one step, chunked = its GEMMs "
+                           "counted",
                   "peak_bytes": "XLA memory_analysis peak of the compiled call",
                   "bound_s": "max(flops / peak_matmul_flops, io_bytes / copy_bandwidth)"},
         "machine": machine,

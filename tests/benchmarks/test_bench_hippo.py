@@ -32,3 +32,13 @@ def test_summary_sets_the_peer_against_the_fastest_mode():
     assert summary["fastest_all_states_mode"] == {64: "chunked"}
     assert summary["torch_time_over_fastest"] == {64: 2.5}
     assert summary["final_state_speedup_over_fastest_all_states"] == {64: 20.0}
+
+
+def test_summary_names_each_layout_of_a_mode_apart():
+    rows = [{"fn": "scan", "layout": "ldp", "L": 64, "time_s": 0.4},
+            {"fn": "chunked", "layout": "ldp", "L": 64, "time_s": 0.3},
+            {"fn": "chunked", "layout": "dlp", "L": 64, "time_s": 0.2}]
+    summary = _bench().crossovers(rows)
+    assert summary["fastest_all_states_mode"] == {64: "chunked (dlp)"}
+    assert summary["all_states_time_relative_to_fastest"] == {
+        64: {"scan": 2.0, "chunked": 1.5, "chunked (dlp)": 1.0}}

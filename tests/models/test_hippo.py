@@ -9,7 +9,7 @@ from scipy.special import eval_legendre
 from tvad_jax.models import hippo
 
 # Jitted once per shape: eager dispatch of many small ops is what makes tests slow on CPU.
-all_states = jax.jit(hippo.linear_recurrence, static_argnames=("mode", "chunk"))
+all_states = jax.jit(hippo.linear_recurrence, static_argnames=("mode", "chunk", "layout"))
 final_state = jax.jit(hippo.final_state)
 discretize = jax.jit(hippo.discretize, static_argnames="method")
 rng = np.random.default_rng(0)
@@ -129,6 +129,10 @@ def test_modes_final_state_and_streaming_agree_with_loop():
         got = all_states(Ad, Bd, u, mode)
         assert got.shape == (2, 3, 33, 4, 8)
         np.testing.assert_allclose(got, expected, atol=2e-5 * scale, err_msg=mode)
+        got = all_states(Ad, Bd, u, mode, layout="dlp")
+        assert got.shape == (2, 3, 4, 33, 8)
+        np.testing.assert_allclose(got, np.swapaxes(expected, -3, -2), atol=2e-5 * scale,
+                                   err_msg=f"{mode}, dlp")
     np.testing.assert_allclose(final_state(Ad, Bd, u), expected[..., -1, :, :], atol=2e-5 * scale)
     step = jax.jit(hippo.step)
     state = jnp.zeros((2, 3, 4, 8))
@@ -184,10 +188,12 @@ def test_gradients_flow_through_all_modes():
         dAd += np.einsum("bdp,bdq->pq", g, prev)
 
     for mode in hippo.MODES:
-        loss = lambda Ad, u: jnp.sum(W * hippo.linear_recurrence(Ad, Bd, u, mode))
-        gAd, gu = jax.jit(jax.grad(loss, argnums=(0, 1)))(Ad, u)
-        np.testing.assert_allclose(gu, du, rtol=1e-4, atol=1e-4, err_msg=mode)
-        np.testing.assert_allclose(gAd, dAd, rtol=1e-4, atol=1e-3, err_msg=mode)
+        for layout, weights in (("ldp", W), ("dlp", np.swapaxes(W, -3, -2))):
+            loss = lambda Ad, u: jnp.sum(weights * hippo.linear_recurrence(
+                Ad, Bd, u, mode, chunk=4, layout=layout))
+            gAd, gu = jax.jit(jax.grad(loss, argnums=(0, 1)))(Ad, u)
+            np.testing.assert_allclose(gu, du, rtol=1e-4, atol=1e-4, err_msg=(mode, layout))
+            np.testing.assert_allclose(gAd, dAd, rtol=1e-4, atol=1e-3, err_msg=(mode, layout))
 
     loss = lambda Ad, u: jnp.sum(W[:, -1] * hippo.final_state(Ad, Bd, u))
     gAd, gu = jax.jit(jax.grad(loss, argnums=(0, 1)))(Ad, u)
@@ -222,6 +228,15 @@ def test_chunked_equals_scan_in_value_and_gradient(measure, batch, L, chunk):
 def test_modes_keep_the_shape_of_an_empty_sequence(mode):
     Ad, Bd = discretize(*hippo.transition("legt", 4, 8.0), 1.0)
     assert all_states(Ad, Bd, jnp.zeros((2, 0, 3)), mode).shape == (2, 0, 3, 4)
+    assert all_states(Ad, Bd, jnp.zeros((2, 0, 3)), mode, layout="dlp").shape == (2, 3, 0, 4)
+
+
+def test_unknown_layout_and_mode_are_refused():
+    Ad, Bd = discretize(*hippo.transition("legt", 4, 8.0), 1.0)
+    with pytest.raises(ValueError, match="unknown layout 'tdp'; known: \\('ldp', 'dlp'\\)"):
+        hippo.linear_recurrence(Ad, Bd, jnp.zeros((6, 2)), layout="tdp")
+    with pytest.raises(ValueError, match="unknown mode 'fft'"):
+        hippo.linear_recurrence(Ad, Bd, jnp.zeros((6, 2)), "fft")
 
 
 @pytest.mark.parametrize("chunk", [0, -4, 2.5, True])

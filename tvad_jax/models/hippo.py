@@ -4,12 +4,15 @@ A HiPPO state c(t) in R^P holds the coefficients of the recent input history on 
 Legendre polynomials; it evolves as dc/dt = A c + B u. This module gives the matrices, their
 discretization to c(l) = Ad c(l-1) + Bd u(l), and several ways of running that recurrence:
 
-- `linear_recurrence(..., mode)` returns every state: `scan` (sequential, the default),
-  `associative` (parallel prefix over (A, b) pairs), `conv` (FFT convolution with the unrolled
-  kernel), `chunked` (one GEMM per chunk of `chunk` steps, `chunk_weights`) or `toeplitz` (one
-  GEMM of the inputs' Toeplitz matrix with the unrolled kernel, written in the output's
-  layout: the fastest on short sequences on an AVX-512 CPU, its gathered inputs L / P times
-  as large as the states).
+- `linear_recurrence(..., mode, layout)` returns every state: `scan` (sequential, the
+  default), `associative` (parallel prefix over (A, b) pairs), `conv` (FFT convolution with the
+  unrolled kernel), `chunked` (chunks of `chunk` steps, each chunk's states one GEMM of its
+  inputs and its start state with `chunk_weights`, the start states by the final-state kernel)
+  or `toeplitz` (one chunk as long as the sequence in the `dlp` layout; in `ldp`, one GEMM of
+  the inputs' Toeplitz matrix gathered in the output's order, L / P times as large as the
+  states). `layout` orders the states' axes as the caller wants them: `ldp` (..., L, D, P),
+  time before channels, or `dlp` (..., D, L, P), each channel's states together; the chunked
+  forms are born `dlp` and `scan` writes either in place.
 - `final_state` returns only the last state: one matmul with the kernel, no scan.
 - `step` advances one input at a time, for streaming.
 
@@ -30,7 +33,9 @@ import numpy as np
 MEASURES = ("legt", "lmu", "legs", "paper003")
 METHODS = ("bilinear", "zoh", "forward_euler")
 MODES = ("scan", "associative", "conv", "chunked", "toeplitz")
-CHUNK = 16  # steps per GEMM of `chunked`: the fastest of 8, 16 and 32 on the SMM shape
+LAYOUTS = ("ldp", "dlp")  # (..., L, D, P) or (..., D, L, P)
+CHUNK = 64  # steps per chunk of `chunked`: the SMM shape in one GEMM, 16 and 32 no faster
+# at L = 1024 (forty-fourth session, `dlp`)
 
 
 def transition(measure: str, N: int, L: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -163,40 +168,49 @@ def causal_conv(u, K) -> jax.Array:
     return jax.lax.slice_in_dim(y, 0, L, axis=y.ndim + axis)
 
 
-def linear_recurrence(Ad, Bd, u, mode: str = "scan", chunk: int = CHUNK) -> jax.Array:
-    """All states (..., L, D, P) of c(l) = Ad c(l-1) + Bd u(l), c(0) = 0, for u (..., L, D).
+def linear_recurrence(Ad, Bd, u, mode: str = "scan", chunk: int = CHUNK,
+                      layout: str = "ldp") -> jax.Array:
+    """All states of c(l) = Ad c(l-1) + Bd u(l), c(0) = 0, for u (..., L, D).
 
-    `chunk` is the number of steps per GEMM of the `chunked` mode; other modes ignore it.
+    The states are (..., L, D, P) with `layout="ldp"` and (..., D, L, P) with `"dlp"`. `chunk`
+    is the number of steps per chunk of the `chunked` mode (at most L); other modes ignore it.
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; known: {LAYOUTS}")
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; known: {MODES}")
     if mode == "scan":
-        return _scan(Ad, Bd, u)
-    if mode == "associative":
-        return _associative(Ad, Bd, u)
-    if mode == "conv":
-        K = kernel(Ad, Bd, u.shape[-2])  # (L, P)
-        return causal_conv(u[..., None], K[:, None, :])
-    if mode == "chunked":
-        return _chunked(Ad, Bd, u, chunk)
-    if mode == "toeplitz":
+        return _scan(Ad, Bd, u, time_axis=-3 if layout == "ldp" else -2)
+    if mode == "toeplitz" and layout == "ldp":
         return _toeplitz(Ad, Bd, u)
-    raise ValueError(f"unknown mode {mode!r}; known: {MODES}")
+    if mode in ("chunked", "toeplitz"):
+        dlp = _chunked(Ad, Bd, u, chunk if mode == "chunked" else u.shape[-2] or 1)
+        return dlp if layout == "dlp" else jnp.swapaxes(dlp, -3, -2)
+    if mode == "associative":
+        ldp = _associative(Ad, Bd, u)
+    else:  # conv
+        K = kernel(Ad, Bd, u.shape[-2])  # (L, P)
+        ldp = causal_conv(u[..., None], K[:, None, :])
+    return ldp if layout == "ldp" else jnp.swapaxes(ldp, -3, -2)
 
 
-def _scan(Ad, Bd, u):
-    # The states are written in place into the output, (..., L, D, P), and each step reads
-    # the state before it back from there: no second (..., D, P) carry, and no final
-    # transpose of a time-major stack (which had cost ~30% of the mode).
+def _scan(Ad, Bd, u, time_axis):
+    # The states are written in place into the output, time on `time_axis` (-3: (..., L, D, P),
+    # -2: (..., D, L, P)), and each step reads the state before it back from there: no second
+    # (..., D, P) carry, and no final transpose of a time-major stack (which had cost ~30% of
+    # the mode).
     *batch, L, D = u.shape
     xs = jnp.moveaxis(u, -2, 0)  # (L, ..., D)
-    states = jnp.zeros((*batch, L, D) + Bd.shape, jnp.result_type(u, Bd))
+    shape = (*batch, L, D) if time_axis == -3 else (*batch, D, L)
+    states = jnp.zeros(shape + Bd.shape, jnp.result_type(u, Bd))
     if L == 0:
         return states
-    states = jax.lax.dynamic_update_index_in_dim(states, xs[0][..., None] * Bd, 0, axis=-3)
+    states = jax.lax.dynamic_update_index_in_dim(states, xs[0][..., None] * Bd, 0, time_axis)
 
     def body(states, t):
-        before = jax.lax.dynamic_index_in_dim(states, t - 1, axis=-3, keepdims=False)
+        before = jax.lax.dynamic_index_in_dim(states, t - 1, time_axis, keepdims=False)
         now = step(Ad, Bd, before, xs[t])
-        return jax.lax.dynamic_update_index_in_dim(states, now, t, axis=-3), None
+        return jax.lax.dynamic_update_index_in_dim(states, now, t, time_axis), None
 
     states, _ = jax.lax.scan(body, states, jnp.arange(1, L))
     return states
@@ -237,31 +251,39 @@ def chunk_weights(Ad, Bd, C: int) -> jax.Array:
 
 
 def _chunked(Ad, Bd, u, C):
-    # One lax.scan over every chunk of every sequence, sequence-major, so that the stacked
-    # outputs are already the (..., L, D, P) layout. Each step is one (D, C + P) x (C + P, C P)
-    # GEMM whose small output is swapped to (C, D, P) in cache and written once; its last row
-    # is the next chunk's start state, reset to 0 where a sequence begins. L is padded to a
-    # multiple of C (and the states cut back, one copy) when it is not one.
+    # States (..., D, L, P). Each sequence is cut into n chunks of C steps (the last one
+    # zero-padded, its states cut off; a sequence shorter than C is one chunk of its length).
+    # First the state before each chunk: a scan over the n chunks only, whose step is the
+    # chunk's last state from its inputs and its start state (the weights' last column, the
+    # final-state kernel and Ad^C). Then every state of every chunk at once: [inputs, start
+    # state] (..., D, n, C + P) times `chunk_weights` (C + P, C P), one GEMM whose output is
+    # already the (..., D, L, P) layout. A single chunk starts from 0: the Toeplitz product
+    # alone, C P per step where the start state's rows would add P P.
     if isinstance(C, bool) or not isinstance(C, (int, np.integer)) or C < 1:
         raise ValueError(f"chunk must be a positive integer, got {C!r}")
     *batch, L, D = u.shape
     P = Bd.shape[0]
+    C = min(C, max(L, 1))
     n = -(-L // C)  # chunks per sequence
     if n * C != L:
         u = jnp.pad(u, [(0, 0)] * len(batch) + [(0, n * C - L), (0, 0)])
-    W = chunk_weights(Ad, Bd, C).reshape(C + P, C * P)
-    chunks = u.reshape(-1, C, D)  # (B n, C, D)
-    first = np.arange(chunks.shape[0]) % n == 0  # (B n,) chunks that begin a sequence
+    chunks = jnp.swapaxes(u, -1, -2).reshape(*batch, D, n, C)  # (..., D, n, C)
+    W = chunk_weights(Ad, Bd, C)  # (C + P, C, P)
+    if n > 1:
+        last = W[:, -1]  # (C + P, P): a chunk's last state from [inputs, start state]
+        ends = jnp.einsum("...dnc,cp->n...dp", chunks[..., :-1, :], last[:C])  # from 0
 
-    def body(c, xs):  # c (D, P): the state before this chunk
-        u_k, first_k = xs
-        x = jnp.concatenate([u_k.T, jnp.where(first_k, 0, c)], axis=-1)  # (D, C + P)
-        states = (x @ W).reshape(D, C, P)
-        return states[:, -1], jnp.swapaxes(states, 0, 1)
+        def body(start, end):  # start (..., D, P): the state before this chunk
+            after = jnp.einsum("...q,qp->...p", start, last[C:]) + end
+            return after, after
 
-    init = jnp.zeros((D, P), jnp.result_type(u, W))
-    _, states = jax.lax.scan(body, init, (chunks, first))  # (B n, C, D, P)
-    return states.reshape(*batch, n * C, D, P)[..., :L, :, :]
+        _, starts = jax.lax.scan(body, jnp.zeros_like(ends[0]), ends)  # (n-1, ..., D, P)
+        starts = jnp.moveaxis(jnp.concatenate([jnp.zeros_like(ends[:1]), starts]), 0, -2)
+        chunks = jnp.concatenate([chunks, starts], axis=-1)  # (..., D, n, C + P)
+    else:
+        W = W[:C]
+    states = jnp.einsum("...nc,cq->...nq", chunks, W.reshape(W.shape[0], C * P))
+    return states.reshape(*batch, D, n * C, P)[..., :L, :]
 
 
 def _toeplitz(Ad, Bd, u):
