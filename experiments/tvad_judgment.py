@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     parser.add_argument("--config", default="default")
     parser.add_argument("--splits", default="train,val,test_seen,test")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may follow --splits
     cfg = config_lib.resolve(args.config, args.overrides)
     report = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     model = load_model(args.model)
