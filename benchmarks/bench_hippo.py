@@ -7,14 +7,16 @@ streaming `step`.
 Prints one JSON object. For each shape (SMM: batch 256, 64 channels, state 64; S3M: batch 64,
 512 channels, state 64; and batch 1 to reach long sequences) and each length from the
 model's own (64 or 20) up to 16384, every function is compiled (compile time reported apart),
-all-states modes once per output layout (`hippo.LAYOUTS`: (..., L, D, P) or (..., D, L, P);
-rows carry `layout`, and the summary names a `dlp` row "MODE (dlp)"), warmed up and timed (best of several runs, `block_until_ready`). Beside each time stand its
-bounds measured in the same run: FLOPs (XLA's `cost_analysis`; for the looping modes, whose
-body XLA counts once, `scan`'s step count times L and `chunked`'s by formula: its one GEMM
-over every chunk and the start states' GEMMs) over the measured matmul peak, and bytes of inputs plus outputs over the measured
-copy bandwidth. Cases whose XLA peak memory exceeds `--memory-budget`, or whose compute bound
-alone exceeds `--time-budget`, are listed as skipped with the reason. The summary gives, per
-shape, the fastest all-states mode at each length and the lengths where the winner changes.
+the all-states modes once per output layout (`hippo.LAYOUTS`: (..., L, D, P) or (..., D, L,
+P); rows carry `layout`, and the summary names a `dlp` row "MODE (dlp)"), warmed up and timed
+(best of several runs, `block_until_ready`). Beside each time stand its bounds measured in the
+same run: FLOPs (XLA's `cost_analysis`; for the looping modes, whose body XLA counts once,
+`scan`'s step count times L and `chunked`'s by formula: its one GEMM over every chunk and the
+start states' GEMMs) over the measured matmul peak, and bytes of inputs plus outputs over the
+measured copy bandwidth. Cases whose XLA peak memory exceeds `--memory-budget`, or whose
+compute bound alone exceeds `--time-budget`, are listed as skipped with the reason. The summary
+gives, per shape, the fastest all-states mode at each length and the lengths where the winner
+changes.
 
 The peer, when torch is installed (never a dependency: `pip install --target DIR torch` and
 `PYTHONPATH=DIR`): the recurrence as a PyTorch user writes it, an eager loop of one batched
