@@ -18,18 +18,17 @@ import json
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from tvad_jax import configs  # noqa: F401  (registers the named configs)
 from tvad_jax import config as config_lib
-from tvad_jax.data.annotate import JUDGMENT_QUESTION
-from tvad_jax.data.dialogues import chat_format, read_annotations, turn_tokens
-from tvad_jax.eval.metrics import roc_auc
+from tvad_jax.data.dialogues import chat_format, read_annotations
+from tvad_jax.eval.metrics import judgment_scores, roc_auc
 from tvad_jax.infer.features import feature_cache
 from tvad_jax.infer.heatmaps import decoder_view, video_heatmaps
+from tvad_jax.infer.judgment import judgment_gap, judgment_prompt
 from tvad_jax.jobs.config import Config
-from tvad_jax.models.tvad import TVADModel, load_model, text_logits
+from tvad_jax.models.tvad import TVADModel, load_model
 from tvad_jax.runs import new_run_dir
 
 COLUMNS = ("max_heat_auc", "yes_no_logit_auc", "yes_no_logit_balanced_accuracy",
@@ -37,26 +36,14 @@ COLUMNS = ("max_heat_auc", "yes_no_logit_auc", "yes_no_logit_balanced_accuracy",
 
 
 def judgment_logits(model: TVADModel):
-    """f(visual [1, S_v, D], maps [1, T', h, w, 2] or None) -> [1]: log p(Yes) - log p(No) at
-    the token where the two answers first differ, teacher-forced after the judgment
-    question."""
-    tokenizer = model.backbone.tokenizer
-    prompt, yes = turn_tokens(tokenizer, JUDGMENT_QUESTION, "Yes.")
-    _, no = turn_tokens(tokenizer, JUDGMENT_QUESTION, "No.")
-    decide = next(i for i, (a, b) in enumerate(zip(yes, no)) if a != b)   # first differing
-    prefix = chat_format(tokenizer).prefix
-    ids = jnp.asarray(prompt + yes[:decide], jnp.int32)[None]              # [1, L]
+    """f(visual [1, S_v, D], maps [1, T', h, w, 2] or None) -> [1]: the trained model's
+    `infer.judgment.judgment_gap`, compiled once."""
+    prompt = judgment_prompt(model.backbone.tokenizer)
+    prefix = chat_format(model.backbone.tokenizer).prefix
     cfg, params, bcfg = model.cfg, model.params, model.backbone.cfg
-
-    @jax.jit
-    def logit_gap(visual, maps):
-        logits = text_logits(cfg, bcfg, model.backbone.params["decoder"], params.get("rae"),
-                             params.get("special"), visual, maps, ids,
-                             jnp.asarray([ids.shape[1]]), prefix=prefix)
-        logp = jax.nn.log_softmax(logits[:, -1].astype(jnp.float32))      # predicts yes[decide]
-        return logp[:, yes[decide]] - logp[:, no[decide]]
-
-    return logit_gap
+    return jax.jit(lambda visual, maps: judgment_gap(
+        cfg, bcfg, model.backbone.params["decoder"], params.get("rae"), params.get("special"),
+        visual, maps, prompt, prefix=prefix))
 
 
 def score(model: TVADModel, cfg: Config, split: str, report, logit_gap) -> dict:
@@ -74,12 +61,7 @@ def score(model: TVADModel, cfg: Config, split: str, report, logit_gap) -> dict:
         gap = np.asarray([float(logit_gap(row["visual"][None],
                                           row["maps"][None] if "maps" in row else None)[0])
                           for row in rows])
-        says_yes = gap > 0
-        out.update(yes_no_logit_auc=roc_auc(abnormal, gap),
-                   yes_rate_abnormal=float(says_yes[abnormal].mean()),
-                   yes_rate_normal=float(says_yes[~abnormal].mean()))
-        out["yes_no_logit_balanced_accuracy"] = (out["yes_rate_abnormal"]
-                                                 + 1 - out["yes_rate_normal"]) / 2
+        out.update(judgment_scores(abnormal, gap))
     return out
 
 

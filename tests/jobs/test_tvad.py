@@ -17,9 +17,14 @@ from byte_tokenizers import chatml_tokenizer
 from flax import traverse_util
 from processes import kill_when
 
+from tvad_jax import config as config_lib
 from tvad_jax.cli import main
+from tvad_jax.data.dialogues import chat_format, read_annotations
+from tvad_jax.eval.metrics import judgment_scores
 from tvad_jax.data.video_io import read_video
 from tvad_jax.infer.dialogue import Dialogue
+from tvad_jax.infer.heatmaps import decoder_view
+from tvad_jax.infer.judgment import judgment_gap, judgment_prompt
 from tvad_jax.models.decoder import Decoder
 from tvad_jax.models.generate import generate
 from tvad_jax.models.tvad import (class_text_features, clip_prompt_maps, decoder_inputs,
@@ -75,6 +80,29 @@ def test_train_summaries_show_the_phases(trained):
         assert "val_loss" in summary["best_checkpoint"]["metrics"]
     stage1 = json.loads((trained[2].parent / "stage1" / "summary.json").read_text())
     assert "val_micro_auc" in stage1["best_checkpoint"]["metrics"]
+
+
+def test_phase_b_validates_the_judgment_the_exported_model_gives(trained):
+    """Phase B scores the teacher-forced judgment of every val video (phase A, whose
+    narratives ask nothing, does not); its best checkpoint's scores are the exported model's
+    (LoRA merged) on the same videos."""
+    args, _, _, full_dir = trained
+    run = full_dir.parent
+    phase_a, phase_b = (json.loads((run / p / "summary.json").read_text())["best_checkpoint"]
+                        for p in ("stage2-A", "stage2-B"))
+    assert not any(k.startswith("val_yes") for k in phase_a["metrics"])
+    cfg = config_lib.resolve("tiny", args[2:])
+    model = load_model(full_dir)
+    view = decoder_view(model, cfg, "val", report=lambda msg: None)
+    prompt, prefix = judgment_prompt(model.backbone.tokenizer), chat_format(
+        model.backbone.tokenizer).prefix
+    gap = [float(judgment_gap(model.cfg, model.backbone.cfg, model.backbone.params["decoder"],
+                              model.params["rae"], model.params["special"],
+                              view[i]["visual"][None], view[i]["maps"][None], prompt,
+                              prefix=prefix)[0]) for i in range(len(view))]
+    abnormal = [row["abnormal"] for row in read_annotations(cfg.prepared_dir, "val")]
+    for key, value in judgment_scores(np.asarray(abnormal), np.asarray(gap)).items():
+        assert phase_b["metrics"][f"val_{key}"] == pytest.approx(value), key
 
 
 def test_phase_b_with_swapped_visual_tokens_trains_its_judgment(trained, tmp_path, capsys):

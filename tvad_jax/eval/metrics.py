@@ -73,6 +73,18 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
+def judgment_scores(abnormal: np.ndarray, gap: np.ndarray) -> dict[str, float]:
+    """How a yes/no score per video judges the videos: `gap` [N] > 0 means "Yes" (as
+    `infer.judgment.judgment_gap`'s), `abnormal` [N] the truth (both kinds present). The AUC of
+    the gap, the balanced accuracy of its sign and the rate of "Yes" among abnormal and among
+    normal videos."""
+    abnormal, gap = np.asarray(abnormal, bool), np.asarray(gap, np.float64)
+    says_yes = gap > 0
+    yes_abnormal, yes_normal = float(says_yes[abnormal].mean()), float(says_yes[~abnormal].mean())
+    return {"yes_no_logit_auc": roc_auc(abnormal.astype(np.int64), gap),
+            "yes_no_logit_balanced_accuracy": (yes_abnormal + 1.0 - yes_normal) / 2,
+            "yes_rate_abnormal": yes_abnormal, "yes_rate_normal": yes_normal}
+
 def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """ROC points (fpr [M], tpr [M]) from (0, 0), one per distinct score, descending."""
     labels, scores = _check_frames(labels, scores, "frames")

@@ -26,9 +26,11 @@ import numpy as np
 
 from tvad_jax.data.dialogues import chat_format, dialogue_texts, read_annotations
 from tvad_jax.data.pipeline import LoaderConfig, make_dataset, open_split
+from tvad_jax.eval.metrics import judgment_scores
 from tvad_jax.eval.tvad import RegionScorer, heatmap_auc
 from tvad_jax.infer.features import cache_stream, encode_fn, encode_split, feature_cache
 from tvad_jax.infer.heatmaps import video_heatmaps, with_decoder_view_maps
+from tvad_jax.infer.judgment import JudgmentPrompt, judgment_gap, judgment_prompt
 from tvad_jax.jobs.common import Report
 from tvad_jax.jobs.config import Config, Stage1Config, Stage2Config
 from tvad_jax.models import lora as lora_lib
@@ -228,10 +230,16 @@ class SwapVisual:
 def train_phase(cfg: Config, name: str, tcfg: TVADConfig, backbone: FrozenBackbone,
                 frozen: dict, start: dict, sources: tuple,
                 texts: tuple[dict, dict], run_dir: Path, report: Report,
-                augment: SwapVisual | None = None) -> dict:
+                augment: SwapVisual | None = None, val_abnormal: np.ndarray | None = None
+                ) -> dict:
     """One SFT phase on the decoder's view of the train and val splits (feature caches, with
     the RAE's "maps" where the model has anomaly prompts; `augment` changes the training
-    examples); returns the trainable params of its best checkpoint (host arrays)."""
+    examples); returns the trainable params of its best checkpoint (host arrays).
+
+    Validation: `val_loss` over the answer tokens of the val texts; with `val_abnormal` (the
+    truth of each val video, both kinds present) also the teacher-forced judgment of every
+    val video (`val_` + `eval.metrics.judgment_scores`' keys), which a checkpoint can be
+    chosen by."""
     s2 = cfg.tvad.stage2
     train_cfg, layers = phase_config(s2, name, tcfg, backbone.cfg.decoder.depth)
     bcfg = stage2_decoder_cfg(backbone.cfg, s2.dtype)
@@ -247,17 +255,26 @@ def train_phase(cfg: Config, name: str, tcfg: TVADConfig, backbone: FrozenBackbo
     eval_spec = stage2_spec(no_dropout, bcfg, train_cfg, lambda rng: frozen, maps_shape,
                             layers, start, prefix)
     eval_loss = jax.jit(lambda t, f, b: eval_spec.loss_fn(t, f, b, jax.random.key(0))[0])
+    judge = jax.jit(functools.partial(judgment_on_batch, tcfg, bcfg, layers,
+                                      judgment_prompt(backbone.tokenizer), prefix))
 
     def eval_fn(trainable_, frozen_):
-        losses, weights = [], []
+        losses, weights, gaps = [], [], []
         for batch in cache_stream(val_cache, s2.batch_size, keys + ("video_index",),
                                   shuffle=False, texts=texts[1]):
             n = len(batch["visual"])
+            if val_abnormal is not None:   # every video, the last batch padded: one shape
+                full = {k: _pad_rows(batch[k], s2.batch_size) for k in keys}
+                gaps.append(np.asarray(judge(trainable_, frozen_, full))[:n])
             if n < s2.batch_size:
                 continue  # whole batches only: one compiled shape
             losses.append(float(eval_loss(trainable_, frozen_, batch)))
             weights.append(float(batch["weights"].sum()))
-        return {"val_loss": float(np.average(losses, weights=weights))}
+        metrics = {"val_loss": float(np.average(losses, weights=weights))}
+        if val_abnormal is not None:
+            scores = judgment_scores(val_abnormal, np.concatenate(gaps))
+            metrics.update({f"val_{k}": v for k, v in scores.items()})
+        return metrics
 
     swapped = f", P_V swapped in {augment.rate:.0%} of its examples" if augment else ""
     report(f"[tvad] stage 2 phase {name} ({tcfg.variant}): {len(train_cache)} videos, "
@@ -268,6 +285,23 @@ def train_phase(cfg: Config, name: str, tcfg: TVADConfig, backbone: FrozenBackbo
     report(f"[tvad] stage 2 phase {name}: best checkpoint at step {step}")
     params = jax.device_get(params)
     return {k: params[k] for k in ("lora", "rae", "special") if k in params}
+
+
+def judgment_on_batch(tcfg: TVADConfig, bcfg: BackboneConfig, lora_layers: int | None,
+                      prompt: JudgmentPrompt, prefix: tuple[int, ...], trainable: dict,
+                      frozen: dict, batch: dict) -> jax.Array:
+    """`infer.judgment.judgment_gap` [B] of a stage-2 phase's batch with its LoRA unmerged,
+    no dropout."""
+    lora = lora_lib.decoder_lora(lora_lib.from_tree(trainable["lora"]), bcfg.decoder.depth,
+                                 tcfg.lora_alpha, tcfg.lora_rank, layers=lora_layers)
+    maps = batch["maps"] if tcfg.anomaly_prompts else None
+    return judgment_gap(tcfg, bcfg, frozen["decoder"], trainable.get("rae"),
+                        trainable.get("special"), batch["visual"], maps, prompt, lora, prefix)
+
+
+def _pad_rows(a: np.ndarray, n: int) -> np.ndarray:
+    """`a` [m, ...] with its last row repeated up to n rows."""
+    return np.concatenate([a, np.repeat(a[-1:], n - len(a), axis=0)])
 
 
 def train_stage2(cfg: Config, backbone: FrozenBackbone, stage1: dict | None, run_dir: Path,
@@ -291,6 +325,9 @@ def train_stage2(cfg: Config, backbone: FrozenBackbone, stage1: dict | None, run
     start: dict = {}
     annotations = [read_annotations(cfg.prepared_dir, split)
                    for split in (job.train_split, job.val_split)]
+    val_abnormal = np.asarray([row["abnormal"] for row in annotations[1]], bool)
+    if val_abnormal.all() or not val_abnormal.any():
+        val_abnormal = None   # a judgment needs both kinds of video to be scored
     for phase, part in (("A", "narratives"), ("B", "dialogue")):
         texts, left_out = zip(*(dialogue_texts(backbone.tokenizer, rows, part, s2.max_text_len,
                                                {"judgment": s2.judgment_weight})
@@ -310,7 +347,8 @@ def train_stage2(cfg: Config, backbone: FrozenBackbone, stage1: dict | None, run
                    f"tvad.stage2.max_text_len={s2.max_text_len} tokens are left out: {counts}")
         init = dict(frozen, special_init=jnp.asarray(frozen["decoder"]["embed"])[ids])
         trained = train_phase(cfg, phase, tcfg, backbone, init, start, tuple(sources), texts,
-                              run_dir / f"stage2-{phase}", report, augment)
+                              run_dir / f"stage2-{phase}", report, augment,
+                              val_abnormal if phase == "B" else None)
         frozen["decoder"] = jax.device_get(merge_stage2(
             tcfg, frozen["decoder"], lora_lib.from_tree(trained["lora"]), trained.get("special"),
             ids))
