@@ -25,6 +25,7 @@ from tvad_jax.data.video_io import read_video
 from tvad_jax.infer.dialogue import Dialogue
 from tvad_jax.infer.heatmaps import decoder_view
 from tvad_jax.infer.judgment import judgment_gap, judgment_prompt
+from tvad_jax.jobs import tvad_stages
 from tvad_jax.models.decoder import Decoder
 from tvad_jax.models.generate import generate
 from tvad_jax.models.tvad import (class_text_features, clip_prompt_maps, decoder_inputs,
@@ -115,6 +116,21 @@ def test_phase_b_with_swapped_visual_tokens_trains_its_judgment(trained, tmp_pat
     assert "P_V swapped" not in err.split("phase B (full): ")[0]      # phase B only
     summary = json.loads((tmp_path / "swap" / "stage2-B" / "summary.json").read_text())
     assert summary["status"] == "completed"
+
+
+def test_a_judgment_without_both_kinds_of_val_video_is_refused_before_any_output(
+        trained, tmp_path, monkeypatch, capsys):
+    """Phase B chooses its checkpoint by the val judgment; a val split of abnormal videos
+    alone cannot score it: one line naming the setting and the split, no run folder."""
+    args, _, ahd_dir, _ = trained
+    read = tvad_stages.read_annotations
+    monkeypatch.setattr(tvad_stages, "read_annotations", lambda prepared, split: [
+        dict(row, abnormal=True) if split == "val" else row for row in read(prepared, split)])
+    assert main(["train", "tvad", "--run-dir", str(tmp_path / "run"), "--stage1-from",
+                 str(ahd_dir), *args]) == 2
+    err = capsys.readouterr().err
+    assert "best_metric=val_yes_no_logit_balanced_accuracy" in err
+    assert "'val' holds only abnormal videos" in err and not (tmp_path / "run").exists()
 
 
 def test_eval_run_reports_heatmap_and_text_metrics(trained, capsys):

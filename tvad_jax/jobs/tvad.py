@@ -25,7 +25,7 @@ from tvad_jax.eval.report import write_summary
 from tvad_jax.eval.tvad import evaluate_model
 from tvad_jax.jobs.common import Report, ensure_prepared_once, start_run
 from tvad_jax.jobs.config import Config
-from tvad_jax.jobs.tvad_stages import train_stage1, train_stage2
+from tvad_jax.jobs.tvad_stages import train_stage1, train_stage2, val_judgment_truth
 from tvad_jax.models import backbone_io
 from tvad_jax.models.family import LLAVA, family
 from tvad_jax.models.tvad import (MODEL_FILE, FrozenBackbone, TVADModel, load_frozen_backbone,
@@ -76,6 +76,8 @@ def train_tvad(cfg: Config, run_dir: str | Path | None = None,
     backbone = reading_layers(load_frozen_backbone(job.backbone),  # inputs checked before
                               job.model.feature_layers)            # any output
     check_fits(backbone, cfg)
+    if job.model.variant != "no_rae":
+        val_judgment_truth(cfg)
     if job.stage1.train_vision and family(backbone.cfg) is not LLAVA:
         raise ConfigError(f"tvad.stage1.train_vision=true needs a ViT backbone; "
                           f"{backbone.path} is {family(backbone.cfg).name}")

@@ -6,10 +6,11 @@ Stage 2 trains the RAE, the three anomaly prompt-token embeddings and LoRA on th
 q/v projections: phase A on the all-object narratives, phase B on the anomaly-focused
 dialogues with LoRA only on the last `lora_layers_b` layers; the loss is on answer tokens only;
 the RAE reads the frozen AHD's maps of the clip view pooled onto the decoder's tubelets,
-computed once before the phases (`infer.heatmaps.with_decoder_view_maps`);
-after each phase the best checkpoint by validation loss is merged into the decoder (LoRA into
-q/v, the special embeddings into the embedding table), and phase B starts from that
-self-contained decoder. `stage1_spec` / `stage2_spec` are also what `tvad plan` compiles at
+computed once before the phases (`infer.heatmaps.with_decoder_view_maps`); phase B reads
+another video's visual tokens in a share of its dialogues (`Stage2Config.visual_swap`).
+After each phase its best checkpoint (by validation loss; phase B's by the validation
+judgment) is merged into the decoder (LoRA into q/v, the special embeddings into the
+embedding table), and phase B starts from that self-contained decoder. `stage1_spec` / `stage2_spec` are also what `tvad plan` compiles at
 real scale.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tvad_jax.config import ConfigError
 from tvad_jax.data.dialogues import chat_format, dialogue_texts, read_annotations
 from tvad_jax.data.pipeline import LoaderConfig, make_dataset, open_split
 from tvad_jax.eval.metrics import judgment_scores
@@ -304,6 +306,24 @@ def _pad_rows(a: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([a, np.repeat(a[-1:], n - len(a), axis=0)])
 
 
+def val_judgment_truth(cfg: Config) -> np.ndarray | None:
+    """Which val videos are abnormal [N] (bool), the truth phase B's judgment is scored
+    against, or None where val holds one kind of video only; a ConfigError if phase B's
+    checkpoint is then to be chosen by that judgment (checked before any output)."""
+    job = cfg.tvad
+    abnormal = np.asarray([row["abnormal"]
+                           for row in read_annotations(cfg.prepared_dir, job.val_split)], bool)
+    if abnormal.all() or not abnormal.any():
+        metric = job.stage2.phase_b.checkpoint.best_metric
+        if metric.startswith("val_yes"):
+            kind = "abnormal" if abnormal.all() else "normal"
+            raise ConfigError(f"tvad.stage2.phase_b.checkpoint.best_metric={metric}: the val "
+                              f"split {job.val_split!r} holds only {kind} videos, so its "
+                              f"judgment cannot be scored; choose by val_loss")
+        return None
+    return abnormal
+
+
 def train_stage2(cfg: Config, backbone: FrozenBackbone, stage1: dict | None, run_dir: Path,
                  report: Report = print) -> TVADModel:
     """Phases A and B; returns the model with the merged decoder."""
@@ -325,9 +345,7 @@ def train_stage2(cfg: Config, backbone: FrozenBackbone, stage1: dict | None, run
     start: dict = {}
     annotations = [read_annotations(cfg.prepared_dir, split)
                    for split in (job.train_split, job.val_split)]
-    val_abnormal = np.asarray([row["abnormal"] for row in annotations[1]], bool)
-    if val_abnormal.all() or not val_abnormal.any():
-        val_abnormal = None   # a judgment needs both kinds of video to be scored
+    val_abnormal = val_judgment_truth(cfg)
     for phase, part in (("A", "narratives"), ("B", "dialogue")):
         texts, left_out = zip(*(dialogue_texts(backbone.tokenizer, rows, part, s2.max_text_len,
                                                {"judgment": s2.judgment_weight})
