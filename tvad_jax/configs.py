@@ -73,8 +73,7 @@ def tiny() -> Config:
             stage1=Stage1Config(train=_tiny_train(6, "val_score", "max", accumulate=2),
                                 view=ClipView(clip_len=8, clip_stride=8), batch_size=2),
             stage2=Stage2Config(phase_a=_tiny_train(4, "val_loss", "min"),
-                                phase_b=_tiny_train(4, "val_yes_no_logit_balanced_accuracy",
-                                                    "max"),
+                                phase_b=_tiny_train(4, "val_loss", "min"),
                                 view=ClipView(clip_len=8, clip_stride=1 << 20, frame_step=4,
                                               pad_last=False),
                                 batch_size=2, max_text_len=96),
@@ -94,9 +93,7 @@ def tiny() -> Config:
 def _tiny_train(steps: int, metric: str, mode: str, accumulate: int = 1) -> TrainConfig:
     """A few-step engine config with keep-best by `metric` (tests; "" = every param trains,
     no best kept)."""
-    stage2 = ("rae/.*", "special", "lora/.*")
-    trainable = {"val_loss": stage2, "val_yes_no_logit_balanced_accuracy": stage2,
-                 "val_score": ("ahd/.*",)}
+    trainable = {"val_loss": ("rae/.*", "special", "lora/.*"), "val_score": ("ahd/.*",)}
     return TrainConfig(
         loop=TrainLoopConfig(steps=steps, log_every=1, sync_every=2, progress=False),
         optim=OptimConfig(learning_rate=1e-2, warmup_ratio=0.1, accumulation_steps=accumulate),

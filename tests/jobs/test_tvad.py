@@ -120,14 +120,17 @@ def test_phase_b_with_swapped_visual_tokens_trains_its_judgment(trained, tmp_pat
 
 def test_a_judgment_without_both_kinds_of_val_video_is_refused_before_any_output(
         trained, tmp_path, monkeypatch, capsys):
-    """Phase B chooses its checkpoint by the val judgment; a val split of abnormal videos
-    alone cannot score it: one line naming the setting and the split, no run folder."""
+    """Phase B asked to choose its checkpoint by the val judgment: a val split of abnormal
+    videos alone cannot score it: one line naming the setting and the split, no run folder."""
     args, _, ahd_dir, _ = trained
     read = tvad_stages.read_annotations
     monkeypatch.setattr(tvad_stages, "read_annotations", lambda prepared, split: [
         dict(row, abnormal=True) if split == "val" else row for row in read(prepared, split)])
+    by_judgment = ["tvad.stage2.phase_b.checkpoint.best_metric="
+                   "val_yes_no_logit_balanced_accuracy",
+                   "tvad.stage2.phase_b.checkpoint.best_mode=max"]
     assert main(["train", "tvad", "--run-dir", str(tmp_path / "run"), "--stage1-from",
-                 str(ahd_dir), *args]) == 2
+                 str(ahd_dir), *args, *by_judgment]) == 2
     err = capsys.readouterr().err
     assert "best_metric=val_yes_no_logit_balanced_accuracy" in err
     assert "'val' holds only abnormal videos" in err and not (tmp_path / "run").exists()

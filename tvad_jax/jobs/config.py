@@ -256,20 +256,14 @@ class Stage1Config:
                                   "rbdc_weight")
 
 
-# Phase A's engine settings (narratives; keep-best by the answer tokens' validation loss).
-_PHASE_A = TrainConfig(
+# One SFT phase's engine settings (phases A and B start equal; override each by its path).
+_PHASE = TrainConfig(
     loop=TrainLoopConfig(steps=160, log_every=10, sync_every=40),
     optim=OptimConfig(learning_rate=1e-3, warmup_ratio=0.05, lr_floor=0.0, weight_decay=0.0,
                       accumulation_steps=1),
     checkpoint=CheckpointConfig(every_steps=80, keep_last=1, keep_best=1,
                                 best_metric="val_loss", best_mode="min"),
     trainable=("rae/.*", "special", "lora/.*"))
-# Phase B's (dialogues): three times as long, keep-best by the validation judgment.
-_PHASE_B = dataclasses.replace(
-    _PHASE_A, loop=dataclasses.replace(_PHASE_A.loop, steps=480),
-    checkpoint=dataclasses.replace(_PHASE_A.checkpoint,
-                                   best_metric="val_yes_no_logit_balanced_accuracy",
-                                   best_mode="max"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,10 +271,10 @@ class Stage2Config:
     """Stage 2: RAE + special tokens + LoRA, phase A (narratives) then B (dialogues).
 
     Attributes:
-      phase_a, phase_b: the engine per phase. Phase A keeps the best by `val_loss`; phase B
-        trains three times as long and keeps the best by the teacher-forced judgment's
-        balanced accuracy on val (`val_yes_no_logit_balanced_accuracy`, a tie to the later
-        step): chosen by `val_loss` it stopped before the judgment was learned.
+      phase_a, phase_b: the engine per phase (keep-best by `val_loss`; phase B's evaluation
+        also scores the teacher-forced judgment of every val video,
+        `val_yes_no_logit_balanced_accuracy` and `val_yes_no_logit_auc`, which its
+        `checkpoint.best_metric` may name instead, with `best_mode=max`).
       view: the whole-video view the decoder sees (16 frames, every 4th).
       batch_size: videos per micro-batch.
       max_text_len: token budget of the dialogue text after the prompts.
@@ -292,28 +286,30 @@ class Stage2Config:
       visual_swap: the fraction of phase B's training dialogues whose visual tokens P_V are
         another training video's, with the loss on the judgment's answer only (the anomaly
         prompts and the answer stay the video's own), so that the answer cannot come from how
-        the video looks, only from the heat; the other quarter trains every answer, so
-        that the dialogue keeps its wording. Models without anomaly prompts never swap. Not
-        in the paper; 0 = off (docs/studies/tvad_judgment.md).
+        the video looks, only from the heat (the others train every answer). Models without
+        anomaly prompts never swap. Not in the paper; 0 = off (docs/studies/tvad_judgment.md).
+      visual_swap_from: the phase-B step from which it swaps (before it, every dialogue is
+        the video's own).
       The paper's LR is 2e-4 for one epoch on a 7B decoder; the small default decoder and a
       few hundred steps need 1e-3.
       dtype: decoder compute dtype in stage 2 ("bfloat16" on accelerators; float32 on CPU,
         where bf16 matmuls are emulated and slower).
     """
 
-    phase_a: TrainConfig = _PHASE_A
-    phase_b: TrainConfig = _PHASE_B
+    phase_a: TrainConfig = _PHASE
+    phase_b: TrainConfig = _PHASE
     view: ClipView = ClipView(clip_len=16, clip_stride=1 << 20, frame_step=4, pad_last=False)
     batch_size: int = 4
     max_text_len: int = 160
     lora_layers_b: int = 4
     judgment_weight: float = 4.0
-    visual_swap: float = 0.75
+    visual_swap: float = 0.0
+    visual_swap_from: int = 0
     dtype: str = "float32"
 
     def __post_init__(self):
         config_lib.check_at_least(self, 1, "batch_size", "max_text_len", "lora_layers_b")
-        config_lib.check_at_least(self, 0, "judgment_weight", "visual_swap")
+        config_lib.check_at_least(self, 0, "judgment_weight", "visual_swap", "visual_swap_from")
         if self.visual_swap > 1:
             raise ValueError(f"visual_swap: expected a fraction <= 1, got {self.visual_swap!r}")
         config_lib.check_choice(self, "dtype", tuple(DTYPES))

@@ -213,17 +213,19 @@ def stage2_spec(tcfg: TVADConfig, bcfg: BackboneConfig, train_cfg: TrainConfig,
 
 
 class SwapVisual:
-    """grain random map of phase B's training stream (`Stage2Config.visual_swap`): with
-    probability `rate` an example's visual tokens become a random row of `visual` (the
-    cache's "visual" column, one video a row; now and then its own) and its loss weights
-    `judgment_weights[video]` (the judgment's answer only); its anomaly prompts and answer
-    stay its own."""
+    """grain random map of phase B's training stream (`Stage2Config.visual_swap`): from the
+    stream's example `start` on, with probability `rate` an example's visual tokens become a
+    random row of `visual` (the cache's "visual" column, one video a row; now and then its
+    own) and its loss weights `judgment_weights[video]` (the judgment's answer only); its
+    anomaly prompts and answer stay its own."""
 
-    def __init__(self, visual: np.ndarray, rate: float, judgment_weights: np.ndarray):
+    def __init__(self, visual: np.ndarray, rate: float, judgment_weights: np.ndarray,
+                 start: int = 0):
         self.visual, self.rate, self.judgment_weights = visual, rate, judgment_weights
+        self.start = start
 
     def __call__(self, example: dict, rng: np.random.Generator) -> dict:
-        if rng.random() >= self.rate:
+        if rng.random() >= self.rate or example["position"] < self.start:
             return example
         return dict(example, visual=self.visual[int(rng.integers(len(self.visual)))],
                     weights=self.judgment_weights[int(example["video_index"])])
@@ -278,7 +280,8 @@ def train_phase(cfg: Config, name: str, tcfg: TVADConfig, backbone: FrozenBackbo
             metrics.update({f"val_{k}": v for k, v in scores.items()})
         return metrics
 
-    swapped = f", P_V swapped in {augment.rate:.0%} of its examples" if augment else ""
+    swapped = (f", P_V swapped in {augment.rate:.0%} of its examples from step "
+               f"{augment.start // s2.batch_size}" if augment else "")
     report(f"[tvad] stage 2 phase {name} ({tcfg.variant}): {len(train_cache)} videos, "
            f"LoRA on {'all' if layers is None else f'the last {layers}'} decoder layers"
            f"{swapped}")
@@ -356,7 +359,8 @@ def train_stage2(cfg: Config, backbone: FrozenBackbone, stage1: dict | None, run
                                               s2.max_text_len, {"judgment": s2.judgment_weight},
                                               other_weight=0.0)
             augment = SwapVisual(sources[0].column("visual"), s2.visual_swap,
-                                 judgment_only["weights"])
+                                 judgment_only["weights"],
+                                 start=s2.visual_swap_from * s2.batch_size)
         if any(left_out):
             counts = ", ".join(f"{n} of {sum(len(r[part]) for r in rows)} ({split})"
                                for n, rows, split in zip(left_out, annotations,
