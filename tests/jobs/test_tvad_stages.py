@@ -51,10 +51,10 @@ def test_swapped_examples_read_another_videos_tokens_and_answer_the_judgment_onl
     judgment_only[:, 0] = 9.0                                         # the answer's token
     texts = {"weights": weights}
 
-    def examples(rate, start=0):
+    def examples(rate):
         stream = cache_stream(cache, 2, ("visual", "maps", "video_index"), seed=3, texts=texts,
                               augment=SwapVisual(np.stack([r["visual"] for r in cache]), rate,
-                                                 judgment_only, start))
+                                                 judgment_only))
         batches = [next(stream) for _ in range(30)]
         return [{k: b[k][i] for k in b} for b in batches for i in range(2)]
 
@@ -76,10 +76,6 @@ def test_swapped_examples_read_another_videos_tokens_and_answer_the_judgment_onl
     changed = np.mean([(e["weights"] != weights[int(e["video_index"])]).any() for e in half])
     assert 0.3 < changed < 0.7
     assert all((a["visual"] == b["visual"]).all() for a, b in zip(half, examples(0.5)))
-    later = examples(1.0, start=10)                                   # from the 11th example on
-    assert [set(e) for e in later] == [set(e) for e in kept]          # no "position" left over
-    assert all((e["weights"] == weights[int(e["video_index"])]).all() for e in later[:10])
-    assert all((e["weights"] == judgment_only[int(e["video_index"])]).all() for e in later[10:])
 
 
 def test_visual_swap_is_a_fraction():

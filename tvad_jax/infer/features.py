@@ -237,14 +237,6 @@ class _Select:
         return out
 
 
-def _with_position(position: int, example: dict) -> dict:
-    return dict(example, position=position)
-
-
-def _no_position(example: dict) -> dict:
-    return {k: v for k, v in example.items() if k != "position"}
-
-
 class _ProcessPart:
     """grain transform: this process's consecutive rows of a global batch (the engine's
     data contract in a multi-process run)."""
@@ -278,8 +270,7 @@ def cache_stream(cache: FeatureCache, batch_size: int, keys: Sequence[str], seed
     pass (last batch partial) for evaluation. `texts` maps a name to an array indexed by video
     (`[num_videos, ...]`) attached to each row; `rows` are the cache rows of one epoch (all by
     default; repeating some oversamples them); `augment(example, rng)` changes each example
-    (its generator seeded by `seed` and the example's place in the stream, which it reads as
-    the example's "position", dropped after it). A checkpointable
+    (its generator seeded by `seed` and the example's place in the stream). A checkpointable
     grain iterator. In a multi-process run a training stream yields this process's part of
     each global batch of `batch_size` (every process shuffles alike); an evaluation pass
     yields whole batches."""
@@ -288,7 +279,7 @@ def cache_stream(cache: FeatureCache, batch_size: int, keys: Sequence[str], seed
         ds = ds.shuffle(seed=seed).repeat()
     ds = ds.map(_Select(keys, texts))
     if augment is not None:
-        ds = ds.map_with_index(_with_position).random_map(augment, seed=seed).map(_no_position)
+        ds = ds.random_map(augment, seed=seed)
     ds = ds.batch(batch_size, drop_remainder=shuffle)
     if shuffle and jax.process_count() > 1:
         if batch_size % jax.process_count():

@@ -288,8 +288,6 @@ class Stage2Config:
         prompts and the answer stay the video's own), so that the answer cannot come from how
         the video looks, only from the heat (the others train every answer). Models without
         anomaly prompts never swap. Not in the paper; 0 = off (docs/studies/tvad_judgment.md).
-      visual_swap_from: the phase-B step from which it swaps (before it, every dialogue is
-        the video's own).
       The paper's LR is 2e-4 for one epoch on a 7B decoder; the small default decoder and a
       few hundred steps need 1e-3.
       dtype: decoder compute dtype in stage 2 ("bfloat16" on accelerators; float32 on CPU,
@@ -304,12 +302,11 @@ class Stage2Config:
     lora_layers_b: int = 4
     judgment_weight: float = 4.0
     visual_swap: float = 0.0
-    visual_swap_from: int = 0
     dtype: str = "float32"
 
     def __post_init__(self):
         config_lib.check_at_least(self, 1, "batch_size", "max_text_len", "lora_layers_b")
-        config_lib.check_at_least(self, 0, "judgment_weight", "visual_swap", "visual_swap_from")
+        config_lib.check_at_least(self, 0, "judgment_weight", "visual_swap")
         if self.visual_swap > 1:
             raise ValueError(f"visual_swap: expected a fraction <= 1, got {self.visual_swap!r}")
         config_lib.check_choice(self, "dtype", tuple(DTYPES))

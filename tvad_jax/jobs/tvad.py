@@ -76,8 +76,6 @@ def train_tvad(cfg: Config, run_dir: str | Path | None = None,
     backbone = reading_layers(load_frozen_backbone(job.backbone),  # inputs checked before
                               job.model.feature_layers)            # any output
     check_fits(backbone, cfg)
-    if job.model.variant != "no_rae":
-        val_judgment_truth(cfg)
     if job.stage1.train_vision and family(backbone.cfg) is not LLAVA:
         raise ConfigError(f"tvad.stage1.train_vision=true needs a ViT backbone; "
                           f"{backbone.path} is {family(backbone.cfg).name}")
@@ -89,6 +87,8 @@ def train_tvad(cfg: Config, run_dir: str | Path | None = None,
                               f"{lender.backbone.cfg.vision.layer_indices}, this run's "
                               f"{backbone.cfg.vision.layer_indices} (tvad.model.feature_layers)")
         reused = lender.params
+    if job.model.variant != "no_rae":
+        val_judgment_truth(cfg)
     run_dir = start_run(f"tvad-{job.model.variant}", cfg, run_dir)
     stage1 = None
     if job.model.has_ahd or job.model.anomaly_prompts:

@@ -6,12 +6,13 @@ Stage 2 trains the RAE, the three anomaly prompt-token embeddings and LoRA on th
 q/v projections: phase A on the all-object narratives, phase B on the anomaly-focused
 dialogues with LoRA only on the last `lora_layers_b` layers; the loss is on answer tokens only;
 the RAE reads the frozen AHD's maps of the clip view pooled onto the decoder's tubelets,
-computed once before the phases (`infer.heatmaps.with_decoder_view_maps`); phase B reads
-another video's visual tokens in a share of its dialogues (`Stage2Config.visual_swap`).
-After each phase its best checkpoint (by validation loss; phase B's by the validation
-judgment) is merged into the decoder (LoRA into q/v, the special embeddings into the
-embedding table), and phase B starts from that self-contained decoder. `stage1_spec` / `stage2_spec` are also what `tvad plan` compiles at
-real scale.
+computed once before the phases (`infer.heatmaps.with_decoder_view_maps`); phase B may read
+another video's visual tokens in a share of its dialogues (`Stage2Config.visual_swap`) and
+also scores the teacher-forced judgment of the val videos. After each phase its best
+checkpoint (by validation loss unless the phase's `checkpoint.best_metric` says otherwise) is
+merged into the decoder (LoRA into q/v, the special embeddings into the embedding table), and
+phase B starts from that self-contained decoder. `stage1_spec` / `stage2_spec` are also what
+`tvad plan` compiles at real scale.
 """
 from __future__ import annotations
 
@@ -213,19 +214,17 @@ def stage2_spec(tcfg: TVADConfig, bcfg: BackboneConfig, train_cfg: TrainConfig,
 
 
 class SwapVisual:
-    """grain random map of phase B's training stream (`Stage2Config.visual_swap`): from the
-    stream's example `start` on, with probability `rate` an example's visual tokens become a
-    random row of `visual` (the cache's "visual" column, one video a row; now and then its
-    own) and its loss weights `judgment_weights[video]` (the judgment's answer only); its
-    anomaly prompts and answer stay its own."""
+    """grain random map of phase B's training stream (`Stage2Config.visual_swap`): with
+    probability `rate` an example's visual tokens become a random row of `visual` (the
+    cache's "visual" column, one video a row; now and then its own) and its loss weights
+    `judgment_weights[video]` (the judgment's answer only); its anomaly prompts and answer
+    stay its own."""
 
-    def __init__(self, visual: np.ndarray, rate: float, judgment_weights: np.ndarray,
-                 start: int = 0):
+    def __init__(self, visual: np.ndarray, rate: float, judgment_weights: np.ndarray):
         self.visual, self.rate, self.judgment_weights = visual, rate, judgment_weights
-        self.start = start
 
     def __call__(self, example: dict, rng: np.random.Generator) -> dict:
-        if rng.random() >= self.rate or example["position"] < self.start:
+        if rng.random() >= self.rate:
             return example
         return dict(example, visual=self.visual[int(rng.integers(len(self.visual)))],
                     weights=self.judgment_weights[int(example["video_index"])])
@@ -280,8 +279,7 @@ def train_phase(cfg: Config, name: str, tcfg: TVADConfig, backbone: FrozenBackbo
             metrics.update({f"val_{k}": v for k, v in scores.items()})
         return metrics
 
-    swapped = (f", P_V swapped in {augment.rate:.0%} of its examples from step "
-               f"{augment.start // s2.batch_size}" if augment else "")
+    swapped = f", P_V swapped in {augment.rate:.0%} of its examples" if augment else ""
     report(f"[tvad] stage 2 phase {name} ({tcfg.variant}): {len(train_cache)} videos, "
            f"LoRA on {'all' if layers is None else f'the last {layers}'} decoder layers"
            f"{swapped}")
@@ -359,8 +357,7 @@ def train_stage2(cfg: Config, backbone: FrozenBackbone, stage1: dict | None, run
                                               s2.max_text_len, {"judgment": s2.judgment_weight},
                                               other_weight=0.0)
             augment = SwapVisual(sources[0].column("visual"), s2.visual_swap,
-                                 judgment_only["weights"],
-                                 start=s2.visual_swap_from * s2.batch_size)
+                                 judgment_only["weights"])
         if any(left_out):
             counts = ", ".join(f"{n} of {sum(len(r[part]) for r in rows)} ({split})"
                                for n, rows, split in zip(left_out, annotations,
