@@ -14,7 +14,6 @@ def test_auc_hand_cases():
     assert metrics.roc_auc(np.array([0, 1, 0, 1]), np.array([0.5, 0.5, 0.2, 0.9])) == 0.875
 
 
-
 def test_judgment_scores_read_the_sign_as_the_answer():
     abnormal = np.array([True, True, True, False, False])
     gap = np.array([2.0, -0.5, 0.1, -1.0, 0.3])       # "Yes" to two of three abnormal, one of two
@@ -25,6 +24,7 @@ def test_judgment_scores_read_the_sign_as_the_answer():
     assert scores["yes_no_logit_auc"] == pytest.approx(roc_auc_score(abnormal, gap))
     # a gap of exactly 0 counts as "No": only a positive gap is "Yes"
     assert metrics.judgment_scores(abnormal, np.zeros(5))["yes_rate_abnormal"] == 0.0
+
 
 @pytest.mark.parametrize("seed", range(5))
 def test_micro_auc_matches_sklearn_on_random_data(seed):

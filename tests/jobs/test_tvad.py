@@ -20,8 +20,8 @@ from processes import kill_when
 from tvad_jax import config as config_lib
 from tvad_jax.cli import main
 from tvad_jax.data.dialogues import chat_format, read_annotations
-from tvad_jax.eval.metrics import judgment_scores
 from tvad_jax.data.video_io import read_video
+from tvad_jax.eval.metrics import judgment_scores
 from tvad_jax.infer.dialogue import Dialogue
 from tvad_jax.infer.heatmaps import decoder_view
 from tvad_jax.infer.judgment import judgment_gap, judgment_prompt

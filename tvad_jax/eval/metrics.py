@@ -85,6 +85,7 @@ def judgment_scores(abnormal: np.ndarray, gap: np.ndarray) -> dict[str, float]:
             "yes_no_logit_balanced_accuracy": (yes_abnormal + 1.0 - yes_normal) / 2,
             "yes_rate_abnormal": yes_abnormal, "yes_rate_normal": yes_normal}
 
+
 def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """ROC points (fpr [M], tpr [M]) from (0, 0), one per distinct score, descending."""
     labels, scores = _check_frames(labels, scores, "frames")

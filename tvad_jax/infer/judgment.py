@@ -1,7 +1,7 @@
 """The yes/no judgment teacher-forced: after the judgment question, the decoder's
 log p("Yes") - log p("No") at the token where the two answers first differ.
 
-One number per video whose sign is the word greedy decoding starts its answer with and whose
+One number per video whose sign says which of the two answers the decoder prefers and whose
 order ranks the videos (AUC): phase B's validation reads it to choose a checkpoint by the
 judgment (`eval.metrics.judgment_scores`), `experiments/tvad_judgment.py` to ask where the
 judgment's evidence goes.
@@ -46,4 +46,3 @@ def judgment_gap(cfg: TVADConfig, bcfg, decoder_params, rae_params, special,
                          lengths, lora, prefix)
     logp = jax.nn.log_softmax(logits[:, -1].astype(jnp.float32))    # predicts the deciding token
     return logp[:, prompt.yes] - logp[:, prompt.no]
-
