@@ -10,7 +10,7 @@ each module timed over the whole video:
 
   tracking/crops         `video_crops` (the tracks are given: our stand-in for YOLO and the
                          IoU tracker costs only the crops: boxes grown, cut, resized)
-  backbone + ITAM        `crop_encoder` (the shipped frozen tower) + `ITAMReader.image_tokens`
+  backbone + ITAM        `CropTokens` (the shipped frozen tower) + `ITAMReader.image_tokens`
   TSGM (IGTG captioner)  `ITAMReader.captions` of every crop (greedy decoding, up to
                          `local.text_len` tokens; the job captions only the crops whose
                          sentence the SMM does not keep, so this is its upper bound)
@@ -57,7 +57,7 @@ from tvad_jax.data.motion import box_histograms  # noqa: E402
 from tvad_jax.data.object_crops import video_crops  # noqa: E402
 from tvad_jax.data.video_io import motion_field  # noqa: E402
 from tvad_jax.jobs.config import Config, LocalPatternsJobConfig  # noqa: E402
-from tvad_jax.jobs.local_objects import SplitObjects, crop_encoder  # noqa: E402
+from tvad_jax.jobs.local_objects import CropTokens, SplitObjects  # noqa: E402
 from tvad_jax.jobs.local_patterns import (TSGM, ITAMReader, frame_scores, itam_config,  # noqa: E402
                                           itam_spec, rm_spec, smm_spec)
 from tvad_jax.launch import reexec_with_huge_pages  # noqa: E402
@@ -130,7 +130,7 @@ class Pipeline:
         self.job = job
         self.backbone = load_frozen_backbone(job.backbone)
         self.size = self.backbone.cfg.vision.frame_size
-        self.encode = crop_encoder(self.backbone, job.encode_batch, job.token_pool)
+        self.encode = CropTokens(self.backbone, job.encode_batch, job.token_pool)
         keys = jax.random.split(jax.random.key(seed), 3)
         itam, ispec = itam_spec(job, itam_config(job, self.backbone))
         # random parameters (jitted inits: one compile each instead of op-by-op dispatch)
@@ -151,7 +151,8 @@ class Pipeline:
                                          "synthetic")
 
         def backbone_itam():
-            state["tokens"] = self.encode(state["crops"].pixels)
+            self.encode.add(frames, state["crops"])
+            state["tokens"] = self.encode.finish()
             state["image"] = self.reader.image_tokens(state["tokens"])
 
         def captioner():

@@ -12,8 +12,9 @@ from tvad_jax.data.readers import make_reader
 from tvad_jax.data.video_io import resize_frames
 from tvad_jax.errors import DataError
 from tvad_jax.infer.features import make_encoder
-from tvad_jax.jobs.local_objects import (ROWS, SplitObjects, acted_anomalies, read_objects,
-                                         region_encoder, split_objects)
+from tvad_jax.data.object_crops import Crops
+from tvad_jax.jobs.local_objects import (ROWS, CropTokens, SplitObjects, acted_anomalies,
+                                         read_objects, region_encoder, split_objects)
 from tvad_jax.jobs.shares import join_shares
 from tvad_jax.models.tvad import load_frozen_backbone
 
@@ -75,6 +76,39 @@ def test_crops_are_labelled_by_the_anomaly_their_object_acts():
     objects = np.array([1, 1, 1, 1, 1, 2])
     assert acted_anomalies(sidecar, objects, frames) == ["", "falling", "falling", "falling",
                                                          "", ""]
+
+
+def test_crop_tokens_batch_across_videos_as_if_each_crop_were_read_alone(tiny_backbone):
+    _, directory = tiny_backbone
+    backbone = load_frozen_backbone(directory)
+    S, g = backbone.cfg.vision.image_size, backbone.cfg.vision.grid[0]      # 6 x 6 patches
+    pixels = np.random.default_rng(0).integers(0, 256, (11, 2, S, S, 3), np.uint8)
+    # each crop alone: the tower's last layer, its CLS token, then the grid pooled 3 x 3
+    mean, std = np.asarray(CLIP_MEAN, np.float32), np.asarray(CLIP_STD, np.float32)
+    hidden, _ = make_encoder(backbone.cfg, backbone.params)((pixels / 255.0 - mean) / std)
+    last = np.asarray(hidden, np.float32)[:, -1, 0]                       # K, 1+N, D
+    grid = last[:, 1:].reshape(11, 2, 3, 2, 3, -1).mean(axis=(2, 4)).reshape(11, 4, -1)
+    alone = np.concatenate([last[:, :1], grid], axis=1)
+    def crops(lo, hi):
+        return Crops(pixels=pixels[lo:hi], frame=np.arange(lo, hi),
+                     object=np.zeros(hi - lo, np.int64), box=np.zeros((hi - lo, 4), np.int64))
+
+    tokens = CropTokens(backbone, batch=4, pool=3)
+    # three "videos" of 3, 6 and 2 crops: batches of 4 cut across them, the last padded
+    for lo, hi in ((0, 3), (3, 9), (9, 11)):
+        tokens.add(None, crops(lo, hi))
+    read = tokens.finish()
+    assert read.shape == (11, 5, backbone.cfg.vision.width) and read.dtype == np.float16
+    np.testing.assert_allclose(read, alone, atol=2e-3)
+    # where a crop falls in a batch does not change its tokens
+    shifted = CropTokens(backbone, batch=4, pool=3)
+    shifted.add(None, crops(10, 11))
+    shifted.add(None, crops(0, 11))
+    np.testing.assert_allclose(shifted.finish()[1:], read, atol=2e-3)
+    # finish starts afresh; nothing added reads as no rows
+    assert tokens.finish().shape[0] == 0
+    with pytest.raises(ConfigError, match="local.token_pool 4 does not divide"):
+        CropTokens(backbone, batch=4, pool=4)
 
 
 def test_region_tokens_sample_the_last_layers_grid_of_the_tubelet_over_each_box(tiny_backbone):

@@ -4,7 +4,7 @@ with its motion histogram, plain description and the anomaly it acts, cached on 
     objects = split_objects(cfg, backbone, "train_normal")     # SplitObjects, rows = crops
 
 Every tracked object every `local.crop_stride`-th frame: its box grown by `local.expand` of its
-size on each side is cut from frames (t-1, t) and read alone by the tower (`crop_encoder`, the
+size on each side is cut from frames (t-1, t) and read alone by the tower (`CropTokens`, the
 paper's way), or, with `local.tokens=region`, the tower reads the whole video and the object's
 tokens are sampled from its patch grid under the grown box (`region_encoder`). The cache file
 of a split is keyed by what its rows depend on; on several processes each reads its share of
@@ -25,7 +25,7 @@ import numpy as np
 from tvad_jax.config import ConfigError
 from tvad_jax.data.files import waiting_lock
 from tvad_jax.data.motion import BINS, box_histograms
-from tvad_jax.data.object_crops import record_sidecar, sidecar_tracks, video_crops
+from tvad_jax.data.object_crops import Crops, record_sidecar, sidecar_tracks, video_crops
 from tvad_jax.data.object_text import describe_object, scene_of
 from tvad_jax.data.pipeline import CLIP_MEAN, CLIP_STD
 from tvad_jax.data.prepare import source_fingerprint
@@ -135,8 +135,8 @@ def read_objects(cfg: Config, backbone: FrozenBackbone, split: str, report: Repo
     every video of `split` (with share (i, n), of every n-th video from the i-th)."""
     job = cfg.local
     reader = source_reader(cfg)
-    encode = (crop_encoder(backbone, job.encode_batch, job.token_pool) if job.tokens == "crop"
-              else region_encoder(backbone, job.region_clip, job.token_pool))
+    tokens = (CropTokens(backbone, job.encode_batch, job.token_pool) if job.tokens == "crop"
+              else RegionTokens(backbone, job.region_clip, job.token_pool))
     size = backbone.cfg.vision.frame_size
     videos, labels, parts = [], {}, []
     records = iter_records(reader, split, cfg.prepare.skip_bad, report, share)
@@ -149,24 +149,24 @@ def read_objects(cfg: Config, backbone: FrozenBackbone, split: str, report: Repo
         crops = video_crops(record.frames, tracks, size, job.crop_stride, job.expand,
                             record.source, pixels=job.tokens == "crop")
         if len(crops):      # none: objects seen on no crop frame; the video's frames score 0
+            tokens.add(record.frames, crops)
             flow = motion_field(record.frames, record.source)
-            tokens = (encode(crops.pixels) if job.tokens == "crop" else
-                      encode(record.frames, crops.frame, crops.box))
-            part = {"video": np.full(len(crops), len(videos)), "frame": crops.frame,
-                    "object": crops.object, "tokens": tokens,
-                    "motion": box_histograms(flow, np.column_stack([crops.frame, crops.box])),
-                    "texts": describe_crops(sidecar, crops.object, crops.frame),
-                    "acting": acted_anomalies(sidecar, crops.object, crops.frame)}
-            parts.append(part)
+            parts.append({"video": np.full(len(crops), len(videos)), "frame": crops.frame,
+                          "object": crops.object,
+                          "motion": box_histograms(flow, np.column_stack([crops.frame,
+                                                                          crops.box])),
+                          "texts": describe_crops(sidecar, crops.object, crops.frame),
+                          "acting": acted_anomalies(sidecar, crops.object, crops.frame)})
         videos.append(record.name)
         labels[record.name] = record.labels.astype(np.int64)
     if not parts:       # no object on any crop frame (a share may be that small)
         parts = [{"video": np.zeros(0, np.int64), "frame": np.zeros(0, np.int64),
-                  "object": np.zeros(0, np.int64), "tokens": np.zeros((0, 0, 0), np.float16),
-                  "motion": np.zeros((0, BINS), np.float32), "texts": [], "acting": []}]
+                  "object": np.zeros(0, np.int64), "motion": np.zeros((0, BINS), np.float32),
+                  "texts": [], "acting": []}]
     joined = {k: np.concatenate([p[k] for p in parts])
-              for k in ("video", "frame", "object", "tokens", "motion")}
-    return SplitObjects(videos, labels, texts=[t for p in parts for t in p["texts"]],
+              for k in ("video", "frame", "object", "motion")}
+    return SplitObjects(videos, labels, tokens=tokens.finish(),
+                        texts=[t for p in parts for t in p["texts"]],
                         acting=[a for p in parts for a in p["acting"]], **joined)
 
 
@@ -194,22 +194,61 @@ def acted_anomalies(sidecar: dict, objects: np.ndarray, frames: np.ndarray) -> l
     return out
 
 
-def crop_encoder(backbone: FrozenBackbone, batch: int, pool: int):
-    """crops [K, 2, H, W, 3] uint8 (the tower's frame size) -> the tower's last AHD layer
-    [K, 1+N/pool^2, D_v] float16: the CLS token, then the patch grid average-pooled pool x
-    pool."""
-    encode = make_encoder(backbone.cfg, backbone.params)
-    h, w = backbone.cfg.vision.grid
-    _check_pool((h, w), pool)
+class CropTokens:
+    """The frozen tower's last AHD layer of the crops of video after video (`add`, then
+    `finish` for all of them in order): [K, 1+N/pool^2, D_v] float16, the CLS token, then the
+    patch grid average-pooled pool x pool.
 
-    def last_layer(pixels: np.ndarray) -> np.ndarray:
-        hidden, _ = encode(_tower_input(pixels))
-        hidden = np.asarray(hidden, np.float32)[:, -1, 0]            # K, 1+N, D_v
+    Crops are read in batches of `batch` across videos (one compiled shape; only the last
+    batch of all is padded, where one padded batch per video cost ~13% of the tower's time on
+    the synthetic splits), and a batch's result is fetched only once the next batch has been
+    dispatched: JAX runs it asynchronously, so the host cuts the next video's crops and motion
+    meanwhile. A crop's tokens do not depend on the other rows of its batch."""
+
+    def __init__(self, backbone: FrozenBackbone, batch: int, pool: int):
+        self._encode = make_encoder(backbone.cfg, backbone.params)
+        self.batch, self.pool, self.grid = batch, pool, backbone.cfg.vision.grid
+        _check_pool(self.grid, pool)
+        self._queued: list[np.ndarray] = []  # crops not yet dispatched
+        self._running: tuple[jax.Array, int] | None = None  # (hidden, rows that are crops)
+        self._done: list[np.ndarray] = []
+
+    def add(self, frames: np.ndarray, crops: Crops) -> None:
+        """Queue crops.pixels [K, 2, H, W, 3] uint8 (the tower's frame size); frames unused."""
+        del frames
+        queued = np.concatenate(self._queued + [crops.pixels])
+        full = len(queued) - len(queued) % self.batch
+        for lo in range(0, full, self.batch):
+            self._dispatch(queued[lo:lo + self.batch], self.batch)
+        self._queued = [queued[full:]]
+
+    def finish(self) -> np.ndarray:
+        """The tokens of every crop added since the last `finish`, in order."""
+        rest = np.concatenate(self._queued) if self._queued else np.zeros(0)
+        if len(rest):
+            self._dispatch(np.pad(rest, ((0, self.batch - len(rest)),) + ((0, 0),) * 4),
+                           len(rest))
+        self._queued = []
+        self._fetch()
+        done, self._done = self._done, []
+        return np.concatenate(done) if done else np.zeros((0, 0, 0), np.float16)
+
+    def _dispatch(self, pixels: np.ndarray, rows: int) -> None:
+        hidden, _ = self._encode(_tower_input(pixels))
+        self._fetch()           # the batch before, while this one runs
+        self._running = hidden, rows
+
+    def _fetch(self) -> None:
+        if self._running is None:
+            return
+        hidden, rows = self._running
+        self._running = None
+        hidden = np.asarray(hidden, np.float32)[:rows, -1, 0]        # K, 1+N, D_v
+        (h, w), pool = self.grid, self.pool
         k, _, d = hidden.shape
         grid = hidden[:, 1:].reshape(k, h // pool, pool, w // pool, pool, d).mean(axis=(2, 4))
-        return np.concatenate([hidden[:, :1], grid.reshape(k, -1, d)], 1).astype(np.float16)
-
-    return lambda pixels: in_batches(last_layer, batch, pixels)
+        self._done.append(np.concatenate([hidden[:, :1], grid.reshape(k, -1, d)], 1)
+                          .astype(np.float16))
 
 
 def _tower_input(pixels: np.ndarray) -> np.ndarray:
@@ -266,6 +305,22 @@ def region_encoder(backbone: FrozenBackbone, clip_len: int, pool: int):
                          ys / patch - 0.5).astype(np.float16)
 
     return tokens
+
+
+class RegionTokens:
+    """`region_encoder`'s tokens of each video's objects, in `CropTokens`' form (`add` a
+    video's frames and crops, `finish` for all of them in order)."""
+
+    def __init__(self, backbone: FrozenBackbone, clip_len: int, pool: int):
+        self._tokens = region_encoder(backbone, clip_len, pool)
+        self._done: list[np.ndarray] = []
+
+    def add(self, frames: np.ndarray, crops: Crops) -> None:
+        self._done.append(self._tokens(frames, crops.frame, crops.box))
+
+    def finish(self) -> np.ndarray:
+        done, self._done = self._done, []
+        return np.concatenate(done) if done else np.zeros((0, 0, 0), np.float16)
 
 
 def _tower_sized(frames: np.ndarray, boxes: np.ndarray, size: tuple[int, int]
