@@ -52,10 +52,8 @@ def test_smm_shapes_pairs_and_loss():
     B, S, Nq, H = 3, 4, 5, TINY.width
     questions = rng.standard_normal((B, S, H), np.float32)
     images = rng.standard_normal((B, Nq, H), np.float32)
-    V = smm.pair_tokens(questions, images)
-    assert V.shape == (B, B, S + Nq, H)
-    np.testing.assert_array_equal(V[2, 1], np.concatenate([questions[1], images[2]]))
-
+    V = np.stack([[np.concatenate([questions[j], images[i]]) for j in range(B)]
+                  for i in range(B)])                      # [i, j] = [question j ; image i]
     model = smm.SMM(TINY)
     params = jax.jit(model.init)(jax.random.key(0), V)
     kernels = [params["params"][name]["kernel"] for name in ("encoder", "decoder")]
@@ -63,6 +61,13 @@ def test_smm_shapes_pairs_and_loss():
     assert all(0.015 < float(np.std(k)) < 0.025 for k in kernels)  # N(0, 0.02)
     pred = jax.jit(model.apply)(params, V)
     assert pred.shape == (B, B, H)
+    # the B^2 pairs from 2B + 1 sequences (the SMM is affine in its tokens), biases included
+    params = jax.tree.map(lambda a: a + 0.1 * rng.standard_normal(a.shape, np.float32), params)
+    pred = jax.jit(model.apply)(params, V)
+    inputs = smm.pair_inputs(questions, images)
+    assert inputs.shape == (2 * B + 1, S + Nq, H)
+    np.testing.assert_allclose(smm.pair_outputs(jax.jit(model.apply)(params, inputs)), pred,
+                               rtol=1e-4, atol=1e-5 * float(np.abs(pred).max()))
 
     yes, no = rng.standard_normal(H), rng.standard_normal(H)
     labels = np.eye(B)
@@ -111,7 +116,7 @@ def test_smm_learns_toy_yes_no(form):
     protos = rng.standard_normal((2, H), np.float32)
     questions = protos[classes, None, :] + 0.3 * rng.standard_normal((B, 3, H), np.float32)
     images = protos[classes, None, :] + 0.3 * rng.standard_normal((B, 4, H), np.float32)
-    V = smm.pair_tokens(questions, images)  # [i, j] = [question j ; image i]
+    V = smm.pair_inputs(questions, images)  # pairs [i, j] = [question j ; image i]
     labels = jnp.asarray(np.outer(classes, classes), jnp.float32)
     p = float(labels.mean())
     entropy = -(p * np.log(p) + (1 - p) * np.log(1 - p))
@@ -125,7 +130,8 @@ def test_smm_learns_toy_yes_no(form):
         def step(carry, _):
             params, state = carry
             loss, grads = jax.value_and_grad(
-                lambda p: smm.yes_no_loss(model.apply(p, V), yes, no, labels))(params)
+                lambda p: smm.yes_no_loss(smm.pair_outputs(model.apply(p, V)), yes, no,
+                                         labels))(params)
             updates, state = opt.update(grads, state)
             return (optax.apply_updates(params, updates), state), loss
 

@@ -54,8 +54,8 @@ from tvad_jax.jobs.config import Config, LocalPatternsJobConfig
 from tvad_jax.jobs.local_objects import SplitObjects, in_batches, split_objects
 from tvad_jax.models import backbone_io, itam as itam_lib
 from tvad_jax.models.local_patterns import ReconstructionModule, cmam, reconstruction_errors
-from tvad_jax.models.smm import (SMM, SMMConfig, pair_tokens, to_question, yes_no_loss,
-                                 yes_probability)
+from tvad_jax.models.smm import (SMM, SMMConfig, pair_inputs, pair_outputs, to_question,
+                                 yes_no_loss, yes_probability)
 from tvad_jax.models.tvad import FrozenBackbone, load_frozen_backbone
 from tvad_jax.train import distributed
 from tvad_jax.train.loop import StageSpec, restore_params, train
@@ -253,8 +253,8 @@ def smm_spec(job: LocalPatternsJobConfig, emb_yes: np.ndarray, emb_no: np.ndarra
 
     def loss_fn(trainable, frozen, batch, rng):
         del rng
-        pred = model.apply({"params": merge_params(trainable, frozen)},
-                           pair_tokens(batch["question"], batch["image"]))        # b, b, H
+        pred = pair_outputs(model.apply({"params": merge_params(trainable, frozen)},
+                                        pair_inputs(batch["question"], batch["image"])))  # b, b, H
         sentence = batch["sentence"]
         labels = (sentence[:, None] == sentence[None, :]).astype(jnp.float32)     # b, b
         p_yes = yes_probability(pred, emb_yes, emb_no, job.smm_yes_no)

@@ -100,12 +100,23 @@ class SMM(nn.Module):
         return layers.Dense(cfg.width, kernel_init=init, name="decoder")(u[..., -1, :])
 
 
-def pair_tokens(questions, images):
-    """Every (image i, question j) input of eq. 6: (B, S, H), (B, N_q, H) -> (B, B, S+N_q, H)."""
-    B = questions.shape[0]
-    q = jnp.broadcast_to(questions[None], (B,) + questions.shape)  # [i, j] = question j
-    v = jnp.broadcast_to(images[:, None], (B,) + images.shape)  # [i, j] = image i
-    return jnp.concatenate([q, v], axis=-2)
+def pair_inputs(questions, images):
+    """The 2B + 1 sequences whose SMM outputs give every (image i, question j) pair's
+    (`pair_outputs`): (B, S, H), (B, N_q, H) -> (2B + 1, S + N_q, H), rows [question j ; 0],
+    then [0 ; image i], then [0 ; 0]."""
+    zq, zv = jnp.zeros_like(questions), jnp.zeros_like(images)
+    return jnp.concatenate([jnp.concatenate([questions, zv], axis=-2),
+                            jnp.concatenate([zq, images], axis=-2),
+                            jnp.concatenate([zq[:1], zv[:1]], axis=-2)])
+
+
+def pair_outputs(out):
+    """SMM outputs of `pair_inputs` (2B + 1, H) -> (B, B, H), [i, j] the output for
+    [question j ; image i], the input of eq. 6. Exact because the SMM is affine in its tokens
+    (a Dense encoder, linear state machines, a Dense decoder): SMM([q ; v]) = SMM([q ; 0]) +
+    SMM([0 ; v]) - SMM([0 ; 0]), so 2B + 1 sequences stand for the B^2 pairs."""
+    B = (out.shape[0] - 1) // 2
+    return out[B:2 * B, None] + out[None, :B] - out[2 * B]
 
 
 YES_NO_FORMS = ("ratio", "softmax")
