@@ -226,8 +226,8 @@ class CropTokens:
         """The tokens of every crop added since the last `finish`, in order."""
         rest = np.concatenate(self._queued) if self._queued else np.zeros(0)
         if len(rest):
-            self._dispatch(np.pad(rest, ((0, self.batch - len(rest)),) + ((0, 0),) * 4),
-                           len(rest))
+            pad = ((0, self.batch - len(rest)),) + ((0, 0),) * (rest.ndim - 1)
+            self._dispatch(np.pad(rest, pad), len(rest))
         self._queued = []
         self._fetch()
         done, self._done = self._done, []
