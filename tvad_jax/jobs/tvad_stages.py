@@ -24,6 +24,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
 import numpy as np
 
 from tvad_jax.config import ConfigError
@@ -268,7 +269,10 @@ def train_phase(cfg: Config, name: str, tcfg: TVADConfig, backbone: FrozenBackbo
             n = len(batch["visual"])
             if val_abnormal is not None:   # every video, the last batch padded: one shape
                 full = {k: _pad_rows(batch[k], s2.batch_size) for k in keys}
-                gaps.append(np.asarray(judge(trainable_, frozen_, full))[:n])
+                # rows spread over several processes' devices: the global array on each
+                gap = multihost_utils.process_allgather(judge(trainable_, frozen_, full),
+                                                        tiled=True)
+                gaps.append(np.asarray(gap)[:n])
             if n < s2.batch_size:
                 continue  # whole batches only: one compiled shape
             losses.append(float(eval_loss(trainable_, frozen_, batch)))
