@@ -329,10 +329,16 @@ def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
     dim = x.shape[-1]
     inv_freq = 1.0 / (theta ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim))
     angles = positions.astype(jnp.float32)[..., None] * inv_freq      # B, L, Dh/2
-    angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]  # B, L, 1, Dh
+    return rotate(x, jnp.concatenate([angles, angles], axis=-1))
+
+
+def rotate(x: jax.Array, angles: jax.Array) -> jax.Array:
+    """x [..., L, H, Dh] rotated by angles [..., L, Dh] in the half-split (rotate_half)
+    layout, in float32: the rotation of `rope` and of Qwen2.5-VL's M-RoPE and 2-D RoPE."""
     x32 = x.astype(jnp.float32)
-    half = dim // 2
+    half = x.shape[-1] // 2
     rotated = jnp.concatenate([-x32[..., half:], x32[..., :half]], axis=-1)
+    angles = angles[..., None, :]
     return (x32 * jnp.cos(angles) + rotated * jnp.sin(angles)).astype(x.dtype)
 
 

@@ -146,16 +146,6 @@ def qwen25vl_7b(**text_overrides) -> QwenVLConfig:
 
 
 # ------------------------------------------------------------------ rotary embeddings
-def rotate(x: jax.Array, angles: jax.Array) -> jax.Array:
-    """x [..., L, H, Dh] rotated by angles [..., L, Dh] in the half-split (rotate_half) layout,
-    in float32."""
-    x32 = x.astype(jnp.float32)
-    half = x.shape[-1] // 2
-    rotated = jnp.concatenate([-x32[..., half:], x32[..., :half]], axis=-1)
-    angles = angles[..., None, :]
-    return (x32 * jnp.cos(angles) + rotated * jnp.sin(angles)).astype(x.dtype)
-
-
 def vision_angles(hw: jax.Array, head_dim: int, theta: float = 10000.0) -> jax.Array:
     """Patch (row, column) [S, 2] -> rotary angles [S, Dh]: the first quarter of the channels
     rotate with the row, the second with the column, repeated for the other half."""
@@ -354,7 +344,7 @@ class VisionBlock(nn.Module):
     def attention(self, x, full, angles, valid, segments):
         """x [S, D] -> [S, D]: segment attention when `full`, else window attention."""
         q, k, v = (y[0] for y in self.attn.qkv(x[None]))                # S, H|K, Dh
-        q, k = rotate(q, angles), rotate(k, angles)
+        q, k = L.rotate(q, angles), L.rotate(k, angles)
         o = jax.lax.cond(full, lambda: _segment_attention(q, k, v, valid, *segments),
                          lambda: _window_attention(q, k, v, valid, self.cfg.window_slots))
         return self.attn.output(o)
@@ -491,7 +481,7 @@ class QwenDecoderLayer(DecoderLayer):
         q, k, v = self.attn.qkv(x)
         if lora is not None:
             q, v = adapt_with_lora(q, x, lora, "query", 0), adapt_with_lora(v, x, lora, "value", 1)
-        q, k = rotate(q, angles), rotate(k, angles)
+        q, k = L.rotate(q, angles), L.rotate(k, angles)
         if kv is None:
             o = attention(q, k, v, is_causal=True, key_lengths=key_lengths)
             return self.attn.output(o), None
