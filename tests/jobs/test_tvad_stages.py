@@ -78,6 +78,28 @@ def test_swapped_examples_read_another_videos_tokens_and_answer_the_judgment_onl
     assert all((a["visual"] == b["visual"]).all() for a, b in zip(half, examples(0.5)))
 
 
+def test_with_judgment_from_swap_the_kept_examples_train_every_answer_but_the_judgment():
+    cache = _decoder_view_cache(6)
+    weights = np.ones((6, 4), np.float32)
+    judgment_only = np.zeros_like(weights)
+    judgment_only[:, 0] = 4.0                                         # the answer's token
+    wording_only = np.ones_like(weights)
+    wording_only[:, 0] = 0.0
+    stream = cache_stream(cache, 2, ("visual", "maps", "video_index"), seed=3,
+                          texts={"weights": weights},
+                          augment=SwapVisual(np.stack([r["visual"] for r in cache]), 0.5,
+                                             judgment_only, wording_only))
+    examples = [{k: b[k][i] for k in b} for b in (next(stream) for _ in range(30))
+                for i in range(2)]
+    swapped = [(e["weights"] == judgment_only[0]).all() for e in examples]
+    kept = [(e["weights"] == wording_only[0]).all() for e in examples]
+    assert all(a != b for a, b in zip(swapped, kept))                # one or the other
+    assert 0.3 < np.mean(swapped) < 0.7
+    for e, was_kept in zip(examples, kept):
+        if was_kept:                                                  # its own tokens
+            assert (e["visual"] == int(e["video_index"])).all()
+
+
 def test_visual_swap_is_a_fraction():
     assert Stage2Config(visual_swap=0.5).visual_swap == 0.5
     with pytest.raises(config_lib.ConfigError, match="visual_swap"):

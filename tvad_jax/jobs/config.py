@@ -288,6 +288,9 @@ class Stage2Config:
         prompts and the answer stay the video's own), so that the answer cannot come from how
         the video looks, only from the heat (the others train every answer). Models without
         anomaly prompts never swap. Not in the paper; 0 = off (docs/studies/tvad_judgment.md).
+      judgment_from_swap: with `visual_swap`, the dialogues not swapped train every answer but
+        the judgment's, so that the judgment is learned from the heat alone while the wording
+        still learns from the video (no effect without `visual_swap`).
       The paper's LR is 2e-4 for one epoch on a 7B decoder; the small default decoder and a
       few hundred steps need 1e-3.
       dtype: decoder compute dtype in stage 2 ("bfloat16" on accelerators; float32 on CPU,
@@ -302,6 +305,7 @@ class Stage2Config:
     lora_layers_b: int = 4
     judgment_weight: float = 4.0
     visual_swap: float = 0.0
+    judgment_from_swap: bool = False
     dtype: str = "float32"
 
     def __post_init__(self):

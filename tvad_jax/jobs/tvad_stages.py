@@ -219,16 +219,22 @@ class SwapVisual:
     probability `rate` an example's visual tokens become a random row of `visual` (the
     cache's "visual" column, one video a row; now and then its own) and its loss weights
     `judgment_weights[video]` (the judgment's answer only); its anomaly prompts and answer
-    stay its own."""
+    stay its own. An example not swapped keeps its weights, or takes `kept_weights[video]`
+    where given (`Stage2Config.judgment_from_swap`: every answer but the judgment's)."""
 
-    def __init__(self, visual: np.ndarray, rate: float, judgment_weights: np.ndarray):
+    def __init__(self, visual: np.ndarray, rate: float, judgment_weights: np.ndarray,
+                 kept_weights: np.ndarray | None = None):
         self.visual, self.rate, self.judgment_weights = visual, rate, judgment_weights
+        self.kept_weights = kept_weights
 
     def __call__(self, example: dict, rng: np.random.Generator) -> dict:
+        video = int(example["video_index"])
         if rng.random() >= self.rate:
-            return example
+            if self.kept_weights is None:
+                return example
+            return dict(example, weights=self.kept_weights[video])
         return dict(example, visual=self.visual[int(rng.integers(len(self.visual)))],
-                    weights=self.judgment_weights[int(example["video_index"])])
+                    weights=self.judgment_weights[video])
 
 
 def train_phase(cfg: Config, name: str, tcfg: TVADConfig, backbone: FrozenBackbone,
@@ -284,6 +290,8 @@ def train_phase(cfg: Config, name: str, tcfg: TVADConfig, backbone: FrozenBackbo
         return metrics
 
     swapped = f", P_V swapped in {augment.rate:.0%} of its examples" if augment else ""
+    if augment and augment.kept_weights is not None:
+        swapped += ", the judgment trained on those alone"
     report(f"[tvad] stage 2 phase {name} ({tcfg.variant}): {len(train_cache)} videos, "
            f"LoRA on {'all' if layers is None else f'the last {layers}'} decoder layers"
            f"{swapped}")
@@ -360,8 +368,12 @@ def train_stage2(cfg: Config, backbone: FrozenBackbone, stage1: dict | None, run
             judgment_only, _ = dialogue_texts(backbone.tokenizer, annotations[0], part,
                                               s2.max_text_len, {"judgment": s2.judgment_weight},
                                               other_weight=0.0)
+            wording_only = None
+            if s2.judgment_from_swap:
+                wording_only = dialogue_texts(backbone.tokenizer, annotations[0], part,
+                                              s2.max_text_len, {"judgment": 0.0})[0]["weights"]
             augment = SwapVisual(sources[0].column("visual"), s2.visual_swap,
-                                 judgment_only["weights"])
+                                 judgment_only["weights"], wording_only)
         if any(left_out):
             counts = ", ".join(f"{n} of {sum(len(r[part]) for r in rows)} ({split})"
                                for n, rows, split in zip(left_out, annotations,
