@@ -2,8 +2,8 @@
 JSON object on stdout and a markdown table on stderr.
 
     .venv/bin/python benchmarks/bench_device.py [--scale auto|real|tiny] [--only NAME[,...]]
-        [--repeats 5] [--batch N] [--seq-len N] [--attention auto] [--peak-flops F]
-        [--abstract]
+        [--repeats 5] [--batch N] [--seq-len N] [--attention auto] [--remat-policy full]
+        [--peak-flops F] [--abstract]
     make bench-device                                  # --scale real
 
 `--scale auto` (the default, so that `make bench` stays CPU-sized) is real on a GPU or TPU and
@@ -92,6 +92,7 @@ from tvad_jax import config as config_lib, configs  # noqa: E402,F401  (register
 from tvad_jax.jobs import plan as plan_lib  # noqa: E402
 from tvad_jax.launch import reexec_with_huge_pages  # noqa: E402
 from tvad_jax.models import attention as attention_lib, qwen_vl as Q  # noqa: E402
+from tvad_jax.models.configs import REMAT_POLICIES  # noqa: E402
 from tvad_jax.models.vit import VisionTransformer  # noqa: E402
 from tvad_jax.train import mesh as mesh_lib  # noqa: E402
 from tvad_jax.train.loop import abstract_engine  # noqa: E402
@@ -288,14 +289,16 @@ def decoder_7b_lora_step(opts) -> dict:
     seqs = (opts.seq_len,) if opts.seq_len else SEQ_LENS[opts.scale]
 
     def run(seq: int) -> dict:
-        pcfg = plan_config(opts.scale, max_seq_len=seq, text_len=0)
+        pcfg = plan_config(opts.scale, max_seq_len=seq, text_len=0,
+                           remat_policy=opts.remat_policy)
         bcfg = plan_lib.backbone_config(pcfg)
         row = train_step(pcfg, "stage2", B, opts.repeats, opts.abstract)
         d = bcfg.decoder
         return finish(dict(row, seq_len=seq, shapes=dataclasses.asdict(
             plan_lib.shapes(pcfg, bcfg)), decoder=dict(
                 width=d.width, depth=d.depth, heads=d.heads, mlp_dim=d.mlp_dim,
-                vocab_size=d.vocab_size, dtype=d.dtype, remat=d.remat)),
+                vocab_size=d.vocab_size, dtype=d.dtype, remat=d.remat,
+                remat_policy=d.remat_policy)),
             {"tokens": B * seq}, opts.peak)
 
     return largest_that_fits(seqs, run)
@@ -458,6 +461,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seq-len", type=int, default=0,
                         help="decoder_7b_lora_step: this sequence only (no fallback)")
     parser.add_argument("--attention", default="auto", choices=attention_lib.IMPLEMENTATIONS)
+    parser.add_argument("--remat-policy", default="full", choices=tuple(REMAT_POLICIES),
+                        help="decoder_7b_lora_step: what each rematerialized decoder layer "
+                             "keeps (DecoderConfig.remat_policy)")
     parser.add_argument("--peak-flops", type=float, default=0.0,
                         help="bf16 peak FLOP/s of a device kind missing from PEAK_BF16")
     parser.add_argument("--abstract", action="store_true",
@@ -484,6 +490,7 @@ def run(opts: argparse.Namespace) -> dict:
     report = {
         "benchmark": "device", **_machine.machine_info(), "scale": opts.scale,
         "abstract": opts.abstract, "attention": opts.attention,
+        "remat_policy": opts.remat_policy,
         "peak_device": opts.peak_device, "peak_bf16_flops_per_s": opts.peak,
         "peak_note": ("published dense bf16 peak of one device (PEAK_BF16)" if opts.peak_device
                       else f"no published bf16 peak for device kind {opts.kind!r}: mfu is "

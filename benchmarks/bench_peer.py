@@ -2,7 +2,7 @@
 in one process, runs interleaved; prints one JSON object (and a markdown table on stderr).
 
     .venv/bin/python benchmarks/bench_peer.py [--only decoder_shipped,llama_1024x8,...]
-        [--repeats 3] [--weight-grads direct,autodiff] [--tiny]
+        [--repeats 3] [--weight-grads direct,autodiff] [--remat none,full,dots] [--tiny]
 
 torch is not a dependency of this project: with it missing, only our side is timed and every
 peer field is null. To measure the peer, keep torch out of the venv:
@@ -39,11 +39,13 @@ best of `--repeats` after a warm-up (`_machine.best_time`), ours and the peer's 
 `peer_time_over_ours` above 1 means ours is faster. Our gradient is timed once per
 `--weight-grads` form (`models.layers.WEIGHT_GRADS`), with the compiled gradient's count of
 transposes and copies, so a change to the backward pass shows in one run; our forward and
-train step use the first form.
+train step use the first form. `--remat` times it also with each decoder layer as is ("none")
+or rematerialized under a `DecoderConfig.remat_policy` ("full", "dots"): `gradient_by_remat`.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import os
 import re
@@ -64,7 +66,8 @@ from _output import emit  # noqa: E402
 
 from tvad_jax.launch import reexec_with_huge_pages  # noqa: E402
 from tvad_jax.models import layers  # noqa: E402
-from tvad_jax.models.configs import BackboneConfig, DecoderConfig, VisionConfig  # noqa: E402
+from tvad_jax.models.configs import (REMAT_POLICIES, BackboneConfig, DecoderConfig,  # noqa: E402
+                                     VisionConfig)
 from tvad_jax.models.decoder import Decoder  # noqa: E402
 from tvad_jax.models.generate import generate  # noqa: E402
 from tvad_jax.models.vit import VisionTransformer  # noqa: E402
@@ -139,31 +142,41 @@ def _ratio(peer: float | None, ours: float) -> float | None:
 
 
 # ------------------------------------------------------------------ language-model steps
-def lm_workload(w: dict, peer, repeats: int, weight_grads: list[str]) -> dict:
+def lm_workload(w: dict, peer, repeats: int, weight_grads: list[str], remats: list[str]
+                ) -> dict:
     model, cfg, params = _llama(w, peer)
     B, Lq = w["batch"], w["length"]
     ids = np.random.default_rng(0).integers(3, w["vocab"], (B, Lq)).astype(np.int32)
-    decoder = Decoder(cfg)
     positions = jnp.broadcast_to(jnp.arange(Lq)[None], (B, Lq))
 
-    def loss(p, ids):
-        embeds = decoder.apply({"params": p}, ids, method=Decoder.embed)
-        logits, _ = decoder.apply({"params": p}, embeds, positions)
-        return optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1],
-                                                               ids[:, 1:]).mean()
+    def loss_of(decoder):
+        def loss(p, ids):
+            embeds = decoder.apply({"params": p}, ids, method=Decoder.embed)
+            logits, _ = decoder.apply({"params": p}, embeds, positions)
+            return optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1],
+                                                                   ids[:, 1:]).mean()
+        return loss
 
+    loss = loss_of(Decoder(cfg))
     optimizer = optax.chain(optax.clip_by_global_norm(CLIP_NORM),
                             optax.adamw(LEARNING_RATE, weight_decay=WEIGHT_DECAY))
     params = jax.device_put(params)
     ids_j = jnp.asarray(ids)
-    ours: dict = {"gradient_by_weight_grad": {}}
+
+    def timed_gradient(loss_fn) -> dict:
+        grad = jax.jit(jax.value_and_grad(loss_fn)).lower(params, ids_j).compile()
+        return {"gradient_s": _machine.best_time(grad, params, ids_j, repeats=repeats),
+                **_compiled_counts(grad)}
+
+    ours: dict = {"gradient_by_weight_grad": {}, "gradient_by_remat": {}}
     for method in weight_grads:         # the first form last, so that it stays in force
         layers.set_weight_grad(method)
-        grad = jax.jit(jax.value_and_grad(loss)).lower(params, ids_j).compile()
-        ours["gradient_by_weight_grad"][method] = {
-            "gradient_s": _machine.best_time(grad, params, ids_j, repeats=repeats),
-            **_compiled_counts(grad)}
+        ours["gradient_by_weight_grad"][method] = timed_gradient(loss)
     layers.set_weight_grad(weight_grads[0])
+    for form in remats:                 # each layer as is ("none") or rematerialized
+        remat = {} if form == "none" else {"remat": True, "remat_policy": form}
+        ours["gradient_by_remat"][form] = timed_gradient(
+            loss_of(Decoder(dataclasses.replace(cfg, **remat))))
     forward = jax.jit(loss).lower(params, ids_j).compile()
 
     @functools.partial(jax.jit, donate_argnums=(0, 1))    # as the engine's step donates
@@ -370,13 +383,18 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default=",".join(WORKLOADS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--weight-grads", default=",".join(layers.WEIGHT_GRADS))
+    parser.add_argument("--remat", default="", help="also time the gradient with each "
+                        "decoder layer rematerialized this way: none, " + ", ".join(REMAT_POLICIES))
     parser.add_argument("--tiny", action="store_true", help="toy sizes (the tests)")
     args = parser.parse_args(argv)
     names = args.only.split(",")
     unknown = sorted(set(names) - set(WORKLOADS))
     weight_grads = args.weight_grads.split(",")
-    if unknown or set(weight_grads) - set(layers.WEIGHT_GRADS):
-        parser.error(f"unknown workloads {unknown} or weight grads {weight_grads}")
+    remats = [r for r in args.remat.split(",") if r]
+    if (unknown or set(weight_grads) - set(layers.WEIGHT_GRADS)
+            or set(remats) - {"none", *REMAT_POLICIES}):
+        parser.error(f"unknown workloads {unknown}, weight grads {weight_grads} or remat "
+                     f"forms {remats}")
     peer = _torch()
     report = {"machine": _machine.machine_info(),
               "peer": None if peer is None else {"torch": peer[0].__version__,
@@ -392,7 +410,8 @@ def main(argv=None) -> int:
             w.update({k: v for k, v in TINY.items() if k in w})
         print(f"[bench_peer] {name} ...", file=sys.stderr, flush=True)
         if w["kind"] == "lm":
-            report["workloads"][name] = lm_workload(w, peer, args.repeats, weight_grads)
+            report["workloads"][name] = lm_workload(w, peer, args.repeats, weight_grads,
+                                                    remats)
         elif w["kind"] == "decode":
             report["workloads"][name] = decode_workload(w, peer, args.repeats)
         elif w["kind"] == "vit":

@@ -203,7 +203,8 @@ def test_real_scale_shapes_lower(bench):
     dec = rows["decoder_7b_lora_step"]
     assert dec["seq_len"] == 2048 and dec["attempts"] == []
     assert dec["decoder"] == dict(width=4096, depth=32, heads=32, mlp_dim=11008,
-                                  vocab_size=32064, dtype="bfloat16", remat=True)
+                                  vocab_size=32064, dtype="bfloat16", remat=True,
+                                  remat_policy="full")
     assert dec["batch_shapes"]["visual"] == [[1, 1152, 4096], "float16"]
     text = dec["shapes"]["text_len"]
     assert dec["batch_shapes"]["ids"] == [[1, text], "int32"]

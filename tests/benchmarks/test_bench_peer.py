@@ -1,6 +1,6 @@
 """benchmarks/bench_peer.py on toy sizes without torch (not a test dependency): our side of
-every workload is timed, the gradient once per weight-gradient form with its HLO counts, and
-every peer field is null. Nothing is asserted on time."""
+every workload is timed, the gradient once per weight-gradient form and remat form with its HLO
+counts, and every peer field is null. Nothing is asserted on time."""
 from __future__ import annotations
 
 import importlib.util
@@ -16,11 +16,13 @@ def test_tiny_workloads_without_torch_report_our_side(monkeypatch, capsys):
     spec.loader.exec_module(bench)
     monkeypatch.setattr(bench, "_torch", lambda: None)
     workloads = "decoder_shipped,greedy_decode,vit_b_frames,vit_joint_shipped"
-    assert bench.main(["--tiny", "--repeats", "1", "--only", workloads]) == 0
+    assert bench.main(["--tiny", "--repeats", "1", "--only", workloads,
+                       "--remat", "none,dots"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["peer"] is None
     lm = report["workloads"]["decoder_shipped"]
     assert set(lm["ours"]["gradient_by_weight_grad"]) == {"direct", "autodiff"}
+    assert set(lm["ours"]["gradient_by_remat"]) == {"none", "dots"}
     assert lm["ours"]["gradient_s"] == lm["ours"]["gradient_by_weight_grad"]["direct"][
         "gradient_s"]
     assert lm["ours"]["gradient_over_forward"] == lm["ours"]["gradient_s"] / lm["ours"][

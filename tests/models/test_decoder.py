@@ -262,12 +262,24 @@ def test_remat_and_bfloat16(llama):
     def loss(cfg, p):
         return Decoder(cfg).apply({"params": p}, embeds, positions)[0].mean()
 
-    # remat recomputes each layer's forward in the backward pass: more matmuls in the
-    # gradient (traced only, no compilation)
-    plain = str(jax.make_jaxpr(jax.grad(lambda p: loss(llama.cfg, p)))(llama.ours))
-    remat = str(jax.make_jaxpr(jax.grad(
-        lambda p: loss(dataclasses.replace(llama.cfg, remat=True), p)))(llama.ours))
-    assert remat.count("dot_general") > plain.count("dot_general")
+    # remat "full" recomputes each layer's forward in the backward pass: more matmuls in the
+    # gradient; "dots" keeps the products and recomputes only the elementwise work (traced
+    # only, no compilation)
+    def gradient_jaxpr(**remat):
+        cfg = dataclasses.replace(llama.cfg, **remat)
+        return str(jax.make_jaxpr(jax.grad(lambda p: loss(cfg, p)))(llama.ours))
+
+    plain = gradient_jaxpr().count("dot_general")
+    assert gradient_jaxpr(remat=True).count("dot_general") > plain
+    assert gradient_jaxpr(remat=True, remat_policy="dots").count("dot_general") == plain
+    expected = jax.grad(lambda p: loss(llama.cfg, p))(llama.ours)
+    for policy in ("full", "dots"):                   # the same gradient either way
+        cfg = dataclasses.replace(llama.cfg, remat=True, remat_policy=policy)
+        got = jax.grad(lambda p: loss(cfg, p))(llama.ours)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="remat_policy must be one of"):
+        dataclasses.replace(llama.cfg, remat_policy="some")
     bf16 = dataclasses.replace(llama.cfg, dtype="bfloat16")
     logits, _ = jax.jit(lambda p: Decoder(bf16).apply({"params": p}, embeds, positions))(
         llama.ours)

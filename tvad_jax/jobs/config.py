@@ -17,7 +17,7 @@ from tvad_jax.data.synthetic.spec import ANOMALY_TYPES, NORMAL_BEHAVIOURS, Synth
 from tvad_jax.data.tracker import DetectionNoise, TrackerConfig
 from tvad_jax.eval.fusion import NORMALIZATIONS
 from tvad_jax.models.attention import IMPLEMENTATIONS
-from tvad_jax.models.configs import DTYPES
+from tvad_jax.models.configs import DTYPES, REMAT_POLICIES
 from tvad_jax.models.layers import WEIGHT_GRADS
 from tvad_jax.models.local_patterns import WEIGHTS, RMConfig
 from tvad_jax.models.predictors import PREDICTORS
@@ -618,6 +618,8 @@ class PlanConfig:
       encoder_batch_per_device: clips per data-parallel device in the encoder pass.
       vision_dtype: compute dtype of the vision tower in the encoder pass.
       remat: rematerialize each decoder layer in stage 2's backward pass.
+      remat_policy: what a rematerialized layer keeps ("full": nothing, "dots": its matmul
+        outputs; `models.configs.DecoderConfig.remat_policy`).
       phase: the stage-2 phase: "A" (LoRA on every layer) or "B" (the last
         `job.stage2.lora_layers_b`).
       job: the T-VAD job config: heads (`job.model`), the engine configs (optimizer,
@@ -638,6 +640,7 @@ class PlanConfig:
     encoder_batch_per_device: int = 1
     vision_dtype: str = "bfloat16"
     remat: bool = True
+    remat_policy: str = "full"
     phase: Literal["A", "B"] = "A"
     job: TVADJobConfig = TVADJobConfig()
     runs_dir: str = "runs"
@@ -651,3 +654,4 @@ class PlanConfig:
             raise ValueError(f"frame_size: expected (side,) or (height, width), got "
                              f"{self.frame_size}")
         config_lib.check_choice(self, "vision_dtype", tuple(DTYPES))
+        config_lib.check_choice(self, "remat_policy", tuple(REMAT_POLICIES))

@@ -66,7 +66,8 @@ def backbone_config(pcfg: PlanConfig):
     if pcfg.frames % vision.tubelet:
         raise ConfigError(f"frames={pcfg.frames} is not a multiple of the tubelet "
                           f"{vision.tubelet}")
-    decoder = dataclasses.replace(bcfg.decoder, dtype=pcfg.job.stage2.dtype, remat=pcfg.remat)
+    decoder = dataclasses.replace(bcfg.decoder, dtype=pcfg.job.stage2.dtype, remat=pcfg.remat,
+                                  remat_policy=pcfg.remat_policy)
     if family(bcfg) is not LLAVA:
         return dataclasses.replace(bcfg, vision=dataclasses.replace(
             vision, dtype=pcfg.vision_dtype), decoder=decoder)

@@ -24,6 +24,8 @@ import numpy as np
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 ACTIVATIONS = ("quick_gelu", "gelu", "gelu_tanh", "silu")
+# DecoderConfig.remat_policy -> the jax.checkpoint policy of a rematerialized layer
+REMAT_POLICIES = {"full": None, "dots": jax.checkpoint_policies.dots_saveable}
 
 
 def _check(condition: bool, message: str) -> None:
@@ -179,6 +181,10 @@ class DecoderConfig:
       bos_token_id, eos_token_id, pad_token_id: special tokens (eos ends `generate`; pad fills
         the tokens after it).
       dtype, remat: as in `VisionConfig`.
+      remat_policy: what a rematerialized layer keeps for the backward pass: "full" nothing
+        but its input (its whole forward runs again), "dots" the outputs of its matrix
+        products (`jax.checkpoint_policies.dots_saveable`: only the elementwise work runs
+        again, for more memory). Used only with `remat`.
     """
 
     vocab_size: int = 32000
@@ -197,6 +203,7 @@ class DecoderConfig:
     pad_token_id: int = 0
     dtype: str = "float32"
     remat: bool = False
+    remat_policy: str = "full"
 
     def __post_init__(self):
         _check(self.heads % self.kv_heads == 0, f"heads {self.heads} not a multiple of "
@@ -204,6 +211,8 @@ class DecoderConfig:
         _check(self.head_dim is not None or self.width % self.heads == 0,
                f"width {self.width} not divisible by heads {self.heads}")
         _check(self.dtype in DTYPES, f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
+        _check(self.remat_policy in REMAT_POLICIES, f"remat_policy must be one of "
+               f"{tuple(REMAT_POLICIES)}, got {self.remat_policy!r}")
 
     @property
     def dim_per_head(self) -> int:

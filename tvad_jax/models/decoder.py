@@ -41,7 +41,7 @@ import jax.numpy as jnp
 
 from tvad_jax.models import layers as L
 from tvad_jax.models.attention import attention
-from tvad_jax.models.configs import DecoderConfig, dtype_of
+from tvad_jax.models.configs import REMAT_POLICIES, DecoderConfig, dtype_of
 from tvad_jax.models.lora import lora_branch
 
 # Cache slots per block of cached attention; also the capacity bucket of `init_cache`. On this
@@ -178,8 +178,9 @@ class DecoderLayer(nn.Module):
     def __call__(self, carry, layer, positions, start, key_lengths, lora):
         x, stack = carry
         kv = None if stack is None else LayerCache(*stack, layer)
-        block = (nn.remat(DecoderLayer.block, prevent_cse=False) if self.cfg.remat
-                 else DecoderLayer.block)
+        block = (nn.remat(DecoderLayer.block, prevent_cse=False,
+                          policy=REMAT_POLICIES[self.cfg.remat_policy])
+                 if self.cfg.remat else DecoderLayer.block)
         x, kv = block(self, x, kv, positions, start, key_lengths, lora)
         return (x, None if kv is None else (kv.k, kv.v)), None
 
