@@ -290,7 +290,7 @@ class Stage2Config:
         anomaly prompts never swap. Not in the paper; 0 = off (docs/studies/tvad_judgment.md).
       judgment_from_swap: with `visual_swap`, the dialogues not swapped train every answer but
         the judgment's, so that the judgment is learned from the heat alone while the wording
-        still learns from the video (no effect without `visual_swap`).
+        still learns from the video (needs `visual_swap` > 0).
       The paper's LR is 2e-4 for one epoch on a 7B decoder; the small default decoder and a
       few hundred steps need 1e-3.
       dtype: decoder compute dtype in stage 2 ("bfloat16" on accelerators; float32 on CPU,
@@ -313,6 +313,9 @@ class Stage2Config:
         config_lib.check_at_least(self, 0, "judgment_weight", "visual_swap")
         if self.visual_swap > 1:
             raise ValueError(f"visual_swap: expected a fraction <= 1, got {self.visual_swap!r}")
+        if self.judgment_from_swap and not self.visual_swap:
+            raise ValueError("judgment_from_swap: the judgment is trained on swapped dialogues "
+                             "alone, so it needs visual_swap > 0")
         config_lib.check_choice(self, "dtype", tuple(DTYPES))
 
 
