@@ -109,12 +109,12 @@ def test_phase_b_validates_the_judgment_the_exported_model_gives(trained):
 def test_phase_b_with_swapped_visual_tokens_trains_its_judgment(trained, tmp_path, capsys):
     args, _, ahd_dir, _ = trained
     assert main(["train", "tvad", "--run-dir", str(tmp_path / "swap"), "--stage1-from",
-                 str(ahd_dir), *args, "tvad.stage2.visual_swap=0.5",
-                 "tvad.stage2.judgment_from_swap=true",
+                 str(ahd_dir), *args, "tvad.stage2.visual_swap=1",
+                 "tvad.stage2.judgment_from_swap=false",
                  "tvad.stage2.phase_a.loop.steps=2", "tvad.stage2.phase_b.loop.steps=2"]) == 0
     err = capsys.readouterr().err
-    assert "phase B (full): " in err
-    assert "P_V swapped in 50% of its examples, the judgment trained on those alone" in err
+    assert "phase B (full): " in err and "P_V swapped in 100% of its examples" in err
+    assert "the judgment trained on those alone" not in err
     assert "P_V swapped" not in err.split("phase B (full): ")[0]      # phase B only
     summary = json.loads((tmp_path / "swap" / "stage2-B" / "summary.json").read_text())
     assert summary["status"] == "completed"

@@ -62,7 +62,8 @@ class TVADConfig:
       ahd, rae: module sizes; `rae.dim` must equal the decoder width (`for_backbone` sets it).
         `rae.level` is on by default (the paper's eq. 8 feeds only the heat's temporal
         difference, which leaves the yes/no judgment without the heat itself;
-        docs/studies/tvad_judgment.md).
+        docs/studies/tvad_judgment.md), and `rae.global_pool` is "max" (the paper's eq. 11
+        averages over the grid, where one anomalous object is a few cells of 144).
       prompt_maps: which 2-channel AHD map feeds the RAE: "logits" (scaled H_c, eq. 6),
         "similarity" (H_c unscaled) or "probs" (eq. 7).
       lora_rank, lora_alpha, lora_dropout: stage-2 LoRA on the decoder's q/v projections.
@@ -75,7 +76,7 @@ class TVADConfig:
 
     variant: Variant = "full"
     ahd: AHDConfig = AHDConfig()
-    rae: RAEConfig = RAEConfig(level=True)
+    rae: RAEConfig = RAEConfig(level=True, global_pool="max")
     prompt_maps: Literal["logits", "similarity", "probs"] = "logits"
     lora_rank: int = 16
     lora_alpha: float = 32.0
