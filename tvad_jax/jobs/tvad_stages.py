@@ -8,9 +8,9 @@ dialogues with LoRA only on the last `lora_layers_b` layers; the loss is on answ
 the RAE reads the frozen AHD's maps of the clip view pooled onto the decoder's tubelets,
 computed once before the phases (`infer.heatmaps.with_decoder_view_maps`); phase B may read
 another video's visual tokens in a share of its dialogues (`Stage2Config.visual_swap`) and
-also scores the teacher-forced judgment of the val videos. After each phase its best
-checkpoint (by validation loss unless the phase's `checkpoint.best_metric` says otherwise) is
-merged into the decoder (LoRA into q/v, the special embeddings into the embedding table), and
+also scores the teacher-forced judgment of the val videos. After each phase its kept
+checkpoint (the best by the phase's `checkpoint.best_metric`, or the last where that is empty,
+as phase B's by default) is merged into the decoder (LoRA into q/v, the special embeddings into the embedding table), and
 phase B starts from that self-contained decoder. `stage1_spec` / `stage2_spec` are also what
 `tvad plan` compiles at real scale.
 """
@@ -244,7 +244,8 @@ def train_phase(cfg: Config, name: str, tcfg: TVADConfig, backbone: FrozenBackbo
                 ) -> dict:
     """One SFT phase on the decoder's view of the train and val splits (feature caches, with
     the RAE's "maps" where the model has anomaly prompts; `augment` changes the training
-    examples); returns the trainable params of its best checkpoint (host arrays).
+    examples); returns the trainable params of its kept checkpoint (the best, or the last
+    where `checkpoint.best_metric` is empty; host arrays).
 
     Validation: `val_loss` over the answer tokens of the val texts; with `val_abnormal` (the
     truth of each val video, both kinds present) also the teacher-forced judgment of every
@@ -297,7 +298,8 @@ def train_phase(cfg: Config, name: str, tcfg: TVADConfig, backbone: FrozenBackbo
            f"{swapped}")
     train(spec, data=data, run_dir=run_dir, eval_fn=eval_fn)
     params, step = restore_params(spec, run_dir / "checkpoints")
-    report(f"[tvad] stage 2 phase {name}: best checkpoint at step {step}")
+    kept = "best" if train_cfg.checkpoint.best_metric else "last"
+    report(f"[tvad] stage 2 phase {name}: {kept} checkpoint at step {step}")
     params = jax.device_get(params)
     return {k: params[k] for k in ("lora", "rae", "special") if k in params}
 
