@@ -10,9 +10,9 @@ computed once before the phases (`infer.heatmaps.with_decoder_view_maps`); phase
 another video's visual tokens in a share of its dialogues (`Stage2Config.visual_swap`) and
 also scores the teacher-forced judgment of the val videos. After each phase its kept
 checkpoint (the best by the phase's `checkpoint.best_metric`, or the last where that is empty,
-as phase B's by default) is merged into the decoder (LoRA into q/v, the special embeddings into the embedding table), and
-phase B starts from that self-contained decoder. `stage1_spec` / `stage2_spec` are also what
-`tvad plan` compiles at real scale.
+as phase B's by default) is merged into the decoder (LoRA into q/v, the special embeddings
+into the embedding table), and phase B starts from that self-contained decoder.
+`stage1_spec` / `stage2_spec` are also what `tvad plan` compiles at real scale.
 """
 from __future__ import annotations
 
@@ -370,10 +370,8 @@ def train_stage2(cfg: Config, backbone: FrozenBackbone, stage1: dict | None, run
             judgment_only, _ = dialogue_texts(backbone.tokenizer, annotations[0], part,
                                               s2.max_text_len, {"judgment": s2.judgment_weight},
                                               other_weight=0.0)
-            wording_only = None
-            if s2.judgment_from_swap:
-                wording_only = dialogue_texts(backbone.tokenizer, annotations[0], part,
-                                              s2.max_text_len, {"judgment": 0.0})[0]["weights"]
+            wording_only = (texts[0]["weights"] * (judgment_only["weights"] == 0)
+                            if s2.judgment_from_swap else None)
             augment = SwapVisual(sources[0].column("visual"), s2.visual_swap,
                                  judgment_only["weights"], wording_only)
         if any(left_out):
