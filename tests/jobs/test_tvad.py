@@ -115,6 +115,7 @@ def test_phase_b_with_swapped_visual_tokens_trains_its_judgment(trained, tmp_pat
     err = capsys.readouterr().err
     assert "phase B (full): " in err and "P_V swapped in 100% of its examples" in err
     assert "the judgment trained on those alone" not in err
+    assert "their maps mirrored" in err                               # swap_flip_maps' default
     assert "P_V swapped" not in err.split("phase B (full): ")[0]      # phase B only
     summary = json.loads((tmp_path / "swap" / "stage2-B" / "summary.json").read_text())
     assert summary["status"] == "completed"

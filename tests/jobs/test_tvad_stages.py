@@ -100,6 +100,31 @@ def test_with_judgment_from_swap_the_kept_examples_train_every_answer_but_the_ju
             assert (e["visual"] == int(e["video_index"])).all()
 
 
+def test_flipped_maps_are_the_swapped_examples_own_mirrored_in_time_and_space():
+    maps = np.arange(6 * 3 * 4 * 5 * 2, dtype=np.float32).reshape(6, 3, 4, 5, 2)   # V, T', h, w, 2
+    cache = [{"visual": np.full((2, 3), v, np.float32), "maps": maps[v],
+              "video_index": np.int32(v)} for v in range(6)]
+    weights = np.ones((6, 4), np.float32)
+    judgment_only = np.zeros_like(weights)
+    judgment_only[:, 0] = 4.0
+    stream = cache_stream(cache, 2, ("visual", "maps", "video_index"), seed=3,
+                          texts={"weights": weights},
+                          augment=SwapVisual(np.stack([r["visual"] for r in cache]), 0.5,
+                                             judgment_only, flip_maps=True))
+    examples = [{k: b[k][i] for k in b} for b in (next(stream) for _ in range(40))
+                for i in range(2)]
+    mirrors = {axes: 0 for axes in ((), (0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2))}
+    for e in examples:
+        own = maps[int(e["video_index"])]
+        if (e["weights"] == weights[0]).all():                        # not swapped: as it was
+            assert (e["maps"] == own).all()
+            continue
+        found = [axes for axes in mirrors if (e["maps"] == np.flip(own, axes)).all()]
+        assert len(found) == 1                                        # one mirror of its own
+        mirrors[found[0]] += 1
+    assert sum(mirrors.values()) > 25 and sum(n > 0 for n in mirrors.values()) >= 6
+
+
 def test_visual_swap_is_a_fraction():
     assert Stage2Config(visual_swap=0.5).visual_swap == 0.5
     with pytest.raises(config_lib.ConfigError, match="visual_swap"):

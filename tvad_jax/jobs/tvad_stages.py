@@ -220,12 +220,14 @@ class SwapVisual:
     cache's "visual" column, one video a row; now and then its own) and its loss weights
     `judgment_weights[video]` (the judgment's answer only); its anomaly prompts and answer
     stay its own. An example not swapped keeps its weights, or takes `kept_weights[video]`
-    where given (`Stage2Config.judgment_from_swap`: every answer but the judgment's)."""
+    where given (`Stage2Config.judgment_from_swap`: every answer but the judgment's). With
+    `flip_maps` a swapped example's maps [T', h, w, 2] are mirrored along each of their first
+    three axes with probability 1/2 (`Stage2Config.swap_flip_maps`)."""
 
     def __init__(self, visual: np.ndarray, rate: float, judgment_weights: np.ndarray,
-                 kept_weights: np.ndarray | None = None):
+                 kept_weights: np.ndarray | None = None, flip_maps: bool = False):
         self.visual, self.rate, self.judgment_weights = visual, rate, judgment_weights
-        self.kept_weights = kept_weights
+        self.kept_weights, self.flip_maps = kept_weights, flip_maps
 
     def __call__(self, example: dict, rng: np.random.Generator) -> dict:
         video = int(example["video_index"])
@@ -233,8 +235,12 @@ class SwapVisual:
             if self.kept_weights is None:
                 return example
             return dict(example, weights=self.kept_weights[video])
-        return dict(example, visual=self.visual[int(rng.integers(len(self.visual)))],
-                    weights=self.judgment_weights[video])
+        swapped = dict(example, visual=self.visual[int(rng.integers(len(self.visual)))],
+                       weights=self.judgment_weights[video])
+        if self.flip_maps:                                   # maps [T', h, w, 2]
+            axes = tuple(a for a in range(3) if rng.random() < 0.5)
+            swapped["maps"] = np.flip(example["maps"], axes).copy()
+        return swapped
 
 
 def train_phase(cfg: Config, name: str, tcfg: TVADConfig, backbone: FrozenBackbone,
@@ -293,6 +299,8 @@ def train_phase(cfg: Config, name: str, tcfg: TVADConfig, backbone: FrozenBackbo
     swapped = f", P_V swapped in {augment.rate:.0%} of its examples" if augment else ""
     if augment and augment.kept_weights is not None:
         swapped += ", the judgment trained on those alone"
+    if augment and augment.flip_maps:
+        swapped += ", their maps mirrored"
     report(f"[tvad] stage 2 phase {name} ({tcfg.variant}): {len(train_cache)} videos, "
            f"LoRA on {'all' if layers is None else f'the last {layers}'} decoder layers"
            f"{swapped}")
@@ -373,7 +381,7 @@ def train_stage2(cfg: Config, backbone: FrozenBackbone, stage1: dict | None, run
             wording_only = (texts[0]["weights"] * (judgment_only["weights"] == 0)
                             if s2.judgment_from_swap else None)
             augment = SwapVisual(sources[0].column("visual"), s2.visual_swap,
-                                 judgment_only["weights"], wording_only)
+                                 judgment_only["weights"], wording_only, s2.swap_flip_maps)
         if any(left_out):
             counts = ", ".join(f"{n} of {sum(len(r[part]) for r in rows)} ({split})"
                                for n, rows, split in zip(left_out, annotations,
