@@ -296,9 +296,9 @@ class Stage2Config:
       judgment_from_swap: with `visual_swap`, the dialogues not swapped train every answer but
         the judgment's, so that the judgment is learned from the heat alone while the wording
         still learns from the video (without swapped dialogues, `visual_swap=0`, nothing to
-        do: every dialogue trains every answer). With both defaults T-VAD judges
-        unseen videos of the training types at 66% balanced over three seeds, against 49%
-        without (Table 4 in the README; docs/studies/tvad_judgment.md).
+        do: every dialogue trains every answer). With both (before the mirrors below) T-VAD
+        judged unseen videos of the training types at 66% balanced over three seeds, against
+        49% without (Table 4 in the README; docs/studies/tvad_judgment.md).
       swap_flip_maps: a swapped dialogue's anomaly maps are also mirrored along each of time,
         height and width with probability 1/2, so that the judgment, trained on those alone,
         learns that heat says "anomaly" wherever and whenever it lies, not where the training
