@@ -1,16 +1,18 @@
 import dataclasses
 import os
+import pickle
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
 import pytest
 
-from tvad_jax.data.pipeline import (LoaderConfig, clip_index, clip_starts, find_builder_dir,
-                                    make_dataset, open_split, scatter_clips)
+from tvad_jax.data.pipeline import (LoaderConfig, RecentRecords, clip_index, clip_starts,
+                                    find_builder_dir, make_dataset, open_split, scatter_clips)
 from tvad_jax.data.prepare import prepare
 from tvad_jax.data.readers import make_reader, parse_split_files
 from tvad_jax.errors import DataError
@@ -95,6 +97,70 @@ def test_iterator_restore_gives_identical_next_batches(tiny_prepared):
         got = next(fresh)
         for key in want:
             np.testing.assert_array_equal(got[key], want[key])
+
+
+class _CountingSource:
+    """A data source that counts its reads per index (and can be slow, or fail once)."""
+
+    def __init__(self, records, delay: float = 0.0, fail_once: int | None = None):
+        self.records, self.delay, self.fail_once = records, delay, fail_once
+        self.reads: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self):
+        return len(self.records)
+
+    def __getitem__(self, i):
+        with self._lock:
+            self.reads[i] = self.reads.get(i, 0) + 1
+            fail = i == self.fail_once
+            if fail:
+                self.fail_once = None
+        time.sleep(self.delay)
+        if fail:
+            raise OSError(f"record {i}: read failed")
+        return self.records[i]
+
+
+def test_an_ordered_loader_reads_each_video_once(tiny_prepared):
+    _, prepared_dir = tiny_prepared
+    source, lengths = open_split(prepared_dir, "train")
+    counting = _CountingSource(source)
+    loader = LoaderConfig(clip_len=4, clip_stride=4, shuffle=False, num_epochs=1,
+                          batch_size=len(clip_index(lengths, LoaderConfig(clip_len=4,
+                                                                          clip_stride=4))))
+    batches = list(make_dataset(counting, lengths, loader))
+    clips_per_video = np.bincount(batches[0]["video_index"])
+    assert (clips_per_video > 1).all()        # several clips of each video, one read each
+    assert counting.reads == {v: 1 for v in range(len(lengths))}
+    plain = list(make_dataset(source, lengths, loader))
+    for key in plain[0]:
+        np.testing.assert_array_equal(batches[0][key], plain[0][key])
+
+
+def test_recent_records_share_reads_across_threads_evict_and_retry():
+    records = [{"frames": np.full((2, 2), i)} for i in range(4)]
+    source = _CountingSource(records, delay=0.05, fail_once=3)
+    recent = RecentRecords(source, size=2)
+    got = [None] * 8
+    threads = [threading.Thread(target=lambda j: got.__setitem__(j, recent[1]), args=(j,))
+               for j in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert source.reads == {1: 1} and all(g is records[1] for g in got)
+    recent[0], recent[2]                       # 1 is now the oldest of three: dropped
+    assert recent[2] is records[2] and source.reads == {0: 1, 1: 1, 2: 1}
+    recent[1]
+    assert source.reads[1] == 2
+    with pytest.raises(OSError, match="record 3"):
+        recent[3]
+    assert recent[3] is records[3] and source.reads[3] == 2     # the failure is not kept
+    plain = RecentRecords(records, size=2)
+    plain[1]
+    copy = pickle.loads(pickle.dumps(plain))          # as grain sends it to a worker
+    assert copy[1]["frames"][0, 0] == 1 and copy.size == 2 and len(copy) == 4
 
 
 def test_processes_split_each_global_batch_into_contiguous_blocks(tiny_prepared):

@@ -42,6 +42,9 @@ from tvad_jax.train.distributed import barrier
 
 ARRAYS = ("hidden", "visual", "tubelet_masks", "valid", "labels", "video_index", "start")
 VERSION = 1
+# Clips per tower call. On this project's 2-core CPU the shipped tower reads 16-frame clips
+# about 12% faster 4 at a time than 8 (their activations stay in cache), to the same bits.
+ENCODE_BATCH = 4
 
 
 def cache_key(bcfg, checkpoint_id: str, builder_dir: Path, split: str, view: ClipView) -> str:
@@ -111,7 +114,8 @@ class FeatureCache:
 
 
 def build_cache(bcfg, params, prepared_dir: str | Path, split: str,
-                view: ClipView, root: str | Path, checkpoint_id: str, batch_size: int = 8,
+                view: ClipView, root: str | Path, checkpoint_id: str,
+                batch_size: int = ENCODE_BATCH,
                 shard_clips: int = 256, encoder: Callable | None = None,
                 report: Callable[[str], None] = print) -> FeatureCache:
     """The cache of `split` under `root`: opened if it exists (the backbone does not run),
@@ -182,7 +186,7 @@ class MemoryFeatures:
 
 
 def encode_split(encode: Callable, prepared_dir: str | Path, split: str, view: ClipView,
-                 batch_size: int = 8) -> MemoryFeatures:
+                 batch_size: int = ENCODE_BATCH) -> MemoryFeatures:
     """Every clip of a prepared split through `encode` (as `make_encoder` returns), in memory."""
     source, lengths = open_split(prepared_dir, split)
     loader = LoaderConfig(clip_len=view.clip_len, clip_stride=view.clip_stride,
