@@ -126,14 +126,15 @@ def test_an_ordered_loader_reads_each_video_once(tiny_prepared):
     _, prepared_dir = tiny_prepared
     source, lengths = open_split(prepared_dir, "train")
     counting = _CountingSource(source)
-    loader = LoaderConfig(clip_len=4, clip_stride=4, shuffle=False, num_epochs=1,
-                          batch_size=len(clip_index(lengths, LoaderConfig(clip_len=4,
-                                                                          clip_stride=4))))
+    loader = LoaderConfig(clip_len=4, clip_stride=4, shuffle=False, num_epochs=1)
+    loader = dataclasses.replace(loader, batch_size=len(clip_index(lengths, loader)))  # all
     batches = list(make_dataset(counting, lengths, loader))
     clips_per_video = np.bincount(batches[0]["video_index"])
     assert (clips_per_video > 1).all()        # several clips of each video, one read each
     assert counting.reads == {v: 1 for v in range(len(lengths))}
-    plain = list(make_dataset(source, lengths, loader))
+    uncached = _CountingSource(source)
+    plain = list(make_dataset(uncached, lengths, dataclasses.replace(loader, recent_videos=0)))
+    assert uncached.reads == dict(enumerate(clips_per_video.tolist()))   # once per clip
     for key in plain[0]:
         np.testing.assert_array_equal(batches[0][key], plain[0][key])
 

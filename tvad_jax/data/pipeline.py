@@ -54,12 +54,16 @@ class LoaderConfig:
     pad_last: bool = True
     drop_remainder: bool = True
     worker_count: int = 0
+    # Decoded videos each loader keeps (`RecentRecords`; 0: none). A record holds a whole
+    # video, so without them an ordered pass decodes each video once per clip (the feature
+    # caches: 4 times per 64-frame synthetic video at 16-frame clips).
+    recent_videos: int = 4
     mean: tuple[float, ...] = CLIP_MEAN
     std: tuple[float, ...] = CLIP_STD
 
     def __post_init__(self):
         config_lib.check_at_least(self, 1, "clip_len", "clip_stride", "frame_step", "batch_size")
-        config_lib.check_at_least(self, 0, "num_epochs", "worker_count")
+        config_lib.check_at_least(self, 0, "num_epochs", "worker_count", "recent_videos")
 
 
 def clip_starts(num_frames: int, clip_len: int, stride: int, frame_step: int = 1,
@@ -93,19 +97,13 @@ def normalize_frames(frames: np.ndarray, mean: Sequence[float] = CLIP_MEAN,
         (1.0 / (np.asarray(std, np.float32) * 255))
 
 
-# Decoded videos a ClipLoader keeps (`RecentRecords`): a record holds a whole video, so
-# without them an ordered pass decoded each video once per clip (the feature caches: 4 times
-# per 64-frame synthetic video at 16-frame clips, 2.6x the time of one read each).
-RECENT_VIDEOS = 4
-
-
 class RecentRecords:
     """`source[i]` that keeps the last `size` records read, for loaders whose consecutive
     clips come from one video. Thread-safe (grain's read threads ask for clips at once): a
     record asked for while another thread reads it waits for that read. Pickles without
     the records (grain worker processes start empty)."""
 
-    def __init__(self, source, size: int = RECENT_VIDEOS):
+    def __init__(self, source, size: int):
         self.source, self.size = source, size
         self._lock = threading.Lock()
         self._records: collections.OrderedDict[int, concurrent.futures.Future] = \
@@ -147,7 +145,7 @@ class ClipLoader:
     def __init__(self, source, index: np.ndarray, cfg: LoaderConfig):
         if cfg.clip_len % 2:
             raise ValueError("clip_len must be even (2-frame tubelets)")
-        self.source, self.index, self.cfg = RecentRecords(source), index, cfg
+        self.source, self.index, self.cfg = RecentRecords(source, cfg.recent_videos), index, cfg
 
     def __call__(self, clip: int) -> dict:
         video, start = (int(v) for v in self.index[clip])
