@@ -3,7 +3,9 @@
     .venv/bin/python benchmarks/bench_data.py [--videos 200] [--workers 2]
 
 Prints one JSON object. The default renders the full default benchmark (200 videos of 64
-frames at 96x96), the size the foundation issue asks to build in under 2 minutes here.
+frames at 96x96), the size the foundation issue asks to build in under 2 minutes here. Beside
+the training loader (shuffled), an ordered pass over `train` as the feature caches read it,
+with and without the decoded videos a loader keeps (`LoaderConfig.recent_videos`).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import time
 
 from tvad_jax import configs  # noqa: F401  (registers the named configs)
 from tvad_jax import config as config_lib
-from tvad_jax.data.pipeline import make_dataset, open_split
+from tvad_jax.data.pipeline import make_dataset, open_split, view_loader
 from tvad_jax.data.prepare import prepare
 from tvad_jax.data.synthetic.generate import synthesize
 from tvad_jax.launch import reexec_with_huge_pages
@@ -50,6 +52,8 @@ def main() -> None:
         for _ in range(args.batches):
             next(iterator)
         load_s = time.perf_counter() - start
+        ordered = {recent: _ordered_pass(source, lengths, cfg.tvad.stage1.view, recent)
+                   for recent in (0, cfg.loader.recent_videos)}
     videos = sum(synth.videos_in(s) for s in ("train", "val", "test", "train_normal"))
     print(json.dumps({
         "videos": videos, "frames_per_video": synth.num_frames,
@@ -59,7 +63,19 @@ def main() -> None:
         "prepare_videos_per_s": round(videos / prepare_s, 2),
         "loader_clips_per_s": round(args.batches * cfg.loader.batch_size / load_s, 1),
         "loader_clip_shape": [cfg.loader.clip_len, cfg.prepare.height, cfg.prepare.width, 3],
+        "ordered_clips_per_s": {f"recent_videos={k}": v for k, v in ordered.items()},
+        "ordered_speedup": round(ordered[cfg.loader.recent_videos] / ordered[0], 2),
     }, indent=2))
+
+
+def _ordered_pass(source, lengths, view, recent_videos: int) -> float:
+    """Clips per second of one ordered pass over a split as the feature caches read it
+    (stage 1's clip view, shards of 256 clips), keeping `recent_videos` decoded videos."""
+    loader = view_loader(view, batch_size=256, shuffle=False, num_epochs=1,
+                         drop_remainder=False, recent_videos=recent_videos)
+    start = time.perf_counter()
+    clips = sum(len(batch["frames"]) for batch in make_dataset(source, lengths, loader))
+    return round(clips / (time.perf_counter() - start), 1)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,13 @@ class LoaderConfig:
         config_lib.check_at_least(self, 0, "num_epochs", "worker_count", "recent_videos")
 
 
+def view_loader(view, **settings) -> LoaderConfig:
+    """The LoaderConfig that cuts videos as `view` does (its clip_len, clip_stride,
+    frame_step, interleave and pad_last: a `models.tvad.ClipView`), with further settings."""
+    fields = ("clip_len", "clip_stride", "frame_step", "interleave", "pad_last")
+    return LoaderConfig(**{f: getattr(view, f) for f in fields}, **settings)
+
+
 def clip_starts(num_frames: int, clip_len: int, stride: int, frame_step: int = 1,
                 pad_last: bool = True, interleave: bool = False) -> list[int]:
     """Clip start frames covering a video; with `pad_last`, one padded clip covers the tail.

@@ -32,8 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from tvad_jax.data.files import waiting_lock
-from tvad_jax.data.pipeline import (LoaderConfig, clip_index, find_builder_dir, make_dataset,
-                                    open_split)
+from tvad_jax.data.pipeline import (clip_index, find_builder_dir, make_dataset, open_split,
+                                    view_loader)
 from tvad_jax.errors import DataError
 from tvad_jax.models.family import LLAVA, family
 from tvad_jax.models.tvad import ClipView, FrozenBackbone
@@ -133,11 +133,8 @@ def build_cache(bcfg, params, prepared_dir: str | Path, split: str,
             report(f"[tvad] feature cache hit: {final}")
             return FeatureCache(final)
         source, lengths = open_split(prepared_dir, split)
-        loader = LoaderConfig(clip_len=view.clip_len, clip_stride=view.clip_stride,
-                              frame_step=view.frame_step, interleave=view.interleave,
-                              pad_last=view.pad_last,
-                              batch_size=shard_clips, shuffle=False, num_epochs=1,
-                              drop_remainder=False)
+        loader = view_loader(view, batch_size=shard_clips, shuffle=False, num_epochs=1,
+                             drop_remainder=False)
         pid, count = jax.process_index(), jax.process_count()
         work = Path(root) / f"incomplete-{split}-{key}"
         if pid == 0:
@@ -189,10 +186,8 @@ def encode_split(encode: Callable, prepared_dir: str | Path, split: str, view: C
                  batch_size: int = ENCODE_BATCH) -> MemoryFeatures:
     """Every clip of a prepared split through `encode` (as `make_encoder` returns), in memory."""
     source, lengths = open_split(prepared_dir, split)
-    loader = LoaderConfig(clip_len=view.clip_len, clip_stride=view.clip_stride,
-                          frame_step=view.frame_step, interleave=view.interleave,
-                          pad_last=view.pad_last,
-                          batch_size=64, shuffle=False, num_epochs=1, drop_remainder=False)
+    loader = view_loader(view, batch_size=64, shuffle=False, num_epochs=1,
+                         drop_remainder=False)
     parts = [_encode_shard(encode, shard, batch_size)
              for shard in make_dataset(source, lengths, loader)]
     arrays = {name: np.concatenate([p[name] for p in parts]) for name in ARRAYS}

@@ -29,7 +29,7 @@ import numpy as np
 
 from tvad_jax.config import ConfigError
 from tvad_jax.data.dialogues import chat_format, dialogue_texts, read_annotations
-from tvad_jax.data.pipeline import LoaderConfig, make_dataset, open_split
+from tvad_jax.data.pipeline import make_dataset, open_split, view_loader
 from tvad_jax.eval.metrics import judgment_scores
 from tvad_jax.eval.tvad import RegionScorer, heatmap_auc
 from tvad_jax.infer.features import cache_stream, encode_fn, encode_split, feature_cache
@@ -119,10 +119,7 @@ def train_stage1(cfg: Config, backbone: FrozenBackbone, run_dir: Path,
         spec = stage1_spec(tcfg, s1, lambda: text, hidden_shape,
                            (vit, backbone.params["vision"]))
         source, lengths = open_split(cfg.prepared_dir, job.train_split)
-        loader = LoaderConfig(clip_len=s1.view.clip_len, clip_stride=s1.view.clip_stride,
-                              frame_step=s1.view.frame_step, interleave=s1.view.interleave,
-                              pad_last=s1.view.pad_last, batch_size=s1.batch_size,
-                              seed=s1.train.loop.seed)
+        loader = view_loader(s1.view, batch_size=s1.batch_size, seed=s1.train.loop.seed)
         data = iter(make_dataset(source, lengths, loader, jax.process_index(),
                                  jax.process_count(),
                                  transform=_Keep(("frames", "tubelet_masks", "valid"))))
