@@ -52,8 +52,11 @@ def main() -> None:
         for _ in range(args.batches):
             next(iterator)
         load_s = time.perf_counter() - start
-        ordered = {recent: _ordered_pass(source, lengths, cfg.tvad.stage1.view, recent)
-                   for recent in (0, cfg.loader.recent_videos)}
+        ordered = {}
+        for _ in range(2):          # interleaved rounds, the best of each (warm file cache)
+            for recent in (cfg.loader.recent_videos, 0):
+                rate = _ordered_pass(source, lengths, cfg.tvad.stage1.view, recent)
+                ordered[recent] = max(rate, ordered.get(recent, 0.0))
     videos = sum(synth.videos_in(s) for s in ("train", "val", "test", "train_normal"))
     print(json.dumps({
         "videos": videos, "frames_per_video": synth.num_frames,
@@ -63,7 +66,7 @@ def main() -> None:
         "prepare_videos_per_s": round(videos / prepare_s, 2),
         "loader_clips_per_s": round(args.batches * cfg.loader.batch_size / load_s, 1),
         "loader_clip_shape": [cfg.loader.clip_len, cfg.prepare.height, cfg.prepare.width, 3],
-        "ordered_clips_per_s": {f"recent_videos={k}": v for k, v in ordered.items()},
+        "ordered_clips_per_s": {f"recent_videos={k}": v for k, v in sorted(ordered.items())},
         "ordered_speedup": round(ordered[cfg.loader.recent_videos] / ordered[0], 2),
     }, indent=2))
 
